@@ -1,0 +1,758 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: streaming docker-archive / OCI image layout tar writers (push-style blob sinks). Not a public API."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import tarfile
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
+
+FORMATS = ("docker", "oci")
+
+MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_MEDIA_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
+ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+_BLOCK = 512
+_RECORD = 20 * _BLOCK
+_COPY_CHUNK = 1 << 20
+_KEEP_SMALL_MAX = 4 << 20
+_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+_PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)(?:\.spool-[A-Za-z0-9_]+)?$")
+
+# Temporary files written by live writers of this process: cleanup_stale_partials() never removes them.
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    """A committed archive: where it is, how big, and the sha256 of the whole file."""
+
+    path: str
+    fmt: str
+    size: int
+    sha256: str
+    blobs: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def descriptor(media_type: str, digest: str, size: int, ref_name: str | None = None, image_name: str | None = None,
+               platform: dict[str, Any] | None = None, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """An OCI descriptor for index.json; ref_name is the tag, image_name the full reference (for containerd/docker 25+)."""
+    desc: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": int(size)}
+    notes = dict(annotations or {})
+    if image_name:
+        notes[ANNOTATION_IMAGE_NAME] = image_name
+    if ref_name:
+        notes[ANNOTATION_REF_NAME] = ref_name
+    if notes:
+        desc["annotations"] = notes
+    if platform:
+        desc["platform"] = dict(platform)
+    return desc
+
+
+def blob_path(digest: str) -> str:
+    """Member name of a blob inside the tar: blobs/<algorithm>/<hex>."""
+    algorithm, encoded = _check_digest(digest).split(":", 1)
+    return f"blobs/{algorithm}/{encoded}"
+
+
+def cleanup_stale_partials(directory: str, name: str | None = None) -> list[str]:
+    """Remove '.<name>.partial-<pid>*' files left by killed runs; keeps files of live writers. Returns removed paths."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise AirgapError(f"cannot list {directory} to remove stale partial archives: {exc.strerror or exc}") from None
+    removed = []
+    for entry in entries:
+        match = _PARTIAL_RE.match(entry)
+        if not match or (name is not None and match.group("name") != name):
+            continue
+        path = os.path.join(directory, entry)
+        with _LIVE_LOCK:
+            live = path in _LIVE
+        pid = int(match.group("pid"))
+        if live or (pid != os.getpid() and _pid_alive(pid)):
+            continue
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise AirgapError(f"cannot remove stale partial archive {path}: {exc.strerror or exc}") from None
+        removed.append(path)
+    return removed
+
+
+class BlobSink:
+    """Receives one blob's bytes: write(chunk) any number of times, then close(); abort() drops the blob.
+
+    Used as a context manager it closes on success and aborts on an exception.
+    """
+
+    skipped = False
+
+    def __init__(self, writer: ArchiveWriter, digest: str, size: int) -> None:
+        self.writer = writer
+        self.digest = digest
+        self.size = size
+        self.written = 0
+        self._done = False
+        self._hash = hashlib.new(digest.split(":", 1)[0]) if writer.verify_digests else None
+
+    def __enter__(self) -> BlobSink:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, data: bytes) -> None:
+        if self._done:
+            raise AirgapError(f"blob {self.digest} for archive {self.writer.path} is already closed")
+        if self.written + len(data) > self.size:
+            self.abort()
+            raise AirgapError(f"blob {self.digest} for archive {self.writer.path}: more than the declared {self.size} bytes were written")
+        self._write(data)
+        self.written += len(data)
+        if self._hash is not None:
+            self._hash.update(data)
+
+    def close(self) -> None:
+        if self._done:
+            return
+        if self.written != self.size:
+            self.abort()
+            raise AirgapError(f"blob {self.digest} for archive {self.writer.path}: got {self.written} bytes, expected {self.size}")
+        if self._hash is not None and f"{self._hash.name}:{self._hash.hexdigest()}" != self.digest:
+            self.abort()
+            raise DigestMismatchError(f"blob for archive {self.writer.path} does not hash to {self.digest}")
+        self._done = True
+        self._finish()
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._drop()
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        raise NotImplementedError
+
+
+class _SkipSink(BlobSink):
+    """The blob is already in the archive (or being written by another sink): count and discard."""
+
+    skipped = True
+
+    def _write(self, data: bytes) -> None:
+        return
+
+    def _finish(self) -> None:
+        return
+
+    def _drop(self) -> None:
+        return
+
+
+class _DirectSink(BlobSink):
+    """Streams straight into the tar: header first (the size is known), then the data, then the padding."""
+
+    def __init__(self, writer: ArchiveWriter, digest: str, size: int) -> None:
+        super().__init__(writer, digest, size)
+        self._mark = writer._out.mark()
+        writer._write_header(blob_path(digest), size)
+
+    def _write(self, data: bytes) -> None:
+        self.writer._write_direct(data)
+
+    def _finish(self) -> None:
+        self.writer._direct_done(self, keep=True)
+
+    def _drop(self) -> None:
+        self.writer._direct_done(self, keep=False)
+
+
+class _SpoolSink(BlobSink):
+    """Another blob is streaming into the tar: spool this one to a temporary file beside it, append it afterwards."""
+
+    def __init__(self, writer: ArchiveWriter, digest: str, size: int) -> None:
+        super().__init__(writer, digest, size)
+        fd, self.spool_path = writer._mkstemp(".spool-")
+        self._file = os.fdopen(fd, "wb")
+
+    def _write(self, data: bytes) -> None:
+        self.writer._check_open()
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise self.writer._fail(exc, "spooling a blob for") from None
+
+    def _finish(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise self.writer._fail(exc, "spooling a blob for") from None
+        self.writer._spool_done(self)
+
+    def _drop(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        self.writer._spool_dropped(self)
+
+
+class _HashingFile:
+    """Append-only file descriptor that hashes everything written; can roll back to a mark."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pos = 0
+        self.sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        _write_all(self.fd, data)
+        self.sha.update(data)
+        self.pos += len(data)
+
+    def mark(self) -> tuple[int, Any]:
+        return self.pos, self.sha.copy()
+
+    def rollback(self, mark: tuple[int, Any]) -> None:
+        pos, sha = mark
+        os.ftruncate(self.fd, pos)
+        os.lseek(self.fd, pos, os.SEEK_SET)
+        self.pos = pos
+        self.sha = sha.copy()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class ArchiveWriter:
+    """Writes one tar: fmt "docker" (docker-archive of one platform) or "oci" (OCI image layout, any platforms).
+
+    Blobs live at blobs/<alg>/<hex>; manifest.json (docker load) and oci-layout + index.json (OCI) are written by
+    commit(), so one tar can carry both layouts. The tar is written under '.<name>.partial-<pid>' beside the final path
+    and renamed into place by commit(); abort() (or leaving the context manager without commit) removes it.
+    Thread-safe: while one blob streams into the tar, blobs begun by other threads are spooled to temporary files
+    beside it and appended when it is done.
+    """
+
+    def __init__(self, path: str, fmt: str = "docker", verify_digests: bool = False, mtime: int = 0) -> None:
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown archive format {fmt!r}: use one of {', '.join(FORMATS)}")
+        if not path or path.endswith(os.sep):
+            raise ConfigError(f"archive path {path!r} must name a file")
+        self.path = os.path.abspath(path)
+        self.fmt = fmt
+        self.verify_digests = verify_digests
+        self.mtime = int(mtime)
+        self.directory, self.name = os.path.split(self.path)
+        if not os.path.isdir(self.directory):
+            raise ConfigError(f"cannot write archive {self.path}: directory {self.directory} does not exist")
+        if os.path.isdir(self.path):
+            raise ConfigError(f"cannot write archive {self.path}: it is a directory")
+        self.temp_path = os.path.join(self.directory, f".{self.name}.partial-{os.getpid()}")
+        self._lock = threading.RLock()
+        self._state = "open"
+        self._blobs: dict[str, int] = {}
+        self._pending: set[str] = set()
+        self._small: dict[str, bytes] = {}
+        self._queue: list[Any] = []
+        self._spools: set[_SpoolSink] = set()
+        self._direct: _DirectSink | None = None
+        self._dirs: set[str] = set()
+        self._docker: list[dict[str, Any]] = []
+        self._index: list[dict[str, Any]] | None = None
+        self._index_annotations: dict[str, str] | None = None
+        self._out = _HashingFile(self._open_temp())
+        try:
+            self._add_dir("blobs/")
+            self._add_dir("blobs/sha256/")
+        except OSError as exc:
+            raise self._fail(exc, "writing") from None
+
+    # -- context manager -------------------------------------------------------------------------------------------
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.abort()
+
+    @property
+    def committed(self) -> bool:
+        return self._state == "committed"
+
+    # -- blobs -----------------------------------------------------------------------------------------------------
+    def has_blob(self, digest: str) -> bool:
+        """True if the blob is in the archive or being written into it."""
+        with self._lock:
+            return digest in self._blobs or digest in self._pending
+
+    def begin_blob(self, digest: str, size: int) -> BlobSink:
+        """A sink for one blob of a known size. A blob already present gives a sink that discards (sink.skipped)."""
+        _check_digest(digest)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise AirgapError(f"blob {digest} for archive {self.path}: invalid size {size!r}")
+        with self._lock:
+            self._check_open()
+            if digest in self._blobs or digest in self._pending:
+                return _SkipSink(self, digest, size)
+            self._pending.add(digest)
+            try:
+                if self._direct is None:
+                    self._ensure_dir(digest)
+                    self._direct = _DirectSink(self, digest, size)
+                    return self._direct
+                sink = _SpoolSink(self, digest, size)
+                self._spools.add(sink)
+                return sink
+            except OSError as exc:
+                self._pending.discard(digest)
+                raise self._fail(exc, "writing") from None
+
+    def add_bytes_blob(self, digest: str, data: bytes) -> bool:
+        """Add a small blob (manifest, config, index) held in memory; False if it was already there."""
+        algorithm = _check_digest(digest).split(":", 1)[0]
+        if f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}" != digest:
+            raise DigestMismatchError(f"bytes given for {digest} in archive {self.path} hash to something else")
+        data = bytes(data)
+        with self._lock:
+            self._check_open()
+            if digest in self._blobs or digest in self._pending:
+                return False
+            if len(data) <= _KEEP_SMALL_MAX:
+                self._small[digest] = data
+            if self._direct is not None:
+                self._pending.add(digest)
+                self._queue.append((digest, data))
+                return True
+            try:
+                self._ensure_dir(digest)
+                self._write_member(blob_path(digest), data)
+            except OSError as exc:
+                raise self._fail(exc, "writing") from None
+            self._blobs[digest] = len(data)
+            return True
+
+    # -- image metadata --------------------------------------------------------------------------------------------
+    def set_docker_image(self, config_digest: str, layer_digests: list[str], repo_tags: list[str] | None = None) -> None:
+        """Add an entry to manifest.json (what docker load reads); call once per image, tags of one image merge."""
+        _check_digest(config_digest)
+        for digest in layer_digests:
+            _check_digest(digest)
+        tags = list(repo_tags or [])
+        for tag in tags:
+            last = tag.rsplit("/", 1)[-1]
+            if "@" in tag or ":" not in last:
+                raise ConfigError(f"docker archive tag {tag!r} must be name:tag (docker load cannot use a digest reference)")
+        config = blob_path(config_digest)
+        layers = [blob_path(digest) for digest in layer_digests]
+        with self._lock:
+            self._check_open()
+            for entry in self._docker:
+                if entry["Config"] == config and entry["Layers"] == layers:
+                    entry["RepoTags"].extend(tag for tag in tags if tag not in entry["RepoTags"])
+                    return
+            self._docker.append({"Config": config, "RepoTags": tags, "Layers": layers})
+
+    def set_oci_index(self, manifests: list[dict[str, Any]], annotations: dict[str, str] | None = None) -> None:
+        """Set the descriptors of index.json (image manifests or image indexes stored as blobs in this archive)."""
+        checked = []
+        for desc in manifests:
+            if not isinstance(desc, dict) or not desc.get("mediaType") or not isinstance(desc.get("size"), int):
+                raise ConfigError(f"index.json entry for {self.path} needs mediaType, digest and size: {desc!r}")
+            _check_digest(desc.get("digest", ""))
+            checked.append(json.loads(json.dumps(desc)))
+        with self._lock:
+            self._check_open()
+            self._index = checked
+            self._index_annotations = dict(annotations) if annotations else None
+
+    # -- end -------------------------------------------------------------------------------------------------------
+    def commit(self) -> ArchiveResult:
+        """Write the layout files, close the tar, fsync and rename it into place."""
+        with self._lock:
+            self._check_open()
+            if self._pending or self._direct is not None:
+                raise AirgapError(f"archive {self.path}: blobs still being written: {', '.join(sorted(self._pending)[:5])}")
+            docker = [dict(entry) for entry in self._docker]
+            index = self._index
+            if self.fmt == "docker" and not docker:
+                raise AirgapError(f"archive {self.path}: no image was added (set_docker_image)")
+            if self.fmt == "oci" and index is None:
+                raise AirgapError(f"archive {self.path}: no OCI index was set (set_oci_index)")
+            if self.fmt == "oci" and not docker:
+                docker = self._derive_docker(index or [])
+            if index is None:
+                index = self._derive_index(docker)
+            self._check_complete(docker, index or [])
+            try:
+                if index is not None:
+                    body: dict[str, Any] = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": index}
+                    if self._index_annotations:
+                        body["annotations"] = self._index_annotations
+                    self._write_member("oci-layout", OCI_LAYOUT)
+                    self._write_member("index.json", _json(body))
+                if docker:
+                    self._write_member("manifest.json", _json(docker))
+                end = 2 * _BLOCK
+                end += (-(self._out.pos + end)) % _RECORD
+                self._out.write(b"\0" * end)
+                os.fsync(self._out.fd)
+                os.close(self._out.fd)
+                self._out.fd = -1
+                os.replace(self.temp_path, self.path)
+                _fsync_dir(self.directory)
+            except OSError as exc:
+                raise self._fail(exc, "writing") from None
+            self._state = "committed"
+            _unregister(self.temp_path)
+            return ArchiveResult(self.path, self.fmt, self._out.pos, self._out.sha.hexdigest(), len(self._blobs))
+
+    def abort(self) -> None:
+        """Drop the temporary file(s); nothing appears at the final path. Safe to call more than once."""
+        with self._lock:
+            if self._state != "open":
+                return
+            self._state = "aborted"
+            if self._out.fd >= 0:
+                try:
+                    os.close(self._out.fd)
+                except OSError:
+                    pass
+                self._out.fd = -1
+            _remove(self.temp_path)
+            for sink in list(self._spools) + [item for item in self._queue if isinstance(item, _SpoolSink)]:
+                _remove(sink.spool_path)
+            self._spools.clear()
+            self._queue.clear()
+            self._pending.clear()
+            self._direct = None
+
+    # -- internals -------------------------------------------------------------------------------------------------
+    def _open_temp(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        for attempt in (1, 2):
+            with _LIVE_LOCK:
+                if self.temp_path in _LIVE:
+                    raise ConfigError(f"archive {self.path} is already being written by this run")
+                try:
+                    fd = os.open(self.temp_path, flags, 0o644)
+                except FileExistsError:
+                    if attempt == 2:
+                        raise ConfigError(f"cannot write archive {self.path}: {self.temp_path} exists and cannot be replaced") from None
+                    # Our pid, but not one of our writers: left by a killed process that had the same pid.
+                    _remove(self.temp_path)
+                    continue
+                except OSError as exc:
+                    raise _os_error(exc, "creating", self.path) from None
+                _LIVE.add(self.temp_path)
+                return fd
+        raise AssertionError("unreachable")
+
+    def _mkstemp(self, suffix: str) -> tuple[int, str]:
+        try:
+            fd, path = tempfile.mkstemp(prefix=f".{self.name}.partial-{os.getpid()}{suffix}", dir=self.directory)
+        except OSError as exc:
+            raise self._fail(exc, "spooling a blob for") from None
+        with _LIVE_LOCK:
+            _LIVE.add(path)
+        return fd, path
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise AirgapError(f"archive {self.path} is already {self._state}")
+
+    def _fail(self, exc: OSError, what: str) -> AirgapError:
+        """Abort (a half-written archive is useless, and on a full disk the space is wanted back) and explain."""
+        self.abort()
+        return _os_error(exc, what, self.path)
+
+    def _add_dir(self, name: str) -> None:
+        self._out.write(_header(name, 0, self.mtime, directory=True))
+        self._dirs.add(name)
+
+    def _ensure_dir(self, digest: str) -> None:
+        name = f"blobs/{digest.split(':', 1)[0]}/"
+        if name not in self._dirs:
+            self._add_dir(name)
+
+    def _write_header(self, name: str, size: int) -> None:
+        self._out.write(_header(name, size, self.mtime))
+
+    def _write_member(self, name: str, data: bytes) -> None:
+        self._write_header(name, len(data))
+        self._out.write(data + b"\0" * ((-len(data)) % _BLOCK))
+
+    def _write_direct(self, data: bytes) -> None:
+        if self._state != "open":
+            self._check_open()
+        try:
+            self._out.write(data)
+        except OSError as exc:
+            raise self._fail(exc, "writing") from None
+
+    def _direct_done(self, sink: _DirectSink, keep: bool) -> None:
+        with self._lock:
+            if self._state != "open":
+                if keep:
+                    self._check_open()
+                return
+            try:
+                if keep:
+                    self._out.write(b"\0" * ((-sink.size) % _BLOCK))
+                    self._blobs[sink.digest] = sink.size
+                else:
+                    self._out.rollback(sink._mark)
+                self._pending.discard(sink.digest)
+                self._direct = None
+                self._flush_queue()
+            except OSError as exc:
+                raise self._fail(exc, "writing") from None
+
+    def _spool_done(self, sink: _SpoolSink) -> None:
+        with self._lock:
+            self._spools.discard(sink)
+            if self._state != "open":
+                _remove(sink.spool_path)
+                self._check_open()
+            self._queue.append(sink)
+            if self._direct is None:
+                try:
+                    self._flush_queue()
+                except OSError as exc:
+                    raise self._fail(exc, "writing") from None
+
+    def _spool_dropped(self, sink: _SpoolSink) -> None:
+        with self._lock:
+            self._spools.discard(sink)
+            self._pending.discard(sink.digest)
+            _remove(sink.spool_path)
+            _unregister(sink.spool_path)
+
+    def _flush_queue(self) -> None:
+        while self._queue:
+            item = self._queue.pop(0)
+            if isinstance(item, _SpoolSink):
+                self._append_spool(item)
+                digest, size = item.digest, item.size
+            else:
+                digest, data = item
+                self._ensure_dir(digest)
+                self._write_member(blob_path(digest), data)
+                size = len(data)
+            self._blobs[digest] = size
+            self._pending.discard(digest)
+
+    def _append_spool(self, sink: _SpoolSink) -> None:
+        self._ensure_dir(sink.digest)
+        self._write_header(blob_path(sink.digest), sink.size)
+        copied = 0
+        with open(sink.spool_path, "rb") as spool:
+            while True:
+                chunk = spool.read(_COPY_CHUNK)
+                if not chunk:
+                    break
+                self._out.write(chunk)
+                copied += len(chunk)
+        if copied != sink.size:
+            raise OSError(errno.EIO, f"spool file for {sink.digest} holds {copied} bytes, expected {sink.size}")
+        self._out.write(b"\0" * ((-sink.size) % _BLOCK))
+        _remove(sink.spool_path)
+        _unregister(sink.spool_path)
+
+    def _json_blob(self, digest: str) -> dict[str, Any] | None:
+        data = self._small.get(digest)
+        if data is None:
+            return None
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+
+    def _image_manifests(self, descs: list[dict[str, Any]], depth: int = 0) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """(descriptor, parsed manifest or None) for every image manifest reachable from descs, attestations skipped."""
+        found: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        for desc in descs:
+            platform = desc.get("platform") or {}
+            notes = desc.get("annotations") or {}
+            if platform.get("os") == "unknown" or notes.get("vnd.docker.reference.type") == "attestation-manifest":
+                continue
+            body = self._json_blob(str(desc.get("digest")))
+            if desc.get("mediaType") in INDEX_MEDIA_TYPES:
+                if body is not None and depth < 4:
+                    found.extend(self._image_manifests(body.get("manifests") or [], depth + 1))
+                continue
+            found.append((desc, body))
+        return found
+
+    def _derive_docker(self, index: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """OCI format with exactly one platform: also write manifest.json so docker load can read the tar."""
+        images = self._image_manifests(index)
+        if len(images) != 1 or images[0][1] is None:
+            return []
+        manifest = images[0][1] or {}
+        config = (manifest.get("config") or {}).get("digest")
+        layers = [layer.get("digest") for layer in manifest.get("layers") or []]
+        if not config or not all(isinstance(d, str) and _DIGEST_RE.match(d) for d in [config] + layers):
+            return []
+        tags = []
+        for desc in index:
+            name = (desc.get("annotations") or {}).get(ANNOTATION_IMAGE_NAME)
+            if name and "@" not in name and ":" in name.rsplit("/", 1)[-1] and name not in tags:
+                tags.append(name)
+        return [{"Config": blob_path(config), "RepoTags": tags, "Layers": [blob_path(d) for d in layers]}]
+
+    def _derive_index(self, docker: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """docker format without set_oci_index: point index.json at the stored manifest of each image, if there is one."""
+        manifests: dict[str, tuple[str, str, int]] = {}
+        for digest, data in self._small.items():
+            body = self._json_blob(digest)
+            config = body.get("config") if body else None
+            if body and isinstance(config, dict) and isinstance(config.get("digest"), str) and _DIGEST_RE.match(config["digest"]):
+                manifests[blob_path(config["digest"])] = (digest, body.get("mediaType") or MEDIA_OCI_MANIFEST, len(data))
+        entries = []
+        for image in docker:
+            if image["Config"] not in manifests:
+                return None
+            digest, media_type, size = manifests[image["Config"]]
+            for tag in image["RepoTags"] or [None]:
+                entries.append(descriptor(media_type, digest, size, ref_name=tag.rsplit(":", 1)[1] if tag else None, image_name=tag))
+        return entries
+
+    def _check_complete(self, docker: list[dict[str, Any]], index: list[dict[str, Any]]) -> None:
+        """Refuse to commit an archive whose manifests name blobs it does not hold (it would fail at the site)."""
+        by_path = {blob_path(digest): digest for digest in self._blobs}
+        missing: list[str] = []
+        for image in docker:
+            missing.extend(path for path in [image["Config"]] + image["Layers"] if path not in by_path)
+        seen: set[str] = set()
+
+        def walk(descs: list[dict[str, Any]], depth: int) -> None:
+            for desc in descs:
+                digest = desc.get("digest")
+                if not isinstance(digest, str) or digest in seen:
+                    continue
+                seen.add(digest)
+                if desc.get("urls") and digest not in self._blobs:
+                    continue  # foreign layer, fetched from its URLs
+                if digest not in self._blobs:
+                    missing.append(digest)
+                    continue
+                if isinstance(desc.get("size"), int) and desc["size"] != self._blobs[digest]:
+                    raise AirgapError(f"archive {self.path}: {digest} is {self._blobs[digest]} bytes but a descriptor says {desc['size']}")
+                body = self._json_blob(digest)
+                if body is None or depth > 4:
+                    continue
+                children = list(body.get("manifests") or [])
+                if "config" in body or "layers" in body:
+                    children += [body.get("config") or {}] + list(body.get("layers") or [])
+                walk([child for child in children if isinstance(child, dict)], depth + 1)
+
+        walk(index, 0)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise AirgapError(f"archive {self.path} is incomplete, missing blob(s): {shown}")
+
+
+def _check_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+        raise AirgapError(f"invalid blob digest {digest!r}: expected sha256:<64 hex>")
+    return digest
+
+
+def _header(name: str, size: int, mtime: int, directory: bool = False) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = 0 if directory else size
+    info.mtime = mtime
+    info.mode = 0o755 if directory else 0o644
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def _os_error(exc: OSError, what: str, path: str) -> AirgapError:
+    directory = os.path.dirname(path)
+    if exc.errno == errno.ENOSPC:
+        return AirgapError(f"disk full: no space left on the filesystem of {directory} while {what} archive {path}; free space there or choose another path")
+    if exc.errno == getattr(errno, "EDQUOT", -1):
+        return AirgapError(f"disk quota exceeded on {directory} while {what} archive {path}; free space there or choose another path")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ConfigError(f"cannot write archive {path}: directory {directory} is not writable ({exc.strerror})")
+    return AirgapError(f"{what} archive {path} failed: {exc.strerror or exc}")
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    _unregister(path)
+
+
+def _unregister(path: str) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

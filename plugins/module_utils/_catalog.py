@@ -1,0 +1,194 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: what ``ngc_catalog_info`` lists: catalog, then filters, then registry digests. Not a public API."""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, NotFoundError
+from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
+from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository
+from ansible_collections.airgap.ngc.plugins.module_utils._registry import INDEX_MEDIA_TYPES, RegistryClient
+from ansible_collections.airgap.ngc.plugins.module_utils._http import host_of
+
+
+@dataclass
+class CatalogEntry:
+    """One selected tag, as ``ngc_catalog_info`` returns it."""
+
+    name: str
+    tag: str
+    reference: str
+    updated: str = ""
+    size: int | None = None
+    description: str | None = None
+    digest: str | None = None
+    media_type: str | None = None
+    platforms: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "tag": self.tag, "reference": self.reference, "digest": self.digest,
+            "media_type": self.media_type, "platforms": self.platforms, "size": self.size,
+            "updated": self.updated, "description": self.description,
+        }
+
+
+@dataclass
+class CatalogQuery:
+    """Where to look and what to select."""
+
+    image_filter: ImageFilter
+    source: str = "ngc"
+    org: str = "nvidia"
+    teams: Sequence[str] | None = None
+    include_digests: bool = True
+    include_descriptions: bool = False
+    parallel: int = 4
+
+
+class Catalog:
+    """Lists the images a query selects, sorted by name then version."""
+
+    def __init__(self, query: CatalogQuery, registry: RegistryClient, ngc: NgcClient | None = None) -> None:
+        self.query = query
+        self.registry = registry
+        self.ngc = ngc
+        self.registry_host = host_of(registry.base_url)
+
+    def list(self) -> list[CatalogEntry]:
+        if self.query.source == "registry":
+            entries = self._from_registry()
+        else:
+            entries = self._from_ngc()
+        if self.query.include_digests:
+            self._add_digests(entries)
+        entries.sort(key=lambda e: (e.name, tag_sort_key(e.tag, e.updated)))
+        return entries
+
+    # Sources -------------------------------------------------------------------------------
+
+    def _from_ngc(self) -> list[CatalogEntry]:
+        if self.ngc is None:
+            raise AirgapError("source=ngc needs the NGC API (api_url)")
+        selected = [repo for repo in self.ngc.repositories(self.query.org) if self._team_selected(repo) and self.query.image_filter.match_name(repo.path)]
+        entries: list[CatalogEntry] = []
+        for repo, images in zip(selected, self._map(self.ngc.images, selected)):
+            by_tag = {image.tag: image for image in images}
+            candidates = [TagCandidate(image.tag, image.updated) for image in images]
+            for chosen in self.query.image_filter.select_tags(candidates):
+                image = by_tag[chosen.tag]
+                entries.append(self._entry(repo.path, image.tag, image.updated, image.size, repo.description or repo.short_description))
+        return entries
+
+    def _from_registry(self) -> list[CatalogEntry]:
+        names = [name for name in self.registry.catalog() if self.query.image_filter.match_name(name)]
+        entries = []
+        for name, tags in zip(names, self._map(self.registry.list_tags, names)):
+            for chosen in self.query.image_filter.select_tags(TagCandidate(tag) for tag in tags):
+                entries.append(self._entry(name, chosen.tag, "", None, None))
+        return entries
+
+    def _team_selected(self, repo: NgcRepository) -> bool:
+        if self.query.teams is None:
+            return True
+        return (repo.team or "") in self.query.teams
+
+    def _entry(self, name: str, tag: str, updated: str, size: int | None, description: str | None) -> CatalogEntry:
+        return CatalogEntry(
+            name=name, tag=tag, reference=f"{self.registry_host}/{name}:{tag}", updated=updated, size=size,
+            description=description if self.query.include_descriptions else None,
+        )
+
+    # Registry details ----------------------------------------------------------------------
+
+    def _add_digests(self, entries: list[CatalogEntry]) -> None:
+        for entry, details in zip(entries, self._map(self._details, entries)):
+            entry.digest, entry.media_type, entry.platforms, size = details
+            if size is not None:
+                entry.size = size
+
+    def _details(self, entry: CatalogEntry) -> tuple[str, str, list[str], int | None]:
+        try:
+            manifest = self.registry.get_manifest(entry.name, entry.tag)
+        except NotFoundError:
+            raise AirgapError(f"{entry.reference} is listed in the catalog but the registry has no such tag") from None
+        if manifest.media_type in INDEX_MEDIA_TYPES:
+            platforms, size = self._index_details(entry.name, manifest.json)
+        else:
+            platforms = [self._platform_of(entry.name, manifest.json)]
+            size = _blob_total(manifest.json)
+        return manifest.digest, manifest.media_type, [p for p in platforms if p], size
+
+    def _index_details(self, name: str, index: dict[str, Any]) -> tuple[list[str], int]:
+        platforms: list[str] = []
+        blobs: dict[str, int] = {}
+        for child in index.get("manifests") or []:
+            platform = _platform_string(child.get("platform") or {})
+            if platform == "unknown/unknown":  # attestation manifests, not an image
+                continue
+            platforms.append(platform)
+            child_manifest = self.registry.get_manifest(name, child["digest"])
+            for descriptor in _blob_descriptors(child_manifest.json):
+                blobs[descriptor["digest"]] = int(descriptor.get("size") or 0)
+        return platforms, sum(blobs.values())
+
+    def _platform_of(self, name: str, manifest: dict[str, Any]) -> str:
+        config = manifest.get("config") or {}
+        if not config.get("digest"):
+            return ""
+        with self.registry.open_blob(name, config["digest"]) as stream:
+            data = b"".join(stream)
+        try:
+            return _platform_string(json.loads(data.decode("utf-8")))
+        except (ValueError, UnicodeDecodeError):
+            return ""
+
+    def _map(self, function: Any, items: Iterable[Any]) -> list[Any]:
+        items = list(items)
+        if len(items) <= 1 or self.query.parallel <= 1:
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(max_workers=self.query.parallel) as pool:
+            return list(pool.map(function, items))
+
+
+def _platform_string(spec: dict[str, Any]) -> str:
+    os_name = spec.get("os") or "unknown"
+    arch = spec.get("architecture") or "unknown"
+    variant = spec.get("variant")
+    return f"{os_name}/{arch}/{variant}" if variant else f"{os_name}/{arch}"
+
+
+def _blob_descriptors(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    descriptors = [manifest["config"]] if isinstance(manifest.get("config"), dict) else []
+    return descriptors + [layer for layer in manifest.get("layers") or [] if isinstance(layer, dict)]
+
+
+def _blob_total(manifest: dict[str, Any]) -> int:
+    return sum(int(d.get("size") or 0) for d in _blob_descriptors(manifest))
+
+
+def list_catalog(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run ``ngc_catalog_info`` with its module parameters; the result's ``images``."""
+    # Imported here: _options needs ansible.module_utils, which the pure parts above do not.
+    from ansible_collections.airgap.ngc.plugins.module_utils._options import source_registry_from, transport_from  # pylint: disable=import-outside-toplevel
+
+    image_filter = ImageFilter.create(
+        images=params.get("images"), strict_name_match=params.get("strict_name_match", False), image_regex=params.get("image_regex"),
+        min_version=params.get("min_version"), py_version=params.get("py_version"), tag_regex=params.get("tag_regex"),
+        tag_exclude_regex=params.get("tag_exclude_regex"), latest=params.get("latest"),
+    )
+    query = CatalogQuery(
+        image_filter=image_filter, source=params.get("source") or "ngc", org=params.get("org") or "nvidia", teams=params.get("teams"),
+        include_digests=params.get("include_digests", True), include_descriptions=params.get("include_descriptions", False),
+        parallel=max(int(params.get("parallel") or 1), 1),
+    )
+    registry = source_registry_from(params)
+    ngc = NgcClient(params["api_url"], params.get("api_key"), transport_from(params)) if query.source == "ngc" else None
+    try:
+        return [entry.as_dict() for entry in Catalog(query, registry, ngc).list()]
+    finally:
+        registry.close()

@@ -1,0 +1,232 @@
+#!/usr/bin/python
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ngc_catalog_info
+short_description: List NGC container images and tags, with filters, digests and platforms
+version_added: 0.1.0
+description:
+  - Lists the container repositories of an NGC organisation (its teams' included) and
+    their tags, keeps those the filters select, and looks each one up in the registry for
+    its manifest digest, media type, platforms and compressed size.
+  - With O(source=registry) it lists another registry's own catalog and tag lists instead,
+    for mirrors and registries that are not NGC.
+  - The result is what M(airgap.ngc.ngc_image_mirror) takes as O(airgap.ngc.ngc_image_mirror#module:images).
+  - The module only reads, so check mode runs it fully.
+author:
+  - airgap.ngc developers
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.info_module
+  - airgap.ngc.source
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads; it runs fully in check mode.
+options:
+  source:
+    description:
+      - Where the list of repositories and tags comes from.
+      - V(ngc) asks the NGC catalog API at O(api_url), then the registry at O(registry_url) for digests.
+      - V(registry) asks the registry at O(registry_url) for its catalog (C(/v2/_catalog)) and tag lists.
+    type: str
+    choices: [ngc, registry]
+    default: ngc
+  org:
+    description:
+      - The NGC organisation whose images are listed.
+    type: str
+    default: nvidia
+  teams:
+    description:
+      - Only list the images of these teams of O(org), for example V(clara) for C(nvidia/clara/clara-parabricks).
+      - Use an empty string in the list for the organisation's own images (those in no team).
+      - By default the organisation's own images and those of all its teams are listed.
+    type: list
+    elements: str
+  api_url:
+    description:
+      - The NGC catalog API.
+    type: str
+    default: https://api.ngc.nvidia.com
+  images:
+    description:
+      - Select images whose name contains one of these strings (C(tensorflow) also selects
+        C(nvidia/l4t-tensorflow)); see O(strict_name_match).
+      - Names are repository paths such as C(nvidia/pytorch) or C(nvidia/clara/clara-parabricks).
+      - By default every image is selected.
+    type: list
+    elements: str
+  strict_name_match:
+    description:
+      - Select only images whose name equals an item of O(images): the full path
+        (V(nvidia/pytorch)), the path without the organisation (V(clara/clara-parabricks)) or
+        the last part (V(pytorch)).
+    type: bool
+    default: false
+  image_regex:
+    description:
+      - A Python regular expression an image's full path must match (searched anywhere; anchor it with C(^) and C($)).
+    type: str
+  min_version:
+    description:
+      - Keep only tags whose leading version is at least this one. Versions are compared as
+        integers part by part, so V(18.10) is newer than V(18.9).
+      - Calendar versions (V(23.10), as in C(23.10-py3)) and dotted versions (V(12.2.0), as in
+        C(12.2.0-base-ubuntu22.04)) are different schemes; only tags of the same scheme as
+        O(min_version) are kept, and tags without a version (C(latest)) are dropped.
+    type: str
+  py_version:
+    description:
+      - Keep only tags that carry this Python marker as one of their dash-separated parts,
+        for example V(py3) (or V(3)) keeps C(24.01-py3) and C(24.01-tf2-py3). Works on its own.
+    type: str
+  tag_regex:
+    description:
+      - A Python regular expression tags must match (searched anywhere in the tag).
+    type: str
+  tag_exclude_regex:
+    description:
+      - A Python regular expression; tags that match it are dropped.
+    type: str
+  latest:
+    description:
+      - Keep only the newest N tags of each image, after every other filter. Newest is by
+        version, then by the catalog's update time.
+    type: int
+  include_digests:
+    description:
+      - Look up each selected tag in the registry for its manifest digest, media type,
+        platforms and compressed size. One or more requests per tag.
+    type: bool
+    default: true
+  include_descriptions:
+    description:
+      - Return each repository's description (its README, in Markdown) with its tags.
+    type: bool
+    default: false
+  parallel:
+    description:
+      - How many catalog and registry requests run at once.
+    type: int
+    default: 4
+seealso:
+  - module: airgap.ngc.ngc_image_mirror
+notes:
+  - The NGC API key is exchanged for a short-lived token and renewed as it expires.
+requirements:
+  - requests
+"""
+
+EXAMPLES = r"""
+- name: List the three newest Python 3 PyTorch images
+  airgap.ngc.ngc_catalog_info:
+    api_key: "{{ vault_ngc_api_key }}"
+    images: [pytorch]
+    strict_name_match: true
+    py_version: py3
+    latest: 3
+  register: pytorch
+
+- name: List the Clara team's images since 4.0, without registry lookups
+  airgap.ngc.ngc_catalog_info:
+    teams: [clara]
+    min_version: "4.0.0"
+    include_digests: false
+
+- name: List what a site mirror holds
+  airgap.ngc.ngc_catalog_info:
+    source: registry
+    registry_url: https://registry.example.com
+    username: mirror
+    api_key: "{{ vault_mirror_password }}"
+    images: [nvidia/]
+"""
+
+RETURN = r"""
+images:
+  description: The selected tags, sorted by image name, then oldest to newest version.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The repository path.
+      type: str
+      sample: nvidia/pytorch
+    tag:
+      description: The tag.
+      type: str
+      sample: 24.01-py3
+    reference:
+      description: The full reference on the source registry.
+      type: str
+      sample: nvcr.io/nvidia/pytorch:24.01-py3
+    digest:
+      description: The digest of the tag's manifest (or index); null without O(include_digests).
+      type: str
+      sample: sha256:8f9c5a5b1f4e0d1a9fd6f1f0c6a2f1a0e7b3c4d5e6f708192a3b4c5d6e7f8091
+    media_type:
+      description: The manifest's media type; an index or manifest list for a multi-platform image.
+      type: str
+      sample: application/vnd.docker.distribution.manifest.v2+json
+    platforms:
+      description: The platforms the tag has images for.
+      type: list
+      elements: str
+      sample: [linux/amd64, linux/arm64]
+    size:
+      description: The compressed size in bytes of all its blobs (all platforms), or the catalog's size without O(include_digests).
+      type: int
+      sample: 9123456789
+    updated:
+      description: When NGC last updated the tag; empty for O(source=registry).
+      type: str
+      sample: "2024-01-25T18:04:11.000Z"
+    description:
+      description: The repository's README in Markdown, with O(include_descriptions).
+      type: str
+      sample: "# PyTorch\n..."
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog import list_catalog
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
+from ansible_collections.airgap.ngc.plugins.module_utils._options import source_argument_spec
+
+
+def main() -> None:
+    argument_spec = source_argument_spec()
+    argument_spec.update(
+        source=dict(type="str", choices=["ngc", "registry"], default="ngc"),
+        org=dict(type="str", default="nvidia"),
+        teams=dict(type="list", elements="str"),
+        api_url=dict(type="str", default="https://api.ngc.nvidia.com"),
+        images=dict(type="list", elements="str"),
+        strict_name_match=dict(type="bool", default=False),
+        image_regex=dict(type="str"),
+        min_version=dict(type="str"),
+        py_version=dict(type="str"),
+        tag_regex=dict(type="str"),
+        tag_exclude_regex=dict(type="str"),
+        latest=dict(type="int"),
+        include_digests=dict(type="bool", default=True),
+        include_descriptions=dict(type="bool", default=False),
+        parallel=dict(type="int", default=4),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
+    try:
+        images = list_catalog(module.params)
+    except AirgapError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, images=images)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install what the demo, the tests and the benchmark need: Debian packages when missing,
+# and the pinned Python packages into .venv/ (re-installed when requirements change).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=(docker.io docker-registry skopeo squashfs-tools systemd git make)
+missing=()
+for pkg in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp=.venv/.requirements.sha256
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing Python packages into .venv/"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+# ansible-test sanity fetches a get-pip script from the internet; seed its cache with an offline one.
+pip_version=$(.venv/bin/python - <<'PY'
+from ansible_test._internal.python_requirements import get_venv_packages
+from types import SimpleNamespace
+print(get_venv_packages(SimpleNamespace(version="3.11"))["pip"])
+PY
+) || pip_version=""
+if [ -n "$pip_version" ]; then
+  cache=~/.ansible/test/cache/get_pip_${pip_version//./_}.py
+  mkdir -p "$(dirname "$cache")"
+  cmp -s scripts/get_pip_offline.py "$cache" || cp scripts/get_pip_offline.py "$cache"
+fi

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Copy the checkout into build/ansible_collections/airgap/ngc (the shape ansible-test needs)
+# and make it a git repository so ansible-test only looks at the project's own files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=build/ansible_collections/airgap/ngc
+rm -rf "$dest"
+mkdir -p "$dest"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+  [ -e "$f" ] && printf '%s\0' "$f"
+done | xargs -0 cp --parents -t "$dest"
+(
+  cd "$dest"
+  git init -q
+  git add -A
+  git -c user.name=ci -c user.email=ci@localhost commit -q -m tree
+)
+echo "$dest"
