@@ -39,7 +39,7 @@ pytest_counts() {  # log -> "passed failed"
 run_sanity() {
   (cd "$tree" && ansible-test sanity --python 3.11 --color no) >"$logs/sanity.log" 2>&1
   local rc=$? ran failed
-  ran=$(grep -c "^Running sanity test '" "$logs/sanity.log")
+  ran=$(grep -c '^Running sanity test "' "$logs/sanity.log")
   failed=$(grep -oE 'The [0-9]+ sanity test\(s\) listed below' "$logs/sanity.log" | grep -oE '[0-9]+' || echo 0)
   [ $rc -ne 0 ] && [ "$failed" = 0 ] && failed=1
   record sanity $rc $((ran - failed)) "$failed"

@@ -117,10 +117,10 @@ class Catalog:
         except NotFoundError:
             raise AirgapError(f"{entry.reference} is listed in the catalog but the registry has no such tag") from None
         if manifest.media_type in INDEX_MEDIA_TYPES:
-            platforms, size = self._index_details(entry.name, manifest.json)
+            platforms, size = self._index_details(entry.name, manifest.data)
         else:
-            platforms = [self._platform_of(entry.name, manifest.json)]
-            size = _blob_total(manifest.json)
+            platforms = [self._platform_of(entry.name, manifest.data)]
+            size = _blob_total(manifest.data)
         return manifest.digest, manifest.media_type, [p for p in platforms if p], size
 
     def _index_details(self, name: str, index: dict[str, Any]) -> tuple[list[str], int]:
@@ -132,7 +132,7 @@ class Catalog:
                 continue
             platforms.append(platform)
             child_manifest = self.registry.get_manifest(name, child["digest"])
-            for descriptor in _blob_descriptors(child_manifest.json):
+            for descriptor in _blob_descriptors(child_manifest.data):
                 blobs[descriptor["digest"]] = int(descriptor.get("size") or 0)
         return platforms, sum(blobs.values())
 

@@ -35,12 +35,20 @@ def transport_from(params: dict[str, Any], validate_certs: bool | None = None, c
     )
 
 
+def registry_from(params: dict[str, Any], url: str, username: str | None, password: str | None,
+                  validate_certs: bool | None = None, ca_path: str | None = None) -> RegistryClient:
+    """A registry client with the timeout and retry settings of ``params``."""
+    return RegistryClient(
+        url,
+        username=username if password else None,
+        password=password or None,
+        validate_certs=params["validate_certs"] if validate_certs is None else validate_certs,
+        ca_path=params.get("ca_path") if ca_path is None else ca_path,
+        timeout=params["timeout"],
+        retries=params["retries"],
+    )
+
+
 def source_registry_from(params: dict[str, Any]) -> RegistryClient:
     """The source registry client; the API key is the password of ``username``."""
-    key = params.get("api_key") or None
-    return RegistryClient(
-        params["registry_url"],
-        username=params["username"] if key else None,
-        password=key,
-        transport=transport_from(params),
-    )
+    return registry_from(params, params["registry_url"], params["username"], params.get("api_key"))

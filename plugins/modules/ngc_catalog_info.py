@@ -61,7 +61,7 @@ options:
     elements: str
   strict_name_match:
     description:
-      - Select only images whose name equals an item of O(images): the full path
+      - Select only images whose name equals an item of O(images), as the full path
         (V(nvidia/pytorch)), the path without the organisation (V(clara/clara-parabricks)) or
         the last part (V(pytorch)).
     type: bool

@@ -1,0 +1,290 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: WWW-Authenticate challenges, registry bearer tokens and their cache. Not a public API."""
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
+
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AuthError, RegistryError
+
+DEFAULT_TOKEN_LIFETIME = 60.0
+"""Seconds a token lives when the token service does not say (the token spec's default)."""
+
+REFRESH_MARGIN = 10.0
+"""A token is renewed this many seconds before it expires (at most a quarter of its lifetime)."""
+
+TokenKey = Tuple[str, str, str]
+"""(realm, service, scope); empty strings where the challenge had none."""
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TOKEN68_RE = re.compile(r"([A-Za-z0-9._~+/-]+=*)[ \t]*(?:,|$)")
+_SPACE_RE = re.compile(r"[ \t]*")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One challenge of a WWW-Authenticate header: a scheme (lower case) and its parameters (keys lower case)."""
+
+    scheme: str
+    params: Dict[str, str] = field(default_factory=dict, hash=False)
+    token68: Optional[str] = None
+
+    @property
+    def realm(self) -> str | None:
+        return self.params.get("realm")
+
+    @property
+    def service(self) -> str | None:
+        return self.params.get("service")
+
+    @property
+    def scope(self) -> str | None:
+        return self.params.get("scope")
+
+    @property
+    def error(self) -> str | None:
+        return self.params.get("error")
+
+
+def _quoted_string(header: str, pos: int) -> Tuple[str, int]:
+    """Read a quoted-string starting at header[pos] == '"'; return its unescaped value and the position after it."""
+    out = []
+    pos += 1
+    while pos < len(header):
+        char = header[pos]
+        if char == "\\" and pos + 1 < len(header):
+            out.append(header[pos + 1])
+            pos += 2
+            continue
+        if char == '"':
+            return "".join(out), pos + 1
+        out.append(char)
+        pos += 1
+    return "".join(out), pos  # unterminated: take the rest
+
+
+def parse_challenges(header: str | None) -> List[Challenge]:
+    """Parse a WWW-Authenticate header value into challenges, in order.
+
+    Handles several challenges in one header (Bearer realm="a",service="b", Basic realm="c"),
+    quoted values with commas and escapes inside (scope="repository:a:pull,push"), unquoted
+    values, and token68 credentials. Parameters of an unparsable tail are dropped, not raised.
+    """
+    challenges: List[Challenge] = []
+    if not header:
+        return challenges
+    current: Optional[Challenge] = None
+    pos = 0
+    length = len(header)
+    while pos < length:
+        if header[pos] in " \t,":
+            pos += 1
+            continue
+        match = _TOKEN_RE.match(header, pos)
+        if not match:
+            pos += 1  # stray character: skip it
+            continue
+        word = match.group(0)
+        after = _SPACE_RE.match(header, match.end()).end()
+        if current is not None and after < length and header[after] == "=":
+            pos = _SPACE_RE.match(header, after + 1).end()
+            if pos < length and header[pos] == '"':
+                value, pos = _quoted_string(header, pos)
+            else:
+                end = pos
+                while end < length and header[end] not in ", \t":
+                    end += 1
+                value, pos = header[pos:end], end
+            current.params[word.lower()] = value
+            continue
+        # A new challenge: the word is its scheme, possibly followed by a token68.
+        current = Challenge(scheme=word.lower(), params={})
+        challenges.append(current)
+        pos = after
+        token68 = _TOKEN68_RE.match(header, pos)
+        if token68:
+            current = Challenge(scheme=current.scheme, params={}, token68=token68.group(1))
+            challenges[-1] = current
+            pos = token68.end()
+    return challenges
+
+
+def select_challenge(challenges: List[Challenge]) -> Optional[Challenge]:
+    """The challenge to answer: Bearer if offered, else Basic, else None."""
+    for scheme in ("bearer", "basic"):
+        for challenge in challenges:
+            if challenge.scheme == scheme:
+                return challenge
+    return None
+
+
+def basic_auth_header(username: str, password: str) -> str:
+    """The value of an Authorization header for HTTP Basic."""
+    raw = f"{username}:{password}".encode("utf-8")
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Token:
+    """A bearer token; its value is kept out of repr() so it never lands in a log or message."""
+
+    value: str = field(repr=False)
+    expires_at: float
+    refresh_at: float
+
+    @classmethod
+    def issue(cls, value: str, lifetime: float, now: float) -> Token:
+        """A token received at monotonic time now that lives lifetime seconds."""
+        margin = min(REFRESH_MARGIN, lifetime / 4.0)
+        return cls(value=value, expires_at=now + lifetime, refresh_at=now + lifetime - margin)
+
+
+class TokenCache:
+    """Bearer tokens per (realm, service, scope), renewed a little before they expire. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._tokens: Dict[TokenKey, Token] = {}
+        self._lock = threading.Lock()
+        self._fetch_locks: Dict[TokenKey, threading.Lock] = {}
+
+    def get(self, key: TokenKey) -> Optional[Token]:
+        """The cached token for key if it is not due for renewal, else None."""
+        with self._lock:
+            token = self._tokens.get(key)
+            if token is None:
+                return None
+            if self.clock() >= token.refresh_at:
+                del self._tokens[key]
+                return None
+            return token
+
+    def put(self, key: TokenKey, token: Token) -> None:
+        with self._lock:
+            self._tokens[key] = token
+
+    def invalidate(self, key: TokenKey, value: str | None = None) -> None:
+        """Forget the token for key; with value, only if it is still that token (another thread may have renewed it)."""
+        with self._lock:
+            token = self._tokens.get(key)
+            if token is not None and (value is None or token.value == value):
+                del self._tokens[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+    def get_or_fetch(self, key: TokenKey, fetch: Callable[[], Token]) -> Token:
+        """The cached token for key, or a new one from fetch(); concurrent callers for one key fetch once."""
+        token = self.get(key)
+        if token is not None:
+            return token
+        with self._lock:
+            fetch_lock = self._fetch_locks.setdefault(key, threading.Lock())
+        with fetch_lock:
+            token = self.get(key)
+            if token is None:
+                token = fetch()
+                self.put(key, token)
+            return token
+
+
+def token_key(realm: str, service: str | None, scope: str | None) -> TokenKey:
+    return (realm, service or "", scope or "")
+
+
+def _host_of(url: str) -> str:
+    try:
+        return urlsplit(url).netloc.rpartition("@")[2] or url
+    except ValueError:
+        return url
+
+
+def _safe_detail(data: Any, secrets: Tuple[Optional[str], ...]) -> str:
+    """A short reason from a token service's error answer, with any secret blanked out."""
+    detail = ""
+    if isinstance(data, dict):
+        for key in ("details", "detail", "error_description", "message", "error"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                detail = value
+                break
+        if not detail and isinstance(data.get("errors"), list) and data["errors"]:
+            first = data["errors"][0]
+            if isinstance(first, dict):
+                detail = str(first.get("message") or first.get("code") or "")
+    detail = " ".join(detail.split())[:200]
+    for secret in secrets:
+        if secret:
+            detail = detail.replace(secret, "***")
+    return detail
+
+
+def fetch_token(
+    get: Callable[..., Any],
+    realm: str,
+    service: str | None,
+    scope: str | None,
+    username: str | None = None,
+    password: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Token:
+    """Get a bearer token from a token service (the realm of a Bearer challenge).
+
+    get(url, params=[(name, value), ...], auth=(user, password) or None) must perform an HTTP GET
+    and return a requests-like response (status_code, json()). HTTP Basic credentials are sent
+    if a username is given, else the request is anonymous. Several space-separated scopes are
+    sent as several scope parameters. Raises AuthError if the credentials are refused or the
+    answer holds no token; the password and the token never appear in a message.
+    """
+    if not realm or not realm.lower().startswith(("https://", "http://")):
+        raise AuthError(f"the registry sent an unusable token realm {realm!r}", url=realm)
+    params: List[Tuple[str, str]] = []
+    if service:
+        params.append(("service", service))
+    for one in (scope or "").split():
+        params.append(("scope", one))
+    auth = None
+    if username is not None:
+        params.append(("account", username))
+        auth = (username, password or "")
+    host = _host_of(realm)
+    now = clock()
+    response = get(realm, params=params, auth=auth)
+    status = response.status_code
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    secrets = (password,)
+    if status in (401, 403):
+        detail = _safe_detail(data, secrets)
+        who = "the credentials were refused" if username is not None else "anonymous access was refused and no credentials were given"
+        raise AuthError(
+            f"{status} from token service {host} for scope {scope or '(none)'}: {who}" + (f" ({detail})" if detail else ""),
+            status=status,
+            url=realm.split("?", 1)[0],
+        )
+    if status != 200:
+        detail = _safe_detail(data, secrets)
+        raise RegistryError(
+            f"{status} from token service {host} for scope {scope or '(none)'}" + (f": {detail}" if detail else ""),
+            status=status,
+            url=realm.split("?", 1)[0],
+        )
+    if not isinstance(data, dict):
+        raise AuthError(f"token service {host} answered without a JSON object", status=status, url=realm.split("?", 1)[0])
+    value = data.get("token") or data.get("access_token")
+    if not isinstance(value, str) or not value:
+        raise AuthError(f"token service {host} answered without a token", status=status, url=realm.split("?", 1)[0])
+    lifetime = DEFAULT_TOKEN_LIFETIME
+    expires_in = data.get("expires_in")
+    if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0:
+        lifetime = float(expires_in)
+    return Token.issue(value, lifetime, now)

@@ -1,0 +1,303 @@
+#!/usr/bin/python
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ngc_image_mirror
+short_description: Copy NGC images to registries, archives and Docker engines, idempotently
+version_added: 0.1.0
+description:
+  - Copies container images from NGC (or any registry) to the destinations given, in one
+    pass. Each blob is read once from the source and fed to every destination that lacks it.
+  - Talks to registries directly over the registry API; no Docker daemon is needed except
+    for the O(docker) destination.
+  - Plans first, then acts. The plan compares each image's source digest (one request) with
+    each destination and with the facts file, and copies only what is missing. Check mode
+    returns the plan and writes nothing.
+  - Records what it wrote, per image and destination, in O(facts_file), updated after each
+    image, so an interrupted run loses nothing and the next run completes the work.
+author:
+  - airgap.ngc developers
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - airgap.ngc.source
+attributes:
+  check_mode:
+    support: full
+    details: Returns the plan (what would be copied where) without writing anything.
+  diff_mode:
+    support: full
+    details: Shows each destination's digest before and after.
+  platform:
+    support: full
+    platforms: posix
+options:
+  images:
+    description:
+      - The images to copy. Each item is a reference (V(nvidia/pytorch:24.01-py3), a full
+        V(nvcr.io/nvidia/pytorch:24.01-py3), or V(nvidia/pytorch@sha256:...)), or a dict as
+        M(airgap.ngc.ngc_catalog_info) returns it (its C(name), C(tag), C(digest) and C(description) are used).
+      - A reference without a registry host is looked up on O(registry_url).
+    type: list
+    elements: raw
+    required: true
+  registry:
+    description:
+      - Copy to this registry.
+    type: dict
+    suboptions:
+      url:
+        description: The registry, for example V(https://registry.example.com) or V(http://127.0.0.1:5000).
+        type: str
+        required: true
+      username:
+        description: The user name, if the registry wants one.
+        type: str
+      password:
+        description: The password or token for O(registry.username). Never shown or written anywhere.
+        type: str
+      validate_certs:
+        description: Whether to verify the registry's TLS certificate.
+        type: bool
+        default: true
+      ca_path:
+        description: A PEM file of certificate authorities to trust for this registry.
+        type: path
+      prefix:
+        description:
+          - Put the images under this namespace. By default an image keeps its path
+            (C(nvidia/pytorch)); with V(mirror) it becomes C(mirror/nvidia/pytorch).
+        type: str
+  archive:
+    description:
+      - Write each image to a tar archive under O(archive.dir).
+      - V(docker) writes C(<dir>/<name>/<tag>.tar) for one platform, which C(docker load)
+        reads; it also holds an OCI image layout.
+      - V(oci) writes C(<dir>/<name>/<tag>.oci.tar), an OCI image layout with all platforms.
+      - Archives are written under a temporary name and renamed when complete.
+    type: dict
+    suboptions:
+      dir:
+        description: The directory for the archives. Created if missing.
+        type: path
+        required: true
+      format:
+        description: The archive format.
+        type: str
+        choices: [docker, oci]
+        default: docker
+      platform:
+        description: The platform a V(docker) archive holds, for a multi-platform image.
+        type: str
+        default: linux/amd64
+  docker:
+    description:
+      - Put the images into a Docker engine.
+    type: dict
+    suboptions:
+      host:
+        description:
+          - The engine's address. By default E(DOCKER_HOST), else the local socket.
+        type: str
+      source:
+        description:
+          - V(registry) has the engine pull the image, from O(registry.url) if given, else from the source registry.
+          - V(archive) has the engine load the docker archive of O(archive.dir), written by
+            this run or an earlier one, for nodes that reach no registry.
+        type: str
+        choices: [registry, archive]
+        default: registry
+      tag_as:
+        description:
+          - Also tag the image under these repositories (the tag is kept), for example the
+            site registry's name, so jobs written for either name find it.
+        type: list
+        elements: str
+  platforms:
+    description:
+      - Which platforms of a multi-platform image to copy to O(registry), for example V(linux/amd64).
+      - By default all, and the index is copied byte for byte so its digest is unchanged.
+    type: list
+    elements: str
+  save_readme:
+    description:
+      - Write C(<dir>/<name>/README.md) next to the archives from the image's NGC description
+        (the C(description) of an O(images) dict).
+    type: bool
+    default: false
+  facts_file:
+    description:
+      - The JSON file recording what was mirrored where. Ansible's M(ansible.builtin.setup)
+        shows it as C(ansible_local.ngc_mirror) when it is in C(/etc/ansible/facts.d).
+      - A lock next to it (C(<facts_file>.lock)) keeps a second run from starting meanwhile.
+    type: path
+    default: /etc/ansible/facts.d/ngc_mirror.fact
+  progress_file:
+    description:
+      - Keep a small JSON document of the run's progress here (current image, bytes done and
+        total, rate, time left), rewritten at most once a second. For runs under C(async),
+        a timer or AWX.
+    type: path
+  parallel:
+    description:
+      - How many blobs are transferred at once.
+    type: int
+    default: 4
+  force:
+    description:
+      - Copy even what the destinations already hold.
+    type: bool
+    default: false
+  fail_on_error:
+    description:
+      - Fail the task at the end if an image could not be copied. A failed image never stops
+        the others either way.
+    type: bool
+    default: true
+seealso:
+  - module: airgap.ngc.ngc_catalog_info
+requirements:
+  - requests
+  - docker (the Python SDK), for O(docker) only
+"""
+
+EXAMPLES = r"""
+- name: Choose what to mirror
+  airgap.ngc.ngc_catalog_info:
+    api_key: "{{ vault_ngc_api_key }}"
+    images: [pytorch]
+    strict_name_match: true
+    latest: 2
+  register: selection
+
+- name: Mirror it into the site registry and into archives for the air gap
+  airgap.ngc.ngc_image_mirror:
+    api_key: "{{ vault_ngc_api_key }}"
+    images: "{{ selection.images }}"
+    registry:
+      url: https://registry.site.example
+      username: mirror
+      password: "{{ vault_registry_password }}"
+    archive:
+      dir: /srv/ngc-archives
+    save_readme: true
+    progress_file: /var/lib/ngc-mirror/progress.json
+
+- name: Copy one image by digest, amd64 only
+  airgap.ngc.ngc_image_mirror:
+    images:
+      - nvcr.io/nvidia/cuda@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+    platforms: [linux/amd64]
+    registry:
+      url: https://registry.site.example
+      prefix: ngc
+"""
+
+RETURN = r"""
+images:
+  description: One entry per image, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    reference:
+      description: The source reference.
+      type: str
+      sample: nvcr.io/nvidia/pytorch:24.01-py3
+    digest:
+      description: The source manifest (or index) digest.
+      type: str
+      sample: sha256:8f9c5a5b1f4e0d1a9fd6f1f0c6a2f1a0e7b3c4d5e6f708192a3b4c5d6e7f8091
+    status:
+      description: V(copied) if anything was written, V(skipped) if every destination was up to date, V(failed) otherwise.
+      type: str
+      sample: copied
+    message:
+      description: Why the image was skipped or failed.
+      type: str
+      sample: up to date
+    destinations:
+      description: What each destination held before and holds after.
+      type: list
+      elements: dict
+      sample:
+        - {kind: registry, target: "registry.site.example/nvidia/pytorch:24.01-py3", action: copy, before: null, after: "sha256:8f9c..."}
+bytes_transferred:
+  description: Bytes read from the source and written to destinations.
+  returned: always
+  type: int
+  sample: 9123456789
+bytes_reused:
+  description: Bytes not transferred because a destination had them, they were mounted, or they were shared between tags.
+  returned: always
+  type: int
+  sample: 4123456789
+failed_images:
+  description: The references of images that could not be copied.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+diff:
+  description: Before and after digests per destination, with C(--diff).
+  returned: when diff mode is on
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
+from ansible_collections.airgap.ngc.plugins.module_utils._mirror import Mirror
+from ansible_collections.airgap.ngc.plugins.module_utils._options import source_argument_spec
+
+
+def main() -> None:
+    argument_spec = source_argument_spec()
+    argument_spec.update(
+        images=dict(type="list", elements="raw", required=True),
+        registry=dict(type="dict", options=dict(
+            url=dict(type="str", required=True),
+            username=dict(type="str"),
+            password=dict(type="str", no_log=True),
+            validate_certs=dict(type="bool", default=True),
+            ca_path=dict(type="path"),
+            prefix=dict(type="str"),
+        )),
+        archive=dict(type="dict", options=dict(
+            dir=dict(type="path", required=True),
+            format=dict(type="str", choices=["docker", "oci"], default="docker"),
+            platform=dict(type="str", default="linux/amd64"),
+        )),
+        docker=dict(type="dict", options=dict(
+            host=dict(type="str"),
+            source=dict(type="str", choices=["registry", "archive"], default="registry"),
+            tag_as=dict(type="list", elements="str"),
+        )),
+        platforms=dict(type="list", elements="str"),
+        save_readme=dict(type="bool", default=False),
+        facts_file=dict(type="path", default="/etc/ansible/facts.d/ngc_mirror.fact"),
+        progress_file=dict(type="path"),
+        parallel=dict(type="int", default=4),
+        force=dict(type="bool", default=False),
+        fail_on_error=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_one_of=[("registry", "archive", "docker")],
+    )
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
+    try:
+        result = Mirror(module.params, check_mode=module.check_mode, diff_mode=module._diff).run()
+    except AirgapError as exc:
+        module.fail_json(msg=str(exc))
+    if result.get("failed_images") and module.params["fail_on_error"]:
+        module.fail_json(msg=f"{len(result['failed_images'])} image(s) could not be copied: " + "; ".join(result["failure_messages"]), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

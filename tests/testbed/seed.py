@@ -1,0 +1,272 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Seed a registry with NGC-like images and describe them in a JSON file.
+
+Run: ``python -m tests.testbed.seed --registry URL --out FILE [--scale small|bench] [--seed N]
+[--username U]`` with the password (the NGC key for the token registry) in the environment
+variable ``TESTBED_REGISTRY_PASSWORD``. Works against token, basic and open registries.
+
+Images are generated, never pulled: see ``CATALOG`` for the repositories and tags and
+``_blobs`` for the content. The same seed and scale give the same digests. The output file is
+what the NGC stand-in serves and what tests compare against (schema in README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._blobs import BlobInfo, LayerSpec, LayerStream, image_config, image_index, image_manifest, sha256_digest
+from ._common import read_json, write_json
+from ._push import Pusher, PushError
+
+KIB = 1 << 10
+MIB = 1 << 20
+SCHEMA_VERSION = 1
+ORG = "nvidia"
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    column: int  # which size of LAYER_SIZES
+    file_max: int
+    level: int
+
+
+SCALES = {
+    "small": Scale("small", 0, 128 * KIB, 1),
+    "bench": Scale("bench", 1, 256 * MIB, 0),
+}
+
+# Layer name prefix -> (small, bench) bytes of random content; the longest matching prefix wins.
+LAYER_SIZES: dict[str, tuple[int, int]] = {
+    "ubuntu-22.04": (384 * KIB, 48 * MIB),
+    "ubuntu-20.04": (256 * KIB, 32 * MIB),
+    "pytorch-base": (1024 * KIB, 1024 * MIB),  # the big base layer shared by the py3 pytorch tags
+    "pytorch-": (96 * KIB, 32 * MIB),
+    "tensorflow-": (128 * KIB, 48 * MIB),
+    "l4t-base": (128 * KIB, 16 * MIB),
+    "l4t-tensorflow-": (96 * KIB, 24 * MIB),
+    "cuda-": (128 * KIB, 16 * MIB),
+    "cuda-11.8-runtime": (192 * KIB, 24 * MIB),
+    "parabricks-": (160 * KIB, 64 * MIB),
+}
+
+
+@dataclass(frozen=True)
+class TagSpec:
+    """One tag: its layers (per platform, see platform_layer), date and manifest family."""
+
+    tag: str
+    date: str
+    layers: tuple[str, ...]
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    oci: bool = False  # OCI manifest (or OCI index when multi-platform) instead of Docker v2 schema 2
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    name: str
+    display_name: str
+    short_description: str
+    tags: tuple[TagSpec, ...]
+    team: str | None = None
+    labels: tuple[str, ...] = ()
+    date: str = ""  # only for repositories without tags
+
+    @property
+    def namespace(self) -> str:
+        return f"{ORG}/{self.team}" if self.team else ORG
+
+    @property
+    def repository(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def _py3(tag: str, date: str) -> TagSpec:
+    return TagSpec(tag, date, ("ubuntu-22.04", "pytorch-base", f"pytorch-{tag}"))
+
+
+CATALOG: tuple[RepoSpec, ...] = (
+    RepoSpec("pytorch", "PyTorch", "PyTorch is a GPU accelerated tensor computational framework.", (
+        TagSpec("19.09-py2", "2019-09-30T21:05:11.000Z", ("ubuntu-20.04", "pytorch-19.09-py2")),
+        _py3("23.10-py3", "2023-10-25T17:40:02.000Z"),
+        _py3("23.12-py3", "2023-12-20T16:12:45.000Z"),
+        _py3("24.01-py3", "2024-01-24T18:30:00.000Z"),
+        _py3("24.02-py3", "2024-02-21T19:02:33.000Z"),
+        TagSpec("24.02-py3-igpu", "2024-02-20T08:15:00.000Z", ("ubuntu-22.04", "pytorch-24.02-py3-igpu"), ("linux/arm64",)),
+    ), labels=("Deep Learning", "Framework", "NVIDIA AI Enterprise Supported")),
+    RepoSpec("tensorflow", "TensorFlow", "TensorFlow is an open source platform for machine learning.", (
+        TagSpec("23.12-tf2-py3", "2023-12-19T11:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "tensorflow-23.12-tf2-py3")),
+        TagSpec("24.01-tf2-py3", "2024-01-23T11:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "tensorflow-24.01-tf2-py3"), oci=True),
+    ), labels=("Deep Learning", "Framework")),
+    RepoSpec("l4t-tensorflow", "NVIDIA L4T TensorFlow", "TensorFlow for Jetson (L4T); its name contains 'tensorflow'.", (
+        TagSpec("r32.7.1-tf2.7-py3", "2022-02-01T10:00:00.000Z", ("ubuntu-20.04", "l4t-base", "l4t-tensorflow-r32.7.1"), ("linux/arm64",)),
+        TagSpec("r35.3.1-tf2.11-py3", "2023-06-01T10:00:00.000Z", ("ubuntu-20.04", "l4t-base", "l4t-tensorflow-r35.3.1"), ("linux/arm64",)),
+    ), labels=("Jetson", "Framework")),
+    RepoSpec("cuda", "CUDA", "CUDA is a parallel computing platform and programming model.", (
+        TagSpec("11.8.0-runtime-ubuntu20.04", "2023-11-10T09:00:00.000Z", ("ubuntu-20.04", "cuda-11.8-runtime")),
+        TagSpec("12.2.0-base-ubuntu22.04", "2023-10-05T09:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base"),
+                ("linux/amd64", "linux/arm64"), oci=True),
+        TagSpec("12.10.0-base-ubuntu22.04", "2024-03-01T09:00:00.000Z", ("ubuntu-22.04", "cuda-12.10-base"),
+                ("linux/amd64", "linux/arm64")),
+    ), labels=("HPC", "Base Image")),
+    RepoSpec("clara-parabricks", "Clara Parabricks", "GPU-accelerated genomics analysis (a team image).", (
+        TagSpec("4.1.1-1", "2023-08-01T12:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "parabricks-4.1.1-1")),
+        TagSpec("4.2.0-1", "2023-11-15T12:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "parabricks-4.2.0-1")),
+    ), team="clara", labels=("Healthcare", "Genomics")),
+    RepoSpec("empty-repo", "Empty Repository", "A repository in the catalog with no images at all.", (),
+             labels=("Test",), date="2023-01-01T00:00:00.000Z"),
+)
+
+
+def platform_layer(name: str, platform: str) -> str:
+    """Layers differ per architecture: arm64 ones carry a suffix."""
+    arch = platform.split("/")[1]
+    return name if arch == "amd64" else f"{name}-{arch}"
+
+
+def layer_spec(name: str, scale: Scale) -> LayerSpec:
+    base = name.rsplit("-arm64", 1)[0] if name.endswith("-arm64") else name
+    prefix = max((p for p in LAYER_SIZES if base.startswith(p)), key=len)
+    return LayerSpec(name=name, size=LAYER_SIZES[prefix][scale.column], file_max=scale.file_max, level=scale.level)
+
+
+def description(repo: RepoSpec) -> str:
+    """The repository README, markdown like NGC's (with non-ASCII on purpose)."""
+    lines = [f"# {repo.display_name}", "", f"{repo.short_description} — generated by the airgap.ngc test bed™.", "",
+             "## Pull", "", "```console", f"docker pull nvcr.io/{repo.repository}:<tag>", "```", "", "## Tags", ""]
+    lines += [f"- `{t.tag}` ({', '.join(t.platforms)})" for t in repo.tags] or ["_No images yet._"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Seeder:
+    """Pushes CATALOG into one registry; `cache` (layer key -> BlobInfo fields) spares regeneration."""
+
+    pusher: Pusher
+    seed: int
+    scale: Scale
+    cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blobs: dict[str, int] = field(default_factory=dict)
+
+    def layer(self, repo: str, name: str) -> BlobInfo:
+        spec = layer_spec(name, self.scale)
+        key = f"{self.seed}/{spec.name}/{spec.size}/{spec.file_max}/{spec.level}"
+        known = self.cache.get(key)
+        location = None
+        if known is not None:
+            if self.pusher.blob_exists(repo, known["digest"]):
+                return self._note(BlobInfo(known["digest"], known["size"], known["diff_id"]))
+            location = self.pusher.mount(repo, known["digest"], known["repo"])
+            if location is None:
+                return self._note(BlobInfo(known["digest"], known["size"], known["diff_id"]))
+        stream = LayerStream(self.seed, spec)
+        self.pusher.upload_stream(repo, stream, lambda: stream.info.digest if stream.info else "", location)
+        info = stream.info
+        if info is None or (known is not None and known["digest"] != info.digest):
+            raise PushError(f"layer {name} did not regenerate to its cached digest")
+        self.cache[key] = {"digest": info.digest, "size": info.size, "diff_id": info.diff_id, "repo": repo}
+        return self._note(info)
+
+    def _note(self, info: BlobInfo) -> BlobInfo:
+        self.blobs[info.digest] = info.size
+        return info
+
+    def platform_image(self, repo: RepoSpec, tag: TagSpec, platform: str) -> dict[str, Any]:
+        names = [platform_layer(n, platform) for n in tag.layers]
+        layers = [self.layer(repo.repository, n) for n in names]
+        labels = {"com.nvidia.testbed.image": f"{repo.repository}:{tag.tag}", "com.nvidia.testbed.seed": str(self.seed)}
+        config = self.pusher.upload_bytes(repo.repository, image_config(
+            platform.split("/")[1], tag.date, [b.diff_id for b in layers], names, labels))
+        self._note(config)
+        media_type, body = image_manifest(tag.oci, config, layers)
+        digest = self.pusher.put_manifest(repo.repository, tag.tag if len(tag.platforms) == 1 else sha256_digest(body), media_type, body)
+        return {"platform": platform, "digest": digest, "media_type": media_type, "manifest_size": len(body),
+                "config_digest": config.digest, "layer_digests": [b.digest for b in layers],
+                "size": config.size + sum(b.size for b in layers)}
+
+    def tag(self, repo: RepoSpec, tag: TagSpec) -> dict[str, Any]:
+        manifests = [self.platform_image(repo, tag, p) for p in tag.platforms]
+        if len(manifests) == 1:
+            digest, media_type = manifests[0]["digest"], manifests[0]["media_type"]
+        else:
+            children = [(m["platform"], m["media_type"], BlobInfo(m["digest"], m["manifest_size"])) for m in manifests]
+            media_type, body = image_index(tag.oci, children)
+            digest = self.pusher.put_manifest(repo.repository, tag.tag, media_type, body)
+        layer_digests = list(dict.fromkeys(d for m in manifests for d in m["layer_digests"]))
+        unique = {m["config_digest"] for m in manifests} | set(layer_digests)
+        return {
+            "tag": tag.tag, "reference": f"{repo.repository}:{tag.tag}", "digest": digest, "media_type": media_type,
+            "platforms": list(tag.platforms), "config_digests": [m["config_digest"] for m in manifests],
+            "layer_digests": layer_digests, "size": sum(self.blobs[d] for d in unique), "updated_date": tag.date,
+            "manifests": manifests,
+        }
+
+    def repository(self, repo: RepoSpec) -> dict[str, Any]:
+        tags = [self.tag(repo, t) for t in repo.tags]
+        latest = max(tags, key=lambda t: t["updated_date"]) if tags else None
+        return {
+            "org": ORG, "team": repo.team, "name": repo.name, "namespace": repo.namespace, "repository": repo.repository,
+            "display_name": repo.display_name, "short_description": repo.short_description, "description": description(repo),
+            "labels": list(repo.labels), "updated_date": latest["updated_date"] if latest else repo.date,
+            "latest_tag": latest["tag"] if latest else None, "tags": tags,
+        }
+
+    def run(self, registry_host: str) -> dict[str, Any]:
+        repositories = [self.repository(r) for r in CATALOG]
+        return {
+            "schema_version": SCHEMA_VERSION, "seed": self.seed, "scale": self.scale.name, "registry": registry_host,
+            "org": ORG, "blob_count": len(self.blobs), "total_bytes": sum(self.blobs.values()),
+            "repositories": repositories,
+        }
+
+
+def seed_registry(registry_url: str, out: Path, scale: str = "small", seed: int = 1, username: str = "", password: str = "",
+                  cache_file: Path | None = None) -> dict[str, Any]:
+    """Push CATALOG into the registry at registry_url and write the description to `out`."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
+    cache = read_json(cache_file) if cache_file is not None and cache_file.exists() else {}
+    seeder = Seeder(Pusher(registry_url.rstrip("/"), username, password), seed, SCALES[scale], cache)
+    document = seeder.run(registry_url.split("://", 1)[-1].rstrip("/"))
+    if cache_file is not None:
+        write_json(cache_file, seeder.cache)
+    write_json(out, document, mode=0o644)
+    return document
+
+
+def all_tags(document: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(repository, tag) pairs of a seed document, for tests."""
+    return [(repo, tag) for repo in document["repositories"] for tag in repo["tags"]]
+
+
+def find_tag(document: dict[str, Any], reference: str) -> dict[str, Any]:
+    """The tag record for 'nvidia/pytorch:24.01-py3'."""
+    for _repo, tag in all_tags(document):
+        if tag["reference"] == reference:
+            return tag
+    raise KeyError(reference)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Seed a registry with NGC-like test images")
+    parser.add_argument("--registry", required=True, help="registry URL, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--out", required=True, type=Path, help="where to write the seed description (JSON)")
+    parser.add_argument("--scale", default="small", choices=sorted(SCALES))
+    parser.add_argument("--seed", default=1, type=int)
+    parser.add_argument("--username", default="$oauthtoken")
+    parser.add_argument("--cache", type=Path, help="layer digest cache (JSON) to skip regenerating layers")
+    args = parser.parse_args(argv)
+    document = seed_registry(args.registry, args.out, args.scale, args.seed, args.username,
+                             os.environ.get("TESTBED_REGISTRY_PASSWORD", ""), args.cache)
+    print(f"seeded {document['blob_count']} blobs, {document['total_bytes']} bytes into {document['registry']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
