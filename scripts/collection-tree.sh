@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=build/ansible_collections/airgap/ngc
+mkdir -p build
+exec 9>build/.collection-tree.lock
+flock 9
 rm -rf "$dest"
 mkdir -p "$dest"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do

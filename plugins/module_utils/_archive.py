@@ -477,7 +477,10 @@ class ArchiveWriter:
                     if attempt == 2:
                         raise ConfigError(f"cannot write archive {self.path}: {self.temp_path} exists and cannot be replaced") from None
                     # Our pid, but not one of our writers: left by a killed process that had the same pid.
-                    _remove(self.temp_path)
+                    try:
+                        os.unlink(self.temp_path)
+                    except OSError:
+                        pass
                     continue
                 except OSError as exc:
                     raise _os_error(exc, "creating", self.path) from None

@@ -25,6 +25,7 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+
 @dataclass
 class FaultRule:
     status: int | None = None
@@ -148,4 +149,3 @@ class RequestStats:
                 "faults_served": self._faults,
                 "requests": list(self._recent),
             }
-

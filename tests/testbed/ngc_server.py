@@ -285,7 +285,8 @@ class NgcHandler(TestbedHandler):
 
     def _token(self, endpoint: str, query: dict[str, list[str]]) -> None:
         scopes = query.get("scope", [])
-        registry = endpoint == "proxy_auth" or any(s.startswith(("repository:", "registry:")) for s in scopes)
+        registry = endpoint == "proxy_auth" or query.get("service", [""])[0] == self.server.config["service"] \
+            or any(s.startswith(("repository:", "registry:")) for s in scopes)
         key = presented_api_key(self.headers.get("Authorization", ""))
         valid = key is not None and secrets.compare_digest(key, self.server.config["api_key"])
         if registry and not valid and not self.headers.get("Authorization") and self.server.faults.setting("anonymous_pull"):

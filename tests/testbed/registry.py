@@ -137,20 +137,25 @@ def start_registry(flavour: str, directory: Path, token: TokenAuth | None = None
     auth = _auth_section(flavour, directory, token, basic)
     last_error: Exception | None = None
     for _attempt in range(3):  # the port found free may be taken before the registry binds it
-        port = free_port()
-        config_path = directory / "config.yml"
-        config_path.write_text(json.dumps(registry_config(directory, port, auth), indent=2) + "\n", encoding="utf-8")
-        config_path.chmod(0o600)
-        log_path = directory / "registry.log"
-        proc = spawn([REGISTRY_BINARY, "serve", str(config_path)], log_path, cwd=directory)
         try:
-            wait_until(lambda: http_answers(f"http://{LOOPBACK}:{port}/v2/"), timeout, f"{flavour} registry",
-                       alive=lambda: proc.poll() is None, log_path=log_path)
+            return _launch(flavour, directory, auth, free_port(), timeout)
         except TestbedError as exc:
             last_error = exc
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            continue
-        return Registry(flavour=flavour, port=port, directory=directory, pid=proc.pid, proc=proc)
     raise TestbedError(f"could not start the {flavour} registry: {last_error}")
+
+
+def _launch(flavour: str, directory: Path, auth: dict[str, Any] | None, port: int, timeout: float) -> Registry:
+    config_path = directory / "config.yml"
+    config_path.write_text(json.dumps(registry_config(directory, port, auth), indent=2) + "\n", encoding="utf-8")
+    config_path.chmod(0o600)
+    log_path = directory / "registry.log"
+    proc = spawn([REGISTRY_BINARY, "serve", str(config_path)], log_path, cwd=directory)
+    try:
+        wait_until(lambda: http_answers(f"http://{LOOPBACK}:{port}/v2/"), timeout, f"{flavour} registry",
+                   alive=lambda: proc.poll() is None, log_path=log_path)
+    except TestbedError:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        raise
+    return Registry(flavour=flavour, port=port, directory=directory, pid=proc.pid, proc=proc)

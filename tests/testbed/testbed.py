@@ -91,6 +91,22 @@ class TestbedInfo:
         return bool(self.pids) and all(r.matches() for r in self.records())
 
 
+@dataclass
+class _Secrets:
+    api_key: str
+    basic_password: str
+
+
+@dataclass
+class _Services:
+    ngc_url: str
+    realm: str
+    token: Registry
+    proxy_url: str
+    open: Registry
+    basic: Registry
+
+
 def running_testbed(workdir: Path) -> TestbedInfo | None:
     """The TestbedInfo of a test bed running in workdir, or None."""
     if not (workdir / INFO_FILE).exists():
@@ -128,44 +144,53 @@ class Testbed:
         return self.info
 
     def _start(self, workdir: Path, scale: str, engine: bool, seed: int) -> TestbedInfo:
-        api_key, basic_password = secrets.token_urlsafe(32), secrets.token_urlsafe(18)
+        secrets_ = _Secrets(api_key=secrets.token_urlsafe(32), basic_password=secrets.token_urlsafe(18))
         auth_dir = workdir / "auth"
         auth_dir.mkdir(mode=0o700, exist_ok=True)
         create_signing_identity(auth_dir / "token.key", auth_dir / "token.crt")
-        if engine:
+        if engine:  # dockerd starts in the background while the rest comes up
             self._engine = launch_engine(workdir / "engine")
             self._track(self._engine.records()[0], self._engine.proc)
-        seed_file = workdir / "seed.json"
-        ngc_url = self._start_python("ngc", "tests.testbed.ngc_server", workdir, {
-            "api_key": api_key, "seed_file": str(seed_file), "signing_key": str(auth_dir / "token.key"),
-            "issuer": ISSUER, "service": SERVICE,
-        })
-        realm = f"{ngc_url}/proxy_auth"
-        token_registry = self._start_registry("token", workdir, token=TokenAuth(realm, SERVICE, ISSUER, auth_dir / "token.crt"))
-        open_registry = self._start_registry("open", workdir)
-        basic_registry = self._start_registry("basic", workdir, basic=BasicAuth(BASIC_USERNAME, basic_password))
-        proxy_url = self._start_python("proxy", "tests.testbed.proxy", workdir, {
-            "upstream": token_registry.url, "expired_realm": f"{ngc_url}/token",
-        })
-        seed_registry(token_registry.url, seed_file, scale, seed, NGC_USERNAME, api_key, workdir / "seed-cache.json")
+        services = self._start_services(workdir, auth_dir, secrets_)
+        seed_registry(services.token.url, workdir / "seed.json", scale, seed, NGC_USERNAME, secrets_.api_key,
+                      workdir / "seed-cache.json")
         if self._engine is not None:
             wait_engine(self._engine)
             for record in self._engine.records()[1:]:
-                self._track(record, None)
-        info = TestbedInfo(
-            ngc_api_url=ngc_url, source_registry_url=token_registry.url, source_proxy_url=proxy_url,
-            source_registry_host=token_registry.host, source_proxy_host=proxy_url.split("://", 1)[1],
-            open_registry_url=open_registry.url, open_registry_host=open_registry.host,
-            basic_registry_url=basic_registry.url, basic_registry_host=basic_registry.host,
-            basic_username=BASIC_USERNAME, basic_password=basic_password, api_key=api_key,
-            docker_host=self._engine.docker_host if self._engine else "", seed_file=str(seed_file),
+                self._records.insert(0, record)  # containerd: stopped after dockerd
+        info = self._describe(workdir, scale, seed, services, secrets_)
+        info.save()
+        return info
+
+    def _start_services(self, workdir: Path, auth_dir: Path, secrets_: _Secrets) -> _Services:
+        ngc_url = self._start_python("ngc", "tests.testbed.ngc_server", workdir, {
+            "api_key": secrets_.api_key, "seed_file": str(workdir / "seed.json"), "signing_key": str(auth_dir / "token.key"),
+            "issuer": ISSUER, "service": SERVICE,
+        })
+        token_auth = TokenAuth(f"{ngc_url}/proxy_auth", SERVICE, ISSUER, auth_dir / "token.crt")
+        token = self._start_registry("token", workdir, token=token_auth)
+        proxy_url = self._start_python("proxy", "tests.testbed.proxy", workdir, {
+            "upstream": token.url, "expired_realm": f"{ngc_url}/token",
+        })
+        return _Services(
+            ngc_url=ngc_url, realm=token_auth.realm, token=token, proxy_url=proxy_url,
+            open=self._start_registry("open", workdir),
+            basic=self._start_registry("basic", workdir, basic=BasicAuth(BASIC_USERNAME, secrets_.basic_password)),
+        )
+
+    def _describe(self, workdir: Path, scale: str, seed: int, services: _Services, secrets_: _Secrets) -> TestbedInfo:
+        return TestbedInfo(
+            ngc_api_url=services.ngc_url, source_registry_url=services.token.url, source_proxy_url=services.proxy_url,
+            source_registry_host=services.token.host, source_proxy_host=services.proxy_url.split("://", 1)[1],
+            open_registry_url=services.open.url, open_registry_host=services.open.host,
+            basic_registry_url=services.basic.url, basic_registry_host=services.basic.host,
+            basic_username=BASIC_USERNAME, basic_password=secrets_.basic_password, api_key=secrets_.api_key,
+            docker_host=self._engine.docker_host if self._engine else "", seed_file=str(workdir / "seed.json"),
             workdir=str(workdir), scale=scale, seed=seed, ngc_org=ORG, registry_service=SERVICE,
-            registry_issuer=ISSUER, token_realm=realm,
+            registry_issuer=ISSUER, token_realm=services.realm,
             pids={r.name: r.pid for r in self._records}, process_markers={r.name: r.marker for r in self._records},
             engine_dir=str(self._engine.directory) if self._engine else "",
         )
-        info.save()
-        return info
 
     def _track(self, record: ProcessRecord, proc: subprocess.Popen | None) -> None:
         self._records.append(record)
