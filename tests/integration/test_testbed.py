@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -322,8 +323,20 @@ def test_proxy_aborts_a_blob_mid_body(testbed: TestbedInfo, faults: FaultSwitch)
     assert f"sha256:{hashlib.sha256(whole.content).hexdigest()}" == layer
 
 
+def test_anonymous_pull_setting(testbed: TestbedInfo, faults: FaultSwitch) -> None:
+    params = {"service": testbed.registry_service, "scope": "repository:nvidia/cuda:pull,push"}
+    assert requests.get(testbed.token_realm, params=params, timeout=10).status_code == 401
+    faults.ngc(anonymous_pull=True)
+    answer = requests.get(testbed.token_realm, params=params, timeout=10)
+    assert answer.status_code == 200
+    claims = json.loads(base64.urlsafe_b64decode(answer.json()["token"].split(".")[1] + "=="))
+    assert claims["access"] == [{"type": "repository", "name": "nvidia/cuda", "actions": ["pull"]}]
+    assert claims["aud"] == testbed.registry_service and claims["iss"] == testbed.registry_issuer
+
+
 def test_short_token_lifetime_expires_at_the_registry(testbed: TestbedInfo, faults: FaultSwitch) -> None:
     faults.ngc(token_lifetime=1)
+    catalog_headers = {"Authorization": f"Bearer {ngc_token(testbed)}"}
     answer = requests.get(testbed.token_realm, params={"service": testbed.registry_service, "scope": "repository:nvidia/cuda:pull"},
                           auth=(NGC_USER, testbed.api_key), timeout=10).json()
     assert answer["expires_in"] == 1
@@ -336,3 +349,12 @@ def test_short_token_lifetime_expires_at_the_registry(testbed: TestbedInfo, faul
     assert 'error="invalid_token"' in challenge and f'realm="{testbed.ngc_api_url}/token"' in challenge
     direct = requests.get(f"{testbed.source_registry_url}/v2/nvidia/cuda/tags/list", headers=headers, timeout=10)
     assert direct.status_code == 401 and f'realm="{testbed.token_realm}"' in direct.headers["WWW-Authenticate"]
+    stale = requests.get(f"{testbed.ngc_api_url}/v2/orgs", headers=catalog_headers, timeout=10)
+    assert stale.status_code == 401 and stale.json()["requestStatus"]["statusDescription"] == "token expired"
+
+
+def test_cli_reports_the_running_testbed(testbed: TestbedInfo) -> None:
+    result = subprocess.run([sys.executable, "-m", "tests.testbed", "info", "--dir", testbed.workdir],
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["source_registry_url"] == testbed.source_registry_url

@@ -13,6 +13,7 @@ import json
 import secrets
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class TestbedInfo:
     pids: dict[str, int] = field(default_factory=dict)
     process_markers: dict[str, str] = field(default_factory=dict)
     engine_dir: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # seconds spent in each phase of up()
 
     def seed_document(self) -> dict[str, Any]:
         """The seeder's description of the images (see README.md for the schema)."""
@@ -89,6 +91,17 @@ class TestbedInfo:
 
     def is_running(self) -> bool:
         return bool(self.pids) and all(r.matches() for r in self.records())
+
+
+@dataclass
+class _Clock:
+    laps: dict[str, float] = field(default_factory=dict)
+    _last: float = field(default_factory=time.monotonic)
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(now - self._last, 2)
+        self._last = now
 
 
 @dataclass
@@ -151,14 +164,19 @@ class Testbed:
         if engine:  # dockerd starts in the background while the rest comes up
             self._engine = launch_engine(workdir / "engine")
             self._track(self._engine.records()[0], self._engine.proc)
+        clock = _Clock()
         services = self._start_services(workdir, auth_dir, secrets_)
+        clock.lap("services")
         seed_registry(services.token.url, workdir / "seed.json", scale, seed, NGC_USERNAME, secrets_.api_key,
                       workdir / "seed-cache.json")
+        clock.lap("seed")
         if self._engine is not None:
             wait_engine(self._engine)
             for record in self._engine.records()[1:]:
-                self._records.insert(0, record)  # containerd: stopped after dockerd
+                self._track(record, None)
+            clock.lap("engine_wait")
         info = self._describe(workdir, scale, seed, services, secrets_)
+        info.timings = clock.laps
         info.save()
         return info
 
