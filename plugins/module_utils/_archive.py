@@ -523,12 +523,13 @@ class ArchiveWriter:
         self._out.write(data + b"\0" * ((-len(data)) % _BLOCK))
 
     def _write_direct(self, data: bytes) -> None:
-        if self._state != "open":
+        # Under the lock so that abort() from another thread cannot close the descriptor mid-write.
+        with self._lock:
             self._check_open()
-        try:
-            self._out.write(data)
-        except OSError as exc:
-            raise self._fail(exc, "writing") from None
+            try:
+                self._out.write(data)
+            except OSError as exc:
+                raise self._fail(exc, "writing") from None
 
     def _direct_done(self, sink: _DirectSink, keep: bool) -> None:
         with self._lock:

@@ -434,7 +434,7 @@ class DockerEngine:
             if isinstance(exc, (requests_errors.ConnectionError, requests_errors.Timeout)):
                 raise EngineUnreachableError(unreachable_message(self.host, _connection_detail(exc)), self.host) from None
             if api_errors and isinstance(exc, docker_errors.APIError):
-                if exc.status_code == 404:
+                if exc.status_code == 404 or isinstance(exc, docker_errors.NotFound):
                     raise EngineNotFoundError(f"the Docker engine at {self.host} could not {action}: {_short(_explanation(exc))}", status=404) from None
                 raise EngineError(f"the Docker engine at {self.host} could not {action}: {_short(_explanation(exc))}") from None
             if api_errors and isinstance(exc, docker_errors.DockerException):

@@ -787,7 +787,9 @@ class RegistryClient:
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise RegistryError(f"{self.host} answered {what} with something that is not a JSON object", status=response.status_code, url=_strip_query(response.url))
+            raise RegistryError(
+                f"{self.host} answered {what} with something that is not a JSON object", status=response.status_code, url=_strip_query(response.url)
+            )
         return data
 
     def _paginate(self, url: str, params: Any, key: str, what: str, scope: str | None, repository: str | None) -> List[str]:
@@ -906,7 +908,14 @@ class RegistryClient:
         if is_digest(reference) and compute_digest(raw, reference.split(":", 1)[0]) != reference:
             raise DigestMismatchError(f"{what}: the manifest bytes hash to {digest}, not {reference}")
         response = self._request(
-            "PUT", url, what=what, scope=self._push_scope(name), repository=name, expected=(200, 201, 202), headers={"Content-Type": media_type}, data=bytes(raw)
+            "PUT",
+            url,
+            what=what,
+            scope=self._push_scope(name),
+            repository=name,
+            expected=(200, 201, 202),
+            headers={"Content-Type": media_type},
+            data=bytes(raw),
         )
         reported = response.headers.get("Docker-Content-Digest")
         response.close()
@@ -969,7 +978,13 @@ class RegistryClient:
         """Best effort: DELETE an upload session so the registry can free it."""
         try:
             response = self._request(
-                "DELETE", location, what=f"cancel of a blob upload to {name}", scope=self._push_scope(name), repository=name, expected=(200, 202, 204), allow_404=True
+                "DELETE",
+                location,
+                what=f"cancel of a blob upload to {name}",
+                scope=self._push_scope(name),
+                repository=name,
+                expected=(200, 202, 204),
+                allow_404=True,
             )
             response.close()
         except AirgapError:

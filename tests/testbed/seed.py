@@ -233,7 +233,10 @@ def seed_registry(registry_url: str, out: Path, scale: str = "small", seed: int 
         raise ValueError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     cache = read_json(cache_file) if cache_file is not None and cache_file.exists() else {}
     seeder = Seeder(Pusher(registry_url.rstrip("/"), username, password), seed, SCALES[scale], cache)
-    document = seeder.run(registry_url.split("://", 1)[-1].rstrip("/"))
+    try:
+        document = seeder.run(registry_url.split("://", 1)[-1].rstrip("/"))
+    finally:
+        seeder.pusher.session.close()
     if cache_file is not None:
         write_json(cache_file, seeder.cache)
     write_json(out, document, mode=0o644)

@@ -447,3 +447,38 @@ def test_header_for_blob_over_8_gib_uses_pax():
     with tarfile.open(fileobj=io.BytesIO(header + b"\0" * 1024), mode="r:") as tar:
         info = tar.next()
     assert info.name == blob_path(sha(b"big")) and info.size == size
+
+
+def test_many_threads_stream_blobs_into_one_archive(tmp_path):
+    import threading
+
+    layers = [make_layer(seed, files=8)[0] for seed in range(10, 22)]
+    target = tmp_path / "x.tar"
+    errors = []
+    with ArchiveWriter(str(target), "oci") as writer:
+        def work(blobs):
+            try:
+                for blob in blobs:
+                    stream(writer, blob, chunk=97)
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(layers[number::4] + layers[:2],)) for number in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "config": {"digest": sha(config), "size": len(config)},
+                               "layers": [{"digest": sha(layer), "size": len(layer)} for layer in layers]}).encode()
+        writer.add_bytes_blob(sha(config), config)
+        writer.add_bytes_blob(sha(manifest), manifest)
+        writer.set_oci_index([descriptor(MEDIA_OCI_MANIFEST, sha(manifest), len(manifest))])
+        result = writer.commit()
+    content = members(str(target))
+    for layer in layers:
+        assert content[blob_path(sha(layer))] == layer
+    assert names(str(target)).count(blob_path(sha(layers[0]))) == 1
+    assert result.sha256 == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert os.listdir(tmp_path) == ["x.tar"]

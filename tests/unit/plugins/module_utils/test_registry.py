@@ -7,6 +7,7 @@ import base64
 import email.utils
 import hashlib
 import json
+import socketserver
 import threading
 import time
 from dataclasses import dataclass, field
@@ -130,10 +131,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        # HTTPServer.server_bind looks up the host name, which can be slow without DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 class Server:
     def __init__(self, app: Callable[[Req], Any], name: str = "registry") -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.app = app
         self.httpd.requests = []
         self.httpd.name = name
@@ -828,7 +837,7 @@ def test_broken_blob_download_resumes(serve, make_client, honours_range):
     assert data == BLOB
     assert len(server.requests) == 2
     assert server.requests[0].headers.get("Range") is None
-    assert server.requests[1].headers["Range"] == f"bytes={len(data) // 2 + 7 - (len(data) // 2 + 7) % 4096}-" or server.requests[1].headers["Range"].startswith("bytes=")
+    assert server.requests[1].headers["Range"] == f"bytes={half}-"  # resumed where the break happened
 
 
 def test_blob_redirect_to_other_host_does_not_carry_authorization(serve, make_client):
@@ -868,6 +877,8 @@ def test_relative_redirect_on_same_origin_keeps_authorization(serve, make_client
     server = serve(app)
     with make_client(server.url, username="u", password="p").open_blob("nvidia/pytorch", sha256(BLOB)) as reader:
         assert b"".join(reader) == BLOB
+    [storage_request] = [r for r in server.requests if r.path == "/storage/blob"]
+    assert storage_request.headers["Authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
 
 
 def test_redirect_loop_is_bounded(serve, make_client):
@@ -956,7 +967,7 @@ def test_upload_with_wrong_data_is_aborted(serve, make_client, data, size, match
     assert registry.stored == {}
     puts = [r for r in server.requests if r.method == "PUT"]
     assert all(not r.complete for r in puts)  # the request was cut off, never completed
-    assert server.requests[-1].method == "DELETE"  # the upload session was cancelled
+    assert "DELETE" in [r.method for r in server.requests]  # the upload session was cancelled
 
 
 def test_upload_retried_as_a_whole_with_a_chunk_factory(serve, make_client, sleeps):

@@ -149,8 +149,11 @@ def test_failed_write_keeps_old_file_and_memory(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "replace", broken)
         with pytest.raises(AirgapError, match=f"disk full: cannot write the state file {path}"):
             store.record_destination("other:1", DIGEST, "d", dict(REGISTRY))
+        with pytest.raises(AirgapError, match="disk full"):
+            store.record_destination(KEY, NEW_DIGEST, "d2", dict(REGISTRY))
         monkeypatch.undo()
         assert store.image("other:1") is None
+        assert store.image(KEY)["source_digest"] == DIGEST and list(store.image(KEY)["destinations"]) == ["d"]
         assert path.read_bytes() == before
         assert sorted(os.listdir(tmp_path)) == ["s.fact", "s.fact.lock"], "the temporary file is removed"
 
