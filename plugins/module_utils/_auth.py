@@ -265,9 +265,9 @@ def fetch_token(
     secrets = (password,)
     if status in (401, 403):
         detail = _safe_detail(data, secrets)
-        who = "the credentials were refused" if username is not None else "anonymous access was refused and no credentials were given"
+        who = "refused the credentials" if username is not None else "refused anonymous access"
         raise AuthError(
-            f"{status} from token service {host} for scope {scope or '(none)'}: {who}" + (f" ({detail})" if detail else ""),
+            f"token service {host} {who} for scope {scope or '(none)'} with {status}" + (f": {detail}" if detail else ""),
             status=status,
             url=realm.split("?", 1)[0],
         )

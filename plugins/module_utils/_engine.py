@@ -203,14 +203,29 @@ def engine_key(reference: ImageReference) -> str:
     return f"{name}:latest"
 
 
+def _is_host(text: str) -> bool:
+    return "." in text or ":" in text or text == "localhost"
+
+
 def tag_targets(reference: ImageReference, tag_as: Iterable[str] | None) -> tuple[str, ...]:
-    """The ``name:tag`` names ``tag_as`` asks for: each repository keeps the image's tag unless it names its own."""
+    """The ``name:tag`` names that ``tag_as`` asks for, in order, without duplicates or the image's own name.
+
+    Each item is one of:
+    - a registry host (``nvcr.io``, ``registry.site.example:5000``): the image's repository and tag under that host;
+    - a prefix ending in ``/`` (``registry.site.example/ngc/``): the image's repository and tag under it;
+    - a repository (``registry.site.example/nvidia/pytorch``), optionally with its own tag; without one the image's tag is kept.
+    """
     targets: list[str] = []
     own = engine_key(reference)
     for item in tag_as or ():
-        target = ImageReference.parse(item) if isinstance(item, str) else item
+        text = str(item).strip()
+        if text and "/" not in text and _is_host(text):
+            text = f"{text}/{reference.repository}"
+        elif text.endswith("/"):
+            text = f"{text}{reference.repository}"
+        target = ImageReference.parse(text)
         if target.digest:
-            raise ConfigError(f"docker.tag_as {item!r}: give a repository (optionally with a tag), not a digest")
+            raise ConfigError(f"docker.tag_as {item!r}: give a registry host, a prefix ending in / or a repository, not a digest")
         tag = target.tag or reference.tag
         if not tag:
             raise ConfigError(f"docker.tag_as {item!r}: {reference} has no tag to keep, so give one ({target.name}:TAG)")

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter, cleanup_stale_partials, descriptor
+from ansible_collections.airgap.ngc.plugins.module_utils._engine import DOCKER_IMPORT_ERROR, HAS_DOCKER, DockerEngine, DockerSdkMissingError
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._options import registry_from, source_registry_from
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import (
@@ -38,7 +41,10 @@ from ansible_collections.airgap.ngc.plugins.module_utils._plan import (
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import ProgressReporter
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import Manifest
 from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, UploadSink, fan_out, index_archive_blobs
+
+SOURCE_DIGEST_ANNOTATION = "io.github.airgap-ngc.source.digest"
 
 
 def _sha256(data: bytes) -> str:
@@ -77,6 +83,7 @@ class RegistryDestination:
         self.client = registry_from(params, self.url, spec.get("username"), spec.get("password"),
                                     validate_certs=spec.get("validate_certs", True), ca_path=spec.get("ca_path"))
         self.known_blobs: dict[str, str] = {}  # digest -> a repository of this registry that holds it
+        self.credentials = (spec.get("username"), spec.get("password"))
 
     def target(self, source: SourceImage) -> str:
         return str(registry_target(source, self.url, self.prefix))
@@ -132,6 +139,41 @@ class ArchiveDestination:
             return None
         return recorded.get("digest") if size == recorded.get("size") else None
 
+    def read(self, source: SourceImage) -> tuple[str, str]:
+        """The source digest and config digest an archive written by this module holds (for offline runs)."""
+        path = self.target(source)
+        try:
+            with tarfile.open(path, "r:") as archive:
+                index = json.load(archive.extractfile("index.json"))  # type: ignore[arg-type]
+                docker = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+        except FileNotFoundError:
+            raise AirgapError(f"there is no archive {path} for {source.ref}: mirror it to the archive directory first") from None
+        except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
+            raise AirgapError(f"{path} is not an archive written by ngc_image_mirror ({exc}): write it again") from None
+        top = (index.get("manifests") or [{}])[0]
+        digest = (top.get("annotations") or {}).get(SOURCE_DIGEST_ANNOTATION) or top.get("digest")
+        config = "sha256:" + str(docker[0]["Config"]).rsplit("/", 1)[-1]
+        return str(digest), config
+
+
+class EngineDestination:
+    """A Docker engine: pulls from a registry, or loads the docker archive of the same run."""
+
+    kind = "docker"
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        if not HAS_DOCKER:
+            raise DockerSdkMissingError("the docker Python SDK is required for the docker destination", DOCKER_IMPORT_ERROR)
+        self.source = spec.get("source") or "registry"
+        self.tag_as = spec.get("tag_as") or []
+        self.engine = DockerEngine(spec.get("host"))
+
+    def target(self, image: SourceImage) -> str:
+        return f"{self.engine.host}#{image.ref}"
+
+    def close(self) -> None:
+        self.engine.close()
+
 
 @dataclass
 class Totals:
@@ -153,6 +195,12 @@ class Mirror:
         self.source = source_registry_from(params)
         self.registry = RegistryDestination(params["registry"], params) if params.get("registry") else None
         self.archive = ArchiveDestination(params["archive"]) if params.get("archive") else None
+        self.docker = EngineDestination(params["docker"]) if params.get("docker") else None
+        self.offline = bool(params.get("offline"))
+        if self.offline and (self.registry or not self.archive or not self.docker or self.docker.source != "archive"):
+            raise ConfigError("offline needs archive (where the archives are) and docker with source=archive, and no registry destination")
+        if self.docker and self.docker.source == "archive" and not self.archive:
+            raise ConfigError("docker.source=archive loads the archives of archive.dir: set archive")
         self.totals = Totals()
         self.local_blobs: dict[str, LocalBlob] = {}
         self.progress = ProgressReporter(None if check_mode else params.get("progress_file"))
@@ -161,6 +209,8 @@ class Mirror:
 
     def run(self) -> dict[str, Any]:
         try:
+            if self.docker:
+                self.docker.engine.ping()
             with StateStore(self.params["facts_file"], read_only=self.check_mode) as store:
                 plans = [self._plan(image, store) for image in self.images]
                 if not self.check_mode:
@@ -170,8 +220,9 @@ class Mirror:
                     self.progress.finish("failed" if any(p.error for p in plans) else "done")
         finally:
             self.source.close()
-            if self.registry:
-                self.registry.close()
+            for dest in (self.registry, self.docker):
+                if dest is not None:
+                    dest.close()
         return self._result(plans)
 
     # Plan --------------------------------------------------------------------------------------
@@ -179,22 +230,48 @@ class Mirror:
     def _plan(self, image: SourceImage, store: StateStore) -> ImagePlan:
         plan = ImagePlan(source=image)
         try:
+            if self.offline:
+                assert self.archive is not None
+                plan.digest, config_digest = self.archive.read(image)
+                self._plan_docker(plan, store, plan.digest, config_digest)
+                return plan
             found = self.source.head_manifest(image.ref.repository, image.ref.manifest_reference)
             if found is None:
                 raise AirgapError(f"{image.ref} does not exist on {self.source.host}: check the image name and tag")
             plan.digest, plan.media_type = found.digest, found.media_type
+            registry_digest = plan.digest
             if self.registry:
-                want = self._registry_digest(image, plan.digest)
+                registry_digest = self._registry_digest(image, plan.digest)
                 have = self.registry.observe(image)
-                plan.steps.append(self._step("registry", self.registry.target(image), want, have))
+                plan.steps.append(self._step("registry", self.registry.target(image), registry_digest, have))
             if self.archive:
                 path = self.archive.target(image)
                 key = f"archive:{path}"
                 have = self.archive.observe(image, store.destination(image.key, key))
                 plan.steps.append(self._step("archive", path, plan.digest, have))
+            if self.docker:
+                recorded = store.destination(image.key, f"docker:{self.docker.target(image)}") or {}
+                config = recorded.get("config_digest") if recorded.get("source_digest") == plan.digest else None
+                self._plan_docker(plan, store, registry_digest if self.docker.source == "registry" else plan.digest, config)
         except (AirgapError, OSError) as exc:
             plan.error = _message(exc)
         return plan
+
+    def _engine_reference(self, image: SourceImage) -> ImageReference:
+        """The name the engine holds the image under: where it pulls from, or the archive's tag."""
+        if self.docker and self.docker.source == "registry" and self.registry:
+            return registry_target(image, self.registry.url, self.registry.prefix)
+        return image.ref
+
+    def _plan_docker(self, plan: ImagePlan, store: StateStore, want: str, config_digest: str | None) -> None:
+        docker = self.docker
+        assert docker is not None
+        image = plan.source
+        status = docker.engine.status(self._engine_reference(image), want, config_digest, docker.tag_as)
+        step = self._step("docker", docker.target(image), want, want if status.up_to_date else None)
+        if not status.up_to_date and not self.force:
+            step.reason = status.reason
+        plan.steps.append(step)
 
     def _step(self, kind: str, target: str, want: str | None, have: str | None) -> Step:
         action, reason = decide(want, have, self.force)
@@ -219,7 +296,7 @@ class Mirror:
         image = plan.source
         self.progress.image(str(image.ref))
         try:
-            if plan.needs_copy:
+            if plan.copies("registry") or plan.copies("archive"):
                 content = self._fetch(image, plan.digest or "")
                 for step in plan.copies("registry"):
                     step.after = self._copy_to_registry(image, content)
@@ -228,6 +305,9 @@ class Mirror:
                 for step in plan.copies("archive"):
                     step.after = self._copy_to_archive(image, content, step, store)
                     plan.written = True
+            for step in plan.copies("docker"):
+                step.after = self._copy_to_engine(image, plan, step, store)
+                plan.written = True
             if self._save_readme(image, plan):
                 plan.written = True
             for step in plan.steps:
@@ -325,14 +405,44 @@ class Mirror:
             else:
                 writer.add_bytes_blob(content.top.digest, content.top.raw)
                 top = content.top
-            writer.set_oci_index([descriptor(top.media_type, top.digest, top.size, ref_name=image.ref.tag, image_name=name)])
+            writer.set_oci_index([descriptor(top.media_type, top.digest, top.size, ref_name=image.ref.tag, image_name=name,
+                                             annotations={SOURCE_DIGEST_ANNOTATION: content.top.digest})])
             result = writer.commit()
         self.local_blobs.update(index_archive_blobs(result.path))
         store.record_destination(image.key, content.top.digest, step.dest_key, {
             "type": "archive", "path": result.path, "format": dest.fmt, "size": result.size, "sha256": result.sha256,
-            "digest": content.top.digest, "written": utc_now(),
+            "digest": content.top.digest, "config_digest": manifests[0].data["config"]["digest"], "written": utc_now(),
         })
         return content.top.digest
+
+    def _copy_to_engine(self, image: SourceImage, plan: ImagePlan, step: Step, store: StateStore) -> str:
+        docker = self.docker
+        assert docker is not None
+        reference = self._engine_reference(image)
+        want = step.after or plan.digest or ""
+        config_digest = None
+        if docker.source == "archive":
+            assert self.archive is not None
+            docker.engine.load(self.archive.target(image))
+            config_digest = self.archive.read(image)[1]
+        else:
+            if self.registry and reference.registry == registry_target(image, self.registry.url, None).registry:
+                user, password = self.registry.credentials
+            else:
+                user, password = (self.params["username"], self.params.get("api_key")) if self.params.get("api_key") else (None, None)
+            docker.engine.pull(reference, username=user, password=password)
+        status = docker.engine.status(reference, want, config_digest, docker.tag_as)
+        for target in status.missing_tags:
+            docker.engine.tag(reference, target)
+        final = docker.engine.status(reference, want, config_digest, docker.tag_as)
+        if not final.up_to_date:
+            raise AirgapError(f"the Docker engine at {docker.engine.host} does not hold {reference} with digest {want} after the "
+                              f"{'load' if docker.source == 'archive' else 'pull'}: {final.reason}")
+        store.record_destination(image.key, plan.digest or "", step.dest_key, {
+            "type": "docker", "host": docker.engine.host, "reference": str(reference), "digest": want, "image_id": final.image_id,
+            "config_digest": final.image_id, "tags": list(final.tag_targets), "written": utc_now(),
+        })
+        return want
 
     def _save_readme(self, image: SourceImage, plan: ImagePlan) -> bool:
         """Write the image's description as README.md beside its archives; True if the file changed."""

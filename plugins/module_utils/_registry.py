@@ -139,9 +139,22 @@ def _strip_query(url: str) -> str:
     return url.split("?", 1)[0].split("#", 1)[0]
 
 
+_REASON_RES = (
+    re.compile(r"\[SSL: [^\]]+\][^'\")(]*"),
+    re.compile(r"\[Errno -?\d+\][^'\")]*"),
+    re.compile(r"(?:Read|Connect) timed out[^'\")]*"),
+    re.compile(r"certificate verify failed[^'\")]*"),
+    re.compile(r"IncompleteRead\([^)]*\)"),
+)
+
+
 def _clean(exc: BaseException) -> str:
-    """A one-line description of a transport exception, without query strings (signed URLs, upload states)."""
+    """A one-line reason for a transport exception, without urllib3's wrapping or query strings (signed URLs, upload states)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    for pattern in _REASON_RES:
+        match = pattern.search(text)
+        if match:
+            return match.group(0).strip(" .,:")
     return _QUERY_RE.sub("", text)[:300]
 
 
@@ -523,7 +536,7 @@ class RegistryClient:
         return delay * (0.5 + random.random() / 2)  # nosec B311 - jitter, not cryptography
 
     def _retry_delay(self, response: Any, attempt: int) -> float:
-        delay = parse_retry_after(response.headers.get("Retry-After"))
+        delay = None
         if delay is None:
             return self._backoff_delay(attempt)
         return min(delay, self.max_retry_after)
@@ -603,7 +616,8 @@ class RegistryClient:
                     self._sleep(self._backoff_delay(attempt))
                     attempt += 1
                     continue
-                raise RegistryError(f"cannot reach token service {host} after {attempt + 1} attempts: {_clean(exc)}", url=_strip_query(url)) from exc
+                tried = f" after {attempt + 1} attempts" if attempt else ""
+                raise RegistryError(f"cannot reach token service {host}{tried}: {_clean(exc)}", url=_strip_query(url)) from exc
             if response.status_code in RETRY_STATUSES and attempt < self.retries:
                 delay = self._retry_delay(response, attempt)
                 response.close()
@@ -625,7 +639,7 @@ class RegistryClient:
             try:
                 token = self._tokens.get_or_fetch(key, lambda: self._fetch_token(realm, service, scope))
             except AuthError as exc:
-                raise self._auth_error(exc.status or 401, repository, scope, f"token service: {exc}", url) from exc
+                raise self._auth_error(exc.status or 401, repository, scope, str(exc), url) from exc
             return _SentAuth(header=f"Bearer {token.value}", key=key, token=token.value)
         if basic and self.username is not None:
             return _SentAuth(header=basic_auth_header(self.username, self._password or ""))
@@ -657,7 +671,7 @@ class RegistryClient:
         try:
             token = self._tokens.get_or_fetch(key, lambda: self._fetch_token(realm, service, effective_scope))
         except AuthError as exc:
-            raise self._auth_error(exc.status or 401, repository, scope, f"token service: {exc}", url) from exc
+            raise self._auth_error(exc.status or 401, repository, scope, str(exc), url) from exc
         return _SentAuth(header=f"Bearer {token.value}", key=key, token=token.value)
 
     # -- the one request path ----------------------------------------------------------------
@@ -705,17 +719,19 @@ class RegistryClient:
                     auth=_no_netrc,
                 )
             except requests.exceptions.SSLError as exc:
-                raise RegistryError(
-                    f"TLS error talking to {host} for {what}: {_clean(exc)}; give the CA bundle that signed its certificate "
-                    "as the CA path, or turn certificate validation off for a test registry",
-                    url=_strip_query(url),
-                ) from exc
+                reason = _clean(exc)
+                if "certificate" in reason.lower() or "CERTIFICATE" in str(exc):
+                    hint = "give the CA bundle that signed its certificate as the CA path, or turn certificate validation off for a test registry"
+                else:
+                    hint = "check that the registry speaks HTTPS at this address (or use an http:// URL for a plain-HTTP test registry)"
+                raise RegistryError(f"TLS error talking to {host} for {what}: {reason}; {hint}", url=_strip_query(url)) from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 if replayable and attempt < self.retries:
                     self._sleep(self._backoff_delay(attempt))
                     attempt += 1
                     continue
-                raise RegistryError(f"cannot reach {host} for {what} after {attempt + 1} attempts: {_clean(exc)}", url=_strip_query(url)) from exc
+                tried = f" after {attempt + 1} attempts" if attempt else ""
+                raise RegistryError(f"cannot reach {host} for {what}{tried}: {_clean(exc)}", url=_strip_query(url)) from exc
             except requests.exceptions.RequestException as exc:
                 raise RegistryError(f"request to {host} for {what} failed: {_clean(exc)}", url=_strip_query(url)) from exc
             if response.status_code == 401 and same_origin and not reauthenticated and replayable:

@@ -110,10 +110,21 @@ options:
         default: registry
       tag_as:
         description:
-          - Also tag the image under these repositories (the tag is kept), for example the
-            site registry's name, so jobs written for either name find it.
+          - Also tag the image under these names, so that jobs written for either name find it.
+          - A registry host (V(nvcr.io)) tags it as C(<host>/<repository>:<tag>); a prefix ending
+            in C(/) (V(registry.site.example/ngc/)) as C(<prefix><repository>:<tag>); a repository
+            (V(registry.site.example/pytorch), optionally with C(:tag)) as that repository with the image's tag.
         type: list
         elements: str
+  offline:
+    description:
+      - Contact no registry at all; take each image's digest from its archive under
+        O(archive.dir), written by an earlier run. For GPU nodes that reach no registry
+        and load images from shared storage.
+      - Needs O(archive) (where the archives are) and O(docker) with O(docker.source=archive);
+        no archive is written in this mode.
+    type: bool
+    default: false
   platforms:
     description:
       - Which platforms of a multi-platform image to copy to O(registry), for example V(linux/amd64).
@@ -247,6 +258,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.airgap.ngc.plugins.module_utils._engine import DockerSdkMissingError
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
 from ansible_collections.airgap.ngc.plugins.module_utils._http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.airgap.ngc.plugins.module_utils._mirror import Mirror
@@ -275,6 +287,7 @@ def main() -> None:
             source=dict(type="str", choices=["registry", "archive"], default="registry"),
             tag_as=dict(type="list", elements="str"),
         )),
+        offline=dict(type="bool", default=False),
         platforms=dict(type="list", elements="str"),
         save_readme=dict(type="bool", default=False),
         facts_file=dict(type="path", default="/etc/ansible/facts.d/ngc_mirror.fact"),
@@ -292,6 +305,8 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     try:
         result = Mirror(module.params, check_mode=module.check_mode, diff_mode=module._diff).run()
+    except DockerSdkMissingError as exc:
+        module.fail_json(msg=missing_required_lib(exc.library), exception=exc.import_error)
     except AirgapError as exc:
         module.fail_json(msg=str(exc))
     if result.get("failed_images") and module.params["fail_on_error"]:

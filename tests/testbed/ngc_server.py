@@ -315,10 +315,10 @@ class NgcHandler(TestbedHandler):
     def _registry_token(self, query: dict[str, list[str]], allowed: set[str], subject: str) -> None:
         config = self.server.config
         lifetime = self._lifetime("registry_token_lifetime")
-        now = int(time.time())
-        claims = {
+        now = time.time()
+        claims = {  # exp rounds up: a token may live up to a second longer than expires_in, never shorter
             "iss": config["issuer"], "sub": subject, "aud": (query.get("service") or [config["service"]])[0],
-            "iat": now, "nbf": now - 1, "exp": now + lifetime - DISTRIBUTION_LEEWAY, "jti": uuid.uuid4().hex,
+            "iat": int(now), "nbf": int(now) - 1, "exp": math.ceil(now) + lifetime - DISTRIBUTION_LEEWAY, "jti": uuid.uuid4().hex,
             "access": requested_access(query.get("scope", []), allowed),
         }
         token = self.signer.sign(claims)

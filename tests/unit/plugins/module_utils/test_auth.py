@@ -150,7 +150,7 @@ def test_get_or_fetch_concurrent_callers_fetch_once():
         return Token.issue("shared", 60, time.monotonic())
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get_or_fetch(key, fetch).value)) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_fetch(key, fetch).value)) for _index in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -224,7 +224,7 @@ def test_fetch_token_refused_is_auth_error_without_secret():
 
 def test_fetch_token_anonymous_refused_says_no_credentials():
     get = FakeGet(FakeResponse(403, None))
-    with pytest.raises(AuthError, match="no credentials were given"):
+    with pytest.raises(AuthError, match="refused anonymous access"):
         fetch_token(get, "https://auth/token", "s", "x")
 
 

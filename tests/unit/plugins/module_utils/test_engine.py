@@ -162,7 +162,21 @@ def test_tag_targets_keep_the_tag_unless_given_and_drop_duplicates():
     assert tag_targets(REF, None) == ()
 
 
+def test_tag_targets_host_and_prefix_forms_keep_repository_and_tag():
+    targets = tag_targets(REF, ["nvcr.io", "127.0.0.1:5000", "registry.site.example/ngc/", "localhost", "registry.site.example"])
+    assert targets == ("nvcr.io/nvidia/pytorch:24.01-py3", "127.0.0.1:5000/nvidia/pytorch:24.01-py3",
+                       "registry.site.example/ngc/nvidia/pytorch:24.01-py3", "localhost/nvidia/pytorch:24.01-py3")
+
+
+def test_tag_targets_plain_word_is_a_repository():
+    assert tag_targets(REF, ["pytorch"]) == ("pytorch:24.01-py3",)
+
+
 def test_tag_targets_refuse_digests_and_missing_tags():
+    with pytest.raises(ConfigError, match="not a digest"):
+        tag_targets(REF, [f"x/y@{DIGEST}"])
+    with pytest.raises(ConfigError, match="invalid image reference"):
+        tag_targets(REF, ["Bad Name/x"])
     with pytest.raises(ConfigError, match="not a digest"):
         tag_targets(REF, [f"x/y@{DIGEST}"])
     with pytest.raises(ConfigError, match="has no tag to keep"):
@@ -238,7 +252,7 @@ def test_pull_not_found_and_other_wording():
     assert isinstance(missing, EngineNotFoundError) and missing.status == 404
     assert "registry.site.example has no such image; check the name, tag and digest" in str(missing)
     other = pull_error("unix:///s", REF, 500, "no space left on device")
-    assert type(other) is EngineError
+    assert isinstance(other, EngineError) and not isinstance(other, (EngineAuthError, EngineNotFoundError))
     assert str(other) == f"the Docker engine at unix:///s could not pull {REF}: no space left on device"
 
 

@@ -478,7 +478,7 @@ def test_concurrent_blob_reads_share_one_token(serve, make_client):
         except Exception as exc:  # pylint: disable=broad-except
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
+    threads = [threading.Thread(target=work) for _index in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -563,6 +563,15 @@ def test_unreachable_registry_is_registry_error(serve, make_client, sleeps):
     assert str(excinfo.value).startswith(f"cannot reach {server.host} for the API version check /v2/ after 3 attempts")
     assert excinfo.value.status is None
     assert len(sleeps) == 2
+
+
+def test_https_to_a_plain_http_server_is_a_tls_error(serve, make_client, sleeps):
+    server = serve(lambda req: json_resp({}))
+    with pytest.raises(RegistryError) as excinfo:
+        make_client(server.url.replace("http://", "https://")).ping()
+    assert str(excinfo.value).startswith(f"TLS error talking to {server.host} for the API version check /v2/: [SSL")
+    assert "speaks HTTPS" in str(excinfo.value)
+    assert sleeps == []  # not retried
 
 
 # -- pagination ---------------------------------------------------------------------------------
@@ -837,7 +846,9 @@ def test_broken_blob_download_resumes(serve, make_client, honours_range):
     assert data == BLOB
     assert len(server.requests) == 2
     assert server.requests[0].headers.get("Range") is None
-    assert server.requests[1].headers["Range"] == f"bytes={half}-"  # resumed where the break happened
+    # Resumed after what had arrived intact (urllib3 may drop a partial last read).
+    resumed_at = int(server.requests[1].headers["Range"][len("bytes="):-1])
+    assert 0 < resumed_at <= half
 
 
 def test_blob_redirect_to_other_host_does_not_carry_authorization(serve, make_client):
