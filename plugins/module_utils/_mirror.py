@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter, cleanup_stale_partials, descriptor
-from ansible_collections.airgap.ngc.plugins.module_utils._engine import DOCKER_IMPORT_ERROR, HAS_DOCKER, DockerEngine, DockerSdkMissingError
+from ansible_collections.airgap.ngc.plugins.module_utils._engine import DOCKER_IMPORT_ERROR, HAS_DOCKER, DockerEngine, DockerSdkMissingError, tag_targets
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._options import registry_from, source_registry_from
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import (
@@ -171,6 +171,10 @@ class EngineDestination:
     def target(self, image: SourceImage) -> str:
         return f"{self.engine.host}#{image.ref}"
 
+    def tags_for(self, image: SourceImage) -> list[str]:
+        """The extra names, relative to the image's own path (nvcr.io -> nvcr.io/nvidia/pytorch:TAG), whatever registry it came from."""
+        return list(tag_targets(image.ref, self.tag_as))
+
     def close(self) -> None:
         self.engine.close()
 
@@ -267,7 +271,7 @@ class Mirror:
         docker = self.docker
         assert docker is not None
         image = plan.source
-        status = docker.engine.status(self._engine_reference(image), want, config_digest, docker.tag_as)
+        status = docker.engine.status(self._engine_reference(image), want, config_digest, docker.tags_for(image))
         step = self._step("docker", docker.target(image), want, want if status.up_to_date else None)
         if not status.up_to_date and not self.force:
             step.reason = status.reason
@@ -431,10 +435,10 @@ class Mirror:
             else:
                 user, password = (self.params["username"], self.params.get("api_key")) if self.params.get("api_key") else (None, None)
             docker.engine.pull(reference, username=user, password=password)
-        status = docker.engine.status(reference, want, config_digest, docker.tag_as)
+        status = docker.engine.status(reference, want, config_digest, docker.tags_for(image))
         for target in status.missing_tags:
             docker.engine.tag(reference, target)
-        final = docker.engine.status(reference, want, config_digest, docker.tag_as)
+        final = docker.engine.status(reference, want, config_digest, docker.tags_for(image))
         if not final.up_to_date:
             raise AirgapError(f"the Docker engine at {docker.engine.host} does not hold {reference} with digest {want} after the "
                               f"{'load' if docker.source == 'archive' else 'pull'}: {final.reason}")

@@ -536,7 +536,7 @@ class RegistryClient:
         return delay * (0.5 + random.random() / 2)  # nosec B311 - jitter, not cryptography
 
     def _retry_delay(self, response: Any, attempt: int) -> float:
-        delay = None
+        delay = parse_retry_after(response.headers.get("Retry-After"))
         if delay is None:
             return self._backoff_delay(attempt)
         return min(delay, self.max_retry_after)
@@ -790,6 +790,12 @@ class RegistryClient:
             finally:
                 response.close()
             host = urlsplit(response.url).netloc
+            if status in (401, 403) and _origin(response.url) != self._origin:
+                raise AuthError(
+                    f"{status} from {host}, where {self.host} redirected the {what}" + (f": {detail}" if detail else ""),
+                    status=status,
+                    url=_strip_query(response.url),
+                )
             if status in (401, 403):
                 raise self._auth_error(status, repository, scope, detail, response.url)
             if status == 404:

@@ -356,15 +356,16 @@ def test_anonymous_token_without_credentials(serve, make_client):
     assert "account" not in token_req.query
 
 
-def test_reauthenticates_on_invalid_token_at_the_new_realm(serve, make_client):
+@pytest.mark.parametrize("new_realm", ["/token", "/token2"], ids=["same-realm", "new-realm"])
+def test_reauthenticates_on_invalid_token(serve, make_client, new_realm):
     server, app = start_token_registry(serve, ok_routes)
     client = make_client(server.url, username="$oauthtoken", password=PASSWORD)
     client.list_tags("nvidia/pytorch")
-    # The token is revoked and the registry now points at another realm, as nvcr.io does after expiry.
+    # The token is revoked before it expires; nvcr.io then also points at another realm.
     app.tokens.clear()
-    app.realm_path = "/token2"
+    app.realm_path = new_realm
     assert client.list_tags("nvidia/pytorch") == ["1"]
-    assert [r.path for r in app.token_requests] == ["/token", "/token2"]
+    assert [r.path for r in app.token_requests] == ["/token", new_realm]
     last_two = [r for r in server.requests if r.path.endswith("/tags/list")][-2:]
     assert [r.headers.get("Authorization") for r in last_two] == ["Bearer tok1", "Bearer tok2"]
 
@@ -867,6 +868,17 @@ def test_blob_redirect_to_other_host_does_not_carry_authorization(serve, make_cl
     assert fetched.target == "/bucket/data?X-Signature=abc"
     assert fetched.headers.get("Authorization") is None  # ...the other host did not
     assert fetched.headers["User-Agent"] == USER_AGENT
+
+
+def test_refusal_by_the_redirect_target_names_that_host(serve, make_client):
+    storage = serve(lambda req: Resp(403, {}, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"), name="storage")
+    server = serve(lambda req: Resp(307, {"Location": f"{storage.url}/bucket/data?X-Signature=abc"}))
+    with pytest.raises(AuthError) as excinfo:
+        make_client(server.url).open_blob("nvidia/pytorch", sha256(BLOB))
+    message = str(excinfo.value)
+    assert message.startswith(f"403 from {storage.host}, where {server.host} redirected the blob {sha256(BLOB)} in nvidia/pytorch")
+    assert "Request has expired" in message
+    assert "X-Signature" not in message
 
 
 def test_relative_redirect_on_same_origin_keeps_authorization(serve, make_client):
