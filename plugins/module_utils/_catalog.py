@@ -12,7 +12,6 @@ from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapEr
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import INDEX_MEDIA_TYPES, RegistryClient
-from ansible_collections.airgap.ngc.plugins.module_utils._http import host_of
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Catalog:
         self.query = query
         self.registry = registry
         self.ngc = ngc
-        self.registry_host = host_of(registry.base_url)
+        self.registry_host = registry.host
 
     def list(self) -> list[CatalogEntry]:
         if self.query.source == "registry":

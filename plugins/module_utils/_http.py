@@ -2,16 +2,20 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: one HTTP transport with TLS settings, User-Agent, retries and backoff. Not a public API.
 
-Both the registry client and the NGC client send through ``HttpTransport.send``: 429, 502,
-503, 504 and connection errors are retried with exponential backoff, and a ``Retry-After``
-header (seconds or an HTTP date) is honoured. Nothing here logs a header or a body, so
-credentials cannot leak through it.
+The retry rules shared by the registry client and the NGC client (``RetryPolicy``: 408, 429,
+502, 503, 504 and connection errors are retried with exponential backoff, and a
+``Retry-After`` header, seconds or an HTTP date, is honoured), and the plain transport the
+NGC client sends through. Nothing here logs a header or a body, so credentials cannot leak
+through it.
 """
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -28,29 +32,55 @@ else:
     REQUESTS_IMPORT_ERROR = None
     HAS_REQUESTS = True
 
-RETRY_STATUSES = frozenset((429, 502, 503, 504))
+RETRY_STATUSES = frozenset((408, 429, 502, 503, 504))
+MAX_BACKOFF = 60.0
 MAX_RETRY_AFTER = 300.0
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta seconds or HTTP date), None if absent or unreadable."""
-    if not value:
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), or None if absent or unreadable."""
+    if value is None:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(int(text))
     try:
-        moment = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None
-    if moment is None:
+    if when is None:
         return None
-    current = time.time() if now is None else now
-    return min(max(moment.timestamp() - current, 0.0), MAX_RETRY_AFTER)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = now or datetime.now(timezone.utc)
+    return max(0.0, (when - current).total_seconds())
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how long to wait: exponential backoff with jitter, or what Retry-After asks (capped)."""
+
+    retries: int = 5
+    backoff: float = 1.0
+    max_retry_after: float = MAX_RETRY_AFTER
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Seconds before retry ``attempt`` (0-based) when the server gave no hint."""
+        delay = min(self.backoff * (2 ** attempt), MAX_BACKOFF)
+        return delay * (0.5 + random.random() / 2)  # nosec B311 - jitter, not cryptography
+
+    def retry_delay(self, response: Any, attempt: int) -> float:
+        """Seconds before retrying after ``response`` (429/5xx): its Retry-After, else the backoff."""
+        delay = parse_retry_after(response.headers.get("Retry-After"))
+        if delay is None:
+            return self.backoff_delay(attempt)
+        return min(delay, self.max_retry_after)
 
 
 def host_of(url: str) -> str:
-    """``https://nvcr.io:443/v2/`` -> ``nvcr.io:443``; for messages and same-origin checks."""
+    """``https://nvcr.io:443/v2/`` -> ``nvcr.io:443``; for messages."""
     return urlsplit(url).netloc
 
 
@@ -70,8 +100,7 @@ class HttpTransport:
         if not HAS_REQUESTS:
             raise RuntimeError("the requests library is required")
         self.timeout = timeout
-        self.retries = max(int(retries), 0)
-        self.backoff = backoff
+        self.policy = RetryPolicy(retries=max(int(retries), 0), backoff=backoff)
         self.sleep = sleep
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
@@ -91,19 +120,11 @@ class HttpTransport:
     def close(self) -> None:
         self.session.close()
 
-    def delay(self, attempt: int, response: Any = None) -> float:
-        """How long to wait before retry number ``attempt`` (1-based)."""
-        if response is not None:
-            hinted = retry_after_seconds(response.headers.get("Retry-After"))
-            if hinted is not None:
-                return hinted
-        return min(self.backoff * (2 ** (attempt - 1)), 60.0)
-
     def send(self, method: str, url: str, retry: bool = True, **kwargs: Any) -> Any:
         """Send a request; retry transient failures. ``data`` must be re-sendable to be retried."""
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("allow_redirects", True)
-        attempts = self.retries + 1 if retry else 1
+        attempts = self.policy.retries + 1 if retry else 1
         for attempt in range(1, attempts + 1):
             try:
                 response = self.session.request(method, url, **kwargs)
@@ -114,10 +135,10 @@ class HttpTransport:
                 if attempt >= attempts:
                     raise RegistryError(f"cannot reach {host_of(url)} ({type(exc).__name__}) after {attempt} attempt(s): check the URL and the network",
                                         url=url) from None
-                self.sleep(self.delay(attempt))
+                self.sleep(self.policy.backoff_delay(attempt - 1))
                 continue
             if response.status_code in RETRY_STATUSES and attempt < attempts:
-                wait = self.delay(attempt, response)
+                wait = self.policy.retry_delay(response, attempt - 1)
                 response.close()
                 self.sleep(wait)
                 continue

@@ -3,16 +3,13 @@
 """Private: registry HTTP API v2 client (auth, retries, manifests, blobs, uploads). Not a public API."""
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
-import random
 import re
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -40,6 +37,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._reference import (
     validate_repository,
     validate_tag,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._http import MAX_RETRY_AFTER, RETRY_STATUSES, RetryPolicy
 from ansible_collections.airgap.ngc.plugins.module_utils._version import USER_AGENT
 
 try:
@@ -67,12 +65,9 @@ DEFAULT_RETRIES = 5
 DEFAULT_BACKOFF = 1.0
 DEFAULT_POOL_SIZE = 16
 DEFAULT_CHUNK_SIZE = 1024 * 1024
-MAX_BACKOFF = 60.0
-MAX_RETRY_AFTER = 300.0
 MAX_REDIRECTS = 10
 MAX_PAGES = 100000
 MAX_MANIFEST_SIZE = 16 * 1024 * 1024
-RETRY_STATUSES = frozenset((408, 429, 502, 503, 504))
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 
 ChunkSource = Union[Iterable[bytes], Callable[[], Iterable[bytes]]]
@@ -91,27 +86,6 @@ def _new_hasher(digest: str) -> Any:
     if algorithm not in _HASH_ALGORITHMS:
         raise RegistryError(f"unsupported digest algorithm in {digest!r}")
     return hashlib.new(algorithm)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), or None if absent or unreadable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(int(text))
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    current = now or datetime.now(timezone.utc)
-    return max(0.0, (when - current).total_seconds())
 
 
 def parse_link_header(value: str | None) -> Dict[str, str]:
@@ -498,6 +472,7 @@ class RegistryClient:
         self.retries = max(0, int(retries))
         self.backoff = max(0.0, float(backoff))
         self.max_retry_after = max_retry_after
+        self._policy = RetryPolicy(self.retries, self.backoff, max_retry_after)
         self._sleep = sleep or time.sleep
         self._origin = _origin(self.base_url)
         self._verify: Union[bool, str] = (ca_path or True) if validate_certs else False
@@ -532,14 +507,10 @@ class RegistryClient:
         return self.base_url + path
 
     def _backoff_delay(self, attempt: int) -> float:
-        delay = min(self.backoff * (2 ** attempt), MAX_BACKOFF)
-        return delay * (0.5 + random.random() / 2)  # nosec B311 - jitter, not cryptography
+        return self._policy.backoff_delay(attempt)
 
     def _retry_delay(self, response: Any, attempt: int) -> float:
-        delay = parse_retry_after(response.headers.get("Retry-After"))
-        if delay is None:
-            return self._backoff_delay(attempt)
-        return min(delay, self.max_retry_after)
+        return self._policy.retry_delay(response, attempt)
 
     @staticmethod
     def _pull_scope(name: str) -> str:

@@ -23,6 +23,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
     NotFoundError,
     RegistryError,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._http import parse_retry_after
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import (
     MANIFEST_MEDIA_TYPES,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -30,7 +31,6 @@ from ansible_collections.airgap.ngc.plugins.module_utils._registry import (
     MEDIA_TYPE_OCI_MANIFEST,
     RegistryClient,
     parse_link_header,
-    parse_retry_after,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._version import USER_AGENT
 
