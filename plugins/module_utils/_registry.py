@@ -558,7 +558,7 @@ class RegistryClient:
         if self.username is None:
             extra = " (for nvcr.io: user name $oauthtoken, password an NGC API key)" if nvcr else ""
             return f"the registry requires credentials and none were given{extra}"
-        if nvcr:
+        if nvcr or self.username == "$oauthtoken":
             return "check the NGC API key (user name $oauthtoken, password the API key)"
         return "check the user name and password"
 
