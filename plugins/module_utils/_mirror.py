@@ -234,10 +234,9 @@ class Mirror:
     def _plan(self, image: SourceImage, store: StateStore) -> ImagePlan:
         plan = ImagePlan(source=image)
         try:
-            if self.offline:
-                assert self.archive is not None
+            if self.offline and self.archive and self.docker:
                 plan.digest, config_digest = self.archive.read(image)
-                self._plan_docker(plan, store, plan.digest, config_digest)
+                self._plan_docker(self.docker, plan, plan.digest, config_digest)
                 return plan
             found = self.source.head_manifest(image.ref.repository, image.ref.manifest_reference)
             if found is None:
@@ -256,7 +255,7 @@ class Mirror:
             if self.docker:
                 recorded = store.destination(image.key, f"docker:{self.docker.target(image)}") or {}
                 config = recorded.get("config_digest") if recorded.get("source_digest") == plan.digest else None
-                self._plan_docker(plan, store, registry_digest if self.docker.source == "registry" else plan.digest, config)
+                self._plan_docker(self.docker, plan, registry_digest if self.docker.source == "registry" else plan.digest, config)
         except (AirgapError, OSError) as exc:
             plan.error = _message(exc)
         return plan
@@ -267,9 +266,7 @@ class Mirror:
             return registry_target(image, self.registry.url, self.registry.prefix)
         return image.ref
 
-    def _plan_docker(self, plan: ImagePlan, store: StateStore, want: str, config_digest: str | None) -> None:
-        docker = self.docker
-        assert docker is not None
+    def _plan_docker(self, docker: EngineDestination, plan: ImagePlan, want: str, config_digest: str | None) -> None:
         image = plan.source
         status = docker.engine.status(self._engine_reference(image), want, config_digest, docker.tags_for(image))
         step = self._step("docker", docker.target(image), want, want if status.up_to_date else None)
@@ -302,15 +299,15 @@ class Mirror:
         try:
             if plan.copies("registry") or plan.copies("archive"):
                 content = self._fetch(image, plan.digest or "")
-                for step in plan.copies("registry"):
-                    step.after = self._copy_to_registry(image, content)
+                for step in plan.copies("registry") if self.registry else []:
+                    step.after = self._copy_to_registry(self.registry, image, content)
                     plan.written = True
                     store.record_destination(image.key, content.top.digest, step.dest_key, self._registry_entry(step))
-                for step in plan.copies("archive"):
-                    step.after = self._copy_to_archive(image, content, step, store)
+                for step in plan.copies("archive") if self.archive else []:
+                    step.after = self._copy_to_archive(self.archive, image, content, step, store)
                     plan.written = True
-            for step in plan.copies("docker"):
-                step.after = self._copy_to_engine(image, plan, step, store)
+            for step in plan.copies("docker") if self.docker else []:
+                step.after = self._copy_to_engine(self.docker, image, plan, step, store)
                 plan.written = True
             if self._save_readme(image, plan):
                 plan.written = True
@@ -363,9 +360,7 @@ class Mirror:
             for future in [pool.submit(one, item) for item in blobs.items()]:
                 future.result()
 
-    def _copy_to_registry(self, image: SourceImage, content: ImageContent) -> str:
-        dest = self.registry
-        assert dest is not None
+    def _copy_to_registry(self, dest: RegistryDestination, image: SourceImage, content: ImageContent) -> str:
         ref = registry_target(image, dest.url, dest.prefix)
         entries = select_children(content.top.data, self.platforms) if content.top.is_index else None
         manifests = content.images_for(entries)
@@ -382,9 +377,7 @@ class Mirror:
         raw = filtered_index(content.top.raw, content.top.data, entries or []) if content.top.is_index else content.top.raw
         return dest.client.put_manifest(ref.repository, ref.manifest_reference if ref.tag else _sha256(raw), raw, content.top.media_type)
 
-    def _copy_to_archive(self, image: SourceImage, content: ImageContent, step: Step, store: StateStore) -> str:
-        dest = self.archive
-        assert dest is not None
+    def _copy_to_archive(self, dest: ArchiveDestination, image: SourceImage, content: ImageContent, step: Step, store: StateStore) -> str:
         path = step.target
         directory = os.path.dirname(path)
         try:
@@ -419,14 +412,11 @@ class Mirror:
         })
         return content.top.digest
 
-    def _copy_to_engine(self, image: SourceImage, plan: ImagePlan, step: Step, store: StateStore) -> str:
-        docker = self.docker
-        assert docker is not None
+    def _copy_to_engine(self, docker: EngineDestination, image: SourceImage, plan: ImagePlan, step: Step, store: StateStore) -> str:
         reference = self._engine_reference(image)
         want = step.after or plan.digest or ""
         config_digest = None
-        if docker.source == "archive":
-            assert self.archive is not None
+        if docker.source == "archive" and self.archive:
             docker.engine.load(self.archive.target(image))
             config_digest = self.archive.read(image)[1]
         else:

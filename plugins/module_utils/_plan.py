@@ -49,7 +49,8 @@ def source_images(items: Iterable[Any], default_registry: str) -> list[SourceIma
         elif isinstance(item, str):
             text = item
         else:
-            raise ConfigError(f"images item {position} is a {type(item).__name__}: give a reference such as nvidia/pytorch:24.01-py3 or a dict with name and tag")
+            raise ConfigError(f"images item {position} is a {type(item).__name__}: "
+                              "give a reference such as nvidia/pytorch:24.01-py3 or a dict with name and tag")
         ref = ImageReference.parse(text, default_registry=default_registry)
         if ref.tag is None and ref.digest is None:
             ref = ref.with_tag("latest")

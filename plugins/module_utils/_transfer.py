@@ -152,4 +152,3 @@ def fan_out(chunks: Iterator[bytes], sinks: Sequence[Sink], advance: Callable[[i
                 pass
         raise
     return total
-

@@ -19,12 +19,16 @@ author:
   - airgap.ngc developers
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.info_module
   - airgap.ngc.source
 attributes:
   check_mode:
     support: full
     details: The module only reads; it runs fully in check mode.
+  diff_mode:
+    support: none
+  platform:
+    support: full
+    platforms: posix
 options:
   source:
     description:

@@ -269,7 +269,7 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(ansible: Any, testbe
     assert resumed.rc == 0, resumed.stdout
     final = archive_dir / "nvidia/pytorch/24.02-py3.tar"
     assert final.is_file()
-    assert not [p for p in archive_dir.rglob(".*partial*")]
+    assert not list(archive_dir.rglob(".*partial*"))
     assert json.loads(skopeo("inspect", f"docker-archive:{final}"))["Digest"]
     assert raw_digest(testbed.open_registry_host, f"{ns}/{ref}") == seeded(testbed)[ref]["digest"]
 

@@ -49,13 +49,13 @@ def make_layer(seed: int, files: int = 3) -> tuple[bytes, str]:
 def make_image(arch: str = "amd64", layers: tuple[int, ...] = (1, 2), media_type: str = MEDIA_DOCKER_MANIFEST) -> dict:
     blobs = [make_layer(seed) for seed in layers]
     config = json.dumps({"architecture": arch, "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [diff for _, diff in blobs]}}).encode()
+                         "rootfs": {"type": "layers", "diff_ids": [diff for _data, diff in blobs]}}).encode()
     layer_type = "application/vnd.docker.image.rootfs.diff.tar.gzip" if media_type == MEDIA_DOCKER_MANIFEST else "application/vnd.oci.image.layer.v1.tar+gzip"
     config_type = "application/vnd.docker.container.image.v1+json" if media_type == MEDIA_DOCKER_MANIFEST else "application/vnd.oci.image.config.v1+json"
     manifest = json.dumps({"schemaVersion": 2, "mediaType": media_type,
                            "config": {"mediaType": config_type, "digest": sha(config), "size": len(config)},
-                           "layers": [{"mediaType": layer_type, "digest": sha(data), "size": len(data)} for data, _ in blobs]}).encode()
-    return {"layers": [data for data, _ in blobs], "config": config, "manifest": manifest, "arch": arch, "media_type": media_type}
+                           "layers": [{"mediaType": layer_type, "digest": sha(data), "size": len(data)} for data, _diff in blobs]}).encode()
+    return {"layers": [data for data, _diff in blobs], "config": config, "manifest": manifest, "arch": arch, "media_type": media_type}
 
 
 def stream(writer: ArchiveWriter, data: bytes, chunk: int = 1000) -> None:

@@ -52,7 +52,7 @@ def test_writes_are_throttled(tmp_path):
     body = read(path)
     assert body["bytes_done"] == 200 and body["image"] == "nvcr.io/nvidia/pytorch:24.01-py3"
     assert body["rate_bytes_per_s"] == 200 and body["eta_seconds"] == 4
-    for _ in range(50):
+    for _round in range(50):
         reporter.advance(1)
     assert reporter.writes == 2
     reporter.image_done()
@@ -68,10 +68,10 @@ def test_rate_uses_recent_window(tmp_path):
     path = tmp_path / "p.json"
     reporter = ProgressReporter(str(path), min_interval=1.0, clock=clock, window=10.0)
     reporter.start(10_000, 1)
-    for _ in range(20):  # 100 B/s for 20 s
+    for _round in range(20):  # 100 B/s for 20 s
         clock.now += 1
         reporter.advance(100)
-    for _ in range(20):  # then 10 B/s
+    for _round in range(20):  # then 10 B/s
         clock.now += 1
         reporter.advance(10)
     body = read(path)
@@ -96,10 +96,10 @@ def test_advance_from_many_threads(tmp_path):
     reporter.start(8 * 500 * 3, 1)
 
     def work():
-        for _ in range(500):
+        for _round in range(500):
             reporter.advance(3)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
+    threads = [threading.Thread(target=work) for _round in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -81,7 +81,7 @@ def test_upload_failure_reaches_the_writer() -> None:
 
     sink = UploadSink(upload, "test upload", depth=1)
     with pytest.raises(RegistryError, match="401"):
-        for _ in range(100):
+        for _round in range(100):
             sink.write(b"x" * 10)
         sink.close()
 
@@ -90,7 +90,7 @@ def test_abort_ends_the_upload_without_completing_it() -> None:
     finished: list[bool] = []
 
     def upload(body: Iterator[bytes]) -> None:
-        for _ in body:
+        for _round in body:
             pass
         finished.append(True)
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The benchmark (`make bench`): start a bench-scale test bed with its Docker engine, then time
+# ngc_image_mirror side by side with skopeo, the Docker engine and a raw stream of the same
+# blobs (tests/bench/bench.py; see tests/bench/README.md). Prints a table and writes it as JSON
+# to build/bench/results.json. Everything started here is stopped at the end.
+# Extra arguments go to bench.py, e.g. `bash scripts/bench.sh --rounds 1 --no-docker`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export PATH="$root/.venv/bin:$PATH"
+started=$(date +%s)
+
+# /usr/bin/time -v measures the module's peak memory.
+if [ ! -x /usr/bin/time ]; then
+  echo "bench: installing Debian package: time"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends time >/dev/null
+fi
+
+out=$root/build/bench
+testbed=$out/testbed
+work=$out/work
+collections=$out/collections
+mkdir -p "$out"
+exec 9>"$out/.lock"
+if ! flock -n 9; then
+  echo "bench: another benchmark is running (build/bench/.lock)" >&2
+  exit 1
+fi
+
+# The module runs from a snapshot of the collection's files, so edits made meanwhile do not mix in.
+rm -rf "$collections"
+mkdir -p "$collections/ansible_collections/airgap/ngc"
+git ls-files -z --cached --others --exclude-standard -- plugins meta galaxy.yml | while IFS= read -r -d '' f; do
+  [ -e "$f" ] && printf '%s\0' "$f"
+done | xargs -0 cp --parents -t "$collections/ansible_collections/airgap/ngc"
+
+# The destination registries start empty every time; the seeded source registry and the
+# seeder's cache are kept, so the next run starts faster.
+forget_destinations() {
+  rm -rf "$testbed/registry-open" "$testbed/registry-basic" "$testbed/engine" "$work"
+}
+stop() {
+  python -m tests.testbed down --dir "$testbed" >/dev/null 2>&1 || true
+  forget_destinations
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+stop  # a test bed left over by an interrupted run
+
+echo "bench: starting a bench-scale test bed with a Docker engine (the first time it seeds about 1.8 GB)..."
+python -m tests.testbed up --dir "$testbed" --scale bench >/dev/null
+status=0
+python tests/bench/bench.py --testbed "$testbed" --collections "$collections" --work "$work" --out "$out/results.json" "$@" || status=$?
+echo "bench: make bench took $(($(date +%s) - started))s in all"
+exit "$status"
