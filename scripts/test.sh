@@ -2,7 +2,7 @@
 # Run the project's checks: `scripts/test.sh all` or one of sanity, units, lint, integration,
 # molecule, docs. Each stage logs to build/logs/<stage>.log; a summary with counts ends the run.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 export PATH="$root/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$root/build"
@@ -41,23 +41,23 @@ run_sanity() {
   local rc=$? ran failed
   ran=$(grep -c '^Running sanity test "' "$logs/sanity.log")
   failed=$(grep -oE 'The [0-9]+ sanity test\(s\) listed below' "$logs/sanity.log" | grep -oE '[0-9]+' || echo 0)
-  [ $rc -ne 0 ] && [ "$failed" = 0 ] && failed=1
-  record sanity $rc $((ran - failed)) "$failed"
+  [ "$rc" -ne 0 ] && [ "$failed" = 0 ] && failed=1
+  record sanity "$rc" "$((ran - failed))" "$failed"
 }
 
 run_units() {
   (cd "$tree" && ansible-test units --python 3.11 --color no) >"$logs/units.log" 2>&1
   local rc=$?
   read -r p f < <(pytest_counts "$logs/units.log")
-  [ $rc -ne 0 ] && [ "$f" = 0 ] && f=1
-  record units $rc "$p" "$f"
+  [ "$rc" -ne 0 ] && [ "$f" = 0 ] && f=1
+  record units "$rc" "$p" "$f"
 }
 
 run_lint() {
   (cd "$tree" && ansible-lint --profile production --offline -q) >"$logs/lint.log" 2>&1
   local rc=$? files
   files=$(git ls-files -co --exclude-standard | grep -cE '\.ya?ml$')
-  if [ $rc -eq 0 ]; then record lint 0 "$files" 0; else record lint $rc 0 "$(grep -cE '^[^ ].*:[0-9]+' "$logs/lint.log" || echo 1)"; fi
+  if [ "$rc" -eq 0 ]; then record lint 0 "$files" 0; else record lint "$rc" 0 "$(grep -cE '^[^ ].*:[0-9]+' "$logs/lint.log" || echo 1)"; fi
 }
 
 run_docs() {
@@ -67,30 +67,45 @@ run_docs() {
     (cd "$tree" && antsibull-changelog lint)
   } >"$logs/docs.log" 2>&1
   local rc=$?
-  if [ $rc -eq 0 ]; then record docs 0 3 0; else record docs $rc 0 1; fi
+  if [ "$rc" -eq 0 ]; then record docs 0 3 0; else record docs "$rc" 0 1; fi
 }
 
 run_integration() {
   python -m pytest -p tests.testbed.pytest_plugin tests/integration -v -p no:cacheprovider --color=no >"$logs/integration.log" 2>&1
   local rc=$?
   read -r p f < <(pytest_counts "$logs/integration.log")
-  [ $rc -ne 0 ] && [ "$f" = 0 ] && f=1
-  record integration $rc "$p" "$f"
+  [ "$rc" -ne 0 ] && [ "$f" = 0 ] && f=1
+  record integration "$rc" "$p" "$f"
 }
 
 run_molecule() {
-  if [ ! -d extensions/molecule ] || [ -z "$(ls extensions/molecule 2>/dev/null)" ]; then
-    result[molecule]=0; count[molecule]="no scenarios yet"; return
-  fi
-  (cd extensions && molecule test --all) >"$logs/molecule.log" 2>&1
-  local rc=$? n
-  n=$(ls -d extensions/molecule/*/ | wc -l)
-  if [ $rc -eq 0 ]; then record molecule 0 "$n" 0; else record molecule $rc 0 1; fi
+  local rc=0 n=0 scenario
+  : >"$logs/molecule.log"
+  for scenario in "$tree"/extensions/molecule/*/; do
+    [ -f "$scenario/molecule.yml" ] || continue
+    scenario=$(basename "$scenario")
+    n=$((n + 1))
+    echo "== molecule test -s $scenario" >>"$logs/molecule.log"
+    (cd "$tree/extensions" && molecule test -s "$scenario") >>"$logs/molecule.log" 2>&1 || rc=$((rc + 1))
+  done
+  record molecule "$rc" "$((n - rc))" "$rc"
+}
+
+run_stage() {
+  case "$1" in
+    sanity) run_sanity ;;
+    units) run_units ;;
+    lint) run_lint ;;
+    docs) run_docs ;;
+    integration) run_integration ;;
+    molecule) run_molecule ;;
+    *) echo "unknown stage $1: use sanity, units, lint, docs, integration, molecule or all"; exit 2 ;;
+  esac
 }
 
 for stage in "${stages[@]}"; do
   echo "== $stage (log: build/logs/$stage.log)"
-  "run_$stage"
+  run_stage "$stage"
   echo "   ${count[$stage]}"
   if [ "${result[$stage]}" != 0 ]; then
     echo "   FAILED; last lines of the log:"

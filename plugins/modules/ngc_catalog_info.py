@@ -16,7 +16,7 @@ description:
   - The result is what M(airgap.ngc.ngc_image_mirror) takes as O(airgap.ngc.ngc_image_mirror#module:images).
   - The module only reads, so check mode runs it fully.
 author:
-  - airgap.ngc developers
+  - airgap.ngc developers (@airgap-ngc)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - airgap.ngc.source

@@ -18,7 +18,7 @@ description:
   - Records what it wrote, per image and destination, in O(facts_file), updated after each
     image, so an interrupted run loses nothing and the next run completes the work.
 author:
-  - airgap.ngc developers
+  - airgap.ngc developers (@airgap-ngc)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - airgap.ngc.source

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,6 +98,12 @@ class Inventory:
     def archive_file_bytes(self) -> int:
         """What all archives hold together: each archive has its own copy of the layers it shares with others."""
         return sum(self.total(blobs) for blobs in self.per_archive.values())
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """``nvidia/pytorch:24.01-py3`` -> (``nvidia/pytorch``, ``24.01-py3``)."""
+    repository, tag = reference.rsplit(":", 1)
+    return repository, tag
 
 
 def _platform(entry: dict[str, Any]) -> str:
@@ -168,7 +175,7 @@ class Source:
     def inventory(self, tags: list[str]) -> Inventory:
         inv = Inventory(tags=tags)
         for reference in tags:
-            repository, _, tag = reference.rpartition(":")
+            repository, tag = split_reference(reference)
             media_type, digest, top = self.manifest(repository, tag)
             inv.digests[reference] = digest
             archive: list[Blob] = []
@@ -253,8 +260,7 @@ def read_only(source: Source, blobs: Iterable[Blob], parallel: int) -> None:
 
     def one(blob: Blob) -> None:
         with source.blob(blob) as response:
-            for _ in response.iter_content(CHUNK):
-                pass
+            deque(response.iter_content(CHUNK), maxlen=0)
 
     _in_parallel(one, blobs, parallel)
 
@@ -368,7 +374,7 @@ class Bench:
         """Every tag at the destination has the source's digest (or, for skopeo and docker, at least exists)."""
         wrong = []
         for reference, digest in self.inv.digests.items():
-            repository, _, tag = reference.rpartition(":")
+            repository, tag = split_reference(reference)
             response = requests.head(f"{self.open_url}/v2/{prefix}/{repository}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=30)
             if response.status_code != 200 or response.headers.get("Docker-Content-Digest") != digest:
                 wrong.append(reference)
@@ -444,7 +450,7 @@ class Bench:
         sandbox, env = self.skopeo_sandbox(case)
         rss = 0
         for reference in self.inv.tags:
-            repository, _, tag = reference.rpartition(":")
+            repository, tag = split_reference(reference)
             argv = [*sandbox, "skopeo", "copy", "--quiet", "--src-authfile", str(self.auth_file), "--src-tls-verify=false", *extra,
                     f"docker://{self.source.host}/{reference}", destination(repository, tag)]
             proc = run(argv, self.work, env=env)
@@ -502,7 +508,7 @@ class Bench:
         engine = process_cpu(self.engine_pids)
         root = self.work / "docker-archive"
         for reference in self.inv.tags:
-            repository, _, tag = reference.rpartition(":")
+            repository, tag = split_reference(reference)
             (root / repository).mkdir(parents=True, exist_ok=True)
             source = f"{self.source.host}/{reference}"
             self.docker(case, "pull", "-q", source)
