@@ -392,10 +392,18 @@ def test_token_refused_is_auth_error_naming_host_and_repository(serve, make_clie
     with pytest.raises(AuthError) as excinfo:
         client.list_tags("nvidia/pytorch")
     message = str(excinfo.value)
-    assert message.startswith(f"401 from {server.host} for nvidia/pytorch: check the user name and password")
+    assert message.startswith(f"401 from {server.host} for nvidia/pytorch: check the NGC API key")
     assert "incorrect username or password" in message
     assert PASSWORD not in message
     assert excinfo.value.status == 401
+
+
+def test_refused_password_of_another_user_asks_for_user_and_password(serve, make_client):
+    server, _app = start_token_registry(serve, ok_routes)
+    client = make_client(server.url, username="mirror", password="wrong-" + PASSWORD)
+    with pytest.raises(AuthError) as excinfo:
+        client.list_tags("nvidia/pytorch")
+    assert str(excinfo.value).startswith(f"401 from {server.host} for nvidia/pytorch: check the user name and password")
 
 
 def test_registry_refusing_fresh_token_is_auth_error(serve, make_client):
