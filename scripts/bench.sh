@@ -54,5 +54,5 @@ echo "bench: starting a bench-scale test bed with a Docker engine (the first tim
 python -m tests.testbed up --dir "$testbed" --scale bench >/dev/null
 status=0
 python tests/bench/bench.py --testbed "$testbed" --collections "$collections" --work "$work" --out "$out/results.json" "$@" || status=$?
-echo "bench: make bench took $(($(date +%s) - started))s in all"
+echo "bench: finished in $(($(date +%s) - started))s (test bed start included)"
 exit "$status"

@@ -61,13 +61,29 @@ run_lint() {
 }
 
 run_docs() {
-  {
-    ansible-doc airgap.ngc.ngc_catalog_info >/dev/null &&
-    (cd "$tree" && antsibull-docs lint-collection-docs --plugin-docs . ) &&
-    (cd "$tree" && antsibull-changelog lint)
-  } >"$logs/docs.log" 2>&1
-  local rc=$?
-  if [ "$rc" -eq 0 ]; then record docs 0 3 0; else record docs "$rc" 0 1; fi
+  local rendered galaxy checks=0 failed=0
+  rendered=$(mktemp -d)
+  galaxy=$(mktemp -d)
+  : >"$logs/docs.log"
+  check() {  # name, command...
+    local name=$1
+    shift
+    checks=$((checks + 1))
+    echo "== $name" >>"$logs/docs.log"
+    if ! "$@" >>"$logs/docs.log" 2>&1; then
+      failed=$((failed + 1))
+      echo "FAILED: $name" >>"$logs/docs.log"
+    fi
+  }
+  check "ansible-doc renders both modules" ansible-doc airgap.ngc.ngc_catalog_info airgap.ngc.ngc_image_mirror
+  check "antsibull-docs lint-collection-docs" bash -c "cd '$tree' && antsibull-docs lint-collection-docs --plugin-docs ."
+  check "antsibull-changelog lint" bash -c "cd '$tree' && antsibull-changelog lint"
+  check "rendered docs in docs/rendered are current (scripts/render-docs.sh)" bash -c \
+    "antsibull-docs collection --use-current --dest-dir '$rendered' --output-format simplified-rst --squash-hierarchy airgap.ngc && diff -r '$rendered' docs/rendered"
+  check "galaxy-importer: no errors, no warnings" bash -c \
+    "cd '$galaxy' && ansible-galaxy collection build '$root/$tree' >/dev/null && python -m galaxy_importer.main airgap-ngc-*.tar.gz >importer.log 2>&1; rc=\$?; cat importer.log; [ \$rc -eq 0 ] && ! grep -E '(WARNING|ERROR)' importer.log"
+  rm -rf "$rendered" "$galaxy"
+  record docs "$failed" "$((checks - failed))" "$failed"
 }
 
 run_integration() {

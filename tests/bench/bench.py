@@ -582,9 +582,12 @@ class Bench:
 
 # -- the report -----------------------------------------------------------------------------------------------------------
 def best_rounds(cases: list[Case]) -> list[Case]:
-    """One row per case name, in first-seen order: the fastest successful round, with every round's seconds."""
+    """One row per case name, in first-seen order: the fastest successful round, with every round's seconds and the highest peak RSS."""
     rows: dict[str, Case] = {}
+    peak: dict[str, float] = {}
     for case in cases:
+        if case.rss_mib is not None:
+            peak[case.name] = max(peak.get(case.name, 0.0), case.rss_mib)
         row = rows.get(case.name)
         if row is None or (case.ok and (not row.ok or case.seconds < row.seconds)):
             rounds = (row.rounds if row else []) + [round(case.seconds, 2)]
@@ -596,6 +599,9 @@ def best_rounds(cases: list[Case]) -> list[Case]:
             row.rounds.append(round(case.seconds, 2))
             if not case.ok:
                 row.ok, row.note = False, case.note
+    for name, row in rows.items():
+        if name in peak:
+            row.rss_mib = peak[name]  # memory: the worst round, not the fastest
     return list(rows.values())
 
 

@@ -130,7 +130,11 @@ def test_docker_archive_loads_in_the_engine(ansible: Any, testbed: Any, tmp_path
         manifest = source[ref]["manifests"][0]  # amd64 is the first platform seeded
         assert image_id == manifest["config_digest"]
         inspected = json.loads(skopeo("inspect", f"docker-archive:{path}"))
-        assert inspected["Layers"] == manifest["layer_digests"]
+        # skopeo names a docker-archive's layers by their uncompressed digests (the config's diff_ids).
+        config = json.loads(skopeo("inspect", "--config", f"docker-archive:{path}"))
+        assert inspected["Layers"] == config["rootfs"]["diff_ids"]
+        assert len(inspected["Layers"]) == len(manifest["layer_digests"])
+        assert inspected["Architecture"] == "amd64"
         subprocess.run(["docker", "rmi", name], env=env, capture_output=True, check=False)
 
 
