@@ -10,12 +10,6 @@ export ANSIBLE_NOCOLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0
 export ANSIBLE_LOCAL_TEMP="$root/build/tmp/ansible-local" ANSIBLE_REMOTE_TEMP="$root/build/tmp/ansible-remote"
 logs=$root/build/logs
 
-stages=("$@")
-[ "${stages[0]:-all}" = all ] && stages=(sanity units lint docs integration molecule)
-
-tree=$(bash scripts/collection-tree.sh) || { echo "cannot build the collection tree"; exit 1; }
-mkdir -p "$logs" "$ANSIBLE_LOCAL_TEMP"
-
 declare -A result count
 total_passed=0
 total_failed=0
@@ -119,22 +113,34 @@ run_stage() {
   esac
 }
 
-for stage in "${stages[@]}"; do
-  echo "== $stage (log: build/logs/$stage.log)"
-  run_stage "$stage"
-  echo "   ${count[$stage]}"
-  if [ "${result[$stage]}" != 0 ]; then
-    echo "   FAILED; last lines of the log:"
-    tail -n 30 "$logs/$stage.log" | sed 's/^/   | /'
-  fi
-done
+main() {
+  stages=("$@")
+  [ "${stages[0]:-all}" = all ] && stages=(sanity units lint docs integration molecule)
 
-echo
-echo "summary:"
-status=0
-for stage in "${stages[@]}"; do
-  printf '  %-12s %s\n' "$stage" "${count[$stage]}"
-  [ "${result[$stage]}" = 0 ] || status=1
-done
-echo "$total_passed passed, $total_failed failed"
-exit $status
+  tree=$(bash scripts/collection-tree.sh) || { echo "cannot build the collection tree"; exit 1; }
+  mkdir -p "$logs" "$ANSIBLE_LOCAL_TEMP"
+
+  for stage in "${stages[@]}"; do
+    echo "== $stage (log: build/logs/$stage.log)"
+    run_stage "$stage"
+    echo "   ${count[$stage]}"
+    if [ "${result[$stage]}" != 0 ]; then
+      echo "   FAILED; last lines of the log:"
+      tail -n 30 "$logs/$stage.log" | sed 's/^/   | /'
+    fi
+  done
+
+  echo
+  echo "summary:"
+  status=0
+  for stage in "${stages[@]}"; do
+    printf '  %-12s %s\n' "$stage" "${count[$stage]}"
+    [ "${result[$stage]}" = 0 ] || status=1
+  done
+  echo "$total_passed passed, $total_failed failed"
+  exit $status
+
+}
+
+# Everything runs from main, read whole before it starts, so editing this file mid-run is harmless.
+main "$@"
