@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Copy the checkout into build/ansible_collections/airgap/ngc (the shape ansible-test needs)
-# and make it a git repository so ansible-test only looks at the project's own files.
+# Copy the checkout into BASE/ansible_collections/airgap/ngc (the shape ansible-test needs;
+# BASE is build/ unless given) and make it a git repository so ansible-test only looks at
+# the project's own files. Prints the tree's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=build/ansible_collections/airgap/ngc
-mkdir -p build
-exec 9>build/.collection-tree.lock
+base=${1:-build}
+dest=$base/ansible_collections/airgap/ngc
+mkdir -p "$base"
+exec 9>"$base/.collection-tree.lock"
 flock 9
 rm -rf "$dest"
 mkdir -p "$dest"

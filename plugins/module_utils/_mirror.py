@@ -356,9 +356,18 @@ class Mirror:
             for item in blobs.items():
                 one(item)
             return
+        errors: list[BaseException] = []  # in the order they happened: the first is the cause, later ones often its echo
+
+        def guarded(item: tuple[str, int]) -> None:
+            try:
+                one(item)
+            except BaseException as exc:  # pylint: disable=broad-exception-caught
+                errors.append(exc)
+
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            for future in [pool.submit(one, item) for item in blobs.items()]:
-                future.result()
+            list(pool.map(guarded, blobs.items()))
+        if errors:
+            raise errors[0]
 
     def _copy_to_registry(self, dest: RegistryDestination, image: SourceImage, content: ImageContent) -> str:
         ref = registry_target(image, dest.url, dest.prefix)

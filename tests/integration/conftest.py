@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD = REPO / "build"
+# Where the collection tree is built; another directory lets a developer test while `make test` runs.
+BUILD = Path(os.environ.get("AIRGAP_BUILD_DIR", str(REPO / "build")))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,7 +107,7 @@ def _task_results(stdout: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def collection_tree() -> Path:
     """The collection copied into build/ansible_collections/airgap/ngc, as ansible finds it."""
-    out = subprocess.run(["bash", str(REPO / "scripts" / "collection-tree.sh")], capture_output=True, text=True, check=True)
+    out = subprocess.run(["bash", str(REPO / "scripts" / "collection-tree.sh"), str(BUILD)], capture_output=True, text=True, check=True)
     return REPO / out.stdout.strip().splitlines()[-1]
 
 

@@ -294,3 +294,32 @@ def test_secrets_never_written(ansible: Any, testbed: Any, tmp_path: Path) -> No
     for path in [*tmp_path.rglob("*")]:
         if path.is_file():
             assert key not in path.read_bytes(), path
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 600 KiB tmpfs: smaller than one test image."""
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mountpoint)], capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_full_disk_is_a_clear_error_and_keeps_the_rest(ansible: Any, testbed: Any, tmp_path: Path, ns: str, small_disk: Path) -> None:
+    ref = "nvidia/pytorch:24.01-py3"
+    args = mirror_args(testbed, tmp_path, [ref], registry={"url": testbed.open_registry_url, "prefix": ns}, archive={"dir": str(small_disk)})
+    run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert run.rc != 0
+    msg = run.result["msg"]
+    assert "disk full" in msg and str(small_disk) in msg, msg
+    assert "Traceback" not in run.stdout
+    assert [p for p in small_disk.rglob("*") if p.is_file()] == []
+    # The registry copy made before the disk filled up is kept and recorded.
+    assert raw_digest(testbed.open_registry_host, f"{ns}/{ref}") == seeded(testbed)[ref]["digest"]
+    recorded = facts(tmp_path)["images"][f"{testbed.source_registry_host}/{ref}"]
+    assert [d["type"] for d in recorded["destinations"].values()] == ["registry"]
