@@ -573,7 +573,11 @@ class ArchiveWriter:
         while self._queue:
             item = self._queue.pop(0)
             if isinstance(item, _SpoolSink):
-                self._append_spool(item)
+                try:
+                    self._append_spool(item)
+                except BaseException:
+                    _remove(item.spool_path)  # out of the queue and of _spools: abort() would not find it
+                    raise
                 digest, size = item.digest, item.size
             else:
                 digest, data = item

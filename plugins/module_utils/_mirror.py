@@ -17,6 +17,7 @@ import json
 import os
 import tarfile
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -181,8 +182,16 @@ class EngineDestination:
 
 @dataclass
 class Totals:
+    """Bytes read from the source and bytes not needed, added to from several transfer threads."""
+
     transferred: int = 0
     reused: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, transferred: int = 0, reused: int = 0) -> None:
+        with self._lock:
+            self.transferred += transferred
+            self.reused += reused
 
 
 class Mirror:
@@ -347,10 +356,10 @@ class Mirror:
             local = self.local_blobs.get(digest)
             if local is not None and local.size == size:
                 fan_out(local.chunks(), sinks, self.progress.advance)
-                self.totals.reused += size
+                self.totals.add(reused=size)
                 return
             with self.source.open_blob(image.ref.repository, digest, expected_size=size) as reader:
-                self.totals.transferred += fan_out(iter(reader), sinks, self.progress.advance)
+                self.totals.add(transferred=fan_out(iter(reader), sinks, self.progress.advance))
 
         if len(blobs) <= 1 or self.parallel == 1:
             for item in blobs.items():
@@ -377,7 +386,7 @@ class Mirror:
         missing = {}
         for digest, size in blobs.items():
             if dest.prepare_blob(ref.repository, digest):
-                self.totals.reused += size
+                self.totals.add(reused=size)
             else:
                 missing[digest] = size
         self._transfer(image, missing, lambda digest, size: [dest.upload_sink(ref.repository, digest, size)])

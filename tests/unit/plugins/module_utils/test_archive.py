@@ -344,6 +344,28 @@ def test_disk_full_says_so_and_cleans_up(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_disk_full_while_appending_a_spooled_blob_leaves_no_file(tmp_path, monkeypatch):
+    image = make_image()
+    first, second = image["layers"]
+    writer = ArchiveWriter(str(tmp_path / "x.tar"), "docker")
+    direct = writer.begin_blob(sha(first), len(first))
+    spooled = writer.begin_blob(sha(second), len(second))
+    spooled.write(second)
+    spooled.close()  # queued: appended when the direct blob is done
+    direct.write(first)
+    write_header = ArchiveWriter._write_header  # pylint: disable=protected-access
+
+    def full_at_the_spooled_blob(self, name, size):
+        if name == _archive.blob_path(sha(second)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_header(self, name, size)
+
+    monkeypatch.setattr(ArchiveWriter, "_write_header", full_at_the_spooled_blob)
+    with pytest.raises(AirgapError, match="disk full"):
+        direct.close()
+    assert os.listdir(tmp_path) == []
+
+
 def test_missing_or_unwritable_directory(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="does not exist"):
         ArchiveWriter(str(tmp_path / "nope" / "x.tar"))
