@@ -265,8 +265,15 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(ansible: Any, testbe
     # The API key is in no process's arguments while the run goes on.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert testbed.api_key not in ps
+    # Kill the module itself (its pid is in the facts file's lock) as well as ansible: the
+    # module runs in a session of its own and would outlive its parent.
+    module_pid = int((tmp_path / "facts" / "ngc_mirror.fact.lock").read_text().split()[0])
+    os.kill(module_pid, signal.SIGKILL)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{module_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     visible = [p for p in archive_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert visible == []
     faults.reset()
