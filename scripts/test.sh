@@ -76,6 +76,8 @@ run_docs() {
     "antsibull-docs collection --use-current --dest-dir '$rendered' --output-format simplified-rst --squash-hierarchy airgap.ngc && diff -r '$rendered' docs/rendered"
   check "galaxy-importer: no errors, no warnings" bash -c \
     "cd '$galaxy' && ansible-galaxy collection build '$root/$tree' >/dev/null && python -m galaxy_importer.main airgap-ngc-*.tar.gz >importer.log 2>&1; rc=\$?; cat importer.log; [ \$rc -eq 0 ] && ! grep -E '(WARNING|ERROR)' importer.log"
+  check "ansible-builder create renders the example execution environment" bash -c \
+    "ansible-builder create -f docs/execution-environment.yml -c '$galaxy/ee-context' && test -f '$galaxy/ee-context/Dockerfile' -o -f '$galaxy/ee-context/Containerfile'"
   rm -rf "$rendered" "$galaxy"
   record docs "$failed" "$((checks - failed))" "$failed"
 }
