@@ -105,6 +105,10 @@ def cleanup_stale_partials(directory: str, name: str | None = None) -> list[str]
     return removed
 
 
+class ArchiveClosedError(AirgapError):
+    """The archive was committed or aborted (often by another thread's failure, which is the error to report)."""
+
+
 class BlobSink:
     """Receives one blob's bytes: write(chunk) any number of times, then close(); abort() drops the blob.
 
@@ -499,7 +503,7 @@ class ArchiveWriter:
 
     def _check_open(self) -> None:
         if self._state != "open":
-            raise AirgapError(f"archive {self.path} is already {self._state}")
+            raise ArchiveClosedError(f"archive {self.path} is already {self._state}")
 
     def _fail(self, exc: OSError, what: str) -> AirgapError:
         """Abort (a half-written archive is useless, and on a full disk the space is wanted back) and explain."""

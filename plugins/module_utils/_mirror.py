@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter, cleanup_stale_partials, descriptor
+from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveClosedError, ArchiveWriter, cleanup_stale_partials, descriptor
 from ansible_collections.airgap.ngc.plugins.module_utils._engine import DOCKER_IMPORT_ERROR, HAS_DOCKER, DockerEngine, DockerSdkMissingError, tag_targets
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._options import registry_from, source_registry_from
@@ -107,7 +107,9 @@ class RegistryDestination:
 
     def upload_sink(self, repository: str, digest: str, size: int) -> UploadSink:
         def upload(chunks: Iterator[bytes]) -> Any:
-            result = self.client.upload_blob(repository, digest, size, chunks)
+            # fan_out ends the chunks only after the reader has checked the digest (until then the
+            # upload holds back its last chunk), and the registry checks it too: no second hash here.
+            result = self.client.upload_blob(repository, digest, size, chunks, verify=False)
             self.known_blobs[digest] = repository
             return result
 
@@ -361,11 +363,14 @@ class Mirror:
             with self.source.open_blob(image.ref.repository, digest, expected_size=size) as reader:
                 self.totals.add(transferred=fan_out(iter(reader), sinks, self.progress.advance))
 
-        if len(blobs) <= 1 or self.parallel == 1:
-            for item in blobs.items():
+        # Largest first: a big layer starts at once instead of being left to stream alone at the end
+        # (and, for an archive, goes straight into the tar rather than through a spool file).
+        order = sorted(blobs.items(), key=lambda item: -item[1])
+        if len(order) <= 1 or self.parallel == 1:
+            for item in order:
                 one(item)
             return
-        errors: list[BaseException] = []  # in the order they happened: the first is the cause, later ones often its echo
+        errors: list[BaseException] = []
 
         def guarded(item: tuple[str, int]) -> None:
             try:
@@ -374,9 +379,10 @@ class Mirror:
                 errors.append(exc)
 
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            list(pool.map(guarded, blobs.items()))
+            list(pool.map(guarded, order))
         if errors:
-            raise errors[0]
+            # A failure aborts the archive, and the other threads then fail on the closed archive: report the cause.
+            raise next((exc for exc in errors if not isinstance(exc, ArchiveClosedError)), errors[0])
 
     def _copy_to_registry(self, dest: RegistryDestination, image: SourceImage, content: ImageContent) -> str:
         ref = registry_target(image, dest.url, dest.prefix)

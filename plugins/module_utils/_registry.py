@@ -403,11 +403,12 @@ class _UploadBody:
     It checks the size and the digest of what it sends, and raises (aborting the request) on a mismatch.
     """
 
-    def __init__(self, chunks: Iterable[bytes], size: int, digest: str, what: str) -> None:
+    def __init__(self, chunks: Iterable[bytes], size: int, digest: str, what: str, verify: bool = True) -> None:
         self._chunks = chunks
         self._size = size
         self._digest = digest
         self._what = what
+        self._verify = verify
         self.sent = 0
 
     def __len__(self) -> int:
@@ -416,7 +417,7 @@ class _UploadBody:
     def __iter__(self) -> Iterator[bytes]:
         # One chunk is held back until the next one arrives, and the last until the data is verified,
         # so a registry never receives a complete body with the wrong content.
-        hasher = _new_hasher(self._digest)
+        hasher = _new_hasher(self._digest) if self._verify else None
         held: Optional[bytes] = None
         for chunk in self._chunks:
             if not chunk:
@@ -425,13 +426,14 @@ class _UploadBody:
             self.sent += len(chunk)
             if self.sent > self._size:
                 raise DigestMismatchError(f"{self._what}: the data is longer than the declared {self._size} bytes")
-            hasher.update(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
             if held is not None:
                 yield held
             held = chunk
         if self.sent != self._size:
             raise DigestMismatchError(f"{self._what}: the data has {self.sent} bytes, {self._size} were declared")
-        actual = f"{self._digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+        actual = f"{self._digest.split(':', 1)[0]}:{hasher.hexdigest()}" if hasher is not None else self._digest
         if actual != self._digest:
             raise DigestMismatchError(f"{self._what}: the data hashes to {actual}")
         if held is not None:
@@ -999,13 +1001,16 @@ class RegistryClient:
             self._cancel_upload(name, location)
         return False
 
-    def upload_blob(self, name: str, digest: str, size: int, chunks: ChunkSource) -> str:
+    def upload_blob(self, name: str, digest: str, size: int, chunks: ChunkSource, verify: bool = True) -> str:
         """Upload a blob as one streamed PUT (POST for a session, then PUT Location&digest=... with Content-Length).
 
         chunks is an iterable of bytes, consumed once and never held in memory as a whole; or a
         callable returning a fresh iterable each time, which makes the upload retryable as a whole
         after a broken connection or a 5xx. The data is checked against size and digest as it is
-        sent: a mismatch aborts the request with DigestMismatchError. Returns the digest.
+        sent: a mismatch aborts the request with DigestMismatchError. verify=False skips the digest
+        (not the size) check, for a caller that ends the chunks only once it has checked them
+        itself: the last chunk is still held back until the chunks end, and the registry checks
+        the PUT's digest either way. Returns the digest.
         """
         validate_repository(name)
         validate_digest(digest)
@@ -1019,7 +1024,7 @@ class RegistryClient:
             _status, location = self._start_upload(name)
             if location is None:
                 raise RegistryError(f"{self.host} answered the start of the {what} without a Location", url=self._url(f"/v2/{name}/blobs/uploads/"))
-            body = _UploadBody(source, size, digest, what)
+            body = _UploadBody(source, size, digest, what, verify=verify)
             try:
                 # An empty blob is checked here and sent as b"" (requests would send a zero-length iterable chunked).
                 data: Any = b"".join(body) if size == 0 else body
