@@ -11,6 +11,7 @@ from typing import Any, Iterable, Sequence
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, NotFoundError
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository
+from ansible_collections.airgap.ngc.plugins.module_utils._plan import blob_sizes, platform_string
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import INDEX_MEDIA_TYPES, RegistryClient
 
 
@@ -119,21 +120,19 @@ class Catalog:
             platforms, size = self._index_details(entry.name, manifest.data)
         else:
             platforms = [self._platform_of(entry.name, manifest.data)]
-            size = _blob_total(manifest.data)
+            size = sum(blob_sizes([manifest.data]).values())
         return manifest.digest, manifest.media_type, [p for p in platforms if p], size
 
     def _index_details(self, name: str, index: dict[str, Any]) -> tuple[list[str], int]:
         platforms: list[str] = []
-        blobs: dict[str, int] = {}
+        manifests: list[dict[str, Any]] = []
         for child in index.get("manifests") or []:
-            platform = _platform_string(child.get("platform") or {})
+            platform = platform_string(child.get("platform") or {})
             if platform == "unknown/unknown":  # attestation manifests, not an image
                 continue
             platforms.append(platform)
-            child_manifest = self.registry.get_manifest(name, child["digest"])
-            for descriptor in _blob_descriptors(child_manifest.data):
-                blobs[descriptor["digest"]] = int(descriptor.get("size") or 0)
-        return platforms, sum(blobs.values())
+            manifests.append(self.registry.get_manifest(name, child["digest"]).data)
+        return platforms, sum(blob_sizes(manifests).values())
 
     def _platform_of(self, name: str, manifest: dict[str, Any]) -> str:
         config = manifest.get("config") or {}
@@ -142,7 +141,7 @@ class Catalog:
         with self.registry.open_blob(name, config["digest"]) as stream:
             data = b"".join(stream)
         try:
-            return _platform_string(json.loads(data.decode("utf-8")))
+            return platform_string(json.loads(data.decode("utf-8")))
         except (ValueError, UnicodeDecodeError):
             return ""
 
@@ -152,22 +151,6 @@ class Catalog:
             return [function(item) for item in items]
         with ThreadPoolExecutor(max_workers=self.query.parallel) as pool:
             return list(pool.map(function, items))
-
-
-def _platform_string(spec: dict[str, Any]) -> str:
-    os_name = spec.get("os") or "unknown"
-    arch = spec.get("architecture") or "unknown"
-    variant = spec.get("variant")
-    return f"{os_name}/{arch}/{variant}" if variant else f"{os_name}/{arch}"
-
-
-def _blob_descriptors(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    descriptors = [manifest["config"]] if isinstance(manifest.get("config"), dict) else []
-    return descriptors + [layer for layer in manifest.get("layers") or [] if isinstance(layer, dict)]
-
-
-def _blob_total(manifest: dict[str, Any]) -> int:
-    return sum(int(d.get("size") or 0) for d in _blob_descriptors(manifest))
 
 
 def list_catalog(params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._plan import (
     SourceImage,
     Step,
     archive_path,
+    blob_sizes,
     decide,
     filtered_index,
     registry_target,
@@ -50,13 +51,6 @@ SOURCE_DIGEST_ANNOTATION = "io.github.airgap-ngc.source.digest"
 
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _blobs_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The config and layer descriptors of an image manifest."""
-    blobs = [manifest["config"]] if isinstance(manifest.get("config"), dict) else []
-    blobs += [layer for layer in manifest.get("layers") or [] if isinstance(layer, dict)]
-    return blobs
 
 
 @dataclass
@@ -388,7 +382,7 @@ class Mirror:
         ref = registry_target(image, dest.url, dest.prefix)
         entries = select_children(content.top.data, self.platforms) if content.top.is_index else None
         manifests = content.images_for(entries)
-        blobs = {b["digest"]: int(b.get("size") or 0) for m in manifests for b in _blobs_of(m.data)}
+        blobs = blob_sizes(m.data for m in manifests)
         missing = {}
         for digest, size in blobs.items():
             if dest.prepare_blob(ref.repository, digest):
@@ -412,7 +406,7 @@ class Mirror:
         platforms = [dest.platform] if dest.fmt == "docker" else None
         entries = select_children(content.top.data, platforms) if content.top.is_index else None
         manifests = content.images_for(entries)
-        blobs = {b["digest"]: int(b.get("size") or 0) for m in manifests for b in _blobs_of(m.data)}
+        blobs = blob_sizes(m.data for m in manifests)
         with ArchiveWriter(path, dest.fmt) as writer:
             self._transfer(image, blobs, lambda digest, size: [] if writer.has_blob(digest) else [writer.begin_blob(digest, size)])
             name = str(image.ref) if image.ref.tag else None

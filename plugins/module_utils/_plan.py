@@ -137,7 +137,7 @@ def select_children(index: dict[str, Any], platforms: Sequence[str] | None) -> l
         return children
     chosen = [c for c in children if any(platform_matches(c.get("platform") or {}, p) for p in platforms)]
     if not chosen:
-        have = ", ".join(_platform_text(c.get("platform") or {}) for c in children)
+        have = ", ".join(platform_string(c.get("platform") or {}) for c in children)
         raise ConfigError(f"none of the platforms {', '.join(platforms)} is in this image (it has {have})")
     return chosen
 
@@ -151,9 +151,21 @@ def filtered_index(raw: bytes, index: dict[str, Any], children: list[dict[str, A
     return json.dumps(reduced, indent=3, sort_keys=False).encode("utf-8")
 
 
-def _platform_text(spec: dict[str, Any]) -> str:
-    text = f"{spec.get('os', '?')}/{spec.get('architecture', '?')}"
+def platform_string(spec: dict[str, Any]) -> str:
+    """``os/architecture[/variant]`` of an index entry's ``platform`` or an image config."""
+    text = f"{spec.get('os') or 'unknown'}/{spec.get('architecture') or 'unknown'}"
     return f"{text}/{spec['variant']}" if spec.get("variant") else text
+
+
+def blob_descriptors(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config and layer descriptors of an image manifest."""
+    blobs = [manifest["config"]] if isinstance(manifest.get("config"), dict) else []
+    return blobs + [layer for layer in manifest.get("layers") or [] if isinstance(layer, dict) and layer.get("digest")]
+
+
+def blob_sizes(manifests: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Each distinct blob of some image manifests, by digest, with its size."""
+    return {blob["digest"]: int(blob.get("size") or 0) for manifest in manifests for blob in blob_descriptors(manifest)}
 
 
 def registry_target(source: SourceImage, url: str, prefix: str | None) -> ImageReference:

@@ -15,9 +15,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._plan import (
     ImagePlan,
     Step,
     archive_path,
+    blob_sizes,
     decide,
     filtered_index,
     platform_matches,
+    platform_string,
     registry_target,
     select_children,
     source_images,
@@ -115,3 +117,14 @@ def test_targets() -> None:
     assert str(registry_target(image, "http://127.0.0.1:5000/", "/mirror/")) == "127.0.0.1:5000/mirror/nvidia/clara/clara-parabricks:4.2.0-1"
     assert archive_path("/srv/a/", image, "docker") == "/srv/a/nvidia/clara/clara-parabricks/4.2.0-1.tar"
     assert archive_path("/srv/a", image, "oci") == "/srv/a/nvidia/clara/clara-parabricks/4.2.0-1.oci.tar"
+
+
+def test_blob_sizes_and_platform_strings() -> None:
+    manifest = {"config": {"digest": "sha256:" + "c" * 64, "size": 5},
+                "layers": [{"digest": "sha256:" + "1" * 64, "size": 100}, {"digest": "sha256:" + "2" * 64, "size": 7}]}
+    other = {"config": {"digest": "sha256:" + "d" * 64, "size": 6}, "layers": [{"digest": "sha256:" + "1" * 64, "size": 100}]}
+    sizes = blob_sizes([manifest, other])
+    assert len(sizes) == 4  # the shared layer once
+    assert sum(sizes.values()) == 5 + 100 + 7 + 6
+    assert platform_string({"os": "linux", "architecture": "arm64", "variant": "v8"}) == "linux/arm64/v8"
+    assert platform_string({}) == "unknown/unknown"
