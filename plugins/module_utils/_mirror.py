@@ -212,6 +212,7 @@ class Mirror:
             raise ConfigError("docker.source=archive loads the archives of archive.dir: set archive")
         self.totals = Totals()
         self.local_blobs: dict[str, LocalBlob] = {}
+        self._manifests: dict[str, Manifest] = {}  # by digest: content-addressed, so safe to keep for the run
         self.progress = ProgressReporter(None if check_mode else params.get("progress_file"))
 
     # Run ---------------------------------------------------------------------------------------
@@ -288,10 +289,16 @@ class Mirror:
         """The digest the destination registry should hold: the source's, or that of the platform-filtered index."""
         if not self.platforms:
             return digest
-        top = self.source.get_manifest(image.ref.repository, digest)
+        top = self._top_manifest(image, digest)
         if not top.is_index:
             return digest
         return _sha256(filtered_index(top.raw, top.data, select_children(top.data, self.platforms)))
+
+    def _top_manifest(self, image: SourceImage, digest: str) -> Manifest:
+        """The image's manifest or index by digest, fetched once a run (planning with platforms needs it too)."""
+        if digest not in self._manifests:
+            self._manifests[digest] = self.source.get_manifest(image.ref.repository, digest)
+        return self._manifests[digest]
 
     # Act ---------------------------------------------------------------------------------------
 
@@ -327,7 +334,7 @@ class Mirror:
             self.progress.image_done()
 
     def _fetch(self, image: SourceImage, digest: str) -> ImageContent:
-        content = ImageContent(top=self.source.get_manifest(image.ref.repository, digest))
+        content = ImageContent(top=self._top_manifest(image, digest))
         if content.top.is_index:
             wanted: dict[str, dict[str, Any]] = {}
             if self.registry:
