@@ -9,9 +9,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
-from urllib.parse import urlsplit
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AuthError, RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._http import host_of
 
 DEFAULT_TOKEN_LIFETIME = 60.0
 """Seconds a token lives when the token service does not say (the token spec's default)."""
@@ -199,13 +199,6 @@ def token_key(realm: str, service: str | None, scope: str | None) -> TokenKey:
     return (realm, service or "", scope or "")
 
 
-def _host_of(url: str) -> str:
-    try:
-        return urlsplit(url).netloc.rpartition("@")[2] or url
-    except ValueError:
-        return url
-
-
 def _safe_detail(data: Any, secrets: Tuple[Optional[str], ...]) -> str:
     """A short reason from a token service's error answer, with any secret blanked out."""
     detail = ""
@@ -254,7 +247,7 @@ def fetch_token(
     if username is not None:
         params.append(("account", username))
         auth = (username, password or "")
-    host = _host_of(realm)
+    host = host_of(realm)
     now = clock()
     response = get(realm, params=params, auth=auth)
     status = response.status_code

@@ -24,6 +24,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._version import USER_AG
 
 try:
     import requests
+    import urllib3
     from requests.adapters import HTTPAdapter
 except ImportError:
     REQUESTS_IMPORT_ERROR: str | None = traceback.format_exc()
@@ -80,8 +81,23 @@ class RetryPolicy:
 
 
 def host_of(url: str) -> str:
-    """``https://nvcr.io:443/v2/`` -> ``nvcr.io:443``; for messages."""
-    return urlsplit(url).netloc
+    """``https://user@nvcr.io:443/v2/`` -> ``nvcr.io:443`` (no user info); for messages and origin checks."""
+    try:
+        return urlsplit(url).netloc.rpartition("@")[2] or url
+    except ValueError:
+        return url
+
+
+def new_session(validate_certs: bool = True, pool_size: int = 16) -> Any:
+    """A requests session with a connection pool sized for parallel transfers, no retries of its own
+    (the callers' RetryPolicy decides), and no insecure-request warnings when verification is off."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if not validate_certs:
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    return session
 
 
 class HttpTransport:
@@ -102,20 +118,9 @@ class HttpTransport:
         self.timeout = timeout
         self.policy = RetryPolicy(retries=max(int(retries), 0), backoff=backoff)
         self.sleep = sleep
-        self.session = requests.Session()
+        self.session = new_session(validate_certs, pool_size)
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.verify = ca_path if (validate_certs and ca_path) else bool(validate_certs)
-        self.session.trust_env = True
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        if not validate_certs:
-            try:
-                import urllib3  # pylint: disable=import-outside-toplevel
-
-                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-            except ImportError:
-                pass
 
     def close(self) -> None:
         self.session.close()

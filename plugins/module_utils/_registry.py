@@ -37,14 +37,12 @@ from ansible_collections.airgap.ngc.plugins.module_utils._reference import (
     validate_repository,
     validate_tag,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._http import MAX_RETRY_AFTER, RETRY_STATUSES, RetryPolicy
+from ansible_collections.airgap.ngc.plugins.module_utils._http import MAX_RETRY_AFTER, RETRY_STATUSES, RetryPolicy, new_session
 from ansible_collections.airgap.ngc.plugins.module_utils._version import USER_AGENT
 
 try:
     import requests
-    import requests.adapters
     import requests.exceptions
-    import urllib3
 except ImportError:
     HAS_REQUESTS = False
     REQUESTS_IMPORT_ERROR: Optional[str] = traceback.format_exc()
@@ -482,12 +480,7 @@ class RegistryClient:
         self._auth_lock = threading.Lock()
         self._bearer: Optional[Tuple[str, str]] = None  # (realm, service) of the last Bearer challenge
         self._basic = False
-        self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        if not validate_certs:
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self._session = new_session(validate_certs, pool_size)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
