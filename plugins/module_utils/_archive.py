@@ -33,7 +33,8 @@ _RECORD = 20 * _BLOCK
 _COPY_CHUNK = 1 << 20
 _KEEP_SMALL_MAX = 4 << 20
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
-_PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)(?:\.spool-[A-Za-z0-9_]+)?$")
+# '.<name>.partial-<pid>' and '.<name>.partial-<pid>.<suffix>': the temporary files of archives, spools, facts and progress.
+_PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)(?:\.[A-Za-z0-9_-]+)?$")
 
 # Temporary files written by live writers of this process: cleanup_stale_partials() never removes them.
 _LIVE: set[str] = set()
@@ -273,10 +274,13 @@ class ArchiveWriter:
     commit(), so one tar can carry both layouts. The tar is written under '.<name>.partial-<pid>' beside the final path
     and renamed into place by commit(); abort() (or leaving the context manager without commit) removes it.
     Thread-safe: while one blob streams into the tar, blobs begun by other threads are spooled to temporary files
-    beside it and appended when it is done.
+    beside it and appended when it is done. ``spool_budget`` bounds the bytes spooled at once (None: no bound): a blob
+    that would exceed it waits in begin_blob() until it can stream into the tar itself, so the disk never holds more
+    than the archive plus the budget.
     """
 
-    def __init__(self, path: str, fmt: str = "docker", verify_digests: bool = False, mtime: int = 0) -> None:
+    def __init__(self, path: str, fmt: str = "docker", verify_digests: bool = False, mtime: int = 0,
+                 spool_budget: int | None = None) -> None:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown archive format {fmt!r}: use one of {', '.join(FORMATS)}")
         if not path or path.endswith(os.sep):
@@ -292,6 +296,9 @@ class ArchiveWriter:
             raise ConfigError(f"cannot write archive {self.path}: it is a directory")
         self.temp_path = os.path.join(self.directory, f".{self.name}.partial-{os.getpid()}")
         self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)  # notified when the direct slot or spool budget frees up
+        self.spool_budget = spool_budget
+        self._spooled = 0
         self._state = "open"
         self._blobs: dict[str, int] = {}
         self._pending: set[str] = set()
@@ -334,6 +341,9 @@ class ArchiveWriter:
             raise AirgapError(f"blob {digest} for archive {self.path}: invalid size {size!r}")
         with self._lock:
             self._check_open()
+            while not self._may_begin(digest, size):
+                self._room.wait(timeout=1.0)
+                self._check_open()
             if digest in self._blobs or digest in self._pending:
                 return _SkipSink(self, digest, size)
             self._pending.add(digest)
@@ -344,10 +354,17 @@ class ArchiveWriter:
                     return self._direct
                 sink = _SpoolSink(self, digest, size)
                 self._spools.add(sink)
+                self._spooled += size
                 return sink
             except OSError as exc:
                 self._pending.discard(digest)
                 raise self._fail(exc, "writing") from None
+
+    def _may_begin(self, digest: str, size: int) -> bool:
+        """Whether a blob can start now: present already, the direct slot is free, or its spool fits the budget."""
+        if self._direct is None or self.spool_budget is None or digest in self._blobs or digest in self._pending:
+            return True
+        return self._spooled + size <= self.spool_budget
 
     def add_bytes_blob(self, digest: str, data: bytes) -> bool:
         """Add a small blob (manifest, config, index) held in memory; False if it was already there."""
@@ -467,6 +484,8 @@ class ArchiveWriter:
             self._queue.clear()
             self._pending.clear()
             self._direct = None
+            self._spooled = 0
+            self._room.notify_all()
 
     # -- internals -------------------------------------------------------------------------------------------------
     def _open_temp(self) -> int:
@@ -552,6 +571,8 @@ class ArchiveWriter:
                 self._flush_queue()
             except OSError as exc:
                 raise self._fail(exc, "writing") from None
+            finally:
+                self._room.notify_all()
 
     def _spool_done(self, sink: _SpoolSink) -> None:
         with self._lock:
@@ -572,6 +593,8 @@ class ArchiveWriter:
             self._pending.discard(sink.digest)
             _remove(sink.spool_path)
             _unregister(sink.spool_path)
+            self._spooled -= sink.size
+            self._room.notify_all()
 
     def _flush_queue(self) -> None:
         while self._queue:
@@ -607,6 +630,8 @@ class ArchiveWriter:
         self._out.write(b"\0" * ((-sink.size) % _BLOCK))
         _remove(sink.spool_path)
         _unregister(sink.spool_path)
+        self._spooled -= sink.size
+        self._room.notify_all()
 
     def _json_blob(self, digest: str) -> dict[str, Any] | None:
         data = self._small.get(digest)

@@ -42,11 +42,107 @@ from ansible_collections.airgap.ngc.plugins.module_utils._plan import (
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import ProgressReporter
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import Manifest
-from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
-from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
-from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, UploadSink, fan_out, index_archive_blobs
+from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore, utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference, registry_host
+from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, LocalBlobChanged, UploadSink, fan_out, index_archive_blobs
 
 SOURCE_DIGEST_ANNOTATION = "io.github.airgap-ngc.source.digest"
+SPOOL_SHARE = 0.5  # of the free space an archive leaves on its filesystem, at most, for blobs spooled meanwhile
+MAX_MESSAGES = 3  # failed images named in the task's message; all of them are in failure_messages
+MAX_MESSAGE_CHARS = 300
+
+
+def registry_entry(target: str, digest: str | None) -> dict[str, Any]:
+    """The facts record of an image in a destination registry."""
+    return {"type": "registry", "reference": target, "digest": digest, "written": utc_now()}
+
+
+def spool_budget(directory: str, planned: int) -> int | None:
+    """Bytes an archive may spool beside itself: half of what the filesystem has left after the archive, or no bound."""
+    try:
+        stat = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return max(int((stat.f_bavail * stat.f_frsize - planned) * SPOOL_SHARE), 0)
+
+
+def failure_summary(result: dict[str, Any]) -> str:
+    """The task's message for failed images: how many, and the first few reasons, each shortened."""
+    messages = result.get("failure_messages") or []
+    shown = [m if len(m) <= MAX_MESSAGE_CHARS else m[:MAX_MESSAGE_CHARS - 3] + "..." for m in messages[:MAX_MESSAGES]]
+    more = f" (and {len(messages) - MAX_MESSAGES} more)" if len(messages) > MAX_MESSAGES else ""
+    return (f"{len(messages)} of {len(result.get('images') or [])} image(s) could not be copied: " + "; ".join(shown) + more
+            + "; every reason is in failure_messages")
+
+
+def _sinks_of(writes: list[Any], digest: str, size: int) -> list[_GuardedSink]:
+    """The sinks of one blob in the destinations that still work and lack it; a destination that fails here is dropped."""
+    sinks = []
+    for write in writes:
+        if write.error is not None:
+            continue
+        try:
+            sink = write.sink(digest, size)
+        except (AirgapError, OSError) as exc:
+            _note_error(write, exc)
+            continue
+        if sink is not None:
+            sinks.append(_GuardedSink(write, sink))
+    return sinks
+
+
+def _note_error(write: Any, exc: BaseException) -> None:
+    """Keep a destination's first real error: a closed archive is only the echo of the failure that closed it."""
+    if write.error is None or (isinstance(write.error, ArchiveClosedError) and not isinstance(exc, ArchiveClosedError)):
+        write.error = exc
+
+
+def _while_wanted(chunks: Iterator[bytes], sinks: list[Any]) -> Iterator[bytes]:
+    """The chunks, until every sink has failed (no point reading on)."""
+    for data in chunks:
+        if all(getattr(sink, "failed", False) for sink in sinks):
+            return
+        yield data
+
+
+class _GuardedSink:
+    """A destination's sink in a shared read: if it fails, the destination is dropped from the read, not the others."""
+
+    def __init__(self, write: Any, sink: Any) -> None:
+        self.write_to, self.sink = write, sink
+
+    @property
+    def failed(self) -> bool:
+        return self.write_to.error is not None
+
+    def _failed(self, exc: BaseException) -> None:
+        _note_error(self.write_to, exc)
+        try:
+            self.sink.abort()
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass
+
+    def write(self, data: bytes) -> None:
+        if self.write_to.error is None:
+            try:
+                self.sink.write(data)
+            except (AirgapError, OSError) as exc:
+                self._failed(exc)
+
+    def close(self) -> None:
+        if self.write_to.error is None:
+            try:
+                self.sink.close()
+            except (AirgapError, OSError) as exc:
+                self._failed(exc)
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        try:
+            self.sink.abort()
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass
 
 
 def _sha256(data: bytes) -> str:
@@ -99,6 +195,19 @@ class RegistryDestination:
             return True
         return False
 
+    def begin(self, image: SourceImage, content: ImageContent, platforms: list[str] | None, totals: Totals) -> _RegistryWrite:
+        """Start copying one image: blobs the registry has (or can mount) are settled now, the rest are sinks."""
+        ref = registry_target(image, self.url, self.prefix)
+        entries = select_children(content.top.data, platforms) if content.top.is_index else None
+        manifests = content.images_for(entries)
+        missing = {}
+        for digest, size in blob_sizes(m.data for m in manifests).items():
+            if self.prepare_blob(ref.repository, digest):
+                totals.add(reused=size)
+            else:
+                missing[digest] = size
+        return _RegistryWrite(self, ref, content, entries, manifests, missing)
+
     def upload_sink(self, repository: str, digest: str, size: int) -> UploadSink:
         def upload(chunks: Iterator[bytes]) -> Any:
             # fan_out ends the chunks only after the reader has checked the digest (until then the
@@ -111,6 +220,32 @@ class RegistryDestination:
 
     def close(self) -> None:
         self.client.close()
+
+
+class _RegistryWrite:
+    """One image going into a registry: its missing blobs as upload sinks, then the manifests (children first)."""
+
+    def __init__(self, dest: RegistryDestination, ref: ImageReference, content: ImageContent,
+                 entries: list[dict[str, Any]] | None, manifests: list[Manifest], missing: dict[str, int]) -> None:
+        self.dest, self.ref, self.content, self.entries, self.manifests = dest, ref, content, entries, manifests
+        self.blobs = missing
+        self.error: BaseException | None = None
+
+    def sink(self, digest: str, size: int) -> Any:
+        return self.dest.upload_sink(self.ref.repository, digest, size) if digest in self.blobs else None
+
+    def commit(self, image: SourceImage, store: StateStore, step: Step) -> str:
+        client, top = self.dest.client, self.content.top
+        for manifest in self.manifests if top.is_index else []:
+            client.put_manifest(self.ref.repository, manifest.digest, manifest.raw, manifest.media_type)
+        raw = filtered_index(top.raw, top.data, self.entries or []) if top.is_index else top.raw
+        digest = client.put_manifest(self.ref.repository, self.ref.manifest_reference if self.ref.tag else _sha256(raw), raw,
+                                     top.media_type)
+        store.record_destination(image.key, top.digest, step.dest_key, registry_entry(step.target, digest))
+        return digest
+
+    def abort(self) -> None:
+        """Nothing to undo: uploaded blobs without a manifest are the registry's garbage to collect."""
 
 
 class ArchiveDestination:
@@ -126,15 +261,33 @@ class ArchiveDestination:
     def target(self, source: SourceImage) -> str:
         return archive_path(self.dir, source, self.fmt)
 
-    def observe(self, source: SourceImage, recorded: dict[str, Any] | None) -> str | None:
-        """The source digest the archive was written from, if the file is there as recorded."""
+    def observe(self, source: SourceImage, recorded: dict[str, Any] | None) -> tuple[str | None, str]:
+        """The source digest the archive was written from, if the file is there as recorded, or None and why not."""
         if not recorded:
-            return None
+            return None, "missing"
         try:
             size = os.stat(self.target(source)).st_size
         except OSError:
-            return None
-        return recorded.get("digest") if size == recorded.get("size") else None
+            return None, "missing"
+        if size != recorded.get("size"):
+            return None, "the file is not the one recorded"
+        if self.fmt == "docker" and recorded.get("platform", "unknown") not in (None, self.platform):
+            return None, f"holds platform {recorded.get('platform', 'unknown')}, archive.platform is {self.platform}"
+        return recorded.get("digest"), "missing"
+
+    def begin(self, image: SourceImage, content: ImageContent, path: str) -> _ArchiveWrite:
+        """Start writing one image's archive (under a temporary name until commit)."""
+        directory = os.path.dirname(path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create archive directory {directory}: {exc.strerror or exc}") from None
+        platforms = [self.platform] if self.fmt == "docker" else None
+        entries = select_children(content.top.data, platforms) if content.top.is_index else None
+        manifests = content.images_for(entries)
+        blobs = blob_sizes(m.data for m in manifests)
+        writer = ArchiveWriter(path, self.fmt, spool_budget=spool_budget(directory, sum(blobs.values())))
+        return _ArchiveWrite(self, writer, content, manifests, blobs)
 
     def read(self, source: SourceImage) -> tuple[str, str]:
         """The source digest and config digest an archive written by this module holds (for offline runs)."""
@@ -151,6 +304,45 @@ class ArchiveDestination:
         digest = (top.get("annotations") or {}).get(SOURCE_DIGEST_ANNOTATION) or top.get("digest")
         config = "sha256:" + str(docker[0]["Config"]).rsplit("/", 1)[-1]
         return str(digest), config
+
+
+class _ArchiveWrite:
+    """One image going into a tar archive: every blob it lacks is a sink; commit() writes the layouts and renames."""
+
+    def __init__(self, dest: ArchiveDestination, writer: ArchiveWriter, content: ImageContent, manifests: list[Manifest],
+                 blobs: dict[str, int]) -> None:
+        self.dest, self.writer, self.content, self.manifests, self.blobs = dest, writer, content, manifests, blobs
+        self.error: BaseException | None = None
+        self.result: Any = None
+
+    def sink(self, digest: str, size: int) -> Any:
+        return None if self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
+
+    def commit(self, image: SourceImage, store: StateStore, step: Step) -> str:
+        writer, top, manifests = self.writer, self.content.top, self.manifests
+        name = str(image.ref) if image.ref.tag else None
+        for manifest in manifests:
+            writer.add_bytes_blob(manifest.digest, manifest.raw)
+        if self.dest.fmt == "docker":
+            first = manifests[0]
+            writer.set_docker_image(first.data["config"]["digest"], [b["digest"] for b in first.data.get("layers") or []],
+                                    [name] if name else [])
+            entry = first
+        else:
+            writer.add_bytes_blob(top.digest, top.raw)
+            entry = top
+        writer.set_oci_index([descriptor(entry.media_type, entry.digest, entry.size, ref_name=image.ref.tag, image_name=name,
+                                         annotations={SOURCE_DIGEST_ANNOTATION: top.digest})])
+        self.result = result = writer.commit()
+        store.record_destination(image.key, top.digest, step.dest_key, {
+            "type": "archive", "path": result.path, "format": self.dest.fmt, "size": result.size, "sha256": result.sha256,
+            "digest": top.digest, "config_digest": manifests[0].data["config"]["digest"], "written": utc_now(),
+            "platform": self.dest.platform if self.dest.fmt == "docker" and top.is_index else None,
+        })
+        return top.digest
+
+    def abort(self) -> None:
+        self.writer.abort()
 
 
 class EngineDestination:
@@ -200,12 +392,13 @@ class Mirror:
         self.force = bool(params.get("force"))
         self.parallel = max(int(params.get("parallel") or 1), 1)
         self.platforms = params.get("platforms") or None
-        self.images = source_images(params["images"], params["registry_url"])
+        self.offline = bool(params.get("offline"))
+        # Offline, images are named as their archives hold them, and no registry is contacted.
+        self.images = source_images(params["images"], params["registry_url"], check_host=not self.offline)
         self.source = source_registry_from(params)
         self.registry = RegistryDestination(params["registry"], params) if params.get("registry") else None
         self.archive = ArchiveDestination(params["archive"]) if params.get("archive") else None
         self.docker = EngineDestination(params["docker"]) if params.get("docker") else None
-        self.offline = bool(params.get("offline"))
         if self.offline and (self.registry or not self.archive or not self.docker or self.docker.source != "archive"):
             raise ConfigError("offline needs archive (where the archives are) and docker with source=archive, and no registry destination")
         if self.docker and self.docker.source == "archive" and not self.archive:
@@ -218,10 +411,13 @@ class Mirror:
     # Run ---------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        archive_lock = None
         try:
             if self.docker:
                 self.docker.engine.ping()
             with StateStore(self.params["facts_file"], read_only=self.check_mode) as store:
+                if not self.check_mode:
+                    archive_lock = self._take_directories(store)
                 plans = [self._plan(image, store) for image in self.images]
                 if not self.check_mode:
                     self.progress.start(0, len(plans))
@@ -229,11 +425,39 @@ class Mirror:
                         self._execute(plan, store)
                     self.progress.finish("failed" if any(p.error for p in plans) else "done")
         finally:
+            if archive_lock is not None:
+                archive_lock.release()
             self.source.close()
             for dest in (self.registry, self.docker):
                 if dest is not None:
                     dest.close()
         return self._result(plans)
+
+    def _take_directories(self, store: StateStore) -> RunLock | None:
+        """Lock archive.dir itself against other runs, and remove what killed runs left in the directories written to.
+
+        Two runs with different facts files must not write one archive directory: one could replace an archive the
+        other is copying blobs from. The lock (flock on the directory, nothing written) is held until the end of the run.
+        """
+        for name in (self.params["facts_file"], self.params.get("progress_file")):
+            if name:
+                cleanup_stale_partials(os.path.dirname(os.path.abspath(name)), os.path.basename(name))
+        if not self.archive:
+            return None
+        try:
+            os.makedirs(self.archive.dir, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create archive directory {self.archive.dir} (archive.dir): {exc.strerror or exc}") from None
+        lock = RunLock(self.archive.dir, f"archive.dir {self.archive.dir}")
+        lock.acquire()
+        try:
+            for directory, _subdirs, _files in os.walk(self.archive.dir):
+                cleanup_stale_partials(directory)
+        except BaseException:
+            lock.release()
+            raise
+        del store  # the facts file is already locked by the caller: the archive lock is taken second, always
+        return lock
 
     # Plan --------------------------------------------------------------------------------------
 
@@ -255,9 +479,8 @@ class Mirror:
                 plan.steps.append(self._step("registry", self.registry.target(image), registry_digest, have))
             if self.archive:
                 path = self.archive.target(image)
-                key = f"archive:{path}"
-                have = self.archive.observe(image, store.destination(image.key, key))
-                plan.steps.append(self._step("archive", path, plan.digest, have))
+                have, why = self.archive.observe(image, store.destination(image.key, f"archive:{path}"))
+                plan.steps.append(self._step("archive", path, plan.digest, have, why))
             if self.docker:
                 recorded = store.destination(image.key, f"docker:{self.docker.target(image)}") or {}
                 config = recorded.get("config_digest") if recorded.get("source_digest") == plan.digest else None
@@ -280,10 +503,11 @@ class Mirror:
             step.reason = status.reason
         plan.steps.append(step)
 
-    def _step(self, kind: str, target: str, want: str | None, have: str | None) -> Step:
-        action, reason = decide(want, have, self.force)
+    def _step(self, kind: str, target: str, want: str | None, have: str | None, missing_reason: str = "missing") -> Step:
+        """One destination's step. ``after`` is what it holds: the wanted digest only in check mode's plan, or once written."""
+        action, reason = decide(want, have, self.force, missing_reason)
         return Step(kind=kind, dest_key=f"{kind}:{target}", target=target, action=action, reason=reason, before=have,
-                    after=want if action == COPY and not self.check_mode else have)
+                    after=want if action == COPY and self.check_mode else have, want=want)
 
     def _registry_digest(self, image: SourceImage, digest: str) -> str:
         """The digest the destination registry should hold: the source's, or that of the platform-filtered index."""
@@ -309,15 +533,7 @@ class Mirror:
         image = plan.source
         self.progress.image(str(image.ref))
         try:
-            if plan.copies("registry") or plan.copies("archive"):
-                content = self._fetch(image, plan.digest or "")
-                for step in plan.copies("registry") if self.registry else []:
-                    step.after = self._copy_to_registry(self.registry, image, content)
-                    plan.written = True
-                    store.record_destination(image.key, content.top.digest, step.dest_key, self._registry_entry(step))
-                for step in plan.copies("archive") if self.archive else []:
-                    step.after = self._copy_to_archive(self.archive, image, content, step, store)
-                    plan.written = True
+            errors = self._copy_content(plan, store)
             for step in plan.copies("docker") if self.docker else []:
                 step.after = self._copy_to_engine(self.docker, image, plan, step, store)
                 plan.written = True
@@ -325,13 +541,54 @@ class Mirror:
                 plan.written = True
             for step in plan.steps:
                 if step.kind == "registry" and step.action == SKIP and store.destination(image.key, step.dest_key) is None:
-                    store.record_destination(image.key, plan.digest or "", step.dest_key, self._registry_entry(step))
+                    store.record_destination(image.key, plan.digest or "", step.dest_key, registry_entry(step.target, step.after))
+            if errors:
+                raise errors[0]
             store.clear_failure(image.key)
         except (AirgapError, OSError) as exc:
             plan.error = _message(exc)
             store.record_failure(image.key, plan.error)
         finally:
             self.progress.image_done()
+
+    def _copy_content(self, plan: ImagePlan, store: StateStore) -> list[BaseException]:
+        """Copy the image's blobs and manifests to every registry and archive step in one pass: each blob is read once.
+
+        A destination that fails (a full archive disk, a refused upload) is dropped from the pass and its error
+        returned; the others are completed and recorded. A failure of the read itself fails them all (raised).
+        """
+        image = plan.source
+        steps = plan.copies("registry") + plan.copies("archive")
+        if not steps:
+            return []
+        content = self._fetch(image, plan.digest or "")
+        writes: list[tuple[Step, Any]] = []
+        try:
+            for step in steps:
+                if step.kind == "registry" and self.registry:
+                    writes.append((step, self.registry.begin(image, content, self.platforms, self.totals)))
+                elif step.kind == "archive" and self.archive:
+                    writes.append((step, self.archive.begin(image, content, step.target)))
+            needed: dict[str, int] = {}
+            for _step, write in writes:
+                needed.update(write.blobs)
+            self._transfer(image, needed, lambda digest, size: _sinks_of([write for _step, write in writes], digest, size))
+            errors = []
+            for step, write in writes:
+                if write.error is None:
+                    try:
+                        step.after = write.commit(image, store, step)
+                        plan.written = True
+                        if step.kind == "archive":
+                            self.local_blobs.update(index_archive_blobs(write.result.path))
+                        continue
+                    except (AirgapError, OSError) as exc:
+                        write.error = exc
+                errors.append(write.error)
+            return errors
+        finally:
+            for _step, write in writes:
+                write.abort()
 
     def _fetch(self, image: SourceImage, digest: str) -> ImageContent:
         content = ImageContent(top=self._top_manifest(image, digest))
@@ -347,7 +604,10 @@ class Mirror:
         return content
 
     def _transfer(self, image: SourceImage, blobs: dict[str, int], sinks_for: Any) -> None:
-        """Read each blob once (locally if an archive of this run has it) and feed it to its sinks, in parallel."""
+        """Read each blob once (locally if an archive of this run has it) and feed it to its sinks, in parallel.
+
+        A read that fails raises (the first error, not its echoes); a sink that fails is dropped by _GuardedSink.
+        """
         self.progress.add_total(sum(blobs.values()))
 
         def one(item: tuple[str, int]) -> None:
@@ -356,13 +616,23 @@ class Mirror:
             if not sinks:
                 self.progress.advance(size)
                 return
-            local = self.local_blobs.get(digest)
-            if local is not None and local.size == size:
-                fan_out(local.chunks(), sinks, self.progress.advance)
-                self.totals.add(reused=size)
-                return
-            with self.source.open_blob(image.ref.repository, digest, expected_size=size) as reader:
-                self.totals.add(transferred=fan_out(iter(reader), sinks, self.progress.advance))
+            try:
+                local = self.local_blobs.get(digest)
+                if local is not None and local.size == size:
+                    try:
+                        chunks = local.open()
+                    except LocalBlobChanged:
+                        self.local_blobs.pop(digest, None)  # not trusted: read it from the source below
+                    else:
+                        fan_out(_while_wanted(chunks, sinks), sinks, self.progress.advance)
+                        self.totals.add(reused=size)
+                        return
+                with self.source.open_blob(image.ref.repository, digest, expected_size=size) as reader:
+                    self.totals.add(transferred=fan_out(_while_wanted(iter(reader), sinks), sinks, self.progress.advance))
+            except BaseException:
+                for sink in sinks:  # a read that failed before fan_out began: free the sinks (upload sessions, tar slot)
+                    sink.abort()
+                raise
 
         # Largest first: a big layer starts at once instead of being left to stream alone at the end
         # (and, for an archive, goes straight into the tar rather than through a spool file).
@@ -385,70 +655,15 @@ class Mirror:
             # A failure aborts the archive, and the other threads then fail on the closed archive: report the cause.
             raise next((exc for exc in errors if not isinstance(exc, ArchiveClosedError)), errors[0])
 
-    def _copy_to_registry(self, dest: RegistryDestination, image: SourceImage, content: ImageContent) -> str:
-        ref = registry_target(image, dest.url, dest.prefix)
-        entries = select_children(content.top.data, self.platforms) if content.top.is_index else None
-        manifests = content.images_for(entries)
-        blobs = blob_sizes(m.data for m in manifests)
-        missing = {}
-        for digest, size in blobs.items():
-            if dest.prepare_blob(ref.repository, digest):
-                self.totals.add(reused=size)
-            else:
-                missing[digest] = size
-        self._transfer(image, missing, lambda digest, size: [dest.upload_sink(ref.repository, digest, size)])
-        for manifest in manifests if content.top.is_index else []:
-            dest.client.put_manifest(ref.repository, manifest.digest, manifest.raw, manifest.media_type)
-        raw = filtered_index(content.top.raw, content.top.data, entries or []) if content.top.is_index else content.top.raw
-        return dest.client.put_manifest(ref.repository, ref.manifest_reference if ref.tag else _sha256(raw), raw, content.top.media_type)
-
-    def _copy_to_archive(self, dest: ArchiveDestination, image: SourceImage, content: ImageContent, step: Step, store: StateStore) -> str:
-        path = step.target
-        directory = os.path.dirname(path)
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create archive directory {directory}: {exc.strerror or exc}") from None
-        cleanup_stale_partials(directory, os.path.basename(path))
-        platforms = [dest.platform] if dest.fmt == "docker" else None
-        entries = select_children(content.top.data, platforms) if content.top.is_index else None
-        manifests = content.images_for(entries)
-        blobs = blob_sizes(m.data for m in manifests)
-        with ArchiveWriter(path, dest.fmt) as writer:
-            self._transfer(image, blobs, lambda digest, size: [] if writer.has_blob(digest) else [writer.begin_blob(digest, size)])
-            name = str(image.ref) if image.ref.tag else None
-            for manifest in manifests:
-                writer.add_bytes_blob(manifest.digest, manifest.raw)
-            if dest.fmt == "docker":
-                manifest = manifests[0]
-                writer.set_docker_image(manifest.data["config"]["digest"], [b["digest"] for b in manifest.data.get("layers") or []],
-                                        [name] if name else [])
-                top = manifest
-            else:
-                writer.add_bytes_blob(content.top.digest, content.top.raw)
-                top = content.top
-            writer.set_oci_index([descriptor(top.media_type, top.digest, top.size, ref_name=image.ref.tag, image_name=name,
-                                             annotations={SOURCE_DIGEST_ANNOTATION: content.top.digest})])
-            result = writer.commit()
-        self.local_blobs.update(index_archive_blobs(result.path))
-        store.record_destination(image.key, content.top.digest, step.dest_key, {
-            "type": "archive", "path": result.path, "format": dest.fmt, "size": result.size, "sha256": result.sha256,
-            "digest": content.top.digest, "config_digest": manifests[0].data["config"]["digest"], "written": utc_now(),
-        })
-        return content.top.digest
-
     def _copy_to_engine(self, docker: EngineDestination, image: SourceImage, plan: ImagePlan, step: Step, store: StateStore) -> str:
         reference = self._engine_reference(image)
-        want = step.after or plan.digest or ""
+        want = step.want or plan.digest or ""
         config_digest = None
         if docker.source == "archive" and self.archive:
             docker.engine.load(self.archive.target(image))
             config_digest = self.archive.read(image)[1]
         else:
-            if self.registry and reference.registry == registry_target(image, self.registry.url, None).registry:
-                user, password = self.registry.credentials
-            else:
-                user, password = (self.params["username"], self.params.get("api_key")) if self.params.get("api_key") else (None, None)
+            user, password = self._credentials_for(reference.registry)
             docker.engine.pull(reference, username=user, password=password)
         status = docker.engine.status(reference, want, config_digest, docker.tags_for(image))
         for target in status.missing_tags:
@@ -463,6 +678,14 @@ class Mirror:
         })
         return want
 
+    def _credentials_for(self, host: str | None) -> tuple[str | None, str | None]:
+        """The credentials given for exactly this registry host, or none: a password never goes to another host."""
+        if self.registry and self.registry.credentials[1] and host == registry_host(self.registry.url):
+            return self.registry.credentials
+        if self.params.get("api_key") and host == registry_host(self.params["registry_url"]):
+            return self.params["username"], self.params["api_key"]
+        return None, None
+
     def _save_readme(self, image: SourceImage, plan: ImagePlan) -> bool:
         """Write the image's description as README.md beside its archives; True if the file changed."""
         if not (self.params.get("save_readme") and self.archive and image.description):
@@ -476,7 +699,7 @@ class Mirror:
         except OSError:
             pass
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".README.md.", dir=os.path.dirname(path))
+        fd, temp = tempfile.mkstemp(prefix=f".README.md.partial-{os.getpid()}.", dir=os.path.dirname(path))
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -488,9 +711,6 @@ class Mirror:
             raise
         plan.steps.append(Step(kind="readme", dest_key=f"readme:{path}", target=path, action=COPY, reason="description changed", after=_sha256(data)))
         return True
-
-    def _registry_entry(self, step: Step) -> dict[str, Any]:
-        return {"type": "registry", "reference": step.target, "digest": step.after, "written": utc_now()}
 
     # Result ------------------------------------------------------------------------------------
 

@@ -37,10 +37,14 @@ class SourceImage:
         return self.ref.tag or (self.ref.digest or "latest").replace(":", "-")
 
 
-def source_images(items: Iterable[Any], default_registry: str) -> list[SourceImage]:
-    """Read the ``images`` option: references, or dicts as ``ngc_catalog_info`` returns them."""
+def source_images(items: Iterable[Any], default_registry: str, check_host: bool = True) -> list[SourceImage]:
+    """Read the ``images`` option: references, or dicts as ``ngc_catalog_info`` returns them.
+
+    A reference without a host is on ``default_registry``; with ``check_host``, one naming another host is refused.
+    """
     images: list[SourceImage] = []
     seen: set[str] = set()
+    source = registry_host(default_registry)
     for position, item in enumerate(items, start=1):
         description = None
         if isinstance(item, dict):
@@ -52,6 +56,10 @@ def source_images(items: Iterable[Any], default_registry: str) -> list[SourceIma
             raise ConfigError(f"images item {position} is a {type(item).__name__}: "
                               "give a reference such as nvidia/pytorch:24.01-py3 or a dict with name and tag")
         ref = ImageReference.parse(text, default_registry=default_registry)
+        if check_host and ref.registry != source:
+            raise ConfigError(f"images item {position} ({text}) names the registry {ref.registry}, but images are read from "
+                              f"registry_url {default_registry} ({source}): give the reference without a host, or set registry_url "
+                              f"to {ref.registry}; credentials are only sent to registry_url")
         if ref.tag is None and ref.digest is None:
             ref = ref.with_tag("latest")
         image = SourceImage(ref=ref, description=description)
@@ -85,6 +93,7 @@ class Step:
     reason: str
     before: str | None = None
     after: str | None = None
+    want: str | None = None  # the digest the destination should hold when done
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "target": self.target, "action": self.action, "reason": self.reason, "before": self.before, "after": self.after}

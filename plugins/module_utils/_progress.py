@@ -163,7 +163,7 @@ class ProgressReporter:
             return
         body = (json.dumps(self._body(now, record=True), sort_keys=True) + "\n").encode("utf-8")
         directory, name = os.path.split(self.path)
-        fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        fd, temp = tempfile.mkstemp(prefix=f".{name}.partial-{os.getpid()}.", dir=directory)
         try:
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), 0o644)

@@ -29,6 +29,55 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class RunLock:
+    """An exclusive, non-blocking lock on a file for a whole run: a second run is refused, naming the holder's pid.
+
+    The lock is flock(2) on ``path`` (created 0644 if missing, holding the pid), so it ends with the process however the
+    process ends. ``path`` may be a directory: then it is locked itself and nothing is written into it.
+    """
+
+    def __init__(self, path: str, what: str = "") -> None:
+        self.path = path
+        self.what = what or path
+        self._fd = -1
+
+    def acquire(self) -> None:
+        if self._fd >= 0:
+            return
+        directory = os.path.isdir(self.path)
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if directory else os.O_RDWR | os.O_CREAT
+        try:
+            fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        except OSError as exc:
+            raise AirgapError(f"cannot open the lock file {self.path}: {exc.strerror or exc} "
+                              f"(is {os.path.dirname(self.path)} writable?)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = "" if directory else _read_pid(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f" (pid {holder})" if holder else ""
+                raise AirgapError(f"another ngc_image_mirror run holds the lock on {self.what}{who}; wait for it to finish") from None
+            raise AirgapError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+        if not directory:
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError:
+                pass  # the pid is only a hint for the message above
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class StateStore:
     """What has been mirrored where, kept in a JSON facts file that Ansible's setup shows as ansible_local.ngc_mirror.
 
@@ -45,7 +94,7 @@ class StateStore:
         self.lock_path = self.path + ".lock"
         self.read_only = read_only
         self._now = now
-        self._lock_fd = -1
+        self._lock = RunLock(self.lock_path)
         self._data: dict[str, Any] | None = None
 
     # -- open / close ----------------------------------------------------------------------------------------------
@@ -62,7 +111,7 @@ class StateStore:
             return self
         if not self.read_only:
             self._make_dir()
-            self._take_lock()
+            self._lock.acquire()
         try:
             self._data = self._load()
         except BaseException:
@@ -73,12 +122,7 @@ class StateStore:
     def close(self) -> None:
         """Release the lock. The data were already written by each change."""
         self._data = None
-        if self._lock_fd >= 0:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
+        self._lock.release()
 
     # -- reading ---------------------------------------------------------------------------------------------------
     @property
@@ -180,27 +224,6 @@ class StateStore:
         if not os.path.isdir(directory):
             raise AirgapError(f"cannot use the state file {self.path}: {directory} is not a directory")
 
-    def _take_lock(self) -> None:
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
-        except OSError as exc:
-            raise AirgapError(f"cannot open the lock file {self.lock_path}: {exc.strerror or exc} (is {os.path.dirname(self.path)} writable?)") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = _read_pid(fd)
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                who = f" (pid {holder})" if holder else ""
-                raise AirgapError(f"another ngc_image_mirror run holds the lock on {self.lock_path}{who}; wait for it to finish") from None
-            raise AirgapError(f"cannot lock {self.lock_path}: {exc.strerror or exc}") from None
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError:
-            pass  # the pid is only a hint for the message above
-        self._lock_fd = fd
-
     def _load(self) -> dict[str, Any]:
         try:
             with open(self.path, "rb") as handle:
@@ -247,7 +270,7 @@ class StateStore:
         directory, name = os.path.split(self.path)
         temp = None
         try:
-            fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+            fd, temp = tempfile.mkstemp(prefix=f".{name}.partial-{os.getpid()}.", dir=directory)
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), FILE_MODE)
                 handle.write(body)

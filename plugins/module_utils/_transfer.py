@@ -9,6 +9,7 @@ queue depth per sink, whatever the blob's size.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import tarfile
@@ -16,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError
 
 CHUNK_SIZE = 1024 * 1024
 QUEUE_DEPTH = 8
@@ -101,34 +102,74 @@ class UploadSink:
         self._thread.join(timeout=30)
 
 
+class LocalBlobChanged(AirgapError):
+    """The file a local blob was indexed in is no longer the same file: read the blob from its source instead."""
+
+
 @dataclass(frozen=True)
 class LocalBlob:
-    """A blob inside an archive this run wrote: the file, where its data starts, its size."""
+    """A blob inside an archive this run wrote: the file, where its data starts, its size and digest.
+
+    ``identity`` is the file's (device, inode, size, mtime) when it was indexed. ``open()`` refuses a file that
+    changed since (another process may have replaced it), and the chunks it yields are hashed: the last one is
+    held back until the data hashes to ``digest``, so a sink never completes a blob with other content.
+    """
 
     path: str
     offset: int
     size: int
+    digest: str
+    identity: tuple[int, int, int, int]
 
-    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        with open(self.path, "rb") as handle:
+    def open(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """The blob's chunks; raises LocalBlobChanged at once (before any chunk) if the file is not the one indexed."""
+        try:
+            handle = open(self.path, "rb")  # pylint: disable=consider-using-with
+        except OSError:
+            raise LocalBlobChanged(f"{self.path} is gone") from None
+        if _identity(os.fstat(handle.fileno())) != self.identity:
+            handle.close()
+            raise LocalBlobChanged(f"{self.path} was replaced after this run wrote it")
+        return self._chunks(handle, chunk_size)
+
+    def _chunks(self, handle: Any, chunk_size: int) -> Iterator[bytes]:
+        algorithm, expected = self.digest.split(":", 1)
+        hasher = hashlib.new(algorithm)
+        held = b""
+        with handle:
             handle.seek(self.offset)
             left = self.size
             while left > 0:
                 data = handle.read(min(chunk_size, left))
                 if not data:
-                    raise AirgapError(f"{self.path} ended before a blob it holds: the archive changed during the run")
+                    raise AirgapError(f"{self.path} ended before blob {self.digest} it holds: the archive changed during the run")
                 left -= len(data)
-                yield data
+                hasher.update(data)
+                if held:
+                    yield held
+                held = data
+        if hasher.hexdigest() != expected:
+            raise DigestMismatchError(f"blob {self.digest} read back from {self.path} hashes to {algorithm}:{hasher.hexdigest()}: "
+                                      "the file was changed; run again to rewrite it")
+        if held:
+            yield held
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def index_archive_blobs(path: str) -> dict[str, LocalBlob]:
     """Where each ``blobs/<alg>/<hex>`` member of a finished archive lies, by digest."""
     found: dict[str, LocalBlob] = {}
-    with tarfile.open(path, "r:") as archive:
-        for member in archive:
-            parts = member.name.split("/")
-            if member.isfile() and len(parts) == 3 and parts[0] == "blobs":
-                found[f"{parts[1]}:{parts[2]}"] = LocalBlob(os.path.abspath(path), member.offset_data, member.size)
+    with open(path, "rb") as handle:
+        identity = _identity(os.fstat(handle.fileno()))
+        with tarfile.open(fileobj=handle, mode="r:") as archive:
+            for member in archive:
+                parts = member.name.split("/")
+                if member.isfile() and len(parts) == 3 and parts[0] == "blobs":
+                    digest = f"{parts[1]}:{parts[2]}"
+                    found[digest] = LocalBlob(os.path.abspath(path), member.offset_data, member.size, digest, identity)
     return found
 
 

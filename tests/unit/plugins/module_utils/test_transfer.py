@@ -3,7 +3,9 @@
 """Fan-out of one read to many sinks: order, bounded memory, failure handling, local blobs in archives."""
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import tarfile
 import threading
 from pathlib import Path
@@ -11,8 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, RegistryError
-from ansible_collections.airgap.ngc.plugins.module_utils._transfer import UploadSink, fan_out, index_archive_blobs
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError, RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlobChanged, UploadSink, fan_out, index_archive_blobs
 
 
 class ListSink:
@@ -100,14 +102,45 @@ def test_abort_ends_the_upload_without_completing_it() -> None:
     assert finished == []
 
 
-def test_index_archive_blobs_finds_blob_members(tmp_path: Path) -> None:
-    path = tmp_path / "a.tar"
-    payload = b"layer-bytes" * 100
+def _archive_with_blob(path: Path, payload: bytes, name_digest: str | None = None) -> str:
+    digest = name_digest or "sha256:" + hashlib.sha256(payload).hexdigest()
     with tarfile.open(path, "w") as archive:
-        for name, data in (("manifest.json", b"[]"), ("blobs/sha256/" + "c" * 64, payload)):
+        for name, data in (("manifest.json", b"[]"), ("blobs/sha256/" + digest.split(":", 1)[1], payload)):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
+    return digest
+
+
+def test_index_archive_blobs_finds_blob_members(tmp_path: Path) -> None:
+    path = tmp_path / "a.tar"
+    payload = b"layer-bytes" * 100
+    digest = _archive_with_blob(path, payload)
     found = index_archive_blobs(str(path))
-    assert list(found) == ["sha256:" + "c" * 64]
-    assert b"".join(found["sha256:" + "c" * 64].chunks(chunk_size=7)) == payload
+    assert list(found) == [digest]
+    assert b"".join(found[digest].open(chunk_size=7)) == payload
+
+
+def test_a_local_blob_whose_bytes_do_not_match_its_digest_is_refused_before_its_last_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "a.tar"
+    digest = _archive_with_blob(path, b"not what the name says" * 10, name_digest="sha256:" + "c" * 64)
+    delivered = []
+    with pytest.raises(DigestMismatchError, match="hashes to sha256:"):
+        for chunk in index_archive_blobs(str(path))[digest].open(chunk_size=16):
+            delivered.append(chunk)
+    assert sum(map(len, delivered)) < 220  # the last chunk was held back
+
+
+def test_a_local_blob_in_a_replaced_file_is_not_taken(tmp_path: Path) -> None:
+    path = tmp_path / "a.tar"
+    payload = b"layer-bytes" * 100
+    digest = _archive_with_blob(path, payload)
+    blob = index_archive_blobs(str(path))[digest]
+    other = tmp_path / "b.tar"
+    _archive_with_blob(other, b"x" * 50 + payload)  # same name, other content at the recorded offset
+    os.replace(other, path)
+    with pytest.raises(LocalBlobChanged, match="replaced"):
+        blob.open()
+    path.unlink()
+    with pytest.raises(LocalBlobChanged, match="gone"):
+        blob.open()
