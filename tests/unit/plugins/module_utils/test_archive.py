@@ -504,3 +504,55 @@ def test_many_threads_stream_blobs_into_one_archive(tmp_path):
     assert names(str(target)).count(blob_path(sha(layers[0]))) == 1
     assert result.sha256 == hashlib.sha256(target.read_bytes()).hexdigest()
     assert os.listdir(tmp_path) == ["x.tar"]
+
+
+def test_a_blob_over_the_spool_budget_waits_for_the_tar_instead_of_spooling(tmp_path):
+    import threading  # pylint: disable=import-outside-toplevel
+
+    image = make_image()
+    first, second = image["layers"]
+    target = tmp_path / "x.tar"
+    with ArchiveWriter(str(target), "docker", spool_budget=len(second) - 1) as writer:
+        sink_a = writer.begin_blob(sha(first), len(first))
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(writer.begin_blob(sha(second), len(second))))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and got == []  # no room to spool it: it waits
+        assert [n for n in os.listdir(tmp_path) if ".spool-" in n] == []
+        sink_a.write(first)
+        sink_a.close()
+        waiter.join(5)
+        assert type(got[0]).__name__ == "_DirectSink"  # it streams into the tar itself once the slot is free
+        got[0].write(second)
+        got[0].close()
+        writer.add_bytes_blob(sha(image["config"]), image["config"])
+        writer.set_docker_image(sha(image["config"]), [sha(first), sha(second)], [TAG])
+        writer.commit()
+    assert members(str(target))[blob_path(sha(second))] == second
+
+
+def test_a_blob_within_the_spool_budget_is_spooled_and_a_waiter_is_released_by_abort(tmp_path):
+    import threading  # pylint: disable=import-outside-toplevel
+
+    image = make_image()
+    first, second = image["layers"]
+    writer = ArchiveWriter(str(tmp_path / "x.tar"), "docker", spool_budget=len(second))
+    writer.begin_blob(sha(first), len(first))
+    assert type(writer.begin_blob(sha(second), len(second))).__name__ == "_SpoolSink"
+    errors = []
+
+    def wait_for_room():
+        try:
+            writer.begin_blob(sha(image["config"]), len(image["config"]))
+        except AirgapError as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait_for_room)
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()
+    writer.abort()
+    waiter.join(5)
+    assert not waiter.is_alive() and "aborted" in str(errors[0])
+    assert os.listdir(tmp_path) == []
