@@ -7,7 +7,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import tarfile
 import tempfile
 import threading
@@ -15,30 +14,31 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._files import (
+    claim_live,
+    fsync_dir,
+    partial_name,
+    register_live,
+    remove_quietly,
+    unregister_live,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
+    ANNOTATION_IMAGE_NAME,
+    INDEX_MEDIA_TYPES,
+    MEDIA_OCI_INDEX,
+    MEDIA_OCI_MANIFEST,
+    OCI_LAYOUT,
+    descriptor,
+    is_attestation,
+    is_digest,
+)
 
 FORMATS = ("docker", "oci")
-
-MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_MEDIA_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
-ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
-ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
-
-OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 _BLOCK = 512
 _RECORD = 20 * _BLOCK
 _COPY_CHUNK = 1 << 20
 _KEEP_SMALL_MAX = 4 << 20
-_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
-# '.<name>.partial-<pid>' and '.<name>.partial-<pid>.<suffix>': the temporary files of archives, spools, facts and progress.
-_PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)(?:\.[A-Za-z0-9_-]+)?$")
-
-# Temporary files written by live writers of this process: cleanup_stale_partials() never removes them.
-_LIVE: set[str] = set()
-_LIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -55,55 +55,10 @@ class ArchiveResult:
         return asdict(self)
 
 
-def descriptor(media_type: str, digest: str, size: int, ref_name: str | None = None, image_name: str | None = None,
-               platform: dict[str, Any] | None = None, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    """An OCI descriptor for index.json; ref_name is the tag, image_name the full reference (for containerd/docker 25+)."""
-    desc: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": int(size)}
-    notes = dict(annotations or {})
-    if image_name:
-        notes[ANNOTATION_IMAGE_NAME] = image_name
-    if ref_name:
-        notes[ANNOTATION_REF_NAME] = ref_name
-    if notes:
-        desc["annotations"] = notes
-    if platform:
-        desc["platform"] = dict(platform)
-    return desc
-
-
 def blob_path(digest: str) -> str:
     """Member name of a blob inside the tar: blobs/<algorithm>/<hex>."""
     algorithm, encoded = _check_digest(digest).split(":", 1)
     return f"blobs/{algorithm}/{encoded}"
-
-
-def cleanup_stale_partials(directory: str, name: str | None = None) -> list[str]:
-    """Remove '.<name>.partial-<pid>*' files left by killed runs; keeps files of live writers. Returns removed paths."""
-    try:
-        entries = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise AirgapError(f"cannot list {directory} to remove stale partial archives: {exc.strerror or exc}") from None
-    removed = []
-    for entry in entries:
-        match = _PARTIAL_RE.match(entry)
-        if not match or (name is not None and match.group("name") != name):
-            continue
-        path = os.path.join(directory, entry)
-        with _LIVE_LOCK:
-            live = path in _LIVE
-        pid = int(match.group("pid"))
-        if live or (pid != os.getpid() and _pid_alive(pid)):
-            continue
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise AirgapError(f"cannot remove stale partial archive {path}: {exc.strerror or exc}") from None
-        removed.append(path)
-    return removed
 
 
 class ArchiveClosedError(AirgapError):
@@ -294,7 +249,7 @@ class ArchiveWriter:
             raise ConfigError(f"cannot write archive {self.path}: directory {self.directory} does not exist")
         if os.path.isdir(self.path):
             raise ConfigError(f"cannot write archive {self.path}: it is a directory")
-        self.temp_path = os.path.join(self.directory, f".{self.name}.partial-{os.getpid()}")
+        self.temp_path = os.path.join(self.directory, partial_name(self.name))
         self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)  # notified when the direct slot or spool budget frees up
         self.spool_budget = spool_budget
@@ -458,11 +413,11 @@ class ArchiveWriter:
                 os.close(self._out.fd)
                 self._out.fd = -1
                 os.replace(self.temp_path, self.path)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             except OSError as exc:
                 raise self._fail(exc, "writing") from None
             self._state = "committed"
-            _unregister(self.temp_path)
+            unregister_live(self.temp_path)
             return ArchiveResult(self.path, self.fmt, self._out.pos, self._out.sha.hexdigest(), len(self._blobs))
 
     def abort(self) -> None:
@@ -477,9 +432,9 @@ class ArchiveWriter:
                 except OSError:
                     pass
                 self._out.fd = -1
-            _remove(self.temp_path)
+            remove_quietly(self.temp_path)
             for sink in list(self._spools) + [item for item in self._queue if isinstance(item, _SpoolSink)]:
-                _remove(sink.spool_path)
+                remove_quietly(sink.spool_path)
             self._spools.clear()
             self._queue.clear()
             self._pending.clear()
@@ -490,34 +445,31 @@ class ArchiveWriter:
     # -- internals -------------------------------------------------------------------------------------------------
     def _open_temp(self) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        if not claim_live(self.temp_path):
+            raise ConfigError(f"archive {self.path} is already being written by this run")
         for attempt in (1, 2):
-            with _LIVE_LOCK:
-                if self.temp_path in _LIVE:
-                    raise ConfigError(f"archive {self.path} is already being written by this run")
+            try:
+                return os.open(self.temp_path, flags, 0o644)
+            except FileExistsError:
+                if attempt == 2:
+                    unregister_live(self.temp_path)
+                    raise ConfigError(f"cannot write archive {self.path}: {self.temp_path} exists and cannot be replaced") from None
+                # Our pid, but not one of our writers: left by a killed process that had the same pid.
                 try:
-                    fd = os.open(self.temp_path, flags, 0o644)
-                except FileExistsError:
-                    if attempt == 2:
-                        raise ConfigError(f"cannot write archive {self.path}: {self.temp_path} exists and cannot be replaced") from None
-                    # Our pid, but not one of our writers: left by a killed process that had the same pid.
-                    try:
-                        os.unlink(self.temp_path)
-                    except OSError:
-                        pass
-                    continue
-                except OSError as exc:
-                    raise _os_error(exc, "creating", self.path) from None
-                _LIVE.add(self.temp_path)
-                return fd
+                    os.unlink(self.temp_path)
+                except OSError:
+                    pass
+            except OSError as exc:
+                unregister_live(self.temp_path)
+                raise _os_error(exc, "creating", self.path) from None
         raise AssertionError("unreachable")
 
     def _mkstemp(self, suffix: str) -> tuple[int, str]:
         try:
-            fd, path = tempfile.mkstemp(prefix=f".{self.name}.partial-{os.getpid()}{suffix}", dir=self.directory)
+            fd, path = tempfile.mkstemp(prefix=partial_name(self.name) + suffix, dir=self.directory)
         except OSError as exc:
             raise self._fail(exc, "spooling a blob for") from None
-        with _LIVE_LOCK:
-            _LIVE.add(path)
+        register_live(path)
         return fd, path
 
     def _check_open(self) -> None:
@@ -578,7 +530,7 @@ class ArchiveWriter:
         with self._lock:
             self._spools.discard(sink)
             if self._state != "open":
-                _remove(sink.spool_path)
+                remove_quietly(sink.spool_path)
                 self._check_open()
             self._queue.append(sink)
             if self._direct is None:
@@ -591,8 +543,8 @@ class ArchiveWriter:
         with self._lock:
             self._spools.discard(sink)
             self._pending.discard(sink.digest)
-            _remove(sink.spool_path)
-            _unregister(sink.spool_path)
+            remove_quietly(sink.spool_path)
+            unregister_live(sink.spool_path)
             self._spooled -= sink.size
             self._room.notify_all()
 
@@ -603,7 +555,7 @@ class ArchiveWriter:
                 try:
                     self._append_spool(item)
                 except BaseException:
-                    _remove(item.spool_path)  # out of the queue and of _spools: abort() would not find it
+                    remove_quietly(item.spool_path)  # out of the queue and of _spools: abort() would not find it
                     raise
                 digest, size = item.digest, item.size
             else:
@@ -628,8 +580,8 @@ class ArchiveWriter:
         if copied != sink.size:
             raise OSError(errno.EIO, f"spool file for {sink.digest} holds {copied} bytes, expected {sink.size}")
         self._out.write(b"\0" * ((-sink.size) % _BLOCK))
-        _remove(sink.spool_path)
-        _unregister(sink.spool_path)
+        remove_quietly(sink.spool_path)
+        unregister_live(sink.spool_path)
         self._spooled -= sink.size
         self._room.notify_all()
 
@@ -647,9 +599,7 @@ class ArchiveWriter:
         """(descriptor, parsed manifest or None) for every image manifest reachable from descs, attestations skipped."""
         found: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
         for desc in descs:
-            platform = desc.get("platform") or {}
-            notes = desc.get("annotations") or {}
-            if platform.get("os") == "unknown" or notes.get("vnd.docker.reference.type") == "attestation-manifest":
+            if is_attestation(desc):
                 continue
             body = self._json_blob(str(desc.get("digest")))
             if desc.get("mediaType") in INDEX_MEDIA_TYPES:
@@ -667,7 +617,7 @@ class ArchiveWriter:
         manifest = images[0][1] or {}
         config = (manifest.get("config") or {}).get("digest")
         layers = [layer.get("digest") for layer in manifest.get("layers") or []]
-        if not config or not all(isinstance(d, str) and _DIGEST_RE.match(d) for d in [config] + layers):
+        if not config or not all(is_digest(d) for d in [config] + layers):
             return []
         tags = []
         for desc in index:
@@ -682,7 +632,7 @@ class ArchiveWriter:
         for digest, data in self._small.items():
             body = self._json_blob(digest)
             config = body.get("config") if body else None
-            if body and isinstance(config, dict) and isinstance(config.get("digest"), str) and _DIGEST_RE.match(config["digest"]):
+            if body and isinstance(config, dict) and is_digest(config.get("digest")):
                 manifests[blob_path(config["digest"])] = (digest, body.get("mediaType") or MEDIA_OCI_MANIFEST, len(data))
         entries = []
         for image in docker:
@@ -729,7 +679,7 @@ class ArchiveWriter:
 
 
 def _check_digest(digest: str) -> str:
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+    if not is_digest(digest):
         raise AirgapError(f"invalid blob digest {digest!r}: expected sha256:<64 hex>")
     return digest
 
@@ -757,39 +707,3 @@ def _os_error(exc: OSError, what: str, path: str) -> AirgapError:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return ConfigError(f"cannot write archive {path}: directory {directory} is not writable ({exc.strerror})")
     return AirgapError(f"{what} archive {path} failed: {exc.strerror or exc}")
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-    _unregister(path)
-
-
-def _unregister(path: str) -> None:
-    with _LIVE_LOCK:
-        _LIVE.discard(path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True

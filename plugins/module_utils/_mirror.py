@@ -22,7 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveClosedError, ArchiveWriter, cleanup_stale_partials, descriptor
+from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveClosedError, ArchiveWriter
+from ansible_collections.airgap.ngc.plugins.module_utils._files import cleanup_stale_partials, cleanup_tree
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import descriptor
 from ansible_collections.airgap.ngc.plugins.module_utils._engine import DOCKER_IMPORT_ERROR, HAS_DOCKER, DockerEngine, DockerSdkMissingError, tag_targets
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._options import registry_from, source_registry_from
@@ -451,8 +453,7 @@ class Mirror:
         lock = RunLock(self.archive.dir, f"archive.dir {self.archive.dir}")
         lock.acquire()
         try:
-            for directory, _subdirs, _files in os.walk(self.archive.dir):
-                cleanup_stale_partials(directory)
+            cleanup_tree(self.archive.dir)
         except BaseException:
             lock.release()
             raise

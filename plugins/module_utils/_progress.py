@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write
 
 STATES = ("running", "done", "failed")
 
@@ -62,8 +62,8 @@ class ProgressReporter:
             self.error = None
             try:
                 self._write(now)
-            except OSError as exc:
-                raise ConfigError(f"cannot write the progress file {self.path}: {exc.strerror or exc}") from None
+            except AirgapError as exc:
+                raise ConfigError(str(exc)) from None
 
     def image(self, name: str) -> None:
         """The image now being copied."""
@@ -124,8 +124,8 @@ class ProgressReporter:
             return
         try:
             self._write(now)
-        except OSError as exc:
-            self.error = f"cannot write the progress file {self.path}: {exc.strerror or exc}"
+        except AirgapError as exc:
+            self.error = str(exc)
 
     def _rate(self, now: float, record: bool) -> float:
         samples = self._samples if record else deque(self._samples)
@@ -161,19 +161,8 @@ class ProgressReporter:
     def _write(self, now: float) -> None:
         if self.path is None:
             return
-        body = (json.dumps(self._body(now, record=True), sort_keys=True) + "\n").encode("utf-8")
-        directory, name = os.path.split(self.path)
-        fd, temp = tempfile.mkstemp(prefix=f".{name}.partial-{os.getpid()}.", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o644)
-                handle.write(body)
-            os.replace(temp, self.path)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
+        # No fsync: the progress file is rewritten every second and only ever a hint.
+        atomic_write(self.path, (json.dumps(self._body(now, record=True), sort_keys=True) + "\n").encode("utf-8"), 0o644,
+                     "progress file", sync=False)
         self._last_write = now
         self.writes += 1

@@ -8,11 +8,11 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write
 
 DEFAULT_FACTS_PATH = "/etc/ansible/facts.d/ngc_mirror.fact"
 SCHEMA = 1
@@ -266,29 +266,7 @@ class StateStore:
     def _save(self) -> None:
         doc = self._doc()
         doc["updated"] = self._now()
-        body = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
-        directory, name = os.path.split(self.path)
-        temp = None
-        try:
-            fd, temp = tempfile.mkstemp(prefix=f".{name}.partial-{os.getpid()}.", dir=directory)
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), FILE_MODE)
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-            temp = None
-            _fsync_dir(directory)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise AirgapError(f"disk full: cannot write the state file {self.path} (no space left on the filesystem of {directory})") from None
-            raise AirgapError(f"cannot write the state file {self.path}: {exc.strerror or exc} (is {directory} writable?)") from None
-        finally:
-            if temp is not None:
-                try:
-                    os.unlink(temp)
-                except OSError:
-                    pass
+        atomic_write(self.path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), FILE_MODE, "state file")
 
 
 def _check_key(key: str, what: str) -> None:
@@ -324,14 +302,3 @@ def _read_pid(fd: int) -> str:
     return text if text.isdigit() else ""
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

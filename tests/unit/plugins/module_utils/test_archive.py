@@ -16,15 +16,9 @@ import tarfile
 import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils import _archive
-from ansible_collections.airgap.ngc.plugins.module_utils._archive import (
-    ArchiveWriter,
-    MEDIA_DOCKER_MANIFEST,
-    MEDIA_OCI_INDEX,
-    MEDIA_OCI_MANIFEST,
-    blob_path,
-    cleanup_stale_partials,
-    descriptor,
-)
+from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter, blob_path
+from ansible_collections.airgap.ngc.plugins.module_utils._files import cleanup_stale_partials
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, descriptor
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
 
 TAG = "nvcr.io/nvidia/pytorch:24.01-py3"

@@ -1,0 +1,160 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: files that appear whole or not at all: temporary names, atomic writes with fsync, leftovers. Not a public API.
+
+Every file this collection writes goes first to ``.<name>.partial-<pid>[.<suffix>]`` in the same directory and is
+renamed into place once complete and synced. A killed run leaves only such names behind, which the next run
+removes (the pid tells a dead writer from a live one).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import tempfile
+import threading
+
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
+
+_PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)(?:\.[A-Za-z0-9_-]+)?$")
+
+# Temporary files of live writers of this process: cleanup_stale_partials() never removes them.
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def partial_name(name: str) -> str:
+    """The temporary name of ``name`` for this process: '.<name>.partial-<pid>'."""
+    return f".{name}.partial-{os.getpid()}"
+
+
+def register_live(path: str) -> None:
+    with _LIVE_LOCK:
+        _LIVE.add(path)
+
+
+def claim_live(path: str) -> bool:
+    """Register ``path`` as this process's live temporary file; False if a writer of this process already has it."""
+    with _LIVE_LOCK:
+        if path in _LIVE:
+            return False
+        _LIVE.add(path)
+        return True
+
+
+def unregister_live(path: str) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(path)
+
+
+def remove_quietly(path: str) -> None:
+    """Remove a temporary file if it is there, and forget it."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    unregister_live(path)
+
+
+def fsync_dir(directory: str) -> None:
+    """Make a rename in ``directory`` durable (filesystems that cannot sync a directory are let be)."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o644, what: str = "file", sync: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync it, rename it into place.
+
+    Readers see the old content or the new, never a mix; errors are AirgapError naming ``what`` and the path.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    temp = None
+    try:
+        fd, temp = tempfile.mkstemp(prefix=partial_name(name) + ".", dir=directory)
+        register_live(temp)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+        unregister_live(temp)
+        temp = None
+        if sync:
+            fsync_dir(directory)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise AirgapError(f"disk full: cannot write the {what} {path} (no space left on the filesystem of {directory})") from None
+        raise AirgapError(f"cannot write the {what} {path}: {exc.strerror or exc} (is {directory} writable?)") from None
+    finally:
+        if temp is not None:
+            remove_quietly(temp)
+
+
+def os_error(exc: OSError, doing: str, path: str) -> AirgapError:
+    """One line for a failed file operation: a full disk and a read-only place are named as such."""
+    directory = os.path.dirname(path)
+    if exc.errno == errno.ENOSPC:
+        return AirgapError(f"disk full: no space left on the filesystem of {directory} while {doing} {path}; "
+                           "free space there or choose another path")
+    if exc.errno == getattr(errno, "EDQUOT", -1):
+        return AirgapError(f"disk quota exceeded on {directory} while {doing} {path}; free space there or choose another path")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return AirgapError(f"cannot write {path}: {directory} is not writable ({exc.strerror})")
+    return AirgapError(f"{doing} {path} failed: {exc.strerror or exc}")
+
+
+def cleanup_stale_partials(directory: str, name: str | None = None) -> list[str]:
+    """Remove '.<name>.partial-<pid>*' files left by dead writers; keeps files of live ones. Returns removed paths."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise AirgapError(f"cannot list {directory} to remove stale partial files: {exc.strerror or exc}") from None
+    removed = []
+    for entry in entries:
+        match = _PARTIAL_RE.match(entry)
+        if not match or (name is not None and match.group("name") != name):
+            continue
+        path = os.path.join(directory, entry)
+        with _LIVE_LOCK:
+            live = path in _LIVE
+        pid = int(match.group("pid"))
+        if live or (pid != os.getpid() and pid_alive(pid)):
+            continue
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise AirgapError(f"cannot remove stale partial file {path}: {exc.strerror or exc}") from None
+        removed.append(path)
+    return removed
+
+
+def cleanup_tree(directory: str) -> list[str]:
+    """cleanup_stale_partials() in ``directory`` and every directory below it."""
+    removed: list[str] = []
+    for current, _subdirs, _files in os.walk(directory):
+        removed += cleanup_stale_partials(current)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
