@@ -64,6 +64,8 @@ def blob_path(digest: str) -> str:
 class ArchiveClosedError(AirgapError):
     """The archive was committed or aborted (often by another thread's failure, which is the error to report)."""
 
+    echo = True  # the failure that closed it is the one to report
+
 
 class BlobSink:
     """Receives one blob's bytes: write(chunk) any number of times, then close(); abort() drops the blob.

@@ -8,9 +8,8 @@ as it is and a real run executes.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference, registry_host
@@ -37,14 +36,13 @@ class SourceImage:
         return self.ref.tag or (self.ref.digest or "latest").replace(":", "-")
 
 
-def source_images(items: Iterable[Any], default_registry: str, check_host: bool = True) -> list[SourceImage]:
-    """Read the ``images`` option: references, or dicts as ``ngc_catalog_info`` returns them.
+def requested_images(items: Iterable[Any], default_registry: str | None = None) -> list[SourceImage]:
+    """The ``images`` option read as given: references, or dicts as ``ngc_catalog_info`` returns them; no duplicates.
 
-    A reference without a host is on ``default_registry``; with ``check_host``, one naming another host is refused.
+    A reference without a host gets ``default_registry`` (or none); a reference without tag or digest means ``latest``.
     """
     images: list[SourceImage] = []
     seen: set[str] = set()
-    source = registry_host(default_registry)
     for position, item in enumerate(items, start=1):
         description = None
         if isinstance(item, dict):
@@ -56,16 +54,27 @@ def source_images(items: Iterable[Any], default_registry: str, check_host: bool 
             raise ConfigError(f"images item {position} is a {type(item).__name__}: "
                               "give a reference such as nvidia/pytorch:24.01-py3 or a dict with name and tag")
         ref = ImageReference.parse(text, default_registry=default_registry)
-        if check_host and ref.registry != source:
-            raise ConfigError(f"images item {position} ({text}) names the registry {ref.registry}, but images are read from "
-                              f"registry_url {default_registry} ({source}): give the reference without a host, or set registry_url "
-                              f"to {ref.registry}; credentials are only sent to registry_url")
         if ref.tag is None and ref.digest is None:
             ref = ref.with_tag("latest")
         image = SourceImage(ref=ref, description=description)
         if image.key not in seen:
             seen.add(image.key)
             images.append(image)
+    return images
+
+
+def source_images(items: Iterable[Any], default_registry: str, check_host: bool = True) -> list[SourceImage]:
+    """The images to read from the registry ``default_registry``: a reference without a host is on it.
+
+    With ``check_host``, a reference naming another host is refused (credentials go only to ``default_registry``).
+    """
+    images = requested_images(items, default_registry)
+    source = registry_host(default_registry)
+    for position, image in enumerate(images, start=1):
+        if check_host and image.ref.registry != source:
+            raise ConfigError(f"images item {position} ({image.ref}) names the registry {image.ref.registry}, but images are read from "
+                              f"registry_url {default_registry} ({source}): give the reference without a host, or set registry_url "
+                              f"to {image.ref.registry}; credentials are only sent to registry_url")
     return images
 
 
@@ -109,6 +118,7 @@ class ImagePlan:
     steps: list[Step] = field(default_factory=list)
     error: str | None = None
     written: bool = False
+    note: str | None = None  # what the source said about the image (digests it cannot keep)
 
     @property
     def needs_copy(self) -> bool:
@@ -129,54 +139,6 @@ def decide(want: str | None, have: str | None, force: bool, missing_reason: str 
     return COPY, f"holds {have}, source is {want}"
 
 
-def platform_matches(spec: dict[str, Any], wanted: str) -> bool:
-    """Whether an index entry's ``platform`` is ``os/arch[/variant]``; a missing variant matches any."""
-    parts = wanted.strip().split("/")
-    if len(parts) < 2:
-        raise ConfigError(f"invalid platform {wanted!r}: expected os/architecture[/variant], for example linux/amd64")
-    if spec.get("os") != parts[0] or spec.get("architecture") != parts[1]:
-        return False
-    return len(parts) < 3 or spec.get("variant") == parts[2]
-
-
-def select_children(index: dict[str, Any], platforms: Sequence[str] | None) -> list[dict[str, Any]]:
-    """The index entries to copy: those of the given platforms, or all image entries."""
-    children = [c for c in index.get("manifests") or [] if isinstance(c, dict) and c.get("digest")]
-    if not platforms:
-        return children
-    chosen = [c for c in children if any(platform_matches(c.get("platform") or {}, p) for p in platforms)]
-    if not chosen:
-        have = ", ".join(platform_string(c.get("platform") or {}) for c in children)
-        raise ConfigError(f"none of the platforms {', '.join(platforms)} is in this image (it has {have})")
-    return chosen
-
-
-def filtered_index(raw: bytes, index: dict[str, Any], children: list[dict[str, Any]]) -> bytes:
-    """The index to push for a subset of platforms; the original bytes when nothing is left out."""
-    if len(children) == len([c for c in index.get("manifests") or [] if isinstance(c, dict)]):
-        return raw
-    reduced = dict(index)
-    reduced["manifests"] = children
-    return json.dumps(reduced, indent=3, sort_keys=False).encode("utf-8")
-
-
-def platform_string(spec: dict[str, Any]) -> str:
-    """``os/architecture[/variant]`` of an index entry's ``platform`` or an image config."""
-    text = f"{spec.get('os') or 'unknown'}/{spec.get('architecture') or 'unknown'}"
-    return f"{text}/{spec['variant']}" if spec.get("variant") else text
-
-
-def blob_descriptors(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The config and layer descriptors of an image manifest."""
-    blobs = [manifest["config"]] if isinstance(manifest.get("config"), dict) else []
-    return blobs + [layer for layer in manifest.get("layers") or [] if isinstance(layer, dict) and layer.get("digest")]
-
-
-def blob_sizes(manifests: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """Each distinct blob of some image manifests, by digest, with its size."""
-    return {blob["digest"]: int(blob.get("size") or 0) for manifest in manifests for blob in blob_descriptors(manifest)}
-
-
 def registry_target(source: SourceImage, url: str, prefix: str | None) -> ImageReference:
     """Where an image goes on a destination registry: the same path, under ``prefix`` if set."""
     repository = source.ref.repository
@@ -189,3 +151,49 @@ def archive_path(directory: str, source: SourceImage, fmt: str) -> str:
     """``<dir>/<name>/<tag>.tar`` (docker) or ``<dir>/<name>/<tag>.oci.tar`` (oci)."""
     suffix = ".oci.tar" if fmt == "oci" else ".tar"
     return "/".join((directory.rstrip("/"), source.ref.repository, source.label + suffix))
+
+
+MAX_MESSAGES = 3  # failed images named in the task's message; all of them are in failure_messages
+MAX_MESSAGE_CHARS = 300
+
+
+def plan_result(plans: list[ImagePlan], check_mode: bool, diff_mode: bool, transferred: int, reused: int) -> dict[str, Any]:
+    """The module result: one entry per image (status, message, each destination's before and after), totals, diff."""
+    images = []
+    for plan in plans:
+        if plan.error:
+            status, message = "failed", plan.error
+        elif plan.needs_copy:
+            status = "would copy" if check_mode else "copied"
+            message = "; ".join(f"{s.kind}: {s.reason}" for s in plan.steps if s.action == COPY)
+        else:
+            status, message = "skipped", "up to date"
+        entry = {"reference": plan.source.key, "digest": plan.digest, "media_type": plan.media_type, "status": status,
+                 "message": message, "destinations": [step.as_dict() for step in plan.steps]}
+        if plan.note:
+            entry["note"] = plan.note
+        images.append(entry)
+    failed = [p for p in plans if p.error]
+    result: dict[str, Any] = {
+        "changed": any(p.needs_copy for p in plans) if check_mode else any(p.written for p in plans),
+        "images": images,
+        "bytes_transferred": transferred,
+        "bytes_reused": reused,
+        "failed_images": [p.source.key for p in failed],
+        "failure_messages": [f"{p.source.key}: {p.error}" for p in failed],
+    }
+    if diff_mode:
+        result["diff"] = {
+            "before": {s.dest_key: s.before for p in plans for s in p.steps},
+            "after": {s.dest_key: s.after for p in plans for s in p.steps},
+        }
+    return result
+
+
+def failure_summary(result: dict[str, Any]) -> str:
+    """The task's message for failed images: how many, and the first few reasons, each shortened."""
+    messages = result.get("failure_messages") or []
+    shown = [m if len(m) <= MAX_MESSAGE_CHARS else m[:MAX_MESSAGE_CHARS - 3] + "..." for m in messages[:MAX_MESSAGES]]
+    more = f" (and {len(messages) - MAX_MESSAGES} more)" if len(messages) > MAX_MESSAGES else ""
+    return (f"{len(messages)} of {len(result.get('images') or [])} image(s) could not be copied: " + "; ".join(shown) + more
+            + "; every reason is in failure_messages")

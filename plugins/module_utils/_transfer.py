@@ -14,8 +14,9 @@ import os
 import queue
 import tarfile
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError
 
@@ -193,3 +194,140 @@ def fan_out(chunks: Iterator[bytes], sinks: Sequence[Sink], advance: Callable[[i
                 pass
         raise
     return total
+
+
+@dataclass
+class Totals:
+    """Bytes read from the source and bytes not needed, added to from several transfer threads."""
+
+    transferred: int = 0
+    reused: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, transferred: int = 0, reused: int = 0) -> None:
+        with self._lock:
+            self.transferred += transferred
+            self.reused += reused
+
+
+class GuardedSink:
+    """A destination's sink in a shared read: if it fails, that destination (``owner``) is dropped, not the others.
+
+    ``owner`` is any object with an ``error`` attribute (a destination's per-image write); its first real error is kept.
+    """
+
+    def __init__(self, owner: Any, sink: Sink) -> None:
+        self.owner, self.sink = owner, sink
+
+    @property
+    def failed(self) -> bool:
+        return self.owner.error is not None
+
+    def _failed(self, exc: BaseException) -> None:
+        note_error(self.owner, exc)
+        self.abort()
+
+    def write(self, data: bytes) -> None:
+        if self.owner.error is None:
+            try:
+                self.sink.write(data)
+            except (AirgapError, OSError) as exc:
+                self._failed(exc)
+
+    def close(self) -> None:
+        if self.owner.error is not None:
+            self.abort()
+            return
+        try:
+            self.sink.close()
+        except (AirgapError, OSError) as exc:
+            self._failed(exc)
+
+    def abort(self) -> None:
+        try:
+            self.sink.abort()
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass
+
+
+def note_error(owner: Any, exc: BaseException) -> None:
+    """Keep an owner's first real error: an error marked ``echo`` (a closed archive) gives way to its cause."""
+    if owner.error is None or (getattr(owner.error, "echo", False) and not getattr(exc, "echo", False)):
+        owner.error = exc
+
+
+def sinks_of(owners: Sequence[Any], digest: str, size: int) -> list[GuardedSink]:
+    """The guarded sinks of one blob in the owners that still work and lack it (``owner.sink()`` returns None)."""
+    sinks = []
+    for owner in owners:
+        if owner.error is not None:
+            continue
+        try:
+            sink = owner.sink(digest, size)
+        except (AirgapError, OSError) as exc:
+            note_error(owner, exc)
+            continue
+        if sink is not None:
+            sinks.append(GuardedSink(owner, sink))
+    return sinks
+
+
+def _while_wanted(chunks: Iterable[bytes], sinks: Sequence[Any]) -> Iterator[bytes]:
+    """The chunks, until every sink has failed (no point reading on)."""
+    for data in chunks:
+        if all(getattr(sink, "failed", False) for sink in sinks):
+            return
+        yield data
+
+
+def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], open_blob: Callable[[str, int], Any],
+             local: dict[str, LocalBlob], parallel: int, totals: Totals, advance: Callable[[int], None]) -> None:
+    """Read each blob once and feed it to its sinks, ``parallel`` blobs at a time, largest first.
+
+    ``open_blob(digest, size)`` is a context manager of verified chunks from the source; a blob in ``local`` (an
+    archive of this run) is read from there instead, if its file is still the one indexed. A read that fails raises
+    (the first error, not its echoes) and aborts that blob's sinks; a sink that fails is its owner's business.
+    """
+    def one(item: tuple[str, int]) -> None:
+        digest, size = item
+        sinks = sinks_for(digest, size)
+        if not sinks:
+            advance(size)
+            return
+        try:
+            found = local.get(digest)
+            if found is not None and found.size == size:
+                try:
+                    chunks = found.open()
+                except LocalBlobChanged:
+                    local.pop(digest, None)  # not trusted: read it from the source below
+                else:
+                    fan_out(_while_wanted(chunks, sinks), sinks, advance)
+                    totals.add(reused=size)
+                    return
+            with open_blob(digest, size) as reader:
+                totals.add(transferred=fan_out(_while_wanted(reader, sinks), sinks, advance))
+        except BaseException:
+            for sink in sinks:  # a read that failed before fan_out began: free the sinks (upload sessions, tar slot)
+                sink.abort()
+            raise
+
+    # Largest first: a big layer starts at once instead of being left to stream alone at the end
+    # (and, for an archive, goes straight into the tar rather than through a spool file).
+    order = sorted(blobs.items(), key=lambda item: -item[1])
+    if len(order) <= 1 or parallel <= 1:
+        for item in order:
+            one(item)
+        return
+    errors: list[BaseException] = []
+
+    def guarded(item: tuple[str, int]) -> None:
+        try:
+            one(item)
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            errors.append(exc)
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(guarded, order))
+    if errors:
+        raise next((exc for exc in errors if not getattr(exc, "echo", False)), errors[0])

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._mirror import Mirror, failure_summary, spool_budget
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import source_images
+from ansible_collections.airgap.ngc.plugins.module_utils._destinations import spool_budget
+from ansible_collections.airgap.ngc.plugins.module_utils._mirror import Mirror
+from ansible_collections.airgap.ngc.plugins.module_utils._plan import failure_summary, source_images
 
 
 def params(**extra: Any) -> dict[str, Any]:
@@ -23,17 +24,21 @@ def params(**extra: Any) -> dict[str, Any]:
 
 
 def test_credentials_go_only_to_the_host_they_were_given_for() -> None:
-    mirror = Mirror(params(registry={"url": "https://registry.site.example:5000", "username": "mirror", "password": "pw"}))
-    assert mirror._credentials_for("nvcr.io") == ("$oauthtoken", "ngc-key")
-    assert mirror._credentials_for("registry.site.example:5000") == ("mirror", "pw")
+    mirror = Mirror(params(registry={"url": "https://registry.site.example:5000", "username": "mirror", "password": "pw"},
+                           docker={"host": "unix:///nonexistent.sock"}))
+    credentials_for = mirror.destinations[-1].credentials_for
+    assert credentials_for("nvcr.io") == ("$oauthtoken", "ngc-key")
+    assert credentials_for("registry.site.example:5000") == ("mirror", "pw")
     for other in ("somehost:5000", "docker.io", "registry.site.example", None):
-        assert mirror._credentials_for(other) == (None, None), other
+        assert credentials_for(other) == (None, None), other
 
 
 def test_a_registry_without_a_password_gets_no_credentials() -> None:
-    mirror = Mirror(params(api_key=None, registry={"url": "http://127.0.0.1:5000", "username": "mirror", "password": None}))
-    assert mirror._credentials_for("127.0.0.1:5000") == (None, None)
-    assert mirror._credentials_for("nvcr.io") == (None, None)
+    mirror = Mirror(params(api_key=None, registry={"url": "http://127.0.0.1:5000", "username": "mirror", "password": None},
+                           docker={"host": "unix:///nonexistent.sock"}))
+    credentials_for = mirror.destinations[-1].credentials_for
+    assert credentials_for("127.0.0.1:5000") == (None, None)
+    assert credentials_for("nvcr.io") == (None, None)
 
 
 @pytest.mark.parametrize("reference", ["somehost:5000/nvidia/pytorch:24.03-py3", "docker.io/library/ubuntu:22.04", "localhost/x:1"])

@@ -1,0 +1,494 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: the write side of the transport interface: registry, per-tag archive, bundle, README, Docker engine.
+
+Each destination plans its own step for an image (``plan``: observe what it holds, decide), and for a copy gives a
+per-image write (``begin``): the blobs it lacks (``blobs``), a sink for each (``sink``), then ``commit`` (manifests,
+layout files, rename; visible whole or not at all) which also records it in the facts file, or ``abort``.
+``platforms`` says which children of an index it needs (None: all), ``needs_content`` whether it needs the
+manifests at all. The copy engine knows no kind by name. Not a public API.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleWriter, bundle_entry
+from ansible_collections.airgap.ngc.plugins.module_utils._engine import DOCKER_IMPORT_ERROR, HAS_DOCKER, DockerEngine, DockerSdkMissingError, tag_targets
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
+    ANNOTATION_REF_NAME,
+    SOURCE_DIGEST_ANNOTATION,
+    ImageContent,
+    Manifest,
+    blob_sizes,
+    compute_digest,
+    descriptor,
+    filtered_index,
+    select_children,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._plan import COPY, SourceImage, Step, archive_path, decide, registry_target
+from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference, registry_host
+from ansible_collections.airgap.ngc.plugins.module_utils._sources import read_archive_head
+from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, UploadSink, index_archive_blobs
+
+SPOOL_SHARE = 0.5  # of the free space an archive leaves on its filesystem, at most, for blobs spooled meanwhile
+
+
+@dataclass
+class PlanContext:
+    """What every destination's plan needs: the facts, the run's mode, and the image's top manifest on demand."""
+
+    store: StateStore
+    force: bool
+    check_mode: bool
+    top: Callable[[SourceImage, str], Manifest]  # by digest, fetched once a run
+
+    def step(self, kind: str, target: str, want: str | None, have: str | None, missing_reason: str = "missing") -> Step:
+        """One destination's step. ``after`` is what it holds: the wanted digest only in check mode's plan, or once written."""
+        action, reason = decide(want, have, self.force, missing_reason)
+        return Step(kind=kind, dest_key=f"{kind}:{target}", target=target, action=action, reason=reason, before=have,
+                    after=want if action == COPY and self.check_mode else have, want=want)
+
+
+def registry_entry(target: str, digest: str | None) -> dict[str, Any]:
+    """The facts record of an image in a destination registry."""
+    return {"type": "registry", "reference": target, "digest": digest, "written": utc_now()}
+
+
+def spool_budget(directory: str, planned: int) -> int | None:
+    """Bytes an archive may spool beside itself: half of what the filesystem has left after the archive, or no bound."""
+    try:
+        stat = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return max(int((stat.f_bavail * stat.f_frsize - planned) * SPOOL_SHARE), 0)
+
+
+class _Write:
+    """A per-image write with nothing to stream (README, engine) or the base of those that stream."""
+
+    blobs: dict[str, int] = {}
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def sink(self, digest: str, size: int) -> Any:
+        return None
+
+    def abort(self) -> None:
+        """Nothing to undo."""
+
+
+class _Selection:
+    """A destination that copies an image's manifests for a platform choice (None: all platforms, byte for byte)."""
+
+    needs_content = True
+    platforms: list[str] | None = None
+
+    def want(self, image: SourceImage, digest: str, ctx: PlanContext) -> str:
+        """The digest this destination should hold: the source's, or that of the platform-filtered index."""
+        if not self.platforms:
+            return digest
+        top = ctx.top(image, digest)
+        return compute_digest(filtered_index(top.raw, top.data, select_children(top.data, self.platforms))) if top.is_index else digest
+
+
+class RegistryDestination(_Selection):
+    """A destination registry: HEAD to observe, mount or upload blobs, push manifests (children first)."""
+
+    kind = "registry"
+
+    def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals) -> None:
+        self.url, self.prefix, self.client, self.platforms, self.totals = spec["url"], spec.get("prefix"), client, platforms, totals
+        self.credentials = (spec.get("username"), spec.get("password"))
+        self.known_blobs: dict[str, str] = {}  # digest -> a repository of this registry that holds it
+
+    def reference(self, image: SourceImage) -> ImageReference:
+        return registry_target(image, self.url, self.prefix)
+
+    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+        ref = self.reference(image)
+        have = self.client.head_manifest(ref.repository, ref.manifest_reference)
+        step = ctx.step(self.kind, str(ref), self.want(image, found.digest, ctx), have.digest if have else None)
+        if step.action != COPY and ctx.store.destination(image.key, step.dest_key) is None and not ctx.check_mode:
+            ctx.store.record_destination(image.key, found.digest, step.dest_key, registry_entry(step.target, step.after))
+        return step
+
+    def _has_blob(self, repository: str, digest: str) -> bool:
+        """True if the registry already has the blob in ``repository`` (present, or mounted from another one)."""
+        if self.client.head_blob(repository, digest) is not None:
+            self.known_blobs[digest] = repository
+            return True
+        origin = self.known_blobs.get(digest)
+        if origin and origin != repository and self.client.mount_blob(repository, digest, origin):
+            self.known_blobs[digest] = repository
+            return True
+        return False
+
+    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _RegistryWrite:
+        ref = self.reference(image)
+        _entries, manifests, top_raw = content.selection(self.platforms)
+        missing = {}
+        for digest, size in blob_sizes(m.data for m in manifests).items():
+            if self._has_blob(ref.repository, digest):
+                self.totals.add(reused=size)
+            else:
+                missing[digest] = size
+        return _RegistryWrite(self, ref, content, manifests, top_raw, missing)
+
+    def upload_sink(self, repository: str, digest: str, size: int) -> UploadSink:
+        def upload(chunks: Iterator[bytes]) -> Any:
+            # The reader ends the chunks only after it has checked the digest (until then the upload holds back its
+            # last chunk), and the registry checks it too: no second hash here.
+            result = self.client.upload_blob(repository, digest, size, chunks, verify=False)
+            self.known_blobs[digest] = repository
+            return result
+
+        return UploadSink(upload, f"upload of {digest} to {self.client.host}/{repository}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _RegistryWrite(_Write):
+    def __init__(self, dest: RegistryDestination, ref: ImageReference, content: ImageContent, manifests: list[Manifest],
+                 top_raw: bytes, missing: dict[str, int]) -> None:
+        super().__init__()
+        self.dest, self.ref, self.content, self.manifests, self.top_raw, self.blobs = dest, ref, content, manifests, top_raw, missing
+
+    def sink(self, digest: str, size: int) -> Any:
+        return self.dest.upload_sink(self.ref.repository, digest, size) if digest in self.blobs else None
+
+    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+        client, top = self.dest.client, self.content.top
+        for manifest in self.manifests if top.is_index else []:
+            client.put_manifest(self.ref.repository, manifest.digest, manifest.raw, manifest.media_type)
+        digest = client.put_manifest(self.ref.repository, self.ref.manifest_reference if self.ref.tag else compute_digest(self.top_raw),
+                                     self.top_raw, top.media_type)
+        store.record_destination(image.key, top.digest, step.dest_key, registry_entry(step.target, digest))
+        return digest
+
+
+class ArchiveDestination(_Selection):
+    """Tar archives under a directory, one per image and format: ``<dir>/<name>/<tag>.tar`` or ``.oci.tar``."""
+
+    kind = "archive"
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.dir = spec["dir"]
+        self.fmt = spec.get("format") or "docker"
+        self.platform = spec.get("platform") or "linux/amd64"
+        self.platforms = [self.platform] if self.fmt == "docker" else None
+
+    def target(self, image: SourceImage) -> str:
+        return archive_path(self.dir, image, self.fmt)
+
+    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+        path = self.target(image)
+        have, why = self.observe(image, ctx.store.destination(image.key, f"{self.kind}:{path}"))
+        return ctx.step(self.kind, path, found.digest, have, why)
+
+    def observe(self, image: SourceImage, recorded: dict[str, Any] | None) -> tuple[str | None, str]:
+        """The source digest the archive was written from, if the file is there as recorded, or None and why not."""
+        if not recorded:
+            return None, "missing"
+        try:
+            size = os.stat(self.target(image)).st_size
+        except OSError:
+            return None, "missing"
+        if size != recorded.get("size"):
+            return None, "the file is not the one recorded"
+        if self.fmt == "docker" and recorded.get("platform", "unknown") not in (None, self.platform):
+            return None, f"holds platform {recorded.get('platform', 'unknown')}, archive.platform is {self.platform}"
+        return recorded.get("digest"), "missing"
+
+    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _ArchiveWrite:
+        directory = os.path.dirname(step.target)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create archive directory {directory}: {exc.strerror or exc}") from None
+        _entries, manifests, _raw = content.selection(self.platforms)
+        blobs = blob_sizes(m.data for m in manifests)
+        writer = ArchiveWriter(step.target, self.fmt, spool_budget=spool_budget(directory, sum(blobs.values())))
+        return _ArchiveWrite(self, writer, content, manifests, blobs)
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+class _ArchiveWrite(_Write):
+    def __init__(self, dest: ArchiveDestination, writer: ArchiveWriter, content: ImageContent, manifests: list[Manifest],
+                 blobs: dict[str, int]) -> None:
+        super().__init__()
+        self.dest, self.writer, self.content, self.manifests, self.blobs = dest, writer, content, manifests, blobs
+        self.path: str | None = None
+
+    def sink(self, digest: str, size: int) -> Any:
+        return None if self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
+
+    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+        writer, top, manifests = self.writer, self.content.top, self.manifests
+        name = str(image.ref) if image.ref.tag else None
+        for manifest in manifests:
+            writer.add_bytes_blob(manifest.digest, manifest.raw)
+        if self.dest.fmt == "docker":
+            entry = manifests[0]
+            writer.set_docker_image(entry.data["config"]["digest"], [b["digest"] for b in entry.data.get("layers") or []],
+                                    [name] if name else [])
+        else:
+            writer.add_bytes_blob(top.digest, top.raw)
+            entry = top
+        writer.set_oci_index([descriptor(entry.media_type, entry.digest, entry.size, ref_name=image.ref.tag, image_name=name,
+                                         annotations={SOURCE_DIGEST_ANNOTATION: top.digest})])
+        result = writer.commit()
+        self.path = result.path
+        store.record_destination(image.key, top.digest, step.dest_key, {
+            "type": "archive", "path": result.path, "format": self.dest.fmt, "size": result.size, "sha256": result.sha256,
+            "digest": top.digest, "config_digest": manifests[0].data["config"]["digest"], "written": utc_now(),
+            "platform": self.dest.platform if self.dest.fmt == "docker" and top.is_index else None,
+        })
+        return top.digest
+
+    def local_blobs(self) -> dict[str, LocalBlob]:
+        """Where the committed archive holds each blob: later images of the run copy shared layers from there."""
+        return index_archive_blobs(self.path) if self.path else {}
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+class BundleDestination(_Selection):
+    """A bundle: one OCI image layout directory holding every image once and every blob once."""
+
+    kind = "bundle"
+
+    def __init__(self, spec: dict[str, Any], platforms: list[str] | None, source_name: str) -> None:
+        self.dir = os.path.abspath(spec["dir"])
+        self.platforms = platforms
+        self.source_name = source_name
+        self._writer: BundleWriter | None = None
+
+    def writer(self) -> BundleWriter:
+        if self._writer is None:
+            self._writer = BundleWriter(self.dir, self.source_name)
+        return self._writer
+
+    def target(self, image: SourceImage) -> str:
+        return f"{self.dir}#{image.ref}"
+
+    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+        entry = bundle_entry(self.dir, str(image.ref))
+        return ctx.step(self.kind, self.target(image), self.want(image, found.digest, ctx), entry["digest"] if entry else None)
+
+    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _BundleWrite:
+        writer = self.writer()
+        _entries, manifests, top_raw = content.selection(self.platforms)
+        blobs = blob_sizes(m.data for m in manifests)
+        return _BundleWrite(writer, content, manifests, top_raw, {d: s for d, s in blobs.items() if not writer.has_blob(d, s)}, blobs)
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+class _BundleWrite(_Write):
+    def __init__(self, writer: BundleWriter, content: ImageContent, manifests: list[Manifest], top_raw: bytes,
+                 missing: dict[str, int], every: dict[str, int]) -> None:
+        super().__init__()
+        self.writer, self.content, self.manifests, self.top_raw, self.blobs, self.every = writer, content, manifests, top_raw, missing, every
+
+    def sink(self, digest: str, size: int) -> Any:
+        return self.writer.blob_sink(digest, size) if digest in self.blobs else None
+
+    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+        top = self.content.top
+        digest = compute_digest(self.top_raw)
+        held = dict(self.every)
+        for manifest in self.manifests if top.is_index else []:
+            self.writer.put_bytes(manifest.digest, manifest.raw)
+            held[manifest.digest] = manifest.size
+        self.writer.put_bytes(digest, self.top_raw)
+        held[digest] = len(self.top_raw)
+        when = utc_now()
+        entry = descriptor(top.media_type, digest, len(self.top_raw), annotations={ANNOTATION_REF_NAME: str(image.ref),
+                                                                                  SOURCE_DIGEST_ANNOTATION: top.digest})
+        self.writer.add_image(str(image.ref), entry, {"digest": digest, "source_digest": top.digest, "media_type": top.media_type,
+                                                      "blobs": held}, when)
+        store.record_destination(image.key, top.digest, step.dest_key, {
+            "type": "bundle", "dir": self.writer.dir, "reference": str(image.ref), "digest": digest, "written": when})
+        return digest
+
+
+class ReadmeDestination:
+    """``<dir>/<name>/README.md`` beside the archives, from the image's NGC description."""
+
+    kind = "readme"
+    needs_content = False
+    platforms = None
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+
+    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step | None:
+        if not image.description:
+            return None
+        path = "/".join((self.dir.rstrip("/"), image.ref.repository, "README.md"))
+        want = compute_digest(image.description.encode("utf-8"))
+        try:
+            with open(path, "rb") as handle:
+                have: str | None = compute_digest(handle.read())
+        except OSError:
+            have = None
+        step = ctx.step(self.kind, path, want, have, "missing")
+        if step.action == COPY and have is not None:
+            step.reason = "description changed"
+        return step
+
+    def begin(self, image: SourceImage, content: Any, step: Step) -> _ReadmeWrite:
+        return _ReadmeWrite(image.description or "")
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+class _ReadmeWrite(_Write):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.data = text.encode("utf-8")
+
+    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+        os.makedirs(os.path.dirname(step.target), exist_ok=True)
+        atomic_write(step.target, self.data, 0o644, "README")
+        return compute_digest(self.data)
+
+
+class EngineDestination:
+    """A Docker engine: pulls from a registry, or loads a docker archive (written by this run or carried)."""
+
+    kind = "docker"
+    needs_content = False
+    platforms = None
+
+    def __init__(self, spec: dict[str, Any], registry: RegistryDestination | None, archive_of: Callable[[SourceImage], str] | None,
+                 credentials_for: Callable[[str | None], tuple[str | None, str | None]]) -> None:
+        if not HAS_DOCKER:
+            raise DockerSdkMissingError("the docker Python SDK is required for the docker destination", DOCKER_IMPORT_ERROR)
+        self.source = spec.get("source") or "registry"
+        self.tag_as = spec.get("tag_as") or []
+        self.engine = DockerEngine(spec.get("host"))
+        self.registry, self.archive_of, self.credentials_for = registry, archive_of, credentials_for
+
+    def target(self, image: SourceImage) -> str:
+        return f"{self.engine.host}#{image.ref}"
+
+    def tags_for(self, image: SourceImage) -> list[str]:
+        """The extra names, relative to the image's own path (nvcr.io -> nvcr.io/nvidia/pytorch:TAG), whatever registry it came from."""
+        return list(tag_targets(image.ref, self.tag_as))
+
+    def reference(self, image: SourceImage) -> ImageReference:
+        """The name the engine holds the image under: where it pulls from, or the archive's tag."""
+        if self.source == "registry" and self.registry:
+            return self.registry.reference(image)
+        return image.ref
+
+    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+        want = self.registry.want(image, found.digest, ctx) if self.source == "registry" and self.registry else found.digest
+        recorded = ctx.store.destination(image.key, f"{self.kind}:{self.target(image)}") or {}
+        config = found.config_digest or (recorded.get("config_digest") if recorded.get("source_digest") == found.digest else None)
+        status = self.engine.status(self.reference(image), want, config, self.tags_for(image))
+        step = ctx.step(self.kind, self.target(image), want, want if status.up_to_date else None)
+        if not status.up_to_date and not ctx.force:
+            step.reason = status.reason
+        return step
+
+    def begin(self, image: SourceImage, content: Any, step: Step) -> _EngineWrite:
+        return _EngineWrite(self)
+
+    def ping(self) -> None:
+        """Fail at once, before any plan, if the engine cannot be reached."""
+        self.engine.ping()
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class _EngineWrite(_Write):
+    def __init__(self, dest: EngineDestination) -> None:
+        super().__init__()
+        self.dest = dest
+
+    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+        dest, engine = self.dest, self.dest.engine
+        reference, want = dest.reference(image), step.want or ""
+        config_digest = None
+        if dest.source == "archive" and dest.archive_of:
+            path = dest.archive_of(image)
+            engine.load(path)
+            config_digest = archive_config(path)
+        else:
+            user, password = dest.credentials_for(reference.registry)
+            engine.pull(reference, username=user, password=password)
+        status = engine.status(reference, want, config_digest, dest.tags_for(image))
+        for target in status.missing_tags:
+            engine.tag(reference, target)
+        final = engine.status(reference, want, config_digest, dest.tags_for(image))
+        if not final.up_to_date:
+            raise AirgapError(f"the Docker engine at {engine.host} does not hold {reference} with digest {want} after the "
+                              f"{'load' if dest.source == 'archive' else 'pull'}: {final.reason}")
+        store.record_destination(image.key, source_digest, step.dest_key, {
+            "type": "docker", "host": engine.host, "reference": str(reference), "digest": want, "image_id": final.image_id,
+            "config_digest": final.image_id, "tags": list(final.tag_targets), "written": utc_now(),
+        })
+        return want
+
+
+def archive_config(path: str) -> str:
+    """The config digest of the image in a docker archive (its manifest.json names the config blob)."""
+    docker = read_archive_head(path)[1]
+    if not docker:
+        raise AirgapError(f"{path} holds no docker image (no manifest.json): write it again as a docker archive")
+    return "sha256:" + str(docker[0]["Config"]).rsplit("/", 1)[-1]
+
+
+def credentials_matcher(registry: RegistryDestination | None, source_host: str | None, source_credentials: tuple[str | None, str | None]
+                        ) -> Callable[[str | None], tuple[str | None, str | None]]:
+    """For a registry host, the credentials given for exactly that host, or none: a password never goes to another host."""
+    def credentials_for(host: str | None) -> tuple[str | None, str | None]:
+        if registry and registry.credentials[1] and host == registry_host(registry.url):
+            return registry.credentials
+        if source_credentials[1] and source_host and host == source_host:
+            return source_credentials
+        return None, None
+
+    return credentials_for
+
+
+def destinations_from(params: dict[str, Any], source: Any, registry_client: Any, totals: Totals) -> list[Any]:
+    """The destinations the options ask for, in the order their writes commit (an engine last: it may pull or load
+    what the others wrote). ``registry_client`` is the client for ``registry.url``."""
+    platforms = params.get("platforms") or None
+    offline = bool(params.get("offline"))
+    registry = RegistryDestination(params["registry"], registry_client, platforms, totals) if params.get("registry") else None
+    archive = ArchiveDestination(params["archive"]) if params.get("archive") and not offline else None
+    found: list[Any] = [d for d in (registry, archive) if d is not None]
+    if params.get("bundle"):
+        found.append(BundleDestination(params["bundle"], platforms, source.name))
+    if archive is not None and params.get("save_readme"):
+        found.append(ReadmeDestination(archive.dir))
+    if params.get("docker"):
+        spec = params["docker"]
+        archive_of = archive.target if archive is not None else getattr(source, "path_of", None)
+        if (spec.get("source") or "registry") == "archive" and archive_of is None:
+            raise ConfigError("docker.source=archive loads the archives of archive.dir: set archive")
+        if (spec.get("source") or "registry") == "registry" and registry is None and source.kind != "registry":
+            raise ConfigError(f"docker.source=registry pulls from a registry, but the source is the {source.kind} {source.name}: "
+                              "set registry (the engine then pulls from it), or archive with docker.source=archive")
+        source_host = registry_host(params["registry_url"]) if source.kind == "registry" else None
+        found.append(EngineDestination(spec, registry, archive_of, credentials_matcher(
+            registry, source_host, (params.get("username"), params.get("api_key")))))
+    return found
