@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AuthError, RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AuthError, RegistryError, answer_reason, redact
 from ansible_collections.airgap.ngc.plugins.module_utils._http import host_of
 
 DEFAULT_TOKEN_LIFETIME = 60.0
@@ -201,22 +201,7 @@ def token_key(realm: str, service: str | None, scope: str | None) -> TokenKey:
 
 def _safe_detail(data: Any, secrets: Tuple[Optional[str], ...]) -> str:
     """A short reason from a token service's error answer, with any secret blanked out."""
-    detail = ""
-    if isinstance(data, dict):
-        for key in ("details", "detail", "error_description", "message", "error"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                detail = value
-                break
-        if not detail and isinstance(data.get("errors"), list) and data["errors"]:
-            first = data["errors"][0]
-            if isinstance(first, dict):
-                detail = str(first.get("message") or first.get("code") or "")
-    detail = " ".join(detail.split())[:200]
-    for secret in secrets:
-        if secret:
-            detail = detail.replace(secret, "***")
-    return detail
+    return redact(answer_reason(data), secrets)
 
 
 def fetch_token(

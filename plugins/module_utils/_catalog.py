@@ -10,8 +10,8 @@ from typing import Any, Iterable, Sequence
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, NotFoundError
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
-from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import blob_sizes, platform_string
+from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository, path_segment
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import blob_sizes, platform_string
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import INDEX_MEDIA_TYPES, RegistryClient
 
 
@@ -74,7 +74,16 @@ class Catalog:
     def _from_ngc(self) -> list[CatalogEntry]:
         if self.ngc is None:
             raise AirgapError("source=ngc needs the NGC API (api_url)")
-        selected = [repo for repo in self.ngc.repositories(self.query.org) if self._team_selected(repo) and self.query.image_filter.match_name(repo.path)]
+        org = self.query.org
+        teams = [team for team in dict.fromkeys(self.query.teams or ()) if team != ""]  # "" stands for the org's own images
+        for team in teams:
+            path_segment(team, "team")  # refused before any request, like the org in repositories()
+        repositories = list(self.ngc.repositories(org))
+        listed = {repo.team for repo in repositories if repo.team}
+        for team in teams:
+            if team not in listed:
+                self.ngc.require_team(org, team)  # an unknown team is an error, like an unknown org; a known one may be empty
+        selected = [repo for repo in repositories if self._team_selected(repo) and self.query.image_filter.match_name(repo.path)]
         entries: list[CatalogEntry] = []
         for repo, images in zip(selected, self._map(self.ngc.images, selected)):
             by_tag = {image.tag: image for image in images}
@@ -126,24 +135,30 @@ class Catalog:
     def _index_details(self, name: str, index: dict[str, Any]) -> tuple[list[str], int]:
         platforms: list[str] = []
         manifests: list[dict[str, Any]] = []
-        for child in index.get("manifests") or []:
-            platform = platform_string(child.get("platform") or {})
+        children = index.get("manifests") or []
+        for child in children if isinstance(children, list) else []:
+            if not isinstance(child, dict):
+                continue
+            platform = platform_string(child.get("platform") if isinstance(child.get("platform"), dict) else {})
             if platform == "unknown/unknown":  # attestation manifests, not an image
                 continue
+            if not isinstance(child.get("digest"), str):
+                raise AirgapError(f"{self.registry_host}/{name}: an index lists a manifest for {platform} without a digest")
             platforms.append(platform)
             manifests.append(self.registry.get_manifest(name, child["digest"]).data)
         return platforms, sum(blob_sizes(manifests).values())
 
     def _platform_of(self, name: str, manifest: dict[str, Any]) -> str:
-        config = manifest.get("config") or {}
-        if not config.get("digest"):
+        config = manifest.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
             return ""
         with self.registry.open_blob(name, config["digest"]) as stream:
             data = b"".join(stream)
         try:
-            return platform_string(json.loads(data.decode("utf-8")))
+            config_data = json.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             return ""
+        return platform_string(config_data) if isinstance(config_data, dict) else ""
 
     def _map(self, function: Any, items: Iterable[Any]) -> list[Any]:
         items = list(items)
@@ -169,8 +184,11 @@ def list_catalog(params: dict[str, Any]) -> list[dict[str, Any]]:
         parallel=max(int(params.get("parallel") or 1), 1),
     )
     registry = source_registry_from(params)
-    ngc = NgcClient(params["api_url"], params.get("api_key"), transport_from(params)) if query.source == "ngc" else None
+    transport = transport_from(params) if query.source == "ngc" else None
+    ngc = NgcClient(params["api_url"], params.get("api_key"), transport) if transport is not None else None
     try:
         return [entry.as_dict() for entry in Catalog(query, registry, ngc).list()]
     finally:
         registry.close()
+        if transport is not None:
+            transport.close()

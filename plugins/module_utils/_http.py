@@ -2,24 +2,35 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: one HTTP transport with TLS settings, User-Agent, retries and backoff. Not a public API.
 
-The retry rules shared by the registry client and the NGC client (``RetryPolicy``: 408, 429,
-502, 503, 504 and connection errors are retried with exponential backoff, and a
-``Retry-After`` header, seconds or an HTTP date, is honoured), and the plain transport the
-NGC client sends through. Nothing here logs a header or a body, so credentials cannot leak
-through it.
+The retry rules shared by the registry client, the NGC client and the token fetches
+(``RetryPolicy``: 408, 429, 502, 503, 504 and connection errors are retried with exponential
+backoff capped at ``MAX_BACKOFF`` seconds a wait, and a ``Retry-After`` header, seconds or an
+HTTP date, is honoured up to ``MAX_RETRY_AFTER``), the one retrying send loop
+(``send_with_retries``) that turns every failure of requests, urllib3 or ssl into a one-line
+error naming the host, and the plain transport the NGC client sends through. Nothing here
+logs a header or a body, so credentials cannot leak through it.
 """
 from __future__ import annotations
 
 import email.utils
+import os
 import random
+import ssl
 import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
+    AirgapError,
+    RegistryError,
+    answer_reason,
+    exception_reason,
+    redact,
+    status_message,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._version import USER_AGENT
 
 try:
@@ -34,8 +45,25 @@ else:
     HAS_REQUESTS = True
 
 RETRY_STATUSES = frozenset((408, 429, 502, 503, 504))
-MAX_BACKOFF = 60.0
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_RETRIES = 5
+DEFAULT_BACKOFF = 1.0
+"""Seconds of the first wait before a retry when the server gave no Retry-After; doubled each time."""
+MAX_BACKOFF = 4.0
+"""Longest wait between two attempts when the server gave no Retry-After (a storm is ridden out in seconds, not minutes)."""
 MAX_RETRY_AFTER = 300.0
+"""Longest wait a server's Retry-After is followed for."""
+DEFAULT_POOL_SIZE = 16
+MAX_ERROR_BODY = 65536
+"""Error answers longer than this are not read for a reason."""
+
+_NOT_HTTPS_MARKERS = (
+    "wrong version number", "record layer failure", "http request", "packet length too long", "unknown protocol",
+)
+_TRANSIENT_EXCEPTIONS: Tuple[type, ...] = (
+    (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError)
+    if HAS_REQUESTS else ()
+)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -61,15 +89,16 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 @dataclass
 class RetryPolicy:
-    """How often and how long to wait: exponential backoff with jitter, or what Retry-After asks (capped)."""
+    """How often and how long to wait: exponential backoff with jitter (capped), or what Retry-After asks (capped)."""
 
-    retries: int = 5
-    backoff: float = 1.0
+    retries: int = DEFAULT_RETRIES
+    backoff: float = DEFAULT_BACKOFF
     max_retry_after: float = MAX_RETRY_AFTER
+    max_backoff: float = MAX_BACKOFF
 
     def backoff_delay(self, attempt: int) -> float:
         """Seconds before retry ``attempt`` (0-based) when the server gave no hint."""
-        delay = min(self.backoff * (2 ** attempt), MAX_BACKOFF)
+        delay = min(self.backoff * (2 ** min(attempt, 32)), self.max_backoff)
         return delay * (0.5 + random.random() / 2)  # nosec B311 - jitter, not cryptography
 
     def retry_delay(self, response: Any, attempt: int) -> float:
@@ -88,7 +117,17 @@ def host_of(url: str) -> str:
         return url
 
 
-def new_session(validate_certs: bool = True, pool_size: int = 16) -> Any:
+def strip_query(url: str) -> str:
+    """url without its query string and fragment (signed URLs and upload states stay out of messages)."""
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def verify_setting(validate_certs: bool, ca_path: str | None) -> Union[bool, str]:
+    """The ``verify`` of a requests call: the CA file or directory if given and validating, else the flag."""
+    return (ca_path or True) if validate_certs else False
+
+
+def new_session(validate_certs: bool = True, pool_size: int = DEFAULT_POOL_SIZE) -> Any:
     """A requests session with a connection pool sized for parallel transfers, no retries of its own
     (the callers' RetryPolicy decides), and no insecure-request warnings when verification is off."""
     session = requests.Session()
@@ -100,6 +139,127 @@ def new_session(validate_certs: bool = True, pool_size: int = 16) -> Any:
     return session
 
 
+def ca_file_problem(ca_path: str) -> str | None:
+    """Why ca_path cannot serve as the CA bundle (it does not exist, is not PEM certificates...), or None if it can."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if os.path.isdir(ca_path):
+            context.load_verify_locations(capath=ca_path)
+            return None
+        if not os.path.exists(ca_path):
+            return "no such file"
+        context.load_verify_locations(cafile=ca_path)
+    except ssl.SSLError as exc:
+        return f"not a file of PEM CA certificates ({exception_reason(exc)})"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__})"
+    return None
+
+
+def _for(what: str) -> str:
+    return f" for {what}" if what else ""
+
+
+def tls_error_message(exc: BaseException, host: str, verify: Union[bool, str], what: str = "") -> str:
+    """One line for a failed TLS handshake with host: a bad CA file, a certificate nobody vouches for, or no HTTPS at all."""
+    if isinstance(verify, str):
+        problem = ca_file_problem(verify)
+        if problem:
+            return f"cannot check the certificate of {host}{_for(what)} against the CA file {verify} given as ca_path: {problem}"
+    reason = exception_reason(exc)
+    lowered = reason.lower()
+    if any(marker in lowered for marker in _NOT_HTTPS_MARKERS):
+        hint = "the server does not speak HTTPS; use an http:// URL if it is a plain-HTTP server"
+    elif "certificate" in lowered or "certificate" in str(exc).lower():
+        if isinstance(verify, str):
+            hint = f"the CA file {verify} given as ca_path did not sign its certificate; give the CA bundle that did"
+        else:
+            hint = "set ca_path to the CA bundle that signed its certificate, or validate_certs=false for a test server"
+    else:
+        hint = "check that the server speaks HTTPS at this address"
+    return f"TLS error talking to {host}{_for(what)}: {reason}; {hint}"
+
+
+def reason_of(response: Any, secrets: Iterable[Optional[str]] = ()) -> str:
+    """The server's reason for an error answer (its JSON error, else its text, else the HTTP reason), redacted, one short line."""
+    data: Any = None
+    text = ""
+    method = getattr(getattr(response, "request", None), "method", None)
+    length = (getattr(response, "headers", None) or {}).get("Content-Length")
+    if method != "HEAD" and not (length and length.strip().isdigit() and int(length) > MAX_ERROR_BODY):
+        try:
+            body = response.content or b""
+        except Exception:  # pylint: disable=broad-except - a broken error answer has no reason to give
+            body = b""
+        text = body[:MAX_ERROR_BODY].decode("utf-8", "replace")
+        try:
+            data = response.json() if body else None
+        except ValueError:
+            data = None
+    reason = answer_reason(data, text) or str(getattr(response, "reason", "") or "")
+    return redact(reason, secrets)
+
+
+def send_with_retries(
+    session: Any,
+    method: str,
+    url: str,
+    *,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    what: str = "",
+    error: Callable[..., AirgapError] = RegistryError,
+    replayable: bool = True,
+    secrets: Tuple[Optional[str], ...] = (),
+    **kwargs: Any,
+) -> Tuple[Any, int]:
+    """Send a request with session; retry transient failures; return (response, attempts).
+
+    Connection failures and 408/429/502/503/504 answers are tried again (if replayable: ``data`` must
+    be re-sendable) after ``policy``'s wait, honouring Retry-After. The answer returned never has one of
+    those statuses: when the attempts run out, ``error`` is raised as ``"503 from <host> for <what> after
+    6 attempts: <the server's reason>"``. Every exception of requests, urllib3 or ssl becomes ``error``
+    (one line naming the host, the secrets redacted); other statuses are the caller's to judge.
+    """
+    host = host_of(url)
+    attempts = policy.retries + 1 if replayable else 1
+    plain_url = strip_query(url)
+    verify = kwargs.get("verify", getattr(session, "verify", True))
+    attempt = 0
+    while True:
+        attempt += 1
+        tried = f" after {attempt} attempts" if attempt > 1 else ""
+        try:
+            response = session.request(method, url, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise error(redact(tls_error_message(exc, host, verify, what), secrets), url=plain_url) from None
+        except _TRANSIENT_EXCEPTIONS as exc:
+            if attempt < attempts:
+                sleep(policy.backoff_delay(attempt - 1))
+                continue
+            message = f"cannot reach {host}{_for(what)}{tried}: {exception_reason(exc)}; check the URL and the network"
+            raise error(redact(message, secrets), url=plain_url) from None
+        except requests.exceptions.RequestException as exc:
+            message = f"request to {host}{_for(what)} failed: {exception_reason(exc)}"
+            raise error(redact(message, secrets), url=plain_url) from None
+        except OSError as exc:  # requests checks that a CA path exists before it connects
+            if isinstance(verify, str) and ca_file_problem(verify):
+                message = tls_error_message(exc, host, verify, what)
+            else:
+                message = f"request to {host}{_for(what)} failed: {exception_reason(exc)}"
+            raise error(redact(message, secrets), url=plain_url) from None
+        if response.status_code not in RETRY_STATUSES:
+            return response, attempt
+        if attempt < attempts:
+            delay = policy.retry_delay(response, attempt - 1)
+            response.close()
+            sleep(delay)
+            continue
+        reason = reason_of(response, secrets)
+        response.close()
+        raise error(status_message(response.status_code, host, what, attempt, reason), status=response.status_code, url=plain_url)
+
+
 class HttpTransport:
     """A requests session with this collection's TLS, retry and identity settings."""
 
@@ -107,10 +267,10 @@ class HttpTransport:
         self,
         validate_certs: bool = True,
         ca_path: str | None = None,
-        timeout: float = 60.0,
-        retries: int = 5,
-        backoff: float = 1.0,
-        pool_size: int = 16,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        pool_size: int = DEFAULT_POOL_SIZE,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not HAS_REQUESTS:
@@ -120,32 +280,25 @@ class HttpTransport:
         self.sleep = sleep
         self.session = new_session(validate_certs, pool_size)
         self.session.headers["User-Agent"] = USER_AGENT
-        self.session.verify = ca_path if (validate_certs and ca_path) else bool(validate_certs)
+        self.session.verify = verify_setting(validate_certs, ca_path)
 
     def close(self) -> None:
         self.session.close()
 
-    def send(self, method: str, url: str, retry: bool = True, **kwargs: Any) -> Any:
-        """Send a request; retry transient failures. ``data`` must be re-sendable to be retried."""
+    def send(
+        self,
+        method: str,
+        url: str,
+        retry: bool = True,
+        what: str = "",
+        error: Callable[..., AirgapError] = RegistryError,
+        secrets: Tuple[Optional[str], ...] = (),
+        **kwargs: Any,
+    ) -> Tuple[Any, int]:
+        """Send a request through ``send_with_retries``; (response, attempts). ``data`` must be re-sendable to be retried."""
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("allow_redirects", True)
-        attempts = self.policy.retries + 1 if retry else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                response = self.session.request(method, url, **kwargs)
-            except requests.exceptions.SSLError:
-                raise RegistryError(f"TLS verification failed for {host_of(url)}: set ca_path to the CA that signed its certificate, or validate_certs=false",
-                                    url=url) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if attempt >= attempts:
-                    raise RegistryError(f"cannot reach {host_of(url)} ({type(exc).__name__}) after {attempt} attempt(s): check the URL and the network",
-                                        url=url) from None
-                self.sleep(self.policy.backoff_delay(attempt - 1))
-                continue
-            if response.status_code in RETRY_STATUSES and attempt < attempts:
-                wait = self.policy.retry_delay(response, attempt - 1)
-                response.close()
-                self.sleep(wait)
-                continue
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+        return send_with_retries(
+            self.session, method, url, policy=self.policy, sleep=self.sleep, what=what, error=error, replayable=retry,
+            secrets=secrets, **kwargs,
+        )

@@ -5,7 +5,9 @@
 The key is exchanged for a short-lived Bearer token (``/token?service=ngc&scope=group/ngc``
 with Basic ``$oauthtoken:<key>``), renewed when it expires or is refused. Every answer is
 parsed defensively: NGC omits keys (``images`` for an empty repository) rather than
-sending empty lists.
+sending empty lists. Every path segment built from input (org, team, repository name) is
+percent-encoded and must be one segment: ``..`` or a ``/`` never reaches another API path
+with the bearer token.
 """
 from __future__ import annotations
 
@@ -13,14 +15,31 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Type
 from urllib.parse import quote
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AuthError, NgcError, NotFoundError
-from ansible_collections.airgap.ngc.plugins.module_utils._http import HttpTransport
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
+    AirgapError,
+    AuthError,
+    ConfigError,
+    NgcError,
+    NotFoundError,
+    status_message,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._http import HttpTransport, host_of, reason_of
 
 NGC_USERNAME = "$oauthtoken"
 DEFAULT_PAGE_SIZE = 100
+DEFAULT_TOKEN_LIFETIME = 60.0
+MAX_PAGES = 10000
+
+
+def path_segment(value: Any, what: str, error: Type[AirgapError] = ConfigError) -> str:
+    """value percent-encoded as one URL path segment; error if it is empty, ``.``, ``..`` or holds a ``/``."""
+    text = str(value)
+    if text in ("", ".", "..") or "/" in text:
+        raise error(f"{what} {text!r} is not a single name: it may not be empty, '.' or '..', or contain '/'")
+    return quote(text, safe="")
 
 
 @dataclass(frozen=True)
@@ -52,10 +71,14 @@ class NgcImage:
 
 
 class NgcClient:
-    """The NGC catalog API: orgs, repositories (with teams and paging), images, search."""
+    """The NGC catalog API: orgs, repositories (with teams and paging), images, search.
+
+    Errors are one line naming the API's host, with the server's reason and never the key or a token.
+    """
 
     def __init__(self, api_url: str, api_key: str | None, transport: HttpTransport) -> None:
         self.api_url = api_url.rstrip("/")
+        self.host = host_of(self.api_url)
         self._api_key = api_key or None
         self._http = transport
         self._token: str | None = None
@@ -69,91 +92,131 @@ class NgcClient:
             return None
         with self._lock:
             if renew or self._token is None or time.monotonic() >= self._token_expiry:
-                self._token, lifetime = self._fetch_token()
+                self._token = None
+                token, lifetime = self._fetch_token()
+                self._token = token
                 self._token_expiry = time.monotonic() + max(lifetime - 5, 1)
             return self._token
 
     def _fetch_token(self) -> tuple[str, float]:
         url = f"{self.api_url}/token"
-        response = self._http.send(
-            "GET", url, params={"service": "ngc", "scope": "group/ngc"}, auth=(NGC_USERNAME, self._api_key or ""),
+        what = "a token (/token)"
+        secrets = (self._api_key,)
+        response, attempts = self._http.send(
+            "GET", url, what=what, error=NgcError, secrets=secrets,
+            params={"service": "ngc", "scope": "group/ngc"}, auth=(NGC_USERNAME, self._api_key or ""),
         )
-        if response.status_code in (401, 403):
-            raise AuthError(f"{response.status_code} from the NGC API at {self.api_url} when exchanging the API key: check the NGC API key",
-                            status=response.status_code, url=url)
-        body = self._json(response, url)
+        status = response.status_code
+        if status >= 400:
+            reason = reason_of(response, secrets)
+            response.close()
+            because = f" ({reason})" if reason else ""
+            if status in (401, 403):
+                message = f"{status} from {self.host} when exchanging the NGC API key for a token: check the NGC API key{because}"
+                raise AuthError(message, status=status, url=url)
+            raise NgcError(status_message(status, self.host, what, attempts, reason), status=status, url=url)
+        body = self._json(response, what)
         token = body.get("token") or body.get("access_token")
-        if not token:
-            raise NgcError(f"the NGC API at {self.api_url} sent no token in its answer to /token", status=response.status_code)
-        return str(token), float(body.get("expires_in") or 60)
+        if not isinstance(token, str) or not token:
+            raise NgcError(f"{self.host} answered {what} with HTTP {status} but without a token", status=status, url=url)
+        lifetime = body.get("expires_in")
+        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or lifetime <= 0:
+            lifetime = DEFAULT_TOKEN_LIFETIME
+        return token, float(lifetime)
 
     # Requests --------------------------------------------------------------------------------
 
     def _get(self, path: str, params: dict[str, Any] | None = None, what: str = "") -> dict[str, Any]:
         url = f"{self.api_url}{path}"
+        what = what or path
         token = self._bearer()
-        for attempt in (1, 2):
+        renewed = False
+        while True:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            response = self._http.send("GET", url, params=params, headers=headers)
-            if response.status_code == 401 and token and attempt == 1:
-                token = self._bearer(renew=True)
+            response, attempts = self._http.send(
+                "GET", url, what=what, error=NgcError, secrets=(self._api_key, token), params=params, headers=headers,
+            )
+            if response.status_code == 401 and token and not renewed:
+                response.close()
+                token = self._bearer(renew=True)  # expired or revoked: one fresh token, then judge
+                renewed = True
                 continue
             break
-        if response.status_code in (401, 403):
-            hint = "check the NGC API key and that it may read this org" if self._api_key else "set api_key (or NGC_API_KEY)"
-            raise AuthError(f"{response.status_code} from the NGC API for {what or path}: {hint}", status=response.status_code, url=url)
-        if response.status_code == 404:
-            raise NotFoundError(f"the NGC API does not know {what or path} (404)", status=404, url=url)
         if response.status_code >= 400:
-            raise NgcError(f"the NGC API answered {response.status_code} for {what or path}: {_status_message(response)}", status=response.status_code)
-        return self._json(response, url)
+            raise self._error(response, attempts, what, url, token)
+        return self._json(response, what)
 
-    @staticmethod
-    def _json(response: Any, url: str) -> dict[str, Any]:
+    def _error(self, response: Any, attempts: int, what: str, url: str, token: Optional[str]) -> AirgapError:
+        status = response.status_code
+        reason = reason_of(response, (self._api_key, token))
+        response.close()
+        because = f" ({reason})" if reason else ""
+        if status in (401, 403):
+            if self._api_key is None:
+                hint = "the NGC API wants a key: set api_key (or NGC_API_KEY)"
+            elif status == 401:
+                hint = "the API refused a token it had just issued for the key; check that the NGC API key may read it"
+            else:
+                hint = "access denied; check that the NGC API key may read it"
+            return AuthError(f"{status} from {self.host} for {what}: {hint}{because}", status=status, url=url)
+        if status == 404:
+            return NotFoundError(f"404 from {self.host}: {what} not found{because}", status=404, url=url)
+        return NgcError(status_message(status, self.host, what, attempts, reason), status=status, url=url)
+
+    def _json(self, response: Any, what: str) -> dict[str, Any]:
         try:
             body = response.json()
         except ValueError:
-            raise NgcError(f"the NGC API sent an answer that is not JSON for {url} (HTTP {response.status_code})") from None
+            body = None
+        finally:
+            response.close()
         if not isinstance(body, dict):
-            raise NgcError(f"the NGC API sent an unexpected answer for {url}: expected a JSON object")
+            raise NgcError(f"{self.host} answered {what} with something that is not a JSON object (HTTP {response.status_code})",
+                           status=response.status_code)
         return body
 
     # Catalog ---------------------------------------------------------------------------------
 
     def orgs(self) -> list[str]:
         body = self._get("/v2/orgs", what="the list of organisations")
-        return [str(org.get("name")) for org in body.get("organizations") or [] if org.get("name")]
+        return [str(org["name"]) for org in _list(body, "organizations", self.host) if isinstance(org, dict) and org.get("name")]
 
     def repositories(self, org: str, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[NgcRepository]:
         """Every repository of ``org``, its teams' included, across all pages."""
+        path = f"/v2/org/{path_segment(org, 'org')}/repos"
         page = 0
         while True:
-            body = self._get(
-                f"/v2/org/{quote(org)}/repos",
-                params={"include-teams": "true", "include-public": "true", "page-size": page_size, "page-number": page},
-                what=f"org {org!r}",
-            )
-            for item in body.get("repositories") or []:
+            params = {"include-teams": "true", "include-public": "true", "page-size": page_size, "page-number": page}
+            body = self._get(path, params=params, what=f"org {org!r}")
+            for item in _list(body, "repositories", self.host):
                 repo = _repository(org, item)
                 if repo is not None:
                     yield repo
-            paging = body.get("paginationInfo") or {}
-            total_pages = int(paging.get("totalPages") or 1)
+            paging = body.get("paginationInfo")
+            total_pages = _int((paging if isinstance(paging, dict) else {}).get("totalPages"), 1)
             page += 1
-            if page >= total_pages:
+            if page >= min(total_pages, MAX_PAGES):
                 return
+
+    def require_team(self, org: str, team: str) -> None:
+        """Nothing if ``org`` has ``team``; else NotFoundError (404) naming both, like an unknown org."""
+        path = f"/v2/org/{path_segment(org, 'org')}/team/{path_segment(team, 'team')}/repos"
+        self._get(path, params={"page-size": 1, "page-number": 0}, what=f"team {team!r} of org {org!r}")
 
     def images(self, repo: NgcRepository) -> list[NgcImage]:
         """The tags of one repository; an empty repository (no ``images`` key) gives []."""
         body = self._get(f"{_repo_path(repo)}/images", what=f"repository {repo.path}")
         images = []
-        for item in body.get("images") or []:
-            tag = item.get("tag")
-            if not tag:
+        for item in _list(body, "images", self.host):
+            tag = item.get("tag") if isinstance(item, dict) else None
+            if not isinstance(tag, (str, int)) or isinstance(tag, bool) or not str(tag):
                 continue
             size = item.get("size")
-            images.append(NgcImage(tag=str(tag), updated=str(item.get("updatedDate") or ""), size=int(size) if isinstance(size, (int, float)) else None,
-                                   extra={k: v for k, v in item.items() if k not in ("tag", "updatedDate", "size")}))
+            images.append(NgcImage(
+                tag=str(tag), updated=str(item.get("updatedDate") or ""),
+                size=int(size) if isinstance(size, (int, float)) and not isinstance(size, bool) else None,
+                extra={k: v for k, v in item.items() if k not in ("tag", "updatedDate", "size")},
+            ))
         return images
 
     def repository(self, repo: NgcRepository) -> dict[str, Any]:
@@ -167,11 +230,33 @@ class NgcClient:
 
 
 def _repo_path(repo: NgcRepository) -> str:
-    team = f"/team/{quote(repo.team)}" if repo.team else ""
-    return f"/v2/org/{quote(repo.org)}{team}/repos/{quote(repo.name)}"
+    """The API path of a repository; its parts come from the API's answers, so they are checked as well."""
+    what = f"the NGC API listed repository {repo.path!r}, whose"
+    org = path_segment(repo.org, f"{what} org", NgcError)
+    team = f"/team/{path_segment(repo.team, f'{what} team', NgcError)}" if repo.team else ""
+    return f"/v2/org/{org}{team}/repos/{path_segment(repo.name, f'{what} name', NgcError)}"
 
 
-def _repository(org: str, item: dict[str, Any]) -> NgcRepository | None:
+def _list(body: dict[str, Any], key: str, host: str) -> list[Any]:
+    """body[key] as a list: [] when NGC left the key out, NgcError when it is something else."""
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise NgcError(f"{host} answered with a {key!r} that is not a list")
+    return value
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _repository(org: str, item: Any) -> NgcRepository | None:
+    if not isinstance(item, dict):
+        return None
     name = item.get("name")
     if not name:
         return None
@@ -188,14 +273,3 @@ def _repository(org: str, item: dict[str, Any]) -> NgcRepository | None:
         latest_tag=str(item.get("latestTag") or ""),
         is_public=bool(item.get("isPublic")),
     )
-
-
-def _status_message(response: Any) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return (response.text or "").strip()[:200] or response.reason or ""
-    status = body.get("requestStatus") if isinstance(body, dict) else None
-    if isinstance(status, dict):
-        return str(status.get("statusDescription") or status.get("statusCode") or "")
-    return str(body)[:200]

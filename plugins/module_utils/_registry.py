@@ -29,6 +29,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
     DigestMismatchError,
     NotFoundError,
     RegistryError,
+    exception_reason,
+    redact,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import (
     is_digest,
@@ -37,7 +39,15 @@ from ansible_collections.airgap.ngc.plugins.module_utils._reference import (
     validate_repository,
     validate_tag,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._http import MAX_RETRY_AFTER, RETRY_STATUSES, RetryPolicy, new_session
+from ansible_collections.airgap.ngc.plugins.module_utils._http import (
+    MAX_RETRY_AFTER,
+    RETRY_STATUSES,
+    RetryPolicy,
+    ca_file_problem,
+    new_session,
+    send_with_retries,
+    tls_error_message,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._version import USER_AGENT
 
 try:
@@ -71,7 +81,6 @@ REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 ChunkSource = Union[Iterable[bytes], Callable[[], Iterable[bytes]]]
 
 _HASH_ALGORITHMS = ("sha256", "sha512")
-_QUERY_RE = re.compile(r"\?[^\s'\")]*")
 
 
 def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
@@ -111,23 +120,9 @@ def _strip_query(url: str) -> str:
     return url.split("?", 1)[0].split("#", 1)[0]
 
 
-_REASON_RES = (
-    re.compile(r"\[SSL: [^\]]+\][^'\")(]*"),
-    re.compile(r"\[Errno -?\d+\][^'\")]*"),
-    re.compile(r"(?:Read|Connect) timed out[^'\")]*"),
-    re.compile(r"certificate verify failed[^'\")]*"),
-    re.compile(r"IncompleteRead\([^)]*\)"),
-)
-
-
 def _clean(exc: BaseException) -> str:
     """A one-line reason for a transport exception, without urllib3's wrapping or query strings (signed URLs, upload states)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    for pattern in _REASON_RES:
-        match = pattern.search(text)
-        if match:
-            return match.group(0).strip(" .,:")
-    return _QUERY_RE.sub("", text)[:300]
+    return exception_reason(exc)
 
 
 def _no_netrc(request: Any) -> Any:
@@ -540,13 +535,17 @@ class RegistryClient:
             detail = "; ".join(p for p in parts if p)
         else:
             detail = body[:300].decode("utf-8", "replace")
-        detail = " ".join(detail.split())[:300]
-        if self._password:
-            detail = detail.replace(self._password, "***")
-        return detail
+        return redact(" ".join(detail.split())[:300], (self._password,))
 
-    def _auth_hint(self, status: int, scope: str | None) -> str:
+    def _auth_hint(self, status: int, scope: str | None, challenge_error: str | None = None) -> str:
         nvcr = self.host.lower().endswith("nvcr.io")
+        first_scope = (scope or "").split(" ", 1)[0]
+        if first_scope.startswith("registry:catalog:") and (status == 403 or challenge_error == "insufficient_scope"):
+            return ("the credentials were accepted, but this account may not list the registry's catalog (scope registry:catalog:*); "
+                    "list the images from the NGC API (source=ngc) or use an account that may read the catalog")
+        if status == 401 and challenge_error == "insufficient_scope":
+            action = "push to" if "push" in first_scope.rpartition(":")[2] else "pull from"
+            return f"the credentials were accepted, but the token grants no access for {first_scope}; check that the account may {action} this repository"
         if status == 403:
             action = "push to" if scope and "push" in scope.split(" ", 1)[0] else "pull from"
             return f"access denied; check that the account may {action} this repository"
@@ -557,9 +556,13 @@ class RegistryClient:
             return "check the NGC API key (user name $oauthtoken, password the API key)"
         return "check the user name and password"
 
-    def _auth_error(self, status: int, repository: str | None, scope: str | None, detail: str, url: str) -> AuthError:
-        target = f" for {repository}" if repository else ""
-        message = f"{status} from {self.host}{target}: {self._auth_hint(status, scope)}"
+    def _auth_error(self, status: int, repository: str | None, scope: str | None, detail: str, url: str,
+                    challenge_error: str | None = None) -> AuthError:
+        target = f" for {repository}" if repository else (" for the catalog" if (scope or "").startswith("registry:catalog:") else "")
+        hint = self._auth_hint(status, scope, challenge_error)
+        if target == " for the catalog" and "catalog" not in hint:
+            hint += "; if they are right, this account may not list the catalog: list the images from the NGC API (source=ngc)"
+        message = f"{status} from {self.host}{target}: {hint}"
         if detail:
             message += f" ({detail})"
         return AuthError(message, status=status, url=_strip_query(url))
@@ -567,30 +570,14 @@ class RegistryClient:
     # -- authentication ----------------------------------------------------------------------
 
     def _token_get(self, url: str, params: Any = None, auth: Any = None) -> Any:
-        """GET from a token service, with the same retry policy; requests drops Basic credentials on a cross-host redirect."""
-        attempt = 0
-        host = urlsplit(url).netloc
-        while True:
-            try:
-                response = self._session.get(
-                    url, params=params, auth=auth or _no_netrc, headers={"User-Agent": USER_AGENT}, timeout=self.timeout, verify=self._verify
-                )
-            except requests.exceptions.SSLError as exc:
-                raise RegistryError(f"TLS error talking to token service {host}: {_clean(exc)}", url=_strip_query(url)) from exc
-            except requests.exceptions.RequestException as exc:
-                if attempt < self.retries:
-                    self._sleep(self._backoff_delay(attempt))
-                    attempt += 1
-                    continue
-                tried = f" after {attempt + 1} attempts" if attempt else ""
-                raise RegistryError(f"cannot reach token service {host}{tried}: {_clean(exc)}", url=_strip_query(url)) from exc
-            if response.status_code in RETRY_STATUSES and attempt < self.retries:
-                delay = self._retry_delay(response, attempt)
-                response.close()
-                self._sleep(delay)
-                attempt += 1
-                continue
-            return response
+        """GET from a token service through the shared retry loop (Retry-After honoured; a 429/5xx that outlasts the
+        retries is raised naming the status and the attempts); requests drops Basic credentials on a cross-host redirect."""
+        response, _attempts = send_with_retries(
+            self._session, "GET", url, policy=self._policy, sleep=self._sleep, what="a registry token", error=RegistryError,
+            secrets=(self._password,), params=params, auth=auth or _no_netrc, headers={"User-Agent": USER_AGENT},
+            timeout=self.timeout, verify=self._verify,
+        )
+        return response
 
     def _fetch_token(self, realm: str, service: str, scope: str) -> Token:
         return fetch_token(self._token_get, realm, service, scope, self.username, self._password, clock=self._tokens.clock)
@@ -685,12 +672,7 @@ class RegistryClient:
                     auth=_no_netrc,
                 )
             except requests.exceptions.SSLError as exc:
-                reason = _clean(exc)
-                if "certificate" in reason.lower() or "CERTIFICATE" in str(exc):
-                    hint = "give the CA bundle that signed its certificate as the CA path, or turn certificate validation off for a test registry"
-                else:
-                    hint = "check that the registry speaks HTTPS at this address (or use an http:// URL for a plain-HTTP test registry)"
-                raise RegistryError(f"TLS error talking to {host} for {what}: {reason}; {hint}", url=_strip_query(url)) from exc
+                raise RegistryError(tls_error_message(exc, host, self._verify, what), url=_strip_query(url)) from None
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 if replayable and attempt < self.retries:
                     self._sleep(self._backoff_delay(attempt))
@@ -700,6 +682,10 @@ class RegistryClient:
                 raise RegistryError(f"cannot reach {host} for {what}{tried}: {_clean(exc)}", url=_strip_query(url)) from exc
             except requests.exceptions.RequestException as exc:
                 raise RegistryError(f"request to {host} for {what} failed: {_clean(exc)}", url=_strip_query(url)) from exc
+            except OSError as exc:  # requests checks that a CA path exists before it connects
+                if isinstance(self._verify, str) and ca_file_problem(self._verify):
+                    raise RegistryError(tls_error_message(exc, host, self._verify, what), url=_strip_query(url)) from None
+                raise
             if response.status_code == 401 and same_origin and not reauthenticated and replayable:
                 override = self._answer_challenge(response, scope, sent, repository)
                 response.close()
@@ -763,7 +749,8 @@ class RegistryClient:
                     url=_strip_query(response.url),
                 )
             if status in (401, 403):
-                raise self._auth_error(status, repository, scope, detail, response.url)
+                challenge = select_challenge(parse_challenges(response.headers.get("WWW-Authenticate")))
+                raise self._auth_error(status, repository, scope, detail, response.url, challenge.error if challenge else None)
             if status == 404:
                 raise NotFoundError(f"404 from {host}: {what} not found" + (f" ({detail})" if detail else ""), status=404, url=_strip_query(response.url))
             tried = f" after {attempts} attempts" if attempts > 1 else ""
@@ -1046,6 +1033,10 @@ class RegistryClient:
                 self._sleep(self._backoff_delay(attempt))
                 attempt += 1
                 continue
+            except BaseException:
+                # Abandoned (the reader failed, another destination's error, an interrupt): free the session.
+                self._cancel_upload(name, location)
+                raise
             reported = response.headers.get("Docker-Content-Digest")
             response.close()
             if reported and reported != digest:

@@ -12,7 +12,9 @@ Control API (same on both servers, never faulted or counted itself):
   (seconds to sleep before answering), ``abort_after_bytes`` (proxy only: forward that many
   body bytes, then drop the connection). Setting keys change behaviour until reset:
   ``token_lifetime`` (seconds; NGC and registry tokens), ``anonymous_pull`` (NGC stand-in:
-  registry tokens without credentials), ``rewrite_expired_realm`` (proxy). Unknown keys: 400.
+  registry tokens without credentials), ``revoke_ngc_tokens`` (NGC stand-in: the catalog API
+  refuses every bearer token), ``deny_catalog`` (NGC stand-in: registry tokens never grant
+  ``registry:catalog:*``), ``rewrite_expired_realm`` (proxy). Unknown keys: 400.
 - ``GET /_testbed/faults``: the queued rules and settings. ``DELETE /_testbed/faults``: reset them.
 - ``GET /_testbed/stats``: ``{"total", "paths": {path: n}, "statuses": {code: n}, "faults_served",
   "requests": [{"method", "path", "status", "fault"}]}`` (path without query string; the last

@@ -14,6 +14,11 @@ Choices where NGC's behaviour is not pinned down: an unknown org, team or reposi
 without images answers ``/images`` without the ``images`` key and its detail has ``tags: []``
 and no ``latestTag``. Registry tokens are granted for every action asked for (pull, push,
 delete, catalog) to the valid key, so the seeder can push through the same realm.
+
+Fault settings besides ``token_lifetime`` and ``anonymous_pull``: ``revoke_ngc_tokens`` (the
+catalog API refuses every bearer token with 401 "token revoked", while ``/token`` still issues
+them) and ``deny_catalog`` (registry tokens never grant ``registry:catalog:*``, so the registry
+answers ``/v2/_catalog`` with 401 ``insufficient_scope`` to a valid key).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from ._jwt import TokenSigner
 NGC_USERNAME = "$oauthtoken"
 DISTRIBUTION_LEEWAY = 60  # distribution 2.8 accepts a JWT until exp + 60 s; exp is set back by this much
 DEFAULT_LIFETIME = 300
-SETTINGS = {"token_lifetime": None, "anonymous_pull": False}
+SETTINGS = {"token_lifetime": None, "anonymous_pull": False, "revoke_ngc_tokens": False, "deny_catalog": False}
 
 _TEAM = r"(?:/team/(?P<team>[^/]+))?"
 ROUTES: list[tuple[re.Pattern[str], str]] = [
@@ -316,10 +321,13 @@ class NgcHandler(TestbedHandler):
         config = self.server.config
         lifetime = self._lifetime("registry_token_lifetime")
         now = time.time()
+        access = requested_access(query.get("scope", []), allowed)
+        if self.server.faults.setting("deny_catalog"):
+            access = [item for item in access if item["type"] != "registry"]
         claims = {  # exp rounds up: a token may live up to a second longer than expires_in, never shorter
             "iss": config["issuer"], "sub": subject, "aud": (query.get("service") or [config["service"]])[0],
             "iat": int(now), "nbf": int(now) - 1, "exp": math.ceil(now) + lifetime - DISTRIBUTION_LEEWAY, "jti": uuid.uuid4().hex,
-            "access": requested_access(query.get("scope", []), allowed),
+            "access": access,
         }
         token = self.signer.sign(claims)
         self.send_json(200, {"token": token, "access_token": token, "expires_in": lifetime, "issued_at": _now_iso()})
@@ -329,9 +337,10 @@ class NgcHandler(TestbedHandler):
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         with self._tokens_lock:
             expiry = self._ngc_tokens.get(token)
-        if expiry is not None and expiry >= time.time():
+        revoked = expiry is not None and self.server.faults.setting("revoke_ngc_tokens")
+        if expiry is not None and expiry >= time.time() and not revoked:
             return True
-        reason = "token expired" if expiry is not None else "missing or invalid bearer token"
+        reason = "token revoked" if revoked else "token expired" if expiry is not None else "missing or invalid bearer token"
         self.send_json(401, _status_body("UNAUTHORIZED", reason), {"WWW-Authenticate": 'Bearer realm="/token"'})
         return False
 
