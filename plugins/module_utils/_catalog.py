@@ -3,16 +3,19 @@
 """Private: what ``ngc_catalog_info`` lists: catalog, then filters, then registry digests. Not a public API."""
 from __future__ import annotations
 
+import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, NotFoundError
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository, path_segment
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import blob_sizes, platform_string
-from ansible_collections.airgap.ngc.plugins.module_utils._registry import INDEX_MEDIA_TYPES, RegistryClient
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, blob_sizes, is_digest, platform_string
+from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
+from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
 
 
 @dataclass
@@ -168,6 +171,40 @@ class Catalog:
             return list(pool.map(function, items))
 
 
+class BundleView:
+    """A bundle seen through the registry calls the catalog makes (catalog, tags, manifests, blobs), nothing written."""
+
+    def __init__(self, directory: str) -> None:
+        self.reader = BundleReader(directory)
+        refs = [ImageReference.parse(name) for name in self.reader.references()]
+        hosts = [ref.registry for ref in refs if ref.registry]
+        self.host = max(set(hosts), key=hosts.count) if hosts else "bundle"
+        self._tags: dict[str, list[str]] = {}
+        for ref in refs:
+            if ref.tag:
+                self._tags.setdefault(ref.repository, []).append(ref.tag)
+
+    def catalog(self) -> list[str]:
+        return sorted(self._tags)
+
+    def list_tags(self, name: str) -> list[str]:
+        return list(self._tags.get(name, []))
+
+    def get_manifest(self, name: str, reference: str) -> Any:
+        if is_digest(reference):
+            return self.reader.manifest(reference)
+        entry = self.reader.find(f"{name}:{reference}")
+        if entry is None:
+            raise NotFoundError(f"{name}:{reference} is not in the bundle {self.reader.dir}", status=404)
+        return self.reader.manifest(entry["digest"], entry.get("mediaType"))
+
+    def open_blob(self, name: str, digest: str) -> Any:
+        return contextlib.closing(self.reader.open_blob(digest))
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
 def list_catalog(params: dict[str, Any]) -> list[dict[str, Any]]:
     """Run ``ngc_catalog_info`` with its module parameters; the result's ``images``."""
     # Imported here: _options needs ansible.module_utils, which the pure parts above do not.
@@ -183,7 +220,11 @@ def list_catalog(params: dict[str, Any]) -> list[dict[str, Any]]:
         include_digests=params.get("include_digests", True), include_descriptions=params.get("include_descriptions", False),
         parallel=max(int(params.get("parallel") or 1), 1),
     )
-    registry = source_registry_from(params)
+    if query.source == "bundle":  # a carried bundle lists like a registry of its own
+        query.source = "registry"
+        registry: Any = BundleView(params["source_dir"])
+    else:
+        registry = source_registry_from(params)
     transport = transport_from(params) if query.source == "ngc" else None
     ngc = NgcClient(params["api_url"], params.get("api_key"), transport) if transport is not None else None
     try:

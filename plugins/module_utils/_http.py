@@ -5,10 +5,12 @@
 The retry rules shared by the registry client, the NGC client and the token fetches
 (``RetryPolicy``: 408, 429, 502, 503, 504 and connection errors are retried with exponential
 backoff capped at ``MAX_BACKOFF`` seconds a wait, and a ``Retry-After`` header, seconds or an
-HTTP date, is honoured up to ``MAX_RETRY_AFTER``), the one retrying send loop
-(``send_with_retries``) that turns every failure of requests, urllib3 or ssl into a one-line
-error naming the host, and the plain transport the NGC client sends through. Nothing here
-logs a header or a body, so credentials cannot leak through it.
+HTTP date, is honoured up to ``MAX_RETRY_AFTER``), the defaults of every HTTP client here
+(timeout, retries, backoff, pool size), the one retrying send loop (``send_with_retries``: it
+also answers a 401 challenge once for a caller that gives ``Credentials``, and turns every
+failure of requests, urllib3 or ssl into a one-line error naming the host), and the plain
+transport the NGC client sends through. Nothing here logs a header or a body, so credentials
+cannot leak through it.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Optional, Protocol, Tuple, Union
 from urllib.parse import urlsplit
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
@@ -60,10 +62,11 @@ MAX_ERROR_BODY = 65536
 _NOT_HTTPS_MARKERS = (
     "wrong version number", "record layer failure", "http request", "packet length too long", "unknown protocol",
 )
-_TRANSIENT_EXCEPTIONS: Tuple[type, ...] = (
+TRANSIENT_EXCEPTIONS: Tuple[type, ...] = (
     (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError)
     if HAS_REQUESTS else ()
 )
+"""A connection that broke, timed out or ended mid-answer: worth another attempt."""
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -120,6 +123,19 @@ def host_of(url: str) -> str:
 def strip_query(url: str) -> str:
     """url without its query string and fragment (signed URLs and upload states stay out of messages)."""
     return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def content_length(response: Any) -> int | None:
+    """The Content-Length of a response as a number, or None if it has none (or not a number)."""
+    value = response.headers.get("Content-Length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def no_netrc(request: Any) -> Any:
+    """A requests auth hook that changes nothing: it stops requests from adding ~/.netrc credentials over ours."""
+    return request
 
 
 def verify_setting(validate_certs: bool, ca_path: str | None) -> Union[bool, str]:
@@ -200,6 +216,16 @@ def reason_of(response: Any, secrets: Iterable[Optional[str]] = ()) -> str:
     return redact(reason, secrets)
 
 
+class Credentials(Protocol):
+    """The credentials of one request, for ``send_with_retries``: what to send, and how to answer a 401 challenge."""
+
+    def authorization(self) -> str | None:
+        """The Authorization header for the next attempt, or None to send none."""
+
+    def answer(self, response: Any) -> None:
+        """Learn from a 401 answer (its WWW-Authenticate) what to send next; raise if nothing better can be sent."""
+
+
 def send_with_retries(
     session: Any,
     method: str,
@@ -211,6 +237,8 @@ def send_with_retries(
     error: Callable[..., AirgapError] = RegistryError,
     replayable: bool = True,
     secrets: Tuple[Optional[str], ...] = (),
+    credentials: Credentials | None = None,
+    reason: Callable[[Any], str] | None = None,
     **kwargs: Any,
 ) -> Tuple[Any, int]:
     """Send a request with session; retry transient failures; return (response, attempts).
@@ -218,22 +246,32 @@ def send_with_retries(
     Connection failures and 408/429/502/503/504 answers are tried again (if replayable: ``data`` must
     be re-sendable) after ``policy``'s wait, honouring Retry-After. The answer returned never has one of
     those statuses: when the attempts run out, ``error`` is raised as ``"503 from <host> for <what> after
-    6 attempts: <the server's reason>"``. Every exception of requests, urllib3 or ssl becomes ``error``
-    (one line naming the host, the secrets redacted); other statuses are the caller's to judge.
+    6 attempts: <the server's reason>"`` (the reason read by ``reason``, else by ``reason_of``). Every
+    exception of requests, urllib3 or ssl becomes ``error`` (one line naming the host, the secrets
+    redacted); other statuses are the caller's to judge.
+
+    With ``credentials``, each attempt sends the Authorization it gives, and the first 401 of a
+    replayable request is answered once (``credentials.answer``) and sent again without counting as an
+    attempt; a second 401 is returned. Without, the request goes as ``kwargs`` say.
     """
     host = host_of(url)
     attempts = policy.retries + 1 if replayable else 1
     plain_url = strip_query(url)
     verify = kwargs.get("verify", getattr(session, "verify", True))
+    headers = kwargs.get("headers") or {}
+    challenged = False
     attempt = 0
     while True:
         attempt += 1
         tried = f" after {attempt} attempts" if attempt > 1 else ""
+        if credentials is not None:
+            value = credentials.authorization()
+            kwargs["headers"] = {**headers, "Authorization": value} if value else dict(headers)
         try:
             response = session.request(method, url, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise error(redact(tls_error_message(exc, host, verify, what), secrets), url=plain_url) from None
-        except _TRANSIENT_EXCEPTIONS as exc:
+        except TRANSIENT_EXCEPTIONS as exc:
             if attempt < attempts:
                 sleep(policy.backoff_delay(attempt - 1))
                 continue
@@ -248,6 +286,14 @@ def send_with_retries(
             else:
                 message = f"request to {host}{_for(what)} failed: {exception_reason(exc)}"
             raise error(redact(message, secrets), url=plain_url) from None
+        if response.status_code == 401 and credentials is not None and replayable and not challenged:
+            challenged = True
+            attempt -= 1  # answering a challenge is not a retry
+            try:
+                credentials.answer(response)
+            finally:
+                response.close()
+            continue
         if response.status_code not in RETRY_STATUSES:
             return response, attempt
         if attempt < attempts:
@@ -255,9 +301,9 @@ def send_with_retries(
             response.close()
             sleep(delay)
             continue
-        reason = reason_of(response, secrets)
+        why = redact(reason(response), secrets) if reason is not None else reason_of(response, secrets)
         response.close()
-        raise error(status_message(response.status_code, host, what, attempt, reason), status=response.status_code, url=plain_url)
+        raise error(status_message(response.status_code, host, what, attempt, why), status=response.status_code, url=plain_url)
 
 
 class HttpTransport:

@@ -20,6 +20,8 @@ MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_MEDIA_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST, MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST)
 INDEX_MEDIA_TYPES = frozenset((MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST))
+MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
+"""The Accept of a manifest HEAD or GET: every manifest type, so a multi-arch tag is not served as one platform's manifest."""
 OCI_TYPED = frozenset((MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST))
 
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"

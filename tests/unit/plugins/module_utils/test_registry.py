@@ -24,14 +24,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
     RegistryError,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._http import parse_retry_after
-from ansible_collections.airgap.ngc.plugins.module_utils._registry import (
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     MANIFEST_MEDIA_TYPES,
-    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-    MEDIA_TYPE_OCI_INDEX,
-    MEDIA_TYPE_OCI_MANIFEST,
-    RegistryClient,
-    parse_link_header,
+    MEDIA_DOCKER_LIST as MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+    MEDIA_OCI_INDEX as MEDIA_TYPE_OCI_INDEX,
+    MEDIA_OCI_MANIFEST as MEDIA_TYPE_OCI_MANIFEST,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient, parse_link_header
 from ansible_collections.airgap.ngc.plugins.module_utils._version import USER_AGENT
 
 PASSWORD = "nvapi-secret-key-123"
