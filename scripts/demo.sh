@@ -5,7 +5,11 @@
 #   2. apply the ngc_mirror role (playbooks/mirror.yml) with the key from Ansible Vault:
 #      catalog per selection, mirror into the site registry and into archives, facts file,
 #      systemd timer rendered (under build/demo/root, not the real /etc);
-#   3. run the rendered wrapper once more, as the timer would: nothing left to copy.
+#   3. run the rendered wrapper once more, as the timer would: nothing left to copy;
+#   4. the connected side of the air gap: export a selection into a bundle (playbooks/export.yml);
+#   5. "carry" it (copy the directory), stop the NGC stand-in's registry, and on the far side check it,
+#      import it into a second registry that never saw the source, and have a GPU node's Docker engine
+#      pull from there (playbooks/import.yml); digests are compared with the source's.
 # Everything the demo starts is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +25,7 @@ rm -rf "$dir"
 mkdir -p "$dir"
 trap 'python -m tests.testbed down --dir "$dir" >/dev/null 2>&1 || true' EXIT
 echo "demo: starting the NGC stand-in, an nvcr.io-like registry and a site registry (seeding small images)..."
-python -m tests.testbed up --dir "$dir" --scale small --no-engine >"$dir/up.json"
+python -m tests.testbed up --dir "$dir" --scale small >"$dir/up.json"
 read_info() { python -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$dir/testbed.json" "$1"; }
 NGC_API_KEY=$(read_info api_key)
 export NGC_API_KEY  # the modules read the key from the environment: never on a command line
@@ -79,3 +83,76 @@ echo "  timer: $(grep -E '^OnCalendar=' "$timer") ($verdict)"
 echo
 echo "demo: 3. the nightly run, as the timer starts it (nothing new: nothing copied)"
 "$dir/root/usr/local/sbin/ngc-mirror" | sed -n '/Show what was copied/,/^$/p'
+
+echo
+echo "demo: 4. connected side: export a selection into a bundle (playbooks/export.yml)"
+python - "$dir" >"$dir/export-vars.json" <<'PY'
+import json
+import sys
+
+d = sys.argv[1]
+tb = json.load(open(f"{d}/testbed.json"))
+print(json.dumps({
+    "export_api_url": tb["ngc_api_url"], "export_registry_url": tb["source_registry_url"],
+    "export_selections": [{"images": ["pytorch"], "strict_name_match": True, "py_version": "py3", "latest": 2},
+                          {"images": ["cuda"], "strict_name_match": True, "latest": 1}],
+    "export_bundle_dir": f"{d}/bundle", "export_facts_file": f"{d}/root/etc/ansible/facts.d/export.fact",
+}))
+PY
+NGC_API_KEY=$(read_info api_key) ansible-playbook playbooks/export.yml -e @"$dir/export-vars.json"
+echo "  bundle: $(du -sb "$dir/bundle" | cut -f1) bytes in $(find "$dir/bundle/blobs" -type f | wc -l) blobs, each once"
+
+echo
+echo "demo: 5. carry the bundle across; stop the stand-in's registry; import on the far side (playbooks/import.yml)"
+cp -a "$dir/bundle" "$dir/carried"
+python - "$dir" <<'PY'
+import json
+import os
+import signal
+import sys
+
+tb = json.load(open(f"{sys.argv[1]}/testbed.json"))
+for name in ("proxy", "registry-token"):
+    os.kill(tb["pids"][name], signal.SIGTERM)
+print("  the source registry is stopped: nothing below can reach it")
+PY
+python - "$dir" >"$dir/import-vars.json" <<'PY'
+import json
+import sys
+
+d = sys.argv[1]
+tb = json.load(open(f"{d}/testbed.json"))
+print(json.dumps({
+    "import_bundle_dir": f"{d}/carried",
+    "import_registry": {"url": tb["basic_registry_url"], "username": tb["basic_username"], "prefix": "site"},
+    "import_registry_password": tb["basic_password"],
+    "import_docker": {"host": tb["docker_host"], "source": "registry"},
+    "import_facts_file": f"{d}/root/etc/ansible/facts.d/import.fact",
+}))
+PY
+chmod 600 "$dir/import-vars.json"
+ansible-playbook playbooks/import.yml -e @"$dir/import-vars.json"
+echo "  digests on the far side against the source's (skopeo):"
+python - "$dir" <<'PY'
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+
+d = sys.argv[1]
+tb = json.load(open(f"{d}/testbed.json"))
+seed = {f"{r['repository']}:{t['tag']}": t["digest"] for r in json.load(open(tb["seed_file"]))["repositories"] for t in r.get("tags") or []}
+index = json.load(open(f"{d}/carried/index.json"))
+auth = base64.b64encode(f"{tb['basic_username']}:{tb['basic_password']}".encode()).decode()
+with open(f"{d}/far-auth.json", "w") as handle:
+    json.dump({"auths": {tb["basic_registry_host"]: {"auth": auth}}}, handle)
+for entry in index["manifests"]:
+    ref = entry["annotations"]["org.opencontainers.image.ref.name"].split("/", 1)[1]
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", f"{d}/far-auth.json",
+                          f"docker://{tb['basic_registry_host']}/site/{ref}"], capture_output=True, check=True).stdout
+    far = "sha256:" + hashlib.sha256(raw).hexdigest()
+    print(f"    {ref}: {'same digest' if far == seed[ref] else 'DIFFERENT'} ({far[:19]}...)")
+PY
+echo "  the GPU node's engine holds:"
+DOCKER_HOST=$(read_info docker_host) docker images --digests --format '{{.Repository}}:{{.Tag}} {{.Digest}}' | grep '/site/' | sort | sed 's/^/    /'
