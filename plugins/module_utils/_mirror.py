@@ -46,9 +46,6 @@ class Mirror:
         self.params, self.check_mode, self.diff_mode = params, check_mode, diff_mode
         self.force = bool(params.get("force"))
         self.parallel = max(int(params.get("parallel") or 1), 1)
-        if params.get("offline") and (params.get("registry") or not params.get("archive") or not params.get("docker")
-                                      or (params["docker"].get("source") or "registry") != "archive"):
-            raise ConfigError("offline needs archive (where the archives are) and docker with source=archive, and no registry destination")
         self.totals = Totals()
         self.source = source_from(params)
         self.images = self.source.images(params.get("images"))

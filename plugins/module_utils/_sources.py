@@ -48,9 +48,7 @@ class RegistrySource:
         self.name = client.host
 
     def images(self, items: list[Any] | None) -> list[SourceImage]:
-        if not items:
-            raise ConfigError("images is required when the source is a registry: name the images to copy")
-        return source_images(items, self.url)
+        return source_images(items or [], self.url)
 
     def resolve(self, image: SourceImage) -> Found | None:
         found = self.client.head_manifest(image.ref.repository, image.ref.manifest_reference)

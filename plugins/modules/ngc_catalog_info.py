@@ -35,12 +35,19 @@ options:
       - Where the list of repositories and tags comes from.
       - V(ngc) asks the NGC catalog API at O(api_url), then the registry at O(registry_url) for digests.
       - V(registry) asks the registry at O(registry_url) for its catalog (C(/v2/_catalog)) and tag lists.
+      - V(bundle) lists what the bundle in O(source_dir) holds (as M(airgap.ngc.ngc_image_mirror)'s O(airgap.ngc.ngc_image_mirror#module:bundle)
+        destination wrote it), with the same filters, so the far side of an air gap selects with the same vocabulary.
+        Nothing is contacted; digests, platforms and sizes come from the bundle's manifests, each checked against its digest.
     type: str
-    choices: [ngc, registry]
+    choices: [ngc, registry, bundle]
     default: ngc
+  source_dir:
+    description:
+      - The bundle directory, for O(source=bundle).
+    type: path
   org:
     description:
-      - The NGC organisation whose images are listed.
+      - The NGC organisation whose images are listed, in lower case.
     type: str
     default: nvidia
   teams:
@@ -52,15 +59,16 @@ options:
     elements: str
   api_url:
     description:
-      - The NGC catalog API.
+      - The NGC catalog API, an http or https URL (it may have a path, for a proxy); no user name or password in it.
     type: str
     default: https://api.ngc.nvidia.com
   images:
     description:
       - Select images whose name contains one of these strings (C(tensorflow) also selects
         C(nvidia/l4t-tensorflow)); see O(strict_name_match).
-      - Names are repository paths such as C(nvidia/pytorch) or C(nvidia/clara/clara-parabricks).
-      - By default every image is selected.
+      - Names are repository paths such as C(nvidia/pytorch) or C(nvidia/clara/clara-parabricks), of lower-case
+        letters, digits, C(.), C(_), C(-) and C(/). Tags are selected with the tag filters, not here.
+      - By default every image is selected. An empty item is refused.
     type: list
     elements: str
   strict_name_match:
@@ -98,7 +106,7 @@ options:
   latest:
     description:
       - Keep only the newest N tags of each image, after every other filter. Newest is by
-        version, then by the catalog's update time.
+        version, then by the catalog's update time. At least 1.
     type: int
   include_digests:
     description:
@@ -113,7 +121,7 @@ options:
     default: false
   parallel:
     description:
-      - How many catalog and registry requests run at once.
+      - How many catalog and registry requests run at once, from 1 to 64.
     type: int
     default: 4
 seealso:
@@ -195,18 +203,22 @@ images:
       sample: "# PyTorch\n..."
 """
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.airgap.ngc.plugins.module_utils._catalog import list_catalog
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.airgap.ngc.plugins.module_utils._options import source_argument_spec
+from ansible_collections.airgap.ngc.plugins.module_utils._validate import validate_catalog
 
 
 def main() -> None:
     argument_spec = source_argument_spec()
     argument_spec.update(
-        source=dict(type="str", choices=["ngc", "registry"], default="ngc"),
+        source=dict(type="str", choices=["ngc", "registry", "bundle"], default="ngc"),
+        source_dir=dict(type="path"),
         org=dict(type="str", default="nvidia"),
         teams=dict(type="list", elements="str"),
         api_url=dict(type="str", default="https://api.ngc.nvidia.com"),
@@ -222,13 +234,21 @@ def main() -> None:
         include_descriptions=dict(type="bool", default=False),
         parallel=dict(type="int", default=4),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, required_if=[("source", "bundle", ("source_dir",))])
+    try:
+        validate_catalog(module.params)
+    except AirgapError as exc:
+        module.fail_json(msg=str(exc))
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     try:
         images = list_catalog(module.params)
     except AirgapError as exc:
         module.fail_json(msg=str(exc))
+    # A bug must still fail as one line without a secret.
+    except Exception as exc:  # pylint: disable=broad-except
+        reason = shorten(redact(str(exc), (module.params.get("api_key"),)))
+        module.fail_json(msg=f"ngc_catalog_info failed unexpectedly: {type(exc).__name__}: {reason}", exception=traceback.format_exc())
     module.exit_json(changed=False, images=images)
 
 

@@ -38,21 +38,28 @@ options:
       - The images to copy. Each item is a reference (V(nvidia/pytorch:24.01-py3), a full
         V(nvcr.io/nvidia/pytorch:24.01-py3), or V(nvidia/pytorch@sha256:...)), or a dict as
         M(airgap.ngc.ngc_catalog_info) returns it (its C(name), C(tag), C(digest) and C(description) are used).
-      - A reference without a registry host is looked up on O(registry_url).
+      - A reference without a registry host is looked up on O(registry_url), and so is one whose host is
+        O(registry_url)'s. A reference naming another registry is refused before any request (credentials go
+        only to O(registry_url)); with O(offline=true) references are matched against the archives as written.
+      - Required (at least one) when O(source=registry); every item is checked before anything is copied.
+      - Optional with O(source=bundle) or O(source=archive), where by default every image of O(source_dir) is copied.
     type: list
     elements: raw
-    required: true
   registry:
     description:
       - Copy to this registry.
     type: dict
     suboptions:
       url:
-        description: The registry, for example V(https://registry.example.com) or V(http://127.0.0.1:5000).
+        description:
+          - The registry, for example V(https://registry.example.com) or V(http://127.0.0.1:5000).
+          - Only C(scheme://host[:port]); a path is refused, as the registry API is always at C(/v2/) of the
+            host (put a namespace in O(registry.prefix)). A user name or password in the URL is refused too.
+          - Without O(registry.prefix) it must not be the source registry O(registry_url).
         type: str
         required: true
       username:
-        description: The user name, if the registry wants one.
+        description: The user name, if the registry wants one. Give O(registry.password) with it.
         type: str
       password:
         description: The password or token for O(registry.username). Never shown or written anywhere.
@@ -68,6 +75,7 @@ options:
         description:
           - Put the images under this namespace. By default an image keeps its path
             (C(nvidia/pytorch)); with V(mirror) it becomes C(mirror/nvidia/pytorch).
+          - One or more lower-case path components, such as V(mirror) or V(site/ngc).
         type: str
   archive:
     description:
@@ -75,11 +83,12 @@ options:
       - V(docker) writes C(<dir>/<name>/<tag>.tar) for one platform, which C(docker load)
         reads; it also holds an OCI image layout.
       - V(oci) writes C(<dir>/<name>/<tag>.oci.tar), an OCI image layout with all platforms.
-      - Archives are written under a temporary name and renamed when complete.
+      - Archives are written under a temporary name and renamed when complete. The run locks O(archive.dir)
+        (another run writing there is refused) and removes temporary files killed runs left in it.
     type: dict
     suboptions:
       dir:
-        description: The directory for the archives. Created if missing.
+        description: The directory for the archives, an absolute path other than V(/). Created if missing.
         type: path
         required: true
       format:
@@ -88,7 +97,9 @@ options:
         choices: [docker, oci]
         default: docker
       platform:
-        description: The platform a V(docker) archive holds, for a multi-platform image.
+        description:
+          - The platform a V(docker) archive holds, for a multi-platform image, as C(os/architecture[/variant]).
+          - Part of what the archive is, so an archive written for another platform is written again.
         type: str
         default: linux/amd64
   docker:
@@ -116,6 +127,45 @@ options:
             (V(registry.site.example/pytorch), optionally with C(:tag)) as that repository with the image's tag.
         type: list
         elements: str
+  source:
+    description:
+      - Where the images are read from. V(registry) is O(registry_url) (the connected side).
+      - V(bundle) is a bundle in O(source_dir), as the O(bundle) destination writes it and an operator carried it
+        across the air gap; V(archive) the per-tag archives in O(source_dir) (O(archive) of an earlier run). Nothing
+        is read from a registry then; every blob is checked against its digest as it is read, and an image with a
+        missing or damaged blob fails, naming the digest and the file, while the others are copied.
+      - From carried media, O(images) names references as they were exported, with or without their registry host
+        (V(nvidia/pytorch:24.01-py3) or V(nvcr.io/nvidia/pytorch:24.01-py3)); without O(images) every image there is copied.
+      - A V(docker) archive holds one platform of a multi-platform image, so a registry gets that platform's manifest,
+        whose digest is not the original's (the image's C(note) says so). Bundles and V(oci) archives keep every digest.
+    type: str
+    choices: [registry, bundle, archive]
+    default: registry
+  source_dir:
+    description:
+      - The bundle directory (O(source=bundle)) or the directory of per-tag archives (O(source=archive)).
+    type: path
+  bundle:
+    description:
+      - Write the images into a bundle, one OCI image layout directory (C(oci-layout), C(index.json),
+        C(blobs/sha256/...)) that holds every image once and every blob once, for carrying across the air gap.
+      - Each image is named in C(index.json) by the C(org.opencontainers.image.ref.name) annotation with its full
+        source reference (V(nvcr.io/nvidia/pytorch:24.01-py3)); manifests and indexes are kept byte for byte, so every
+        digest is the source's (O(platforms) selects platforms, as for O(registry)).
+      - Beside them, C(contents.json) records every file's size and sha256, the images with their digests, when and
+        from where, so that the far side can check a carried copy.
+      - Blobs are written under temporary names and renamed once checked; C(index.json) and C(contents.json) are
+        replaced atomically after each image, so a run killed at any moment leaves a valid layout of the images it
+        lists, and the next run adds only what is missing.
+      - skopeo (C(oci:DIR:REFERENCE)) reads the OCI-typed images of a bundle by name; for Docker-typed ones (schema 2
+        manifests and manifest lists) use this module with O(source=bundle), or a tool that reads any media type from
+        an OCI layout (regclient's C(ocidir://), oras).
+    type: dict
+    suboptions:
+      dir:
+        description: The bundle directory. Created if missing; a run locks it against other runs.
+        type: path
+        required: true
   offline:
     description:
       - Contact no registry at all; take each image's digest from its archive under
@@ -127,14 +177,15 @@ options:
     default: false
   platforms:
     description:
-      - Which platforms of a multi-platform image to copy to O(registry), for example V(linux/amd64).
+      - Which platforms of a multi-platform image to copy to O(registry), for example V(linux/amd64) or
+        V(linux/arm64/v8) (C(os/architecture[/variant])). Needs O(registry); archives use O(archive.platform).
       - By default all, and the index is copied byte for byte so its digest is unchanged.
     type: list
     elements: str
   save_readme:
     description:
       - Write C(<dir>/<name>/README.md) next to the archives from the image's NGC description
-        (the C(description) of an O(images) dict).
+        (the C(description) of an O(images) dict). Needs O(archive).
     type: bool
     default: false
   facts_file:
@@ -142,6 +193,7 @@ options:
       - The JSON file recording what was mirrored where. Ansible's M(ansible.builtin.setup)
         shows it as C(ansible_local.ngc_mirror) when it is in C(/etc/ansible/facts.d).
       - A lock next to it (C(<facts_file>.lock)) keeps a second run from starting meanwhile.
+      - An absolute path.
     type: path
     default: /etc/ansible/facts.d/ngc_mirror.fact
   progress_file:
@@ -149,10 +201,12 @@ options:
       - Keep a small JSON document of the run's progress here (current image, bytes done and
         total, rate, time left), rewritten at most once a second. For runs under C(async),
         a timer or AWX.
+      - An absolute path in an existing directory, other than O(facts_file). A file already there must be
+        a progress file of an earlier run (or empty); any other file is refused rather than overwritten.
     type: path
   parallel:
     description:
-      - How many blobs are transferred at once.
+      - How many blobs are transferred at once, from 1 to 64.
     type: int
     default: 4
   force:
@@ -262,13 +316,15 @@ from ansible_collections.airgap.ngc.plugins.module_utils._engine import DockerSd
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
 from ansible_collections.airgap.ngc.plugins.module_utils._http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.airgap.ngc.plugins.module_utils._mirror import Mirror
+from ansible_collections.airgap.ngc.plugins.module_utils._plan import failure_summary
 from ansible_collections.airgap.ngc.plugins.module_utils._options import source_argument_spec
+from ansible_collections.airgap.ngc.plugins.module_utils._validate import validate_mirror
 
 
 def main() -> None:
     argument_spec = source_argument_spec()
     argument_spec.update(
-        images=dict(type="list", elements="raw", required=True),
+        images=dict(type="list", elements="raw"),
         registry=dict(type="dict", options=dict(
             url=dict(type="str", required=True),
             username=dict(type="str"),
@@ -288,6 +344,11 @@ def main() -> None:
             tag_as=dict(type="list", elements="str"),
         )),
         offline=dict(type="bool", default=False),
+        source=dict(type="str", choices=["registry", "bundle", "archive"], default="registry"),
+        source_dir=dict(type="path"),
+        bundle=dict(type="dict", options=dict(
+            dir=dict(type="path", required=True),
+        )),
         platforms=dict(type="list", elements="str"),
         save_readme=dict(type="bool", default=False),
         facts_file=dict(type="path", default="/etc/ansible/facts.d/ngc_mirror.fact"),
@@ -299,8 +360,13 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-        required_one_of=[("registry", "archive", "docker")],
+        required_one_of=[("registry", "archive", "docker", "bundle")],
+        required_if=[("source", "bundle", ("source_dir",)), ("source", "archive", ("source_dir",))],
     )
+    try:
+        validate_mirror(module.params)
+    except AirgapError as exc:
+        module.fail_json(msg=str(exc))
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     try:
@@ -310,7 +376,7 @@ def main() -> None:
     except AirgapError as exc:
         module.fail_json(msg=str(exc))
     if result.get("failed_images") and module.params["fail_on_error"]:
-        module.fail_json(msg=f"{len(result['failed_images'])} image(s) could not be copied: " + "; ".join(result["failure_messages"]), **result)
+        module.fail_json(msg=failure_summary(result), **result)
     module.exit_json(**result)
 
 
