@@ -40,12 +40,14 @@ def source_from(params: dict[str, Any]) -> Any:
 
 
 class Mirror:
-    """Runs ``ngc_image_mirror``: ``Mirror(params, check_mode, diff_mode).run()`` returns the module result."""
+    """Runs ``ngc_image_mirror``: ``Mirror(params, check_mode, diff_mode).run()`` returns the module result.
+
+    It turns the options into a source and destinations, holds the facts file and the directory locks for the run,
+    and hands the images to a CopyEngine.
+    """
 
     def __init__(self, params: dict[str, Any], check_mode: bool = False, diff_mode: bool = False) -> None:
         self.params, self.check_mode, self.diff_mode = params, check_mode, diff_mode
-        self.force = bool(params.get("force"))
-        self.parallel = max(int(params.get("parallel") or 1), 1)
         self.totals = Totals()
         self.source = source_from(params)
         self.images = self.source.images(params.get("images"))
@@ -53,12 +55,9 @@ class Mirror:
         client = registry_from(params, spec["url"], spec.get("username"), spec.get("password"), validate_certs=spec.get("validate_certs", True),
                                ca_path=spec.get("ca_path")) if spec else None
         self.destinations = destinations_from(params, self.source, client, self.totals)
-        self.local_blobs: dict[str, LocalBlob] = {}
-        self._manifests: dict[str, Manifest] = {}  # by digest: content-addressed, so safe to keep for the run
-        self._media_types: dict[str, str | None] = {}
-        self.progress = ProgressReporter(None if check_mode else params.get("progress_file"))
-
-    # Run ---------------------------------------------------------------------------------------
+        self.engine = CopyEngine(self.source, self.destinations, self.totals, force=bool(params.get("force")),
+                                 parallel=max(int(params.get("parallel") or 1), 1), check_mode=check_mode,
+                                 progress=ProgressReporter(None if check_mode else params.get("progress_file")))
 
     def run(self) -> dict[str, Any]:
         locks: list[RunLock] = []
@@ -69,13 +68,7 @@ class Mirror:
             with StateStore(self.params["facts_file"], read_only=self.check_mode) as store:
                 if not self.check_mode:
                     locks = self._take_directories()
-                ctx = PlanContext(store, self.force, self.check_mode, self._top)
-                plans = [self._plan(image, ctx) for image in self.images]
-                if not self.check_mode:
-                    self.progress.start(0, len(plans))
-                    for plan in plans:
-                        self._execute(plan, store)
-                    self.progress.finish("failed" if any(p.error for p in plans) else "done")
+                plans = self.engine.run(self.images, store)
         finally:
             for lock in locks:
                 lock.release()
@@ -111,6 +104,33 @@ class Mirror:
                 lock.release()
             raise
         return locks
+
+
+class CopyEngine:
+    """Copies images from one source to many destinations through the transport interface; knows no kind by name.
+
+    ``run(images, store)`` plans every image first (each destination observes and decides), then, unless in check
+    mode, executes the plans one image at a time and records each in ``store`` as it finishes.
+    """
+
+    def __init__(self, source: Any, destinations: list[Any], totals: Totals, force: bool = False, parallel: int = 4,
+                 check_mode: bool = False, progress: ProgressReporter | None = None) -> None:
+        self.source, self.destinations, self.totals = source, destinations, totals
+        self.force, self.parallel, self.check_mode = force, parallel, check_mode
+        self.progress = progress or ProgressReporter(None)
+        self.local_blobs: dict[str, LocalBlob] = {}
+        self._manifests: dict[str, Manifest] = {}  # by digest: content-addressed, so safe to keep for the run
+        self._media_types: dict[str, str | None] = {}
+
+    def run(self, images: list[SourceImage], store: StateStore) -> list[ImagePlan]:
+        ctx = PlanContext(store, self.force, self.check_mode, self._top)
+        plans = [self._plan(image, ctx) for image in images]
+        if not self.check_mode:
+            self.progress.start(0, len(plans))
+            for plan in plans:
+                self._execute(plan, store)
+            self.progress.finish("failed" if any(p.error for p in plans) else "done")
+        return plans
 
     # Plan --------------------------------------------------------------------------------------
 

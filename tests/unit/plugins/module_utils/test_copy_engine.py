@@ -1,0 +1,218 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The copy engine against in-memory transports: one read per blob for all destinations, a failing destination
+dropped alone, a bad read failing all, check mode writing nothing, platform choices per destination."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from typing import Any, Iterator
+
+import pytest
+
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._mirror import CopyEngine
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Manifest, blob_sizes, select_children
+from ansible_collections.airgap.ngc.plugins.module_utils._plan import COPY, SourceImage, requested_images
+from ansible_collections.airgap.ngc.plugins.module_utils._sources import Found
+from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore
+from ansible_collections.airgap.ngc.plugins.module_utils._transfer import Totals
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def manifest(raw: bytes, media_type: str) -> Manifest:
+    return Manifest(raw=raw, media_type=media_type, digest=digest_of(raw), data=json.loads(raw))
+
+
+class MemorySource:
+    kind = "memory"
+    name = "memory source"
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, Manifest] = {}
+        self.tags: dict[str, str] = {}
+        self.reads: list[str] = []
+        self.corrupt: set[str] = set()
+
+    def add_image(self, reference: str | None, layers: list[bytes], platform: str = "linux/amd64") -> Manifest:
+        config = json.dumps({"architecture": platform.split("/")[1], "os": "linux"}).encode()
+        descs = []
+        for data in [config] + layers:
+            self.blobs[digest_of(data)] = data
+            descs.append({"mediaType": "application/octet-stream", "digest": digest_of(data), "size": len(data)})
+        body = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "config": descs[0], "layers": descs[1:]}).encode()
+        found = manifest(body, MEDIA_OCI_MANIFEST)
+        self.manifests[found.digest] = found
+        if reference:
+            self.tags[reference] = found.digest
+        return found
+
+    def add_index(self, reference: str, children: list[tuple[str, Manifest]]) -> Manifest:
+        body = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": [
+            {"mediaType": child.media_type, "digest": child.digest, "size": child.size,
+             "platform": {"os": platform.split("/")[0], "architecture": platform.split("/")[1]}} for platform, child in children]}).encode()
+        index = manifest(body, MEDIA_OCI_INDEX)
+        self.manifests[index.digest] = index
+        self.tags[reference] = index.digest
+        return index
+
+    def images(self, items: list[Any] | None) -> list[SourceImage]:
+        return requested_images(items or list(self.tags), "memory.example")
+
+    def resolve(self, image: SourceImage) -> Found | None:
+        digest = self.tags.get(str(image.ref))
+        return Found(digest, self.manifests[digest].media_type) if digest else None
+
+    def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
+        return self.manifests[digest]
+
+    def open_blob(self, image: SourceImage, digest: str, size: int) -> Any:
+        self.reads.append(digest)
+        data = self.blobs[digest]
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, len(data), 7):
+                yield data[start:start + 7]
+            if digest in self.corrupt:
+                raise DigestMismatchError(f"blob {digest} from the memory source hashes to something else")
+
+        return contextlib.closing(chunks())
+
+    def missing(self, image: SourceImage) -> str:
+        return f"{image.ref} is not in the memory source"
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class MemorySink:
+    def __init__(self, dest: MemoryDestination, digest: str) -> None:
+        self.dest, self.digest, self.data = dest, digest, b""
+
+    def write(self, data: bytes) -> None:
+        if self.dest.fail_on_write:
+            raise AirgapError(f"{self.dest.kind}: disk full while writing {self.digest}")
+        self.data += data
+
+    def close(self) -> None:
+        if digest_of(self.data) != self.digest:
+            raise DigestMismatchError(f"{self.dest.kind}: {self.digest} arrived damaged")
+        self.dest.blobs[self.digest] = self.data
+
+    def abort(self) -> None:
+        self.dest.aborted.append(self.digest)
+
+
+class MemoryWrite:
+    def __init__(self, dest: MemoryDestination, image: SourceImage, content: Any) -> None:
+        self.dest, self.image, self.content = dest, image, content
+        entries = select_children(content.top.data, dest.platforms) if content.top.is_index else None
+        self.manifests = content.images_for(entries)
+        self.blobs = {d: s for d, s in blob_sizes(m.data for m in self.manifests).items() if d not in dest.blobs}
+        self.error: BaseException | None = None
+
+    def sink(self, digest: str, size: int) -> Any:
+        return MemorySink(self.dest, digest) if digest in self.blobs else None
+
+    def commit(self, image: SourceImage, store: StateStore, step: Any, source_digest: str) -> str:
+        self.dest.tags[str(image.ref)] = self.content.top.digest
+        store.record_destination(image.key, source_digest, step.dest_key, {"type": self.dest.kind, "digest": self.content.top.digest})
+        return self.content.top.digest
+
+    def abort(self) -> None:
+        """Nothing to undo."""
+
+
+class MemoryDestination:
+    needs_content = True
+
+    def __init__(self, kind: str, platforms: list[str] | None = None, fail_on_write: bool = False) -> None:
+        self.kind, self.platforms, self.fail_on_write = kind, platforms, fail_on_write
+        self.blobs: dict[str, bytes] = {}
+        self.tags: dict[str, str] = {}
+        self.aborted: list[str] = []
+
+    def plan(self, image: SourceImage, found: Found, ctx: Any) -> Any:
+        return ctx.step(self.kind, f"{self.kind}#{image.ref}", found.digest, self.tags.get(str(image.ref)))
+
+    def begin(self, image: SourceImage, content: Any, step: Any) -> MemoryWrite:
+        return MemoryWrite(self, image, content)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+@pytest.fixture
+def source() -> MemorySource:
+    memory = MemorySource()
+    base = b"base layer shared by both tags" * 50
+    memory.add_image("memory.example/nvidia/pytorch:24.01", [base, b"24.01 layer" * 30])
+    memory.add_image("memory.example/nvidia/pytorch:24.02", [base, b"24.02 layer" * 30])
+    return memory
+
+
+def run(source: MemorySource, destinations: list[Any], tmp_path: Any, check_mode: bool = False, parallel: int = 4) -> list[Any]:
+    engine = CopyEngine(source, destinations, Totals(), parallel=parallel, check_mode=check_mode)
+    with StateStore(str(tmp_path / "facts.json"), read_only=check_mode) as store:
+        return engine.run(source.images(None), store)
+
+
+def test_each_blob_is_read_once_for_every_destination_and_a_rerun_reads_nothing(source: MemorySource, tmp_path: Any) -> None:
+    first, second = MemoryDestination("first"), MemoryDestination("second")
+    plans = run(source, [first, second], tmp_path)
+    assert [p.error for p in plans] == [None, None]
+    assert sorted(source.reads) == sorted(set(source.reads))  # no blob twice, although two destinations and two tags share one
+    assert set(first.blobs) == set(second.blobs) == set(source.blobs)
+    assert first.tags == second.tags == source.tags
+    source.reads.clear()
+    again = run(source, [first, second], tmp_path)
+    assert source.reads == [] and all(step.action != COPY for p in again for step in p.steps)
+
+
+def test_a_failing_destination_is_dropped_and_the_others_complete(source: MemorySource, tmp_path: Any) -> None:
+    good, full = MemoryDestination("good"), MemoryDestination("full", fail_on_write=True)
+    plans = run(source, [good, full], tmp_path)
+    assert all("full: disk full" in (p.error or "") for p in plans)
+    assert good.tags == source.tags and full.tags == {}
+    for plan in plans:
+        after = {step.kind: step.after for step in plan.steps}
+        assert after == {"good": source.tags[plan.source.key], "full": None}  # after is what is there
+    facts = json.loads((tmp_path / "facts.json").read_text())["images"]
+    assert {key for record in facts.values() for key in record["destinations"]} == {f"good:good#{ref}" for ref in source.tags}
+
+
+def test_a_damaged_read_fails_every_destination_and_commits_nothing(source: MemorySource, tmp_path: Any) -> None:
+    victim = digest_of(b"24.02 layer" * 30)
+    source.corrupt.add(victim)
+    first, second = MemoryDestination("first"), MemoryDestination("second")
+    plans = run(source, [first, second], tmp_path, parallel=1)
+    by_ref = {p.source.key: p for p in plans}
+    assert by_ref["memory.example/nvidia/pytorch:24.01"].error is None
+    assert victim in (by_ref["memory.example/nvidia/pytorch:24.02"].error or "")
+    assert "memory.example/nvidia/pytorch:24.02" not in first.tags and "memory.example/nvidia/pytorch:24.02" not in second.tags
+    assert victim not in first.blobs and victim in first.aborted and victim in second.aborted
+
+
+def test_check_mode_plans_and_writes_nothing(source: MemorySource, tmp_path: Any) -> None:
+    dest = MemoryDestination("dest")
+    plans = run(source, [dest], tmp_path, check_mode=True)
+    assert [s.action for p in plans for s in p.steps] == [COPY, COPY]
+    assert [s.after for p in plans for s in p.steps] == [source.tags[p.source.key] for p in plans]  # the plan shows what would be there
+    assert source.reads == [] and dest.blobs == {} and not (tmp_path / "facts.json").exists()
+
+
+def test_each_destination_gets_the_platforms_it_asks_for(tmp_path: Any) -> None:
+    memory = MemorySource()
+    amd = memory.add_image(None, [b"amd64 layer" * 20])
+    arm = memory.add_image(None, [b"arm64 layer" * 20], "linux/arm64")
+    memory.add_index("memory.example/nvidia/cuda:12", [("linux/amd64", amd), ("linux/arm64", arm)])
+    everything, amd64 = MemoryDestination("all"), MemoryDestination("amd64", platforms=["linux/amd64"])
+    plans = run(memory, [everything, amd64], tmp_path)
+    assert [p.error for p in plans] == [None]
+    assert digest_of(b"arm64 layer" * 20) in everything.blobs and digest_of(b"arm64 layer" * 20) not in amd64.blobs
+    assert sorted(memory.reads) == sorted(set(memory.reads))
