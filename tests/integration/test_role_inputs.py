@@ -1,0 +1,390 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ngc_mirror role refuses bad input before it writes anything, and writes units and cron jobs that work.
+
+Every case is one host of an inventory, a name for this machine (connection ``local``), with the
+paths the role writes (/etc/ngc-mirror, /etc/systemd/system, /etc/cron.d, ...) redirected into a
+directory of its own. One ansible-playbook run applies the role to all the bad cases at once,
+with ``ngc_mirror_run: false`` so no registry is needed; each case is then judged alone: the play
+failed for that host, the message names the variable (and the value, unless it is a secret), and
+the host's directory holds nothing it did not hold before. systemd-analyze and sh judge the files
+written from good input.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ROOT = "@ROOT@"  # replaced by the case's own directory
+FAKE_KEY = "role-inputs-not-a-real-key-5d21e0"
+SECRET = "role-inputs-secret-9b7f3c"
+
+
+def base_vars(root: Path, **extra: Any) -> dict[str, Any]:
+    """A valid schedule-only configuration whose every path is under root."""
+    values: dict[str, Any] = {
+        "ngc_mirror_run": False,
+        "ngc_mirror_install_requirements": False,
+        "ngc_mirror_api_key": FAKE_KEY,
+        "ngc_mirror_schedule": "systemd",
+        "ngc_mirror_selections": [{"images": ["pytorch"], "strict_name_match": True, "latest": 1}],
+        "ngc_mirror_archive": {"dir": f"{root}/srv/ngc-archives"},
+        "ngc_mirror_facts_file": f"{root}/etc/ansible/facts.d/ngc_mirror.fact",
+        "ngc_mirror_config_dir": f"{root}/etc/ngc-mirror",
+        "ngc_mirror_state_dir": f"{root}/var/lib/ngc-mirror",
+        "ngc_mirror_wrapper_path": f"{root}/usr/local/sbin/ngc-mirror",
+        "ngc_mirror_systemd_dir": f"{root}/etc/systemd/system",
+        "ngc_mirror_cron_dir": f"{root}/etc/cron.d",
+        "ngc_mirror_cron_log": f"{root}/var/log/ngc-mirror.log",
+        "ngc_mirror_ansible_playbook": str(Path(sys.executable).parent / "ansible-playbook"),
+    }
+    values.update(extra)
+    return values
+
+
+@dataclass
+class Case:
+    """Bad input: ``var`` set to ``value`` (on top of base_vars and ``extra``) must fail the play.
+
+    The message must contain ``var`` and the value as the role shows it (JSON), or ``expect`` if
+    given; a ``secret`` must appear nowhere in the output. ``keep`` files exist in the case's
+    directory before the run and must be all it holds after.
+    """
+
+    id: str
+    var: str
+    value: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+    expect: list[str] | None = None
+    secret: str | None = None
+    keep: list[str] = field(default_factory=list)
+    no_systemd_analyze: bool = False
+
+
+SELECTION = {"images": ["pytorch"], "strict_name_match": True}
+CRON = {"ngc_mirror_schedule": "cron"}
+
+CASES = [
+    # cron fields: each is written into a root cron job
+    Case("cron_minute_newline", "ngc_mirror_cron_minute", "0\n* * * * * root /bin/sh -c id", CRON),
+    Case("cron_hour_space", "ngc_mirror_cron_hour", "2 3", CRON),
+    Case("cron_minute_99", "ngc_mirror_cron_minute", "99", CRON),
+    Case("cron_minute_99_integer", "ngc_mirror_cron_minute", 99, CRON),
+    Case("cron_weekday_8", "ngc_mirror_cron_weekday", "8", CRON),
+    Case("cron_minute_step_0", "ngc_mirror_cron_minute", "*/0", CRON),
+    Case("cron_day_dict", "ngc_mirror_cron_day", {"day": 1}, CRON),
+    Case("cron_month_empty", "ngc_mirror_cron_month", "", CRON),
+    # the timer
+    Case("calendar_words", "ngc_mirror_on_calendar", "every tuesday"),
+    Case("calendar_words_without_systemd_analyze", "ngc_mirror_on_calendar", "every tuesday", no_systemd_analyze=True),
+    Case("calendar_empty", "ngc_mirror_on_calendar", ""),
+    Case("calendar_dict", "ngc_mirror_on_calendar", {"daily": True}),
+    Case("calendar_newline", "ngc_mirror_on_calendar", "*-*-* 02:00:00\nOnCalendar=minutely"),
+    Case("calendar_empty_list", "ngc_mirror_on_calendar", []),
+    Case("calendar_list_with_number", "ngc_mirror_on_calendar", ["daily", 5]),
+    Case("calendar_option", "ngc_mirror_on_calendar", "--help"),
+    Case("delay_abc", "ngc_mirror_randomized_delay_sec", "abc"),
+    Case("delay_newline", "ngc_mirror_randomized_delay_sec", "15min\nExecStartPre=/bin/true"),
+    # names and paths of the files written
+    Case("unit_name_dotdot", "ngc_mirror_unit_name", "../../x"),
+    Case("unit_name_dotdot_schedule_none", "ngc_mirror_unit_name", "../../x", {"ngc_mirror_schedule": "none"},
+         keep=["etc/x.timer", "etc/x.service"]),
+    Case("unit_name_slash", "ngc_mirror_unit_name", "a/b"),
+    Case("unit_name_dict", "ngc_mirror_unit_name", {"name": "x"}),
+    Case("wrapper_relative", "ngc_mirror_wrapper_path", "usr/local/sbin/ngc-mirror"),
+    Case("wrapper_newline", "ngc_mirror_wrapper_path", f"{ROOT}/usr/local/sbin/ngc-mirror\nExecStartPre=/bin/sh -c id"),
+    Case("wrapper_quote", "ngc_mirror_wrapper_path", f'{ROOT}/usr/local/sbin/ngc" "mirror'),
+    Case("config_dir_dict", "ngc_mirror_config_dir", {"path": "/etc/ngc-mirror"}),
+    Case("systemd_dir_relative", "ngc_mirror_systemd_dir", "etc/systemd/system"),
+    Case("cron_dir_dotdot", "ngc_mirror_cron_dir", f"{ROOT}/etc/x/../cron.d", CRON),
+    Case("cron_log_relative", "ngc_mirror_cron_log", "ngc-mirror.log", CRON),
+    Case("config_dir_is_cron_dir", "ngc_mirror_config_dir", f"{ROOT}/etc/cron.d", CRON),
+    Case("ansible_playbook_newline", "ngc_mirror_ansible_playbook", "ansible-playbook\nid"),
+    Case("org_newline", "ngc_mirror_org", "nvidia\nx"),
+    Case("platform_with_space", "ngc_mirror_platforms", ["linux amd64"]),
+    Case("parallel_zero", "ngc_mirror_parallel", 0),
+    # a schedule that could never succeed
+    Case("no_selections_with_schedule", "ngc_mirror_selections", [], expect=["Nothing to do", "ngc_mirror_selections"]),
+    Case("no_destination_with_cron", "ngc_mirror_archive", {}, CRON, expect=["Nothing to do", "ngc_mirror_archive"]),
+    # selections, checked against ngc_catalog_info's options
+    Case("selection_latest_zero", "ngc_mirror_selections", [dict(SELECTION, latest=0)],
+         expect=["ngc_mirror_selections[0].latest", "not 0"]),
+    Case("selection_latest_word", "ngc_mirror_selections", [dict(SELECTION, latest="two")],
+         expect=["ngc_mirror_selections", "latest", "two"]),
+    Case("selection_images_string", "ngc_mirror_selections", [{"images": "pytorch"}],
+         expect=["ngc_mirror_selections[0].images", '"pytorch"']),
+    Case("selection_regex_dict", "ngc_mirror_selections", [dict(SELECTION, tag_regex={"re": "x"})],
+         expect=["ngc_mirror_selections[0].tag_regex", '{"re": "x"}']),
+    Case("selection_unknown_option", "ngc_mirror_selections", [{"image": "pytorch"}],
+         expect=["ngc_mirror_selections", "image"]),
+    Case("selection_not_a_dict", "ngc_mirror_selections", ["pytorch"], expect=["ngc_mirror_selections", "dict"]),
+    # destinations
+    Case("archive_dir_relative", "ngc_mirror_archive", {"dir": "srv/ngc-archives"},
+         expect=["ngc_mirror_archive.dir", '"srv/ngc-archives"']),
+    # secrets: named, never shown
+    Case("api_key_dict", "ngc_mirror_api_key", {"token": SECRET}, expect=["ngc_mirror_api_key"], secret=SECRET),
+    Case("registry_password_newline", "ngc_mirror_registry",
+         {"url": "https://registry.site.example", "password": f"{SECRET}\nsecond line"},
+         expect=["ngc_mirror_registry.password"], secret=SECRET),
+]
+
+
+def substitute(value: Any, root: Path) -> Any:
+    if isinstance(value, str):
+        return value.replace(ROOT, str(root))
+    if isinstance(value, list):
+        return [substitute(v, root) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, root) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class HostRun:
+    """What one ansible-playbook run printed for one host."""
+
+    statuses: list[str]
+    results: list[dict[str, Any]]
+    output: str
+
+    @property
+    def failed(self) -> bool:
+        return "FAILED!" in self.statuses or "UNREACHABLE!" in self.statuses
+
+    @property
+    def changed(self) -> int:
+        return self.statuses.count("CHANGED")
+
+    @property
+    def messages(self) -> list[str]:
+        """The ``msg`` of each failed result, and of each failed loop item in it."""
+        found: list[str] = []
+        for status, result in zip(self.statuses, self.results):
+            if status == "FAILED!":
+                found += [item["msg"] for item in [result, *result.get("results", [])]
+                          if (item is result or item.get("failed")) and isinstance(item.get("msg"), str)]
+        return found
+
+
+RESULT = re.compile(r"^(\S+) \| (SUCCESS|CHANGED|FAILED!|UNREACHABLE!|SKIPPED)(?: => )?", re.MULTILINE)
+
+
+def parse(stdout: str) -> dict[str, HostRun]:
+    """The minimal callback's ``host | STATUS => {json}`` lines, per host."""
+    runs: dict[str, HostRun] = {}
+    decoder = json.JSONDecoder()
+    for match in RESULT.finditer(stdout):
+        host, status = match.group(1), match.group(2)
+        run = runs.setdefault(host, HostRun([], [], stdout))
+        try:
+            result = decoder.raw_decode(stdout, match.end())[0]
+        except ValueError:
+            result = {}
+        run.statuses.append(status)
+        run.results.append(result)
+    return runs
+
+
+class RolePlay:
+    """Applies the role to many hosts (each a name for this machine) in one ansible-playbook run."""
+
+    def __init__(self, env: dict[str, str], work: Path) -> None:
+        self.env = env
+        self.work = work
+        self.playbook = work / "role.yml"
+        self.playbook.write_text(
+            "- name: Apply airgap.ngc.ngc_mirror\n"
+            "  hosts: all\n"
+            "  gather_facts: false\n"
+            "  roles:\n"
+            "    - role: airgap.ngc.ngc_mirror\n"
+        )
+
+    def run(self, name: str, hosts: dict[str, dict[str, Any]], env: dict[str, str] | None = None) -> dict[str, HostRun]:
+        """Run the play with these host variables; the cwd is an empty directory (relative paths land there)."""
+        inventory = self.work / f"{name}.inventory.json"
+        inventory.write_text(json.dumps({"all": {"hosts": {
+            host: dict(values, ansible_connection="local", ansible_python_interpreter=sys.executable)
+            for host, values in hosts.items()
+        }}}))
+        inventory.chmod(0o600)
+        cwd = self.work / f"{name}.cwd"
+        cwd.mkdir()
+        full_env = dict(self.env, ANSIBLE_FORKS="64", **(env or {}))
+        argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(self.playbook)]
+        proc = subprocess.run(argv, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+        output = proc.stdout + proc.stderr
+        runs = parse(proc.stdout)
+        for run in runs.values():
+            run.output = output
+        assert not any(cwd.iterdir()), f"the role wrote into the current directory: {sorted(cwd.iterdir())}"
+        for host in hosts:
+            runs.setdefault(host, HostRun([], [], output))
+        return runs
+
+
+def path_without_systemd_analyze(work: Path) -> str:
+    """A PATH of one directory linking every command of this PATH but systemd-analyze."""
+    bin_dir = work / "bin-without-systemd-analyze"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        for directory in [str(Path(sys.executable).parent), *os.environ.get("PATH", "").split(os.pathsep)]:
+            for command in Path(directory).glob("*") if Path(directory).is_dir() else []:
+                target = bin_dir / command.name
+                if command.name != "systemd-analyze" and not target.exists() and os.access(command, os.X_OK):
+                    target.symlink_to(command)
+    return str(bin_dir)
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+@pytest.fixture(scope="module")
+def play(ansible: Any, tmp_path_factory: pytest.TempPathFactory) -> RolePlay:
+    return RolePlay(ansible.env, tmp_path_factory.mktemp("role-inputs"))
+
+
+# What the pattern accepts where systemd-analyze is missing; systemd-analyze (if present) agrees.
+CALENDAR_SPECS = ["*-*-* 02:00:00", "Mon..Fri *-*-* 02:00:00", "Sat,Sun 04:30", "weekly", "2026-01-01 00:00:00 UTC",
+                  "*-*-01/2 03:15:00", "Tuesday *-*-* 01:00:00"]
+FALLBACK = "fallback_accepts"
+# host -> its run, its directory, and the files it held before the run
+BadRuns = dict[str, tuple[HostRun, Path, set[str]]]
+
+
+@pytest.fixture(scope="module")
+def bad_runs(play: RolePlay) -> BadRuns:
+    """Each case applied once, with its directory and the files it held before.
+
+    Two runs: one with systemd-analyze on PATH, one without it; the second also applies good
+    calendar specs (host FALLBACK), which the role's pattern must accept.
+    """
+    roots: dict[str, Path] = {}
+    before: dict[str, set[str]] = {}
+    groups: dict[bool, dict[str, dict[str, Any]]] = {False: {}, True: {}}
+    for case in CASES:
+        root = play.work / "roots" / case.id
+        root.mkdir(parents=True)
+        for kept in case.keep:
+            (root / kept).parent.mkdir(parents=True, exist_ok=True)
+            (root / kept).write_text("kept\n")
+        roots[case.id] = root
+        before[case.id] = files_under(root)
+        values = base_vars(root, **case.extra, **{case.var: case.value})
+        groups[case.no_systemd_analyze][case.id] = substitute(values, root)
+    roots[FALLBACK] = play.work / "roots" / FALLBACK
+    before[FALLBACK] = set()
+    groups[True][FALLBACK] = base_vars(roots[FALLBACK], ngc_mirror_on_calendar=CALENDAR_SPECS)
+    runs = play.run("bad", groups[False])
+    runs.update(play.run("bad-no-analyze", groups[True], env={"PATH": path_without_systemd_analyze(play.work)}))
+    return {host: (runs[host], root, before[host]) for host, root in roots.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_fails_before_anything_is_written(case: Case, bad_runs: BadRuns) -> None:
+    run, root, before = bad_runs[case.id]
+    assert run.statuses.count("FAILED!") == 1, f"{case.id}: the play did not fail (once)\n{run.output[-4000:]}"
+    message = "\n".join(run.messages)
+    value = substitute(case.value, root)
+    for expected in case.expect or [case.var, json.dumps(value)]:
+        assert expected in message, f"{case.id}: {expected!r} not in the message:\n{message}"
+    if case.secret:
+        assert case.secret not in run.output
+    assert FAKE_KEY not in run.output
+    after = files_under(root)
+    assert after == before, f"{case.id}: files were written or removed: {sorted(after ^ before)}"
+
+
+def test_calendar_pattern_accepts_real_specs_without_systemd_analyze(bad_runs: BadRuns) -> None:
+    run, root = bad_runs[FALLBACK][:2]
+    assert run.statuses and not run.failed, run.output[-4000:]
+    timer = (root / "etc/systemd/system/ngc-mirror.timer").read_text()
+    assert [line.split("=", 1)[1] for line in timer.splitlines() if line.startswith("OnCalendar=")] == CALENDAR_SPECS
+    if shutil.which("systemd-analyze"):
+        subprocess.run(["systemd-analyze", "calendar", *CALENDAR_SPECS], capture_output=True, check=True)
+
+
+@dataclass
+class GoodRuns:
+    hosts: dict[str, dict[str, Any]]
+    first: dict[str, HostRun]
+    second: dict[str, HostRun]
+
+
+@pytest.fixture(scope="module")
+def good_runs(play: RolePlay) -> GoodRuns:
+    """Good input applied twice, under paths with a space and a '%' (a systemd specifier, a newline to
+    cron): a timer, and a cron job whose config_dir is its state_dir."""
+    base = play.work / "roots-good"
+    cron_root = base / "good_cron" / "with space %n"
+    same = f"{cron_root}/etc/ngc-mirror"
+    hosts = {
+        "good_systemd": base_vars(base / "good_systemd" / "with space %n",
+                                  ngc_mirror_on_calendar=["Mon..Fri *-*-* 02:00:00", "weekly"],
+                                  ngc_mirror_randomized_delay_sec="1h 30min"),
+        "good_cron": base_vars(cron_root, ngc_mirror_schedule="cron", ngc_mirror_cron_minute="15",
+                               ngc_mirror_cron_hour="3", ngc_mirror_cron_weekday="mon-fri",
+                               ngc_mirror_config_dir=same, ngc_mirror_state_dir=same),
+    }
+    first = play.run("good-1", hosts)
+    for name, run in first.items():
+        assert run.statuses and not run.failed and run.changed > 0, f"{name}:\n{run.output[-4000:]}"
+    second = play.run("good-2", hosts)
+    return GoodRuns(hosts, first, second)
+
+
+def test_good_units_are_valid_and_quote_the_wrapper(good_runs: GoodRuns) -> None:
+    values = good_runs.hosts["good_systemd"]
+    units = Path(values["ngc_mirror_systemd_dir"])
+    service = (units / "ngc-mirror.service").read_text()
+    (exec_start,) = [line for line in service.splitlines() if line.startswith("ExecStart=")]
+    assert exec_start == 'ExecStart="' + values["ngc_mirror_wrapper_path"].replace("%", "%%") + '"'
+    timer = (units / "ngc-mirror.timer").read_text()
+    assert "OnCalendar=Mon..Fri *-*-* 02:00:00\nOnCalendar=weekly\n" in timer
+    assert "RandomizedDelaySec=1h 30min\n" in timer
+    # The judge: systemd-analyze finds both units valid and the quoted wrapper executable.
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze to verify the units")
+    verify = subprocess.run(["systemd-analyze", "verify", str(units / "ngc-mirror.timer"),
+                             str(units / "ngc-mirror.service")], capture_output=True, text=True, check=False)
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_good_cron_job_runs_the_wrapper_as_written(good_runs: GoodRuns, play: RolePlay) -> None:
+    values = good_runs.hosts["good_cron"]
+    lines = [line for line in (Path(values["ngc_mirror_cron_dir"]) / "ngc-mirror").read_text().splitlines()
+             if line and not line.startswith("#") and "=" not in line.split()[0]]
+    assert len(lines) == 1, lines
+    fields = lines[0].split(None, 6)
+    assert fields[:6] == ["15", "3", "*", "*", "mon-fri", "root"]
+    # cron turns a bare '%' into a newline and '\%' into '%'; then sh runs the command.
+    assert "%" not in fields[6].replace("\\%", "")
+    command = fields[6].replace("\\%", "%")
+    assert shlex.split(command) == [values["ngc_mirror_wrapper_path"], ">>" + values["ngc_mirror_cron_log"], "2>&1"]
+    log = Path(values["ngc_mirror_cron_log"])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    ran = subprocess.run(["sh", "-c", command + " --syntax-check"], env=play.env, capture_output=True, text=True,
+                         check=False, timeout=300)
+    assert ran.returncode == 0, log.read_text()
+    assert "playbook: " in log.read_text()
+
+
+def test_good_input_is_stable_and_config_dir_may_be_state_dir(good_runs: GoodRuns) -> None:
+    for name, run in good_runs.second.items():
+        assert run.statuses and not run.failed, f"{name}:\n{run.output[-4000:]}"
+        assert run.changed == 0, (name, [r for s, r in zip(run.statuses, run.results) if s == "CHANGED"])
+    same = Path(good_runs.hosts["good_cron"]["ngc_mirror_config_dir"])
+    assert same == Path(good_runs.hosts["good_cron"]["ngc_mirror_state_dir"])
+    assert (same.stat().st_mode & 0o777) == 0o700
