@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, AuthError, ConfigError, NotFoundError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, AuthError, ConfigError, NotFoundError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 
 try:
@@ -276,10 +276,8 @@ def decide_status(
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every non-empty secret replaced by a mask."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
+    """``text`` with every non-empty secret replaced by the engine messages' mask (the one redaction helper)."""
+    return redact(text, secrets, MASK)
 
 
 def classify_error(status: int | None, detail: str) -> str:
@@ -296,8 +294,7 @@ def classify_error(status: int | None, detail: str) -> str:
 
 
 def _short(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "..."
+    return shorten(text, MAX_DETAIL_CHARS + 3)
 
 
 def unreachable_message(host: str, detail: str | None = None) -> str:

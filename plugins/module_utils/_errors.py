@@ -68,11 +68,11 @@ class NgcError(AirgapError):
         self.url = url
 
 
-def redact(text: str, secrets: Iterable[Optional[str]] = ()) -> str:
-    """text with every secret (and any ``Bearer``/``Basic``/``ApiKey`` credential) replaced by ``***``."""
+def redact(text: str, secrets: Iterable[Optional[str]] = (), mask: str = REDACTED) -> str:
+    """text with every secret (and any ``Bearer``/``Basic``/``ApiKey`` credential) replaced by ``mask``."""
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return _CREDENTIAL_RE.sub(lambda match: f"{match.group(1)} {REDACTED}", text)
+        text = text.replace(secret, mask)
+    return _CREDENTIAL_RE.sub(lambda match: f"{match.group(1)} {mask}", text)
 
 
 def shorten(text: str, limit: int = REASON_LIMIT) -> str:

@@ -157,9 +157,10 @@ options:
       - Blobs are written under temporary names and renamed once checked; C(index.json) and C(contents.json) are
         replaced atomically after each image, so a run killed at any moment leaves a valid layout of the images it
         lists, and the next run adds only what is missing.
-      - skopeo (C(oci:DIR:REFERENCE)) reads the OCI-typed images of a bundle by name; for Docker-typed ones (schema 2
-        manifests and manifest lists) use this module with O(source=bundle), or a tool that reads any media type from
-        an OCI layout (regclient's C(ocidir://), oras).
+      - skopeo (C(oci:DIR:REFERENCE)) reads the OCI-typed images of a bundle by name (checked with skopeo 1.9); it
+        finds no Docker-typed ones (schema 2 manifests and manifest lists) by name, so import those with this module
+        and O(source=bundle). Tools documented to read any media type from an OCI layout (regclient's C(ocidir://),
+        oras) were not checked here.
     type: dict
     suboptions:
       dir:
