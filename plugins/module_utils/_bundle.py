@@ -28,6 +28,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._files import (
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     ANNOTATION_REF_NAME,
+    MEDIA_OCI_INDEX,
     OCI_LAYOUT,
     Manifest,
     check_bytes,
@@ -210,8 +211,7 @@ class BundleWriter:
         index = _load_json(os.path.join(self.dir, INDEX_FILE), "OCI index")
         if index is not None and not (isinstance(index, dict) and isinstance(index.get("manifests"), list)):
             raise ConfigError(f"bundle.dir {self.dir} holds an {INDEX_FILE} that is not an OCI index: choose another directory")
-        self.index: dict[str, Any] = index or {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                                                "manifests": []}
+        self.index: dict[str, Any] = index or {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": []}
         contents = _load_json(os.path.join(self.dir, CONTENTS_FILE), "bundle contents record")
         self.contents: dict[str, Any] = contents if isinstance(contents, dict) and contents.get("schema") == CONTENTS_SCHEMA \
             else {"schema": CONTENTS_SCHEMA, "images": {}, "files": {}}

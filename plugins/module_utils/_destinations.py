@@ -315,8 +315,8 @@ class _BundleWrite(_Write):
         self.writer.put_bytes(digest, self.top_raw)
         held[digest] = len(self.top_raw)
         when = utc_now()
-        entry = descriptor(top.media_type, digest, len(self.top_raw), annotations={ANNOTATION_REF_NAME: str(image.ref),
-                                                                                  SOURCE_DIGEST_ANNOTATION: top.digest})
+        notes = {ANNOTATION_REF_NAME: str(image.ref), SOURCE_DIGEST_ANNOTATION: top.digest}
+        entry = descriptor(top.media_type, digest, len(self.top_raw), annotations=notes)
         self.writer.add_image(str(image.ref), entry, {"digest": digest, "source_digest": top.digest, "media_type": top.media_type,
                                                       "blobs": held}, when)
         store.record_destination(image.key, top.digest, step.dest_key, {

@@ -205,7 +205,8 @@ def reason_of(response: Any, secrets: Iterable[Optional[str]] = ()) -> str:
     if method != "HEAD" and not (length and length.strip().isdigit() and int(length) > MAX_ERROR_BODY):
         try:
             body = response.content or b""
-        except Exception:  # pylint: disable=broad-except - a broken error answer has no reason to give
+        except Exception:  # pylint: disable=broad-except
+            # A broken error answer has no reason to give.
             body = b""
         text = body[:MAX_ERROR_BODY].decode("utf-8", "replace")
         try:

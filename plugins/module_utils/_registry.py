@@ -77,6 +77,7 @@ def parse_link_header(value: str | None) -> Dict[str, str]:
                 links.setdefault(name.lower(), url)
     return links
 
+
 def _origin(url: str) -> Tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()

@@ -159,8 +159,8 @@ def test_a_tampered_blob_fails_its_image_only(ansible: Any, testbed: Any, export
 
 
 @pytest.mark.engine
-def test_far_side_engine_pulls_from_the_site_registry_and_builds_on_it(ansible: Any, testbed: Any, exported: dict[str, Any],
-                                                                        tmp_path: Path, ns: str) -> None:
+def test_far_side_engine_pulls_from_the_site_registry_and_builds_on_it(
+        ansible: Any, testbed: Any, exported: dict[str, Any], tmp_path: Path, ns: str) -> None:
     if not testbed.docker_host:
         pytest.skip("this test bed was started without a Docker engine")
     ref = "nvidia/pytorch:24.01-py3"

@@ -27,8 +27,8 @@ def ns(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.mark.parametrize("reference", ["somehost:5000/nvidia/pytorch:24.03-py3", "docker.io/library/ubuntu:22.04", "nvcr.io/nvidia/pytorch:24.01-py3"])
-def test_a_reference_on_another_registry_is_refused_before_any_request(ansible: Any, testbed: Any, tmp_path: Path, faults: Any,
-                                                                        reference: str) -> None:
+def test_a_reference_on_another_registry_is_refused_before_any_request(
+        ansible: Any, testbed: Any, tmp_path: Path, faults: Any, reference: str) -> None:
     args = mirror_args(testbed, tmp_path, [PYTORCH, reference], registry_url=testbed.source_proxy_url, docker={"host": testbed.docker_host or None},
                        archive={"dir": str(tmp_path / "archives")})
     run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
@@ -109,7 +109,7 @@ def test_two_runs_into_one_archive_directory_are_locked_out(ansible: Any, testbe
         assert second.rc != 0
         assert f"holds the lock on archive.dir {archive_dir}" in second.result["msg"], second.result["msg"]
     finally:
-        out, _ = proc.communicate(timeout=300)
+        out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out
     assert json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{archive_dir}/nvidia/pytorch/24.01-py3.tar"], capture_output=True,
                                      check=True).stdout)["Digest"]
@@ -173,7 +173,7 @@ def test_spooling_is_bounded_by_the_space_left(ansible: Any, testbed: Any, tmp_p
                                                            facts_file=str(tmp_path / "probe.fact")), api_key=testbed.api_key)
     assert probe.rc == 0, probe.stdout
     size = (tmp_path / "probe" / "nvidia/pytorch/24.01-py3.tar").stat().st_size
-    layers = [m for m in seeded(testbed)[PYTORCH]["manifests"]][0]["layer_digests"]
+    layers = seeded(testbed)[PYTORCH]["manifests"][0]["layer_digests"]
     assert len(layers) == 3  # one big layer streams into the tar while the others would spool beside it
     disk = tight_disk(((size + 256 * 1024) // 4096 + 4) * 4096)
     run = ansible.module("ngc_image_mirror", mirror_args(testbed, tmp_path, [PYTORCH], archive={"dir": str(disk)}, parallel=4),
