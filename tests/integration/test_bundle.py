@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_image_mirror import REPO, raw_digest, seeded, skopeo
+from tests.integration.test_image_mirror import REPO, kill_run, raw_digest, seeded, skopeo
 
 EXPORT = ["nvidia/pytorch:24.01-py3", "nvidia/pytorch:24.02-py3", "nvidia/cuda:12.2.0-base-ubuntu22.04",
           "nvidia/cuda:12.10.0-base-ubuntu22.04", "nvidia/tensorflow:24.01-tf2-py3", "nvidia/clara/clara-parabricks:4.2.0-1"]
@@ -207,13 +206,7 @@ def _run_and_kill(ansible: Any, args: dict[str, Any], progress: Path, api_key: s
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
-    module_pid = int(Path(args["facts_file"] + ".lock").read_text().split()[0])
-    os.kill(module_pid, signal.SIGKILL)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{module_pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    kill_run(proc, Path(args["facts_file"] + ".lock"))
 
 
 def test_killed_export_and_import_converge(ansible: Any, testbed: Any, tmp_path: Path, ns: str, faults: Any) -> None:

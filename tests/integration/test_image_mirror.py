@@ -50,6 +50,18 @@ def ns(request: pytest.FixtureRequest) -> str:
     return f"t{os.getpid()}-{request.node.name.split('[')[0][5:25].replace('_', '-')}-{int(time.time() * 1000) % 100000}"
 
 
+def kill_run(proc: subprocess.Popen[Any], lock_file: Path) -> None:
+    """SIGKILL a running module (its pid is in the facts file's lock: it runs in a session of its own and would outlive
+    its parent) and the ansible process that started it, and wait until the module is gone."""
+    module_pid = int(lock_file.read_text().split()[0])
+    os.kill(module_pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{module_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def facts(tmp_path: Path) -> dict[str, Any]:
     return json.loads((tmp_path / "facts" / "ngc_mirror.fact").read_text())
 
@@ -265,15 +277,7 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(ansible: Any, testbe
     # The API key is in no process's arguments while the run goes on.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert testbed.api_key not in ps
-    # Kill the module itself (its pid is in the facts file's lock) as well as ansible: the
-    # module runs in a session of its own and would outlive its parent.
-    module_pid = int((tmp_path / "facts" / "ngc_mirror.fact.lock").read_text().split()[0])
-    os.kill(module_pid, signal.SIGKILL)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{module_pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    kill_run(proc, tmp_path / "facts" / "ngc_mirror.fact.lock")
     visible = [p for p in archive_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert visible == []
     faults.reset()
