@@ -10,7 +10,18 @@ one run and side by side, copies the same tags (every seeded tag) with each clie
   the open registry: the limit of this machine);
 - registry to docker archive: the module, ``skopeo copy docker-archive:``, the Docker engine
   (pull, save), and a plain download of the unique blobs to files;
+- registry to bundle (one OCI layout, the air-gap carry): the module (``bundle: {dir}``), NVIDIA's
+  air-gap guide (``skopeo copy --all --preserve-digests`` to a ``dir:`` per tag), and a plain
+  download of every platform's unique blobs to files;
+- bundle to registry (the far side; no source registry): the module (``source: bundle``),
+  ``skopeo copy --all --preserve-digests`` from those ``dir:`` copies, and a raw PUT of the
+  downloaded files (a monolithic upload per unique blob);
+- bytes on disk of a bundle, of per-tag docker archives and of per-tag ``dir:`` copies;
 - a no-op re-run of the module (both destinations), which must report ``changed: false``.
+
+Every case checks its result, so a fast wrong answer cannot win: a registry holds every tag with
+the source's digest, a bundle or ``dir:`` copy has every tag and every blob, each file hashing to
+its name (the hashing is done after the clock stops).
 
 Each case writes into a fresh namespace (prefix) or directory, starts after ``sync`` and its
 time includes a final ``sync``, so every client pays for getting its data to disk. MB/s is the
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import re
@@ -56,10 +68,14 @@ ACCEPT = ", ".join((
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ))
-AIMS = {"registry": 1.1, "archive": 1.5}
+AIMS = {"registry": 1.1, "archive": 1.5, "bundle": 1.15, "import": 1.1}
 MAX_RSS_MIB = 150.0
+MAX_DISK_OVERHEAD = 0.01  # a bundle: the unique blob bytes + under 1%
 FLOOR = "plain download + copies, each archive's blobs"
-BASELINE_NAMES = {"registry": "raw stream", "archive": "plain download"}
+BUNDLE = "module registry -> bundle"
+BASELINE_NAMES = {"registry": "raw stream", "archive": "plain download", "bundle": "plain download (all platforms)",
+                  "import": "raw PUT from files"}
+REF_NAME = "org.opencontainers.image.ref.name"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _TIME_FIELDS = {
     "rss_kib": re.compile(r"Maximum resident set size \(kbytes\): (\d+)"),
@@ -90,6 +106,13 @@ class Inventory:
     registry_blobs: dict[str, Blob] = field(default_factory=dict)
     archive_blobs: dict[str, Blob] = field(default_factory=dict)
     per_archive: dict[str, list[Blob]] = field(default_factory=dict)
+    per_image: dict[str, list[Blob]] = field(default_factory=dict)  # every platform's config and layers, once per tag
+    children: dict[str, list[str]] = field(default_factory=dict)  # the manifests an index names
+
+    @property
+    def manifest_digests(self) -> set[str]:
+        """Every tag's manifest or index and the manifests of the indexes: what a layout holds beside the blobs."""
+        return set(self.digests.values()) | {digest for children in self.children.values() for digest in children}
 
     @staticmethod
     def total(blobs: Iterable[Blob]) -> int:
@@ -99,6 +122,11 @@ class Inventory:
     def archive_file_bytes(self) -> int:
         """What all archives hold together: each archive has its own copy of the layers it shares with others."""
         return sum(self.total(blobs) for blobs in self.per_archive.values())
+
+    @property
+    def per_image_bytes(self) -> int:
+        """What per-tag copies of every platform (skopeo ``dir:``) hold together."""
+        return sum(self.total(blobs) for blobs in self.per_image.values())
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -180,17 +208,22 @@ class Source:
             media_type, digest, top = self.manifest(repository, tag)
             inv.digests[reference] = digest
             archive: list[Blob] = []
+            image: dict[str, Blob] = {}
             if media_type in INDEX_TYPES:
+                inv.children[reference] = [entry["digest"] for entry in top.get("manifests") or []]
                 for entry in top.get("manifests") or []:
                     blobs = _blobs_of(self.manifest(repository, entry["digest"])[2], repository)
                     for blob in blobs:
                         inv.registry_blobs.setdefault(blob.digest, blob)
+                        image.setdefault(blob.digest, blob)
                     if _platform(entry) == ARCHIVE_PLATFORM and not archive:
                         archive = blobs
             else:
                 archive = _blobs_of(top, repository)
                 for blob in archive:
                     inv.registry_blobs.setdefault(blob.digest, blob)
+                    image.setdefault(blob.digest, blob)
+            inv.per_image[reference] = list(image.values())
             if not archive:
                 raise BenchError(f"{reference} has no {ARCHIVE_PLATFORM} image for a docker archive")
             for blob in archive:
@@ -221,25 +254,53 @@ def _in_parallel(work: Callable[[Blob], None], blobs: Iterable[Blob], parallel: 
             future.result()
 
 
-def raw_stream(source: Source, blobs: Iterable[Blob], dest_url: str, prefix: str, parallel: int) -> None:
-    """GET each blob from the source and pipe it into a monolithic upload (POST, then one PUT) on the destination."""
-    local = threading.local()
+def blob_file(directory: Path, blob: Blob) -> Path:
+    """Where download() puts a blob."""
+    return directory / blob.digest.replace(":", "-")
 
-    def one(blob: Blob) -> None:
-        session = getattr(local, "session", None)
+
+class _Uploader:
+    """Monolithic uploads (POST, then one PUT with ``?digest=``) to an open registry; one session per thread."""
+
+    def __init__(self, dest_url: str, prefix: str) -> None:
+        self.dest_url = dest_url
+        self.prefix = prefix
+        self._local = threading.local()
+
+    def upload(self, blob: Blob, chunks: Iterator[bytes]) -> None:
+        session = getattr(self._local, "session", None)
         if session is None:
-            session = local.session = requests.Session()
+            session = self._local.session = requests.Session()
             session.trust_env = False
-        start = session.post(f"{dest_url}/v2/{prefix}/{blob.repository}/blobs/uploads/", timeout=60)
+        start = session.post(f"{self.dest_url}/v2/{self.prefix}/{blob.repository}/blobs/uploads/", timeout=60)
         if start.status_code != 202:
             raise BenchError(f"starting an upload of {blob.digest} answered {start.status_code}")
-        location = urljoin(dest_url + "/", start.headers["Location"])
+        location = urljoin(self.dest_url + "/", start.headers["Location"])
         location += ("&" if "?" in location else "?") + f"digest={blob.digest}"
-        with source.blob(blob) as response:
-            put = session.put(location, data=_Body(response.iter_content(CHUNK), blob.size),
-                              headers={"Content-Type": "application/octet-stream"}, timeout=600)
+        put = session.put(location, data=_Body(chunks, blob.size), headers={"Content-Type": "application/octet-stream"},
+                          timeout=600)
         if put.status_code != 201:
             raise BenchError(f"uploading {blob.digest} answered {put.status_code}: {put.text[:200]}")
+
+
+def raw_stream(source: Source, blobs: Iterable[Blob], dest_url: str, prefix: str, parallel: int) -> None:
+    """GET each blob from the source and pipe it into a monolithic upload (POST, then one PUT) on the destination."""
+    uploader = _Uploader(dest_url, prefix)
+
+    def one(blob: Blob) -> None:
+        with source.blob(blob) as response:
+            uploader.upload(blob, response.iter_content(CHUNK))
+
+    _in_parallel(one, blobs, parallel)
+
+
+def raw_put(directory: Path, blobs: Iterable[Blob], dest_url: str, prefix: str, parallel: int) -> None:
+    """Read each blob from its file (as download() wrote it) into a monolithic upload (POST, then one PUT)."""
+    uploader = _Uploader(dest_url, prefix)
+
+    def one(blob: Blob) -> None:
+        with open(blob_file(directory, blob), "rb") as handle:
+            uploader.upload(blob, iter(lambda: handle.read(CHUNK), b""))
 
     _in_parallel(one, blobs, parallel)
 
@@ -249,7 +310,7 @@ def download(source: Source, blobs: Iterable[Blob], directory: Path, parallel: i
     directory.mkdir(parents=True, exist_ok=True)
 
     def one(blob: Blob) -> None:
-        with source.blob(blob) as response, open(directory / blob.digest.replace(":", "-"), "wb") as handle:
+        with source.blob(blob) as response, open(blob_file(directory, blob), "wb") as handle:
             for chunk in response.iter_content(CHUNK):
                 handle.write(chunk)
 
@@ -264,6 +325,57 @@ def read_only(source: Source, blobs: Iterable[Blob], parallel: int) -> None:
             deque(response.iter_content(CHUNK), maxlen=0)
 
     _in_parallel(one, blobs, parallel)
+
+
+# -- judging what a case wrote to disk -------------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def misnamed(files: dict[Path, str], parallel: int) -> list[str]:
+    """The files (of {path: the digest it must have}) that are missing or hash to something else; hashed in parallel."""
+
+    def wrong(item: tuple[Path, str]) -> str | None:
+        path, digest = item
+        try:
+            return None if sha256_file(path) == digest else f"{path.name} hashes to something else"
+        except OSError as exc:
+            return f"{path.name}: {exc.strerror or exc}"
+
+    with ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
+        return [problem for problem in pool.map(wrong, files.items()) if problem]
+
+
+def digest_named(directory: Path, suffix: str = "") -> dict[Path, str]:
+    """{file: sha256:<its name>} for the files of directory named by a sha256 hex digest (then suffix)."""
+    found = {}
+    for path in directory.iterdir():
+        hex_part = path.name[:len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+        if (not suffix or path.name.endswith(suffix)) and re.fullmatch(r"[0-9a-f]{64}", hex_part):
+            found[path] = f"sha256:{hex_part}"
+    return found
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    allocated: int  # what du counts: allocated blocks of every file and directory, a hard link once
+    apparent: int  # the files' sizes
+    files: int
+
+
+def disk_usage(root: Path) -> DiskUsage:
+    allocated = apparent = files = 0
+    seen: set[tuple[int, int]] = set()
+    for path in [root, *root.rglob("*")]:
+        status = path.lstat()
+        if (status.st_dev, status.st_ino) in seen:
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        allocated += status.st_blocks * 512
+        if path.is_file() and not path.is_symlink():
+            apparent, files = apparent + status.st_size, files + 1
+    return DiskUsage(allocated, apparent, files)
 
 
 # -- processes ----------------------------------------------------------------------------------------------------------
@@ -322,6 +434,9 @@ class Case:
     registry_cpu: float = 0.0
     rss_mib: float | None = None
     disk_write_mb: float | None = None
+    disk_bytes: int | None = None  # what the result takes on disk (du), for the cases that write files
+    disk_apparent_bytes: int | None = None
+    disk_files: int | None = None
     ok: bool = True
     note: str = ""
     rounds: list[float] = field(default_factory=list)
@@ -351,14 +466,20 @@ class Bench:
         return f"bench-{self.run_id}-{case}"
 
     # Measuring ----------------------------------------------------------------------------
-    def measure(self, case: Case, action: Callable[[Case], None], in_process: bool = False) -> Case:
+    def measure(self, case: Case, action: Callable[[Case], None], in_process: bool = False,
+                check: Callable[[Case], None] | None = None) -> Case:
+        """Time action from a synced start to a synced end; then, with the clock stopped, run check (hashing, du).
+
+        An exception of either marks the case failed, so its time cannot count.
+        """
         print(f"bench: {case.name} ...", file=sys.stderr, flush=True)
         os.sync()
         registries, mine = process_cpu(self.registry_pids), own_cpu()
         started = time.monotonic()
+        errors = (BenchError, requests.RequestException, OSError, ValueError, KeyError)
         try:
             action(case)
-        except (BenchError, requests.RequestException, OSError, ValueError, KeyError) as exc:
+        except errors as exc:
             case.ok = False
             case.note = (case.note + "; " if case.note else "") + f"FAILED: {exc}"
         case.seconds_before_sync = time.monotonic() - started
@@ -367,12 +488,18 @@ class Bench:
         case.registry_cpu = process_cpu(self.registry_pids) - registries
         if in_process:
             case.client_cpu = own_cpu() - mine
+        if check is not None and case.ok:
+            try:
+                check(case)
+            except errors as exc:
+                case.ok = False
+                case.note = (case.note + "; " if case.note else "") + f"FAILED the check: {exc}"
         print(f"bench: {case.name}: {case.seconds:.1f}s{' (' + case.note + ')' if case.note else ''}", file=sys.stderr, flush=True)
         self.cases.append(case)
         return case
 
     def check_registry(self, case: Case, prefix: str) -> None:
-        """Every tag at the destination has the source's digest (or, for skopeo and docker, at least exists)."""
+        """Every tag at the destination has the source's digest; a case whose copy has not fails."""
         wrong = []
         for reference, digest in self.inv.digests.items():
             repository, tag = split_reference(reference)
@@ -380,15 +507,88 @@ class Bench:
             if response.status_code != 200 or response.headers.get("Docker-Content-Digest") != digest:
                 wrong.append(reference)
         if wrong:
-            case.note = "; ".join(filter(None, (case.note, f"{len(wrong)} tag(s) missing or with another digest at the destination")))
+            raise BenchError(f"{len(wrong)} tag(s) missing or with another digest at the destination, e.g. {wrong[0]}")
+
+    def check_blobs(self, case: Case, prefix: str) -> None:
+        """Every unique blob is in the destination repository a raw upload put it in, with its size."""
+        wrong = []
+        for blob in self.inv.registry_blobs.values():
+            response = requests.head(f"{self.open_url}/v2/{prefix}/{blob.repository}/blobs/{blob.digest}", timeout=30)
+            if response.status_code != 200 or int(response.headers.get("Content-Length", -1)) != blob.size:
+                wrong.append(blob.digest)
+        if wrong:
+            raise BenchError(f"{len(wrong)} blob(s) missing or of another size at the destination, e.g. {wrong[0]}")
+
+    def record_disk(self, case: Case, root: Path) -> DiskUsage:
+        usage = disk_usage(root)
+        case.disk_bytes, case.disk_apparent_bytes, case.disk_files = usage.allocated, usage.apparent, usage.files
+        return usage
+
+    def check_files(self, case: Case, directory: Path) -> None:
+        """download()'s files: one per unique blob (every platform), each hashing to its digest."""
+        wanted = {blob_file(directory, blob): blob.digest for blob in self.inv.registry_blobs.values()}
+        bad = misnamed(wanted, self.args.parallel)
+        if bad:
+            raise BenchError(f"{len(bad)} downloaded blob(s) wrong: {bad[0]}")
+        self.record_disk(case, directory)
+
+    def check_bundle(self, case: Case, directory: Path) -> None:
+        """An OCI layout: index.json names every tag with the source's digest; every blob needed is there, and every
+        file in blobs/sha256 hashes to its name. Written from the image-layout spec, not from the module's code."""
+        if json.loads((directory / "oci-layout").read_text(encoding="utf-8")).get("imageLayoutVersion") != "1.0.0":
+            raise BenchError("oci-layout does not say imageLayoutVersion 1.0.0")
+        index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+        names = {(entry.get("annotations") or {}).get(REF_NAME): entry.get("digest")
+                 for entry in index.get("manifests") or []}
+        wrong = [ref for ref, digest in self.inv.digests.items() if names.get(f"{self.source.host}/{ref}") != digest]
+        if wrong:
+            raise BenchError(f"index.json lacks {len(wrong)} tag(s) or names another digest, e.g. {wrong[0]}")
+        blobs = digest_named(directory / "blobs" / "sha256")
+        others = [p.name for p in (directory / "blobs" / "sha256").iterdir() if p not in blobs]
+        if others:
+            raise BenchError(f"blobs/sha256 holds {len(others)} file(s) not named by a digest, e.g. {others[0]}")
+        missing = (set(self.inv.registry_blobs) | self.inv.manifest_digests) - set(blobs.values())
+        if missing:
+            raise BenchError(f"{len(missing)} blob(s) missing from the bundle, e.g. {sorted(missing)[0]}")
+        bad = misnamed(blobs, self.args.parallel)
+        if bad:
+            raise BenchError(f"{len(bad)} blob file(s) of the bundle wrong: {bad[0]}")
+        self.record_disk(case, directory)
+        case.note += f"; {len(blobs)} blob files, each hashing to its name"
+
+    def check_dirs(self, case: Case, root: Path) -> None:
+        """skopeo's ``dir:`` per tag: manifest.json has the tag's digest (--preserve-digests), every manifest of an
+        index and every blob of every platform is there, and every file named by a digest hashes to it."""
+        files: dict[Path, str] = {}
+        for reference, digest in self.inv.digests.items():
+            repository, tag = split_reference(reference)
+            directory = root / repository / tag
+            named = {**digest_named(directory), **digest_named(directory, ".manifest.json")}
+            wanted = {blob.digest for blob in self.inv.per_image[reference]} | set(self.inv.children.get(reference, []))
+            missing = wanted - set(named.values())
+            if missing:
+                raise BenchError(f"{reference}: {len(missing)} blob(s) or manifest(s) missing, e.g. {min(missing)}")
+            files.update(named)
+            files[directory / "manifest.json"] = digest
+        bad = misnamed(files, self.args.parallel)
+        if bad:
+            raise BenchError(f"{len(bad)} file(s) of the dir: copies wrong: {bad[0]}")
+        self.record_disk(case, root)
 
     # The module ---------------------------------------------------------------------------
     def module(self, case: Case, facts: Path, params: dict[str, Any]) -> dict[str, Any]:
-        args = {"registry_url": self.info["source_registry_url"], "images": self.inv.tags, "facts_file": str(facts),
-                "parallel": self.args.parallel, **params}
+        """Run the module as its own process; with ``source: bundle`` it gets no key, no images (every image of the
+        bundle) and a registry_url nothing listens on, so it cannot have read from the source registry."""
+        if params.get("source", "registry") == "registry":
+            args = {"registry_url": self.info["source_registry_url"], "images": self.inv.tags}
+            env = dict(os.environ, NGC_API_KEY=self.info["api_key"])
+        else:
+            args = {"registry_url": "http://127.0.0.1:9"}
+            env = {name: value for name, value in os.environ.items() if name != "NGC_API_KEY"}
+        args.update({"facts_file": str(facts), "parallel": self.args.parallel, **params})
         args_file = self.work / "module-args.json"
         args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}), encoding="utf-8")
-        env = dict(os.environ, NGC_API_KEY=self.info["api_key"], PYTHONPATH=str(self.args.collections))
+        env["PYTHONPATH"] = str(self.args.collections)
         proc = run([sys.executable, "-m", MODULE, str(args_file)], self.work, env=env, check=False)
         case.rss_mib, case.client_cpu, case.disk_write_mb = proc.rss_kib / 1024, proc.cpu, proc.bytes_out / MB
         try:
@@ -411,6 +611,20 @@ class Bench:
         if not result.get("changed"):
             raise BenchError("the module wrote nothing (changed=false)")
         case.note += f"; wrote {case.disk_write_mb:.0f} MB to disk, the archives hold {self.inv.archive_file_bytes / MB:.0f} MB"
+
+    def module_bundle(self, case: Case, directory: Path, facts: Path) -> None:
+        result = self.module(case, facts, {"bundle": {"dir": str(directory)}})
+        if not result.get("changed"):
+            raise BenchError("the module wrote nothing (changed=false)")
+        case.note += f"; wrote {case.disk_write_mb:.0f} MB to disk"
+
+    def module_import(self, case: Case, directory: Path, prefix: str, facts: Path) -> None:
+        result = self.module(case, facts, {"source": "bundle", "source_dir": str(directory),
+                                           "registry": {"url": self.open_url, "prefix": prefix}})
+        copied = [i for i in result.get("images") or [] if i.get("status") == "copied"]
+        if len(copied) != len(self.inv.tags):
+            raise BenchError(f"the module copied {len(copied)} of {len(self.inv.tags)} images from the bundle")
+        self.check_registry(case, prefix)
 
     def module_noop(self, case: Case, prefix: str, directory: Path, facts: Path) -> None:
         result = self.module(case, facts, {"registry": {"url": self.open_url, "prefix": prefix},
@@ -447,13 +661,16 @@ class Bench:
         script = 'mkdir -p "$2" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
         return ["unshare", "--mount", "sh", "-c", script, "sh", str(cache), SKOPEO_SYSTEM_CACHE], env
 
-    def skopeo(self, case: Case, destination: Callable[[str, str], str], extra: list[str]) -> None:
+    def skopeo(self, case: Case, destination: Callable[[str, str], str], extra: list[str],
+               source: Callable[[str, str], str] | None = None) -> None:
+        """One ``skopeo copy`` per tag: from the source registry (with the auth file) or from source(repo, tag)."""
         sandbox, env = self.skopeo_sandbox(case)
+        pull = [] if source is not None else ["--src-authfile", str(self.auth_file), "--src-tls-verify=false"]
         rss = 0
         for reference in self.inv.tags:
             repository, tag = split_reference(reference)
-            argv = [*sandbox, "skopeo", "copy", "--quiet", "--src-authfile", str(self.auth_file), "--src-tls-verify=false", *extra,
-                    f"docker://{self.source.host}/{reference}", destination(repository, tag)]
+            origin = source(repository, tag) if source is not None else f"docker://{self.source.host}/{reference}"
+            argv = [*sandbox, "skopeo", "copy", "--quiet", *pull, *extra, origin, destination(repository, tag)]
             proc = run(argv, self.work, env=env)
             rss, case.client_cpu = max(rss, proc.rss_kib), case.client_cpu + proc.cpu
         case.rss_mib = rss / 1024
@@ -472,6 +689,24 @@ class Bench:
             return f"docker-archive:{root / repo / tag}.tar:{self.source.host}/{repo}:{tag}"
 
         self.skopeo(case, destination, [])
+
+    def skopeo_dirs(self, case: Case, root: Path) -> None:
+        """NVIDIA's air-gap guide: ``skopeo copy --all --preserve-digests docker://... dir:<root>/<repo>/<tag>``."""
+
+        def destination(repo: str, tag: str) -> str:
+            (root / repo).mkdir(parents=True, exist_ok=True)
+            return f"dir:{root / repo / tag}"
+
+        self.skopeo(case, destination, ["--all", "--preserve-digests"])
+        case.note += f"; the dirs must hold {self.inv.per_image_bytes / MB:.0f} MB, a copy of each shared layer per tag"
+
+    def skopeo_from_dirs(self, case: Case, root: Path) -> None:
+        """The far side of the guide: ``skopeo copy --all --preserve-digests dir:... docker://<open>/<prefix>/...``."""
+        prefix = self.prefix("skopeo-import")
+        self.skopeo(case, lambda repo, tag: f"docker://{self.open_host}/{prefix}/{repo}:{tag}",
+                    ["--all", "--preserve-digests", "--dest-tls-verify=false"],
+                    source=lambda repo, tag: f"dir:{root / repo / tag}")
+        self.check_registry(case, prefix)
 
     # The Docker engine --------------------------------------------------------------------
     def docker_env(self) -> dict[str, str]:
@@ -539,12 +774,35 @@ class Bench:
                 have.setdefault(blob.digest, directory / blob.digest.replace(":", "-"))
 
     # The run ------------------------------------------------------------------------------
+    def bundle_round(self, number: int) -> None:
+        """Both sides of the air gap, each next to its baseline: the plain download's files are what the raw PUT reads,
+        the module's bundle is what the module imports. Each starts from its own fresh directory or namespace."""
+        parallel, blobs = self.args.parallel, self.inv.registry_blobs.values()
+        size = self.inv.total(blobs)
+        files, bundle = self.work / f"plain-all{number}", self.work / f"bundle{number}"
+        raw_prefix, prefix = self.prefix(f"rawput{number}"), self.prefix(f"import{number}")
+        self.measure(Case("plain download of the blobs to files, all platforms", "bundle", size, baseline=True),
+                     lambda c: download(self.source, blobs, files, parallel), in_process=True,
+                     check=lambda c: self.check_files(c, files))
+        self.measure(Case(BUNDLE, "bundle", size),
+                     lambda c: self.module_bundle(c, bundle, self.work / f"bundle{number}.fact"),
+                     check=lambda c: self.check_bundle(c, bundle))
+        self.measure(Case("raw PUT of the blobs from files", "import", size, baseline=True),
+                     lambda c: raw_put(files, blobs, self.open_url, raw_prefix, parallel), in_process=True,
+                     check=lambda c: self.check_blobs(c, raw_prefix))
+        self.measure(Case("module bundle -> registry", "import", size),
+                     lambda c: self.module_import(c, bundle, prefix, self.work / f"import{number}.fact"))
+        shutil.rmtree(files, ignore_errors=True)
+        shutil.rmtree(bundle, ignore_errors=True)
+
     def execute(self) -> list[Case]:
         inv, parallel = self.inv, self.args.parallel
         reg_bytes, arc_bytes = inv.total(inv.registry_blobs.values()), inv.total(inv.archive_blobs.values())
         print(f"bench: {len(inv.tags)} tags; registry copy: {len(inv.registry_blobs)} unique blobs, {reg_bytes / MB:.0f} MB; "
               f"docker archives: {len(inv.archive_blobs)} unique blobs, {arc_bytes / MB:.0f} MB "
-              f"({inv.archive_file_bytes / MB:.0f} MB in all archives)", file=sys.stderr, flush=True)
+              f"({inv.archive_file_bytes / MB:.0f} MB in all archives); "
+              f"{inv.per_image_bytes / MB:.0f} MB in dir: copies per tag",
+              file=sys.stderr, flush=True)
         self.write_authfile()
         self.measure(Case("source read only (GET, discard)", "info", reg_bytes),
                      lambda c: read_only(self.source, inv.registry_blobs.values(), parallel), in_process=True)
@@ -555,7 +813,7 @@ class Bench:
             first = first or (prefix, archives, facts)
             self.measure(Case("raw stream (GET piped into PUT)", "registry", reg_bytes, baseline=True),
                          lambda c, n=number: raw_stream(self.source, inv.registry_blobs.values(), self.open_url, self.prefix(f"raw{n}"), parallel),
-                         in_process=True)
+                         in_process=True, check=lambda c, n=number: self.check_blobs(c, self.prefix(f"raw{n}")))
             self.measure(Case("module registry -> registry", "registry", reg_bytes),
                          lambda c, p=prefix, f=facts: self.module_registry(c, p, f))
             plain = self.work / "plain"
@@ -569,13 +827,21 @@ class Bench:
             self.measure(case, lambda c, d=per_tag: self.write_per_archive(d), in_process=True)
             shutil.rmtree(per_tag, ignore_errors=True)
             self.measure(Case("module registry -> docker archive", "archive", arc_bytes),
-                         lambda c, d=archives, f=facts: self.module_archive(c, d, f))
+                         lambda c, d=archives, f=facts: self.module_archive(c, d, f),
+                         check=lambda c, d=archives: self.record_disk(c, d))
             if number > 1:
                 shutil.rmtree(archives, ignore_errors=True)
+            self.bundle_round(number)
 
         self.measure(Case("skopeo copy --all registry -> registry", "registry", reg_bytes), self.skopeo_registry)
         self.measure(Case("skopeo copy -> docker-archive", "archive", arc_bytes), self.skopeo_archive)
         shutil.rmtree(self.work / "skopeo-archive", ignore_errors=True)
+        dirs = self.work / "skopeo-dirs"
+        self.measure(Case("skopeo copy --all --preserve-digests -> dir: per tag", "bundle", reg_bytes),
+                     lambda c: self.skopeo_dirs(c, dirs), check=lambda c: self.check_dirs(c, dirs))
+        self.measure(Case("skopeo copy --all --preserve-digests dir: -> registry", "import", reg_bytes),
+                     lambda c: self.skopeo_from_dirs(c, dirs))
+        shutil.rmtree(dirs, ignore_errors=True)
 
         if first is not None:
             prefix, archives, facts = first
@@ -633,8 +899,14 @@ def score(cases: list[Case]) -> None:
             case.ratio = base.mbps / case.mbps
 
 
+def overhead(case: Case) -> float | None:
+    """How much more a case's result takes on disk than the unique bytes it holds (0.004 = 0.4%)."""
+    return case.disk_bytes / case.bytes - 1 if case.disk_bytes is not None and case.bytes else None
+
+
 def table(cases: list[Case]) -> str:
-    header = ("case", "seconds", "MB/s", "ratio", "vs", "client CPU s", "registries CPU s", "peak RSS MiB", "note")
+    header = ("case", "seconds", "MB/s", "ratio", "vs", "client CPU s", "registries CPU s", "peak RSS MiB",
+              "on disk MB", "over unique", "note")
     rows = [header]
     for case in cases:
         rows.append((
@@ -646,6 +918,8 @@ def table(cases: list[Case]) -> str:
             f"{case.client_cpu:.1f}" if case.client_cpu else "-",
             f"{case.registry_cpu:.1f}",
             f"{case.rss_mib:.0f}" if case.rss_mib else "-",
+            f"{case.disk_bytes / MB:.0f}" if case.disk_bytes is not None else "-",
+            f"{overhead(case):+.2%}" if overhead(case) is not None else "-",
             ("" if case.ok else "FAILED ") + case.note,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
@@ -659,7 +933,8 @@ def table(cases: list[Case]) -> str:
 
 
 def verdict(cases: list[Case]) -> list[str]:
-    """How the module did against the aims of the issue."""
+    """How the module did against the aims of the issue: time per byte against the baseline, against skopeo for the
+    bundle, peak memory, and bytes on disk."""
     lines = []
     for case in cases:
         if not case.name.startswith("module"):
@@ -671,11 +946,37 @@ def verdict(cases: list[Case]) -> list[str]:
         if aim is not None and case.ratio is not None:
             met = "met" if case.ratio <= aim else "NOT met"
             lines.append(f"{case.name}: {case.ratio:.2f}x the {BASELINE_NAMES[case.group]} per byte (aim <= {aim}x): {met}")
+        skopeo = next((c for c in cases if c.group == case.group and c.name.startswith("skopeo") and c.ok), None)
+        if case.group in ("bundle", "import") and skopeo is not None:
+            line = f"{case.name}: {case.seconds / skopeo.seconds:.2f}x the time of {skopeo.name}"
+            if case.group == "bundle":
+                line += f" (aim: ahead of it): {'met' if case.seconds < skopeo.seconds else 'NOT met'}"
+            lines.append(line)
         floor = next((c for c in cases if c.name == FLOOR and c.ok and c.seconds > 0), None)
         if case.group == "archive" and floor is not None:
             lines.append(f"{case.name}: {case.seconds / floor.seconds:.2f}x the time of writing the same files plainly ({FLOOR})")
         if case.rss_mib is not None:
             lines.append(f"{case.name}: peak RSS {case.rss_mib:.0f} MiB (aim < {MAX_RSS_MIB:.0f} MiB): {'met' if case.rss_mib < MAX_RSS_MIB else 'NOT met'}")
+    return lines + disk_verdict(cases)
+
+
+def disk_verdict(cases: list[Case]) -> list[str]:
+    """Bytes on disk of each result that has them, against its unique blob bytes; the bundle against its aim."""
+    lines = []
+    bundle = next((c for c in cases if c.name == BUNDLE and c.ok and c.disk_bytes), None)
+    for case in cases:
+        share = overhead(case)
+        if share is None or case.disk_bytes is None or not case.ok:
+            continue
+        line = (f"bytes on disk: {case.name}: {case.disk_bytes / MB:.1f} MB in {case.disk_files} files, "
+                f"{share:+.2%} over the {case.bytes / MB:.1f} MB of unique blobs it holds")
+        if case is bundle:
+            line += f" (aim < +{MAX_DISK_OVERHEAD:.0%}): {'met' if share < MAX_DISK_OVERHEAD else 'NOT met'}"
+        elif bundle is not None and bundle.disk_bytes:
+            line += f"; {case.disk_bytes / bundle.disk_bytes:.2f}x the bundle"
+        lines.append(line)
+    if bundle is None:
+        lines.append(f"bytes on disk: {BUNDLE}: not measured (the case failed or did not run)")
     return lines
 
 
@@ -704,7 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
     checks = verdict(cases)
     print(f"\n{len(bench.inv.tags)} tags; unique bytes: {bench.inv.total(bench.inv.registry_blobs.values()) / MB:.0f} MB to a registry "
           f"(all platforms), {bench.inv.total(bench.inv.archive_blobs.values()) / MB:.0f} MB to docker archives ({ARCHIVE_PLATFORM}); "
-          f"parallel {args.parallel}. Ratio: seconds per byte over the baseline's (registry cases: raw stream; archive cases: plain download).\n")
+          f"parallel {args.parallel}. Ratio: seconds per byte over the baseline's (registry cases: raw stream; "
+          f"archive cases: plain download; bundle cases: plain download of every platform's blobs; "
+          f"import cases: raw PUT of those files).\n")
     print(table(cases))
     print()
     print("\n".join(checks))
@@ -717,7 +1020,12 @@ def main(argv: list[str] | None = None) -> int:
         "registry_unique_bytes": bench.inv.total(bench.inv.registry_blobs.values()),
         "archive_unique_bytes": bench.inv.total(bench.inv.archive_blobs.values()),
         "archive_file_bytes": bench.inv.archive_file_bytes,
-        "aims": {"registry_ratio": AIMS["registry"], "archive_ratio": AIMS["archive"], "peak_rss_mib": MAX_RSS_MIB},
+        "per_tag_dir_bytes": bench.inv.per_image_bytes,
+        "aims": {"registry_ratio": AIMS["registry"], "archive_ratio": AIMS["archive"], "bundle_ratio": AIMS["bundle"],
+                 "import_ratio": AIMS["import"], "peak_rss_mib": MAX_RSS_MIB, "bundle_disk_overhead": MAX_DISK_OVERHEAD},
+        "disk": {case.name: {"bytes": case.disk_bytes, "apparent_bytes": case.disk_apparent_bytes,
+                             "files": case.disk_files, "unique_bytes": case.bytes, "overhead": overhead(case)}
+                 for case in cases if case.disk_bytes is not None},
         "cases": [asdict(case) for case in cases],
         "checks": checks,
         "seconds": round(time.monotonic() - started, 1),
