@@ -145,16 +145,28 @@ class BundleReader:
         return parse_manifest(raw, digest, f"manifest {path}", media_type)
 
     def open_blob(self, digest: str, size: int | None = None) -> Iterator[bytes]:
-        return read_blob_chunks(blob_file(self.dir, digest), digest, size, f"the bundle {self.dir}")
+        path = blob_file(self.dir, digest)
+        carried = (self.contents.get("expected") or {}).get(digest)
+        if carried and not os.path.exists(path):
+            raise AirgapError(f"blob {digest} is not in the delta bundle {self.dir}, nor on the destination: it was carried by "
+                              f"bundle {carried.get('bundle')}; import bundle {carried.get('bundle')} first")
+        return read_blob_chunks(path, digest, size, f"the bundle {self.dir}")
+
+    def origins(self) -> dict[str, str]:
+        """For each blob a delta bundle expects on the far side: an image of the earlier bundle that uses it."""
+        return {d: info["image"] for d, info in (self.contents.get("expected") or {}).items() if info.get("image")}
 
 
 class _BlobFile:
-    """A sink writing one blob to ``.<hex>.partial-<pid>``: checked (size, digest), synced and renamed on close."""
+    """A sink writing one blob to ``.<hex>.partial-<pid>``: size checked, synced and renamed on close.
+
+    Its digest is the reader's to check: fan_out closes a sink only after the source's chunks ended without a digest
+    error (each reader holds back or fails on its last chunk), and aborts it otherwise, so no second hash here.
+    """
 
     def __init__(self, path: str, digest: str, size: int) -> None:
         self.path, self.digest, self.size = path, digest, size
         self.temp = os.path.join(os.path.dirname(path), partial_name(os.path.basename(path)))
-        self._hash = hashlib.new(digest.split(":", 1)[0])
         self._written = 0
         try:
             self._file = open(self.temp, "wb")  # pylint: disable=consider-using-with
@@ -168,14 +180,12 @@ class _BlobFile:
         except OSError as exc:
             self.abort()
             raise os_error(exc, "writing blob", self.path) from None
-        self._hash.update(data)
         self._written += len(data)
 
     def close(self) -> None:
-        actual = f"{self._hash.name}:{self._hash.hexdigest()}"
-        if self._written != self.size or actual != self.digest:
+        if self._written != self.size:
             self.abort()
-            raise DigestMismatchError(f"blob {self.digest} for {self.path}: got {self._written} bytes hashing to {actual}")
+            raise DigestMismatchError(f"blob {self.digest} for {self.path}: got {self._written} bytes, {self.size} expected")
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -216,12 +226,6 @@ class BundleWriter:
         self.contents: dict[str, Any] = contents if isinstance(contents, dict) and contents.get("schema") == CONTENTS_SCHEMA \
             else {"schema": CONTENTS_SCHEMA, "images": {}, "files": {}}
 
-    def entry(self, reference: str) -> dict[str, Any] | None:
-        for entry in self.index["manifests"]:
-            if (entry.get("annotations") or {}).get(ANNOTATION_REF_NAME) == reference:
-                return entry
-        return None
-
     def has_blob(self, digest: str, size: int) -> bool:
         """A blob file of the right size is there (it was only renamed into place after its digest was checked)."""
         try:
@@ -238,22 +242,32 @@ class BundleWriter:
         if not self.has_blob(digest, len(data)):
             atomic_write(blob_file(self.dir, digest), data, what="blob")
 
-    def add_image(self, reference: str, top: dict[str, Any], record: dict[str, Any], written: str) -> None:
-        """Name an image in index.json (replacing an entry of the same name) and contents.json, both atomically."""
-        blobs = record["blobs"]
-        missing = [d for d, size in blobs.items() if not self.has_blob(d, size)]
+    def add_image(self, reference: str, top: dict[str, Any], record: dict[str, Any], written: str, name: str) -> None:
+        """Name an image in index.json (replacing an entry of the same name) and contents.json, both atomically.
+
+        ``record["blobs"]`` is every blob the image needs, by digest with its size; ``record["expected"]`` those that
+        are deliberately not here (a delta bundle), each with the earlier bundle that carried it.
+        """
+        blobs, expected = record["blobs"], record.get("expected") or {}
+        present = {d: size for d, size in blobs.items() if d not in expected}
+        missing = [d for d, size in present.items() if not self.has_blob(d, size)]
         if missing:
             raise AirgapError(f"bundle {self.dir}: blob {missing[0]} of {reference} is not there after writing it")
         entries = [e for e in self.index["manifests"] if (e.get("annotations") or {}).get(ANNOTATION_REF_NAME) != reference]
         self.index["manifests"] = entries + [top]
         files = self.contents.setdefault("files", {})
-        for digest, size in blobs.items():
+        for digest, size in present.items():
             files[f"blobs/{digest.replace(':', '/')}"] = {"size": size, "sha256": digest.split(":", 1)[1]}
         index_bytes = (json.dumps(self.index, indent=2) + "\n").encode("utf-8")
         files[INDEX_FILE] = {"size": len(index_bytes), "sha256": hashlib.sha256(index_bytes).hexdigest()}
         files[LAYOUT_FILE] = {"size": len(OCI_LAYOUT), "sha256": hashlib.sha256(OCI_LAYOUT).hexdigest()}
-        self.contents["images"][reference] = dict(record, blobs=sorted(blobs), written=written)
-        self.contents.update(source=self.source, updated=written)
+        waiting = self.contents.setdefault("expected", {})
+        waiting.update(expected)
+        for digest in present:
+            waiting.pop(digest, None)
+        self.contents["images"][reference] = dict(record, blobs=sorted(blobs), expected={d: i["bundle"] for d, i in expected.items()},
+                                                  written=written)
+        self.contents.update(source=self.source, updated=written, bundle=name, delta=bool(waiting))
         atomic_write(os.path.join(self.dir, INDEX_FILE), index_bytes, what="bundle index")
         atomic_write(os.path.join(self.dir, CONTENTS_FILE), (json.dumps(self.contents, indent=2, sort_keys=True) + "\n").encode("utf-8"),
                      what="bundle contents record")

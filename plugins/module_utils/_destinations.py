@@ -6,7 +6,7 @@ Each destination plans its own step for an image (``plan``: observe what it hold
 per-image write (``begin``): the blobs it lacks (``blobs``), a sink for each (``sink``), then ``commit`` (manifests,
 layout files, rename; visible whole or not at all) which also records it in the facts file, or ``abort``.
 ``platforms`` says which children of an index it needs (None: all), ``needs_content`` whether it needs the
-manifests at all. The copy engine knows no kind by name. Not a public API.
+manifests at all. The copy engine knows no kind by name. The bundle destination lives in ``_bundle_destination``. Not a public API.
 """
 from __future__ import annotations
 
@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleWriter, bundle_entry
 from ansible_collections.airgap.ngc.plugins.module_utils._engine import DOCKER_IMPORT_ERROR, HAS_DOCKER, DockerEngine, DockerSdkMissingError, tag_targets
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
-    ANNOTATION_REF_NAME,
     SOURCE_DIGEST_ANNOTATION,
     ImageContent,
     Manifest,
@@ -69,7 +67,7 @@ def spool_budget(directory: str, planned: int) -> int | None:
     return max(int((stat.f_bavail * stat.f_frsize - planned) * SPOOL_SHARE), 0)
 
 
-class _Write:
+class Write:
     """A per-image write with nothing to stream (README, engine) or the base of those that stream."""
 
     blobs: dict[str, int] = {}
@@ -84,7 +82,7 @@ class _Write:
         """Nothing to undo."""
 
 
-class _Selection:
+class Selection:
     """A destination that copies an image's manifests for a platform choice (None: all platforms, byte for byte)."""
 
     needs_content = True
@@ -98,15 +96,18 @@ class _Selection:
         return compute_digest(filtered_index(top.raw, top.data, select_children(top.data, self.platforms))) if top.is_index else digest
 
 
-class RegistryDestination(_Selection):
+class RegistryDestination(Selection):
     """A destination registry: HEAD to observe, mount or upload blobs, push manifests (children first)."""
 
     kind = "registry"
 
-    def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals) -> None:
+    def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals,
+                 origins: dict[str, SourceImage] | None = None) -> None:
         self.url, self.prefix, self.client, self.platforms, self.totals = spec["url"], spec.get("prefix"), client, platforms, totals
         self.credentials = (spec.get("username"), spec.get("password"))
         self.known_blobs: dict[str, str] = {}  # digest -> a repository of this registry that holds it
+        for digest, image in (origins or {}).items():  # blobs an earlier import put here, under another image
+            self.known_blobs[digest] = self.reference(image).repository
 
     def reference(self, image: SourceImage) -> ImageReference:
         return registry_target(image, self.url, self.prefix)
@@ -155,7 +156,7 @@ class RegistryDestination(_Selection):
         self.client.close()
 
 
-class _RegistryWrite(_Write):
+class _RegistryWrite(Write):
     def __init__(self, dest: RegistryDestination, ref: ImageReference, content: ImageContent, manifests: list[Manifest],
                  top_raw: bytes, missing: dict[str, int]) -> None:
         super().__init__()
@@ -174,7 +175,7 @@ class _RegistryWrite(_Write):
         return digest
 
 
-class ArchiveDestination(_Selection):
+class ArchiveDestination(Selection):
     """Tar archives under a directory, one per image and format: ``<dir>/<name>/<tag>.tar`` or ``.oci.tar``."""
 
     kind = "archive"
@@ -222,7 +223,7 @@ class ArchiveDestination(_Selection):
         """Nothing is held open."""
 
 
-class _ArchiveWrite(_Write):
+class _ArchiveWrite(Write):
     def __init__(self, dest: ArchiveDestination, writer: ArchiveWriter, content: ImageContent, manifests: list[Manifest],
                  blobs: dict[str, int]) -> None:
         super().__init__()
@@ -263,67 +264,6 @@ class _ArchiveWrite(_Write):
         self.writer.abort()
 
 
-class BundleDestination(_Selection):
-    """A bundle: one OCI image layout directory holding every image once and every blob once."""
-
-    kind = "bundle"
-
-    def __init__(self, spec: dict[str, Any], platforms: list[str] | None, source_name: str) -> None:
-        self.dir = os.path.abspath(spec["dir"])
-        self.platforms = platforms
-        self.source_name = source_name
-        self._writer: BundleWriter | None = None
-
-    def writer(self) -> BundleWriter:
-        if self._writer is None:
-            self._writer = BundleWriter(self.dir, self.source_name)
-        return self._writer
-
-    def target(self, image: SourceImage) -> str:
-        return f"{self.dir}#{image.ref}"
-
-    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
-        entry = bundle_entry(self.dir, str(image.ref))
-        return ctx.step(self.kind, self.target(image), self.want(image, found.digest, ctx), entry["digest"] if entry else None)
-
-    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _BundleWrite:
-        writer = self.writer()
-        _entries, manifests, top_raw = content.selection(self.platforms)
-        blobs = blob_sizes(m.data for m in manifests)
-        return _BundleWrite(writer, content, manifests, top_raw, {d: s for d, s in blobs.items() if not writer.has_blob(d, s)}, blobs)
-
-    def close(self) -> None:
-        """Nothing is held open."""
-
-
-class _BundleWrite(_Write):
-    def __init__(self, writer: BundleWriter, content: ImageContent, manifests: list[Manifest], top_raw: bytes,
-                 missing: dict[str, int], every: dict[str, int]) -> None:
-        super().__init__()
-        self.writer, self.content, self.manifests, self.top_raw, self.blobs, self.every = writer, content, manifests, top_raw, missing, every
-
-    def sink(self, digest: str, size: int) -> Any:
-        return self.writer.blob_sink(digest, size) if digest in self.blobs else None
-
-    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
-        top = self.content.top
-        digest = compute_digest(self.top_raw)
-        held = dict(self.every)
-        for manifest in self.manifests if top.is_index else []:
-            self.writer.put_bytes(manifest.digest, manifest.raw)
-            held[manifest.digest] = manifest.size
-        self.writer.put_bytes(digest, self.top_raw)
-        held[digest] = len(self.top_raw)
-        when = utc_now()
-        notes = {ANNOTATION_REF_NAME: str(image.ref), SOURCE_DIGEST_ANNOTATION: top.digest}
-        entry = descriptor(top.media_type, digest, len(self.top_raw), annotations=notes)
-        self.writer.add_image(str(image.ref), entry, {"digest": digest, "source_digest": top.digest, "media_type": top.media_type,
-                                                      "blobs": held}, when)
-        store.record_destination(image.key, top.digest, step.dest_key, {
-            "type": "bundle", "dir": self.writer.dir, "reference": str(image.ref), "digest": digest, "written": when})
-        return digest
-
-
 class ReadmeDestination:
     """``<dir>/<name>/README.md`` beside the archives, from the image's NGC description."""
 
@@ -356,7 +296,7 @@ class ReadmeDestination:
         """Nothing is held open."""
 
 
-class _ReadmeWrite(_Write):
+class _ReadmeWrite(Write):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.data = text.encode("utf-8")
@@ -417,7 +357,7 @@ class EngineDestination:
         self.engine.close()
 
 
-class _EngineWrite(_Write):
+class _EngineWrite(Write):
     def __init__(self, dest: EngineDestination) -> None:
         super().__init__()
         self.dest = dest
@@ -466,29 +406,3 @@ def credentials_matcher(registry: RegistryDestination | None, source_host: str |
         return None, None
 
     return credentials_for
-
-
-def destinations_from(params: dict[str, Any], source: Any, registry_client: Any, totals: Totals) -> list[Any]:
-    """The destinations the options ask for, in the order their writes commit (an engine last: it may pull or load
-    what the others wrote). ``registry_client`` is the client for ``registry.url``."""
-    platforms = params.get("platforms") or None
-    offline = bool(params.get("offline"))
-    registry = RegistryDestination(params["registry"], registry_client, platforms, totals) if params.get("registry") else None
-    archive = ArchiveDestination(params["archive"]) if params.get("archive") and not offline else None
-    found: list[Any] = [d for d in (registry, archive) if d is not None]
-    if params.get("bundle"):
-        found.append(BundleDestination(params["bundle"], platforms, source.name))
-    if archive is not None and params.get("save_readme"):
-        found.append(ReadmeDestination(archive.dir))
-    if params.get("docker"):
-        spec = params["docker"]
-        archive_of = archive.target if archive is not None else getattr(source, "path_of", None)
-        if (spec.get("source") or "registry") == "archive" and archive_of is None:
-            raise ConfigError("docker.source=archive loads the archives of archive.dir: set archive")
-        if (spec.get("source") or "registry") == "registry" and registry is None and source.kind != "registry":
-            raise ConfigError(f"docker.source=registry pulls from a registry, but the source is the {source.kind} {source.name}: "
-                              "set registry (the engine then pulls from it), or archive with docker.source=archive")
-        source_host = registry_host(params["registry_url"]) if source.kind == "registry" else None
-        found.append(EngineDestination(spec, registry, archive_of, credentials_matcher(
-            registry, source_host, (params.get("username"), params.get("api_key")))))
-    return found

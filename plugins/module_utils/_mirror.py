@@ -14,13 +14,22 @@ import errno
 import os
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._destinations import PlanContext, destinations_from
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import BundleDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._destinations import (
+    ArchiveDestination,
+    EngineDestination,
+    PlanContext,
+    ReadmeDestination,
+    RegistryDestination,
+    credentials_matcher,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import cleanup_stale_partials, cleanup_tree
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest, select_children
 from ansible_collections.airgap.ngc.plugins.module_utils._options import registry_from, source_registry_from
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import COPY, ImagePlan, SourceImage, plan_result
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import ProgressReporter
+from ansible_collections.airgap.ngc.plugins.module_utils._reference import registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._sources import ArchiveSource, BundleSource, RegistrySource
 from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, sinks_of, transfer
@@ -37,6 +46,33 @@ def source_from(params: dict[str, Any]) -> Any:
             raise ConfigError("the archive source needs source_dir (the directory of the per-tag archives)")
         return ArchiveSource(directory)
     return RegistrySource(source_registry_from(params), params["registry_url"])
+
+
+def destinations_from(params: dict[str, Any], source: Any, registry_client: Any, totals: Totals) -> list[Any]:
+    """The destinations the options ask for, in the order their writes commit (an engine last: it may pull or load
+    what the others wrote). ``registry_client`` is the client for ``registry.url``."""
+    platforms = params.get("platforms") or None
+    offline = bool(params.get("offline"))
+    origins = source.origins() if hasattr(source, "origins") else {}
+    registry = RegistryDestination(params["registry"], registry_client, platforms, totals, origins) if params.get("registry") else None
+    archive = ArchiveDestination(params["archive"]) if params.get("archive") and not offline else None
+    found: list[Any] = [d for d in (registry, archive) if d is not None]
+    if params.get("bundle"):
+        found.append(BundleDestination(params["bundle"], platforms, source.name))
+    if archive is not None and params.get("save_readme"):
+        found.append(ReadmeDestination(archive.dir))
+    if params.get("docker"):
+        spec = params["docker"]
+        archive_of = archive.target if archive is not None else getattr(source, "path_of", None)
+        if (spec.get("source") or "registry") == "archive" and archive_of is None:
+            raise ConfigError("docker.source=archive loads the archives of archive.dir: set archive")
+        if (spec.get("source") or "registry") == "registry" and registry is None and source.kind != "registry":
+            raise ConfigError(f"docker.source=registry pulls from a registry, but the source is the {source.kind} {source.name}: "
+                              "set registry (the engine then pulls from it), or archive with docker.source=archive")
+        source_host = registry_host(params["registry_url"]) if source.kind == "registry" else None
+        found.append(EngineDestination(spec, registry, archive_of, credentials_matcher(
+            registry, source_host, (params.get("username"), params.get("api_key")))))
+    return found
 
 
 class Mirror:

@@ -110,6 +110,10 @@ class BundleSource:
     def missing(self, image: SourceImage) -> str:
         return f"{image.ref} is not in the bundle {self.name}: it holds {', '.join(self.reader.references()[:5]) or 'no image'}"
 
+    def origins(self) -> dict[str, SourceImage]:
+        """A delta bundle's expected blobs, each with an image of the earlier bundle that brought it (where to mount from)."""
+        return {digest: SourceImage(ref=ImageReference.parse(ref)) for digest, ref in self.reader.origins().items()}
+
     def close(self) -> None:
         """Nothing is held open between calls."""
 

@@ -396,6 +396,21 @@ def _check_docker(spec: dict[str, Any], images: list[ImageReference]) -> None:
     _check_tag_as(spec.get("tag_as"), images)
 
 
+def _check_since(since: Any, directory: str) -> None:
+    """bundle.since: empty (a full bundle), ``last``, or a list of earlier bundle directories / contents.json files."""
+    if since in (None, "", []) or since == "last":
+        return
+    if not isinstance(since, list):
+        raise _bad("bundle.since", since, "give last, or a list of earlier bundles' directories or contents.json files")
+    for position, path in enumerate(since, start=1):
+        option = f"bundle.since item {position}"
+        normal = check_path(option, path, "file")  if isinstance(path, str) and not os.path.isdir(path) else check_path(option, path, "dir")
+        if normal and not os.path.exists(normal):
+            raise _bad(option, path, "there is no such bundle directory or contents.json")
+        if normal and _same_path(normal, directory):
+            raise _bad(option, path, "it is bundle.dir itself: give the earlier bundles")
+
+
 def _check_source(params: dict[str, Any], source: str) -> None:
     """``source`` and ``source_dir``: carried media need their directory; a registry source needs images."""
     if source == "registry":
@@ -442,6 +457,7 @@ def validate_mirror(params: dict[str, Any]) -> None:
     _check_source(params, source)
     if params.get("bundle") is not None:
         check_path("bundle.dir", params["bundle"].get("dir"), "dir")
+        _check_since(params["bundle"].get("since"), params["bundle"]["dir"])
         for option in ("archive.dir", "source_dir"):
             other = (archive or {}).get("dir") if option == "archive.dir" else params.get("source_dir")
             if other and _same_path(other, params["bundle"]["dir"]):
@@ -478,6 +494,20 @@ def _check_catalog_name(option: str, value: Any) -> None:
         raise _bad(option, value, "image names are lower case")
 
 
+def _check_verify(params: dict[str, Any]) -> None:
+    """``verify``, ``verify_mode`` and ``fail_on_problems``: a bundle's check, so only with source=bundle and verify."""
+    verify, mode, fail = params.get("verify"), params.get("verify_mode"), params.get("fail_on_problems")
+    if verify and params.get("source") != "bundle":
+        raise _bad("verify", verify, f"it checks a bundle against its contents record, so it needs source=bundle "
+                                     f"(source is {params.get('source') or 'ngc'})")
+    if mode not in (None, "full", "sizes"):
+        raise _bad("verify_mode", mode, "expected full or sizes")
+    if mode == "sizes" and not verify:
+        raise _bad("verify_mode", mode, "it says how verify checks the bundle: set verify=true with it")
+    if fail and not verify:
+        raise _bad("fail_on_problems", fail, "it fails on what verify finds: set verify=true (and source=bundle) with it")
+
+
 def validate_catalog(params: dict[str, Any]) -> None:
     """Every option of ``ngc_catalog_info``; raises ConfigError naming the first bad one."""
     validate_source(params)
@@ -485,6 +515,7 @@ def validate_catalog(params: dict[str, Any]) -> None:
         check_carried_dir(params, "bundle")
     elif params.get("source_dir") is not None:
         raise _bad("source_dir", params["source_dir"], "it is read only with source=bundle")
+    _check_verify(params)
     check_url("api_url", params.get("api_url"), example="https://api.ngc.nvidia.com", path=True,
               credentials="give the key in api_key")
     org = params.get("org")

@@ -164,9 +164,25 @@ options:
     type: dict
     suboptions:
       dir:
-        description: The bundle directory. Created if missing; a run locks it against other runs.
+        description:
+          - The bundle directory. Created if missing; a run locks it against other runs.
+          - Its name (V(ngc-2026-11) for C(/media/transfer/ngc-2026-11)) is how later delta bundles refer to it.
         type: path
         required: true
+      since:
+        description:
+          - Write a delta bundle, relative to what the far side already has. Only the blobs it lacks are written;
+            C(index.json) and C(contents.json) still name every image and every blob the images need, and
+            C(contents.json) lists the blobs left out under C(expected), each with the earlier bundle that carried it
+            (C(delta) is V(true)). A delta bundle is a valid OCI layout for what it holds but B(not complete on its own),
+            so import the bundles it relies on first; its import fails an image whose blob the far side lacks, naming the
+            digest and that bundle.
+          - V(last) takes what the far side has from this collection's own record of earlier exports in O(facts_file)
+            (every earlier bundle written with it), so nothing needs to be carried back.
+          - A list of paths takes it from earlier bundles' directories or their C(contents.json) files, for example
+            when an earlier bundle was lost or not imported and the site says which ones arrived.
+          - Manifests are always written, so every image of the index can be read from the bundle itself.
+        type: raw
   offline:
     description:
       - Contact no registry at all; take each image's digest from its archive under
@@ -349,6 +365,7 @@ def main() -> None:
         source_dir=dict(type="path"),
         bundle=dict(type="dict", options=dict(
             dir=dict(type="path", required=True),
+            since=dict(type="raw"),
         )),
         platforms=dict(type="list", elements="str"),
         save_readme=dict(type="bool", default=False),

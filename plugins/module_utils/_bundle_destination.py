@@ -1,0 +1,159 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: the bundle destination, full or delta: what the far side already has is not carried again. Not a public API.
+
+A delta bundle (``bundle.since``) still names every selected image and every blob its images need in ``index.json``
+and ``contents.json``, but holds only the blobs the far side lacks; the others are listed under ``expected`` with the
+earlier bundle that carried them. What the far side has comes from the facts file's record of earlier exports
+(``since: last``) or from earlier bundles' contents records given by path.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import CONTENTS_FILE, BundleWriter, bundle_entry
+from ansible_collections.airgap.ngc.plugins.module_utils._destinations import PlanContext, Selection, Write
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
+    ANNOTATION_REF_NAME,
+    SOURCE_DIGEST_ANNOTATION,
+    ImageContent,
+    Manifest,
+    blob_sizes,
+    compute_digest,
+    descriptor,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage, Step
+from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
+
+
+def bundle_name(directory: str) -> str:
+    """How a bundle is named in messages and records: its directory's name (``ngc-2026-11``)."""
+    return os.path.basename(os.path.normpath(directory))
+
+
+def known_from_facts(store: StateStore, directory: str) -> dict[str, dict[str, str]]:
+    """Blobs the far side has from earlier exports recorded in the facts file (any bundle but ``directory``).
+
+    Returns {digest: {"bundle": the bundle that carried it, "image": an image that uses it}}.
+    """
+    known: dict[str, dict[str, str]] = {}
+    here = os.path.abspath(directory)
+    records = sorted(((entry.get("written") or "", key, entry) for key, record in store.images().items()
+                      for entry in (record.get("destinations") or {}).values()
+                      if isinstance(entry, dict) and entry.get("type") == "bundle" and entry.get("dir") != here), key=lambda r: r[0])
+    for _when, key, entry in records:  # oldest first: a blob is credited to the bundle that first carried it
+        expected = entry.get("expected") or {}
+        for digest in entry.get("blobs") or []:
+            known.setdefault(digest, {"bundle": expected.get(digest) or entry.get("bundle") or bundle_name(entry["dir"]), "image": key})
+    return known
+
+
+def known_from_paths(paths: list[str]) -> dict[str, dict[str, str]]:
+    """Blobs the far side has from earlier bundles given by path (their directories or contents.json files)."""
+    known: dict[str, dict[str, str]] = {}
+    for path in paths:
+        record_path = os.path.join(path, CONTENTS_FILE) if os.path.isdir(path) else path
+        try:
+            with open(record_path, "rb") as handle:
+                record = json.loads(handle.read().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"bundle.since: cannot read the contents record {record_path} ({getattr(exc, 'strerror', None) or exc}): "
+                              "give an earlier bundle's directory or its contents.json") from None
+        if not isinstance(record, dict) or not isinstance(record.get("images"), dict):
+            raise ConfigError(f"bundle.since: {record_path} is not a bundle contents record")
+        name = record.get("bundle") or bundle_name(os.path.dirname(os.path.abspath(record_path)))
+        for ref, image in record["images"].items():
+            expected = image.get("expected") or {}
+            for digest in image.get("blobs") or []:
+                carrier = expected.get(digest) if isinstance(expected, dict) else None
+                known.setdefault(digest, {"bundle": carrier or name, "image": ref})
+    return known
+
+
+class BundleDestination(Selection):
+    """A bundle: one OCI image layout directory holding every image once and every blob once (or only new blobs)."""
+
+    kind = "bundle"
+
+    def __init__(self, spec: dict[str, Any], platforms: list[str] | None, source_name: str) -> None:
+        self.dir = os.path.abspath(spec["dir"])
+        self.name = bundle_name(self.dir)
+        self.since = spec.get("since")
+        self.platforms = platforms
+        self.source_name = source_name
+        self._writer: BundleWriter | None = None
+        self._known: dict[str, dict[str, str]] | None = None
+
+    def writer(self) -> BundleWriter:
+        if self._writer is None:
+            self._writer = BundleWriter(self.dir, self.source_name)
+        return self._writer
+
+    def known(self, store: StateStore) -> dict[str, dict[str, str]]:
+        """What the far side already has (empty for a full bundle), read once a run."""
+        if self._known is None:
+            if not self.since:
+                self._known = {}
+            elif self.since == "last":
+                self._known = known_from_facts(store, self.dir)
+            else:
+                self._known = known_from_paths(list(self.since))
+        return self._known
+
+    def target(self, image: SourceImage) -> str:
+        return f"{self.dir}#{image.ref}"
+
+    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+        self.known(ctx.store)
+        entry = bundle_entry(self.dir, str(image.ref))
+        return ctx.step(self.kind, self.target(image), self.want(image, found.digest, ctx), entry["digest"] if entry else None)
+
+    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _BundleWrite:
+        writer = self.writer()
+        _entries, manifests, top_raw = content.selection(self.platforms)
+        every = blob_sizes(m.data for m in manifests)
+        known = self._known or {}
+        expected = {d: known[d] for d in every if d in known and not writer.has_blob(d, every[d])}
+        missing = {d: s for d, s in every.items() if d not in expected and not writer.has_blob(d, s)}
+        return _BundleWrite(self, content, manifests, top_raw, missing, every, expected)
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+class _BundleWrite(Write):
+    def __init__(self, dest: BundleDestination, content: ImageContent, manifests: list[Manifest], top_raw: bytes,
+                 missing: dict[str, int], every: dict[str, int], expected: dict[str, dict[str, str]]) -> None:
+        super().__init__()
+        self.dest, self.writer = dest, dest.writer()
+        self.content, self.manifests, self.top_raw, self.blobs, self.every, self.expected = content, manifests, top_raw, missing, every, expected
+
+    def sink(self, digest: str, size: int) -> Any:
+        return self.writer.blob_sink(digest, size) if digest in self.blobs else None
+
+    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+        top = self.content.top
+        digest = compute_digest(self.top_raw)
+        held = dict(self.every)
+        for manifest in self.manifests if top.is_index else []:  # manifests are always carried: the index names them
+            self.writer.put_bytes(manifest.digest, manifest.raw)
+            held[manifest.digest] = manifest.size
+        self.writer.put_bytes(digest, self.top_raw)
+        held[digest] = len(self.top_raw)
+        when = utc_now()
+        notes = {ANNOTATION_REF_NAME: str(image.ref), SOURCE_DIGEST_ANNOTATION: top.digest}
+        expected = {d: dict(info, size=self.every[d]) for d, info in self.expected.items()}
+        self.writer.add_image(str(image.ref), descriptor(top.media_type, digest, len(self.top_raw), annotations=notes), {
+            "digest": digest, "source_digest": top.digest, "media_type": top.media_type, "blobs": held, "expected": expected,
+        }, when, self.dest.name)
+        store.record_destination(image.key, top.digest, step.dest_key, {
+            "type": "bundle", "dir": self.writer.dir, "bundle": self.dest.name, "reference": str(image.ref), "digest": digest,
+            "written": when, "blobs": sorted(held), "expected": {d: info["bundle"] for d, info in expected.items()}})
+        if expected:
+            relies = ", ".join(sorted({info["bundle"] for info in expected.values()}))
+            step.reason = (f"written as a delta: {len(expected)} of its blobs are not in this bundle but expected on the far side "
+                           f"from bundle {relies}; the bundle is not complete on its own")
+        return digest
