@@ -6,10 +6,11 @@
 #      catalog per selection, mirror into the site registry and into archives, facts file,
 #      systemd timer rendered (under build/demo/root, not the real /etc);
 #   3. run the rendered wrapper once more, as the timer would: nothing left to copy;
-#   4. the connected side of the air gap: export a selection into a bundle (playbooks/export.yml);
-#   5. "carry" it (copy the directory), stop the NGC stand-in's registry, and on the far side check it,
-#      import it into a second registry that never saw the source, and have a GPU node's Docker engine
-#      pull from there (playbooks/import.yml); digests are compared with the source's.
+#   4. the connected side of the air gap: export a selection into a bundle (playbooks/export.yml); then NGC
+#      publishes a new PyTorch tag that shares its base layers, and a delta bundle carries only its new blobs;
+#   5. "carry" both (copy the directories), stop the NGC stand-in's registry, and on the far side import them
+#      into a second registry that never saw the source, and have a GPU node's Docker engine pull from there
+#      (playbooks/import.yml); digests are compared with the source's.
 # Everything the demo starts is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,15 +97,64 @@ print(json.dumps({
     "export_api_url": tb["ngc_api_url"], "export_registry_url": tb["source_registry_url"],
     "export_selections": [{"images": ["pytorch"], "strict_name_match": True, "py_version": "py3", "latest": 2},
                           {"images": ["cuda"], "strict_name_match": True, "latest": 1}],
-    "export_bundle_dir": f"{d}/bundle", "export_facts_file": f"{d}/root/etc/ansible/facts.d/export.fact",
+    "export_bundle_dir": f"{d}/ngc-2026-11", "export_facts_file": f"{d}/root/etc/ansible/facts.d/export.fact",
 }))
 PY
 NGC_API_KEY=$(read_info api_key) ansible-playbook playbooks/export.yml -e @"$dir/export-vars.json"
-echo "  bundle: $(du -sb "$dir/bundle" | cut -f1) bytes in $(find "$dir/bundle/blobs" -type f | wc -l) blobs, each once"
+echo "  bundle: $(du -sb "$dir/ngc-2026-11" | cut -f1) bytes in $(find "$dir/ngc-2026-11/blobs" -type f | wc -l) blobs, each once"
+echo
+echo "demo: 4b. NGC publishes nvidia/pytorch:24.03-py3 (the base layers of 24.02 and one new layer); a delta bundle"
+python - "$dir" <<'PY'
+import gzip
+import hashlib
+import io
+import json
+import sys
+import tarfile
+
+from tests.testbed._blobs import BlobInfo, image_config, image_manifest
+from tests.testbed._push import Pusher
+
+d = sys.argv[1]
+tb = json.load(open(f"{d}/testbed.json"))
+pusher = Pusher(tb["source_registry_url"], "$oauthtoken", tb["api_key"])
+base = json.loads(pusher._request("GET", "/v2/nvidia/pytorch/manifests/24.02-py3", "nvidia/pytorch",  # pylint: disable=protected-access
+                                  headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}).content)
+raw = io.BytesIO()
+with tarfile.open(fileobj=raw, mode="w") as archive:
+    body = b"what is new in 24.03\n" * 1000
+    info = tarfile.TarInfo("opt/pytorch/RELEASE-24.03.txt")
+    info.size = len(body)
+    archive.addfile(info, io.BytesIO(body))
+layer = pusher.upload_bytes("nvidia/pytorch", gzip.compress(raw.getvalue(), mtime=0))
+layers = [BlobInfo(l["digest"], l["size"]) for l in base["layers"]] + [layer]
+base_config = json.loads(pusher._request("GET", f"/v2/nvidia/pytorch/blobs/{base['config']['digest']}",  # pylint: disable=protected-access
+                                         "nvidia/pytorch").content)
+diff_ids = base_config["rootfs"]["diff_ids"] + ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]
+config = pusher.upload_bytes("nvidia/pytorch", image_config("amd64", "2024-03-20T00:00:00Z", diff_ids,
+                                                            [str(n) for n in range(len(layers))], {}))
+media_type, manifest = image_manifest(False, config, layers)
+pushed = pusher.put_manifest("nvidia/pytorch", "24.03-py3", media_type, manifest)
+json.dump({"nvidia/pytorch:24.03-py3": pushed}, open(f"{d}/published.json", "w"))
+print("  pushed nvidia/pytorch:24.03-py3", pushed)
+PY
+python - "$dir" >"$dir/delta-vars.json" <<'PY'
+import json
+import sys
+
+d = sys.argv[1]
+v = json.load(open(f"{d}/export-vars.json"))
+v.update(export_bundle_dir=f"{d}/ngc-2026-12", export_since="last", export_selections=[],
+         export_images=["nvidia/pytorch:24.02-py3", "nvidia/pytorch:24.03-py3"])
+print(json.dumps(v))
+PY
+NGC_API_KEY=$(read_info api_key) ansible-playbook playbooks/export.yml -e @"$dir/delta-vars.json" | sed -n '/Show what the bundle holds/,/PLAY RECAP/p'
+echo "  delta bundle: $(du -sb "$dir/ngc-2026-12" | cut -f1) bytes; it carries $(python -c "import json,sys; c=json.load(open(sys.argv[1])); print(len([f for f in c['files'] if f.startswith('blobs/')]), 'blob files and expects', len(c['expected']), 'from bundle', ', '.join(sorted({e['bundle'] for e in c['expected'].values()})))" "$dir/ngc-2026-12/contents.json")"
 
 echo
-echo "demo: 5. carry the bundle across; stop the stand-in's registry; import on the far side (playbooks/import.yml)"
-cp -a "$dir/bundle" "$dir/carried"
+echo "demo: 5. carry both bundles across; stop the stand-in's registry; import on the far side (playbooks/import.yml)"
+mkdir -p "$dir/usb"
+cp -a "$dir/ngc-2026-11" "$dir/ngc-2026-12" "$dir/usb/"
 python - "$dir" <<'PY'
 import json
 import os
@@ -123,7 +173,7 @@ import sys
 d = sys.argv[1]
 tb = json.load(open(f"{d}/testbed.json"))
 print(json.dumps({
-    "import_bundle_dir": f"{d}/carried",
+    "import_bundle_dir": f"{d}/usb/ngc-2026-11",
     "import_registry": {"url": tb["basic_registry_url"], "username": tb["basic_username"], "prefix": "site"},
     "import_registry_password": tb["basic_password"],
     "import_docker": {"host": tb["docker_host"], "source": "registry"},
@@ -132,6 +182,18 @@ print(json.dumps({
 PY
 chmod 600 "$dir/import-vars.json"
 ansible-playbook playbooks/import.yml -e @"$dir/import-vars.json"
+echo "  then the delta bundle:"
+python - "$dir" >"$dir/import-delta-vars.json" <<'PY'
+import json
+import sys
+
+d = sys.argv[1]
+v = json.load(open(f"{d}/import-vars.json"))
+v["import_bundle_dir"] = f"{d}/usb/ngc-2026-12"
+print(json.dumps(v))
+PY
+chmod 600 "$dir/import-delta-vars.json"
+ansible-playbook playbooks/import.yml -e @"$dir/import-delta-vars.json"
 echo "  digests on the far side against the source's (skopeo):"
 python - "$dir" <<'PY'
 import base64
@@ -143,12 +205,12 @@ import sys
 d = sys.argv[1]
 tb = json.load(open(f"{d}/testbed.json"))
 seed = {f"{r['repository']}:{t['tag']}": t["digest"] for r in json.load(open(tb["seed_file"]))["repositories"] for t in r.get("tags") or []}
-index = json.load(open(f"{d}/carried/index.json"))
+entries = json.load(open(f"{d}/usb/ngc-2026-11/index.json"))["manifests"] + json.load(open(f"{d}/usb/ngc-2026-12/index.json"))["manifests"]
 auth = base64.b64encode(f"{tb['basic_username']}:{tb['basic_password']}".encode()).decode()
 with open(f"{d}/far-auth.json", "w") as handle:
     json.dump({"auths": {tb["basic_registry_host"]: {"auth": auth}}}, handle)
-for entry in index["manifests"]:
-    ref = entry["annotations"]["org.opencontainers.image.ref.name"].split("/", 1)[1]
+seed.update(json.load(open(f"{d}/published.json")))  # the tag published during the demo
+for ref in sorted({e["annotations"]["org.opencontainers.image.ref.name"].split("/", 1)[1] for e in entries}):
     raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", f"{d}/far-auth.json",
                           f"docker://{tb['basic_registry_host']}/site/{ref}"], capture_output=True, check=True).stdout
     far = "sha256:" + hashlib.sha256(raw).hexdigest()

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, NotFoundError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, NotFoundError, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository, path_segment
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, blob_sizes, is_digest, platform_string
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
+from ansible_collections.airgap.ngc.plugins.module_utils._verify import affected_images, blob_path, verify_bundle
 
 
 @dataclass
@@ -31,13 +32,18 @@ class CatalogEntry:
     digest: str | None = None
     media_type: str | None = None
     platforms: list[str] = field(default_factory=list)
+    verified: bool | None = None  # set only when a bundle was verified
+    unreadable: str | None = None  # why its details could not be read (only with CatalogQuery.keep_unreadable)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        result = {
             "name": self.name, "tag": self.tag, "reference": self.reference, "digest": self.digest,
             "media_type": self.media_type, "platforms": self.platforms, "size": self.size,
             "updated": self.updated, "description": self.description,
         }
+        if self.verified is not None:
+            result["verified"] = self.verified
+        return result
 
 
 @dataclass
@@ -51,6 +57,7 @@ class CatalogQuery:
     include_digests: bool = True
     include_descriptions: bool = False
     parallel: int = 4
+    keep_unreadable: bool = False  # a tag whose manifests cannot be read is listed without details, not an error
 
 
 class Catalog:
@@ -118,10 +125,21 @@ class Catalog:
     # Registry details ----------------------------------------------------------------------
 
     def _add_digests(self, entries: list[CatalogEntry]) -> None:
-        for entry, details in zip(entries, self._map(self._details, entries)):
+        for entry, details in zip(entries, self._map(self._details_of, entries)):
+            if details is None:
+                continue
             entry.digest, entry.media_type, entry.platforms, size = details
             if size is not None:
                 entry.size = size
+
+    def _details_of(self, entry: CatalogEntry) -> tuple[str, str, list[str], int | None] | None:
+        try:
+            return self._details(entry)
+        except AirgapError as exc:
+            if not self.query.keep_unreadable:
+                raise
+            entry.unreadable = str(exc)
+            return None
 
     def _details(self, entry: CatalogEntry) -> tuple[str, str, list[str], int | None]:
         try:
@@ -199,6 +217,9 @@ class BundleView:
         return self.reader.manifest(entry["digest"], entry.get("mediaType"))
 
     def open_blob(self, name: str, digest: str) -> Any:
+        if digest in (self.reader.contents.get("expected") or {}):
+            # A delta bundle left this blob (an image config) to an earlier bundle: its platform stays unknown here.
+            return contextlib.closing(chunk for chunk in ())
         return contextlib.closing(self.reader.open_blob(digest))
 
     def close(self) -> None:
@@ -207,6 +228,15 @@ class BundleView:
 
 def list_catalog(params: dict[str, Any]) -> list[dict[str, Any]]:
     """Run ``ngc_catalog_info`` with its module parameters; the result's ``images``."""
+    return inspect_catalog(params)["images"]
+
+
+def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
+    """Run ``ngc_catalog_info`` with its module parameters: ``images``, and with ``verify`` the bundle's ``problems``.
+
+    A verified bundle's images each get ``verified``; one whose manifests cannot be read is listed without details
+    (and not verified) rather than failing the listing, and an index that cannot be read at all lists no image.
+    """
     # Imported here: _options needs ansible.module_utils, which the pure parts above do not.
     from ansible_collections.airgap.ngc.plugins.module_utils._options import source_registry_from, transport_from  # pylint: disable=import-outside-toplevel
 
@@ -215,21 +245,47 @@ def list_catalog(params: dict[str, Any]) -> list[dict[str, Any]]:
         min_version=params.get("min_version"), py_version=params.get("py_version"), tag_regex=params.get("tag_regex"),
         tag_exclude_regex=params.get("tag_exclude_regex"), latest=params.get("latest"),
     )
+    verify = bool(params.get("verify")) and params.get("source") == "bundle"
     query = CatalogQuery(
         image_filter=image_filter, source=params.get("source") or "ngc", org=params.get("org") or "nvidia", teams=params.get("teams"),
         include_digests=params.get("include_digests", True), include_descriptions=params.get("include_descriptions", False),
-        parallel=max(int(params.get("parallel") or 1), 1),
+        parallel=max(int(params.get("parallel") or 1), 1), keep_unreadable=verify,
     )
+    problems = verify_bundle(params["source_dir"], sizes_only=params.get("verify_mode") == "sizes") if verify else None
     if query.source == "bundle":  # a carried bundle lists like a registry of its own
         query.source = "registry"
-        registry: Any = BundleView(params["source_dir"])
+        try:
+            registry: Any = BundleView(params["source_dir"])
+        except AirgapError:
+            if not problems:
+                raise
+            return {"images": [], "problems": problems}  # verification has said why
     else:
         registry = source_registry_from(params)
     transport = transport_from(params) if query.source == "ngc" else None
     ngc = NgcClient(params["api_url"], params.get("api_key"), transport) if transport is not None else None
     try:
-        return [entry.as_dict() for entry in Catalog(query, registry, ngc).list()]
+        entries = Catalog(query, registry, ngc).list()
     finally:
         registry.close()
         if transport is not None:
             transport.close()
+    if problems is None:
+        return {"images": [entry.as_dict() for entry in entries]}
+    _mark_verified(entries, problems, registry)
+    return {"images": [entry.as_dict() for entry in entries], "problems": problems}
+
+
+def _mark_verified(entries: list[CatalogEntry], problems: list[dict[str, Any]], view: BundleView) -> None:
+    """``verified`` of each listed tag; a tag that could not be read though no problem names it gets a problem of its own."""
+    damaged = set()
+    for ref in affected_images(problems):
+        with contextlib.suppress(AirgapError):
+            parsed = ImageReference.parse(ref)
+            damaged.add((parsed.repository, parsed.tag))
+    for entry in entries:
+        entry.verified = (entry.name, entry.tag) not in damaged and entry.unreadable is None
+        if entry.unreadable is not None and (entry.name, entry.tag) not in damaged:
+            found = view.reader.find(f"{entry.name}:{entry.tag}")
+            path = blob_path(found["digest"]) if found else "index.json"
+            problems.append({"path": path, "problem": "corrupt", "detail": shorten(entry.unreadable), "images": [entry.reference]})

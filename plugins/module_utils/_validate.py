@@ -404,7 +404,7 @@ def _check_since(since: Any, directory: str) -> None:
         raise _bad("bundle.since", since, "give last, or a list of earlier bundles' directories or contents.json files")
     for position, path in enumerate(since, start=1):
         option = f"bundle.since item {position}"
-        normal = check_path(option, path, "file")  if isinstance(path, str) and not os.path.isdir(path) else check_path(option, path, "dir")
+        normal = check_path(option, path, "file") if isinstance(path, str) and not os.path.isdir(path) else check_path(option, path, "dir")
         if normal and not os.path.exists(normal):
             raise _bad(option, path, "there is no such bundle directory or contents.json")
         if normal and _same_path(normal, directory):

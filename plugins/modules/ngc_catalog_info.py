@@ -45,6 +45,34 @@ options:
     description:
       - The bundle directory, for O(source=bundle).
     type: path
+  verify:
+    description:
+      - Check the bundle in O(source_dir) against its contents record (C(contents.json)) before it is used, for example
+        at the scanning station before the media enter the site. Only with O(source=bundle).
+      - Every file the record lists is checked for its size and its sha256 (see O(verify_mode)), and every image of
+        C(index.json) is walked down to its layers. The result gets RV(problems), and each image RV(images[].verified).
+      - Files under C(blobs/) that the record does not list are V(extra) problems; temporary C(.partial-) files of a
+        writer are not. Blobs a delta bundle expects from an earlier bundle are no problem when they are absent.
+      - A missing or unreadable C(contents.json) is a problem itself; then every blob file is checked against its
+        name and every image must have all its blobs.
+      - Problems do not fail the module unless O(fail_on_problems) is set.
+    type: bool
+    default: false
+  verify_mode:
+    description:
+      - How O(verify) checks the files.
+      - V(full) reads every file and compares its sha256 with the record.
+      - V(sizes) only compares sizes, which finds truncated and missing files fast but not a changed byte; manifests
+        and image configs are still hashed (they are small).
+    type: str
+    choices: [full, sizes]
+    default: full
+  fail_on_problems:
+    description:
+      - Fail when O(verify) finds a problem, with the number of problems and the first paths in the message;
+        RV(images) and RV(problems) are returned all the same.
+    type: bool
+    default: false
   org:
     description:
       - The NGC organisation whose images are listed, in lower case.
@@ -148,6 +176,14 @@ EXAMPLES = r"""
     min_version: "4.0.0"
     include_digests: false
 
+- name: Check a carried bundle at the scanning station, and stop if anything is damaged
+  airgap.ngc.ngc_catalog_info:
+    source: bundle
+    source_dir: /media/usb/ngc-bundle
+    verify: true
+    fail_on_problems: true
+  register: carried
+
 - name: List what a site mirror holds
   airgap.ngc.ngc_catalog_info:
     source: registry
@@ -201,13 +237,48 @@ images:
       description: The repository's README in Markdown, with O(include_descriptions).
       type: str
       sample: "# PyTorch\n..."
+    verified:
+      description:
+        - With O(verify), whether every file of the image (its manifests, config and layers, and C(index.json)) passed.
+        - An image that is not verified is not imported by M(airgap.ngc.ngc_image_mirror); the others are.
+      returned: when O(verify) is true
+      type: bool
+      sample: true
+problems:
+  description:
+    - With O(verify), what is wrong in the bundle, one item per file, C(contents.json) first, then by path; empty
+      for a sound bundle.
+  returned: when O(verify) is true
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The file, relative to O(source_dir).
+      type: str
+      sample: blobs/sha256/4f5e6d7c8b9a0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796
+    problem:
+      description:
+        - V(missing) (not there), V(extra) (under C(blobs/) and not in the record), V(corrupt) (its bytes do not hash
+          to the record or its name, or it cannot be read), V(size) (its size is not the recorded one).
+      type: str
+      choices: [missing, extra, corrupt, size]
+      sample: corrupt
+    detail:
+      description: One line on what was found.
+      type: str
+      sample: hashes to sha256:0d1c..., the contents record says sha256:4f5e...
+    images:
+      description: The references of the images that need the file (every image for C(index.json)).
+      type: list
+      elements: str
+      sample: [nvcr.io/nvidia/pytorch:24.01-py3]
 """
 
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.airgap.ngc.plugins.module_utils._catalog import list_catalog
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog import inspect_catalog
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.airgap.ngc.plugins.module_utils._options import source_argument_spec
@@ -233,6 +304,9 @@ def main() -> None:
         include_digests=dict(type="bool", default=True),
         include_descriptions=dict(type="bool", default=False),
         parallel=dict(type="int", default=4),
+        verify=dict(type="bool", default=False),
+        verify_mode=dict(type="str", choices=["full", "sizes"], default="full"),
+        fail_on_problems=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, required_if=[("source", "bundle", ("source_dir",))])
     try:
@@ -242,14 +316,20 @@ def main() -> None:
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     try:
-        images = list_catalog(module.params)
+        result = inspect_catalog(module.params)
     except AirgapError as exc:
         module.fail_json(msg=str(exc))
     # A bug must still fail as one line without a secret.
     except Exception as exc:  # pylint: disable=broad-except
         reason = shorten(redact(str(exc), (module.params.get("api_key"),)))
         module.fail_json(msg=f"ngc_catalog_info failed unexpectedly: {type(exc).__name__}: {reason}", exception=traceback.format_exc())
-    module.exit_json(changed=False, images=images)
+    problems = result.get("problems") or []
+    if module.params["fail_on_problems"] and problems:
+        shown = ", ".join(f"{p['path']} ({p['problem']})" for p in problems[:3])
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        module.fail_json(msg=f"bundle {module.params['source_dir']} has {len(problems)} problem{'s' if len(problems) > 1 else ''}: "
+                             f"{shown}{more}", changed=False, **result)
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == "__main__":
