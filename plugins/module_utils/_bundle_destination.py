@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import CONTENTS_FILE, BundleWriter, bundle_entry
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import CONTENTS_FILE, BundleWriter, bundle_entry, metadata_dir, parse_size
 from ansible_collections.airgap.ngc.plugins.module_utils._destinations import PlanContext, Selection, Write
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
@@ -55,7 +55,7 @@ def known_from_paths(paths: list[str]) -> dict[str, dict[str, str]]:
     """Blobs the far side has from earlier bundles given by path (their directories or contents.json files)."""
     known: dict[str, dict[str, str]] = {}
     for path in paths:
-        record_path = os.path.join(path, CONTENTS_FILE) if os.path.isdir(path) else path
+        record_path = os.path.join(metadata_dir(path), CONTENTS_FILE) if os.path.isdir(path) else path
         try:
             with open(record_path, "rb") as handle:
                 record = json.loads(handle.read().decode("utf-8"))
@@ -82,6 +82,7 @@ class BundleDestination(Selection):
         self.dir = os.path.abspath(spec["dir"])
         self.name = bundle_name(self.dir)
         self.since = spec.get("since")
+        self.volume_size = parse_size(spec["volume_size"]) if spec.get("volume_size") else None
         self.platforms = platforms
         self.source_name = source_name
         self._writer: BundleWriter | None = None
@@ -89,7 +90,7 @@ class BundleDestination(Selection):
 
     def writer(self) -> BundleWriter:
         if self._writer is None:
-            self._writer = BundleWriter(self.dir, self.source_name)
+            self._writer = BundleWriter(self.dir, self.source_name, self.volume_size)
         return self._writer
 
     def known(self, store: StateStore) -> dict[str, dict[str, str]]:

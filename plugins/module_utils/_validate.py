@@ -17,6 +17,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import find_volumes, parse_size
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import STATES
@@ -431,8 +432,8 @@ def check_carried_dir(params: dict[str, Any], source: str) -> None:
     directory = check_path("source_dir", params.get("source_dir"), "dir")
     if directory and not os.path.isdir(directory):
         raise _bad("source_dir", params["source_dir"], f"there is no such directory: give the {source} carried across")
-    if source == "bundle" and directory and not os.path.isfile(os.path.join(directory, "index.json")):
-        raise _bad("source_dir", params["source_dir"], "it holds no index.json, so it is not a bundle (an OCI image layout)")
+    if source == "bundle" and directory and not os.path.isfile(os.path.join(directory, "index.json")) and not find_volumes(directory, None):
+        raise _bad("source_dir", params["source_dir"], "it holds no index.json nor bundle volumes, so it is not a bundle (an OCI image layout)")
 
 
 def validate_mirror(params: dict[str, Any]) -> None:
@@ -458,6 +459,10 @@ def validate_mirror(params: dict[str, Any]) -> None:
     if params.get("bundle") is not None:
         check_path("bundle.dir", params["bundle"].get("dir"), "dir")
         _check_since(params["bundle"].get("since"), params["bundle"]["dir"])
+        if params["bundle"].get("volume_size") not in (None, ""):
+            size = parse_size(params["bundle"]["volume_size"])
+            if size < 1024 * 1024:
+                raise _bad("bundle.volume_size", params["bundle"]["volume_size"], "a volume needs at least 1MiB")
         for option in ("archive.dir", "source_dir"):
             other = (archive or {}).get("dir") if option == "archive.dir" else params.get("source_dir")
             if other and _same_path(other, params["bundle"]["dir"]):

@@ -183,6 +183,17 @@ options:
             when an earlier bundle was lost or not imported and the site says which ones arrived.
           - Manifests are always written, so every image of the index can be read from the bundle itself.
         type: raw
+      volume_size:
+        description:
+          - Split the bundle into numbered volume directories (C(vol-0001), C(vol-0002), ...) none larger than this,
+            for media with a file or volume size limit (V(4GiB) for FAT32, a data diode's limit), for example V(4GiB),
+            V(700MiB) or a number of bytes. A blob larger than a volume is split into parts, re-joined and
+            digest-checked on import.
+          - C(vol-0001) holds C(index.json) and C(contents.json) (which records the volume of every file). The import
+            (O(source_dir)) takes the volumes in any order, copied into one directory or on several mount points under
+            it (for example C(/media) with C(/media/usb1/vol-0001) and C(/media/usb2/vol-0002)), and names a missing volume.
+          - Only for a new bundle directory (a bundle written without volumes stays so).
+        type: str
   offline:
     description:
       - Contact no registry at all; take each image's digest from its archive under
@@ -366,6 +377,7 @@ def main() -> None:
         bundle=dict(type="dict", options=dict(
             dir=dict(type="path", required=True),
             since=dict(type="raw"),
+            volume_size=dict(type="str"),
         )),
         platforms=dict(type="list", elements="str"),
         save_readme=dict(type="bool", default=False),

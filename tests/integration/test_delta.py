@@ -59,8 +59,8 @@ def ns(request: pytest.FixtureRequest) -> str:
     return f"delta{os.getpid()}-{request.node.name[5:20].replace('_', '-')}-{int(time.time() * 1000) % 100000}"
 
 
-def test_a_delta_bundle_carries_only_the_new_blobs_and_imports(ansible: Any, testbed: Any, testbed_authfile: Path, tmp_path: Path,
-                                                              ns: str) -> None:
+def test_a_delta_bundle_carries_only_the_new_blobs_and_imports(
+        ansible: Any, testbed: Any, testbed_authfile: Path, tmp_path: Path, ns: str) -> None:
     facts = str(tmp_path / "connected.fact")
     first_dir, second_dir = tmp_path / "ngc-2026-11", tmp_path / "ngc-2026-12"
     first = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": OLD, "bundle": {"dir": str(first_dir)},
