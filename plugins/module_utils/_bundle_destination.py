@@ -29,6 +29,9 @@ from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImag
 from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
 
 
+INVENTORY_KIND = "airgap.ngc far-side inventory"
+
+
 def bundle_name(directory: str) -> str:
     """How a bundle is named in messages and records: its directory's name (``ngc-2026-11``)."""
     return os.path.basename(os.path.normpath(directory))
@@ -62,8 +65,13 @@ def known_from_paths(paths: list[str]) -> dict[str, dict[str, str]]:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError(f"bundle.since: cannot read the contents record {record_path} ({getattr(exc, 'strerror', None) or exc}): "
                               "give an earlier bundle's directory or its contents.json") from None
+        if isinstance(record, dict) and record.get("kind") == INVENTORY_KIND and isinstance(record.get("blobs"), dict):
+            where = f"the far side (inventory {os.path.basename(record_path)} of {record.get('written')})"
+            for digest, ref in record["blobs"].items():
+                known.setdefault(digest, {"bundle": where, "image": ref})
+            continue
         if not isinstance(record, dict) or not isinstance(record.get("images"), dict):
-            raise ConfigError(f"bundle.since: {record_path} is not a bundle contents record")
+            raise ConfigError(f"bundle.since: {record_path} is neither a bundle contents record nor a far-side inventory")
         name = record.get("bundle") or bundle_name(os.path.dirname(os.path.abspath(record_path)))
         for ref, image in record["images"].items():
             expected = image.get("expected") or {}

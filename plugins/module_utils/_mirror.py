@@ -11,10 +11,11 @@ facts file is written after each image, so an interrupted run resumes where it s
 from __future__ import annotations
 
 import errno
+import json
 import os
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import BundleDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import INVENTORY_KIND, BundleDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._destinations import (
     ArchiveDestination,
     EngineDestination,
@@ -24,14 +25,14 @@ from ansible_collections.airgap.ngc.plugins.module_utils._destinations import (
     credentials_matcher,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._files import cleanup_stale_partials, cleanup_tree
+from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write, cleanup_stale_partials, cleanup_tree
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest, select_children
 from ansible_collections.airgap.ngc.plugins.module_utils._options import registry_from, source_registry_from
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import COPY, ImagePlan, SourceImage, plan_result
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import ProgressReporter
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._sources import ArchiveSource, BundleSource, RegistrySource
-from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore
+from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, sinks_of, transfer
 
 
@@ -75,6 +76,29 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
     return found
 
 
+def write_inventory(path: str, source: Any, done: list[ImagePlan]) -> None:
+    """Add to the far side's inventory what the imported images brought: their digests and every blob they need.
+
+    The file can be carried back to the connected side as ``bundle.since``, when earlier bundles were lost.
+    """
+    inventory: dict[str, Any] = {"schema": 1, "kind": INVENTORY_KIND, "images": {}, "blobs": {}}
+    try:
+        with open(path, "rb") as handle:
+            old = json.loads(handle.read().decode("utf-8"))
+        if isinstance(old, dict) and old.get("kind") == INVENTORY_KIND:
+            inventory.update(old)
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AirgapError(f"inventory_file {path} is not an inventory this collection wrote ({exc}): move it away") from None
+    for plan in done:
+        inventory["images"][plan.source.key] = plan.digest
+        for digest in source.image_blobs(plan.source) if hasattr(source, "image_blobs") else []:
+            inventory["blobs"][digest] = plan.source.key
+    inventory["written"] = utc_now()
+    atomic_write(path, (json.dumps(inventory, indent=1, sort_keys=True) + "\n").encode("utf-8"), what="inventory file")
+
+
 class Mirror:
     """Runs ``ngc_image_mirror``: ``Mirror(params, check_mode, diff_mode).run()`` returns the module result.
 
@@ -105,6 +129,8 @@ class Mirror:
                 if not self.check_mode:
                     locks = self._take_directories()
                 plans = self.engine.run(self.images, store)
+                if self.params.get("inventory_file") and not self.check_mode:
+                    write_inventory(self.params["inventory_file"], self.source, [p for p in plans if not p.error])
         finally:
             for lock in locks:
                 lock.release()

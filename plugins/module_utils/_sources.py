@@ -110,6 +110,10 @@ class BundleSource:
     def missing(self, image: SourceImage) -> str:
         return f"{image.ref} is not in the bundle {self.name}: it holds {', '.join(self.reader.references()[:5]) or 'no image'}"
 
+    def image_blobs(self, image: SourceImage) -> list[str]:
+        """Every blob an image of the bundle needs (carried or expected), as its contents record lists them."""
+        return list(((self.reader.contents.get("images") or {}).get(str(image.ref)) or {}).get("blobs") or [])
+
     def origins(self) -> dict[str, SourceImage]:
         """A delta bundle's expected blobs, each with an image of the earlier bundle that brought it (where to mount from)."""
         return {digest: SourceImage(ref=ImageReference.parse(ref)) for digest, ref in self.reader.origins().items()}

@@ -456,6 +456,10 @@ def validate_mirror(params: dict[str, Any]) -> None:
                               "(where they are) and docker with docker.source=archive")
     source = params.get("source") or "registry"
     _check_source(params, source)
+    if params.get("inventory_file") is not None:
+        check_path("inventory_file", params["inventory_file"], "file")
+        if source != "bundle":
+            raise _bad("inventory_file", params["inventory_file"], "it records what an import from a bundle brought: use it with source=bundle")
     if params.get("bundle") is not None:
         check_path("bundle.dir", params["bundle"].get("dir"), "dir")
         _check_since(params["bundle"].get("since"), params["bundle"]["dir"])

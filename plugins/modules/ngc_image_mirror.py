@@ -145,6 +145,12 @@ options:
     description:
       - The bundle directory (O(source=bundle)) or the directory of per-tag archives (O(source=archive)).
     type: path
+  inventory_file:
+    description:
+      - On the far side, after an import from a bundle, add what the imported images brought (their digests and
+        every blob they need) to this JSON file. Carried back to the connected side and given in O(bundle.since),
+        it tells a delta bundle what the far side has, for sites where an earlier bundle was lost or not imported.
+    type: path
   bundle:
     description:
       - Write the images into a bundle, one OCI image layout directory (C(oci-layout), C(index.json),
@@ -374,6 +380,7 @@ def main() -> None:
         offline=dict(type="bool", default=False),
         source=dict(type="str", choices=["registry", "bundle", "archive"], default="registry"),
         source_dir=dict(type="path"),
+        inventory_file=dict(type="path"),
         bundle=dict(type="dict", options=dict(
             dir=dict(type="path", required=True),
             since=dict(type="raw"),

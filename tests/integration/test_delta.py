@@ -129,3 +129,24 @@ def test_a_full_bundle_stays_complete(ansible: Any, testbed: Any, tmp_path: Path
     contents = json.loads((tmp_path / "b" / "contents.json").read_text())
     assert contents["delta"] is False and contents["expected"] == {}
     assert len(check_bundle(tmp_path / "b")) == 1
+
+
+def test_a_far_side_inventory_tells_a_delta_what_is_there(ansible: Any, testbed: Any, tmp_path: Path, ns: str) -> None:
+    first_dir = tmp_path / "ngc-2026-10"
+    assert ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": OLD[:1], "bundle": {"dir": str(first_dir)},
+                                               "facts_file": str(tmp_path / "a.fact")}, api_key=testbed.api_key).rc == 0
+    inventory = tmp_path / "far" / "inventory.json"
+    inventory.parent.mkdir()
+    imported = ansible.module("ngc_image_mirror", {"source": "bundle", "source_dir": str(first_dir), "inventory_file": str(inventory),
+                                                   "registry": {"url": testbed.open_registry_url, "prefix": ns}, "facts_file": str(tmp_path / "far.fact")})
+    assert imported.rc == 0, imported.stdout
+    recorded = json.loads(inventory.read_text())
+    assert set(recorded["blobs"]) >= set(seeded(testbed)[OLD[0]]["layer_digests"])
+    # Carried back: a delta for another connected-side host that has no record of the first export.
+    delta_dir = tmp_path / "ngc-2026-11"
+    delta = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": OLD, "facts_file": str(tmp_path / "b.fact"),
+                                                "bundle": {"dir": str(delta_dir), "since": [str(inventory)]}}, api_key=testbed.api_key)
+    assert delta.rc == 0, delta.stdout
+    carried = {f"sha256:{p.name}" for p in (delta_dir / "blobs" / "sha256").iterdir()}
+    assert not carried & set(seeded(testbed)[OLD[0]]["layer_digests"])  # nothing the far side already has
+    assert set(seeded(testbed)[OLD[1]]["layer_digests"]) - set(seeded(testbed)[OLD[0]]["layer_digests"]) <= carried
