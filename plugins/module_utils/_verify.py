@@ -20,6 +20,7 @@ import os
 import re
 from typing import Any, Iterable
 
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import find_volumes, metadata_dir
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import ANNOTATION_REF_NAME, INDEX_MEDIA_TYPES, blob_descriptors, is_digest
 
@@ -94,7 +95,12 @@ class _Verifier:
     """One pass over one bundle: each file is read at most once; problems are kept one per path."""
 
     def __init__(self, directory: str, sizes_only: bool) -> None:
-        self.dir = os.path.abspath(directory)
+        self.root = os.path.abspath(directory)
+        self.dir = metadata_dir(self.root)
+        self.volumes = find_volumes(self.root, None) if not os.path.isfile(os.path.join(self.dir, "index.json")) else {}
+        if self.volumes.get(1):
+            self.dir = self.volumes[1]
+        self.placement: dict[str, Any] = {}  # logical path -> the record's volume or parts, for a bundle in volumes
         self.sizes_only = sizes_only
         self.problems: dict[str, dict[str, Any]] = {}
         self.users: dict[str, set[str]] = {}  # path -> the images that need it
@@ -107,10 +113,12 @@ class _Verifier:
 
     # -- the pass ------------------------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
-        if not os.path.isdir(self.dir):
-            raise ConfigError(f"source_dir {self.dir} does not exist: give the directory of a bundle")
+        if not os.path.isdir(self.root):
+            raise ConfigError(f"source_dir {self.root} does not exist: give the directory of a bundle")
         record = self._record()
         if record is not None:
+            self.placement = {path: entry for path, entry in (record.get("files") or {}).items()
+                              if isinstance(entry, dict) and (entry.get("volume") or entry.get("parts"))}
             self.expected = {blob_path(d) for d in record.get("expected") or {}}
             for ref, image in (record.get("images") or {}).items():
                 self.refs.append(ref)
@@ -215,7 +223,7 @@ class _Verifier:
         if path in self.checked:
             return self.parsed.get(path)
         self.checked.add(path)
-        full = os.path.join(self.dir, path)
+        full = self._files(path)[0]
         try:
             if os.path.getsize(full) > MANIFEST_LIMIT:
                 self._problem(path, "corrupt", f"larger than {MANIFEST_LIMIT} bytes, so not the manifest {digest}")
@@ -252,7 +260,11 @@ class _Verifier:
         if path in self.checked:
             return
         self.checked.add(path)
-        full = os.path.join(self.dir, path)
+        files = self._files(path)
+        if len(files) > 1 or files[0] != os.path.join(self.dir, path):
+            self._check_placed(path, files, size, hex_digest, against, algorithm)
+            return
+        full = files[0]
         try:
             info = os.stat(full)
         except FileNotFoundError:
@@ -276,6 +288,35 @@ class _Verifier:
             self._problem(path, "corrupt", "cannot be read to the end")
         elif actual != hex_digest:
             self._problem(path, "corrupt", f"hashes to {algorithm}:{actual}, {against} says {algorithm}:{hex_digest}")
+
+    def _files(self, path: str) -> list[str]:
+        """The file(s) holding a logical path: itself, or for a bundle in volumes its volume's copy or its parts."""
+        entry = self.placement.get(path)
+        if not entry:
+            return [os.path.join(self.dir, path)]
+        pieces = entry.get("parts") or [{"volume": entry["volume"], "path": path}]
+        return [os.path.join(self.volumes.get(p["volume"], os.path.join(self.root, f"vol-{p['volume']:04d}")), p["path"]) for p in pieces]
+
+    def _check_placed(self, path: str, files: list[str], size: int | None, hex_digest: str, against: str, algorithm: str) -> None:
+        """A blob kept in another volume or in parts: every piece there, their sizes adding up, their bytes hashing right."""
+        absent = [f for f in files if not os.path.isfile(f)]
+        if absent:
+            if path not in self.expected:
+                self._problem(path, "missing", f"{absent[0]} is not there (is its volume mounted?)")
+            return
+        total = sum(os.path.getsize(f) for f in files)
+        if size is not None and total != size:
+            self._problem(path, "size", f"{total} bytes in {len(files)} piece(s), {against} says {size}")
+            return
+        if self.sizes_only and path not in self.small:
+            return
+        hasher = hashlib.new(algorithm)
+        for one in files:
+            with open(one, "rb") as handle:
+                for data in iter(lambda h=handle: h.read(CHUNK), b""):
+                    hasher.update(data)
+        if hasher.hexdigest() != hex_digest:
+            self._problem(path, "corrupt", f"its pieces hash to {algorithm}:{hasher.hexdigest()}, {against} says {algorithm}:{hex_digest}")
 
     def _extras(self, record: dict[str, Any] | None) -> None:
         """Files under blobs/ that nothing accounts for; blob files nobody listed are also checked against their name."""

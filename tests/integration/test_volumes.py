@@ -61,8 +61,9 @@ def test_volumes_import_in_any_order_from_two_mount_points(ansible: Any, testbed
     assert run.rc == 0, run.stdout
     for ref in IMAGES:
         assert raw_digest(testbed.open_registry_host, f"{ns}/{ref}") == seeded(testbed)[ref]["digest"], ref
-    listed = ansible.module("ngc_catalog_info", {"source": "bundle", "source_dir": str(media)})
+    listed = ansible.module("ngc_catalog_info", {"source": "bundle", "source_dir": str(media), "verify": True})
     assert listed.rc == 0 and len(listed.result["images"]) == len(IMAGES)
+    assert listed.result["problems"] == []
 
 
 def test_a_missing_volume_is_named_and_a_corrupt_part_fails_its_image(ansible: Any, testbed: Any, volumes: Path, tmp_path: Path, ns: str) -> None:
@@ -87,6 +88,10 @@ def test_a_missing_volume_is_named_and_a_corrupt_part_fails_its_image(ansible: A
     data[10] ^= 0xFF
     part.write_bytes(bytes(data))
     users = {ref for ref, image in contents["images"].items() if split_digest in image["blobs"]}
+    checked = ansible.module("ngc_catalog_info", {"source": "bundle", "source_dir": str(carried), "verify": True})
+    assert checked.rc == 0, checked.stdout
+    assert [(p["path"], p["problem"]) for p in checked.result["problems"]] == [(f"blobs/sha256/{split_digest.split(':')[1]}", "corrupt")]
+    assert {i["reference"] for i in checked.result["images"] if not i["verified"]} == users
     run = ansible.module("ngc_image_mirror", dict(args, registry={"url": testbed.open_registry_url, "prefix": f"{ns}-c"}))
     assert run.rc != 0
     failed = {i["reference"] for i in run.result["images"] if i["status"] == "failed"}
