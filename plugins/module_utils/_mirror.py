@@ -24,6 +24,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._destinations import (
     RegistryDestination,
     credentials_matcher,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._enroot import EnrootDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write, cleanup_stale_partials, cleanup_tree
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest, select_children
@@ -62,6 +63,8 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
         found.append(BundleDestination(params["bundle"], platforms, source.name))
     if archive is not None and params.get("save_readme"):
         found.append(ReadmeDestination(archive.dir))
+    if params.get("enroot"):
+        found.append(EnrootDestination(params["enroot"]))
     if params.get("docker"):
         spec = params["docker"]
         archive_of = archive.target if archive is not None else getattr(source, "path_of", None)

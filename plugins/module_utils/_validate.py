@@ -471,6 +471,8 @@ def validate_mirror(params: dict[str, Any]) -> None:
             other = (archive or {}).get("dir") if option == "archive.dir" else params.get("source_dir")
             if other and _same_path(other, params["bundle"]["dir"]):
                 raise _bad("bundle.dir", params["bundle"]["dir"], f"it is also {option}: give the bundle a directory of its own")
+    if params.get("enroot") is not None:
+        check_path("enroot.dir", params["enroot"].get("dir"), "dir")
     if docker is not None and docker.get("source") == "archive" and archive is None and source != "archive":
         raise ConfigError("invalid docker.source 'archive': it loads the archives of archive.dir; set archive")
     for position, platform in enumerate(params.get("platforms") or [], start=1):

@@ -200,6 +200,29 @@ options:
             it (for example C(/media) with C(/media/usb1/vol-0001) and C(/media/usb2/vol-0002)), and names a missing volume.
           - Only for a new bundle directory (a bundle written without volumes stays so).
         type: str
+  enroot:
+    description:
+      - Write each image as enroot imports it, C(<dir>/<name>.sqsh), the name with C(/) and C(:) replaced by C(+) (V(nvidia+pytorch+24.01-py3.sqsh)),
+        for C(enroot create) and Slurm's pyxis on GPU nodes. The linux/amd64 image of a multi-platform image is used.
+      - The layers are applied in order with OCI whiteouts, C(/dev) entries left out; C(/etc/rc), C(/etc/rc.local),
+        C(/etc/environment) and C(/etc/fstab) are written from the image config as enroot's C(docker::configure) writes
+        them; C(mksquashfs) (from squashfs-tools, needed on the host) makes the file with C(-all-root).
+      - Blobs and the unpacked root filesystem are staged in a temporary directory under O(enroot.dir), removed at
+        the end, so it needs free space for both. The file is written under a temporary name and renamed when
+        complete; the run locks O(enroot.dir) against other runs.
+      - Files of layers are created as the module's user; device nodes outside C(/dev) need root.
+    type: dict
+    suboptions:
+      dir:
+        description: The directory for the C(.sqsh) files, an absolute path other than V(/). Created if missing.
+        type: path
+        required: true
+      squash_options:
+        description:
+          - Options for C(mksquashfs), split as a shell would (enroot's C(ENROOT_SQUASH_OPTIONS)).
+          - A file written with other options is written again.
+        type: str
+        default: "-comp lzo -noD"
   offline:
     description:
       - Contact no registry at all; take each image's digest from its archive under
@@ -386,6 +409,10 @@ def main() -> None:
             since=dict(type="raw"),
             volume_size=dict(type="str"),
         )),
+        enroot=dict(type="dict", options=dict(
+            dir=dict(type="path", required=True),
+            squash_options=dict(type="str", default="-comp lzo -noD"),
+        )),
         platforms=dict(type="list", elements="str"),
         save_readme=dict(type="bool", default=False),
         facts_file=dict(type="path", default="/etc/ansible/facts.d/ngc_mirror.fact"),
@@ -397,7 +424,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-        required_one_of=[("registry", "archive", "docker", "bundle")],
+        required_one_of=[("registry", "archive", "docker", "bundle", "enroot")],
         required_if=[("source", "bundle", ("source_dir",)), ("source", "archive", ("source_dir",))],
     )
     try:
