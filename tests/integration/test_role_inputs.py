@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = "@ROOT@"  # replaced by the case's own directory
@@ -58,7 +59,7 @@ class Case:
     """Bad input: ``var`` set to ``value`` (on top of base_vars and ``extra``) must fail the play.
 
     The message must contain ``var`` and the value as the role shows it (JSON), or ``expect`` if
-    given; a ``secret`` must appear nowhere in the output. ``keep`` files exist in the case's
+    given (with ROOT replaced, like the values); a ``secret`` must appear nowhere in the output. ``keep`` files exist in the case's
     directory before the run and must be all it holds after.
     """
 
@@ -74,6 +75,9 @@ class Case:
 
 SELECTION = {"images": ["pytorch"], "strict_name_match": True}
 CRON = {"ngc_mirror_schedule": "cron"}
+# The far side: import the bundles dropped in ROOT/drop (which need not exist: ngc_mirror_run is false).
+BUNDLE_SOURCE = {"ngc_mirror_source": "bundle"}
+FAR = dict(BUNDLE_SOURCE, ngc_mirror_source_dir=f"{ROOT}/drop")
 
 CASES = [
     # cron fields: each is written into a root cron job
@@ -132,6 +136,34 @@ CASES = [
     # destinations
     Case("archive_dir_relative", "ngc_mirror_archive", {"dir": "srv/ngc-archives"},
          expect=["ngc_mirror_archive.dir", '"srv/ngc-archives"']),
+    # where the images come from: the far side of the air gap
+    Case("source_unknown", "ngc_mirror_source", "bundel", expect=["ngc_mirror_source", "bundel"]),
+    Case("source_list", "ngc_mirror_source", ["bundle"], expect=["ngc_mirror_source", "bundle"]),
+    Case("source_dir_relative", "ngc_mirror_source_dir", "media/drop", BUNDLE_SOURCE),
+    Case("source_dir_newline", "ngc_mirror_source_dir", f"{ROOT}/drop\nExecStartPre=/bin/sh -c id", BUNDLE_SOURCE),
+    Case("source_dir_dotdot", "ngc_mirror_source_dir", f"{ROOT}/drop/../../etc", BUNDLE_SOURCE),
+    Case("source_dir_empty_with_bundle_source", "ngc_mirror_source_dir", "", BUNDLE_SOURCE),
+    Case("source_dir_with_registry_source", "ngc_mirror_source_dir", f"{ROOT}/drop",
+         expect=["ngc_mirror_source_dir", "ngc_mirror_source bundle or archive", f'"{ROOT}/drop"']),
+    Case("bundle_source_without_destination", "ngc_mirror_archive", {}, FAR,
+         expect=["Nothing to do", "ngc_mirror_registry", "ngc_mirror_bundle"]),
+    Case("archive_source_with_selections", "ngc_mirror_selections", [SELECTION], dict(FAR, ngc_mirror_source="archive"),
+         expect=["ngc_mirror_selections", "archive"]),
+    Case("bundle_source_with_readme", "ngc_mirror_save_readme", True, FAR,
+         expect=["ngc_mirror_save_readme", "ngc_mirror_source bundle"]),
+    Case("bundle_dir_relative", "ngc_mirror_bundle", {"dir": "media/transfer/ngc"},
+         expect=["ngc_mirror_bundle.dir", '"media/transfer/ngc"']),
+    Case("bundle_dir_newline", "ngc_mirror_bundle", {"dir": f"{ROOT}/transfer\nngc"},
+         expect=["ngc_mirror_bundle.dir", json.dumps(f"{ROOT}/transfer\nngc")]),
+    Case("bundle_not_a_dict", "ngc_mirror_bundle", "/media/transfer/ngc", expect=["ngc_mirror_bundle"]),
+    Case("bundle_unknown_option", "ngc_mirror_bundle", {"path": "/media/transfer/ngc"}, expect=["ngc_mirror_bundle", "path"]),
+    Case("bundle_dir_is_archive_dir", "ngc_mirror_bundle", {"dir": f"{ROOT}/srv/ngc-archives/"},
+         expect=["ngc_mirror_bundle.dir", "ngc_mirror_archive.dir", f'"{ROOT}/srv/ngc-archives/"']),
+    Case("bundle_dir_in_source_dir", "ngc_mirror_bundle", {"dir": f"{ROOT}/drop//out"}, FAR,
+         expect=["ngc_mirror_bundle.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop//out"']),
+    Case("archive_dir_is_source_dir", "ngc_mirror_archive", {"dir": f"{ROOT}/drop"},
+         dict(FAR, ngc_mirror_source="archive", ngc_mirror_selections=[]),
+         expect=["ngc_mirror_archive.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop"']),
     # secrets: named, never shown
     Case("api_key_dict", "ngc_mirror_api_key", {"token": SECRET}, expect=["ngc_mirror_api_key"], secret=SECRET),
     Case("registry_password_newline", "ngc_mirror_registry",
@@ -298,7 +330,7 @@ def test_bad_input_fails_before_anything_is_written(case: Case, bad_runs: BadRun
     assert run.statuses.count("FAILED!") == 1, f"{case.id}: the play did not fail (once)\n{run.output[-4000:]}"
     message = "\n".join(run.messages)
     value = substitute(case.value, root)
-    for expected in case.expect or [case.var, json.dumps(value)]:
+    for expected in substitute(case.expect, root) if case.expect else [case.var, json.dumps(value)]:
         assert expected in message, f"{case.id}: {expected!r} not in the message:\n{message}"
     if case.secret:
         assert case.secret not in run.output
@@ -337,6 +369,10 @@ def good_runs(play: RolePlay) -> GoodRuns:
         "good_cron": base_vars(cron_root, ngc_mirror_schedule="cron", ngc_mirror_cron_minute="15",
                                ngc_mirror_cron_hour="3", ngc_mirror_cron_weekday="mon-fri",
                                ngc_mirror_config_dir=same, ngc_mirror_state_dir=same),
+        # The far side of the air gap: a timer that imports the bundles dropped in a directory, with no
+        # selections; the key is set (as a controller's NGC_API_KEY would set it) but must not be written.
+        "good_far": base_vars(base / "good_far", ngc_mirror_source="bundle", ngc_mirror_selections=[],
+                              ngc_mirror_source_dir=str(base / "good_far" / "media" / "drop")),
     }
     first = play.run("good-1", hosts)
     for name, run in first.items():
@@ -355,6 +391,26 @@ def test_good_units_are_valid_and_quote_the_wrapper(good_runs: GoodRuns) -> None
     assert "OnCalendar=Mon..Fri *-*-* 02:00:00\nOnCalendar=weekly\n" in timer
     assert "RandomizedDelaySec=1h 30min\n" in timer
     # The judge: systemd-analyze finds both units valid and the quoted wrapper executable.
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze to verify the units")
+    verify = subprocess.run(["systemd-analyze", "verify", str(units / "ngc-mirror.timer"),
+                             str(units / "ngc-mirror.service")], capture_output=True, text=True, check=False)
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_far_side_schedule_imports_from_the_drop_directory_without_the_key(good_runs: GoodRuns) -> None:
+    values = good_runs.hosts["good_far"]
+    config = Path(values["ngc_mirror_config_dir"])
+    scheduled = yaml.safe_load((config / "mirror-vars.yml").read_text())
+    assert scheduled["ngc_mirror_source"] == "bundle"
+    assert scheduled["ngc_mirror_source_dir"] == values["ngc_mirror_source_dir"]
+    assert scheduled["ngc_mirror_selections"] == []
+    assert not (config / "ngc-api-key").exists()
+    root = config.parents[1]  # the host's directory: config_dir is <root>/etc/ngc-mirror
+    written = [p for p in root.rglob("*") if p.is_file() and FAKE_KEY in p.read_text(errors="replace")]
+    assert written == [], f"the NGC key went to the far side: {written}"
+    units = Path(values["ngc_mirror_systemd_dir"])
+    assert "carried across the air gap" in (units / "ngc-mirror.service").read_text()
     if shutil.which("systemd-analyze") is None:
         pytest.skip("no systemd-analyze to verify the units")
     verify = subprocess.run(["systemd-analyze", "verify", str(units / "ngc-mirror.timer"),
