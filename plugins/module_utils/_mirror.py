@@ -3,7 +3,7 @@
 """Private: ``ngc_image_mirror``'s copy engine: plan each image on every destination, copy, record. Not a public API.
 
 One path for every kind: a source (``_sources``: registry, bundle, per-tag archives) and destinations
-(``_destinations``: registry, archive, bundle, README, engine) behind one interface. Per image: the source resolves
+(``_destinations``: registry, archive, README, engine; ``_bundle_destination``; ``_enroot``) behind one interface. Per image: the source resolves
 its digest; each destination plans its step (observe, decide); only images with something missing are fetched; each
 blob is read once and fed to every destination that lacks it; each destination commits and records its write. The
 facts file is written after each image, so an interrupted run resumes where it stopped.
