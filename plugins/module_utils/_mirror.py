@@ -3,7 +3,7 @@
 """Private: ``ngc_image_mirror``'s copy engine: plan each image on every destination, copy, record. Not a public API.
 
 One path for every kind: a source (``_sources``: registry, bundle, per-tag archives) and destinations
-(``_destinations``: registry, archive, README, engine; ``_bundle_destination``; ``_enroot``) behind one interface. Per image: the source resolves
+(``_destinations``: registry, archive, README, engine; ``_bundle_destination``; ``_enroot``; ``_apptainer``) behind one interface. Per image: the source resolves
 its digest; each destination plans its step (observe, decide); only images with something missing are fetched; each
 blob is read once and fed to every destination that lacks it; each destination commits and records its write. The
 facts file is written after each image, so an interrupted run resumes where it stopped.
@@ -24,6 +24,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._destinations import (
     RegistryDestination,
     credentials_matcher,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._apptainer import ApptainerDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._enroot import EnrootDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write, cleanup_stale_partials, cleanup_tree
@@ -65,6 +66,8 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
         found.append(ReadmeDestination(archive.dir))
     if params.get("enroot"):
         found.append(EnrootDestination(params["enroot"]))
+    if params.get("apptainer"):
+        found.append(ApptainerDestination(params["apptainer"]))
     if params.get("docker"):
         spec = params["docker"]
         archive_of = archive.target if archive is not None else getattr(source, "path_of", None)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle import find_volumes, parse_size
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter
+from ansible_collections.airgap.ngc.plugins.module_utils._sif import ARCH_CODES
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import STATES
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import (
     MAX_PORT,
@@ -471,8 +472,20 @@ def validate_mirror(params: dict[str, Any]) -> None:
             other = (archive or {}).get("dir") if option == "archive.dir" else params.get("source_dir")
             if other and _same_path(other, params["bundle"]["dir"]):
                 raise _bad("bundle.dir", params["bundle"]["dir"], f"it is also {option}: give the bundle a directory of its own")
-    if params.get("enroot") is not None:
-        check_path("enroot.dir", params["enroot"].get("dir"), "dir")
+    for kind in ("enroot", "apptainer"):
+        spec = params.get(kind)
+        if spec is None:
+            continue
+        check_path(f"{kind}.dir", spec.get("dir"), "dir")
+        if spec.get("platform") is not None:
+            check_platform(f"{kind}.platform", spec["platform"])
+        if kind == "apptainer" and spec.get("platform") and spec["platform"].split("/")[1] not in ARCH_CODES:
+            raise _bad("apptainer.platform", spec["platform"], f"SIF knows the architectures {', '.join(sorted(ARCH_CODES))}")
+        for option in ("archive.dir", "source_dir", "bundle.dir", "enroot.dir"):
+            other = {"archive.dir": (archive or {}).get("dir"), "source_dir": params.get("source_dir"),
+                     "bundle.dir": (params.get("bundle") or {}).get("dir"), "enroot.dir": (params.get("enroot") or {}).get("dir")}[option]
+            if option != f"{kind}.dir" and other and _same_path(other, spec["dir"]):
+                raise _bad(f"{kind}.dir", spec["dir"], f"it is also {option}: give it a directory of its own")
     if docker is not None and docker.get("source") == "archive" and archive is None and source != "archive":
         raise ConfigError("invalid docker.source 'archive': it loads the archives of archive.dir; set archive")
     for position, platform in enumerate(params.get("platforms") or [], start=1):
@@ -552,3 +565,16 @@ def validate_catalog(params: dict[str, Any]) -> None:
         tag_regex=params.get("tag_regex"), tag_exclude_regex=params.get("tag_exclude_regex"), latest=params.get("latest"),
     )
     _check_parallel(params)
+    _check_fail_on_unresolved(params)
+
+
+def _check_fail_on_unresolved(params: dict[str, Any]) -> None:
+    """``fail_on_unresolved``: a boolean, and only with the registry lookups (include_digests) that resolve tags."""
+    fail = params.get("fail_on_unresolved")
+    if fail is None:
+        return
+    if not isinstance(fail, bool):
+        raise _bad("fail_on_unresolved", fail, "expected true or false")
+    if fail and params.get("include_digests") is False:
+        raise _bad("fail_on_unresolved", fail, "it fails on tags the registry lookups could not resolve, and "
+                                               "include_digests=false makes none: set include_digests=true with it")

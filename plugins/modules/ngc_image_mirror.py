@@ -223,6 +223,50 @@ options:
           - A file written with other options is written again.
         type: str
         default: "-comp lzo -noD"
+      platform:
+        description:
+          - The platform of a multi-platform image to write, V(linux/amd64) or V(linux/arm64) for Grace nodes
+            (C(os/architecture[/variant])). A file written for another platform is written again.
+        type: str
+        default: linux/amd64
+  apptainer:
+    description:
+      - Write each image as one SIF file for Apptainer (Singularity), as C(apptainer build x.sif docker://<ref>) makes it,
+        for C(apptainer run) on GPU nodes and Determined's C(singularity_image_root). Neither apptainer nor a registry
+        is needed on the host; C(mksquashfs) (squashfs-tools) is.
+      - The SIF holds the definition file (C(bootstrap: docker), C(from) the reference), the JSON objects
+        C(inspect-metadata.json) and C(oci-config.json), and the primary system partition for the platform's
+        architecture. The partition holds the layers applied with OCI whiteouts (C(/dev) entries left out; owners
+        kept when the module runs as root, else all files are root's as in a build by a user) and apptainer's
+        C(/.singularity.d) (C(env/10-docker2singularity.sh) from the config's C(Env), C(runscript) from
+        C(Entrypoint) and C(Cmd), C(labels.json), the action and environment scripts).
+      - Staged under O(apptainer.dir) like O(enroot); written under a temporary name and renamed when complete.
+    type: dict
+    suboptions:
+      dir:
+        description: The directory for the SIF files, an absolute path other than V(/). Created if missing.
+        type: path
+        required: true
+      layout:
+        description:
+          - V(tree) writes C(nvidia/pytorch:24.01-py3) to C(<dir>/nvidia/pytorch:24.01-py3), the reference as a path
+            (Determined's C(singularity_image_root)).
+          - V(flat) writes it to C(<dir>/pytorch_24.01-py3.sif), the name C(apptainer pull) gives; two selected
+            images with the same last name component and tag fail (use V(tree)).
+        type: str
+        choices: [tree, flat]
+        default: tree
+      squash_options:
+        description:
+          - Options for C(mksquashfs), split as a shell would. A file written with other options is written again.
+        type: str
+        default: "-comp gzip"
+      platform:
+        description:
+          - The platform of a multi-platform image to write (C(os/architecture[/variant])), V(linux/arm64) for Grace
+            nodes. Its architecture is the SIF's.
+        type: str
+        default: linux/amd64
   offline:
     description:
       - Contact no registry at all; take each image's digest from its archive under
@@ -412,6 +456,13 @@ def main() -> None:
         enroot=dict(type="dict", options=dict(
             dir=dict(type="path", required=True),
             squash_options=dict(type="str", default="-comp lzo -noD"),
+            platform=dict(type="str", default="linux/amd64"),
+        )),
+        apptainer=dict(type="dict", options=dict(
+            dir=dict(type="path", required=True),
+            layout=dict(type="str", choices=["tree", "flat"], default="tree"),
+            squash_options=dict(type="str", default="-comp gzip"),
+            platform=dict(type="str", default="linux/amd64"),
         )),
         platforms=dict(type="list", elements="str"),
         save_readme=dict(type="bool", default=False),
@@ -424,7 +475,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-        required_one_of=[("registry", "archive", "docker", "bundle", "enroot")],
+        required_one_of=[("registry", "archive", "docker", "bundle", "enroot", "apptainer")],
         required_if=[("source", "bundle", ("source_dir",)), ("source", "archive", ("source_dir",))],
     )
     try:

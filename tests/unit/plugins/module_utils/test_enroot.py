@@ -184,7 +184,7 @@ def test_configure_writes_the_files_over_the_layers(tmp_path: Path) -> None:
     root.mkdir()
     rootfs = Rootfs(str(root))
     rootfs.apply(layer(tmp_path / "1.tar", [("etc", "dir", None), ("etc/environment", "file", b"OLD=1\n"), ("workspace", "symlink", "/tmp")]))
-    rootfs.configure(CONFIG)
+    EnrootDestination({"dir": str(tmp_path / "sqsh")}).configure(rootfs, CONFIG, None, None)  # type: ignore[arg-type]
     assert (root / "etc/rc").read_text() == RC
     assert (root / "etc/environment").read_text().startswith("PATH=")
     assert (root / "workspace").is_dir() and not (root / "workspace").is_symlink()
