@@ -203,7 +203,7 @@ options:
   enroot:
     description:
       - Write each image as enroot imports it, C(<dir>/<name>.sqsh), the name with C(/) and C(:) replaced by C(+) (V(nvidia+pytorch+24.01-py3.sqsh)),
-        for C(enroot create) and Slurm's pyxis on GPU nodes. The linux/amd64 image of a multi-platform image is used.
+        for C(enroot create) and Slurm's pyxis on GPU nodes. The image of O(enroot.platform) is used (linux/amd64 by default).
       - The layers are applied in order with OCI whiteouts, C(/dev) entries left out; C(/etc/rc), C(/etc/rc.local),
         C(/etc/environment) and C(/etc/fstab) are written from the image config as enroot's C(docker::configure) writes
         them; C(mksquashfs) (from squashfs-tools, needed on the host) makes the file with C(-all-root).
