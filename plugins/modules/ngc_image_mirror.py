@@ -234,7 +234,7 @@ options:
       - Write each image as one SIF file for Apptainer (Singularity), as C(apptainer build x.sif docker://<ref>) makes it,
         for C(apptainer run) on GPU nodes and Determined's C(singularity_image_root). Neither apptainer nor a registry
         is needed on the host; C(mksquashfs) (squashfs-tools) is.
-      - The SIF holds the definition file (C(bootstrap: docker), C(from) the reference), the JSON objects
+      - The SIF holds the definition file (C(bootstrap) V(docker), C(from) the reference), the JSON objects
         C(inspect-metadata.json) and C(oci-config.json), and the primary system partition for the platform's
         architecture. The partition holds the layers applied with OCI whiteouts (C(/dev) entries left out; owners
         kept when the module runs as root, else all files are root's as in a build by a user) and apptainer's
