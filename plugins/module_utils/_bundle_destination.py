@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import CONTENTS_FILE, BundleWriter, bundle_entry, metadata_dir, parse_size
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import CONTENTS_FILE, BundleWriter, blob_file, bundle_entry, metadata_dir, parse_size
 from ansible_collections.airgap.ngc.plugins.module_utils._destinations import PlanContext, Selection, Write
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
@@ -81,6 +81,19 @@ def known_from_paths(paths: list[str]) -> dict[str, dict[str, str]]:
     return known
 
 
+def held_blob(directory: str, digest: str, size: int) -> bool:
+    """A blob file of that size is in the bundle directory or one of its volume directories (read only)."""
+    places = [directory] + [os.path.join(directory, v) for v in sorted(os.listdir(directory)) if v.startswith("vol-")] \
+        if os.path.isdir(directory) else []
+    for place in places:
+        try:
+            if os.stat(blob_file(place, digest)).st_size == size:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 class BundleDestination(Selection):
     """A bundle: one OCI image layout directory holding every image once and every blob once (or only new blobs)."""
 
@@ -95,6 +108,7 @@ class BundleDestination(Selection):
         self.source_name = source_name
         self._writer: BundleWriter | None = None
         self._known: dict[str, dict[str, str]] | None = None
+        self._counted: set[str] = set()
 
     def writer(self) -> BundleWriter:
         if self._writer is None:
@@ -119,6 +133,15 @@ class BundleDestination(Selection):
         self.known(ctx.store)
         entry = bundle_entry(self.dir, str(image.ref))
         return ctx.step(self.kind, self.target(image), self.want(image, found.digest, ctx), entry["digest"] if entry else None)
+
+    def space_needed(self, image: SourceImage, content: ImageContent, step: Step) -> tuple[int, int]:
+        """The blobs the bundle does not hold yet, nor expects on the far side, counted once a run; and the manifests."""
+        _entries, manifests, raw = content.selection(self.platforms)
+        known = self._known or {}
+        new = {d: s for d, s in blob_sizes(m.data for m in manifests).items()
+               if d not in known and d not in self._counted and not held_blob(self.dir, d, s)}
+        self._counted.update(new)
+        return sum(new.values()) + sum(m.size for m in manifests) + len(raw), 0
 
     def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _BundleWrite:
         writer = self.writer()

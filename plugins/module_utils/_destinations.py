@@ -34,6 +34,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._sources import read_ar
 from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, UploadSink, index_archive_blobs
 
+TAR_OVERHEAD = 1024  # a tar member header and its padding, at most
 SPOOL_SHARE = 0.5  # of the free space an archive leaves on its filesystem, at most, for blobs spooled meanwhile
 
 
@@ -207,6 +208,14 @@ class ArchiveDestination(Selection):
         if self.fmt == "docker" and recorded.get("platform", "unknown") not in (None, self.platform):
             return None, f"holds platform {recorded.get('platform', 'unknown')}, archive.platform is {self.platform}"
         return recorded.get("digest"), "missing"
+
+    def space_needed(self, image: SourceImage, content: ImageContent, step: Step) -> tuple[int, int]:
+        """An archive holds every blob of its image (a tar header and padding each) and its manifests; while it is
+        written, blobs arriving side by side are spooled beside it, at worst all of them."""
+        _entries, manifests, raw = content.selection(self.platforms)
+        blobs = blob_sizes(m.data for m in manifests)
+        size = sum(blobs.values())
+        return size + TAR_OVERHEAD * (len(blobs) + len(manifests) + 4) + sum(m.size for m in manifests) + len(raw), size
 
     def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _ArchiveWrite:
         directory = os.path.dirname(step.target)

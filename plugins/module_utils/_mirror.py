@@ -3,8 +3,10 @@
 """Private: ``ngc_image_mirror``'s copy engine: plan each image on every destination, copy, record. Not a public API.
 
 One path for every kind: a source (``_sources``: registry, bundle, per-tag archives) and destinations
-(``_destinations``: registry, archive, README, engine; ``_bundle_destination``; ``_enroot``; ``_apptainer``) behind one interface. Per image: the source resolves
-its digest; each destination plans its step (observe, decide); only images with something missing are fetched; each
+(``_destinations``: registry, archive, README, engine; ``_bundle_destination``; ``_enroot``; ``_apptainer``) behind
+one interface. Per image: the source resolves its digest; each destination plans its step (observe, decide); the
+space the copies need on each filesystem is checked before anything is written (``_space``); only images with
+something missing are fetched; each
 blob is read once and fed to every destination that lacks it; each destination commits and records its write. The
 facts file is written after each image, so an interrupted run resumes where it stopped.
 """
@@ -34,6 +36,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._plan import COPY, Imag
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import ProgressReporter
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._sources import ArchiveSource, BundleSource, RegistrySource
+from ansible_collections.airgap.ngc.plugins.module_utils._space import Need, check_space, space_report
 from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, sinks_of, transfer
 
@@ -143,7 +146,9 @@ class Mirror:
             self.source.close()
             for dest in self.destinations:
                 dest.close()
-        return plan_result(plans, self.check_mode, self.diff_mode, self.totals.transferred, self.totals.reused)
+        result = plan_result(plans, self.check_mode, self.diff_mode, self.totals.transferred, self.totals.reused)
+        result["space"] = self.engine.space
+        return result
 
     def _take_directories(self) -> list[RunLock]:
         """Lock each directory a destination writes (archive.dir, bundle.dir) against other runs, and remove what
@@ -189,10 +194,13 @@ class CopyEngine:
         self.local_blobs: dict[str, LocalBlob] = {}
         self._manifests: dict[str, Manifest] = {}  # by digest: content-addressed, so safe to keep for the run
         self._media_types: dict[str, str | None] = {}
+        self.space: list[dict[str, Any]] = []
 
     def run(self, images: list[SourceImage], store: StateStore) -> list[ImagePlan]:
         ctx = PlanContext(store, self.force, self.check_mode, self._top)
         plans = [self._plan(image, ctx) for image in images]
+        self.space = self._space(plans)
+        check_space(self.space)
         if not self.check_mode:
             self.progress.start(0, len(plans))
             for plan in plans:
@@ -217,6 +225,22 @@ class CopyEngine:
         except (AirgapError, OSError) as exc:
             plan.error = _message(exc)
         return plan
+
+    def _space(self, plans: list[ImagePlan]) -> list[dict[str, Any]]:
+        """What the copies will write on each filesystem, from the manifests' sizes (fetched now, kept for the copy)."""
+        users = {dest.kind: dest for dest in self.destinations if hasattr(dest, "space_needed")}
+        needs = {kind: Need(f"{kind}.dir", dest.dir) for kind, dest in users.items()}
+        for plan in plans:
+            copies = [(users[step.kind], step) for step in plan.steps if step.action == COPY and step.kind in users]
+            if plan.error or not copies:
+                continue
+            try:
+                content = self._fetch(plan.source, plan.digest or "", [dest for dest, _step in copies])
+                for dest, step in copies:
+                    needs[dest.kind].add(*dest.space_needed(plan.source, content, step))
+            except (AirgapError, OSError) as exc:
+                plan.error = _message(exc)
+        return space_report(list(needs.values()))
 
     def _top(self, image: SourceImage, digest: str) -> Manifest:
         """The image's manifest or index by digest, fetched once a run (planning with platforms needs it too)."""
@@ -282,7 +306,9 @@ class CopyEngine:
             for dest in dests:
                 wanted.update((e["digest"], e) for e in select_children(content.top.data, dest.platforms))
             for child, entry in wanted.items():
-                content.children[child] = self.source.manifest(image, child, entry.get("mediaType"))
+                if child not in self._manifests:
+                    self._manifests[child] = self.source.manifest(image, child, entry.get("mediaType"))
+                content.children[child] = self._manifests[child]
         return content
 
 

@@ -40,6 +40,7 @@ OLD_STAGING_PREFIXES = (STAGING_PREFIX, ".enroot-staging-")
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 COPY_CHUNK = 1024 * 1024
+UNPACKED_RATIO = 2  # unpacked size of a layer against its compressed size, for the space estimate
 _CREATED_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -338,6 +339,13 @@ class FlattenedDestination:
             raise os_error(exc, "creating the staging directory in", self.dir) from None
         _entries, manifests, _raw = content.selection(self.platforms)
         return FlattenedWrite(self, content, manifests[0], staging)
+
+    def space_needed(self, image: SourceImage, content: ImageContent, step: Step) -> tuple[int, int]:
+        """An estimate from the layers' compressed sizes: the file stays (about the unpacked size, UNPACKED_RATIO
+        times the layers), the spooled layers and the unpacked rootfs only while the image is written."""
+        _entries, manifests, _raw = content.selection(self.platforms)
+        layers = sum(int(layer.get("size") or 0) for layer in manifests[0].data.get("layers") or [] if isinstance(layer, dict))
+        return UNPACKED_RATIO * layers, layers + UNPACKED_RATIO * layers
 
     def rootfs(self, root: str) -> Rootfs:
         return Rootfs(root)

@@ -405,6 +405,27 @@ failed_images:
   type: list
   elements: str
   sample: []
+space:
+  description:
+    - The disk space the run's copies need, one entry per filesystem written to (archives, bundle, enroot and SIF
+      files), checked against its free space before anything is written; a run that cannot fit fails naming the
+      directories, the need and what is free, in check mode too.
+    - For archives and bundles the need comes from the manifests' blob sizes (a bundle counts only blobs it lacks);
+      for enroot and SIF files it is an estimate from the layers' compressed sizes (twice that for the file, as
+      much again while it is written).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    dirs: {description: The destination directories on this filesystem., type: list, elements: str}
+    options: {description: Their options (V(archive.dir), V(bundle.dir), ...)., type: list, elements: str}
+    images: {description: Image writes counted., type: int}
+    needed: {description: Bytes needed., type: int}
+    margin: {description: Bytes kept free beyond the need (2% of the filesystem, at most 1 GiB)., type: int}
+    free: {description: Bytes free for the module's user., type: int}
+    enough: {description: Whether needed plus margin fit in free., type: bool}
+  sample: [{dirs: [/srv/ngc-archives], options: [archive.dir], images: 3, needed: 30123456789, margin: 1073741824,
+            free: 912345678901, enough: true}]
 diff:
   description: Before and after digests per destination, with C(--diff).
   returned: when diff mode is on

@@ -1,0 +1,91 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: disk space before writing. Not a public API.
+
+Each destination that writes files says, per image, what it will need under its directory (``space_needed``):
+bytes that stay (archives, bundle blobs, the finished files) and bytes needed only while the image is written
+(a flattened image's staging). The run adds up what stays and the largest of the rest for each filesystem, and
+compares it, with a margin, with what that filesystem has free, before anything is written.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
+
+MARGIN_SHARE = 0.02  # of the filesystem's size kept free beyond the need, at most MARGIN_CAP
+MARGIN_CAP = 1 << 30
+
+
+def size_text(size: float) -> str:
+    """``1.5 GiB``, ``300 MiB``, ``12 KiB``, ``80 B``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" or size >= 100 else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} TiB"
+
+
+@dataclass
+class Need:
+    """What one destination will write for one run, under ``directory``."""
+
+    option: str
+    directory: str
+    lasting: int = 0
+    transient: int = 0
+    images: int = 0
+
+    def add(self, lasting: int, transient: int = 0) -> None:
+        self.lasting += lasting
+        self.transient = max(self.transient, transient)
+        self.images += 1
+
+
+@dataclass
+class _Filesystem:
+    needs: list[Need] = field(default_factory=list)
+    free: int = 0
+    size: int = 0
+
+
+def _existing(directory: str) -> str:
+    path = os.path.abspath(directory)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def space_report(needs: list[Need]) -> list[dict[str, Any]]:
+    """One entry per filesystem written to: the directories, the bytes needed, the margin kept and what is free."""
+    filesystems: dict[int, _Filesystem] = {}
+    for need in needs:
+        if not need.images:
+            continue
+        path = _existing(need.directory)
+        stat = os.statvfs(path)
+        entry = filesystems.setdefault(os.stat(path).st_dev, _Filesystem(free=stat.f_bavail * stat.f_frsize, size=stat.f_blocks * stat.f_frsize))
+        entry.needs.append(need)
+    report = []
+    for entry in filesystems.values():
+        needed = sum(n.lasting for n in entry.needs) + max(n.transient for n in entry.needs)
+        margin = min(int(entry.size * MARGIN_SHARE), MARGIN_CAP)
+        report.append({"dirs": [n.directory for n in entry.needs], "options": [n.option for n in entry.needs], "images": sum(n.images for n in entry.needs),
+                       "needed": needed, "margin": margin, "free": entry.free, "enough": needed + margin <= entry.free})
+    return report
+
+
+def check_space(report: list[dict[str, Any]]) -> None:
+    """Raise naming every filesystem that cannot take what the run would write there."""
+    short = [e for e in report if not e["enough"]]
+    if not short:
+        return
+    parts = []
+    for entry in short:
+        where = " and ".join(f"{option} {directory}" for option, directory in zip(entry["options"], entry["dirs"]))
+        parts.append(f"{where} need {size_text(entry['needed'])} for {entry['images']} image write(s) (and {size_text(entry['margin'])} kept free), "
+                     f"but {size_text(entry['free'])} is free there")
+    raise AirgapError("not enough disk space, so nothing was written: " + "; ".join(parts) +
+                      ". Free space or choose another directory, or select fewer images")
