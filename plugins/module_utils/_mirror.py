@@ -187,8 +187,9 @@ class CopyEngine:
     """
 
     def __init__(self, source: Any, destinations: list[Any], totals: Totals, force: bool = False, parallel: int = 4,
-                 check_mode: bool = False, progress: ProgressReporter | None = None) -> None:
+                 check_mode: bool = False, progress: ProgressReporter | None = None, companions: bool = False) -> None:
         self.source, self.destinations, self.totals = source, destinations, totals
+        self.companions = companions
         self.force, self.parallel, self.check_mode = force, parallel, check_mode
         self.progress = progress or ProgressReporter(None)
         self.local_blobs: dict[str, LocalBlob] = {}
@@ -199,6 +200,7 @@ class CopyEngine:
     def run(self, images: list[SourceImage], store: StateStore) -> list[ImagePlan]:
         ctx = PlanContext(store, self.force, self.check_mode, self._top)
         plans = [self._plan(image, ctx) for image in images]
+        plans += [self._plan(image, ctx) for image in self._companions(plans)]
         self.space = self._space(plans)
         check_space(self.space)
         if not self.check_mode:
@@ -225,6 +227,23 @@ class CopyEngine:
         except (AirgapError, OSError) as exc:
             plan.error = _message(exc)
         return plan
+
+    def _companions(self, plans: list[ImagePlan]) -> list[SourceImage]:
+        """Images that travel with the planned ones (signatures, attestations): what the source's ``companions``
+        finds for each resolved image, each once, planned and copied like the images themselves."""
+        find = getattr(self.source, "companions", None)
+        if not self.companions or find is None:
+            return []
+        seen = {plan.source.key for plan in plans}
+        found: list[SourceImage] = []
+        for plan in plans:
+            if plan.error or not plan.digest:
+                continue
+            for image in find(plan.source, plan.digest):
+                if image.key not in seen:
+                    seen.add(image.key)
+                    found.append(image)
+        return found
 
     def _space(self, plans: list[ImagePlan]) -> list[dict[str, Any]]:
         """What the copies will write on each filesystem, from the manifests' sizes (fetched now, kept for the copy)."""
