@@ -3,7 +3,8 @@
 # ngc_image_mirror side by side with skopeo, the Docker engine and a raw stream of the same
 # blobs (tests/bench/bench.py; see tests/bench/README.md). Prints a table and writes it as JSON
 # to build/bench/results.json. Everything started here is stopped at the end.
-# Extra arguments go to bench.py, e.g. `bash scripts/bench.sh --rounds 1 --no-docker`.
+# Extra arguments go to bench.py, e.g. `bash scripts/bench.sh --rounds 1 --no-docker`, or
+# `bash scripts/bench.sh --only update,enroot` for the monthly update and registry -> .sqsh groups alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

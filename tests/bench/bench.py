@@ -18,6 +18,13 @@ one run and side by side, copies the same tags (every seeded tag) with each clie
   downloaded files (a monolithic upload per unique blob);
 - bytes on disk of a bundle, of per-tag docker archives and of per-tag ``dir:`` copies;
 - a no-op re-run of the module (both destinations), which must report ``changed: false``.
+- a monthly update (``--only update``): after a full bundle of the seeded tags and its import, one release of new
+  tags sharing base layers is published on the source (release.py); then the bytes carried, and the time to write
+  and to import, of the module's delta bundle (``since: last``), a full bundle of everything, per-tag docker
+  archives of the new tags and skopeo ``dir:`` copies of them; the delta must hold exactly the new blobs;
+- registry to enroot ``.sqsh`` (``--only enroot``): the module (``enroot: {dir}``) against the reference pipeline
+  (skopeo to an OCI layout, ``umoci unpack``, ``mksquashfs`` with enroot's options) for a few amd64 images, the
+  listings compared with ``unsquashfs -lls``.
 
 Every case checks its result, so a fast wrong answer cannot win: a registry holds every tag with
 the source's digest, a bundle or ``dir:`` copy has every tag and every blob, each file hashing to
@@ -29,20 +36,24 @@ unique bytes a case has to move divided by its seconds; the ratio is per byte, a
 per byte over its baseline's (1.00 = as fast as the baseline). The baselines and the module
 run ``--rounds`` times, interleaved, and the best round counts (the machine is shared and noisy).
 The module runs as its own process under ``/usr/bin/time -v``, which gives its peak memory, CPU
-time and disk writes. Only requests and the standard library are used; nothing from plugins/.
+time and disk writes. Only requests and the standard library are used, and the test bed's seeder
+(tests/testbed, through release.py) to publish the monthly release; nothing from plugins/.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import hashlib
+import importlib
 import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections import deque
@@ -71,11 +82,37 @@ ACCEPT = ", ".join((
 AIMS = {"registry": 1.1, "archive": 1.5, "bundle": 1.15, "import": 1.1}
 MAX_RSS_MIB = 150.0
 MAX_DISK_OVERHEAD = 0.01  # a bundle: the unique blob bytes + under 1%
+COPY_GROUPS = frozenset(("info", "registry", "archive", "bundle", "import", "noop"))
 FLOOR = "plain download + copies, each archive's blobs"
 BUNDLE = "module registry -> bundle"
 BASELINE_NAMES = {"registry": "raw stream", "archive": "plain download", "bundle": "plain download (all platforms)",
                   "import": "raw PUT from files"}
 REF_NAME = "org.opencontainers.image.ref.name"
+GROUPS = ("copy", "update", "enroot")  # --only: the copies of the seeded tags; the monthly update (issue 10); registry -> .sqsh (issue 11)
+UPDATE_EARLIER = "update: module full bundle of the earlier release (last month)"
+UPDATE_EARLIER_IMPORT = "update: module import of the earlier release"
+UPDATE_PUBLISH = "update: publish one release on the source (release.py)"
+UPDATE_DELTA = "update: module delta bundle (since: last)"
+UPDATE_DELTA_IMPORT = "update: module delta bundle -> registry holding last month"
+UPDATE_FULL = "update: module full bundle of everything"
+UPDATE_FULL_IMPORT = "update: module full bundle -> empty registry"
+UPDATE_ARCHIVES = "update: module docker archive per new tag"
+UPDATE_DIRS = "update: skopeo copy --all --preserve-digests -> dir: per new tag"
+UPDATE_DIRS_IMPORT = "update: skopeo dir: -> registry holding last month"
+UPDATE_CARRIED = (UPDATE_DELTA, UPDATE_FULL, UPDATE_ARCHIVES, UPDATE_DIRS)
+UPDATE_IMPORTS = {UPDATE_DELTA: UPDATE_DELTA_IMPORT, UPDATE_FULL: UPDATE_FULL_IMPORT, UPDATE_DIRS: UPDATE_DIRS_IMPORT}
+MAX_DELTA_OVERHEAD = 0.01  # a delta bundle: the new blobs' bytes + under 1%
+# registry -> .sqsh: the amd64 images both sides make (a subset of the seeded tags, to keep the bench short): Docker
+# schema 2 (the 1.1 GB pytorch and a small one), an OCI manifest, a multi-platform index, a team repository.
+ENROOT_IMAGES = ("nvidia/pytorch:24.01-py3", "nvidia/pytorch:19.09-py2", "nvidia/tensorflow:24.01-tf2-py3",
+                 "nvidia/cuda:12.2.0-base-ubuntu22.04", "nvidia/clara/clara-parabricks:4.2.0-1")
+ENROOT_MODULE = "enroot: module registry -> .sqsh"
+ENROOT_REFERENCE = "enroot: skopeo oci: + umoci unpack + mksquashfs"
+ENROOT_FILES = ("etc/rc", "etc/rc.local", "etc/environment", "etc/fstab")  # what enroot adds to the image's files
+ENROOT_AIM = 1.0
+SQUASH_OPTIONS = "-comp lzo -noD"  # enroot's ENROOT_SQUASH_OPTIONS, the module's default squash_options
+SQUASH_FLAGS = ("-noappend", "-no-progress", "-all-root")  # what the module passes to mksquashfs besides them
+_LISTING_RE = re.compile(r"^([-dlcbps][-rwxsStT]{9}) (\S+)\s+(\d+|\d+,\s*\d+) \d{4}-\d\d-\d\d \d\d:\d\d (squashfs-root.*)$")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _TIME_FIELDS = {
     "rss_kib": re.compile(r"Maximum resident set size \(kbytes\): (\d+)"),
@@ -252,6 +289,38 @@ def _in_parallel(work: Callable[[Blob], None], blobs: Iterable[Blob], parallel: 
     with ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
         for future in [pool.submit(work, blob) for blob in ordered]:
             future.result()
+
+
+def load_release() -> Any:
+    """tests/bench/release.py, which publishes with the test bed's own seeder (tests.testbed, from the repository root)."""
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.append(root)
+    return importlib.import_module("release")
+
+
+def sqsh_name(reference: str) -> str:
+    """The file enroot v4 names an import: ``nvidia/pytorch:24.01-py3`` -> ``nvidia+pytorch+24.01-py3.sqsh``."""
+    return reference.replace("/", "+").replace(":", "+") + ".sqsh"
+
+
+def sqsh_listing(path: Path) -> dict[str, tuple[str, str, str, str]]:
+    """{path inside (the root is ""): (type and mode, owner/group, size (a directory's: ""), link target)} from
+    ``unsquashfs -lls``."""
+    proc = subprocess.run(["unsquashfs", "-lls", str(path)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"unsquashfs -lls cannot list {path.name}: {(proc.stderr or proc.stdout)[-300:]}")
+    entries = {}
+    for line in proc.stdout.splitlines():
+        match = _LISTING_RE.match(line)
+        if match is None:
+            continue
+        mode, owner, size, name = match.groups()
+        name, _arrow, target = name.partition(" -> ") if mode.startswith("l") else (name, "", "")
+        entries[name[len("squashfs-root/"):] if name != "squashfs-root" else ""] = (mode, owner, "" if mode.startswith("d") else size, target)
+    if "" not in entries:
+        raise BenchError(f"unsquashfs -lls listed no root directory for {path.name}")
+    return entries
 
 
 def blob_file(directory: Path, blob: Blob) -> Path:
@@ -457,6 +526,7 @@ class Bench:
         self.registry_pids = [pids[name] for name in ("registry-token", "registry-open") if name in pids]
         self.engine_pids = [pids[name] for name in ("dockerd", "containerd") if name in pids]
         self.cases: list[Case] = []
+        self.update: dict[str, Any] = {}  # the monthly update's release: its new tags and blobs
         self.auth_file = self.work / "auth.json"
         seed = json.loads(Path(self.info["seed_file"]).read_text(encoding="utf-8"))
         tags = [t["reference"] for repo in seed["repositories"] for t in repo.get("tags") or []]
@@ -498,10 +568,11 @@ class Bench:
         self.cases.append(case)
         return case
 
-    def check_registry(self, case: Case, prefix: str) -> None:
-        """Every tag at the destination has the source's digest; a case whose copy has not fails."""
+    def check_registry(self, case: Case, prefix: str, inv: Inventory | None = None) -> None:
+        """Every tag (of inv, the seeded tags by default) at the destination has the source's digest; a case whose copy
+        has not fails."""
         wrong = []
-        for reference, digest in self.inv.digests.items():
+        for reference, digest in (inv or self.inv).digests.items():
             repository, tag = split_reference(reference)
             response = requests.head(f"{self.open_url}/v2/{prefix}/{repository}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=30)
             if response.status_code != 200 or response.headers.get("Docker-Content-Digest") != digest:
@@ -532,22 +603,12 @@ class Bench:
             raise BenchError(f"{len(bad)} downloaded blob(s) wrong: {bad[0]}")
         self.record_disk(case, directory)
 
-    def check_bundle(self, case: Case, directory: Path) -> None:
+    def check_bundle(self, case: Case, directory: Path, inv: Inventory | None = None) -> None:
         """An OCI layout: index.json names every tag with the source's digest; every blob needed is there, and every
         file in blobs/sha256 hashes to its name. Written from the image-layout spec, not from the module's code."""
-        if json.loads((directory / "oci-layout").read_text(encoding="utf-8")).get("imageLayoutVersion") != "1.0.0":
-            raise BenchError("oci-layout does not say imageLayoutVersion 1.0.0")
-        index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
-        names = {(entry.get("annotations") or {}).get(REF_NAME): entry.get("digest")
-                 for entry in index.get("manifests") or []}
-        wrong = [ref for ref, digest in self.inv.digests.items() if names.get(f"{self.source.host}/{ref}") != digest]
-        if wrong:
-            raise BenchError(f"index.json lacks {len(wrong)} tag(s) or names another digest, e.g. {wrong[0]}")
-        blobs = digest_named(directory / "blobs" / "sha256")
-        others = [p.name for p in (directory / "blobs" / "sha256").iterdir() if p not in blobs]
-        if others:
-            raise BenchError(f"blobs/sha256 holds {len(others)} file(s) not named by a digest, e.g. {others[0]}")
-        missing = (set(self.inv.registry_blobs) | self.inv.manifest_digests) - set(blobs.values())
+        inv = inv or self.inv
+        blobs = self.check_layout(directory, inv)
+        missing = (set(inv.registry_blobs) | inv.manifest_digests) - set(blobs.values())
         if missing:
             raise BenchError(f"{len(missing)} blob(s) missing from the bundle, e.g. {sorted(missing)[0]}")
         bad = misnamed(blobs, self.args.parallel)
@@ -556,15 +617,33 @@ class Bench:
         self.record_disk(case, directory)
         case.note += f"; {len(blobs)} blob files, each hashing to its name"
 
-    def check_dirs(self, case: Case, root: Path) -> None:
+    def check_layout(self, directory: Path, inv: Inventory) -> dict[Path, str]:
+        """oci-layout says 1.0.0, index.json names every tag of inv with the source's digest, blobs/sha256 holds only
+        files named by a digest: those files, {path: digest}."""
+        if json.loads((directory / "oci-layout").read_text(encoding="utf-8")).get("imageLayoutVersion") != "1.0.0":
+            raise BenchError("oci-layout does not say imageLayoutVersion 1.0.0")
+        index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+        names = {(entry.get("annotations") or {}).get(REF_NAME): entry.get("digest")
+                 for entry in index.get("manifests") or []}
+        wrong = [ref for ref, digest in inv.digests.items() if names.get(f"{self.source.host}/{ref}") != digest]
+        if wrong:
+            raise BenchError(f"index.json lacks {len(wrong)} tag(s) or names another digest, e.g. {wrong[0]}")
+        blobs = digest_named(directory / "blobs" / "sha256")
+        others = [p.name for p in (directory / "blobs" / "sha256").iterdir() if p not in blobs]
+        if others:
+            raise BenchError(f"blobs/sha256 holds {len(others)} file(s) not named by a digest, e.g. {others[0]}")
+        return blobs
+
+    def check_dirs(self, case: Case, root: Path, inv: Inventory | None = None) -> None:
         """skopeo's ``dir:`` per tag: manifest.json has the tag's digest (--preserve-digests), every manifest of an
         index and every blob of every platform is there, and every file named by a digest hashes to it."""
+        inv = inv or self.inv
         files: dict[Path, str] = {}
-        for reference, digest in self.inv.digests.items():
+        for reference, digest in inv.digests.items():
             repository, tag = split_reference(reference)
             directory = root / repository / tag
             named = {**digest_named(directory), **digest_named(directory, ".manifest.json")}
-            wanted = {blob.digest for blob in self.inv.per_image[reference]} | set(self.inv.children.get(reference, []))
+            wanted = {blob.digest for blob in inv.per_image[reference]} | set(inv.children.get(reference, []))
             missing = wanted - set(named.values())
             if missing:
                 raise BenchError(f"{reference}: {len(missing)} blob(s) or manifest(s) missing, e.g. {min(missing)}")
@@ -576,11 +655,12 @@ class Bench:
         self.record_disk(case, root)
 
     # The module ---------------------------------------------------------------------------
-    def module(self, case: Case, facts: Path, params: dict[str, Any]) -> dict[str, Any]:
-        """Run the module as its own process; with ``source: bundle`` it gets no key, no images (every image of the
-        bundle) and a registry_url nothing listens on, so it cannot have read from the source registry."""
+    def module(self, case: Case, facts: Path, params: dict[str, Any], images: list[str] | None = None) -> dict[str, Any]:
+        """Run the module as its own process, on images (the seeded tags by default); with ``source: bundle`` it gets no
+        key, no images (every image of the bundle) and a registry_url nothing listens on, so it cannot have read from the
+        source registry."""
         if params.get("source", "registry") == "registry":
-            args = {"registry_url": self.info["source_registry_url"], "images": self.inv.tags}
+            args = {"registry_url": self.info["source_registry_url"], "images": images or self.inv.tags}
             env = dict(os.environ, NGC_API_KEY=self.info["api_key"])
         else:
             args = {"registry_url": "http://127.0.0.1:9"}
@@ -606,25 +686,34 @@ class Bench:
             raise BenchError("the module copied nothing (changed=false)")
         self.check_registry(case, prefix)
 
-    def module_archive(self, case: Case, directory: Path, facts: Path) -> None:
-        result = self.module(case, facts, {"archive": {"dir": str(directory), "format": "docker"}})
+    def module_archive(self, case: Case, directory: Path, facts: Path, inv: Inventory | None = None) -> None:
+        inv = inv or self.inv
+        result = self.module(case, facts, {"archive": {"dir": str(directory), "format": "docker"}}, images=inv.tags)
         if not result.get("changed"):
             raise BenchError("the module wrote nothing (changed=false)")
-        case.note += f"; wrote {case.disk_write_mb:.0f} MB to disk, the archives hold {self.inv.archive_file_bytes / MB:.0f} MB"
+        case.note += f"; wrote {case.disk_write_mb:.0f} MB to disk, the archives hold {inv.archive_file_bytes / MB:.0f} MB"
 
-    def module_bundle(self, case: Case, directory: Path, facts: Path) -> None:
-        result = self.module(case, facts, {"bundle": {"dir": str(directory)}})
+    def module_bundle(self, case: Case, directory: Path, facts: Path, images: list[str] | None = None, since: Any = None) -> None:
+        bundle: dict[str, Any] = {"dir": str(directory)}
+        if since is not None:
+            bundle["since"] = since
+        result = self.module(case, facts, {"bundle": bundle}, images=images)
         if not result.get("changed"):
             raise BenchError("the module wrote nothing (changed=false)")
         case.note += f"; wrote {case.disk_write_mb:.0f} MB to disk"
 
-    def module_import(self, case: Case, directory: Path, prefix: str, facts: Path) -> None:
+    def module_import(self, case: Case, directory: Path, prefix: str, facts: Path, inv: Inventory | None = None,
+                      copies: int | None = None) -> None:
+        """Import a bundle into prefix: copies images (every tag of inv by default) must be copied, and then every tag of
+        inv must be at the destination with the source's digest."""
+        inv = inv or self.inv
+        copies = len(inv.tags) if copies is None else copies
         result = self.module(case, facts, {"source": "bundle", "source_dir": str(directory),
                                            "registry": {"url": self.open_url, "prefix": prefix}})
         copied = [i for i in result.get("images") or [] if i.get("status") == "copied"]
-        if len(copied) != len(self.inv.tags):
-            raise BenchError(f"the module copied {len(copied)} of {len(self.inv.tags)} images from the bundle")
-        self.check_registry(case, prefix)
+        if len(copied) != copies:
+            raise BenchError(f"the module copied {len(copied)} images from the bundle, not {copies}")
+        self.check_registry(case, prefix, inv)
 
     def module_noop(self, case: Case, prefix: str, directory: Path, facts: Path) -> None:
         result = self.module(case, facts, {"registry": {"url": self.open_url, "prefix": prefix},
@@ -662,19 +751,21 @@ class Bench:
         return ["unshare", "--mount", "sh", "-c", script, "sh", str(cache), SKOPEO_SYSTEM_CACHE], env
 
     def skopeo(self, case: Case, destination: Callable[[str, str], str], extra: list[str],
-               source: Callable[[str, str], str] | None = None) -> None:
-        """One ``skopeo copy`` per tag: from the source registry (with the auth file) or from source(repo, tag)."""
+               source: Callable[[str, str], str] | None = None, tags: list[str] | None = None) -> None:
+        """One ``skopeo copy`` per tag (the seeded tags by default): from the source registry (with the auth file) or
+        from source(repo, tag)."""
         sandbox, env = self.skopeo_sandbox(case)
         pull = [] if source is not None else ["--src-authfile", str(self.auth_file), "--src-tls-verify=false"]
+        tags = tags or self.inv.tags
         rss = 0
-        for reference in self.inv.tags:
+        for reference in tags:
             repository, tag = split_reference(reference)
             origin = source(repository, tag) if source is not None else f"docker://{self.source.host}/{reference}"
             argv = [*sandbox, "skopeo", "copy", "--quiet", *pull, *extra, origin, destination(repository, tag)]
             proc = run(argv, self.work, env=env)
             rss, case.client_cpu = max(rss, proc.rss_kib), case.client_cpu + proc.cpu
         case.rss_mib = rss / 1024
-        case.note = "; ".join(filter(None, (case.note, f"{len(self.inv.tags)} skopeo processes, one per tag")))
+        case.note = "; ".join(filter(None, (case.note, f"{len(tags)} skopeo processes, one per tag")))
 
     def skopeo_registry(self, case: Case) -> None:
         prefix = self.prefix("skopeo")
@@ -690,23 +781,26 @@ class Bench:
 
         self.skopeo(case, destination, [])
 
-    def skopeo_dirs(self, case: Case, root: Path) -> None:
+    def skopeo_dirs(self, case: Case, root: Path, inv: Inventory | None = None) -> None:
         """NVIDIA's air-gap guide: ``skopeo copy --all --preserve-digests docker://... dir:<root>/<repo>/<tag>``."""
+        inv = inv or self.inv
 
         def destination(repo: str, tag: str) -> str:
             (root / repo).mkdir(parents=True, exist_ok=True)
             return f"dir:{root / repo / tag}"
 
-        self.skopeo(case, destination, ["--all", "--preserve-digests"])
-        case.note += f"; the dirs must hold {self.inv.per_image_bytes / MB:.0f} MB, a copy of each shared layer per tag"
+        self.skopeo(case, destination, ["--all", "--preserve-digests"], tags=inv.tags)
+        case.note += f"; the dirs must hold {inv.per_image_bytes / MB:.0f} MB, a copy of each shared layer per tag"
 
-    def skopeo_from_dirs(self, case: Case, root: Path) -> None:
-        """The far side of the guide: ``skopeo copy --all --preserve-digests dir:... docker://<open>/<prefix>/...``."""
-        prefix = self.prefix("skopeo-import")
+    def skopeo_from_dirs(self, case: Case, root: Path, prefix: str | None = None, inv: Inventory | None = None,
+                         judge: Inventory | None = None) -> None:
+        """The far side of the guide: ``skopeo copy --all --preserve-digests dir:... docker://<open>/<prefix>/...`` for
+        each tag of inv; then every tag of judge (inv by default) must be at the destination with the source's digest."""
+        prefix, inv = prefix or self.prefix("skopeo-import"), inv or self.inv
         self.skopeo(case, lambda repo, tag: f"docker://{self.open_host}/{prefix}/{repo}:{tag}",
                     ["--all", "--preserve-digests", "--dest-tls-verify=false"],
-                    source=lambda repo, tag: f"dir:{root / repo / tag}")
-        self.check_registry(case, prefix)
+                    source=lambda repo, tag: f"dir:{root / repo / tag}", tags=inv.tags)
+        self.check_registry(case, prefix, judge or inv)
 
     # The Docker engine --------------------------------------------------------------------
     def docker_env(self) -> dict[str, str]:
@@ -796,17 +890,30 @@ class Bench:
         shutil.rmtree(bundle, ignore_errors=True)
 
     def execute(self) -> list[Case]:
+        """The groups of --only, in this order: the copies, the monthly update (which publishes a release on the
+        source, so it comes after the copies of the seeded tags), registry -> .sqsh."""
         inv, parallel = self.inv, self.args.parallel
         reg_bytes, arc_bytes = inv.total(inv.registry_blobs.values()), inv.total(inv.archive_blobs.values())
         print(f"bench: {len(inv.tags)} tags; registry copy: {len(inv.registry_blobs)} unique blobs, {reg_bytes / MB:.0f} MB; "
               f"docker archives: {len(inv.archive_blobs)} unique blobs, {arc_bytes / MB:.0f} MB "
               f"({inv.archive_file_bytes / MB:.0f} MB in all archives); "
-              f"{inv.per_image_bytes / MB:.0f} MB in dir: copies per tag",
+              f"{inv.per_image_bytes / MB:.0f} MB in dir: copies per tag; groups: {', '.join(g for g in GROUPS if g in self.args.only)}",
               file=sys.stderr, flush=True)
         self.write_authfile()
         self.measure(Case("source read only (GET, discard)", "info", reg_bytes),
                      lambda c: read_only(self.source, inv.registry_blobs.values(), parallel), in_process=True)
+        if "copy" in self.args.only:
+            self.copy_groups()
+        if "update" in self.args.only:
+            self.update_group()
+        if "enroot" in self.args.only:
+            self.enroot_group()
+        return self.cases
 
+    def copy_groups(self) -> None:
+        """Every seeded tag copied by each client: registry, archive, bundle, import, no-op and the Docker engine."""
+        inv, parallel = self.inv, self.args.parallel
+        reg_bytes, arc_bytes = inv.total(inv.registry_blobs.values()), inv.total(inv.archive_blobs.values())
         first: tuple[str, Path, Path] | None = None
         for number in range(1, self.args.rounds + 1):
             prefix, facts, archives = self.prefix(f"module{number}"), self.work / f"module{number}.fact", self.work / f"module-archive{number}"
@@ -860,7 +967,224 @@ class Bench:
                 self.measure(Case("docker pull + save", "archive", arc_bytes), self.docker_save)
                 self.docker_clean()
                 shutil.rmtree(self.work / "docker-archive", ignore_errors=True)
-        return self.cases
+
+    # The monthly update (issue 10) --------------------------------------------------------
+    def update_group(self) -> None:
+        """A monthly update, on the same data in one run. Last month: a full bundle of the seeded tags, written with the
+        connected side's facts file, and its import into two far-side registries (namespaces). Then one release of new
+        tags sharing base layers is published on the source (release.py), and each way of carrying it is written and
+        imported: the module's delta bundle (``since: last``, the same facts file) into a far side holding last month,
+        a full bundle of everything into an empty one, per-tag docker archives of the new tags (written only), and
+        skopeo ``dir:`` copies of the new tags into the other far side holding last month."""
+        old = self.inv
+        connected = self.work / "update-connected.fact"  # the connected side's record: every bundle it wrote
+        earlier = self.work / "update-earlier"
+        far = {name: (self.prefix(f"update-far-{name}"), self.work / f"update-far-{name}.fact") for name in ("delta", "skopeo")}
+        old_bytes = old.total(old.registry_blobs.values())
+        setup = [self.measure(Case(UPDATE_EARLIER, "update-setup", old_bytes),
+                              lambda c: self.module_bundle(c, earlier, connected), check=lambda c: self.check_bundle(c, earlier))]
+        for name, (prefix, facts) in far.items():
+            setup.append(self.measure(Case(f"{UPDATE_EARLIER_IMPORT} ({name} far side)", "update-setup", old_bytes),
+                                      lambda c, p=prefix, f=facts: self.module_import(c, earlier, p, f)))
+        published: list[dict[str, Any]] = []
+        setup.append(self.measure(Case(UPDATE_PUBLISH, "update-setup", 0), lambda c: published.extend(self.publish_release(c))))
+        shutil.rmtree(earlier, ignore_errors=True)
+        if not all(case.ok for case in setup):
+            print("bench: the monthly update's setup failed; its cases do not run", file=sys.stderr, flush=True)
+            return
+        new_tags = [record["reference"] for record in published]
+        new, every = self.source.inventory(new_tags), self.source.inventory(old.tags + new_tags)
+        fresh = {digest: blob for digest, blob in every.registry_blobs.items() if digest not in old.registry_blobs}
+        self.update = {"new_tags": new_tags, "new_blobs": len(fresh), "new_blob_bytes": every.total(fresh.values()),
+                       "all_tags": len(every.tags), "all_blob_bytes": every.total(every.registry_blobs.values())}
+        print(f"bench: the release: {len(new_tags)} new tags, {len(fresh)} new blobs, {self.update['new_blob_bytes'] / MB:.1f} MB; "
+              f"{len(every.tags)} tags in all", file=sys.stderr, flush=True)
+        fresh_bytes, every_bytes = self.update["new_blob_bytes"], self.update["all_blob_bytes"]
+
+        delta, full = self.work / "update-delta", self.work / "update-full"
+        self.measure(Case(UPDATE_DELTA, "update", fresh_bytes),
+                     lambda c: self.module_bundle(c, delta, connected, images=every.tags, since="last"),
+                     check=lambda c: self.check_delta(c, delta, every, fresh))
+        prefix, facts = far["delta"]
+        self.measure(Case(UPDATE_DELTA_IMPORT, "update-import", fresh_bytes),
+                     lambda c: self.module_import(c, delta, prefix, facts, inv=every, copies=len(new_tags)))
+        shutil.rmtree(delta, ignore_errors=True)
+        self.measure(Case(UPDATE_FULL, "update", every_bytes),
+                     lambda c: self.module_bundle(c, full, self.work / "update-full.fact", images=every.tags),
+                     check=lambda c: self.check_bundle(c, full, every))
+        self.measure(Case(UPDATE_FULL_IMPORT, "update-import", every_bytes),
+                     lambda c: self.module_import(c, full, self.prefix("update-full-import"), self.work / "update-full-import.fact", inv=every))
+        shutil.rmtree(full, ignore_errors=True)
+        archives = self.work / "update-archives"
+        self.measure(Case(UPDATE_ARCHIVES, "update", new.total(new.archive_blobs.values())),
+                     lambda c: self.module_archive(c, archives, self.work / "update-archives.fact", inv=new),
+                     check=lambda c: self.check_archives(c, archives, new))
+        shutil.rmtree(archives, ignore_errors=True)
+        dirs = self.work / "update-dirs"
+        new_bytes = new.total(new.registry_blobs.values())
+        self.measure(Case(UPDATE_DIRS, "update", new_bytes), lambda c: self.skopeo_dirs(c, dirs, new),
+                     check=lambda c: self.check_dirs(c, dirs, new))
+        prefix, _facts = far["skopeo"]
+        self.measure(Case(UPDATE_DIRS_IMPORT, "update-import", new_bytes),
+                     lambda c: self.skopeo_from_dirs(c, dirs, prefix, new, judge=every))
+        shutil.rmtree(dirs, ignore_errors=True)
+
+    def publish_release(self, case: Case) -> list[dict[str, Any]]:
+        """release.py's tags on the source registry, checked: each has the digest the seeder computed."""
+        try:
+            records = load_release().publish_on_testbed(self.info)
+        except RuntimeError as exc:  # the seeder's PushError
+            raise BenchError(f"publishing the release failed: {exc}") from None
+        for record in records:
+            repository, tag = split_reference(record["reference"])
+            digest = self.source.manifest(repository, tag)[1]
+            if digest != record["digest"]:
+                raise BenchError(f"the source serves {record['reference']} as {digest}, the seeder pushed {record['digest']}")
+        case.note = f"{len(records)} tags: {', '.join(r['reference'] for r in records)}"
+        return records
+
+    def check_delta(self, case: Case, directory: Path, inv: Inventory, fresh: dict[str, Blob]) -> None:
+        """A delta bundle: a layout naming every tag of inv with the source's digest, whose blobs/sha256 holds exactly the
+        blobs the earlier release lacks (fresh) and the manifests of every tag (always written), each hashing to its
+        name; a blob the far side already has is a wrong result, and so is a missing one."""
+        blobs = self.check_layout(directory, inv)
+        held = set(blobs.values())
+        wanted = set(fresh) | inv.manifest_digests
+        extra, missing = sorted(held - wanted), sorted(wanted - held)
+        if extra:
+            raise BenchError(f"the delta holds {len(extra)} blob(s) the far side already has, e.g. {extra[0]}")
+        if missing:
+            raise BenchError(f"the delta lacks {len(missing)} new blob(s) or manifest(s), e.g. {missing[0]}")
+        bad = misnamed(blobs, self.args.parallel)
+        if bad:
+            raise BenchError(f"{len(bad)} blob file(s) of the delta wrong: {bad[0]}")
+        contents = json.loads((directory / "contents.json").read_text(encoding="utf-8"))
+        if contents.get("delta") is not True:
+            raise BenchError("contents.json does not say delta: true")
+        self.record_disk(case, directory)
+        case.note += (f"; exactly the {len(fresh)} new blobs ({inv.total(fresh.values()) / MB:.1f} MB) and "
+                      f"{len(inv.manifest_digests)} manifests, each hashing to its name")
+
+    def check_archives(self, case: Case, directory: Path, inv: Inventory) -> None:
+        """The module's docker archives, ``<dir>/<repository>/<tag>.tar``: manifest.json names the source's config and
+        layers of the archive's platform (by digest), and each of those members is there and hashes to its name."""
+        for reference in inv.tags:
+            repository, tag = split_reference(reference)
+            path = directory / repository / f"{tag}.tar"
+            if not path.is_file():
+                raise BenchError(f"no archive {path}")
+            wanted = {blob.digest: blob.size for blob in inv.per_archive[reference]}
+            with tarfile.open(path) as archive:
+                members = {member.name: member for member in archive.getmembers() if member.isfile()}
+                if "manifest.json" not in members:
+                    raise BenchError(f"{path.name} has no manifest.json")
+                entries = json.loads(archive.extractfile(members["manifest.json"]).read())  # type: ignore[union-attr]
+                named = {entry["Config"] for entry in entries} | {layer for entry in entries for layer in entry["Layers"]}
+                digests = {"sha256:" + Path(name).name for name in named}
+                if digests != set(wanted):
+                    raise BenchError(f"{reference}: manifest.json names {len(digests)} blobs, not the {len(wanted)} of {ARCHIVE_PLATFORM}")
+                for name in named:
+                    handle = archive.extractfile(members[name]) if name in members else None
+                    if handle is None or hashlib.file_digest(handle, "sha256").hexdigest() != Path(name).name:
+                        raise BenchError(f"{reference}: {name} is missing from the archive or hashes to something else")
+        self.record_disk(case, directory)
+        case.note += f"; {len(inv.tags)} archives, each member named by manifest.json hashing to its name"
+
+    # registry -> .sqsh (issue 11) ---------------------------------------------------------
+    def enroot_group(self) -> None:
+        """ENROOT_IMAGES, each as an enroot ``.sqsh``: the module (``enroot: {dir}``) next to the reference pipeline
+        (skopeo to an OCI layout, umoci unpack, mksquashfs with the same options), reference first, ``--rounds`` times.
+        Each module result is checked with unsquashfs and its listing compared with the reference's."""
+        missing = [tool for tool in ("umoci", "mksquashfs", "unsquashfs") if shutil.which(tool) is None]
+        for number in range(1, self.args.rounds + 1):
+            for reference in ENROOT_IMAGES:
+                size = self.inv.total(self.inv.per_archive[reference])
+                group = f"enroot {reference}"
+                ours, theirs = self.work / f"enroot-module{number}", self.work / f"enroot-reference{number}"
+                facts = self.work / f"enroot{number}.fact"
+                if missing:
+                    case = Case(f"{ENROOT_REFERENCE}: {reference}", group, size, baseline=True, ok=False,
+                                note=f"FAILED: not installed: {', '.join(missing)} (Debian packages umoci, squashfs-tools)")
+                    self.cases.append(case)
+                    continue
+                made = self.measure(Case(f"{ENROOT_REFERENCE}: {reference}", group, size, baseline=True),
+                                    lambda c, r=reference, d=theirs: self.enroot_reference(c, r, d),
+                                    check=lambda c, d=theirs: self.check_sqsh(c, d / "out.sqsh"))
+                expected = theirs / "out.sqsh" if made.ok else None
+                self.measure(Case(f"{ENROOT_MODULE}: {reference}", group, size),
+                             lambda c, r=reference, d=ours, f=facts: self.module_enroot(c, r, d, f),
+                             check=lambda c, r=reference, d=ours, e=expected: self.check_enroot(c, d / sqsh_name(r), e))
+                shutil.rmtree(ours, ignore_errors=True)
+                shutil.rmtree(theirs, ignore_errors=True)
+
+    def enroot_reference(self, case: Case, reference: str, root: Path) -> None:
+        """``skopeo copy`` (linux/amd64) to an OCI layout, ``umoci unpack`` (``--rootless`` unless root), then
+        ``mksquashfs <rootfs> out.sqsh`` with the flags the module passes and SQUASH_OPTIONS."""
+        tag = split_reference(reference)[1]
+        layout, bundle, out = root / "oci", root / "bundle", root / "out.sqsh"
+        root.mkdir(parents=True)
+        sandbox, env = self.skopeo_sandbox(case)
+        rootless = ["--rootless"] if os.geteuid() != 0 else []
+        steps = [
+            ("skopeo copy", [*sandbox, "skopeo", "copy", "--quiet", "--src-authfile", str(self.auth_file), "--src-tls-verify=false",
+                             "--override-os", "linux", "--override-arch", "amd64",
+                             f"docker://{self.source.host}/{reference}", f"oci:{layout}:{tag}"], env),
+            ("umoci unpack", ["umoci", "unpack", *rootless, "--image", f"{layout}:{tag}", str(bundle)], None),
+            ("mksquashfs", ["mksquashfs", str(bundle / "rootfs"), str(out), *SQUASH_FLAGS, *shlex.split(SQUASH_OPTIONS)], None),
+        ]
+        rss, times = 0, []
+        for name, argv, step_env in steps:
+            started = time.monotonic()
+            proc = run(argv, self.work, env=step_env)
+            times.append(f"{name} {time.monotonic() - started:.1f}s, {proc.rss_kib / 1024:.0f} MiB")
+            rss, case.client_cpu = max(rss, proc.rss_kib), case.client_cpu + proc.cpu
+        case.rss_mib = rss / 1024
+        case.note = "; ".join(filter(None, (case.note, "; ".join(times))))
+
+    def module_enroot(self, case: Case, reference: str, directory: Path, facts: Path) -> None:
+        result = self.module(case, facts, {"enroot": {"dir": str(directory)}}, images=[reference])
+        if not result.get("changed"):
+            raise BenchError("the module wrote nothing (changed=false)")
+
+    def check_sqsh(self, case: Case, path: Path) -> None:
+        """The file is there and ``unsquashfs -s`` reads it: a squashfs 4.0 superblock with the compression of
+        SQUASH_OPTIONS."""
+        if not path.is_file():
+            raise BenchError(f"no file {path.name}")
+        proc = subprocess.run(["unsquashfs", "-s", str(path)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise BenchError(f"unsquashfs -s cannot read {path.name}: {(proc.stderr or proc.stdout)[-300:]}")
+        compression = re.search(r"^Compression (\S+)", proc.stdout, re.MULTILINE)
+        wanted = shlex.split(SQUASH_OPTIONS)[shlex.split(SQUASH_OPTIONS).index("-comp") + 1]
+        if compression is None or compression.group(1) != wanted:
+            raise BenchError(f"unsquashfs -s says compression {compression.group(1) if compression else '?'}, not {wanted}")
+        if "-noD" in shlex.split(SQUASH_OPTIONS) and "Data is uncompressed" not in proc.stdout:
+            raise BenchError("unsquashfs -s does not say 'Data is uncompressed' (-noD)")
+        size = path.stat().st_size
+        case.disk_bytes, case.disk_apparent_bytes, case.disk_files = path.stat().st_blocks * 512, size, 1
+        case.note = "; ".join(filter(None, (case.note, f"{path.name}: {size / MB:.1f} MB, {compression.group(1)}, read by unsquashfs -s")))
+
+    def check_enroot(self, case: Case, path: Path, reference: Path | None) -> None:
+        """check_sqsh, then the listing (``unsquashfs -lls``: type and mode, owner, size, path, link target) equals the
+        reference's, apart from the files enroot adds (ENROOT_FILES, and /etc if the image has none) and /dev."""
+        self.check_sqsh(case, path)
+        if reference is None:
+            raise BenchError("the reference pipeline failed, so there is nothing to compare the listing with")
+        ours, theirs = sqsh_listing(path), sqsh_listing(reference)
+        added = [name for name in ENROOT_FILES if name not in ours]
+        if added:
+            raise BenchError(f"the .sqsh lacks enroot's {', '.join(added)}")
+        ignored = set(ENROOT_FILES) | ({"etc"} if "etc" not in theirs else set())
+        ours = {k: v for k, v in ours.items() if k not in ignored and k != "dev" and not k.startswith("dev/")}
+        theirs = {k: v for k, v in theirs.items() if k != "dev" and not k.startswith("dev/")}
+        only_ours, only_theirs = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+        if only_ours or only_theirs:
+            raise BenchError(f"the listings differ: {len(only_ours)} path(s) only in ours (e.g. {only_ours[:1]}), "
+                             f"{len(only_theirs)} only in the reference (e.g. {only_theirs[:1]})")
+        differ = sorted(k for k in ours if ours[k] != theirs[k])
+        if differ:
+            raise BenchError(f"{len(differ)} entr(ies) differ from the reference, e.g. /{differ[0]}: {ours[differ[0]]} against {theirs[differ[0]]}")
+        case.note += f"; same {len(ours)} entries as the reference (unsquashfs -lls, enroot's files and /dev aside)"
 
 
 # -- the report -----------------------------------------------------------------------------------------------------------
@@ -904,6 +1228,11 @@ def overhead(case: Case) -> float | None:
     return case.disk_bytes / case.bytes - 1 if case.disk_bytes is not None and case.bytes else None
 
 
+def baseline_name(group: str) -> str:
+    """What a group's ratio is measured against."""
+    return "reference pipeline" if group.startswith("enroot") else BASELINE_NAMES.get(group, "")
+
+
 def table(cases: list[Case]) -> str:
     header = ("case", "seconds", "MB/s", "ratio", "vs", "client CPU s", "registries CPU s", "peak RSS MiB",
               "on disk MB", "over unique", "note")
@@ -914,7 +1243,7 @@ def table(cases: list[Case]) -> str:
             f"{case.seconds:.1f}",
             f"{case.mbps:.0f}" if case.mbps else "-",
             f"{case.ratio:.2f}x" if case.ratio else "-",
-            BASELINE_NAMES.get(case.group, "") if case.ratio else "",
+            baseline_name(case.group) if case.ratio else "",
             f"{case.client_cpu:.1f}" if case.client_cpu else "-",
             f"{case.registry_cpu:.1f}",
             f"{case.rss_mib:.0f}" if case.rss_mib else "-",
@@ -937,7 +1266,7 @@ def verdict(cases: list[Case]) -> list[str]:
     bundle, peak memory, and bytes on disk."""
     lines = []
     for case in cases:
-        if not case.name.startswith("module"):
+        if not case.name.startswith("module") or case.group not in COPY_GROUPS:
             continue
         if not case.ok:
             lines.append(f"{case.name}: FAILED: {case.note}")
@@ -957,7 +1286,68 @@ def verdict(cases: list[Case]) -> list[str]:
             lines.append(f"{case.name}: {case.seconds / floor.seconds:.2f}x the time of writing the same files plainly ({FLOOR})")
         if case.rss_mib is not None:
             lines.append(f"{case.name}: peak RSS {case.rss_mib:.0f} MiB (aim < {MAX_RSS_MIB:.0f} MiB): {'met' if case.rss_mib < MAX_RSS_MIB else 'NOT met'}")
-    return lines + disk_verdict(cases)
+    copies = any(case.group in COPY_GROUPS - {"info"} for case in cases)
+    return lines + (disk_verdict(cases) if copies else []) + update_verdict(cases) + enroot_verdict(cases)
+
+
+def update_verdict(cases: list[Case]) -> list[str]:
+    """The monthly update: what each way carries (bytes on disk) against the delta bundle, the delta against the new
+    blobs' bytes, and the time to write and to import each."""
+    named = {case.name: case for case in cases}
+    if not any(case.group.startswith("update") for case in cases):
+        return []
+    lines = [f"{case.name}: {case.note}" for case in cases if case.group.startswith("update") and not case.ok]
+    delta = named.get(UPDATE_DELTA)
+    if delta is not None and delta.ok and delta.disk_bytes is not None:
+        share = overhead(delta) or 0.0
+        lines.append(f"monthly update: the delta bundle carries {delta.disk_bytes / MB:.1f} MB for {delta.bytes / MB:.1f} MB of new blobs: "
+                     f"{share:+.2%} (aim < +{MAX_DELTA_OVERHEAD:.0%}): {'met' if share < MAX_DELTA_OVERHEAD else 'NOT met'}; "
+                     "it holds exactly the new blobs and the manifests")
+    for name in UPDATE_CARRIED:
+        case = named.get(name)
+        if case is None or not case.ok or case.disk_bytes is None:
+            continue
+        line = f"monthly update: carried by {name}: {case.disk_bytes / MB:.1f} MB in {case.disk_files} files"
+        if delta is not None and delta.ok and delta.disk_bytes and case is not delta:
+            line += f", {case.disk_bytes / delta.disk_bytes:.1f}x the delta bundle"
+        line += f"; written in {case.seconds:.1f}s"
+        imported = named.get(UPDATE_IMPORTS.get(name, ""))
+        if imported is not None and imported.ok:
+            line += f", imported in {imported.seconds:.1f}s"
+        lines.append(line)
+    return lines
+
+
+def enroot_verdict(cases: list[Case]) -> list[str]:
+    """registry -> .sqsh: the module's time against the reference pipeline's, image by image and in all (aim <= 1.0x),
+    and peak memory against image size (aim: flat)."""
+    pairs = []
+    for case in cases:
+        if case.group.startswith("enroot") and not case.baseline:
+            reference = next((c for c in cases if c.group == case.group and c.baseline), None)
+            pairs.append((case, reference))
+    lines = []
+    for ours, theirs in pairs:
+        image = ours.group.split(" ", 1)[1]
+        if not ours.ok or theirs is None or not theirs.ok:
+            failed = ours if not ours.ok else theirs
+            lines.append(f"enroot {image}: {failed.note if failed else 'FAILED: no reference case'}")
+            continue
+        lines.append(f"enroot {image} ({ours.bytes / MB:.0f} MB): module {ours.seconds:.1f}s, reference {theirs.seconds:.1f}s: "
+                     f"{ours.seconds / theirs.seconds:.2f}x (aim <= {ENROOT_AIM}x): {'met' if ours.seconds <= ENROOT_AIM * theirs.seconds else 'NOT met'}; "
+                     f"peak RSS {ours.rss_mib or 0:.0f} MiB against {theirs.rss_mib or 0:.0f} MiB")
+    done = [(o, t) for o, t in pairs if o.ok and t is not None and t.ok]
+    if done:
+        mine, theirs_total = sum(o.seconds for o, _t in done), sum(t.seconds for _o, t in done)
+        lines.append(f"enroot, all {len(done)} images: module {mine:.1f}s, reference {theirs_total:.1f}s: {mine / theirs_total:.2f}x "
+                     f"(aim <= {ENROOT_AIM}x): {'met' if mine <= ENROOT_AIM * theirs_total else 'NOT met'}")
+        for side, rows in (("module", [o for o, _t in done]), ("reference", [t for _o, t in done])):
+            rss = [(c.bytes, c.rss_mib or 0.0) for c in rows]
+            small, large = min(rss), max(rss)
+            lines.append(f"enroot peak RSS, {side}: {min(r for _b, r in rss):.0f} to {max(r for _b, r in rss):.0f} MiB; "
+                         f"{small[1]:.0f} MiB for the smallest image ({small[0] / MB:.0f} MB), {large[1]:.0f} MiB for the largest "
+                         f"({large[0] / MB:.0f} MB)")
+    return lines
 
 
 def disk_verdict(cases: list[Case]) -> list[str]:
@@ -966,7 +1356,7 @@ def disk_verdict(cases: list[Case]) -> list[str]:
     bundle = next((c for c in cases if c.name == BUNDLE and c.ok and c.disk_bytes), None)
     for case in cases:
         share = overhead(case)
-        if share is None or case.disk_bytes is None or not case.ok:
+        if case.group not in COPY_GROUPS or share is None or case.disk_bytes is None or not case.ok:
             continue
         line = (f"bytes on disk: {case.name}: {case.disk_bytes / MB:.1f} MB in {case.disk_files} files, "
                 f"{share:+.2%} over the {case.bytes / MB:.1f} MB of unique blobs it holds")
@@ -980,6 +1370,25 @@ def disk_verdict(cases: list[Case]) -> list[str]:
     return lines
 
 
+def update_document(release: dict[str, Any], cases: list[Case]) -> dict[str, Any] | None:
+    """The monthly update in results.json: the release, bytes carried and seconds to write and to import each way."""
+    if not release:
+        return None
+    named = {case.name: case for case in cases}
+    ways = {}
+    for name in UPDATE_CARRIED:
+        case, imported = named.get(name), named.get(UPDATE_IMPORTS.get(name, ""))
+        if case is not None:
+            ways[name] = {"ok": case.ok, "carried_bytes": case.disk_bytes, "carried_apparent_bytes": case.disk_apparent_bytes,
+                          "files": case.disk_files, "export_seconds": round(case.seconds, 2),
+                          "import": imported.name if imported else None,
+                          "import_seconds": round(imported.seconds, 2) if imported else None,
+                          "import_ok": imported.ok if imported else None}
+    delta = named.get(UPDATE_DELTA)
+    return {**release, "aim_delta_overhead": MAX_DELTA_OVERHEAD, "ways": ways,
+            "delta_overhead": overhead(delta) if delta is not None and delta.ok else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--testbed", required=True, type=Path, help="the directory of a running test bed (testbed.json)")
@@ -989,9 +1398,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=4, help="concurrent blob transfers of the module and the baselines")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the baselines and the module cases (the best counts)")
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker engine cases")
+    parser.add_argument("--only", default=",".join(GROUPS),
+                        help=f"comma-separated groups to run, of {', '.join(GROUPS)} (default: all): copy = the copies of the "
+                             "seeded tags, update = the monthly update (delta bundles), enroot = registry -> .sqsh")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.parallel < 1:
         parser.error("--rounds and --parallel must be at least 1")
+    args.testbed, args.collections, args.work, args.out = (path.resolve() for path in (args.testbed, args.collections, args.work, args.out))
+    args.only = {group.strip() for group in args.only.split(",") if group.strip()}
+    unknown = sorted(args.only - set(GROUPS))
+    if unknown or not args.only:
+        parser.error(f"--only: unknown group(s) {', '.join(unknown) or '(none given)'}; use some of {', '.join(GROUPS)}")
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     started = time.monotonic()
@@ -1026,6 +1443,10 @@ def main(argv: list[str] | None = None) -> int:
         "disk": {case.name: {"bytes": case.disk_bytes, "apparent_bytes": case.disk_apparent_bytes,
                              "files": case.disk_files, "unique_bytes": case.bytes, "overhead": overhead(case)}
                  for case in cases if case.disk_bytes is not None},
+        "groups": [group for group in GROUPS if group in args.only],
+        "update": update_document(bench.update, cases),
+        "enroot": {"images": list(ENROOT_IMAGES), "squash_options": SQUASH_OPTIONS, "aim_ratio": ENROOT_AIM}
+        if "enroot" in args.only else None,
         "cases": [asdict(case) for case in cases],
         "checks": checks,
         "seconds": round(time.monotonic() - started, 1),
