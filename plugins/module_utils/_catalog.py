@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, NotFoundError, shorten
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, AuthError, NotFoundError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository, path_segment
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, blob_sizes, is_digest, platform_string
@@ -34,6 +35,8 @@ class CatalogEntry:
     platforms: list[str] = field(default_factory=list)
     verified: bool | None = None  # set only when a bundle was verified
     unreadable: str | None = None  # why its details could not be read (only with CatalogQuery.keep_unreadable)
+    unresolved: str | None = None  # why the registry could not resolve it (without keep_unreadable): not listed, reported
+    variants: dict[str, str] = field(default_factory=dict, compare=False)  # platform by manifest digest, as the catalog says
 
     def as_dict(self) -> dict[str, Any]:
         result = {
@@ -44,6 +47,47 @@ class CatalogEntry:
         if self.verified is not None:
             result["verified"] = self.verified
         return result
+
+    def unresolved_dict(self, secrets: Iterable[str | None] = ()) -> dict[str, Any]:
+        """The tag as ``unresolved`` lists it: image, tag, reference and a short reason without a secret."""
+        return {"image": self.name, "tag": self.tag, "reference": self.reference,
+                "reason": shorten(redact(self.unresolved or "", secrets))}
+
+
+class _Memo:
+    """Values by key, each computed once per run even when threads ask for it at the same time.
+
+    A failure is not kept: the next caller computes again (and fails on its own, for its own tag).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[Hashable, Any] = {}
+        self._pending: dict[Hashable, threading.Event] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        while True:
+            with self._lock:
+                if key in self._values:
+                    return self._values[key]
+                waiting = self._pending.get(key)
+                if waiting is None:
+                    event = self._pending[key] = threading.Event()
+            if waiting is not None:
+                waiting.wait()
+                continue
+            try:
+                value = compute()
+            except BaseException:
+                with self._lock:
+                    del self._pending[key]
+                event.set()
+                raise
+            with self._lock:
+                self._values[key] = value
+                del self._pending[key]
+            event.set()
+            return value
 
 
 @dataclass
@@ -61,13 +105,23 @@ class CatalogQuery:
 
 
 class Catalog:
-    """Lists the images a query selects, sorted by name then version."""
+    """Lists the images a query selects, sorted by name then version.
+
+    A tag the registry cannot resolve (no such tag, a child manifest of its index missing, an answer that
+    stays an error after the retries) is not listed but kept in ``unresolved``; refused credentials are
+    an error of the whole listing, and so is a registry that does not answer at all. Within one listing
+    each manifest is fetched once by digest, and each image config at most once, only when neither an
+    index nor the catalog names the platform.
+    """
 
     def __init__(self, query: CatalogQuery, registry: RegistryClient, ngc: NgcClient | None = None) -> None:
         self.query = query
         self.registry = registry
         self.ngc = ngc
         self.registry_host = registry.host
+        self.unresolved: list[CatalogEntry] = []
+        self._manifests = _Memo()
+        self._platforms = _Memo()
 
     def list(self) -> list[CatalogEntry]:
         if self.query.source == "registry":
@@ -76,8 +130,19 @@ class Catalog:
             entries = self._from_ngc()
         if self.query.include_digests:
             self._add_digests(entries)
-        entries.sort(key=lambda e: (e.name, tag_sort_key(e.tag, e.updated)))
+        unresolved = [entry for entry in entries if entry.unresolved is not None]
+        if unresolved and len(unresolved) == len(entries):
+            self._check_registry()  # nothing resolved: a registry that is down or refuses us fails the listing
+        self.unresolved = sorted(unresolved, key=_listing_order)
+        entries = [entry for entry in entries if entry.unresolved is None]
+        entries.sort(key=_listing_order)
         return entries
+
+    def _check_registry(self) -> None:
+        """Raise the registry's own error (unreachable, refusing the credentials, failing) if it has one."""
+        ping = getattr(self.registry, "ping", None)
+        if callable(ping):
+            ping()
 
     # Sources -------------------------------------------------------------------------------
 
@@ -100,7 +165,9 @@ class Catalog:
             candidates = [TagCandidate(image.tag, image.updated) for image in images]
             for chosen in self.query.image_filter.select_tags(candidates):
                 image = by_tag[chosen.tag]
-                entries.append(self._entry(repo.path, image.tag, image.updated, image.size, repo.description or repo.short_description))
+                entry = self._entry(repo.path, image.tag, image.updated, image.size, repo.description or repo.short_description)
+                entry.variants = image.platforms_by_digest()
+                entries.append(entry)
         return entries
 
     def _from_registry(self) -> list[CatalogEntry]:
@@ -135,10 +202,13 @@ class Catalog:
     def _details_of(self, entry: CatalogEntry) -> tuple[str, str, list[str], int | None] | None:
         try:
             return self._details(entry)
+        except AuthError:
+            raise  # refused credentials are not one tag's problem
         except AirgapError as exc:
-            if not self.query.keep_unreadable:
-                raise
-            entry.unreadable = str(exc)
+            if self.query.keep_unreadable:
+                entry.unreadable = str(exc)
+            else:
+                entry.unresolved = str(exc)
             return None
 
     def _details(self, entry: CatalogEntry) -> tuple[str, str, list[str], int | None]:
@@ -149,7 +219,8 @@ class Catalog:
         if manifest.media_type in INDEX_MEDIA_TYPES:
             platforms, size = self._index_details(entry.name, manifest.data)
         else:
-            platforms = [self._platform_of(entry.name, manifest.data)]
+            platform = entry.variants.get(manifest.digest) or self._platform_of(entry.name, manifest.data)
+            platforms = [platform]
             size = sum(blob_sizes([manifest.data]).values())
         return manifest.digest, manifest.media_type, [p for p in platforms if p], size
 
@@ -163,17 +234,30 @@ class Catalog:
             platform = platform_string(child.get("platform") if isinstance(child.get("platform"), dict) else {})
             if platform == "unknown/unknown":  # attestation manifests, not an image
                 continue
-            if not isinstance(child.get("digest"), str):
+            digest = child.get("digest")
+            if not isinstance(digest, str):
                 raise AirgapError(f"{self.registry_host}/{name}: an index lists a manifest for {platform} without a digest")
             platforms.append(platform)
-            manifests.append(self.registry.get_manifest(name, child["digest"]).data)
+            try:
+                manifests.append(self._manifest_data(name, digest))
+            except NotFoundError:
+                raise AirgapError(f"{self.registry_host}/{name}: its index lists a manifest for {platform} ({digest}) "
+                                  "that the registry does not have") from None
         return platforms, sum(blob_sizes(manifests).values())
 
+    def _manifest_data(self, name: str, digest: str) -> dict[str, Any]:
+        """A manifest's content by digest, fetched once per listing (tags and indexes share them)."""
+        return self._manifests.get((name, digest), lambda: self.registry.get_manifest(name, digest).data)
+
     def _platform_of(self, name: str, manifest: dict[str, Any]) -> str:
+        """The platform an image config names, each config read once per listing (its digest names its content)."""
         config = manifest.get("config")
         if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
             return ""
-        with self.registry.open_blob(name, config["digest"]) as stream:
+        return self._platforms.get(config["digest"], lambda: self._read_platform(name, config["digest"]))
+
+    def _read_platform(self, name: str, digest: str) -> str:
+        with self.registry.open_blob(name, digest) as stream:
             data = b"".join(stream)
         try:
             config_data = json.loads(data.decode("utf-8"))
@@ -187,6 +271,10 @@ class Catalog:
             return [function(item) for item in items]
         with ThreadPoolExecutor(max_workers=self.query.parallel) as pool:
             return list(pool.map(function, items))
+
+
+def _listing_order(entry: CatalogEntry) -> tuple[Any, ...]:
+    return (entry.name, tag_sort_key(entry.tag, entry.updated))
 
 
 class BundleView:
@@ -232,10 +320,12 @@ def list_catalog(params: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
-    """Run ``ngc_catalog_info`` with its module parameters: ``images``, and with ``verify`` the bundle's ``problems``.
+    """Run ``ngc_catalog_info`` with its module parameters: ``images``, ``unresolved``, and with ``verify`` the
+    bundle's ``problems``.
 
-    A verified bundle's images each get ``verified``; one whose manifests cannot be read is listed without details
-    (and not verified) rather than failing the listing, and an index that cannot be read at all lists no image.
+    ``unresolved`` holds the selected tags the registry could not resolve, each with its reason. A verified
+    bundle's images each get ``verified``; one whose manifests cannot be read is listed without details (and not
+    verified) rather than failing the listing, and an index that cannot be read at all lists no image.
     """
     # Imported here: _options needs ansible.module_utils, which the pure parts above do not.
     from ansible_collections.airgap.ngc.plugins.module_utils._options import source_registry_from, transport_from  # pylint: disable=import-outside-toplevel
@@ -259,21 +349,27 @@ def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
         except AirgapError:
             if not problems:
                 raise
-            return {"images": [], "problems": problems}  # verification has said why
+            return {"images": [], "unresolved": [], "problems": problems}  # verification has said why
     else:
         registry = source_registry_from(params)
     transport = transport_from(params) if query.source == "ngc" else None
     ngc = NgcClient(params["api_url"], params.get("api_key"), transport) if transport is not None else None
+    catalog = Catalog(query, registry, ngc)
     try:
-        entries = Catalog(query, registry, ngc).list()
+        entries = catalog.list()
     finally:
         registry.close()
         if transport is not None:
             transport.close()
+    secrets = (params.get("api_key"),)
+    result: dict[str, Any] = {"images": [entry.as_dict() for entry in entries],
+                              "unresolved": [entry.unresolved_dict(secrets) for entry in catalog.unresolved]}
     if problems is None:
-        return {"images": [entry.as_dict() for entry in entries]}
+        return result
     _mark_verified(entries, problems, registry)
-    return {"images": [entry.as_dict() for entry in entries], "problems": problems}
+    result["images"] = [entry.as_dict() for entry in entries]
+    result["problems"] = problems
+    return result
 
 
 def _mark_verified(entries: list[CatalogEntry], problems: list[dict[str, Any]], view: BundleView) -> None:

@@ -11,6 +11,10 @@ also answers a 401 challenge once for a caller that gives ``Credentials``, and t
 failure of requests, urllib3 or ssl into a one-line error naming the host), and the plain
 transport the NGC client sends through. Nothing here logs a header or a body, so credentials
 cannot leak through it.
+
+Every session reads the proxy environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+``NO_PROXY``) and ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` once per scheme and host, not on every
+request as a plain requests session does (``EnvironmentOnceSession``).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import email.utils
 import os
 import random
 import ssl
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -39,6 +44,8 @@ try:
     import requests
     import urllib3
     from requests.adapters import HTTPAdapter
+    from requests.sessions import merge_setting
+    from requests.utils import get_environ_proxies
 except ImportError:
     REQUESTS_IMPORT_ERROR: str | None = traceback.format_exc()
     HAS_REQUESTS = False
@@ -143,10 +150,54 @@ def verify_setting(validate_certs: bool, ca_path: str | None) -> Union[bool, str
     return (ca_path or True) if validate_certs else False
 
 
+class EnvironmentOnceSession(requests.Session if HAS_REQUESTS else object):  # type: ignore[misc]
+    """A requests session that reads the environment's proxy and CA settings once per scheme and host.
+
+    A plain session scans the whole environment on every request (``merge_environment_settings``:
+    ``get_environ_proxies`` and the CA bundle variables: 0.1 ms of CPU with 40 variables, 0.4 ms with 190).
+    Here the answer is kept per (scheme, host[:port]), which is what ``NO_PROXY`` is matched on, so a
+    host that ``NO_PROXY`` names still goes direct while the others go through the proxy. Proxies given
+    to a request, or set on the session, still win over the environment. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[str, str], tuple[dict[str, str], Optional[str]]] = {}
+        self._environment_lock = threading.Lock()
+
+    def _environment_of(self, url: str) -> tuple[dict[str, str], Optional[str]]:
+        """(the environment's proxies for url's scheme and host, the CA bundle it names), read once per host."""
+        parts = urlsplit(url)
+        key = (parts.scheme.lower(), parts.netloc.rpartition("@")[2].lower())
+        with self._environment_lock:
+            known = self._environment.get(key)
+        if known is None:
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+            known = (dict(get_environ_proxies(url)), bundle)
+            with self._environment_lock:
+                self._environment[key] = known
+        return known
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
+        if not self.trust_env or (proxies and "no_proxy" in proxies):
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        env_proxies, bundle = self._environment_of(url.decode("utf-8") if isinstance(url, bytes) else str(url))
+        merged = dict(proxies or {})
+        for scheme, proxy in env_proxies.items():
+            merged.setdefault(scheme, proxy)
+        if verify is True or verify is None:
+            verify = bundle or verify
+        return {
+            "proxies": merge_setting(merged, self.proxies), "stream": merge_setting(stream, self.stream),
+            "verify": merge_setting(verify, self.verify), "cert": merge_setting(cert, self.cert),
+        }
+
+
 def new_session(validate_certs: bool = True, pool_size: int = DEFAULT_POOL_SIZE) -> Any:
     """A requests session with a connection pool sized for parallel transfers, no retries of its own
-    (the callers' RetryPolicy decides), and no insecure-request warnings when verification is off."""
-    session = requests.Session()
+    (the callers' RetryPolicy decides), no insecure-request warnings when verification is off, and the
+    proxy environment read once per host (``EnvironmentOnceSession``)."""
+    session = EnvironmentOnceSession()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(1, pool_size), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -342,9 +393,13 @@ class HttpTransport:
         secrets: Tuple[Optional[str], ...] = (),
         **kwargs: Any,
     ) -> Tuple[Any, int]:
-        """Send a request through ``send_with_retries``; (response, attempts). ``data`` must be re-sendable to be retried."""
+        """Send a request through ``send_with_retries``; (response, attempts). ``data`` must be re-sendable to be retried.
+
+        Without ``auth`` no ``~/.netrc`` credentials are added (they would replace a Bearer header given here)."""
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("allow_redirects", True)
+        if kwargs.get("auth") is None:
+            kwargs["auth"] = no_netrc
         return send_with_retries(
             self.session, method, url, policy=self.policy, sleep=self.sleep, what=what, error=error, replayable=retry,
             secrets=secrets, **kwargs,

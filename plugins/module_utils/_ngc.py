@@ -69,6 +69,23 @@ class NgcImage:
     size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    def platforms_by_digest(self) -> dict[str, str]:
+        """``os/architecture[/variant]`` by manifest digest, from the catalog's ``architectureVariants``.
+
+        Only entries that name a digest, an os and an architecture count: the catalog's word is taken for the
+        platform of a manifest only when the registry serves that very digest, and nothing is guessed.
+        """
+        found: dict[str, str] = {}
+        variants = self.extra.get("architectureVariants")
+        for item in variants if isinstance(variants, list) else []:
+            if not isinstance(item, dict):
+                continue
+            digest, system, arch, variant = (item.get(key) for key in ("digest", "os", "architecture", "variant"))
+            if not all(isinstance(value, str) and value for value in (digest, system, arch)):
+                continue
+            found[str(digest)] = f"{system}/{arch}/{variant}" if isinstance(variant, str) and variant else f"{system}/{arch}"
+        return found
+
 
 class NgcClient:
     """The NGC catalog API: orgs, repositories (with teams and paging), images, search.

@@ -140,8 +140,22 @@ options:
     description:
       - Look up each selected tag in the registry for its manifest digest, media type,
         platforms and compressed size. One or more requests per tag.
+      - A tag the registry cannot resolve is left out of RV(images) and listed in RV(unresolved) with the reason
+        (see O(fail_on_unresolved)).
+      - The platform of a single-platform image comes from its index, else from the catalog's architecture variants
+        for that very digest, else from its image config, each config read once per run.
     type: bool
     default: true
+  fail_on_unresolved:
+    description:
+      - Fail when a selected tag cannot be resolved in the registry (the catalog lists it but the registry has no
+        such tag, its index names a platform manifest the registry does not have, or the registry kept answering
+        with an error after O(retries)); RV(images) and RV(unresolved) are returned all the same.
+      - By default such tags are only reported in RV(unresolved) and every other tag is listed.
+      - Refused credentials (401 or 403), or a registry that does not answer at all, fail the module either way.
+      - Needs O(include_digests), which does the lookups.
+    type: bool
+    default: false
   include_descriptions:
     description:
       - Return each repository's description (its README, in Markdown) with its tags.
@@ -183,6 +197,14 @@ EXAMPLES = r"""
     verify: true
     fail_on_problems: true
   register: carried
+
+- name: List the newest CUDA tags, and stop if one the catalog lists is missing from the registry
+  airgap.ngc.ngc_catalog_info:
+    api_key: "{{ vault_ngc_api_key }}"
+    images: [cuda]
+    latest: 5
+    fail_on_unresolved: true
+  register: cuda
 
 - name: List what a site mirror holds
   airgap.ngc.ngc_catalog_info:
@@ -244,6 +266,30 @@ images:
       returned: when O(verify) is true
       type: bool
       sample: true
+unresolved:
+  description:
+    - The selected tags the registry could not resolve, sorted like RV(images); empty when every tag was resolved
+      or without O(include_digests). They are not in RV(images).
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    image:
+      description: The repository path.
+      type: str
+      sample: nvidia/pytorch
+    tag:
+      description: The tag.
+      type: str
+      sample: 24.03-py3
+    reference:
+      description: The full reference on the source registry.
+      type: str
+      sample: nvcr.io/nvidia/pytorch:24.03-py3
+    reason:
+      description: Why it could not be resolved, one short line.
+      type: str
+      sample: nvcr.io/nvidia/pytorch:24.03-py3 is listed in the catalog but the registry has no such tag
 problems:
   description:
     - With O(verify), what is wrong in the bundle, one item per file, C(contents.json) first, then by path; empty
@@ -307,6 +353,7 @@ def main() -> None:
         verify=dict(type="bool", default=False),
         verify_mode=dict(type="str", choices=["full", "sizes"], default="full"),
         fail_on_problems=dict(type="bool", default=False),
+        fail_on_unresolved=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, required_if=[("source", "bundle", ("source_dir",))])
     try:
@@ -329,6 +376,12 @@ def main() -> None:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         module.fail_json(msg=f"bundle {module.params['source_dir']} has {len(problems)} problem{'s' if len(problems) > 1 else ''}: "
                              f"{shown}{more}", changed=False, **result)
+    unresolved = result.get("unresolved") or []
+    if module.params["fail_on_unresolved"] and unresolved:
+        shown = "; ".join(f"{u['reference']} ({u['reason']})" for u in unresolved[:3])
+        more = f" and {len(unresolved) - 3} more" if len(unresolved) > 3 else ""
+        module.fail_json(msg=f"{len(unresolved)} selected tag{'s' if len(unresolved) > 1 else ''} could not be resolved in "
+                             f"the registry (fail_on_unresolved is set): {shown}{more}", changed=False, **result)
     module.exit_json(changed=False, **result)
 
 

@@ -14,7 +14,8 @@ Control API (same on both servers, never faulted or counted itself):
   ``token_lifetime`` (seconds; NGC and registry tokens), ``anonymous_pull`` (NGC stand-in:
   registry tokens without credentials), ``revoke_ngc_tokens`` (NGC stand-in: the catalog API
   refuses every bearer token), ``deny_catalog`` (NGC stand-in: registry tokens never grant
-  ``registry:catalog:*``), ``rewrite_expired_realm`` (proxy). Unknown keys: 400.
+  ``registry:catalog:*``), ``rewrite_expired_realm`` (proxy), ``extra_repositories`` (NGC stand-in: repository
+  records added to the catalog, for one test). Unknown keys: 400.
 - ``GET /_testbed/faults``: the queued rules and settings. ``DELETE /_testbed/faults``: reset them.
 - ``GET /_testbed/stats``: ``{"total", "paths": {path: n}, "statuses": {code: n}, "faults_served",
   "requests": [{"method", "path", "status", "fault"}]}`` (path without query string; the last

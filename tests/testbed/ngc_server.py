@@ -18,7 +18,10 @@ delete, catalog) to the valid key, so the seeder can push through the same realm
 Fault settings besides ``token_lifetime`` and ``anonymous_pull``: ``revoke_ngc_tokens`` (the
 catalog API refuses every bearer token with 401 "token revoked", while ``/token`` still issues
 them) and ``deny_catalog`` (registry tokens never grant ``registry:catalog:*``, so the registry
-answers ``/v2/_catalog`` with 401 ``insufficient_scope`` to a valid key).
+answers ``/v2/_catalog`` with 401 ``insufficient_scope`` to a valid key). The setting
+``extra_repositories`` (a list of repository records in the seed file's schema, for example what
+``seed.seed_unresolved`` returns) adds repositories to the catalog until the faults are reset:
+the catalog then lists tags the registry may not hold, as NGC sometimes does.
 """
 from __future__ import annotations
 
@@ -44,7 +47,8 @@ from ._jwt import TokenSigner
 NGC_USERNAME = "$oauthtoken"
 DISTRIBUTION_LEEWAY = 60  # distribution 2.8 accepts a JWT until exp + 60 s; exp is set back by this much
 DEFAULT_LIFETIME = 300
-SETTINGS = {"token_lifetime": None, "anonymous_pull": False, "revoke_ngc_tokens": False, "deny_catalog": False}
+SETTINGS = {"token_lifetime": None, "anonymous_pull": False, "revoke_ngc_tokens": False, "deny_catalog": False,
+            "extra_repositories": None}
 
 _TEAM = r"(?:/team/(?P<team>[^/]+))?"
 ROUTES: list[tuple[re.Pattern[str], str]] = [
@@ -66,9 +70,10 @@ class NotFound(Exception):
 # Catalog data ------------------------------------------------------------------------
 @dataclass
 class SeedCatalog:
-    """The seeder's output file, re-read when its modification time changes."""
+    """The seeder's output file, re-read when its modification time changes, and the ``extras`` repositories."""
 
     path: Path
+    extras: Callable[[], Any] = lambda: None
     _mtime: float = -1.0
     _data: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -83,7 +88,9 @@ class SeedCatalog:
                 with open(self.path, encoding="utf-8") as handle:
                     self._data = json.load(handle)
                 self._mtime = mtime
-            return list(self._data.get("repositories", []))
+            repositories = list(self._data.get("repositories", []))
+        extras = self.extras()
+        return repositories + [r for r in extras if isinstance(r, dict)] if isinstance(extras, list) else repositories
 
     def orgs(self) -> list[str]:
         return sorted({r["org"] for r in self.repositories()})
@@ -243,7 +250,8 @@ class NgcHandler(TestbedHandler):
     @property
     def catalog(self) -> SeedCatalog:
         if NgcHandler._catalog is None:
-            NgcHandler._catalog = SeedCatalog(Path(self.server.config["seed_file"]))
+            faults = self.server.faults
+            NgcHandler._catalog = SeedCatalog(Path(self.server.config["seed_file"]), lambda: faults.setting("extra_repositories"))
         return NgcHandler._catalog
 
     @property

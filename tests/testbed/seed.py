@@ -9,6 +9,12 @@ variable ``TESTBED_REGISTRY_PASSWORD``. Works against token, basic and open regi
 Images are generated, never pulled: see ``CATALOG`` for the repositories and tags and
 ``_blobs`` for the content. The same seed and scale give the same digests. The output file is
 what the NGC stand-in serves and what tests compare against (schema in README.md).
+
+``seed_unresolved`` (or ``--unresolved FILE``) pushes one more repository, ``UNRESOLVED``, that is
+not part of the seed file: a good tag, a multi-platform tag whose index names a child manifest
+the registry no longer has (it is deleted after the push), and a tag the catalog lists but that was
+never pushed. Its record goes to the NGC stand-in's ``extra_repositories`` setting, so only the
+tests that ask for it see it, and the counts of the seeded catalog stay as they are.
 """
 from __future__ import annotations
 
@@ -122,6 +128,18 @@ CATALOG: tuple[RepoSpec, ...] = (
     RepoSpec("empty-repo", "Empty Repository", "A repository in the catalog with no images at all.", (),
              labels=("Test",), date="2023-01-01T00:00:00.000Z"),
 )
+
+
+UNRESOLVED = RepoSpec("testbed-unresolved", "Unresolved Tags", "A repository whose catalog lists tags the registry cannot resolve.", (
+    TagSpec("1.0-good", "2024-04-01T10:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base")),
+    TagSpec("1.0-broken-index", "2024-04-02T10:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base"), ("linux/amd64", "linux/arm64")),
+    TagSpec("1.0-missing", "2024-04-03T10:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base")),
+), labels=("Test",))
+"""Tags of ``UNRESOLVED``: ``1.0-good`` resolves; the arm64 child of ``1.0-broken-index`` is deleted; ``1.0-missing`` is never pushed.
+``UNRESOLVED_ALIAS`` is one more tag of 1.0-good's very manifest (so the two share one image config)."""
+UNRESOLVED_ALIAS = ("1.0-alias", "1.0-good")
+UNRESOLVED_MISSING_TAG = "1.0-missing"
+UNRESOLVED_BROKEN_INDEX = ("1.0-broken-index", "linux/arm64")
 
 
 def platform_layer(name: str, platform: str) -> str:
@@ -243,6 +261,71 @@ def seed_registry(registry_url: str, out: Path, scale: str = "small", seed: int 
     return document
 
 
+def _delete_manifest(pusher: Pusher, repo: str, digest: str) -> None:
+    """DELETE a manifest by digest (the registry needs the ``delete`` action in the token's scope)."""
+    pusher._auth(repo)  # pylint: disable=protected-access
+    headers = {}
+    if pusher._scheme == "bearer":  # pylint: disable=protected-access
+        token, _expiry = pusher._fetch_token([f"repository:{repo}:delete"])  # pylint: disable=protected-access
+        headers["Authorization"] = f"Bearer {token}"
+    auth = (pusher.username, pusher.password) if pusher._scheme == "basic" else None  # pylint: disable=protected-access
+    response = pusher.session.delete(f"{pusher.base_url}/v2/{repo}/manifests/{digest}", headers=headers, auth=auth, timeout=60)
+    if response.status_code not in (202, 404):
+        raise PushError(f"delete manifest {repo}@{digest}: HTTP {response.status_code}: {response.text[:300]}")
+
+
+def _alias(pusher: Pusher, repo: str, record: dict[str, Any], alias: str) -> dict[str, Any]:
+    """Tag the manifest of a tag record once more as ``alias``; the alias's record."""
+    response = pusher._request("GET", f"/v2/{repo}/manifests/{record['digest']}", repo,  # pylint: disable=protected-access
+                               headers={"Accept": record["media_type"]})
+    if response.status_code != 200:
+        raise PushError(f"get manifest {repo}@{record['digest']}: HTTP {response.status_code}")
+    pusher.put_manifest(repo, alias, record["media_type"], response.content)
+    return {**record, "tag": alias, "reference": f"{repo}:{alias}"}
+
+
+def seed_unresolved(registry_url: str, seed: int = 1, scale: str = "small", username: str = "", password: str = "",
+                    cache_file: Path | None = None) -> dict[str, Any]:
+    """Push ``UNRESOLVED`` into the registry (again: it is idempotent) and return its repository record.
+
+    The record is in the seed file's schema, so the NGC stand-in lists all three tags; a tag record has
+    ``in_registry`` false when it was never pushed and ``missing_manifests`` (digests) when its index names
+    a child manifest that was deleted.
+    """
+    cache = read_json(cache_file) if cache_file is not None and cache_file.exists() else {}
+    seeder = Seeder(Pusher(registry_url.rstrip("/"), username, password), seed, SCALES[scale], cache)
+    try:
+        tags = []
+        for spec in UNRESOLVED.tags:
+            if spec.tag == UNRESOLVED_MISSING_TAG:
+                continue
+            record = seeder.tag(UNRESOLVED, spec)
+            record["in_registry"], record["missing_manifests"] = True, []
+            if spec.tag == UNRESOLVED_BROKEN_INDEX[0]:
+                gone = [m["digest"] for m in record["manifests"] if m["platform"] == UNRESOLVED_BROKEN_INDEX[1]]
+                for digest in gone:
+                    _delete_manifest(seeder.pusher, UNRESOLVED.repository, digest)
+                record["missing_manifests"] = gone
+            tags.append(record)
+            if spec.tag == UNRESOLVED_ALIAS[1]:
+                tags.append(_alias(seeder.pusher, UNRESOLVED.repository, record, UNRESOLVED_ALIAS[0]))
+        missing = next(t for t in UNRESOLVED.tags if t.tag == UNRESOLVED_MISSING_TAG)
+        tags.append({
+            "tag": missing.tag, "reference": f"{UNRESOLVED.repository}:{missing.tag}", "digest": None, "media_type": None,
+            "platforms": list(missing.platforms), "config_digests": [], "layer_digests": [], "size": 0,
+            "updated_date": missing.date, "manifests": [], "in_registry": False, "missing_manifests": [],
+        })
+    finally:
+        seeder.pusher.session.close()
+    latest = max(tags, key=lambda t: t["updated_date"])
+    return {
+        "org": ORG, "team": UNRESOLVED.team, "name": UNRESOLVED.name, "namespace": UNRESOLVED.namespace,
+        "repository": UNRESOLVED.repository, "display_name": UNRESOLVED.display_name,
+        "short_description": UNRESOLVED.short_description, "description": description(UNRESOLVED),
+        "labels": list(UNRESOLVED.labels), "updated_date": latest["updated_date"], "latest_tag": latest["tag"], "tags": tags,
+    }
+
+
 def all_tags(document: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(repository, tag) pairs of a seed document, for tests."""
     return [(repo, tag) for repo in document["repositories"] for tag in repo["tags"]]
@@ -264,9 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default=1, type=int)
     parser.add_argument("--username", default="$oauthtoken")
     parser.add_argument("--cache", type=Path, help="layer digest cache (JSON) to skip regenerating layers")
+    parser.add_argument("--unresolved", type=Path, help="also push the unresolved-tags repository and write its record here")
     args = parser.parse_args(argv)
-    document = seed_registry(args.registry, args.out, args.scale, args.seed, args.username,
-                             os.environ.get("TESTBED_REGISTRY_PASSWORD", ""), args.cache)
+    password = os.environ.get("TESTBED_REGISTRY_PASSWORD", "")
+    document = seed_registry(args.registry, args.out, args.scale, args.seed, args.username, password, args.cache)
+    if args.unresolved is not None:
+        write_json(args.unresolved, seed_unresolved(args.registry, args.seed, args.scale, args.username, password, args.cache), mode=0o644)
     print(f"seeded {document['blob_count']} blobs, {document['total_bytes']} bytes into {document['registry']}", file=sys.stderr)
     return 0
 
