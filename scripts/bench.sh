@@ -55,5 +55,7 @@ echo "bench: starting a bench-scale test bed with a Docker engine (the first tim
 python -m tests.testbed up --dir "$testbed" --scale bench >/dev/null
 status=0
 python tests/bench/bench.py --testbed "$testbed" --collections "$collections" --work "$work" --out "$out/results.json" "$@" || status=$?
+# A big blob through a stand-in for nvcr.io's CDN (20 MB/s per connection, 50 ms a request): ranged downloads.
+python tests/bench/cdn_bench.py --testbed "$testbed" --collections "$collections" --work "$work/cdn" --out "$out/cdn.json" || status=$?
 echo "bench: finished in $(($(date +%s) - started))s (test bed start included)"
 exit "$status"

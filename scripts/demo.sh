@@ -10,7 +10,9 @@
 #      publishes a new PyTorch tag that shares its base layers, and a delta bundle carries only its new blobs;
 #   5. "carry" both (copy the directories), stop the NGC stand-in's registry, and on the far side import them
 #      into a second registry that never saw the source, and have a GPU node's Docker engine pull from there
-#      (playbooks/import.yml); digests are compared with the source's.
+#      (playbooks/import.yml); digests are compared with the source's;
+#   6. on a Slurm login node of the far side, write the bundle's images as enroot .sqsh files and Apptainer SIF
+#      files (playbooks/hpc_cache.yml), with neither tool installed; siftool shows what a SIF holds.
 # Everything the demo starts is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -218,3 +220,21 @@ for ref in sorted({e["annotations"]["org.opencontainers.image.ref.name"].split("
 PY
 echo "  the GPU node's engine holds:"
 DOCKER_HOST=$(read_info docker_host) docker images --digests --format '{{.Repository}}:{{.Tag}} {{.Digest}}' | grep '/site/' | sort | sed 's/^/    /'
+
+echo
+echo "demo: 6. far side, Slurm login node: enroot and Apptainer caches from the carried bundle (playbooks/hpc_cache.yml)"
+python - "$dir" >"$dir/hpc-vars.json" <<'PY'
+import json
+import sys
+
+d = sys.argv[1]
+print(json.dumps({"hpc_source": "bundle", "hpc_source_dir": f"{d}/usb/ngc-2026-11",
+                  "hpc_enroot_dir": f"{d}/shared/enroot", "hpc_sif_dir": f"{d}/shared/sif",
+                  "hpc_facts_file": f"{d}/root/etc/ansible/facts.d/hpc.fact"}))
+PY
+ansible-playbook playbooks/hpc_cache.yml -e @"$dir/hpc-vars.json" | sed -n '/TASK \[Show where/,/PLAY RECAP/p' | grep -v '^$' | head -40
+echo "  written (neither enroot nor apptainer is installed here):"
+find "$dir/shared" -type f -printf '    %P (%s bytes)\n' | sort
+sif=$(find "$dir/shared/sif" -type f | sort | head -1)
+echo "  siftool list ${sif#"$dir/"}:"
+siftool list "$sif" | sed 's/^/    /'

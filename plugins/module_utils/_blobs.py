@@ -1,22 +1,49 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private: blob streams checked against their digest: a download that resumes with Range, an upload body. Not a public API.
+"""Private: blob streams checked against their digest: a download (one stream that resumes with Range, or several
+Range requests at once for a big blob), an upload body. Not a public API.
 
-Neither holds a blob in memory nor knows the registry API: the download asks a callable for the
-answer from a byte offset, the upload body is handed to requests as ``data``.
+None holds a blob in memory nor knows the registry API: a download asks a callable for the answer to a GET of a
+byte range, the upload body is handed to requests as ``data``.
+
+Big blobs (``RANGE_THRESHOLD`` bytes and more, when the size is known) are fetched as parts of ``RANGE_PART_SIZE``
+bytes over ``RANGE_CONNECTIONS`` connections at once, because CDNs cap each connection well below a site's link
+(nvcr.io serves its blobs from one). The parts are handed on in order, so the reader is still one sequential stream
+(each destination, a registry upload too, sees the bytes in order), hashed as it goes; at most
+``RANGE_CONNECTIONS + 1`` parts are held at once (40 MiB with the defaults), whatever the blob's size. A server
+that ignores Range (200 instead of 206) gets one stream. The URL a registry redirects a blob to (a presigned CDN
+URL) is reused for the following parts, without credentials; once it is refused (400, 401 or 403: it expired) the
+next part asks the registry again, which re-authenticates on its 401 (the new challenge's realm may differ) and
+redirects anew. A part whose connection breaks continues with Range from the byte it reached.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import re
-from typing import Any, Callable, Iterable, Iterator, Optional
+import threading
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import DigestMismatchError, RegistryError, exception_reason
-from ansible_collections.airgap.ngc.plugins.module_utils._http import TRANSIENT_EXCEPTIONS, RetryPolicy, content_length, strip_query
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError, RegistryError, exception_reason
+from ansible_collections.airgap.ngc.plugins.module_utils._http import TRANSIENT_EXCEPTIONS, RetryPolicy, content_length, host_of, strip_query
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
+RANGE_THRESHOLD = 64 * 1024 * 1024
+"""Blobs of at least this many bytes (size known beforehand) are downloaded as several Range requests at once."""
+RANGE_CONNECTIONS = 4
+"""Range requests in flight for one big blob."""
+RANGE_PART_SIZE = 8 * 1024 * 1024
+"""Bytes asked for by one Range request; at most RANGE_CONNECTIONS + 1 parts of a blob are held in memory."""
+EXPIRED_STATUSES = frozenset((400, 401, 403))
+"""Answers of a reused redirect URL that mean it is no longer valid (S3 and CDNs: 403 expired, 400 refused)."""
+
 _HASH_ALGORITHMS = ("sha256", "sha512")
+_CONTENT_RANGE_RE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+
+Fetch = Callable[..., Any]
+"""``fetch(offset, end=None, location=None)``: the streamed answer to a GET of the blob from byte offset to byte end
+(inclusive; None: to its end), from the registry, or from location (a URL the registry redirected an earlier GET to)."""
 
 
 def _new_hasher(digest: str) -> Any:
@@ -26,7 +53,109 @@ def _new_hasher(digest: str) -> Any:
     return hashlib.new(algorithm)
 
 
-class BlobReader:
+def plan_ranges(size: int, part_size: int) -> List[Tuple[int, int]]:
+    """The (first, last) byte of each part of a blob of size bytes, in order: parts of part_size, the last one shorter."""
+    if size <= 0 or part_size <= 0:
+        raise ValueError(f"cannot split {size} bytes into parts of {part_size}")
+    return [(start, min(start + part_size, size) - 1) for start in range(0, size, part_size)]
+
+
+def parse_content_range(value: str | None) -> Optional[Tuple[int, int, Optional[int]]]:
+    """``bytes 0-99/1000`` -> (0, 99, 1000); the total is None for ``*``; None if the header is absent or unreadable."""
+    match = _CONTENT_RANGE_RE.match(value or "")
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)), (int(match.group(3)) if match.group(3) != "*" else None)
+
+
+def wants_ranges(size: int | None, connections: int = RANGE_CONNECTIONS, threshold: int = RANGE_THRESHOLD,
+                 part_size: int = RANGE_PART_SIZE) -> bool:
+    """Whether a blob of this size is worth downloading as several Range requests at once."""
+    return size is not None and connections > 1 and part_size > 0 and size >= threshold and size > part_size
+
+
+def open_reader(fetch: Fetch, host: str, name: str, digest: str, expected_size: int | None, chunk_size: int,
+                policy: RetryPolicy, sleep: Callable[[float], None], connections: int = RANGE_CONNECTIONS,
+                threshold: int = RANGE_THRESHOLD, part_size: int = RANGE_PART_SIZE) -> Any:
+    """A reader of a blob: a RangedBlobReader for a big one whose server honours Range, else a BlobReader.
+
+    The first part is asked for with Range: a 206 starts the ranged download, a 200 (the server ignores Range) is
+    read as the one stream of a BlobReader.
+    """
+    if expected_size is None or not wants_ranges(expected_size, connections, threshold, part_size):
+        return BlobReader(fetch, host, name, digest, expected_size, chunk_size, policy, sleep)
+    first = fetch(0, min(part_size, expected_size) - 1)
+    if first.status_code != 206:
+        pending = [first]
+
+        def again(offset: int, end: int | None = None, location: str | None = None) -> Any:
+            return pending.pop() if pending and offset == 0 else fetch(offset)
+
+        return BlobReader(again, host, name, digest, expected_size, chunk_size, policy, sleep)
+    return RangedBlobReader(fetch, first, host, name, digest, expected_size, chunk_size, policy, sleep, connections, part_size)
+
+
+class _ChunkStream:
+    """Iteration and read(n) over ``_next_chunk()`` (b"" at the end); a context manager that closes."""
+
+    _current = b""
+    _position = 0
+    _verified = False
+
+    def _next_chunk(self) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            if self._position < len(self._current):
+                chunk = self._current[self._position:]
+                self._current, self._position = b"", 0
+                yield chunk
+                continue
+            chunk = self._next_chunk()
+            if not chunk:
+                return
+            yield chunk
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to size bytes (all the rest if size < 0); b"" at the end."""
+        if size is None or size < 0:
+            parts = [self._current[self._position:]]
+            self._current, self._position = b"", 0
+            parts.extend(iter(self._next_chunk, b""))
+            return b"".join(parts)
+        parts = []
+        wanted = size
+        while wanted > 0:
+            if self._position >= len(self._current):
+                self._current, self._position = self._next_chunk(), 0
+                if not self._current:
+                    break
+            piece = self._current[self._position:self._position + wanted]
+            self._position += len(piece)
+            wanted -= len(piece)
+            parts.append(piece)
+        return b"".join(parts)
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def verified(self) -> bool:
+        """True once the whole blob was read and matched its digest and size."""
+        return self._verified
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class BlobReader(_ChunkStream):
     """A blob being downloaded: iterate over it for chunks, or read(n) like a file; use it as a context manager.
 
     The sha256 and the size are checked on the way; when the last byte has been read a mismatch
@@ -36,7 +165,7 @@ class BlobReader:
     ``fetch(offset)`` returns the streamed answer (200, or 206 for an offset) of a GET of the blob.
     """
 
-    def __init__(self, fetch: Callable[[int], Any], host: str, name: str, digest: str, expected_size: int | None,
+    def __init__(self, fetch: Fetch, host: str, name: str, digest: str, expected_size: int | None,
                  chunk_size: int, policy: RetryPolicy, sleep: Callable[[float], None]) -> None:
         self.name = name
         self.digest = digest
@@ -162,48 +291,6 @@ class BlobReader:
             if chunk:
                 return self._account(chunk)
 
-    # -- public ------------------------------------------------------------------------------
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            if self._position < len(self._current):
-                chunk = self._current[self._position:]
-                self._current, self._position = b"", 0
-                yield chunk
-                continue
-            chunk = self._next_chunk()
-            if not chunk:
-                return
-            yield chunk
-
-    def read(self, size: int = -1) -> bytes:
-        """Up to size bytes (all the rest if size < 0); b"" at the end."""
-        if size is None or size < 0:
-            parts = [self._current[self._position:]]
-            self._current, self._position = b"", 0
-            parts.extend(iter(self._next_chunk, b""))
-            return b"".join(parts)
-        parts = []
-        wanted = size
-        while wanted > 0:
-            if self._position >= len(self._current):
-                self._current, self._position = self._next_chunk(), 0
-                if not self._current:
-                    break
-            piece = self._current[self._position:self._position + wanted]
-            self._position += len(piece)
-            wanted -= len(piece)
-            parts.append(piece)
-        return b"".join(parts)
-
-    def readable(self) -> bool:
-        return True
-
-    @property
-    def verified(self) -> bool:
-        """True once the whole blob was read and matched its digest and size."""
-        return self._verified
-
     def _close_response(self) -> None:
         if self._response is not None:
             self._response.close()
@@ -214,11 +301,262 @@ class BlobReader:
         self._closed = True
         self._close_response()
 
-    def __enter__(self) -> BlobReader:
-        return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+class _Part:
+    """One Range request's bytes: received in order by a worker, taken in order by the reader."""
+
+    __slots__ = ("start", "end", "received", "chunks", "done", "response")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.received = 0
+        self.chunks: Deque[bytes] = collections.deque()
+        self.done = False
+        self.response: Any = None
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+class RangedBlobReader(_ChunkStream):
+    """A big blob downloaded as parts over several connections at once, read as one stream in order.
+
+    Guarantees: the chunks come out in the blob's order, hashed on the way; when the last byte has been read a
+    size or digest mismatch raises DigestMismatchError (so an upload fed from it never completes with other bytes).
+    Workers fetch parts ahead of the reader, at most ``connections + 1`` parts from the one being read (memory is
+    bounded by that many parts). A part's broken connection is continued with Range from the byte it reached (up to
+    ``policy.retries`` times per part, with its backoff); a reused redirect URL that is refused (400/401/403) is
+    dropped and the registry asked again, which renews the token on a 401. The first error of any worker is raised
+    to the reader, and ends the others. Closing the reader stops the workers and closes their connections.
+    ``first`` is the answer (206) to the request for the first part.
+    """
+
+    def __init__(self, fetch: Fetch, first: Any, host: str, name: str, digest: str, size: int, chunk_size: int,
+                 policy: RetryPolicy, sleep: Callable[[float], None], connections: int = RANGE_CONNECTIONS,
+                 part_size: int = RANGE_PART_SIZE) -> None:
+        self.name = name
+        self.digest = digest
+        self.size: Optional[int] = size
+        self.bytes_read = 0
+        self.requests = 1
+        """Range requests sent (the first part's included), renewals and resumes too."""
+        self.resumes = 0
+        """Parts continued after a broken connection."""
+        self.renewals = 0
+        """Times a reused redirect URL was refused and the registry asked again."""
+        self._fetch = fetch
+        self._host = host
+        self._policy = policy
+        self._sleep = sleep
+        self._chunk_size = chunk_size
+        self._hasher = _new_hasher(digest)
+        self._parts = [_Part(start, end) for start, end in plan_ranges(size, part_size)]
+        self._window = max(1, connections) + 1
+        self._cond = threading.Condition()
+        self._next = 1  # the first part is fetched by the first worker, from `first`
+        self._head = 0
+        self._error: Optional[BaseException] = None
+        self._closed = False
+        self._done = False
+        self._verified = False
+        self._location: Optional[str] = None
+        self._check_range(first, 0, self._parts[0].end)
+        self._remember(first)
+        self._threads = [
+            threading.Thread(target=self._work, args=(first if index == 0 else None,), name=f"range {digest[7:19]} #{index}", daemon=True)
+            for index in range(min(max(1, connections), len(self._parts)))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _work(self, first: Any) -> None:
+        try:
+            if first is not None:
+                self._fetch_part(self._parts[0], first)
+            while True:
+                part = self._take()
+                if part is None:
+                    return
+                self._fetch_part(part, None)
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            # Handed to the reader, which raises it.
+            with self._cond:
+                if self._error is None and not self._closed:
+                    self._error = exc
+                self._cond.notify_all()
+            if first is not None:
+                first.close()
+
+    def _take(self) -> Optional[_Part]:
+        """The next part to fetch, once it is within the window of the part being read; None when there is none."""
+        with self._cond:
+            while not self._closed and self._error is None and self._head + self._window <= self._next < len(self._parts):
+                self._cond.wait()
+            if self._closed or self._error is not None or self._next >= len(self._parts):
+                return None
+            part = self._parts[self._next]
+            self._next += 1
+            return part
+
+    def _fetch_part(self, part: _Part, response: Any) -> None:
+        failures = 0
+        while True:
+            if response is None:
+                response = self._open_range(part.start + part.received, part.end)
+            with self._cond:
+                if self._closed:
+                    response.close()
+                    return
+                part.response = response
+            reason = ""
+            try:
+                for chunk in response.iter_content(chunk_size=self._chunk_size):
+                    if not chunk:
+                        continue
+                    with self._cond:
+                        if self._closed:
+                            return
+                        if part.received + len(chunk) > part.length:
+                            raise DigestMismatchError(f"blob {self.digest} from {self._host} for {self.name}: the answer for bytes "
+                                                      f"{part.start}-{part.end} is longer than asked for")
+                        part.chunks.append(chunk)
+                        part.received += len(chunk)
+                        self._cond.notify_all()
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                if self._closed:
+                    return  # the reader closed the connection under us
+                if not isinstance(exc, TRANSIENT_EXCEPTIONS):
+                    raise
+                reason = exception_reason(exc)
+            finally:
+                with self._cond:
+                    part.response = None
+                response.close()
+            response = None
+            if part.received == part.length:
+                with self._cond:
+                    part.done = True
+                    self._cond.notify_all()
+                return
+            reason = reason or f"the connection closed after {part.received} of {part.length} bytes"
+            if failures >= self._policy.retries:
+                raise RegistryError(
+                    f"download of blob {self.digest} from {self._host} for {self.name}: bytes {part.start}-{part.end} broke off "
+                    f"at byte {part.start + part.received} {failures + 1} times: {reason}"
+                )
+            self._sleep(self._policy.backoff_delay(failures))
+            failures += 1
+            with self._cond:
+                self.resumes += 1
+
+    def _open_range(self, offset: int, end: int) -> Any:
+        """The 206 answer for bytes offset-end: from the reused redirect URL, or (it was refused, or there is none) the registry."""
+        with self._cond:
+            location = self._location
+            self.requests += 1
+        response = None
+        if location is not None:
+            try:
+                response = self._fetch(offset, end, location)
+            except AirgapError as exc:
+                if exc.status not in EXPIRED_STATUSES:
+                    raise
+                with self._cond:
+                    if self._location == location:
+                        self._location = None
+                    self.renewals += 1
+                    self.requests += 1
+        if response is None:
+            response = self._fetch(offset, end)
+            self._remember(response)
+        self._check_range(response, offset, end)
+        return response
+
+    def _remember(self, response: Any) -> None:
+        """Keep the URL the registry redirected to (elsewhere than the registry) for the next parts."""
+        url = getattr(response, "url", None)
+        if url and host_of(url) != self._host:
+            with self._cond:
+                self._location = url
+
+    def _check_range(self, response: Any, offset: int, end: int) -> None:
+        found = parse_content_range(response.headers.get("Content-Range")) if response.status_code == 206 else None
+        if found is None or found[0] != offset or found[1] != end:
+            response.close()
+            raise RegistryError(
+                f"blob {self.digest} in {self.name} on {self._host}: asked for bytes {offset}-{end}, the server answered "
+                f"{response.status_code} with {'the range ' + response.headers.get('Content-Range', '') if found else 'another range'}",
+                status=response.status_code, url=strip_query(getattr(response, "url", "") or ""),
+            )
+        if found[2] is not None and found[2] != self.size:
+            response.close()
+            raise DigestMismatchError(f"blob {self.digest} in {self.name} on {self._host} is {found[2]} bytes, expected {self.size}",
+                                      url=strip_query(getattr(response, "url", "") or ""))
+
+    # -- reader ------------------------------------------------------------------------------
+
+    def _next_chunk(self) -> bytes:
+        if self._done or self._closed:
+            return b""
+        chunk: Optional[bytes] = None
+        error: Optional[BaseException] = None
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    error = self._error
+                    break
+                part = self._parts[self._head]
+                if part.chunks:
+                    chunk = part.chunks.popleft()
+                    break
+                if part.done:
+                    self._head += 1
+                    self._cond.notify_all()
+                    if self._head == len(self._parts):
+                        break
+                    continue
+                self._cond.wait()
+        if error is not None:
+            self.close()
+            raise error
+        if chunk is None:
+            self._finish()
+            return b""
+        self.bytes_read += len(chunk)
+        self._hasher.update(chunk)
+        return chunk
+
+    def _finish(self) -> None:
+        self._done = True
         self.close()
+        if self.bytes_read != self.size:
+            raise DigestMismatchError(f"blob {self.digest} from {self._host} for {self.name}: got {self.bytes_read} bytes, expected {self.size}")
+        actual = f"{self.digest.split(':', 1)[0]}:{self._hasher.hexdigest()}"
+        if actual != self.digest:
+            raise DigestMismatchError(
+                f"blob {self.digest} from {self._host} for {self.name} hashed to {actual}: "
+                "the download was corrupted or the registry served other content"
+            )
+        self._verified = True
+
+    def close(self) -> None:
+        """Stop the workers: their connections are closed and what they fetched ahead is dropped."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            responses = [part.response for part in self._parts if part.response is not None]
+            for part in self._parts:
+                part.chunks.clear()
+            self._cond.notify_all()
+        for response in responses:
+            try:
+                response.close()
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # a connection being torn down by its worker at the same moment
 
 
 class UploadBody:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ import requests
 
 from ._common import ProcessRecord, TestbedError, python_env, python_module_argv, read_json, spawn, wait_ready_file, write_json
 from ._jwt import create_signing_identity
+from .cdn import start_cdn
 from .engine import Engine, launch_engine, wait_engine
 from .registry import BasicAuth, Registry, TokenAuth, start_registry
 from .seed import ORG, SCALES, seed_registry
@@ -31,7 +33,9 @@ SERVICE = "testbed-registry"
 ISSUER = "airgap.ngc-testbed-token-issuer"
 NGC_USERNAME = "$oauthtoken"
 BASIC_USERNAME = "testbed"
-STOP_ORDER = ("proxy", "registry-basic", "registry-open", "registry-token", "ngc", "dockerd", "containerd")
+ENV_CDN = "AIRGAP_TESTBED_CDN"
+"""Set (to anything but empty or 0) to make up() start the CDN stand-in too (tests/testbed/cdn.py)."""
+STOP_ORDER = ("cdn", "proxy", "registry-basic", "registry-open", "registry-token", "ngc", "dockerd", "containerd")
 
 
 def _stop_all(records: list[ProcessRecord]) -> None:
@@ -72,6 +76,9 @@ class TestbedInfo:
     process_markers: dict[str, str] = field(default_factory=dict)
     engine_dir: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # seconds spent in each phase of up()
+    cdn_proxy_url: str = ""  # the CDN stand-in's registry front (only with up(cdn=True)), e.g. http://127.0.0.1:P
+    cdn_proxy_host: str = ""
+    cdn_url: str = ""  # its presigned-URL port
 
     def seed_document(self) -> dict[str, Any]:
         """The seeder's description of the images (see README.md for the schema)."""
@@ -141,7 +148,10 @@ class Testbed:
         self._workdir: Path | None = None
 
     # Start-up ---------------------------------------------------------------------------
-    def up(self, workdir: Path, scale: str = "small", engine: bool = True, seed: int = 1) -> TestbedInfo:
+    def up(self, workdir: Path, scale: str = "small", engine: bool = True, seed: int = 1, cdn: bool | None = None) -> TestbedInfo:
+        """Start everything; with cdn (default: $AIRGAP_TESTBED_CDN set) also the CDN stand-in in front of the token registry."""
+        if cdn is None:
+            cdn = os.environ.get(ENV_CDN, "") not in ("", "0")
         if scale not in SCALES:
             raise TestbedError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
         workdir = Path(workdir).resolve()
@@ -150,13 +160,13 @@ class Testbed:
         workdir.mkdir(parents=True, exist_ok=True)
         self._workdir = workdir
         try:
-            self.info = self._start(workdir, scale, engine, seed)
+            self.info = self._start(workdir, scale, engine, seed, cdn)
         except BaseException:
             self.down()
             raise
         return self.info
 
-    def _start(self, workdir: Path, scale: str, engine: bool, seed: int) -> TestbedInfo:
+    def _start(self, workdir: Path, scale: str, engine: bool, seed: int, cdn: bool = False) -> TestbedInfo:
         secrets_ = _Secrets(api_key=secrets.token_urlsafe(32), basic_password=secrets.token_urlsafe(18))
         auth_dir = workdir / "auth"
         auth_dir.mkdir(mode=0o700, exist_ok=True)
@@ -176,6 +186,11 @@ class Testbed:
                 self._track(record, None)
             clock.lap("engine_wait")
         info = self._describe(workdir, scale, seed, services, secrets_)
+        if cdn:
+            stand_in = start_cdn(workdir / "cdn", services.token.url, services.token.directory / "data", f"{services.ngc_url}/token")
+            self._track(stand_in.record, None)
+            info.pids, info.process_markers = {r.name: r.pid for r in self._records}, {r.name: r.marker for r in self._records}
+            info.cdn_proxy_url, info.cdn_proxy_host, info.cdn_url = stand_in.url, stand_in.host, stand_in.cdn_url
         info.timings = clock.laps
         info.save()
         return info
@@ -311,6 +326,8 @@ def write_authfile(path: Path, info: TestbedInfo, api_key: str | None = None) ->
         info.source_proxy_host: entry(NGC_USERNAME, key),
         info.basic_registry_host: entry(info.basic_username, info.basic_password),
     }
+    if info.cdn_proxy_host:
+        auths[info.cdn_proxy_host] = entry(NGC_USERNAME, key)
     write_json(path, {"auths": auths})
     return path
 

@@ -1,0 +1,240 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A big blob through nvcr.io's CDN, stood in: ngc_image_mirror (ranged parallel download) vs one stream vs skopeo.
+
+Runs against a test bed that is already up (``python -m tests.testbed up --dir DIR``). It seeds one image of one
+big layer (``--size-mib``, default 192) into the token registry, puts the CDN stand-in (tests/testbed/cdn.py: the
+test bed's own if it started one, else one started here and stopped at the end) in front of it with
+``--bandwidth`` bytes/s per connection and ``--latency`` seconds per request, and in one run, side by side, copies
+the image through it:
+
+- the module: ``ngc_image_mirror`` from the CDN front to the open registry (its own process under
+  ``/usr/bin/time -v``: peak memory); a big blob is fetched as several Range requests at once;
+- one stream: a token, then one GET of the blob following the redirect (Python requests), hashed, not stored;
+- skopeo: ``skopeo copy`` from the CDN front to a new ``dir:`` (one stream per blob);
+- the module on a 1 MiB image (its fixed cost: ansible, auth, planning, facts), subtracted from its big-blob time
+  for ``net_seconds``; and the collection's blob reader alone (imported from ``--collections``: the download the
+  module does, hashed and not stored), to compare with the single stream byte for byte.
+
+Each case checks its result (the destination's manifest hashes to the source's digest, the stream to the layer's)
+and the CDN stand-in's count of bytes served for the blob. ``--rounds`` interleaves the cases and keeps each one's
+best. Prints a table and writes JSON (``--out``). Uses requests, the standard library and tests/testbed (and the collection for the blob reader case).
+
+    python tests/bench/cdn_bench.py --testbed DIR --collections BUILD_DIR [--work DIR] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.testbed._common import ProcessRecord  # noqa: E402  pylint: disable=wrong-import-position
+from tests.testbed.cdn import BigImage, Cdn, seed_big_image, start_cdn  # noqa: E402  pylint: disable=wrong-import-position
+from tests.testbed.testbed import TestbedInfo, running_testbed, write_authfile  # noqa: E402  pylint: disable=wrong-import-position
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+CHUNK = 1024 * 1024
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--testbed", required=True, type=Path, help="directory of a running test bed")
+    parser.add_argument("--collections", type=Path, default=REPO / "build",
+                        help="directory holding ansible_collections/airgap/ngc (scripts/collection-tree.sh builds one)")
+    parser.add_argument("--work", type=Path, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--size-mib", type=int, default=192, help="size of the big layer (MiB)")
+    parser.add_argument("--bandwidth", type=float, default=20e6, help="bytes/s per connection at the CDN")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every request (front and CDN)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of all cases, interleaved; the best counts")
+    return parser
+
+
+def _cdn_of(info: TestbedInfo, work: Path) -> tuple[Cdn, bool]:
+    if info.cdn_proxy_url:
+        return Cdn(info.cdn_proxy_url, info.cdn_url, ProcessRecord("cdn", info.pids["cdn"], info.process_markers["cdn"])), False
+    return start_cdn(work / "cdn", info.source_registry_url, Path(info.workdir) / "registry-token" / "data", f"{info.ngc_api_url}/token"), True
+
+
+def _served(cdn: Cdn, digest: str) -> dict[str, int]:
+    entries = [d for d in cdn.stats()["downloads"] if d["digest"] == digest]
+    return {"requests": len(entries), "ranged": sum(1 for d in entries if d["status"] == 206),
+            "bytes": sum(d["bytes"] for d in entries), "with_authorization": sum(1 for d in entries if d["authorization"])}
+
+
+def _manifest_digest(info: TestbedInfo, name: str, tag: str) -> str:
+    response = requests.get(f"{info.open_registry_url}/v2/{name}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}, timeout=60)
+    response.raise_for_status()
+    return "sha256:" + hashlib.sha256(response.content).hexdigest()
+
+
+def _peak_kib(stderr: str) -> int | None:
+    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
+    return int(match.group(1)) if match else None
+
+
+def case_module(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, prefix: str) -> dict[str, Any]:
+    args = {"registry_url": cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(work / f"{prefix}.fact"),
+            "registry": {"url": info.open_registry_url, "prefix": prefix}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "NGC_"))}
+    env.update(ANSIBLE_COLLECTIONS_PATH=str(collections), NGC_API_KEY=info.api_key, ANSIBLE_LOCALHOST_WARNING="0",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCAL_TEMP=str(work / "tmp"))
+    argv = ["/usr/bin/time", "-v", str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror",
+            "-a", json.dumps(args)]
+    started = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"the module failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    if _manifest_digest(info, f"{prefix}/{big.repository}", big.tag) != big.digest:
+        raise RuntimeError("the module's copy does not have the source's digest")
+    return {"seconds": seconds, "peak_rss_mib": round((_peak_kib(proc.stderr) or 0) / 1024, 1)}
+
+
+def case_stream(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, prefix: str) -> dict[str, Any]:
+    started = time.monotonic()
+    with requests.Session() as session:
+        challenge = session.get(f"{cdn.url}/v2/", timeout=60).headers["WWW-Authenticate"]
+        realm = re.search(r'realm="([^"]+)"', challenge).group(1)  # type: ignore[union-attr]
+        token = session.get(realm, params={"scope": f"repository:{big.repository}:pull"}, auth=("$oauthtoken", info.api_key),
+                            timeout=60).json()["token"]
+        # requests drops the Authorization header on the redirect to the CDN's other host, as the CDN demands.
+        response = session.get(f"{cdn.url}/v2/{big.repository}/blobs/{big.layer_digest}", headers={"Authorization": f"Bearer {token}"},
+                               stream=True, timeout=60)
+        response.raise_for_status()
+        hasher = hashlib.sha256()
+        for chunk in response.iter_content(CHUNK):
+            hasher.update(chunk)
+    seconds = time.monotonic() - started
+    if f"sha256:{hasher.hexdigest()}" != big.layer_digest:
+        raise RuntimeError("the single stream got other bytes")
+    return {"seconds": seconds}
+
+
+def case_skopeo(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, prefix: str) -> dict[str, Any]:
+    """skopeo copy to a new ``dir:`` (a registry destination would let it mount the blob from an earlier run's repository,
+    which its blob-info cache remembers)."""
+    authfile = write_authfile(work / "auth.json", info)
+    target = work / prefix
+    argv = ["skopeo", "copy", "--quiet", "--authfile", str(authfile), "--src-tls-verify=false",
+            f"docker://{cdn.host}/{big.repository}:{big.tag}", f"dir:{target}"]
+    started = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    subprocess.run(["sync"], check=False)
+    seconds = time.monotonic() - started
+    try:
+        if proc.returncode != 0:
+            raise RuntimeError(f"skopeo failed: {proc.stderr[-2000:]}")
+        if "sha256:" + hashlib.sha256((target / "manifest.json").read_bytes()).hexdigest() != big.digest:
+            raise RuntimeError("skopeo's copy does not have the source's digest")
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    return {"seconds": seconds}
+
+
+def case_module_small(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, prefix: str) -> dict[str, Any]:
+    """The module's fixed cost (ansible start, auth, planning, facts) on the same path: an image of one small layer."""
+    small = seed_big_image(info.source_registry_url, "$oauthtoken", info.api_key, reference="nvidia/big-bench:small", size=1024 * 1024)
+    return case_module(info, cdn, small, work, collections, prefix)
+
+
+def case_client(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, prefix: str) -> dict[str, Any]:
+    """The collection's blob reader alone (what the module downloads with), hashed, not stored: compare with one stream."""
+    if str(collections) not in sys.path:
+        sys.path.insert(0, str(collections))
+    registry = __import__("ansible_collections.airgap.ngc.plugins.module_utils._registry", fromlist=["RegistryClient"])
+    started = time.monotonic()
+    with registry.RegistryClient(cdn.url, "$oauthtoken", info.api_key) as client:
+        with client.open_blob(big.repository, big.layer_digest, expected_size=big.layer_size) as reader:
+            for _chunk in reader:
+                pass
+            verified = reader.verified
+    seconds = time.monotonic() - started
+    if not verified:
+        raise RuntimeError("the blob reader did not verify the blob")
+    return {"seconds": seconds}
+
+
+CASES: dict[str, Callable[..., dict[str, Any]]] = {
+    "module": case_module, "module, 1 MiB": case_module_small, "blob reader": case_client, "single stream": case_stream,
+    "skopeo": case_skopeo,
+}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    info = running_testbed(args.testbed.resolve())
+    if info is None:
+        raise SystemExit(f"no running test bed in {args.testbed}: start one with python -m tests.testbed up --dir {args.testbed}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="cdn-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    big = seed_big_image(info.source_registry_url, "$oauthtoken", info.api_key, reference=f"nvidia/big-bench:{args.size_mib}m",
+                         size=args.size_mib * 1024 * 1024)
+    size = big.layer_size
+    cdn, own = _cdn_of(info, work)
+    # The stand-in's front is a registry host of its own: skopeo needs the key for it in the auth file.
+    info.cdn_proxy_host = cdn.host
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in CASES}
+    try:
+        for round_ in range(max(1, args.rounds)):
+            for name, case in CASES.items():
+                cdn.reset()
+                cdn.settings(bandwidth=args.bandwidth, latency=args.latency)
+                prefix = f"cdnbench{os.getpid()}r{round_}{re.sub('[^a-z0-9]', '', name)}"
+                outcome = case(info, cdn, big, work, args.collections.resolve(), prefix)
+                time.sleep(0.5)  # the CDN counts a request once its handler is done, which may be just after the client
+                outcome.update(_served(cdn, big.layer_digest))
+                outcome["mb_per_s"] = round(size / outcome["seconds"] / 1e6, 1)
+                results[name].append(outcome)
+    finally:
+        cdn.reset()
+        if own:
+            cdn.stop()
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    best = {name: min(rounds, key=lambda r: r["seconds"]) for name, rounds in results.items()}
+    stream = best["single stream"]["seconds"]
+    for outcome in best.values():
+        outcome["speedup_vs_single_stream"] = round(stream / outcome["seconds"], 2)
+    # The module's time for the big blob without its fixed cost (the same run on a 1 MiB image).
+    net = best["module"]["seconds"] - best["module, 1 MiB"]["seconds"]
+    best["module, 1 MiB"]["mb_per_s"] = 0
+    best["module"]["net_seconds"] = round(net, 2)
+    best["module"]["net_speedup_vs_single_stream"] = round(stream / net, 2) if net > 0 else None
+    return {"blob_bytes": size, "bandwidth_per_connection": args.bandwidth, "latency": args.latency, "rounds": args.rounds,
+            "best": best, "all": results}
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    report = run(args)
+    print(f"big blob through the CDN stand-in: {report['blob_bytes'] / 2**20:.0f} MiB, "
+          f"{report['bandwidth_per_connection'] / 1e6:g} MB/s per connection, {report['latency'] * 1000:.0f} ms per request")
+    print(f"{'case':<15}{'seconds':>9}{'MB/s':>8}{'x stream':>10}{'requests':>10}{'ranged':>8}{'MiB served':>12}{'peak MiB':>10}")
+    for name, outcome in report["best"].items():
+        print(f"{name:<15}{outcome['seconds']:>9.2f}{outcome['mb_per_s']:>8.1f}{outcome['speedup_vs_single_stream']:>10.2f}"
+              f"{outcome['requests']:>10}{outcome['ranged']:>8}{outcome['bytes'] / 2**20:>12.1f}{outcome.get('peak_rss_mib', ''):>10}")
+    module = report["best"]["module"]
+    print(f"module without its fixed cost (the 1 MiB run): {module['net_seconds']:.2f}s, "
+          f"{module['net_speedup_vs_single_stream']}x the single stream")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

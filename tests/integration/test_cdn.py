@@ -1,0 +1,145 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A big blob through nvcr.io's CDN, stood in (tests/testbed/cdn.py): redirects to presigned URLs that refuse
+credentials, several Range requests at once, a connection dropped mid-body, a token that expires mid-download.
+
+Judged by skopeo (the destination's manifest bytes), by hashing the bundle's blob file, and by what the CDN
+stand-in counted (requests, ranges, Authorization headers, bytes served).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.testbed._common import ProcessRecord
+from tests.testbed.cdn import BigImage, Cdn, seed_big_image, start_cdn
+
+PART = 8 * 1024 * 1024  # _blobs.RANGE_PART_SIZE
+SLOW = 8_000_000  # bytes/s per connection: the 96 MiB blob takes a few seconds over 4 connections
+
+
+@pytest.fixture(scope="module")
+def cdn(testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cdn]:
+    """The test bed's CDN stand-in if it started one (AIRGAP_TESTBED_CDN=1), else one of this module's own."""
+    if testbed.cdn_proxy_url:
+        yield Cdn(testbed.cdn_proxy_url, testbed.cdn_url, ProcessRecord("cdn", testbed.pids["cdn"], testbed.process_markers["cdn"]))
+        return
+    stand_in = start_cdn(tmp_path_factory.mktemp("cdn"), testbed.source_registry_url, Path(testbed.workdir) / "registry-token" / "data",
+                         f"{testbed.ngc_api_url}/token")
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+@pytest.fixture(scope="module")
+def big(testbed: Any) -> BigImage:
+    return seed_big_image(testbed.source_registry_url, "$oauthtoken", testbed.api_key)
+
+
+@pytest.fixture
+def fresh_cdn(cdn: Cdn, faults: Any) -> Iterator[Cdn]:
+    cdn.reset()
+    try:
+        yield cdn
+    finally:
+        cdn.reset()
+
+
+@pytest.fixture
+def ns(request: pytest.FixtureRequest) -> str:
+    return f"cdn{os.getpid()}-{request.node.name[5:25].replace('_', '-')}-{int(time.time() * 1000) % 100000}"
+
+
+def mirror(ansible: Any, testbed: Any, cdn: Cdn, big: BigImage, tmp_path: Path, ns: str, **destinations: Any) -> Any:
+    args = {"registry_url": cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+            **(destinations or {"registry": {"url": testbed.open_registry_url, "prefix": ns}})}
+    run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert [i["status"] for i in run.result["images"]] == ["copied"], run.result
+    return run
+
+
+def dest_digest(testbed: Any, ns: str, big: BigImage) -> str:
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{testbed.open_registry_host}/{ns}/{big.repository}:{big.tag}"],
+                         capture_output=True, check=True).stdout
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def downloads(cdn: Cdn, big: BigImage) -> list[dict[str, Any]]:
+    return [d for d in cdn.stats()["downloads"] if d["digest"] == big.layer_digest]
+
+
+def served(entries: list[dict[str, Any]]) -> int:
+    return sum(d["bytes"] for d in entries)
+
+
+def test_the_cdn_refuses_credentials_and_serves_ranges(testbed: Any, fresh_cdn: Cdn, big: BigImage) -> None:
+    """The stand-in itself: what the collection is tested against behaves like nvcr.io and S3."""
+    import requests  # pylint: disable=import-outside-toplevel
+    challenge = requests.get(f"{fresh_cdn.url}/v2/", timeout=10).headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer realm=") and "service=" not in challenge
+    token = requests.get(f"{testbed.ngc_api_url}/proxy_auth", params={"scope": f"repository:{big.repository}:pull"},
+                         auth=("$oauthtoken", testbed.api_key), timeout=10).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    redirect = requests.get(f"{fresh_cdn.url}/v2/{big.repository}/blobs/{big.layer_digest}", headers=auth, allow_redirects=False, timeout=10)
+    assert redirect.status_code == 307
+    location = redirect.headers["Location"]
+    assert location.startswith(fresh_cdn.cdn_url)
+    assert requests.get(location, headers=auth, timeout=10).status_code == 400
+    part = requests.get(location, headers={"Range": "bytes=100-199"}, timeout=10)
+    assert (part.status_code, part.headers["Content-Range"], len(part.content)) == (206, f"bytes 100-199/{big.layer_size}", 100)
+    assert requests.get(location.replace("signature=", "signature=0"), timeout=10).status_code == 403
+
+
+def test_big_blob_comes_in_parallel_ranges_without_credentials(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str) -> None:
+    fresh_cdn.settings(bandwidth=SLOW, latency=0.02)
+    bundle = tmp_path / "bundle"
+    mirror(ansible, testbed, fresh_cdn, big, tmp_path, ns, registry={"url": testbed.open_registry_url, "prefix": ns},
+           bundle={"dir": str(bundle)})
+    assert dest_digest(testbed, ns, big) == big.digest  # skopeo reads the destination's manifest: the digest is kept
+    hex_digest = big.layer_digest.split(":", 1)[1]
+    with open(bundle / "blobs" / "sha256" / hex_digest, "rb") as handle:
+        assert hashlib.file_digest(handle, "sha256").hexdigest() == hex_digest
+    entries = downloads(fresh_cdn, big)
+    ranged = [d for d in entries if d["status"] == 206]
+    assert len(ranged) >= big.layer_size // PART  # several Range requests, not one stream
+    assert all(d["range"] for d in ranged)
+    assert not any(d["authorization"] for d in fresh_cdn.stats()["downloads"])  # no credentials went to the CDN
+    assert fresh_cdn.stats()["authorization_refused"] == 0
+    assert served(entries) == big.layer_size  # read once for both destinations, every byte once
+
+
+def test_a_connection_dropped_mid_body_is_resumed_with_range(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str) -> None:
+    fresh_cdn.settings(bandwidth=SLOW)
+    fresh_cdn.cdn_fault(abort_after_bytes=3 * 1024 * 1024 + 5, path_contains=big.layer_digest, count=1)
+    mirror(ansible, testbed, fresh_cdn, big, tmp_path, ns)
+    assert dest_digest(testbed, ns, big) == big.digest
+    entries = downloads(fresh_cdn, big)
+    # A continuation starts inside a part (not on a part boundary), and the blob was not fetched again from the start.
+    starts = [int(d["range"].split("=")[1].split("-")[0]) for d in entries if d["range"]]
+    assert any(start % PART for start in starts), starts
+    assert big.layer_size <= served(entries) < big.layer_size + PART
+
+
+def test_a_token_that_expires_during_the_download_is_renewed(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
+    # Presigned URLs live two seconds, registry tokens one; the download takes about five.
+    fresh_cdn.settings(bandwidth=5_000_000, token_lifetime=1, url_lifetime=2)
+    mirror(ansible, testbed, fresh_cdn, big, tmp_path, ns)
+    assert dest_digest(testbed, ns, big) == big.digest
+    entries = downloads(fresh_cdn, big)
+    assert any(d["status"] == 403 for d in entries)  # a reused URL expired mid-blob...
+    front = fresh_cdn.stats(cdn=False)["requests"]
+    blob_path = f"/v2/{big.repository}/blobs/{big.layer_digest}"
+    assert sum(1 for r in front if r["path"] == blob_path and r["status"] == 401) >= 1  # ...and so had the token
+    assert faults.stats("ngc")["paths"].get("/token", 0) >= 1  # renewed at the realm the expired challenge named
+    assert big.layer_size <= served(entries) < big.layer_size + PART  # continued, not restarted
