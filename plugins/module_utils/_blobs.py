@@ -95,6 +95,16 @@ def open_reader(fetch: Fetch, host: str, name: str, digest: str, expected_size: 
     return RangedBlobReader(fetch, first, host, name, digest, expected_size, chunk_size, policy, sleep, connections, part_size)
 
 
+
+def check_received(digest: str, host: str, name: str, received: int, size: int | None, hasher: Any) -> None:
+    """A downloaded blob is whole (``size`` bytes, when known) and hashes to its digest, or DigestMismatchError."""
+    if size is not None and received != size:
+        raise DigestMismatchError(f"blob {digest} from {host} for {name}: got {received} bytes, expected {size}")
+    actual = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+    if actual != digest:
+        raise DigestMismatchError(f"blob {digest} from {host} for {name} hashed to {actual}: "
+                                  "the download was corrupted or the registry served other content")
+
 class _ChunkStream:
     """Iteration and read(n) over ``_next_chunk()`` (b"" at the end); a context manager that closes."""
 
@@ -252,16 +262,7 @@ class BlobReader(_ChunkStream):
     def _finish(self) -> None:
         self._close_response()
         self._done = True
-        if self.size is not None and self.bytes_read != self.size:
-            raise DigestMismatchError(
-                f"blob {self.digest} from {self._host} for {self.name}: got {self.bytes_read} bytes, expected {self.size}"
-            )
-        actual = f"{self.digest.split(':', 1)[0]}:{self._hasher.hexdigest()}"
-        if actual != self.digest:
-            raise DigestMismatchError(
-                f"blob {self.digest} from {self._host} for {self.name} hashed to {actual}: "
-                "the download was corrupted or the registry served other content"
-            )
+        check_received(self.digest, self._host, self.name, self.bytes_read, self.size, self._hasher)
         self._verified = True
 
     def _next_chunk(self) -> bytes:
@@ -532,14 +533,7 @@ class RangedBlobReader(_ChunkStream):
     def _finish(self) -> None:
         self._done = True
         self.close()
-        if self.bytes_read != self.size:
-            raise DigestMismatchError(f"blob {self.digest} from {self._host} for {self.name}: got {self.bytes_read} bytes, expected {self.size}")
-        actual = f"{self.digest.split(':', 1)[0]}:{self._hasher.hexdigest()}"
-        if actual != self.digest:
-            raise DigestMismatchError(
-                f"blob {self.digest} from {self._host} for {self.name} hashed to {actual}: "
-                "the download was corrupted or the registry served other content"
-            )
+        check_received(self.digest, self._host, self.name, self.bytes_read, self.size, self._hasher)
         self._verified = True
 
     def close(self) -> None:
