@@ -140,6 +140,25 @@ def bundle_entry(directory: str, reference: str) -> dict[str, Any] | None:
     return None
 
 
+def removable_blobs(directory: str, reference: str) -> dict[str, int]:
+    """The blob files of ``reference`` in a bundle (not in volumes) that no other image of it needs, with their
+    sizes, read without changing anything."""
+    contents = _load_json(os.path.join(directory, CONTENTS_FILE), "bundle contents record")
+    images = (contents or {}).get("images") if isinstance(contents, dict) else None
+    if not isinstance(images, dict) or reference not in images:
+        return {}
+    used = {d for ref, image in images.items() if ref != reference for d in image.get("blobs") or []}
+    found = {}
+    for digest in images[reference].get("blobs") or []:
+        if digest in used:
+            continue
+        try:
+            found[digest] = os.stat(blob_file(directory, digest)).st_size
+        except OSError:
+            continue
+    return found
+
+
 class BundleReader:
     """A bundle read as a source: its images by reference, manifests and blobs checked against their digests."""
 
@@ -458,6 +477,28 @@ class BundleWriter:
         except BaseException:
             sink.abort()
             raise
+
+    def remove_image(self, reference: str, written: str) -> int:
+        """Take an image out of index.json and contents.json (both atomically), then delete the blobs no other
+        image needs; returns the bytes freed. A crash in between leaves unused blobs, never a missing one."""
+        if self.volumes is not None:
+            raise ConfigError(f"bundle.dir {self.root} is written in volumes: such a bundle is not pruned, write a new one")
+        doomed = removable_blobs(self.dir, reference)
+        self.index["manifests"] = [e for e in self.index["manifests"] if (e.get("annotations") or {}).get(ANNOTATION_REF_NAME) != reference]
+        self.contents["images"].pop(reference, None)
+        files = self.contents.setdefault("files", {})
+        for digest in doomed:
+            files.pop(f"blobs/{digest.replace(':', '/')}", None)
+        index_bytes = (json.dumps(self.index, indent=2) + "\n").encode("utf-8")
+        files[INDEX_FILE] = {"size": len(index_bytes), "sha256": hashlib.sha256(index_bytes).hexdigest()}
+        self.contents["updated"] = written
+        atomic_write(os.path.join(self.dir, INDEX_FILE), index_bytes, what="bundle index")
+        atomic_write(os.path.join(self.dir, CONTENTS_FILE), (json.dumps(self.contents, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+                     what="bundle contents record")
+        for digest in doomed:
+            remove_quietly(blob_file(self.dir, digest))
+        fsync_dir(self.blob_dir)
+        return sum(doomed.values())
 
     def add_image(self, reference: str, top: dict[str, Any], record: dict[str, Any], written: str, name: str) -> None:
         """Name an image in index.json (replacing an entry of the same name) and contents.json, both atomically.

@@ -13,7 +13,16 @@ import json
 import os
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import CONTENTS_FILE, BundleWriter, blob_file, bundle_entry, metadata_dir, parse_size
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import (
+    CONTENTS_FILE,
+    BundleWriter,
+    blob_file,
+    bundle_entry,
+    find_volumes,
+    metadata_dir,
+    parse_size,
+    removable_blobs,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._destinations import PlanContext, Selection, Write
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
@@ -98,6 +107,7 @@ class BundleDestination(Selection):
     """A bundle: one OCI image layout directory holding every image once and every blob once (or only new blobs)."""
 
     kind = "bundle"
+    carries_companions = True
 
     def __init__(self, spec: dict[str, Any], platforms: list[str] | None, source_name: str) -> None:
         self.dir = os.path.abspath(spec["dir"])
@@ -133,6 +143,25 @@ class BundleDestination(Selection):
         self.known(ctx.store)
         entry = bundle_entry(self.dir, str(image.ref))
         return ctx.step(self.kind, self.target(image), self.want(image, found.digest, ctx), entry["digest"] if entry else None)
+
+    def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
+        return record.get("type") == "bundle" and dest_key.startswith(f"{self.kind}:{self.dir}#")
+
+    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+        """Take the image out of the bundle's index, and the blobs no other image of the bundle needs."""
+        reference = record.get("reference") or key
+        entry = bundle_entry(self.dir, reference)
+        if entry is None:
+            return "already gone", f"{reference} is no longer in the bundle", 0
+        if record.get("digest") and entry.get("digest") != record["digest"]:
+            return "kept", f"re-pushed since: the bundle's {reference} is {entry.get('digest')}, not the {record['digest']} written", 0
+        if find_volumes(self.dir, None):
+            return "kept", "the bundle is written in volumes: such a bundle is not pruned, write a new one", 0
+        if check_mode:
+            freed = sum(removable_blobs(self.dir, reference).values())
+            return "would remove", f"take {reference} out of the bundle and the blobs only it needs", freed
+        freed = self.writer().remove_image(reference, utc_now())
+        return "removed", f"took {reference} out of the bundle and the blobs only it needed", freed
 
     def space_needed(self, image: SourceImage, content: ImageContent, step: Step) -> tuple[int, int]:
         """The blobs the bundle does not hold yet, nor expects on the far side, counted once a run; and the manifests."""

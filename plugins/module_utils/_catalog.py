@@ -17,6 +17,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, 
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, blob_sizes, is_digest, platform_string
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
+from ansible_collections.airgap.ngc.plugins.module_utils._signatures import digest_tag, is_companion_tag
 from ansible_collections.airgap.ngc.plugins.module_utils._verify import affected_images, blob_path, verify_bundle
 
 
@@ -34,6 +35,7 @@ class CatalogEntry:
     media_type: str | None = None
     platforms: list[str] = field(default_factory=list)
     verified: bool | None = None  # set only when a bundle was verified
+    signed: bool | None = None  # with digests: a cosign signature (sha256-<hex>.sig) of its digest is in its repository
     unreadable: str | None = None  # why its details could not be read (only with CatalogQuery.keep_unreadable)
     unresolved: str | None = None  # why the registry could not resolve it (without keep_unreadable): not listed, reported
     variants: dict[str, str] = field(default_factory=dict, compare=False)  # platform by manifest digest, as the catalog says
@@ -46,6 +48,8 @@ class CatalogEntry:
         }
         if self.verified is not None:
             result["verified"] = self.verified
+        if self.signed is not None:
+            result["signed"] = self.signed
         return result
 
     def unresolved_dict(self, secrets: Iterable[str | None] = ()) -> dict[str, Any]:
@@ -122,6 +126,7 @@ class Catalog:
         self.unresolved: list[CatalogEntry] = []
         self._manifests = _Memo()
         self._platforms = _Memo()
+        self._tags = _Memo()  # by repository: its tags, for the signatures among them
 
     def list(self) -> list[CatalogEntry]:
         if self.query.source == "registry":
@@ -174,7 +179,9 @@ class Catalog:
         names = [name for name in self.registry.catalog() if self.query.image_filter.match_name(name)]
         entries = []
         for name, tags in zip(names, self._map(self.registry.list_tags, names)):
-            for chosen in self.query.image_filter.select_tags(TagCandidate(tag) for tag in tags):
+            self._tags.get(name, lambda tags=tags: set(tags))
+            images = (TagCandidate(tag) for tag in tags if not is_companion_tag(tag))  # signatures travel with their image
+            for chosen in self.query.image_filter.select_tags(images):
                 entries.append(self._entry(name, chosen.tag, "", None, None))
         return entries
 
@@ -198,6 +205,20 @@ class Catalog:
             entry.digest, entry.media_type, entry.platforms, size = details
             if size is not None:
                 entry.size = size
+        for entry, signed in zip(entries, self._map(self._signed, entries)):
+            entry.signed = signed
+
+    def _signed(self, entry: CatalogEntry) -> bool | None:
+        """Whether the tag's digest has a cosign signature in its repository (None if that could not be read)."""
+        if not entry.digest:
+            return None
+        try:
+            tags = self._tags.get(entry.name, lambda: set(self.registry.list_tags(entry.name)))
+        except AuthError:
+            raise
+        except AirgapError:
+            return None
+        return f"{digest_tag(entry.digest)}.sig" in tags
 
     def _details_of(self, entry: CatalogEntry) -> tuple[str, str, list[str], int | None] | None:
         try:

@@ -29,7 +29,9 @@ from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     select_children,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import COPY, SourceImage, Step, archive_path, decide, registry_target
+from ansible_collections.airgap.ngc.plugins.module_utils._prune import remove_recorded_file, under
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference, registry_host
+from ansible_collections.airgap.ngc.plugins.module_utils._signatures import update_referrers_tag
 from ansible_collections.airgap.ngc.plugins.module_utils._sources import read_archive_head
 from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, UploadSink, index_archive_blobs
@@ -101,6 +103,7 @@ class RegistryDestination(Selection):
     """A destination registry: HEAD to observe, mount or upload blobs, push manifests (children first)."""
 
     kind = "registry"
+    carries_companions = True  # signatures and attestations travel with the images
 
     def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals,
                  origins: dict[str, SourceImage] | None = None) -> None:
@@ -120,6 +123,50 @@ class RegistryDestination(Selection):
         if step.action != COPY and ctx.store.destination(image.key, step.dest_key) is None and not ctx.check_mode:
             ctx.store.record_destination(image.key, found.digest, step.dest_key, registry_entry(step.target, step.after))
         return step
+
+    def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
+        """A record of an image this destination wrote: this registry, under ``prefix``."""
+        if record.get("type") != "registry" or not dest_key.startswith(f"{self.kind}:"):
+            return False
+        try:
+            ref = ImageReference.parse(str(record.get("reference") or ""))
+        except ConfigError:
+            return False
+        prefix = (self.prefix or "").strip("/")
+        return ref.registry == registry_host(self.url) and (not prefix or ref.repository.startswith(prefix + "/"))
+
+    def _blobs(self, repository: str, digest: str) -> dict[str, int]:
+        """Every blob of a manifest or index held here (children's too)."""
+        top = self.client.get_manifest(repository, digest)
+        manifests = [self.client.get_manifest(repository, e["digest"]) for e in top.data.get("manifests") or []] if top.is_index else [top]
+        found = blob_sizes(m.data for m in manifests)
+        found.update({m.digest: m.size for m in manifests})
+        return found
+
+    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+        """DELETE the manifest by digest, only if the tag still points at the digest written and no wanted image
+        shares it; what it frees is the blobs no wanted image of the repository uses, once the registry collects garbage."""
+        ref = ImageReference.parse(record["reference"])
+        have = self.client.head_manifest(ref.repository, ref.manifest_reference)
+        if have is None:
+            return "already gone", f"{ref} is no longer there", 0
+        if record.get("digest") and have.digest != record["digest"]:
+            return "kept", f"re-pushed since: {ref} points at {have.digest}, not the {record['digest']} written", 0
+        others = [(k, e) for k, r in wanted.items() for dk, e in (r.get("destinations") or {}).items()
+                  if self.owns(dk, e) and ImageReference.parse(e["reference"]).repository == ref.repository]
+        for other, entry in others:
+            if entry.get("digest") == have.digest:
+                return "kept", f"{other} is wanted and is the same manifest there (a registry deletes by digest)", 0
+        used: set[str] = set()
+        for _other, entry in others:
+            if entry.get("digest"):
+                used.update(self._blobs(ref.repository, entry["digest"]))
+        freed = sum(size for digest, size in self._blobs(ref.repository, have.digest).items() if digest not in used)
+        note = "the registry's garbage collection frees its unreferenced blobs"
+        if check_mode:
+            return "would remove", f"delete manifest {have.digest} of {ref}; {note}", freed
+        self.client.delete_manifest(ref.repository, have.digest)
+        return "removed", f"deleted manifest {have.digest} of {ref}; {note}", freed
 
     def _has_blob(self, repository: str, digest: str) -> bool:
         """True if the registry already has the blob in ``repository`` (present, or mounted from another one)."""
@@ -172,6 +219,8 @@ class _RegistryWrite(Write):
             client.put_manifest(self.ref.repository, manifest.digest, manifest.raw, manifest.media_type)
         digest = client.put_manifest(self.ref.repository, self.ref.manifest_reference if self.ref.tag else compute_digest(self.top_raw),
                                      self.top_raw, top.media_type)
+        if self.top_raw == top.raw:  # an artifact with a subject is listed in the referrers tag, where the registry has no API
+            update_referrers_tag(client, self.ref.repository, top)
         store.record_destination(image.key, top.digest, step.dest_key, registry_entry(step.target, digest))
         return digest
 
@@ -186,6 +235,7 @@ class ArchiveDestination(Selection):
         self.fmt = spec.get("format") or "docker"
         self.platform = spec.get("platform") or "linux/amd64"
         self.platforms = [self.platform] if self.fmt == "docker" else None
+        self.carries_companions = self.fmt == "oci"  # an OCI archive can hold a signature's manifest, a docker one cannot
 
     def target(self, image: SourceImage) -> str:
         return archive_path(self.dir, image, self.fmt)
@@ -208,6 +258,12 @@ class ArchiveDestination(Selection):
         if self.fmt == "docker" and recorded.get("platform", "unknown") not in (None, self.platform):
             return None, f"holds platform {recorded.get('platform', 'unknown')}, archive.platform is {self.platform}"
         return recorded.get("digest"), "missing"
+
+    def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
+        return record.get("type") == "archive" and dest_key.startswith(f"{self.kind}:") and under(record.get("path"), self.dir)
+
+    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+        return remove_recorded_file(record, self.dir, check_mode)
 
     def space_needed(self, image: SourceImage, content: ImageContent, step: Step) -> tuple[int, int]:
         """An archive holds every blob of its image (a tar header and padding each) and its manifests; while it is
@@ -354,6 +410,28 @@ class EngineDestination:
         if not status.up_to_date and not ctx.force:
             step.reason = status.reason
         return step
+
+    def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
+        return record.get("type") == "docker" and record.get("host") == self.engine.host and dest_key.startswith(f"{self.kind}:")
+
+    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+        """Remove the names this collection gave the image, unless they now name another image or a container uses it."""
+        names = [record["reference"]] + [t for t in record.get("tags") or [] if t != record["reference"]]
+        held = [(name, self.engine.inspect(name)) for name in names]
+        held = [(name, image) for name, image in held if image is not None]
+        if not held:
+            return "already gone", f"{record['reference']} is no longer in the engine", 0
+        ours = [name for name, image in held if image.id == record.get("image_id")]
+        if not ours:
+            return "kept", f"re-pushed since: {held[0][0]} now names image {held[0][1].id}, not the {record.get('image_id')} loaded", 0
+        users = self.engine.containers_using(str(record.get("image_id")))
+        if users:
+            return "kept", f"the container(s) {', '.join(users[:3])} use it", 0
+        if check_mode:
+            return "would remove", f"remove {', '.join(ours)} from the engine at {self.engine.host}", 0
+        for name in ours:
+            self.engine.untag(name)
+        return "removed", f"removed {', '.join(ours)} from the engine at {self.engine.host}", 0
 
     def begin(self, image: SourceImage, content: Any, step: Step) -> _EngineWrite:
         return _EngineWrite(self)

@@ -558,6 +558,22 @@ class DockerEngine:
                 raise EngineError(f"the Docker engine at {self.host} did not tag {source} as {repository}:{tag}")
 
 
+    # -- prune ---------------------------------------------------------------------------------------------------
+    def containers_using(self, image_id: str) -> list[str]:
+        """The names of the containers (running or not) made from the image."""
+        api = self.api
+        with self._engine_call(f"list the containers of {image_id}"):
+            found = api.containers(all=True, filters={"ancestor": image_id})
+        return [((c.get("Names") or [c.get("Id", "")[:12]])[0]).lstrip("/") for c in found]
+
+    def untag(self, reference: Reference) -> None:
+        """Remove one name of an image (the image goes when its last name does; nothing is forced)."""
+        key = _key(reference)
+        api = self.api
+        with self._engine_call(f"remove {key}"):
+            api.remove_image(key, force=False, noprune=False)
+
+
 class _Blocks:
     """A file whose read() returns LOAD_BLOCK_SIZE bytes whatever it is asked for (urllib3 asks for 16 KiB, which is slower).
 

@@ -8,14 +8,17 @@ one interface. Per image: the source resolves its digest; each destination plans
 space the copies need on each filesystem is checked before anything is written (``_space``); only images with
 something missing are fetched; each
 blob is read once and fed to every destination that lacks it; each destination commits and records its write. The
-facts file is written after each image, so an interrupted run resumes where it stopped.
+facts file journals each image as it finishes, so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
 import errno
 import json
 import os
-from typing import Any
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import INVENTORY_KIND, BundleDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._destinations import (
@@ -30,10 +33,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._apptainer import Appta
 from ansible_collections.airgap.ngc.plugins.module_utils._enroot import EnrootDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write, cleanup_stale_partials, cleanup_tree
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest, select_children
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest, blob_sizes, select_children
 from ansible_collections.airgap.ngc.plugins.module_utils._options import registry_from, source_registry_from
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import COPY, ImagePlan, SourceImage, plan_result
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import ProgressReporter
+from ansible_collections.airgap.ngc.plugins.module_utils._prune import REMOVED, WOULD_REMOVE, Removal, keep_newest, prune, prune_result
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._sources import ArchiveSource, BundleSource, RegistrySource
 from ansible_collections.airgap.ngc.plugins.module_utils._space import Need, check_space, space_report
@@ -126,18 +130,25 @@ class Mirror:
         self.destinations = destinations_from(params, self.source, client, self.totals)
         self.engine = CopyEngine(self.source, self.destinations, self.totals, force=bool(params.get("force")),
                                  parallel=max(int(params.get("parallel") or 1), 1), check_mode=check_mode,
-                                 progress=ProgressReporter(None if check_mode else params.get("progress_file")))
+                                 progress=ProgressReporter(None if check_mode else params.get("progress_file")),
+                                 companions=bool(params.get("signatures", True)),
+                                 plan_parallel=int(params.get("parallel_images") or 8))
 
     def run(self) -> dict[str, Any]:
         locks: list[RunLock] = []
         plans: list[ImagePlan] = []
+        removals: list[Removal] = []
         try:
             for dest in self.destinations:
                 getattr(dest, "ping", lambda: None)()
             with StateStore(self.params["facts_file"], read_only=self.check_mode) as store:
                 if not self.check_mode:
                     locks = self._take_directories()
-                plans = self.engine.run(self.images, store)
+                images, wanted = keep_newest(self.images, store.images(), self.params.get("keep"))
+                plans = self.engine.run(images, store)
+                wanted |= {plan.source.key for plan in plans}  # with the companions that travel with them
+                if self.params.get("prune"):
+                    removals = prune(self.destinations, store, wanted, plans, self.check_mode)
                 if self.params.get("inventory_file") and not self.check_mode:
                     write_inventory(self.params["inventory_file"], self.source, [p for p in plans if not p.error])
         finally:
@@ -148,6 +159,9 @@ class Mirror:
                 dest.close()
         result = plan_result(plans, self.check_mode, self.diff_mode, self.totals.transferred, self.totals.reused)
         result["space"] = self.engine.space
+        if self.params.get("prune"):
+            result.update(prune_result(removals, self.diff_mode))
+            result["changed"] = result["changed"] or any(r.action in (REMOVED, WOULD_REMOVE) for r in removals)
         return result
 
     def _take_directories(self) -> list[RunLock]:
@@ -187,9 +201,14 @@ class CopyEngine:
     """
 
     def __init__(self, source: Any, destinations: list[Any], totals: Totals, force: bool = False, parallel: int = 4,
-                 check_mode: bool = False, progress: ProgressReporter | None = None, companions: bool = False) -> None:
+                 check_mode: bool = False, progress: ProgressReporter | None = None, companions: bool = False,
+                 plan_parallel: int = 1) -> None:
         self.source, self.destinations, self.totals = source, destinations, totals
         self.companions = companions
+        self.plan_parallel = max(plan_parallel, 1)
+        self._reads = threading.BoundedSemaphore(max(parallel, 1))
+        self._dest_locks: dict[int, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         self.force, self.parallel, self.check_mode = force, parallel, check_mode
         self.progress = progress or ProgressReporter(None)
         self.local_blobs: dict[str, LocalBlob] = {}
@@ -199,20 +218,76 @@ class CopyEngine:
 
     def run(self, images: list[SourceImage], store: StateStore) -> list[ImagePlan]:
         ctx = PlanContext(store, self.force, self.check_mode, self._top)
-        plans = [self._plan(image, ctx) for image in images]
-        plans += [self._plan(image, ctx) for image in self._companions(plans)]
+        plans = self._plan_all(images, ctx)
+        plans += [plan for plan in self._plan_all(self._companions(plans), ctx, companion=True) if plan.steps or plan.error]
         self.space = self._space(plans)
         check_space(self.space)
         if not self.check_mode:
             self.progress.start(0, len(plans))
-            for plan in plans:
-                self._execute(plan, store)
+            self._execute_all(plans, store)
             self.progress.finish("failed" if any(p.error for p in plans) else "done")
         return plans
 
+    def _execute_all(self, plans: list[ImagePlan], store: StateStore) -> None:
+        """Execute the plans, ``plan_parallel`` images at once. An image that shares a blob with one being copied
+        waits for it (the blob is then in place and not read twice); ``parallel`` bounds the blob reads of all of
+        them together; each destination begins and commits one image at a time."""
+        if self.plan_parallel <= 1 or len(plans) <= 1:
+            for plan in plans:
+                self._execute(plan, store)
+            return
+        queue = list(plans)
+        running: dict[Future[None], set[str]] = {}
+        claimed: set[str] = set()
+        with ThreadPoolExecutor(max_workers=self.plan_parallel, thread_name_prefix="copy") as pool:
+            list(pool.map(self._prefetch, [plan for plan in plans if plan.needs_copy and plan.digest not in self._manifests]))
+            while queue or running:
+                for plan in list(queue):
+                    if len(running) >= self.plan_parallel:
+                        break
+                    blobs = self._blobs_of(plan)
+                    if blobs & claimed:
+                        continue
+                    queue.remove(plan)
+                    claimed |= blobs
+                    running[pool.submit(self._execute, plan, store)] = blobs
+                done, _waiting = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    claimed -= running.pop(future)
+                    future.result()
+
+    def _prefetch(self, plan: ImagePlan) -> None:
+        """Fetch an image's manifests ahead (kept for its copy), so that the blobs images share are known."""
+        by_kind = {dest.kind: dest for dest in self.destinations}
+        dests = [by_kind[step.kind] for step in plan.steps if step.action == COPY and by_kind[step.kind].needs_content]
+        try:
+            self._fetch(plan.source, plan.digest or "", dests)
+        except (AirgapError, OSError):
+            pass  # the copy fetches again and reports it
+
+    def _blobs_of(self, plan: ImagePlan) -> set[str]:
+        """The blobs an image's copy may write (of every platform its manifests name), from the manifests fetched."""
+        if plan.error or not plan.needs_copy:
+            return set()
+        top = self._manifests.get(plan.digest or "")
+        if top is None:
+            return set()  # nothing to fetch (an engine), or the fetch failed: the copy reports it
+        manifests = [self._manifests[e["digest"]] for e in top.data.get("manifests") or [] if e.get("digest") in self._manifests]
+        return set(blob_sizes(m.data for m in ([top] if not top.is_index else manifests)))
+
     # Plan --------------------------------------------------------------------------------------
 
-    def _plan(self, image: SourceImage, ctx: PlanContext) -> ImagePlan:
+    def _plan_all(self, images: list[SourceImage], ctx: PlanContext, companion: bool = False) -> list[ImagePlan]:
+        """Plan the images, ``plan_parallel`` at once (requests and tokens overlap); the plans in the images' order."""
+        workers = min(self.plan_parallel, len(images) - 1)
+        if workers <= 1:
+            return [self._plan(image, ctx, companion) for image in images]
+        first = self._plan(images[0], ctx, companion)  # alone: it learns each registry's auth challenge once for all the others
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="plan") as pool:
+            return [first] + list(pool.map(lambda image: self._plan(image, ctx, companion), images[1:]))
+
+    def _plan(self, image: SourceImage, ctx: PlanContext, companion: bool = False) -> ImagePlan:
+        """The plan of one image; a companion (a signature, an attestation) only for destinations that carry them."""
         plan = ImagePlan(source=image)
         try:
             found = self.source.resolve(image)
@@ -221,6 +296,8 @@ class CopyEngine:
             plan.digest, plan.media_type, plan.note = found.digest, found.media_type, found.note
             self._media_types[found.digest] = found.media_type
             for dest in self.destinations:
+                if companion and not getattr(dest, "carries_companions", False):
+                    continue
                 step = dest.plan(image, found, ctx)
                 if step is not None:
                     plan.steps.append(step)
@@ -286,19 +363,21 @@ class CopyEngine:
         try:
             content = self._fetch(image, plan.digest or "", [d for d, _step in copies if d.needs_content])
             for dest, step in copies:
-                writes.append((step, dest.begin(image, content, step)))
+                with self._lock_of(dest):
+                    writes.append((step, dest.begin(image, content, step)))
             needed: dict[str, int] = {}
             for _step, write in writes:
                 needed.update(write.blobs)
             self.progress.add_total(sum(needed.values()))
             owners = [write for _step, write in writes]
             transfer(needed, lambda digest, size: sinks_of(owners, digest, size),
-                     lambda digest, size: self.source.open_blob(image, digest, size),
+                     lambda digest, size: self._read(image, digest, size),
                      self.local_blobs, self.parallel, self.totals, self.progress.advance)
             for step, write in writes:
                 if write.error is None:
                     try:
-                        step.after = write.commit(image, store, step, plan.digest or "")
+                        with self._lock_of(by_kind[step.kind]):
+                            step.after = write.commit(image, store, step, plan.digest or "")
                         plan.written = True
                         self.local_blobs.update(write.local_blobs() if hasattr(write, "local_blobs") else {})
                     except (AirgapError, OSError) as exc:
@@ -314,6 +393,17 @@ class CopyEngine:
             for _step, write in writes:
                 write.abort()
             self.progress.image_done()
+
+    def _lock_of(self, dest: Any) -> threading.Lock:
+        with self._locks_lock:
+            return self._dest_locks.setdefault(id(dest), threading.Lock())
+
+    @contextmanager
+    def _read(self, image: SourceImage, digest: str, size: int) -> Iterator[Any]:
+        """A blob from the source, holding one of the ``parallel`` read slots shared by the images copied at once."""
+        with self._reads:
+            with self.source.open_blob(image, digest, size) as reader:
+                yield reader
 
     def _fetch(self, image: SourceImage, digest: str, dests: list[Any]) -> ImageContent | None:
         """The top manifest and the children the destinations need (each destination's platform choice)."""

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 from urllib.parse import quote, urljoin, urlsplit
 
 from ansible_collections.airgap.ngc.plugins.module_utils._auth import RegistryAuth, parse_challenges, select_challenge
-from ansible_collections.airgap.ngc.plugins.module_utils._blobs import DEFAULT_CHUNK_SIZE, BlobReader, UploadBody
+from ansible_collections.airgap.ngc.plugins.module_utils._blobs import DEFAULT_CHUNK_SIZE, UploadBody, open_reader
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
     AirgapError,
     AuthError,
@@ -42,6 +42,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._http import (
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     MANIFEST_ACCEPT,
     MANIFEST_MEDIA_TYPES,
+    MEDIA_OCI_INDEX,
     Manifest,
     ManifestDescriptor,
     compute_digest,
@@ -371,6 +372,56 @@ class RegistryClient(RegistryAuth):
             raise DigestMismatchError(f"{what} to {self.host}: the registry stored it as {reported}, but its bytes hash to {digest}", url=strip_query(url))
         return digest
 
+    def delete_manifest(self, name: str, digest: str) -> bool:
+        """DELETE a manifest by digest (every tag on it goes with it); False if it was not there. A registry that
+        refuses deletes (405, distribution's storage.delete.enabled) raises RegistryError saying so."""
+        validate_repository(name)
+        validate_digest(digest)
+        what = f"delete of manifest {self._show(name, digest)}"
+        try:
+            response = self._request("DELETE", self._manifest_url(name, digest), what=what, scope=f"repository:{name}:delete",
+                                     repository=name, expected=(200, 202, 204), allow_404=True, replayable=True)
+        except RegistryError as exc:
+            if getattr(exc, "status", None) in (405, 400):
+                raise RegistryError(f"{self.host} does not allow deletes ({what}): enable them (for distribution, "
+                                    "storage.delete.enabled) or prune without this registry", status=exc.status) from None
+            raise
+        response.close()
+        return response.status_code != 404
+
+    def referrers(self, name: str, digest: str) -> Optional[List[Dict[str, Any]]]:
+        """The OCI 1.1 referrers of a manifest (GET /v2/<name>/referrers/<digest>, following pagination): the descriptors
+        the registry lists, or None if it has no referrers API (it answers 404, which the spec forbids a registry with
+        the API to do for a valid digest, or 400, 405 or 501)."""
+        validate_repository(name)
+        validate_digest(digest)
+        url, what = self._url(f"/v2/{name}/referrers/{digest}"), f"the referrers of {name}@{digest}"
+        found: List[Dict[str, Any]] = []
+        seen = set()
+        for _page in range(MAX_PAGES):
+            response = self._request("GET", url, what=what, scope=self._pull_scope(name), repository=name, expected=(200, 400, 405, 501),
+                                     allow_404=True, headers={"Accept": MEDIA_OCI_INDEX})
+            if response.status_code != 200:
+                response.close()
+                if seen:  # a later page
+                    raise RegistryError(f"{response.status_code} from {self.host} for a later page of {what}", status=response.status_code,
+                                        url=strip_query(response.url))
+                return None
+            data = self._json(response, what)
+            response.close()
+            manifests = data.get("manifests") or []
+            if not isinstance(manifests, list):
+                raise RegistryError(f"{self.host} answered {what} with a 'manifests' that is not a list", url=strip_query(response.url))
+            found.extend(entry for entry in manifests if isinstance(entry, dict))
+            following = parse_link_header(response.headers.get("Link")).get("next")
+            if not following:
+                return found
+            url = urljoin(response.url, following)
+            if url in seen:
+                raise RegistryError(f"{self.host} sent a pagination loop for {what}", url=strip_query(url))
+            seen.add(url)
+        raise RegistryError(f"{self.host} sent more than {MAX_PAGES} pages for {what}")
+
     def _blob_url(self, name: str, digest: str) -> str:
         validate_repository(name)
         validate_digest(digest)
@@ -386,17 +437,21 @@ class RegistryClient(RegistryAuth):
         size = content_length(response)
         return size if size is not None else 0
 
-    def _blob_response(self, name: str, digest: str, offset: int = 0) -> Any:
+    def _blob_response(self, name: str, digest: str, offset: int = 0, end: int | None = None, location: str | None = None) -> Any:
+        """The streamed GET of a blob from byte offset to byte end (inclusive; None: to its end), from the registry or from
+        location (where it redirected an earlier GET: no credentials go there unless it is the registry itself)."""
         headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        return self._request("GET", self._blob_url(name, digest), what=f"blob {digest} in {name}", scope=self._pull_scope(name),
-                             repository=name, expected=(200, 206) if offset else (200,), headers=headers, stream=True)
+        if offset or end is not None:
+            headers["Range"] = f"bytes={offset}-{'' if end is None else end}"
+        return self._request("GET", location or self._blob_url(name, digest), what=f"blob {digest} in {name}", scope=self._pull_scope(name),
+                             repository=name, expected=(200, 206) if "Range" in headers else (200,), headers=headers, stream=True)
 
-    def open_blob(self, name: str, digest: str, chunk_size: int = DEFAULT_CHUNK_SIZE, expected_size: int | None = None) -> BlobReader:
-        """Start downloading a blob; the reader streams it in chunks and verifies its digest (and size) at the end."""
-        return BlobReader(lambda offset: self._blob_response(name, digest, offset), self.host, name, digest, expected_size, chunk_size,
-                          self._policy, self._sleep)
+    def open_blob(self, name: str, digest: str, chunk_size: int = DEFAULT_CHUNK_SIZE, expected_size: int | None = None) -> Any:
+        """Start downloading a blob; the reader streams it in chunks and verifies its digest (and size) at the end.
+
+        A big blob of known size is fetched as several Range requests at once (``_blobs.open_reader``)."""
+        return open_reader(lambda offset, end=None, location=None: self._blob_response(name, digest, offset, end, location),
+                           self.host, name, digest, expected_size, chunk_size, self._policy, self._sleep)
 
     def _start_upload(self, name: str, mount: str | None = None, from_repo: str | None = None) -> Tuple[int, Optional[str]]:
         params = None

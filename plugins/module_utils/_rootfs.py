@@ -32,6 +32,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapEr
 from ansible_collections.airgap.ngc.plugins.module_utils._files import fsync_dir, os_error, partial_name, pid_alive, register_live, remove_quietly
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage, Step
+from ansible_collections.airgap.ngc.plugins.module_utils._prune import remove_recorded_file, under
 from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
 
 DEFAULT_PLATFORM = "linux/amd64"
@@ -339,6 +340,12 @@ class FlattenedDestination:
             raise os_error(exc, "creating the staging directory in", self.dir) from None
         _entries, manifests, _raw = content.selection(self.platforms)
         return FlattenedWrite(self, content, manifests[0], staging)
+
+    def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
+        return record.get("type") == self.kind and dest_key.startswith(f"{self.kind}:") and under(record.get("path"), self.dir)
+
+    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+        return remove_recorded_file(record, self.dir, check_mode)
 
     def space_needed(self, image: SourceImage, content: ImageContent, step: Step) -> tuple[int, int]:
         """An estimate from the layers' compressed sizes: the file stays (about the unpacked size, UNPACKED_RATIO

@@ -4,7 +4,8 @@
 
 A source names its images (``images``), resolves one to the digest of its top manifest (``resolve``), gives a
 manifest by digest as its exact bytes (``manifest``) and opens a blob as chunks checked against the digest as they
-stream (``open_blob``, a context manager). The copy engine needs nothing else from it.
+stream (``open_blob``, a context manager). The copy engine needs nothing else from it; a source that can also say
+which images travel with an image (``companions``: its signatures and attestations, ``_signatures``).
 """
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage, archive_path, requested_images, source_images
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
+from ansible_collections.airgap.ngc.plugins.module_utils._signatures import (
+    MAX_DEPTH,
+    companion_kind,
+    companion_tags,
+    cosign_subject,
+    digest_tag,
+    listed_referrers,
+    subject_of,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, index_archive_blobs
 
 
@@ -46,13 +56,17 @@ class RegistrySource:
     def __init__(self, client: Any, url: str) -> None:
         self.client, self.url = client, url
         self.name = client.host
+        self._tags: dict[str, set[str]] = {}  # by repository, listed once a run
+        self._referrers_api: bool | None = None  # None until the registry answered once
+        self._notes: dict[str, str] = {}  # by companion key: what it travels with, said in the result
+        self._heads: dict[str, Any] = {}  # by companion key: its HEAD, taken when it was found (resolve reuses it)
 
     def images(self, items: list[Any] | None) -> list[SourceImage]:
         return source_images(items or [], self.url)
 
     def resolve(self, image: SourceImage) -> Found | None:
-        found = self.client.head_manifest(image.ref.repository, image.ref.manifest_reference)
-        return Found(found.digest, found.media_type) if found else None
+        found = self._heads.get(image.key) or self.client.head_manifest(image.ref.repository, image.ref.manifest_reference)
+        return Found(found.digest, found.media_type, note=self._notes.get(image.key)) if found else None
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         return self.client.get_manifest(image.ref.repository, digest)
@@ -62,6 +76,59 @@ class RegistrySource:
 
     def missing(self, image: SourceImage) -> str:
         return f"{image.ref} does not exist on {self.name}: check the image name and tag"
+
+    def companions(self, image: SourceImage, digest: str) -> list[SourceImage]:
+        """The signatures and attestations of an image's digest, and theirs in turn (``MAX_DEPTH`` deep): cosign's tags
+        ``sha256-<hex>.sig``/``.att``/``.sbom`` from the repository's tag list, and the OCI 1.1 referrers (the
+        referrers API, else the referrers tag schema's index ``sha256-<hex>``), the latter by digest."""
+        found: list[SourceImage] = []
+        keys = {image.key}
+        level = [(image.ref, digest)]
+        for _depth in range(MAX_DEPTH):
+            following = []
+            for ref, subject in level:
+                for companion, companion_digest, kind in self._companions_of(ref, subject):
+                    if companion.key not in keys:
+                        keys.add(companion.key)
+                        found.append(companion)
+                        following.append((companion.ref, companion_digest))
+                        self._notes.setdefault(companion.key, f"travels with {ref} as {kind}")
+            level = following
+        return found
+
+    def _companions_of(self, ref: ImageReference, digest: str) -> list[tuple[SourceImage, str, str]]:
+        """One level: each companion of ``digest`` in ``ref``'s repository, with its own digest and what it is."""
+        repository = ref.repository
+        try:
+            if repository not in self._tags:
+                self._tags[repository] = set(self.client.list_tags(repository))
+            tags = self._tags[repository]
+            found: list[tuple[SourceImage, str, str]] = []
+            for tag in companion_tags(digest, tags):
+                head = self.client.head_manifest(repository, tag)
+                if head is not None:
+                    companion = SourceImage(ref=ImageReference(ref.registry, repository, tag=tag))
+                    self._heads[companion.key] = head
+                    found.append((companion, head.digest, companion_kind(tag)))
+            for entry in self._referrers(repository, digest, tags):
+                found.append((SourceImage(ref=ImageReference(ref.registry, repository, digest=entry["digest"])), entry["digest"],
+                              companion_kind(None, entry.get("artifactType"))))
+            return found
+        except AirgapError as exc:
+            raise AirgapError(f"listing the signatures and attestations of {ref.name}@{digest} on {self.name} failed: {exc}; "
+                              "set signatures: false to mirror the images without them") from None
+
+    def _referrers(self, repository: str, digest: str, tags: set[str]) -> list[dict[str, Any]]:
+        if self._referrers_api is not False:
+            listed = self.client.referrers(repository, digest)
+            self._referrers_api = listed is not None
+            if listed is not None:
+                return listed_referrers({"manifests": listed})
+        tag = digest_tag(digest)
+        if tag not in tags:
+            return []
+        index = self.client.get_manifest(repository, tag)
+        return listed_referrers(index.data) if index.is_index else []
 
     def close(self) -> None:
         self.client.close()
@@ -93,13 +160,62 @@ class BundleSource:
     def __init__(self, directory: str) -> None:
         self.reader = BundleReader(directory)
         self.name = self.reader.dir
+        self._companions: dict[tuple[str, str], list[tuple[str, str]]] | None = None
+        self._notes: dict[str, str] = {}
 
     def images(self, items: list[Any] | None) -> list[SourceImage]:
-        return _select(self.reader.references(), items)
+        """What ``items`` names, or every image the bundle holds but the signatures and attestations that travel with
+        another image (``companions`` brings those)."""
+        held = self.reader.references()
+        if not items:
+            carried = {ref for refs in self._companion_map().values() for ref, _kind in refs}
+            held = [ref for ref in held if ref not in carried]
+        return _select(held, items)
+
+    def _companion_map(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
+        """The bundle's companions by (image name, digest they are about): cosign tags by their name, images held by
+        digest only by their manifest's ``subject``."""
+        if self._companions is None:
+            self._companions = {}
+            for text in self.reader.references():
+                ref = ImageReference.parse(text)
+                subject, kind = cosign_subject(ref.tag), companion_kind(ref.tag)
+                if subject is None and ref.tag is None:
+                    entry = self.reader.find(text) or {}
+                    try:
+                        data = self.reader.manifest(entry["digest"], entry.get("mediaType")).data
+                    except (AirgapError, KeyError):
+                        data = {}  # a damaged entry: its import fails, naming it
+                    subject, kind = subject_of(data), companion_kind(None, data.get("artifactType"))
+                if subject is not None:
+                    self._companions.setdefault((ref.name, subject), []).append((text, kind))
+        return self._companions
+
+    def companions(self, image: SourceImage, digest: str) -> list[SourceImage]:
+        """The signatures and attestations stored with an image (under its digest here or its source's), and theirs in turn."""
+        table = self._companion_map()
+        found: list[SourceImage] = []
+        keys = {image.key}
+        level = [(image.ref, digest, (self.reader.find(str(image.ref)) or {}))]
+        for _depth in range(MAX_DEPTH):
+            following = []
+            for ref, subject, entry in level:
+                original = (entry.get("annotations") or {}).get(SOURCE_DIGEST_ANNOTATION)
+                listed = table.get((ref.name, subject), []) + (table.get((ref.name, original), []) if original and original != subject else [])
+                for text, kind in listed:
+                    companion = SourceImage(ref=ImageReference.parse(text))
+                    held = self.reader.find(text) or {}
+                    if companion.key not in keys and held.get("digest"):
+                        keys.add(companion.key)
+                        found.append(companion)
+                        following.append((companion.ref, held["digest"], held))
+                        self._notes.setdefault(companion.key, f"travels with {ref} as {kind}")
+            level = following
+        return found
 
     def resolve(self, image: SourceImage) -> Found | None:
         entry = self.reader.find(str(image.ref))
-        return Found(entry["digest"], entry.get("mediaType")) if entry else None
+        return Found(entry["digest"], entry.get("mediaType"), note=self._notes.get(image.key)) if entry else None
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         return self.reader.manifest(digest, media_type)

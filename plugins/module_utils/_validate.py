@@ -21,6 +21,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._bundle import find_vol
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter
 from ansible_collections.airgap.ngc.plugins.module_utils._sif import ARCH_CODES
+from ansible_collections.airgap.ngc.plugins.module_utils._state import journal_path
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import STATES
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import (
     MAX_PORT,
@@ -243,8 +244,8 @@ def check_progress_file(option: str, value: Any, facts_file: str | None) -> None
     path = check_path(option, value, "file", required=False)
     if path is None:
         return
-    if facts_file and (_same_path(path, facts_file) or _same_path(path, facts_file + ".lock")):
-        raise _bad(option, value, "it is the facts_file (or its lock): the progress would overwrite the records; "
+    if facts_file and any(_same_path(path, f) for f in (facts_file, facts_file + ".lock", journal_path(facts_file))):
+        raise _bad(option, value, "it is the facts_file (or its lock or journal): the progress would overwrite the records; "
                                   "give a file of its own")
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
@@ -437,6 +438,13 @@ def check_carried_dir(params: dict[str, Any], source: str) -> None:
         raise _bad("source_dir", params["source_dir"], "it holds no index.json nor bundle volumes, so it is not a bundle (an OCI image layout)")
 
 
+def _check_signatures(params: dict[str, Any]) -> None:
+    """``signatures``: true or false (the role and other callers may hand over what Ansible did not convert)."""
+    value = params.get("signatures", True)
+    if not isinstance(value, bool):
+        raise _bad("signatures", value, "give true (copy each image's signatures and attestations with it) or false")
+
+
 def validate_mirror(params: dict[str, Any]) -> None:
     """Every option of ``ngc_image_mirror``; raises ConfigError naming the first bad one."""
     validate_source(params)
@@ -500,6 +508,9 @@ def validate_mirror(params: dict[str, Any]) -> None:
     if archive is not None and _same_path(facts_file, archive.get("dir")):
         raise _bad("facts_file", params.get("facts_file"), "it is archive.dir: give a file outside the archives")
     _check_parallel(params)
+    _check_signatures(params)
+    if params.get("keep") is not None and (isinstance(params["keep"], bool) or not isinstance(params["keep"], int) or params["keep"] < 1):
+        raise _bad("keep", params["keep"], "keep the newest N tags of each repository: give a whole number of at least 1")
 
 
 # -- ngc_catalog_info ----------------------------------------------------------------------------------------------

@@ -242,6 +242,14 @@ images:
       description: The manifest's media type; an index or manifest list for a multi-platform image.
       type: str
       sample: application/vnd.docker.distribution.manifest.v2+json
+    signed:
+      description:
+        - Whether a cosign signature of the tag's digest (C(sha256-<hex>.sig)) is in its repository, as the NGC CLI's
+          C(--signed) column says; null when the tag list could not be read. Signature and attestation tags themselves
+          are not listed as tags.
+      type: bool
+      returned: with O(include_digests)
+      sample: true
     platforms:
       description: The platforms the tag has images for.
       type: list

@@ -15,8 +15,9 @@ description:
   - Plans first, then acts. The plan compares each image's source digest (one request) with
     each destination and with the facts file, and copies only what is missing. Check mode
     returns the plan and writes nothing.
-  - Records what it wrote, per image and destination, in O(facts_file), updated after each
-    image, so an interrupted run loses nothing and the next run completes the work.
+  - Records what it wrote, per image and destination, in O(facts_file), journaled after each
+    image (the file itself is rewritten at the end of the run), so an interrupted run loses
+    nothing and the next run completes the work.
 author:
   - airgap.ngc developers (@airgap-ngc)
 extends_documentation_fragment:
@@ -267,6 +268,26 @@ options:
             nodes. Its architecture is the SIF's.
         type: str
         default: linux/amd64
+  prune:
+    description:
+      - Remove from this task's destinations what this collection wrote there earlier (the records of O(facts_file))
+        and this run does not select any more (nor O(keep) keeps) - registry tags (the manifest is deleted by
+        digest, only where the tag still points at the digest written and no selected image shares it; the
+        registry's garbage collection then frees the blobs), per-tag archives, images of a bundle (and the blobs no
+        other image of it needs), enroot and SIF files, and names loaded into a Docker engine (not while a container
+        uses the image).
+      - Never what it did not write, what another image of the run wants, a tag re-pushed or a file replaced since
+        (those records are forgotten and left alone). Nothing is removed when a copy of the run failed.
+      - Give each selection its own O(facts_file) - all its records are candidates. Check mode and C(--diff) list
+        every removal first; the result's RV(pruned) says what was (or would be) removed and RV(bytes_freed) the bytes.
+    type: bool
+    default: false
+  keep:
+    description:
+      - Keep only the newest N tags of each repository (by version order, as C(latest) in M(airgap.ngc.ngc_catalog_info)),
+        counting the selected images and those in O(facts_file) - older selected tags are not copied, and with O(prune)
+        older recorded ones are removed. For selections made without the catalog.
+    type: int
   offline:
     description:
       - Contact no registry at all; take each image's digest from its archive under
@@ -294,6 +315,9 @@ options:
       - The JSON file recording what was mirrored where. Ansible's M(ansible.builtin.setup)
         shows it as C(ansible_local.ngc_mirror) when it is in C(/etc/ansible/facts.d).
       - A lock next to it (C(<facts_file>.lock)) keeps a second run from starting meanwhile.
+      - Each image is recorded in a journal beside it (C(.<name>.journal), one line per record, synced at once) and
+        the file is rewritten whole at the end of the run, so C(ansible_local) always reads one JSON document (during
+        a run, as of the last run) and recording costs the same for the thousandth image as for the first.
       - An absolute path.
     type: path
     default: /etc/ansible/facts.d/ngc_mirror.fact
@@ -310,11 +334,32 @@ options:
       - How many blobs are transferred at once, from 1 to 64.
     type: int
     default: 4
+  parallel_images:
+    description:
+      - How many images are planned and copied at once, from 1 to 64. Planning (source digests, tokens, each
+        destination's look - HEAD requests, files, engine) and manifests dominate a run over many tags on a distant
+        registry. Images that share a blob are copied one after another (the blob is read once), O(parallel)
+        bounds the blob reads of all images together, and each destination writes one image at a time.
+      - The plan and the result list the images in their order whatever this is.
+    type: int
+    default: 8
   force:
     description:
       - Copy even what the destinations already hold.
     type: bool
     default: false
+  signatures:
+    description:
+      - Copy with each image the signatures and attestations of its digest, digests unchanged - cosign's tags
+        C(sha256-<hex>.sig), C(.att) and C(.sbom), and the OCI 1.1 referrers (from the registry's referrers API, else
+        from the referrers tag schema's index C(sha256-<hex>)), and theirs in turn. Referrers without a tag are copied
+        by digest. They go to O(registry) and O(bundle), and come out of a bundle again on the far side.
+      - A destination registry without the referrers API (CNCF distribution 2.x) gets the referrers tag schema - the
+        index C(sha256-<hex>) that lists them, kept up to date as they are pushed.
+      - They are listed in RV(images) like the images. With O(platforms), the index a registry gets is a new one that
+        no signature names.
+    type: bool
+    default: true
   fail_on_error:
     description:
       - Fail the task at the end if an image could not be copied. A failed image never stops
@@ -405,6 +450,37 @@ failed_images:
   type: list
   elements: str
   sample: []
+pruned:
+  description: With O(prune), every record of this task's destinations the run does not want, and what became of it.
+  returned: when prune is true
+  type: list
+  elements: dict
+  contains:
+    image:
+      description: "The image's key in the facts file."
+      type: str
+    kind:
+      description: "The destination kind."
+      type: str
+    target:
+      description: "The tag, file or bundle entry."
+      type: str
+    action:
+      description: "V(removed), V(would remove) (check mode), V(kept) (with the reason) or V(already gone)."
+      type: str
+    reason:
+      description: "What was done or why not."
+      type: str
+    bytes:
+      description: "Bytes freed (for a registry once it collects garbage)."
+      type: int
+  sample: [{image: nvcr.io/nvidia/pytorch:24.01-py3, kind: archive, target: /srv/ngc/nvidia/pytorch/24.01-py3.tar, action: removed,
+            reason: removed /srv/ngc/nvidia/pytorch/24.01-py3.tar, bytes: 9123456789}]
+bytes_freed:
+  description: With O(prune), the bytes the removals free (or would free in check mode).
+  returned: when prune is true
+  type: int
+  sample: 9123456789
 space:
   description:
     - The disk space the run's copies need, one entry per filesystem written to (archives, bundle, enroot and SIF
@@ -417,13 +493,29 @@ space:
   type: list
   elements: dict
   contains:
-    dirs: {description: The destination directories on this filesystem., type: list, elements: str}
-    options: {description: Their options (V(archive.dir), V(bundle.dir), ...)., type: list, elements: str}
-    images: {description: Image writes counted., type: int}
-    needed: {description: Bytes needed., type: int}
-    margin: {description: Bytes kept free beyond the need (2% of the filesystem, at most 1 GiB)., type: int}
-    free: {description: Bytes free for the module's user., type: int}
-    enough: {description: Whether needed plus margin fit in free., type: bool}
+    dirs:
+      description: "The destination directories on this filesystem."
+      type: list
+      elements: str
+    options:
+      description: "Their options (V(archive.dir), V(bundle.dir), ...)."
+      type: list
+      elements: str
+    images:
+      description: "Image writes counted."
+      type: int
+    needed:
+      description: "Bytes needed."
+      type: int
+    margin:
+      description: "Bytes kept free beyond the need (2% of the filesystem, at most 1 GiB)."
+      type: int
+    free:
+      description: "Bytes free for the module's user."
+      type: int
+    enough:
+      description: "Whether needed plus margin fit in free."
+      type: bool
   sample: [{dirs: [/srv/ngc-archives], options: [archive.dir], images: 3, needed: 30123456789, margin: 1073741824,
             free: 912345678901, enough: true}]
 diff:
@@ -486,11 +578,15 @@ def main() -> None:
             platform=dict(type="str", default="linux/amd64"),
         )),
         platforms=dict(type="list", elements="str"),
+        prune=dict(type="bool", default=False),
+        keep=dict(type="int"),
         save_readme=dict(type="bool", default=False),
         facts_file=dict(type="path", default="/etc/ansible/facts.d/ngc_mirror.fact"),
         progress_file=dict(type="path"),
         parallel=dict(type="int", default=4),
+        parallel_images=dict(type="int", default=8),
         force=dict(type="bool", default=False),
+        signatures=dict(type="bool", default=True),
         fail_on_error=dict(type="bool", default=True),
     )
     module = AnsibleModule(

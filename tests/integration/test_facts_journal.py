@@ -47,7 +47,8 @@ def test_killed_mirror_keeps_one_json_document_and_the_rerun_skips_what_it_finis
     facts_file = facts_dir / "ngc_mirror.fact"
     archive_dir = tmp_path / "archives"
     # Through the proxy from the start: the facts are keyed by the source reference, host included.
-    args = mirror_args(testbed, tmp_path, TAGS[:1], registry_url=testbed.source_proxy_url, archive={"dir": str(archive_dir)}, parallel=1)
+    args = mirror_args(testbed, tmp_path, TAGS[:1], registry_url=testbed.source_proxy_url, archive={"dir": str(archive_dir)}, parallel=1,
+                       parallel_images=1)
     first = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert first.rc == 0 and first.result["changed"] is True, first.stdout
     before = local_facts(ansible, facts_dir)["ngc_mirror"]

@@ -156,8 +156,9 @@ def source() -> MemorySource:
     return memory
 
 
-def run(source: MemorySource, destinations: list[Any], tmp_path: Any, check_mode: bool = False, parallel: int = 4) -> list[Any]:
-    engine = CopyEngine(source, destinations, Totals(), parallel=parallel, check_mode=check_mode)
+def run(source: MemorySource, destinations: list[Any], tmp_path: Any, check_mode: bool = False, parallel: int = 4,
+        images: int = 1) -> list[Any]:
+    engine = CopyEngine(source, destinations, Totals(), parallel=parallel, check_mode=check_mode, plan_parallel=images)
     with StateStore(str(tmp_path / "facts.json"), read_only=check_mode) as store:
         return engine.run(source.images(None), store)
 
@@ -216,3 +217,19 @@ def test_each_destination_gets_the_platforms_it_asks_for(tmp_path: Any) -> None:
     assert [p.error for p in plans] == [None]
     assert digest_of(b"arm64 layer" * 20) in everything.blobs and digest_of(b"arm64 layer" * 20) not in amd64.blobs
     assert sorted(memory.reads) == sorted(set(memory.reads))
+
+
+def test_images_copied_at_once_never_read_a_shared_blob_twice_and_keep_their_order(tmp_path: Any) -> None:
+    memory = MemorySource()
+    base = b"a base layer all tags share" * 40
+    for n in range(12):
+        memory.add_image(f"memory.example/nvidia/pytorch:24.{n:02d}", [base, f"layer of 24.{n:02d}".encode() * 20])
+        memory.add_image(f"memory.example/nvidia/other{n}:1", [f"a layer of its own {n}".encode() * 20])
+    dest = MemoryDestination("registry")
+    plans = run(memory, [dest], tmp_path, images=6)
+    assert [p.error for p in plans] == [None] * 24
+    assert [p.source.key for p in plans] == list(memory.tags)  # the plans in the images' order
+    assert sorted(memory.reads) == sorted(set(memory.reads)) and set(memory.reads) == set(memory.blobs)
+    assert dest.tags == memory.tags
+    facts = json.loads((tmp_path / "facts.json").read_text())["images"]
+    assert set(facts) == set(memory.tags)
