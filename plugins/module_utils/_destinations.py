@@ -266,12 +266,12 @@ class ArchiveDestination(Selection):
         return remove_recorded_file(record, self.dir, check_mode)
 
     def space_needed(self, image: SourceImage, content: ImageContent, step: Step) -> tuple[int, int]:
-        """An archive holds every blob of its image (a tar header and padding each) and its manifests; while it is
-        written, blobs arriving side by side are spooled beside it, at worst all of them."""
+        """An archive holds every blob of its image (a tar header and padding each) and its manifests; what is spooled
+        beside it meanwhile is bounded by the room it leaves (spool_budget), so it needs nothing more."""
         _entries, manifests, raw = content.selection(self.platforms)
         blobs = blob_sizes(m.data for m in manifests)
         size = sum(blobs.values())
-        return size + TAR_OVERHEAD * (len(blobs) + len(manifests) + 4) + sum(m.size for m in manifests) + len(raw), size
+        return size + TAR_OVERHEAD * (len(blobs) + len(manifests) + 4) + sum(m.size for m in manifests) + len(raw), 0
 
     def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _ArchiveWrite:
         directory = os.path.dirname(step.target)
@@ -296,7 +296,8 @@ class _ArchiveWrite(Write):
         self.path: str | None = None
 
     def sink(self, digest: str, size: int) -> Any:
-        return None if self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
+        """Only the blobs of the archive's own manifests (another destination may read other platforms' too)."""
+        return None if digest not in self.blobs or self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
 
     def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
         writer, top, manifests = self.writer, self.content.top, self.manifests

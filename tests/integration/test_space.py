@@ -75,3 +75,17 @@ def test_archives_that_cannot_fit_fail_before_anything_is_written(ansible: Any, 
     assert fits.result["space"][0]["enough"] is True and fits.result["space"][0]["needed"] == alone
     assert len(list(small.iterdir())) == 1
     assert skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{testbed.open_registry_host}/{ns}/{IMAGES[2]}")
+
+
+def test_an_archive_written_beside_a_registry_holds_only_its_platform(ansible: Any, testbed: Any, tmp_path: Path) -> None:
+    """The registry reads every platform's blobs of a multi-platform image; the docker archive takes only its own."""
+    image = IMAGES[2]  # nvidia/cuda: amd64 and arm64
+    alone = ansible.module("ngc_image_mirror", mirror_args(testbed, tmp_path, [image], archive={"dir": str(tmp_path / "alone")},
+                                                           facts_file=str(tmp_path / "alone.fact")), api_key=testbed.api_key)
+    beside = ansible.module("ngc_image_mirror", mirror_args(testbed, tmp_path, [image], archive={"dir": str(tmp_path / "beside")},
+                                                            facts_file=str(tmp_path / "beside.fact"),
+                                                            registry={"url": testbed.open_registry_url, "prefix": f"beside{tmp_path.name[-8:]}"}),
+                            api_key=testbed.api_key)
+    assert alone.rc == 0 and beside.rc == 0, alone.stdout + beside.stdout
+    name = "nvidia/cuda/12.2.0-base-ubuntu22.04.tar"
+    assert (tmp_path / "beside" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes()
