@@ -161,6 +161,8 @@ class Mirror:
         result["space"] = self.engine.space
         if self.params.get("prune"):
             result.update(prune_result(removals, self.diff_mode))
+            if "prune_diff" in result:  # shown by --diff beside the copies' before and after
+                result["diff"] = [result["diff"], result["prune_diff"]] if "diff" in result else [result["prune_diff"]]
             result["changed"] = result["changed"] or any(r.action in (REMOVED, WOULD_REMOVE) for r in removals)
         return result
 

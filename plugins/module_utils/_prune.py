@@ -137,5 +137,6 @@ def prune_result(removals: list[Removal], diff_mode: bool) -> dict[str, Any]:
     done = [r for r in removals if r.action in (REMOVED, WOULD_REMOVE)]
     result: dict[str, Any] = {"pruned": [r.as_dict() for r in removals], "bytes_freed": sum(r.bytes for r in done)}
     if diff_mode and done:
-        result["prune_diff"] = {"before": "".join(f"{r.kind}: {r.target}\n" for r in done), "after": ""}
+        result["prune_diff"] = {"before_header": "pruned", "after_header": "pruned",
+                                "before": "".join(f"{r.kind}: {r.target}\n" for r in done), "after": ""}
     return result

@@ -519,8 +519,14 @@ space:
   sample: [{dirs: [/srv/ngc-archives], options: [archive.dir], images: 3, needed: 30123456789, margin: 1073741824,
             free: 912345678901, enough: true}]
 diff:
-  description: Before and after digests per destination, with C(--diff).
+  description:
+    - Before and after digests per destination, with C(--diff).
+    - With O(prune) and something to remove, a list of that and RV(prune_diff).
   returned: when diff mode is on
+  type: raw
+prune_diff:
+  description: With O(prune) and C(--diff), the removals as a text diff, one line each (its kind and target).
+  returned: when prune and diff mode are on and something is removed
   type: dict
 """
 

@@ -68,6 +68,7 @@ def test_check_mode_lists_the_removals_and_removes_nothing(world: dict[str, Any]
         assert (OTHER, kind, "would remove") in found
     assert check.result["bytes_freed"] > 0
     assert "archives" in check.result["prune_diff"]["before"]
+    assert "--- before: pruned" in check.stdout and "-archive: " in check.stdout  # what ansible's --diff shows
 
 
 def test_prune_removes_exactly_the_unwanted_from_every_destination(world: dict[str, Any], testbed: Any, testbed_authfile: Path) -> None:
