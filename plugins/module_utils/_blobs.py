@@ -95,7 +95,6 @@ def open_reader(fetch: Fetch, host: str, name: str, digest: str, expected_size: 
     return RangedBlobReader(fetch, first, host, name, digest, expected_size, chunk_size, policy, sleep, connections, part_size)
 
 
-
 def check_received(digest: str, host: str, name: str, received: int, size: int | None, hasher: Any) -> None:
     """A downloaded blob is whole (``size`` bytes, when known) and hashes to its digest, or DigestMismatchError."""
     if size is not None and received != size:
@@ -104,6 +103,7 @@ def check_received(digest: str, host: str, name: str, received: int, size: int |
     if actual != digest:
         raise DigestMismatchError(f"blob {digest} from {host} for {name} hashed to {actual}: "
                                   "the download was corrupted or the registry served other content")
+
 
 class _ChunkStream:
     """Iteration and read(n) over ``_next_chunk()`` (b"" at the end); a context manager that closes."""

@@ -557,8 +557,8 @@ class DockerEngine:
             if not api.tag(source, repository, tag):
                 raise EngineError(f"the Docker engine at {self.host} did not tag {source} as {repository}:{tag}")
 
-
     # -- prune ---------------------------------------------------------------------------------------------------
+
     def containers_using(self, image_id: str) -> list[str]:
         """The names of the containers (running or not) made from the image."""
         api = self.api

@@ -294,13 +294,13 @@ def child(path, first, count, finish="close", compact_bytes=0, runs_of=0, **pope
 
 
 def recorded_by(proc):
-    out, _ = proc.communicate(timeout=120)
+    out = proc.communicate(timeout=120)[0]
     return [line for line in out.splitlines() if line.startswith("registry.site/")], out.splitlines()[-1] if out else ""
 
 
 def killed_run(path, first=0, count=20):
     proc = child(path, first, count, "kill")
-    keys, _ = recorded_by(proc)
+    keys = recorded_by(proc)[0]
     assert proc.returncode == -signal.SIGKILL and len(keys) == count
     return keys
 
@@ -441,7 +441,7 @@ def test_kill_9_at_any_moment_loses_no_finished_image(tmp_path):
             seen.append(line.strip())
         time.sleep(rng.random() * (0.3 if wanted == 0 else 0.02))  # at start-up and in the first compaction, or anywhere later
         proc.kill()
-        rest, _ = proc.communicate(timeout=60)
+        rest = proc.communicate(timeout=60)[0]
         promised.update(seen + [line for line in rest.splitlines() if line.startswith("registry.site/")])
         first += 400
         if path.exists():
