@@ -170,6 +170,37 @@ CASES = [
     Case("archive_dir_is_source_dir", "ngc_mirror_archive", {"dir": f"{ROOT}/drop"},
          dict(FAR, ngc_mirror_source="archive", ngc_mirror_selections=[]),
          expect=["ngc_mirror_archive.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop"']),
+    # retention: prune and keep (a value Ansible cannot convert is refused by the argument spec, naming it)
+    Case("prune_word", "ngc_mirror_prune", "sometimes", expect=["ngc_mirror_prune", "sometimes"]),
+    Case("keep_zero", "ngc_mirror_keep", 0, expect=["ngc_mirror_keep", "at least 1", "not 0."]),
+    Case("keep_negative", "ngc_mirror_keep", -2, expect=["ngc_mirror_keep", "not -2."]),
+    Case("keep_boolean", "ngc_mirror_keep", True, expect=["ngc_mirror_keep", "not true."]),
+    Case("keep_word", "ngc_mirror_keep", "two", expect=["ngc_mirror_keep", "two"]),
+    # how the module works
+    Case("parallel_images_zero", "ngc_mirror_parallel_images", 0, expect=["ngc_mirror_parallel_images", "from 1 to 64", "not 0."]),
+    Case("parallel_images_65", "ngc_mirror_parallel_images", 65, expect=["ngc_mirror_parallel_images", "not 65."]),
+    Case("parallel_images_string_65", "ngc_mirror_parallel_images", "65", expect=["ngc_mirror_parallel_images", 'not "65".']),
+    Case("signatures_word", "ngc_mirror_signatures", "maybe", expect=["ngc_mirror_signatures", "maybe"]),
+    # the HPC caches
+    Case("enroot_dir_relative", "ngc_mirror_enroot", {"dir": "shared/enroot"}, expect=["ngc_mirror_enroot.dir", '"shared/enroot"']),
+    Case("enroot_without_dir", "ngc_mirror_enroot", {"platform": "linux/arm64"}, expect=["ngc_mirror_enroot.dir must be set"]),
+    Case("enroot_squash_options_newline", "ngc_mirror_enroot", {"dir": f"{ROOT}/sqsh", "squash_options": "-comp lzo\n-noD"},
+         expect=["ngc_mirror_enroot.squash_options", json.dumps("-comp lzo\n-noD")]),
+    Case("enroot_platform_word", "ngc_mirror_enroot", {"dir": f"{ROOT}/sqsh", "platform": "arm64"},
+         expect=["ngc_mirror_enroot.platform", "linux/amd64", '"arm64"']),
+    Case("enroot_not_a_dict", "ngc_mirror_enroot", "/shared/enroot", expect=["ngc_mirror_enroot"]),
+    Case("enroot_dir_is_archive_dir", "ngc_mirror_enroot", {"dir": f"{ROOT}/srv//ngc-archives"},
+         expect=["ngc_mirror_archive.dir", "ngc_mirror_enroot.dir", f'"{ROOT}/srv//ngc-archives"', "one directory"]),
+    Case("apptainer_layout_unknown", "ngc_mirror_apptainer", {"dir": f"{ROOT}/sif", "layout": "nested"},
+         expect=["ngc_mirror_apptainer", "layout", "nested"]),
+    Case("apptainer_unknown_option", "ngc_mirror_apptainer", {"dir": f"{ROOT}/sif", "format": "sif"},
+         expect=["ngc_mirror_apptainer", "format"]),
+    Case("apptainer_dir_is_enroot_dir", "ngc_mirror_apptainer", {"dir": f"{ROOT}/hpc/"}, {"ngc_mirror_enroot": {"dir": f"{ROOT}/hpc"}},
+         expect=["ngc_mirror_enroot.dir", "ngc_mirror_apptainer.dir", f'"{ROOT}/hpc/"', "one directory"]),
+    Case("apptainer_dir_in_source_dir", "ngc_mirror_apptainer", {"dir": f"{ROOT}/drop/sif"}, FAR,
+         expect=["ngc_mirror_apptainer.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop/sif"']),
+    Case("no_destination_names_the_hpc_caches", "ngc_mirror_archive", {},
+         expect=["Nothing to do", "ngc_mirror_enroot", "ngc_mirror_apptainer"]),
     # secrets: named, never shown
     Case("api_key_dict", "ngc_mirror_api_key", {"token": SECRET}, expect=["ngc_mirror_api_key"], secret=SECRET),
     Case("registry_password_newline", "ngc_mirror_registry",
@@ -379,6 +410,15 @@ def good_runs(play: RolePlay) -> GoodRuns:
         # selections; the key is set (as a controller's NGC_API_KEY would set it) but must not be written.
         "good_far": base_vars(base / "good_far", ngc_mirror_source="bundle", ngc_mirror_selections=[],
                               ngc_mirror_source_dir=str(base / "good_far" / "media" / "drop")),
+        # Retention and the HPC caches as the only destinations, with values as a survey or an inventory gives
+        # them (a number as a string, a yes/no word): the scheduled run must get them as the module takes them.
+        "good_retention": base_vars(base / "good_retention", ngc_mirror_archive={},
+                                    ngc_mirror_enroot={"dir": str(base / "good_retention" / "shared" / "enroot"),
+                                                       "squash_options": "-comp xz", "platform": "linux/arm64"},
+                                    ngc_mirror_apptainer={"dir": str(base / "good_retention" / "shared" / "sif"),
+                                                          "layout": "flat"},
+                                    ngc_mirror_prune="yes", ngc_mirror_keep="2", ngc_mirror_parallel_images="16",
+                                    ngc_mirror_signatures="no"),
     }
     first = play.run("good-1", hosts)
     for name, run in first.items():
@@ -422,6 +462,20 @@ def test_far_side_schedule_imports_from_the_drop_directory_without_the_key(good_
     verify = subprocess.run(["systemd-analyze", "verify", str(units / "ngc-mirror.timer"),
                              str(units / "ngc-mirror.service")], capture_output=True, text=True, check=False)
     assert verify.returncode == 0, verify.stderr
+
+
+def test_scheduled_run_gets_retention_and_the_hpc_caches(good_runs: GoodRuns) -> None:
+    values = good_runs.hosts["good_retention"]
+    scheduled = yaml.safe_load((Path(values["ngc_mirror_config_dir"]) / "mirror-vars.yml").read_text())
+    assert scheduled["ngc_mirror_enroot"] == values["ngc_mirror_enroot"]
+    assert scheduled["ngc_mirror_apptainer"] == values["ngc_mirror_apptainer"]
+    assert scheduled["ngc_mirror_prune"] is True and scheduled["ngc_mirror_signatures"] is False
+    assert scheduled["ngc_mirror_keep"] == 2 and scheduled["ngc_mirror_parallel_images"] == 16
+    # The defaults reach it as such: keep null (no limit), prune off, signatures on.
+    defaults = yaml.safe_load((Path(good_runs.hosts["good_systemd"]["ngc_mirror_config_dir"]) / "mirror-vars.yml").read_text())
+    assert defaults["ngc_mirror_keep"] is None and defaults["ngc_mirror_prune"] is False
+    assert defaults["ngc_mirror_signatures"] is True and defaults["ngc_mirror_parallel_images"] == 8
+    assert defaults["ngc_mirror_enroot"] == {} and defaults["ngc_mirror_apptainer"] == {}
 
 
 def test_good_cron_job_runs_the_wrapper_as_written(good_runs: GoodRuns, play: RolePlay) -> None:
