@@ -3,7 +3,7 @@
 """Seed a registry with NGC-like images and describe them in a JSON file.
 
 Run: ``python -m tests.testbed.seed --registry URL --out FILE [--scale small|bench] [--seed N]
-[--username U]`` with the password (the NGC key for the token registry) in the environment
+[--username U] [--wide N [--wide-repos M]]`` with the password (the NGC key for the token registry) in the environment
 variable ``TESTBED_REGISTRY_PASSWORD``. Works against token, basic and open registries.
 
 Images are generated, never pulled: see ``CATALOG`` for the repositories and tags and
@@ -15,12 +15,21 @@ not part of the seed file: a good tag, a multi-platform tag whose index names a 
 the registry no longer has (it is deleted after the push), and a tag the catalog lists but that was
 never pushed. Its record goes to the NGC stand-in's ``extra_repositories`` setting, so only the
 tests that ask for it see it, and the counts of the seeded catalog stay as they are.
+
+``seed_wide`` (or ``--wide N [--wide-repos M]``) pushes a wide catalog for the scale benchmark
+(tests/bench/wide_bench.py): N tiny tags over M repositories ``nvidia/wide-<N>-<index>``, each
+image one shared base layer (pushed once, mounted into the other repositories) and one tiny
+layer and config of its own, and merges their records into the seed file given as ``--out``
+(the NGC stand-in re-reads it), leaving the other repositories in it as they are.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,6 +335,119 @@ def seed_unresolved(registry_url: str, seed: int = 1, scale: str = "small", user
     }
 
 
+WIDE_BASE = LayerSpec(name="wide-base", size=32 * KIB, file_max=32 * KIB, level=1)
+WIDE_LAYER_BYTES = 512
+WIDE_TAGS_PER_REPO = 20  # the default spread: 1,000 tags over 50 repositories
+
+
+def wide_repositories(tags: int, repositories: int | None = None) -> tuple[RepoSpec, ...]:
+    """`tags` tiny tags dealt round-robin over `repositories` (default one per WIDE_TAGS_PER_REPO tags)
+    repositories named ``wide-<tags>-<index>``; tags are ``1.<n>`` with one day between them."""
+    if tags < 1:
+        raise ValueError(f"--wide needs at least 1 tag, not {tags}")
+    count = repositories or max(1, -(-tags // WIDE_TAGS_PER_REPO))
+    if not 1 <= count <= tags:
+        raise ValueError(f"--wide-repos must be from 1 to the number of tags ({tags}), not {count}")
+    names: list[list[TagSpec]] = [[] for _ in range(count)]
+    for number in range(tags):
+        day = datetime.date(2020, 1, 1) + datetime.timedelta(days=number)
+        names[number % count].append(TagSpec(f"1.{number}", f"{day.isoformat()}T12:00:00.000Z", ("wide-base",)))
+    width = len(str(count - 1))
+    return tuple(RepoSpec(f"wide-{tags}-{index:0{width}d}", f"Wide {tags} #{index}", "A tiny image of the wide catalog (scale benchmark).",
+                          tuple(specs), labels=("Test",)) for index, specs in enumerate(names))
+
+
+class WideSeeder(Seeder):
+    """Seeds a wide catalog: tiny images over many repositories, several repositories at once (one Pusher per thread)."""
+
+    def __init__(self, registry_url: str, username: str, password: str, seed: int) -> None:
+        super().__init__(Pusher(registry_url, username, password), seed, SCALES["small"])
+        self.registry_url, self.username, self.password = registry_url, username, password
+        self._local = threading.local()
+        self._pushers: list[Pusher] = [self.pusher]
+        self._mutex = threading.Lock()
+        self.base: dict[str, Any] = {}
+
+    def _pusher(self) -> Pusher:
+        pusher = getattr(self._local, "pusher", None)
+        if pusher is None:
+            pusher = self._local.pusher = Pusher(self.registry_url, self.username, self.password)
+            with self._mutex:
+                self._pushers.append(pusher)
+        return pusher
+
+    def _note(self, info: BlobInfo) -> BlobInfo:
+        with self._mutex:
+            self.blobs[info.digest] = info.size
+        return info
+
+    def push_base(self, repository: str) -> None:
+        """The shared layer, pushed once into the first repository (skipped if it is there already)."""
+        stream = LayerStream(self.seed, WIDE_BASE)
+        data = b"".join(stream)
+        if stream.info is None:
+            raise PushError("the wide base layer did not generate")
+        self.pusher.upload_bytes(repository, data)
+        self.base = {"digest": stream.info.digest, "size": stream.info.size, "diff_id": stream.info.diff_id, "repo": repository}
+
+    def layer(self, repo: str, name: str) -> BlobInfo:
+        pusher = self._pusher()
+        base = self.base
+        if name == WIDE_BASE.name:
+            if not pusher.blob_exists(repo, base["digest"]) and pusher.mount(repo, base["digest"], base["repo"]) is not None:
+                raise PushError(f"the registry would not mount the wide base layer into {repo}")
+            return self._note(BlobInfo(base["digest"], base["size"], base["diff_id"]))
+        stream = LayerStream(self.seed, LayerSpec(name=name, size=WIDE_LAYER_BYTES, file_max=WIDE_LAYER_BYTES, level=1))
+        data = b"".join(stream)
+        if stream.info is None:
+            raise PushError(f"layer {name} did not generate")
+        pusher.upload_bytes(repo, data)
+        return self._note(stream.info)
+
+    def platform_image(self, repo: RepoSpec, tag: TagSpec, platform: str) -> dict[str, Any]:
+        """One image: the shared base and a tiny layer of its own (named after the tag)."""
+        pusher = self._pusher()
+        names = [WIDE_BASE.name, f"{repo.name}-{tag.tag}"]
+        layers = [self.layer(repo.repository, n) for n in names]
+        labels = {"com.nvidia.testbed.image": f"{repo.repository}:{tag.tag}", "com.nvidia.testbed.seed": str(self.seed)}
+        config = self._note(pusher.upload_bytes(repo.repository, image_config(
+            platform.split("/")[1], tag.date, [b.diff_id for b in layers], names, labels)))
+        media_type, body = image_manifest(tag.oci, config, layers)
+        digest = pusher.put_manifest(repo.repository, tag.tag, media_type, body)
+        return {"platform": platform, "digest": digest, "media_type": media_type, "manifest_size": len(body),
+                "config_digest": config.digest, "layer_digests": [b.digest for b in layers],
+                "size": config.size + sum(b.size for b in layers)}
+
+    def close(self) -> None:
+        for pusher in self._pushers:
+            pusher.session.close()
+
+
+def seed_wide(registry_url: str, tags: int, repositories: int | None = None, seed: int = 1, username: str = "",
+              password: str = "", seed_file: Path | None = None, workers: int = 8) -> list[dict[str, Any]]:
+    """Push a wide catalog (see ``wide_repositories``) and return its repository records (seed file schema).
+
+    With seed_file, the records are merged into it (replacing repositories of the same name), so the NGC stand-in
+    serving that file lists them. Pushing again is idempotent: the same tags get the same digests.
+    """
+    specs = wide_repositories(tags, repositories)
+    seeder = WideSeeder(registry_url.rstrip("/"), username, password, seed)
+    try:
+        seeder.push_base(specs[0].repository)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            records = list(pool.map(seeder.repository, specs))
+    finally:
+        seeder.close()
+    if seed_file is not None:
+        document = read_json(seed_file) if seed_file.exists() else {
+            "schema_version": SCHEMA_VERSION, "seed": seed, "scale": "wide", "registry": registry_url.split("://", 1)[-1].rstrip("/"),
+            "org": ORG, "blob_count": 0, "total_bytes": 0, "repositories": []}
+        names = {r["repository"] for r in records}
+        document["repositories"] = [r for r in document["repositories"] if r["repository"] not in names] + records
+        write_json(seed_file, document, mode=0o644)
+    return records
+
+
 def all_tags(document: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(repository, tag) pairs of a seed document, for tests."""
     return [(repo, tag) for repo in document["repositories"] for tag in repo["tags"]]
@@ -348,8 +470,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--username", default="$oauthtoken")
     parser.add_argument("--cache", type=Path, help="layer digest cache (JSON) to skip regenerating layers")
     parser.add_argument("--unresolved", type=Path, help="also push the unresolved-tags repository and write its record here")
+    parser.add_argument("--wide", type=int, metavar="N",
+                        help="instead of the catalog, push N tiny tags (a wide catalog) and merge them into the --out file")
+    parser.add_argument("--wide-repos", type=int, metavar="M", help=f"spread --wide over M repositories (default N/{WIDE_TAGS_PER_REPO})")
     args = parser.parse_args(argv)
     password = os.environ.get("TESTBED_REGISTRY_PASSWORD", "")
+    if args.wide is not None:
+        try:
+            records = seed_wide(args.registry, args.wide, args.wide_repos, args.seed, args.username, password, args.out)
+        except ValueError as exc:
+            parser.error(str(exc))
+        print(f"seeded {sum(len(r['tags']) for r in records)} tags over {len(records)} repositories into {args.out}", file=sys.stderr)
+        return 0
     document = seed_registry(args.registry, args.out, args.scale, args.seed, args.username, password, args.cache)
     if args.unresolved is not None:
         write_json(args.unresolved, seed_unresolved(args.registry, args.seed, args.scale, args.username, password, args.cache), mode=0o644)
