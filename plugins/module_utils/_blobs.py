@@ -53,11 +53,12 @@ def _new_hasher(digest: str) -> Any:
     return hashlib.new(algorithm)
 
 
-def plan_ranges(size: int, part_size: int) -> List[Tuple[int, int]]:
-    """The (first, last) byte of each part of a blob of size bytes, in order: parts of part_size, the last one shorter."""
-    if size <= 0 or part_size <= 0:
-        raise ValueError(f"cannot split {size} bytes into parts of {part_size}")
-    return [(start, min(start + part_size, size) - 1) for start in range(0, size, part_size)]
+def plan_ranges(size: int, part_size: int, start: int = 0) -> List[Tuple[int, int]]:
+    """The (first, last) byte of each part of bytes ``start`` to the end of a blob of size bytes, in order: parts of
+    part_size, the last one shorter."""
+    if size <= 0 or part_size <= 0 or not 0 <= start < size:
+        raise ValueError(f"cannot split {size} bytes from {start} into parts of {part_size}")
+    return [(first, min(first + part_size, size) - 1) for first in range(start, size, part_size)]
 
 
 def parse_content_range(value: str | None) -> Optional[Tuple[int, int, Optional[int]]]:
@@ -76,23 +77,29 @@ def wants_ranges(size: int | None, connections: int = RANGE_CONNECTIONS, thresho
 
 def open_reader(fetch: Fetch, host: str, name: str, digest: str, expected_size: int | None, chunk_size: int,
                 policy: RetryPolicy, sleep: Callable[[float], None], connections: int = RANGE_CONNECTIONS,
-                threshold: int = RANGE_THRESHOLD, part_size: int = RANGE_PART_SIZE) -> Any:
+                threshold: int = RANGE_THRESHOLD, part_size: int = RANGE_PART_SIZE, start: int = 0,
+                held: Iterable[bytes] = ()) -> Any:
     """A reader of a blob: a RangedBlobReader for a big one whose server honours Range, else a BlobReader.
 
     The first part is asked for with Range: a 206 starts the ranged download, a 200 (the server ignores Range) is
-    read as the one stream of a BlobReader.
+    read as the one stream of a BlobReader. With ``start``, the first ``start`` bytes are not downloaded: ``held``
+    gives them (an earlier run received them), hashed first, so the digest is still checked over the whole blob.
     """
-    if expected_size is None or not wants_ranges(expected_size, connections, threshold, part_size):
-        return BlobReader(fetch, host, name, digest, expected_size, chunk_size, policy, sleep)
-    first = fetch(0, min(part_size, expected_size) - 1)
+    hasher = _new_hasher(digest)
+    for chunk in held:
+        hasher.update(chunk)
+    if expected_size is None or not wants_ranges(expected_size - start, connections, threshold, part_size):
+        return BlobReader(fetch, host, name, digest, expected_size, chunk_size, policy, sleep, start=start, hasher=hasher)
+    first = fetch(start, min(start + part_size, expected_size) - 1)
     if first.status_code != 206:
         pending = [first]
 
         def again(offset: int, end: int | None = None, location: str | None = None) -> Any:
-            return pending.pop() if pending and offset == 0 else fetch(offset)
+            return pending.pop() if pending and offset == start else fetch(offset)
 
-        return BlobReader(again, host, name, digest, expected_size, chunk_size, policy, sleep)
-    return RangedBlobReader(fetch, first, host, name, digest, expected_size, chunk_size, policy, sleep, connections, part_size)
+        return BlobReader(again, host, name, digest, expected_size, chunk_size, policy, sleep, start=start, hasher=hasher)
+    return RangedBlobReader(fetch, first, host, name, digest, expected_size, chunk_size, policy, sleep, connections, part_size,
+                            start=start, hasher=hasher)
 
 
 def check_received(digest: str, host: str, name: str, received: int, size: int | None, hasher: Any) -> None:
@@ -176,17 +183,17 @@ class BlobReader(_ChunkStream):
     """
 
     def __init__(self, fetch: Fetch, host: str, name: str, digest: str, expected_size: int | None,
-                 chunk_size: int, policy: RetryPolicy, sleep: Callable[[float], None]) -> None:
+                 chunk_size: int, policy: RetryPolicy, sleep: Callable[[float], None], start: int = 0, hasher: Any = None) -> None:
         self.name = name
         self.digest = digest
         self.size: Optional[int] = expected_size
-        self.bytes_read = 0
+        self.bytes_read = start
         self._fetch = fetch
         self._host = host
         self._policy = policy
         self._sleep = sleep
         self._chunk_size = chunk_size
-        self._hasher = _new_hasher(digest)
+        self._hasher = hasher if hasher is not None else _new_hasher(digest)
         self._response: Any = None
         self._chunks: Optional[Iterator[bytes]] = None
         self._pending = b""
@@ -196,7 +203,7 @@ class BlobReader(_ChunkStream):
         self._verified = False
         self._closed = False
         self._resumes = 0
-        self._open(0)
+        self._open(start)
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -335,11 +342,11 @@ class RangedBlobReader(_ChunkStream):
 
     def __init__(self, fetch: Fetch, first: Any, host: str, name: str, digest: str, size: int, chunk_size: int,
                  policy: RetryPolicy, sleep: Callable[[float], None], connections: int = RANGE_CONNECTIONS,
-                 part_size: int = RANGE_PART_SIZE) -> None:
+                 part_size: int = RANGE_PART_SIZE, start: int = 0, hasher: Any = None) -> None:
         self.name = name
         self.digest = digest
         self.size: Optional[int] = size
-        self.bytes_read = 0
+        self.bytes_read = start
         self.requests = 1
         """Range requests sent (the first part's included), renewals and resumes too."""
         self.resumes = 0
@@ -351,8 +358,8 @@ class RangedBlobReader(_ChunkStream):
         self._policy = policy
         self._sleep = sleep
         self._chunk_size = chunk_size
-        self._hasher = _new_hasher(digest)
-        self._parts = [_Part(start, end) for start, end in plan_ranges(size, part_size)]
+        self._hasher = hasher if hasher is not None else _new_hasher(digest)
+        self._parts = [_Part(first_byte, end) for first_byte, end in plan_ranges(size, part_size, start)]
         self._window = max(1, connections) + 1
         self._cond = threading.Condition()
         self._next = 1  # the first part is fetched by the first worker, from `first`
@@ -362,7 +369,7 @@ class RangedBlobReader(_ChunkStream):
         self._done = False
         self._verified = False
         self._location: Optional[str] = None
-        self._check_range(first, 0, self._parts[0].end)
+        self._check_range(first, start, self._parts[0].end)
         self._remember(first)
         self._threads = [
             threading.Thread(target=self._work, args=(first if index == 0 else None,), name=f"range {digest[7:19]} #{index}", daemon=True)

@@ -28,6 +28,12 @@ def partial_name(name: str) -> str:
     return f".{name}.partial-{os.getpid()}"
 
 
+def resume_name(name: str) -> str:
+    """The name a big blob's bytes are kept under when a run is cut off, for the next run to continue: '.<name>.resume'.
+    It carries no pid: it outlives the run (cleanup_stale_partials leaves it)."""
+    return f".{name}.resume"
+
+
 def register_live(path: str) -> None:
     with _LIVE_LOCK:
         _LIVE.add(path)

@@ -373,8 +373,8 @@ class CopyEngine:
             self.progress.add_total(sum(needed.values()))
             owners = [write for _step, write in writes]
             transfer(needed, lambda digest, size: sinks_of(owners, digest, size),
-                     lambda digest, size: self._read(image, digest, size),
-                     self.local_blobs, self.parallel, self.totals, self.progress.advance)
+                     lambda digest, size, start=0, held=(): self._read(image, digest, size, start, held),
+                     self.local_blobs, self.parallel, self.totals, self.progress.advance, resumes=bool(getattr(self.source, "resumes", False)))
             for step, write in writes:
                 if write.error is None:
                     try:
@@ -401,10 +401,11 @@ class CopyEngine:
             return self._dest_locks.setdefault(id(dest), threading.Lock())
 
     @contextmanager
-    def _read(self, image: SourceImage, digest: str, size: int) -> Iterator[Any]:
-        """A blob from the source, holding one of the ``parallel`` read slots shared by the images copied at once."""
+    def _read(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Any = ()) -> Iterator[Any]:
+        """A blob from the source (from byte ``start`` on, ``held`` giving the bytes before), holding one of the
+        ``parallel`` read slots shared by the images copied at once."""
         with self._reads:
-            with self.source.open_blob(image, digest, size) as reader:
+            with (self.source.open_blob(image, digest, size, start, held) if start else self.source.open_blob(image, digest, size)) as reader:
                 yield reader
 
     def _fetch(self, image: SourceImage, digest: str, dests: list[Any]) -> ImageContent | None:

@@ -446,12 +446,14 @@ class RegistryClient(RegistryAuth):
         return self._request("GET", location or self._blob_url(name, digest), what=f"blob {digest} in {name}", scope=self._pull_scope(name),
                              repository=name, expected=(200, 206) if "Range" in headers else (200,), headers=headers, stream=True)
 
-    def open_blob(self, name: str, digest: str, chunk_size: int = DEFAULT_CHUNK_SIZE, expected_size: int | None = None) -> Any:
+    def open_blob(self, name: str, digest: str, chunk_size: int = DEFAULT_CHUNK_SIZE, expected_size: int | None = None,
+                  start: int = 0, held: Any = ()) -> Any:
         """Start downloading a blob; the reader streams it in chunks and verifies its digest (and size) at the end.
 
-        A big blob of known size is fetched as several Range requests at once (``_blobs.open_reader``)."""
+        A big blob of known size is fetched as several Range requests at once (``_blobs.open_reader``). With
+        ``start``, from that byte on: ``held`` gives the bytes before it, for the digest."""
         return open_reader(lambda offset, end=None, location=None: self._blob_response(name, digest, offset, end, location),
-                           self.host, name, digest, expected_size, chunk_size, self._policy, self._sleep)
+                           self.host, name, digest, expected_size, chunk_size, self._policy, self._sleep, start=start, held=held)
 
     def _start_upload(self, name: str, mount: str | None = None, from_repo: str | None = None) -> Tuple[int, Optional[str]]:
         params = None

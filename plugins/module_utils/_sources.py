@@ -71,8 +71,10 @@ class RegistrySource:
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         return self.client.get_manifest(image.ref.repository, digest)
 
-    def open_blob(self, image: SourceImage, digest: str, size: int) -> Any:
-        return self.client.open_blob(image.ref.repository, digest, expected_size=size)
+    resumes = True  # a blob can be read from part way (a download a run cut off is continued)
+
+    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Any = ()) -> Any:
+        return self.client.open_blob(image.ref.repository, digest, expected_size=size, start=start, held=held)
 
     def missing(self, image: SourceImage) -> str:
         return f"{image.ref} does not exist on {self.name}: check the image name and tag"

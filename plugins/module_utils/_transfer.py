@@ -280,19 +280,47 @@ def _while_wanted(chunks: Iterable[bytes], sinks: Sequence[Any]) -> Iterator[byt
         yield data
 
 
-def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], open_blob: Callable[[str, int], Any],
-             local: dict[str, LocalBlob], parallel: int, totals: Totals, advance: Callable[[int], None]) -> None:
+def resume_point(sinks: list[Any], allowed: bool) -> tuple[int, Iterable[bytes]]:
+    """Where a blob's download can start: the bytes every sink already holds from a run that was cut off (a sink's
+    ``resume_from``), and those bytes (its ``held()``, for the reader's hash); sinks holding more are cut back (all
+    of them to nothing when the read cannot start part way)."""
+    inner = [getattr(sink, "sink", sink) for sink in sinks]
+    start = min(getattr(sink, "resume_from", 0) for sink in inner) if allowed else 0
+    for sink in inner:
+        if getattr(sink, "resume_from", 0) > start:
+            sink.restart(start)
+    if start == 0:
+        return 0, ()
+    return start, next(sink for sink in inner if getattr(sink, "resume_from", 0) == start).held()
+
+
+def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], open_blob: Callable[..., Any],
+             local: dict[str, LocalBlob], parallel: int, totals: Totals, advance: Callable[[int], None], resumes: bool = False) -> None:
     """Read each blob once and feed it to its sinks, ``parallel`` blobs at a time, largest first.
 
     ``open_blob(digest, size)`` is a context manager of verified chunks from the source; a blob in ``local`` (an
     archive of this run) is read from there instead, if its file is still the one indexed. A read that fails raises
-    (the first error, not its echoes) and aborts that blob's sinks; a sink that fails is its owner's business.
+    (the first error, not its echoes) and aborts that blob's sinks; a sink that fails is its owner's business. With
+    ``resumes`` (a source that can start a blob part way, ``open_blob(digest, size, start, held)``), a blob whose
+    sinks all hold its first bytes from a run that was cut off is read from there on.
     """
     def one(item: tuple[str, int]) -> None:
         digest, size = item
         sinks = sinks_for(digest, size)
         if not sinks:
             advance(size)
+            return
+        start, held = resume_point(sinks, resumes and digest not in local)
+        if start:
+            advance(start)
+            totals.add(reused=start)
+            try:
+                with open_blob(digest, size, start, held) as reader:
+                    totals.add(transferred=fan_out(_while_wanted(reader, sinks), sinks, advance))
+            except BaseException:
+                for sink in sinks:
+                    sink.abort()
+                raise
             return
         try:
             found = local.get(digest)

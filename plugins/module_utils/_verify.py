@@ -36,11 +36,12 @@ RECORD = "the contents record"
 NAME = "its name"
 
 _HEX = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
-_PARTIAL_RE = re.compile(r"^\..+\.partial-\d+(?:\.[A-Za-z0-9_-]+)?$")
+_PARTIAL_RE = re.compile(r"^\..+\.(?:partial-\d+(?:\.[A-Za-z0-9_-]+)?|resume)$")
 
 
 def is_partial(name: str) -> bool:
-    """A temporary file of a writer ('.<name>.partial-<pid>[.<suffix>]'), not part of the bundle."""
+    """A temporary file of a writer ('.<name>.partial-<pid>[.<suffix>]', or '.<name>.resume' kept for the next
+    run), not part of the bundle."""
     return bool(_PARTIAL_RE.match(name))
 
 

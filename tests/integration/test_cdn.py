@@ -9,8 +9,11 @@ stand-in counted (requests, ranges, Authorization headers, bytes served).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -143,3 +146,37 @@ def test_a_token_that_expires_during_the_download_is_renewed(
     assert sum(1 for r in front if r["path"] == blob_path and r["status"] == 401) >= 1  # ...and so had the token
     assert faults.stats("ngc")["paths"].get("/token", 0) >= 1  # renewed at the realm the expired challenge named
     assert big.layer_size <= served(entries) < big.layer_size + PART  # continued, not restarted
+
+
+def test_a_bundle_export_killed_half_way_is_continued_by_the_next_run(ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage,
+                                                                     tmp_path: Path) -> None:
+    """kill -9 in the middle of the big layer: its bytes stay beside the bundle, and the next run fetches only the rest
+    (judged by the bytes the CDN served), then the blob hashes to its name."""
+    fresh_cdn.settings(bandwidth=4_000_000)
+    bundle = tmp_path / "bundle"
+    args = {"registry_url": fresh_cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+            "bundle": {"dir": str(bundle)}}
+    (tmp_path / "facts").mkdir()
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
+    proc = subprocess.Popen(argv, env=dict(ansible.env, NGC_API_KEY=testbed.api_key), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    kept = bundle / "blobs" / "sha256" / f".{big.layer_digest.split(':')[1]}.resume"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if kept.exists() and kept.stat().st_size >= big.layer_size // 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export ended before it could be cut off"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    held = kept.stat().st_size
+    assert big.layer_size // 2 <= held < big.layer_size
+    fresh_cdn.reset()
+    run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert run.rc == 0, run.stdout + run.stderr
+    again = served(downloads(fresh_cdn, big))
+    assert again <= big.layer_size - held + 2 * PART, (again, held, big.layer_size)  # the rest, not the whole layer
+    blob = bundle / "blobs" / "sha256" / big.layer_digest.split(":")[1]
+    with open(blob, "rb") as handle:
+        assert "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest() == big.layer_digest
+    assert not kept.exists()
