@@ -270,3 +270,19 @@ def test_closing_early_stops_the_workers() -> None:
     assert len(reader.read()) < 256  # at most the rest of the chunk already taken: nothing more is fetched
     assert not reader.verified
     assert len(server.calls) == calls
+
+
+@pytest.mark.parametrize("connections,threshold", [(4, PART), (1, len(BLOB) * 2)])  # ranged, and one plain stream
+def test_a_download_started_part_way_hashes_the_held_bytes_and_fetches_only_the_rest(connections: int, threshold: int) -> None:
+    server = FakeServer()
+    start = len(BLOB) // 3
+    reader = open_reader(server.fetch, REGISTRY, "x", DIGEST, len(BLOB), 256, RetryPolicy(retries=3, backoff=0.0), lambda _s: None,
+                         connections=connections, threshold=threshold, part_size=PART, start=start, held=[BLOB[:start]])
+    with reader:
+        assert b"".join(reader) == BLOB[start:]
+    assert min(offset for offset, _end, _location in server.calls) == start
+    bad = open_reader(FakeServer().fetch, REGISTRY, "x", DIGEST, len(BLOB), 256, RetryPolicy(retries=0), lambda _s: None,
+                      connections=connections, threshold=threshold, part_size=PART, start=start, held=[b"\0" * start])
+    with pytest.raises(DigestMismatchError):
+        with bad:
+            b"".join(bad)  # held bytes that are not the blob's fail its digest
