@@ -215,24 +215,32 @@ _SOURCE_ENV = """for script in /.singularity.d/env/*.sh; do
     fi
 done
 """
-ACTIONS = {
-    "exec": "#!/bin/sh\n\n" + _SOURCE_ENV + '\nexec "$@"\n',
-    "run": "#!/bin/sh\n\n" + _SOURCE_ENV + """
-app="${APPTAINER_APPNAME:-}"
+
+
+def _app_action(script: str, no_app_script: str, fallback_message: str, fallback: str) -> str:
+    """The run and test actions: a SCIF app's own script with --app, else the image's, else the fallback."""
+    return "#!/bin/sh\n\n" + _SOURCE_ENV + f"""
+app="${{APPTAINER_APPNAME:-}}"
 if [ -n "$app" ]; then
-    for runscript in "/scif/apps/$app/scif/runscript" /scif/apps/singularity/scif/runscript; do
-        if [ -x "$runscript" ]; then
-            exec "$runscript" "$@"
+    for found in "/scif/apps/$app/scif/{script}" /scif/apps/singularity/scif/{script}; do
+        if [ -x "$found" ]; then
+            exec "$found" "$@"
         fi
     done
-    echo "No Apptainer runscript for contained app: $app"
+    echo "{no_app_script}: $app"
     exit 1
-elif [ -x /.singularity.d/runscript ]; then
-    exec /.singularity.d/runscript "$@"
+elif [ -x /.singularity.d/{script} ]; then
+    exec /.singularity.d/{script} "$@"
 fi
-echo "No Apptainer runscript found, executing /bin/sh"
-exec /bin/sh "$@"
-""",
+echo "{fallback_message}"
+{fallback}
+"""
+
+
+ACTIONS = {
+    "exec": "#!/bin/sh\n\n" + _SOURCE_ENV + '\nexec "$@"\n',
+    "run": _app_action("runscript", "No Apptainer runscript for contained app", "No Apptainer runscript found, executing /bin/sh",
+                       'exec /bin/sh "$@"'),
     "shell": "#!/bin/sh\n\n" + _SOURCE_ENV + """
 if [ -n "$APPTAINER_SHELL" ] && [ -x "$APPTAINER_SHELL" ]; then
     exec $APPTAINER_SHELL "$@"
@@ -256,22 +264,8 @@ if [ -x /.singularity.d/startscript ]; then
     exec /.singularity.d/startscript
 fi
 """,
-    "test": "#!/bin/sh\n\n" + _SOURCE_ENV + """
-app="${APPTAINER_APPNAME:-}"
-if [ -n "$app" ]; then
-    for test in "/scif/apps/$app/scif/test" /scif/apps/singularity/scif/test; do
-        if [ -x "$test" ]; then
-            exec "$test" "$@"
-        fi
-    done
-    echo "No tests for contained app: $app"
-    exit 1
-elif [ -x /.singularity.d/test ]; then
-    exec /.singularity.d/test "$@"
-fi
-echo "No test found in container, executing /bin/sh -c true"
-exec /bin/sh -c true
-""",
+    "test": _app_action("test", "No tests for contained app", "No test found in container, executing /bin/sh -c true",
+                        "exec /bin/sh -c true"),
 }
 ENV_SCRIPTS = {
     "01-base.sh": "#!/bin/sh\n",
