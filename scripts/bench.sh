@@ -58,6 +58,8 @@ python tests/bench/bench.py --testbed "$testbed" --collections "$collections" --
 # A big blob through a stand-in for nvcr.io's CDN (20 MB/s per connection, 50 ms a request): ranged downloads.
 python tests/bench/cdn_bench.py --testbed "$testbed" --collections "$collections" --work "$work/cdn" --out "$out/cdn.json" || status=$?
 # A wide catalog of tiny tags (WIDE_TAGS="1000 3000" for more) in a test bed of its own, which it stops and empties.
-python tests/bench/wide_bench.py --start-testbed "$out/wide-testbed" --collections "$collections" --work "$work/wide" --out "$out/wide.json" $(for n in ${WIDE_TAGS:-1000}; do printf -- '--tags %s ' "$n"; done) || status=$?
+wide_args=()
+for n in ${WIDE_TAGS:-1000}; do wide_args+=(--tags "$n"); done
+python tests/bench/wide_bench.py --start-testbed "$out/wide-testbed" --collections "$collections" --work "$work/wide" --out "$out/wide.json" "${wide_args[@]}" || status=$?
 echo "bench: finished in $(($(date +%s) - started))s (test bed start included)"
 exit "$status"

@@ -351,7 +351,7 @@ class WideBench:
             opened = time.monotonic()
             for index in range(count):
                 digest = f"sha256:{index:064x}"
-                store.record_destination(f"nvidia/wide-{index % 50}:1.{index}", digest, f"registry:http://127.0.0.1:1/wide",
+                store.record_destination(f"nvidia/wide-{index % 50}:1.{index}", digest, "registry:http://127.0.0.1:1/wide",
                                          {"digest": digest, "reference": f"127.0.0.1:1/wide/nvidia/wide-{index % 50}:1.{index}"})
             recorded = time.monotonic()
             store.close()

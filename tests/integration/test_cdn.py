@@ -149,7 +149,7 @@ def test_a_token_that_expires_during_the_download_is_renewed(
 
 
 def test_a_bundle_export_killed_half_way_is_continued_by_the_next_run(ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage,
-                                                                     tmp_path: Path) -> None:
+                                                                      tmp_path: Path) -> None:
     """kill -9 in the middle of the big layer: its bytes stay beside the bundle, and the next run fetches only the rest
     (judged by the bytes the CDN served), then the blob hashes to its name."""
     fresh_cdn.settings(bandwidth=4_000_000)

@@ -348,7 +348,7 @@ def wide_repositories(tags: int, repositories: int | None = None) -> tuple[RepoS
     count = repositories or max(1, -(-tags // WIDE_TAGS_PER_REPO))
     if not 1 <= count <= tags:
         raise ValueError(f"--wide-repos must be from 1 to the number of tags ({tags}), not {count}")
-    names: list[list[TagSpec]] = [[] for _ in range(count)]
+    names: list[list[TagSpec]] = [[] for _index in range(count)]
     for number in range(tags):
         day = datetime.date(2020, 1, 1) + datetime.timedelta(days=number)
         names[number % count].append(TagSpec(f"1.{number}", f"{day.isoformat()}T12:00:00.000Z", ("wide-base",)))
