@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.integration.test_image_mirror import kill_run
 from tests.testbed._common import ProcessRecord
 from tests.testbed.cdn import BigImage, Cdn, seed_big_image, start_cdn
 
@@ -167,8 +167,7 @@ def test_a_bundle_export_killed_half_way_is_continued_by_the_next_run(ansible: A
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the export ended before it could be cut off"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_run(proc, tmp_path / "facts" / "ngc_mirror.fact.lock")  # the module too: it runs in a session of its own
     held = kept.stat().st_size
     assert big.layer_size // 2 <= held < big.layer_size
     fresh_cdn.reset()
