@@ -222,6 +222,7 @@ class CopyEngine:
         ctx = PlanContext(store, self.force, self.check_mode, self._top)
         plans = self._plan_all(images, ctx)
         plans += [plan for plan in self._plan_all(self._companions(plans), ctx, companion=True) if plan.steps or plan.error]
+        self._prefetch_all(plans)
         self.space = self._space(plans)
         check_space(self.space)
         if not self.check_mode:
@@ -242,7 +243,6 @@ class CopyEngine:
         running: dict[Future[None], set[str]] = {}
         claimed: set[str] = set()
         with ThreadPoolExecutor(max_workers=self.plan_parallel, thread_name_prefix="copy") as pool:
-            list(pool.map(self._prefetch, [plan for plan in plans if plan.needs_copy and plan.digest not in self._manifests]))
             while queue or running:
                 for plan in list(queue):
                     if len(running) >= self.plan_parallel:
@@ -257,6 +257,14 @@ class CopyEngine:
                 for future in done:
                     claimed -= running.pop(future)
                     future.result()
+
+    def _prefetch_all(self, plans: list[ImagePlan]) -> None:
+        """The manifests of every image to copy, ``plan_parallel`` at once, before the space check and the copies use them."""
+        wanted = [plan for plan in plans if plan.needs_copy and plan.digest not in self._manifests]
+        if self.plan_parallel <= 1 or len(wanted) <= 1:
+            return  # fetched when needed, one after another
+        with ThreadPoolExecutor(max_workers=min(self.plan_parallel, len(wanted)), thread_name_prefix="manifests") as pool:
+            list(pool.map(self._prefetch, wanted))
 
     def _prefetch(self, plan: ImagePlan) -> None:
         """Fetch an image's manifests ahead (kept for its copy), so that the blobs images share are known."""
