@@ -309,11 +309,12 @@ class FlattenedDestination:
                 size = os.stat(path).st_size
             except OSError:
                 size = None
-            changed = [k for k, v in dict(self.record_extra(), selected_platform=self.platform).items() if recorded.get(k, v) != v]
+            now = dict(self.record_extra(), selected_platform=self.platform)
+            changed = [k for k, v in now.items() if recorded.get(k, v) != v]
             if size is not None and size != recorded.get("size"):
                 why = "the file is not the one recorded"
             elif size is not None and changed:
-                why = f"written with {changed[0]} {recorded.get(changed[0])!r}, now {dict(self.record_extra(), selected_platform=self.platform)[changed[0]]!r}"
+                why = f"written with {changed[0]} {recorded.get(changed[0])!r}, now {now[changed[0]]!r}"
             elif size is not None:
                 have = recorded.get("digest")
         return ctx.step(self.kind, path, found.digest, have, why)
