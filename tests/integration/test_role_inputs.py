@@ -32,6 +32,19 @@ FAKE_KEY = "role-inputs-not-a-real-key-5d21e0"
 SECRET = "role-inputs-secret-9b7f3c"
 
 
+def role_paths(root: Path | str) -> dict[str, str]:
+    """Every path the role writes or removes, under root."""
+    return {
+        "ngc_mirror_facts_file": f"{root}/etc/ansible/facts.d/ngc_mirror.fact",
+        "ngc_mirror_config_dir": f"{root}/etc/ngc-mirror",
+        "ngc_mirror_state_dir": f"{root}/var/lib/ngc-mirror",
+        "ngc_mirror_wrapper_path": f"{root}/usr/local/sbin/ngc-mirror",
+        "ngc_mirror_systemd_dir": f"{root}/etc/systemd/system",
+        "ngc_mirror_cron_dir": f"{root}/etc/cron.d",
+        "ngc_mirror_cron_log": f"{root}/var/log/ngc-mirror.log",
+    }
+
+
 def base_vars(root: Path, **extra: Any) -> dict[str, Any]:
     """A valid schedule-only configuration whose every path is under root."""
     values: dict[str, Any] = {
@@ -41,13 +54,7 @@ def base_vars(root: Path, **extra: Any) -> dict[str, Any]:
         "ngc_mirror_schedule": "systemd",
         "ngc_mirror_selections": [{"images": ["pytorch"], "strict_name_match": True, "latest": 1}],
         "ngc_mirror_archive": {"dir": f"{root}/srv/ngc-archives"},
-        "ngc_mirror_facts_file": f"{root}/etc/ansible/facts.d/ngc_mirror.fact",
-        "ngc_mirror_config_dir": f"{root}/etc/ngc-mirror",
-        "ngc_mirror_state_dir": f"{root}/var/lib/ngc-mirror",
-        "ngc_mirror_wrapper_path": f"{root}/usr/local/sbin/ngc-mirror",
-        "ngc_mirror_systemd_dir": f"{root}/etc/systemd/system",
-        "ngc_mirror_cron_dir": f"{root}/etc/cron.d",
-        "ngc_mirror_cron_log": f"{root}/var/log/ngc-mirror.log",
+        **role_paths(root),
         "ngc_mirror_ansible_playbook": str(Path(sys.executable).parent / "ansible-playbook"),
     }
     values.update(extra)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_image_mirror import seeded
+from tests.integration.test_role_inputs import role_paths
 
 OLD, NEW, OTHER = "nvidia/pytorch:24.01-py3", "nvidia/pytorch:24.02-py3", "nvidia/cuda:12.2.0-base-ubuntu22.04"
 FIRST = [
@@ -47,13 +48,7 @@ def role_vars(root: Path, **extra: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "ngc_mirror_install_requirements": False,
         "ngc_mirror_schedule": "none",
-        "ngc_mirror_facts_file": f"{root}/etc/ansible/facts.d/ngc_mirror.fact",
-        "ngc_mirror_config_dir": f"{root}/etc/ngc-mirror",
-        "ngc_mirror_state_dir": f"{root}/var/lib/ngc-mirror",
-        "ngc_mirror_wrapper_path": f"{root}/usr/local/sbin/ngc-mirror",
-        "ngc_mirror_systemd_dir": f"{root}/etc/systemd/system",
-        "ngc_mirror_cron_dir": f"{root}/etc/cron.d",
-        "ngc_mirror_cron_log": f"{root}/var/log/ngc-mirror.log",
+        **role_paths(root),
     }
     values.update(extra)
     return values
