@@ -20,14 +20,11 @@ from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import (
+    BlobFile,
     atomic_write,
     fsync_dir,
-    os_error,
-    partial_name,
-    register_live,
+    kept_beside,
     remove_quietly,
-    resume_name,
-    unregister_live,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     ANNOTATION_REF_NAME,
@@ -233,87 +230,6 @@ class BundleReader:
         return {d: info["image"] for d, info in (self.contents.get("expected") or {}).items() if info.get("image")}
 
 
-class _BlobFile:
-    """A sink writing one blob to ``.<hex>.partial-<pid>``: size checked, synced and renamed on close.
-
-    A resumable one (a big blob of a bundle without volumes) writes to ``.<hex>.resume`` instead, which a run cut off
-    leaves behind: the next run's sink starts with those bytes (``resume_from``), the reader hashes them (``held``)
-    and the source sends only the rest.
-
-    Its digest is the reader's to check: fan_out closes a sink only after the source's chunks ended without a digest
-    error (each reader holds back or fails on its last chunk), and aborts it otherwise, so no second hash here.
-    """
-
-    def __init__(self, path: str, digest: str, size: int, resumable: bool = False) -> None:
-        self.path, self.digest, self.size = path, digest, size
-        self.resumable = resumable and size >= RESUME_MIN
-        name = os.path.basename(path)
-        self.temp = os.path.join(os.path.dirname(path), resume_name(name) if self.resumable else partial_name(name))
-        self.written = self.resume_from = 0
-        try:
-            if self.resumable and os.path.isfile(self.temp) and not os.path.islink(self.temp) and 0 < os.path.getsize(self.temp) < size:
-                self.written = self.resume_from = os.path.getsize(self.temp)  # what a run that was cut off received
-                self._file = open(self.temp, "r+b")  # pylint: disable=consider-using-with
-                self._file.seek(self.written)
-            else:
-                self._file = open(self.temp, "wb")  # pylint: disable=consider-using-with
-        except OSError as exc:
-            raise os_error(exc, "writing blob", path) from None
-        if not self.resumable:
-            register_live(self.temp)
-
-    def held(self) -> Iterator[bytes]:
-        """The bytes received by an earlier run (``resume_from`` of them), for the reader's hash."""
-        with open(self.temp, "rb") as handle:
-            left = self.resume_from
-            while left > 0:
-                chunk = handle.read(min(left, 1024 * 1024))
-                if not chunk:
-                    raise AirgapError(f"blob {self.digest}: {self.temp} shrank while it was read")
-                left -= len(chunk)
-                yield chunk
-
-    def restart(self, offset: int = 0) -> None:
-        """Keep only the first ``offset`` bytes held (another sink of the blob holds fewer)."""
-        self._file.truncate(offset)
-        self._file.seek(offset)
-        self.written = self.resume_from = offset
-
-    def write(self, data: bytes) -> None:
-        try:
-            self._file.write(data)
-        except OSError as exc:
-            self.abort()
-            raise os_error(exc, "writing blob", self.path) from None
-        self.written += len(data)
-
-    def close(self) -> None:
-        if self.written != self.size:
-            self.abort()
-            raise DigestMismatchError(f"blob {self.digest} for {self.path}: got {self.written} bytes, {self.size} expected")
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self.temp, self.path)
-        except OSError as exc:
-            self.abort()
-            raise os_error(exc, "writing blob", self.path) from None
-        unregister_live(self.temp)
-
-    def abort(self) -> None:
-        """Drop the blob; a big one cut off before its end is kept for the next run to continue."""
-        try:
-            self._file.flush()
-            self._file.close()
-        except OSError:
-            pass
-        if not self.resumable or self.written >= self.size:
-            remove_quietly(self.temp)
-
-
-RESUME_MIN = 16 * 1024 * 1024  # a blob this big cut off by a kill or an error is kept and continued by the next run
-
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4}
 
@@ -404,7 +320,7 @@ class _PartsFile:
 
     def __init__(self, pieces: list[tuple[str, int, dict[str, Any]]], digest: str, size: int) -> None:
         self.digest, self.size = digest, size
-        self.files = [_BlobFile(path, digest, length) for path, length, _placement in pieces]
+        self.files = [BlobFile(path, digest, length) for path, length, _placement in pieces]
         self._current = 0
 
     def write(self, data: bytes) -> None:
@@ -475,10 +391,10 @@ class BundleWriter:
 
     def blob_sink(self, digest: str, size: int) -> Any:
         if self.volumes is None:
-            return _BlobFile(blob_file(self.dir, digest), digest, size, resumable=True)
+            return BlobFile(blob_file(self.dir, digest), digest, size, keep=kept_beside(blob_file(self.dir, digest)))
         pieces = self.volumes.allocate(digest, size)
         placement = pieces[0][2] if len(pieces) == 1 else {"parts": [p[2] for p in pieces]}
-        sink: Any = _BlobFile(pieces[0][0], digest, size) if len(pieces) == 1 else _PartsFile(pieces, digest, size)
+        sink: Any = BlobFile(pieces[0][0], digest, size) if len(pieces) == 1 else _PartsFile(pieces, digest, size)
         volumes, placed = self.volumes, self._placed
 
         class _Placed:

@@ -13,8 +13,9 @@ import os
 import re
 import tempfile
 import threading
+from typing import Iterator
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError
 
 _PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)(?:\.[A-Za-z0-9_-]+)?$")
 
@@ -32,6 +33,11 @@ def resume_name(name: str) -> str:
     """The name a big blob's bytes are kept under when a run is cut off, for the next run to continue: '.<name>.resume'.
     It carries no pid: it outlives the run (cleanup_stale_partials leaves it)."""
     return f".{name}.resume"
+
+
+def kept_beside(path: str) -> str:
+    """Where the bytes of ``path`` are kept when a run is cut off: '.<name>.resume' in the same directory."""
+    return os.path.join(os.path.dirname(path), resume_name(os.path.basename(path)))
 
 
 def register_live(path: str) -> None:
@@ -164,3 +170,85 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+RESUME_MIN = 16 * 1024 * 1024  # a blob this big cut off by a kill or an error is kept and continued by the next run
+
+
+class BlobFile:
+    """A sink writing one blob to ``.<hex>.partial-<pid>``: size checked, synced and renamed on close.
+
+    A resumable one (a big blob, ``keep`` naming where its bytes are kept: ``.<hex>.resume`` beside a bundle's blob, or
+    in the directory of an enroot or Apptainer destination for the blobs it spools) writes there instead, and a run
+    cut off leaves it behind: the next run's sink starts with those bytes (``resume_from``), the reader hashes them
+    (``held``) and the source sends only the rest.
+
+    Its digest is the reader's to check: fan_out closes a sink only after the source's chunks ended without a digest
+    error (each reader holds back or fails on its last chunk), and aborts it otherwise, so no second hash here.
+    """
+
+    def __init__(self, path: str, digest: str, size: int, keep: str | None = None) -> None:
+        self.path, self.digest, self.size = path, digest, size
+        self.resumable = keep is not None and size >= RESUME_MIN
+        self.temp = keep if keep is not None and self.resumable else os.path.join(os.path.dirname(path), partial_name(os.path.basename(path)))
+        self.written = self.resume_from = 0
+        try:
+            if self.resumable and os.path.isfile(self.temp) and not os.path.islink(self.temp) and 0 < os.path.getsize(self.temp) < size:
+                self.written = self.resume_from = os.path.getsize(self.temp)  # what a run that was cut off received
+                self._file = open(self.temp, "r+b")  # pylint: disable=consider-using-with
+                self._file.seek(self.written)
+            else:
+                self._file = open(self.temp, "wb")  # pylint: disable=consider-using-with
+        except OSError as exc:
+            raise os_error(exc, "writing blob", path) from None
+        if not self.resumable:
+            register_live(self.temp)
+
+    def held(self) -> Iterator[bytes]:
+        """The bytes received by an earlier run (``resume_from`` of them), for the reader's hash."""
+        with open(self.temp, "rb") as handle:
+            left = self.resume_from
+            while left > 0:
+                chunk = handle.read(min(left, 1024 * 1024))
+                if not chunk:
+                    raise AirgapError(f"blob {self.digest}: {self.temp} shrank while it was read")
+                left -= len(chunk)
+                yield chunk
+
+    def restart(self, offset: int = 0) -> None:
+        """Keep only the first ``offset`` bytes held (another sink of the blob holds fewer)."""
+        self._file.truncate(offset)
+        self._file.seek(offset)
+        self.written = self.resume_from = offset
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise os_error(exc, "writing blob", self.path) from None
+        self.written += len(data)
+
+    def close(self) -> None:
+        if self.written != self.size:
+            self.abort()
+            raise DigestMismatchError(f"blob {self.digest} for {self.path}: got {self.written} bytes, {self.size} expected")
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.temp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise os_error(exc, "writing blob", self.path) from None
+        unregister_live(self.temp)
+
+    def abort(self) -> None:
+        """Drop the blob; a big one cut off before its end is kept for the next run to continue."""
+        try:
+            self._file.flush()
+            self._file.close()
+        except OSError:
+            pass
+        if not self.resumable or self.written >= self.size:
+            remove_quietly(self.temp)

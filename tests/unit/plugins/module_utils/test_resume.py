@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import RESUME_MIN, BundleWriter
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleWriter
+from ansible_collections.airgap.ngc.plugins.module_utils._files import RESUME_MIN
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import resume_point
 
 DATA = bytes(range(256)) * (RESUME_MIN // 256 + 1000)
