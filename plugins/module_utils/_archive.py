@@ -10,13 +10,15 @@ import os
 import tarfile
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import (
+    RESUME_MIN,
     claim_live,
     fsync_dir,
+    kept_beside,
     partial_name,
     register_live,
     remove_quietly,
@@ -74,6 +76,8 @@ class BlobSink:
     """
 
     skipped = False
+    bad = False  # what was written is not the blob (too long, too short, another digest): never kept for a next run
+    resume_from = 0  # bytes of the blob an earlier run cut off left in the archive (a resumed _DirectSink)
 
     def __init__(self, writer: ArchiveWriter, digest: str, size: int) -> None:
         self.writer = writer
@@ -96,6 +100,7 @@ class BlobSink:
         if self._done:
             raise AirgapError(f"blob {self.digest} for archive {self.writer.path} is already closed")
         if self.written + len(data) > self.size:
+            self.bad = True
             self.abort()
             raise AirgapError(f"blob {self.digest} for archive {self.writer.path}: more than the declared {self.size} bytes were written")
         self._write(data)
@@ -107,9 +112,11 @@ class BlobSink:
         if self._done:
             return
         if self.written != self.size:
+            self.bad = True
             self.abort()
             raise AirgapError(f"blob {self.digest} for archive {self.writer.path}: got {self.written} bytes, expected {self.size}")
         if self._hash is not None and f"{self._hash.name}:{self._hash.hexdigest()}" != self.digest:
+            self.bad = True
             self.abort()
             raise DigestMismatchError(f"blob for archive {self.writer.path} does not hash to {self.digest}")
         self._done = True
@@ -147,12 +154,43 @@ class _SkipSink(BlobSink):
 
 
 class _DirectSink(BlobSink):
-    """Streams straight into the tar: header first (the size is known), then the data, then the padding."""
+    """Streams straight into the tar: header first (the size is known), then the data, then the padding.
 
-    def __init__(self, writer: ArchiveWriter, digest: str, size: int) -> None:
+    A resumed one (``kept``: the member an earlier run was cut off in, its header and first bytes already in the file)
+    starts after those bytes: ``resume_from`` of them, which ``held()`` reads back for the reader's hash and
+    ``restart(offset)`` cuts back.
+    """
+
+    def __init__(self, writer: ArchiveWriter, digest: str, size: int, kept: _KeptMember | None = None) -> None:
         super().__init__(writer, digest, size)
-        self._mark = writer._out.mark()
-        writer._write_header(blob_path(digest), size)
+        if kept is None:
+            self._mark = writer._out.mark()
+            writer._write_header(blob_path(digest), size)
+            self._data_start = writer._out.pos
+        else:
+            self._mark, self._data_start = kept.mark, kept.data_start
+            self.written = self.resume_from = kept.have
+            for chunk in self.held() if self._hash is not None else ():
+                self._hash.update(chunk)
+
+    def held(self) -> Iterator[bytes]:
+        """The blob's first ``resume_from`` bytes, as the archive holds them."""
+        return _read_range(self.writer._out.fd, self._data_start, self.resume_from, self.writer.path)
+
+    def restart(self, offset: int = 0) -> None:
+        """Keep only the first ``offset`` bytes held (another sink of the blob holds fewer, or the source cannot
+        start part way)."""
+        with self.writer._lock:
+            self.writer._check_open()
+            pos, sha = self._mark
+            sha = sha.copy()
+            try:
+                for chunk in _read_range(self.writer._out.fd, pos, self._data_start + offset - pos, self.writer.path):
+                    sha.update(chunk)
+                self.writer._out.rollback((self._data_start + offset, sha))
+            except OSError as exc:
+                raise self.writer._fail(exc, "writing") from None
+            self.written = self.resume_from = offset
 
     def _write(self, data: bytes) -> None:
         self.writer._write_direct(data)
@@ -197,10 +235,10 @@ class _SpoolSink(BlobSink):
 class _HashingFile:
     """Append-only file descriptor that hashes everything written; can roll back to a mark."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, pos: int = 0, sha: Any = None) -> None:
         self.fd = fd
-        self.pos = 0
-        self.sha = hashlib.sha256()
+        self.pos = pos
+        self.sha = sha if sha is not None else hashlib.sha256()
 
     def write(self, data: bytes) -> None:
         _write_all(self.fd, data)
@@ -234,10 +272,16 @@ class ArchiveWriter:
     beside it and appended when it is done. ``spool_budget`` bounds the bytes spooled at once (None: no bound): a blob
     that would exceed it waits in begin_blob() until it can stream into the tar itself, so the disk never holds more
     than the archive plus the budget.
+
+    A ``resumable`` writer writes under '.<name>.resume' instead, which a run cut off (a kill, or an error once the
+    tar holds RESUME_MIN bytes) leaves behind. The next writer of that path continues it: each whole blob member in
+    it is hashed and kept if it is one of ``wanted`` (digest -> size), the member a run was cut off in is continued
+    from its last byte (its sink's ``resume_from``) if that blob is wanted, and everything from the first member
+    that is not is cut off. Until that blob begins, other blobs are spooled (it holds the end of the tar).
     """
 
     def __init__(self, path: str, fmt: str = "docker", verify_digests: bool = False, mtime: int = 0,
-                 spool_budget: int | None = None) -> None:
+                 spool_budget: int | None = None, resumable: bool = False, wanted: dict[str, int] | None = None) -> None:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown archive format {fmt!r}: use one of {', '.join(FORMATS)}")
         if not path or path.endswith(os.sep):
@@ -251,7 +295,8 @@ class ArchiveWriter:
             raise ConfigError(f"cannot write archive {self.path}: directory {self.directory} does not exist")
         if os.path.isdir(self.path):
             raise ConfigError(f"cannot write archive {self.path}: it is a directory")
-        self.temp_path = os.path.join(self.directory, partial_name(self.name))
+        self.resumable = resumable
+        self.temp_path = kept_beside(self.path) if resumable else os.path.join(self.directory, partial_name(self.name))
         self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)  # notified when the direct slot or spool budget frees up
         self.spool_budget = spool_budget
@@ -267,7 +312,14 @@ class ArchiveWriter:
         self._docker: list[dict[str, Any]] = []
         self._index: list[dict[str, Any]] | None = None
         self._index_annotations: dict[str, str] | None = None
-        self._out = _HashingFile(self._open_temp())
+        self._reserved: _KeptMember | None = None  # the blob a run was cut off in, until it begins again
+        self.kept_bytes = 0  # bytes of an earlier run's tar that this one keeps
+        if resumable:
+            self._out = self._continue(wanted or {})
+            if self._out.pos:
+                return
+        else:
+            self._out = _HashingFile(self._open_temp())
         try:
             self._add_dir("blobs/")
             self._add_dir("blobs/sha256/")
@@ -299,13 +351,21 @@ class ArchiveWriter:
         with self._lock:
             self._check_open()
             while not self._may_begin(digest, size):
+                if self._reserved is not None and self._direct is None:
+                    self._release_reserved()  # no room to spool while it waits for its blob: start that blob over
+                    continue
                 self._room.wait(timeout=1.0)
                 self._check_open()
             if digest in self._blobs or digest in self._pending:
                 return _SkipSink(self, digest, size)
             self._pending.add(digest)
             try:
-                if self._direct is None:
+                kept = self._reserved
+                if kept is not None and kept.digest == digest and kept.size == size:
+                    self._reserved = None
+                    self._direct = _DirectSink(self, digest, size, kept)
+                    return self._direct
+                if self._direct is None and self._reserved is None:
                     self._ensure_dir(digest)
                     self._direct = _DirectSink(self, digest, size)
                     return self._direct
@@ -318,8 +378,10 @@ class ArchiveWriter:
                 raise self._fail(exc, "writing") from None
 
     def _may_begin(self, digest: str, size: int) -> bool:
-        """Whether a blob can start now: present already, the direct slot is free, or its spool fits the budget."""
-        if self._direct is None or self.spool_budget is None or digest in self._blobs or digest in self._pending:
+        """Whether a blob can start now: present already, the direct slot is free (or kept for it), or its spool fits
+        the budget."""
+        free = self._direct is None and (self._reserved is None or self._reserved.digest == digest)
+        if free or self.spool_budget is None or digest in self._blobs or digest in self._pending:
             return True
         return self._spooled + size <= self.spool_budget
 
@@ -335,7 +397,7 @@ class ArchiveWriter:
                 return False
             if len(data) <= _KEEP_SMALL_MAX:
                 self._small[digest] = data
-            if self._direct is not None:
+            if self._direct is not None or self._reserved is not None:
                 self._pending.add(digest)
                 self._queue.append((digest, data))
                 return True
@@ -386,6 +448,11 @@ class ArchiveWriter:
         """Write the layout files, close the tar, fsync and rename it into place."""
         with self._lock:
             self._check_open()
+            if self._reserved is not None:
+                try:
+                    self._release_reserved()
+                except OSError as exc:
+                    raise self._fail(exc, "writing") from None
             if self._pending or self._direct is not None:
                 raise AirgapError(f"archive {self.path}: blobs still being written: {', '.join(sorted(self._pending)[:5])}")
             docker = [dict(entry) for entry in self._docker]
@@ -422,19 +489,32 @@ class ArchiveWriter:
             unregister_live(self.temp_path)
             return ArchiveResult(self.path, self.fmt, self._out.pos, self._out.sha.hexdigest(), len(self._blobs))
 
-    def abort(self) -> None:
-        """Drop the temporary file(s); nothing appears at the final path. Safe to call more than once."""
+    def abort(self, keep: bool = True) -> None:
+        """Drop the temporary file(s); nothing appears at the final path. Safe to call more than once.
+
+        A resumable writer keeps its tar for the next run (``keep``) once it holds RESUME_MIN bytes: the whole members
+        and the blob being streamed in, if RESUME_MIN of it came (else it is cut off)."""
         with self._lock:
             if self._state != "open":
                 return
-            self._state = "aborted"
+            direct = self._direct
+            if direct is not None and (direct.written < RESUME_MIN or direct.bad):
+                try:
+                    self._out.rollback(direct._mark)
+                except OSError:
+                    keep = False
+            kept = keep and self.resumable and self._out.pos >= RESUME_MIN
+            self._state = "kept" if kept else "aborted"
             if self._out.fd >= 0:
                 try:
                     os.close(self._out.fd)
                 except OSError:
                     pass
                 self._out.fd = -1
-            remove_quietly(self.temp_path)
+            if kept:
+                unregister_live(self.temp_path)
+            else:
+                remove_quietly(self.temp_path)
             for sink in list(self._spools) + [item for item in self._queue if isinstance(item, _SpoolSink)]:
                 remove_quietly(sink.spool_path)
             self._spools.clear()
@@ -466,6 +546,42 @@ class ArchiveWriter:
                 raise _os_error(exc, "creating", self.path) from None
         raise AssertionError("unreachable")
 
+    def _continue(self, wanted: dict[str, int]) -> _HashingFile:
+        """Open '.<name>.resume' (created empty if absent) and keep what an earlier run left in it that is still wanted."""
+        if not claim_live(self.temp_path):
+            raise ConfigError(f"archive {self.path} is already being written by this run")
+        try:
+            fd = os.open(self.temp_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            unregister_live(self.temp_path)
+            raise _os_error(exc, "creating", self.path) from None
+        try:
+            kept = _scan_kept(fd, wanted)
+            os.ftruncate(fd, kept.end)
+            os.lseek(fd, kept.end, os.SEEK_SET)
+        except OSError as exc:
+            os.close(fd)
+            remove_quietly(self.temp_path)
+            raise _os_error(exc, "continuing", self.path) from None
+        out = _HashingFile(fd, kept.end, kept.sha)
+        if kept.end:
+            self._dirs, self._blobs, self._small, self._reserved = kept.dirs, kept.blobs, kept.small, kept.partial
+            self.kept_bytes = kept.end
+            try:
+                out.write(b"\0" * kept.padding)  # a whole blob whose padding was cut off
+            except OSError as exc:
+                self._out = out
+                raise self._fail(exc, "writing") from None
+        return out
+
+    def _release_reserved(self) -> None:
+        """The blob a run was cut off in is not coming (or there is no room to wait for it): cut it off the tar."""
+        kept, self._reserved = self._reserved, None
+        if kept is not None:
+            self._out.rollback(kept.mark)
+            self._flush_queue()
+            self._room.notify_all()
+
     def _mkstemp(self, suffix: str) -> tuple[int, str]:
         try:
             fd, path = tempfile.mkstemp(prefix=partial_name(self.name) + suffix, dir=self.directory)
@@ -480,7 +596,7 @@ class ArchiveWriter:
 
     def _fail(self, exc: OSError, what: str) -> AirgapError:
         """Abort (a half-written archive is useless, and on a full disk the space is wanted back) and explain."""
-        self.abort()
+        self.abort(keep=False)
         return _os_error(exc, what, self.path)
 
     def _add_dir(self, name: str) -> None:
@@ -514,6 +630,9 @@ class ArchiveWriter:
                 if keep:
                     self._check_open()
                 return
+            if not keep and self.resumable and sink.written >= RESUME_MIN and not sink.bad:
+                self.abort()  # cut off in a big blob: the tar is kept as it is for the next run to continue
+                return
             try:
                 if keep:
                     self._out.write(b"\0" * ((-sink.size) % _BLOCK))
@@ -535,7 +654,7 @@ class ArchiveWriter:
                 remove_quietly(sink.spool_path)
                 self._check_open()
             self._queue.append(sink)
-            if self._direct is None:
+            if self._direct is None and self._reserved is None:
                 try:
                     self._flush_queue()
                 except OSError as exc:
@@ -678,6 +797,102 @@ class ArchiveWriter:
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise AirgapError(f"archive {self.path} is incomplete, missing blob(s): {shown}")
+
+
+@dataclass(frozen=True)
+class _KeptMember:
+    """The blob member a run was cut off in: where its header starts (with the tar's hash there), where its data
+    starts, and how much of it the file holds."""
+
+    digest: str
+    size: int
+    mark: tuple[int, Any]
+    data_start: int
+    have: int
+
+
+@dataclass
+class _Kept:
+    """What an earlier run's tar holds that a resumed writer keeps: its first ``end`` bytes (``sha`` their hash)."""
+
+    end: int = 0
+    sha: Any = field(default_factory=hashlib.sha256)
+    padding: int = 0
+    dirs: set[str] = field(default_factory=set)
+    blobs: dict[str, int] = field(default_factory=dict)
+    small: dict[str, bytes] = field(default_factory=dict)
+    partial: _KeptMember | None = None
+
+
+def _scan_kept(fd: int, wanted: dict[str, int]) -> _Kept:
+    """Read an earlier run's tar once: its directory members and whole blob members that are wanted and hash to their
+    names are kept, in order, up to the first member that is anything else; a wanted blob whose data was cut off is
+    kept as the partial member (at least one byte of it)."""
+    kept = _Kept()
+    length = os.fstat(fd).st_size
+    members: list[tarfile.TarInfo] = []
+    with os.fdopen(os.dup(fd), "rb") as handle:
+        try:
+            with tarfile.open(fileobj=handle, mode="r:") as tar:
+                for member in tar:
+                    members.append(member)
+        except (tarfile.TarError, EOFError, OSError):
+            pass  # the tar ends early: what was read so far is all there is
+    for member in members:
+        name, start, size = member.name.rstrip("/"), member.offset_data, member.size
+        if member.isdir() and (name == "blobs" or (name.startswith("blobs/") and name.count("/") == 1)) and start <= length:
+            kept.sha.update(b"".join(_read_range(fd, kept.end, start - kept.end, "")))
+            kept.end = start
+            kept.dirs.add(name + "/")
+            continue
+        parts = name.split("/")
+        digest = f"{parts[1]}:{parts[2]}" if len(parts) == 3 and parts[0] == "blobs" and member.isfile() else ""
+        if not is_digest(digest) or wanted.get(digest) != size or digest in kept.blobs or start > length:
+            break
+        mark = (kept.end, kept.sha.copy())
+        head = b"".join(_read_range(fd, kept.end, start - kept.end, ""))
+        if start + size > length:  # the member a run was cut off in
+            if length > start:
+                kept.sha.update(head)
+                have = length - start
+                for chunk in _read_range(fd, start, have, ""):
+                    kept.sha.update(chunk)
+                kept.end, kept.partial = length, _KeptMember(digest, size, mark, start, have)
+            break
+        blob = hashlib.new(digest.split(":", 1)[0])
+        whole = kept.sha.copy()
+        whole.update(head)
+        small = [] if size <= _KEEP_SMALL_MAX else None
+        for chunk in _read_range(fd, start, size, ""):
+            blob.update(chunk)
+            whole.update(chunk)
+            if small is not None:
+                small.append(chunk)
+        if f"{blob.name}:{blob.hexdigest()}" != digest:
+            break
+        pad = (-size) % _BLOCK
+        on_disk = min(pad, length - start - size)
+        whole.update(b"\0" * on_disk)
+        kept.sha, kept.end, kept.padding = whole, start + size + on_disk, pad - on_disk
+        kept.blobs[digest] = size
+        if small is not None:
+            kept.small[digest] = b"".join(small)
+        if kept.padding:
+            break
+    if not kept.blobs and kept.partial is None:
+        return _Kept()  # nothing worth keeping: the tar starts over
+    return kept
+
+
+def _read_range(fd: int, offset: int, count: int, path: str) -> Iterator[bytes]:
+    """``count`` bytes of a file from ``offset``, in chunks (pread: the descriptor's position is not moved)."""
+    while count > 0:
+        chunk = os.pread(fd, min(count, _COPY_CHUNK), offset)
+        if not chunk:
+            raise OSError(errno.EIO, f"{path or 'the archive'} ended {count} bytes early")
+        offset += len(chunk)
+        count -= len(chunk)
+        yield chunk
 
 
 def _check_digest(digest: str) -> str:

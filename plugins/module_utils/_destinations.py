@@ -281,7 +281,8 @@ class ArchiveDestination(Selection):
             raise ConfigError(f"cannot create archive directory {directory}: {exc.strerror or exc}") from None
         _entries, manifests, _raw = content.selection(self.platforms)
         blobs = blob_sizes(m.data for m in manifests)
-        writer = ArchiveWriter(step.target, self.fmt, spool_budget=spool_budget(directory, sum(blobs.values())))
+        wanted = dict(blobs, **{m.digest: m.size for m in manifests})  # what a tar an earlier run was cut off in may keep
+        writer = ArchiveWriter(step.target, self.fmt, spool_budget=spool_budget(directory, sum(blobs.values())), resumable=True, wanted=wanted)
         return _ArchiveWrite(self, writer, content, manifests, blobs)
 
     def close(self) -> None:

@@ -250,5 +250,5 @@ class BlobFile:
             self._file.close()
         except OSError:
             pass
-        if not self.resumable or self.written >= self.size:
+        if not self.resumable or not 0 < self.written < self.size:
             remove_quietly(self.temp)

@@ -174,6 +174,16 @@ def index_archive_blobs(path: str) -> dict[str, LocalBlob]:
     return found
 
 
+def forget_held(sinks: list[Any]) -> None:
+    """The blob's bytes were not the blob (a digest mismatch): nothing a sink holds of it may be kept for a next run."""
+    for sink in (getattr(sink, "sink", sink) for sink in sinks):
+        if getattr(sink, "written", 0) and hasattr(sink, "restart"):
+            try:
+                sink.restart(0)
+            except (AirgapError, OSError, ValueError):
+                pass
+
+
 def fan_out(chunks: Iterator[bytes], sinks: Sequence[Sink], advance: Callable[[int], None] | None = None) -> int:
     """Send every chunk to every sink, then close them; abort them all if anything fails. Returns the bytes read."""
     total = 0
@@ -186,7 +196,9 @@ def fan_out(chunks: Iterator[bytes], sinks: Sequence[Sink], advance: Callable[[i
                 advance(len(data))
         for sink in sinks:
             sink.close()
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, DigestMismatchError):
+            forget_held(sinks)
         for sink in sinks:
             try:
                 sink.abort()
