@@ -187,8 +187,8 @@ class BlobFile:
     error (each reader holds back or fails on its last chunk), and aborts it otherwise, so no second hash here.
     """
 
-    def __init__(self, path: str, digest: str, size: int, keep: str | None = None) -> None:
-        self.path, self.digest, self.size = path, digest, size
+    def __init__(self, path: str, digest: str, size: int, keep: str | None = None, sync: bool = True) -> None:
+        self.path, self.digest, self.size, self.sync = path, digest, size, sync
         self.resumable = keep is not None and size >= RESUME_MIN
         self.temp = keep if keep is not None and self.resumable else os.path.join(os.path.dirname(path), partial_name(os.path.basename(path)))
         self.written = self.resume_from = 0
@@ -235,7 +235,8 @@ class BlobFile:
             raise DigestMismatchError(f"blob {self.digest} for {self.path}: got {self.written} bytes, {self.size} expected")
         try:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if self.sync:
+                os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self.temp, self.path)
         except OSError as exc:

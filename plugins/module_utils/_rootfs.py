@@ -29,7 +29,17 @@ from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._destinations import PlanContext, Write
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, shorten
-from ansible_collections.airgap.ngc.plugins.module_utils._files import fsync_dir, os_error, partial_name, pid_alive, register_live, remove_quietly
+from ansible_collections.airgap.ngc.plugins.module_utils._files import (
+    RESUME_MIN,
+    BlobFile,
+    fsync_dir,
+    os_error,
+    partial_name,
+    pid_alive,
+    register_live,
+    remove_quietly,
+    resume_name,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage, Step
 from ansible_collections.airgap.ngc.plugins.module_utils._prune import remove_recorded_file, under
@@ -401,7 +411,14 @@ class FlattenedWrite(Write):
         return os.path.join(self.staging, "blobs", digest.replace(":", "-"))
 
     def sink(self, digest: str, size: int) -> Any:
-        return _Spool(self._blob(digest)) if digest in self.blobs else None
+        """A spool file in the staging directory; a big blob's bytes are kept in the destination directory instead
+        (``.<kind>-<alg>-<hex>.resume``) until it is whole, so that a run cut off in it is continued by the next."""
+        if digest not in self.blobs:
+            return None
+        if size < RESUME_MIN:
+            return _Spool(self._blob(digest))
+        keep = os.path.join(self.dest.dir, resume_name(f"{self.dest.kind}-{digest.replace(':', '-')}"))
+        return BlobFile(self._blob(digest), digest, size, keep=keep, sync=False)
 
     def _read_config(self, image: SourceImage) -> dict[str, Any]:
         try:

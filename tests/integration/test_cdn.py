@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -148,34 +149,86 @@ def test_a_token_that_expires_during_the_download_is_renewed(
     assert big.layer_size <= served(entries) < big.layer_size + PART  # continued, not restarted
 
 
-def test_a_bundle_export_killed_half_way_is_continued_by_the_next_run(ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage,
-                                                                      tmp_path: Path) -> None:
-    """kill -9 in the middle of the big layer: its bytes stay beside the bundle, and the next run fetches only the rest
-    (judged by the bytes the CDN served), then the blob hashes to its name."""
+@pytest.fixture(scope="module")
+def big_tar(testbed: Any) -> BigImage:
+    """A big image whose layer is a real tar (one file, /big.bin), for destinations that unpack layers."""
+    return seed_big_image(testbed.source_registry_url, "$oauthtoken", testbed.api_key, reference="nvidia/big-tar:1", as_tar=True)
+
+
+def kept_file(kind: str, image: BigImage, out: Path) -> Path:
+    """Where a destination keeps the bytes of a big blob a run was cut off in."""
+    hex_digest = image.layer_digest.split(":")[1]
+    return {"bundle": out / "blobs" / "sha256" / f".{hex_digest}.resume",
+            "archive": out / image.repository / f".{image.tag}.tar.resume",
+            "enroot": out / f".enroot-sha256-{hex_digest}.resume",
+            "apptainer": out / f".apptainer-sha256-{hex_digest}.resume"}[kind]
+
+
+def held_bytes(kind: str, kept: Path) -> int:
+    """The layer's bytes in a kept file (an archive's also holds tar headers: two directories and the layer's)."""
+    return kept.stat().st_size - (3 * 512 if kind == "archive" else 0)
+
+
+def judge(kind: str, image: BigImage, out: Path) -> None:
+    """The finished file, judged by its bytes (bundle, archive: the layer hashes to its digest; skopeo reads the
+    archive and unpacks the layer to the config's diff_id) or by unsquashfs (enroot, and the partition siftool dumps of a
+    SIF: /big.bin holds the seeded bytes)."""
+    if kind == "bundle":
+        with open(out / "blobs" / "sha256" / image.layer_digest.split(":")[1], "rb") as handle:
+            assert "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest() == image.layer_digest
+    elif kind == "archive":
+        archive = out / image.repository / f"{image.tag}.tar"
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile(f"blobs/sha256/{image.layer_digest.split(':')[1]}")
+            assert member is not None
+            assert "sha256:" + hashlib.file_digest(member, "sha256").hexdigest() == image.layer_digest
+        inspected = json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"], capture_output=True, text=True,
+                                              check=True).stdout)
+        assert inspected["Layers"] == [image.diff_id]  # skopeo names a docker archive's layers by what they unpack to
+    else:
+        if kind == "enroot":
+            sqsh = out / f"{image.repository.replace('/', '+')}+{image.tag}.sqsh"
+        else:  # the SIF's primary partition, as siftool dumps it
+            sqsh = out.with_suffix(".squashfs")
+            sif = out / f"{image.repository}:{image.tag}"
+            listed = subprocess.run(["siftool", "list", str(sif)], capture_output=True, text=True, check=True).stdout
+            fs_id = next(line.split("|")[0].strip() for line in listed.splitlines() if "|" in line and line.split("|")[-1].strip().startswith("FS"))
+            with open(sqsh, "wb") as handle:
+                subprocess.run(["siftool", "dump", fs_id, str(sif)], stdout=handle, check=True)
+        data = subprocess.run(["unsquashfs", "-cat", str(sqsh), "big.bin"], capture_output=True, check=True).stdout
+        assert hashlib.sha256(data).hexdigest() == image.content_sha256
+
+
+@pytest.mark.parametrize("kind", ["bundle", "archive", "enroot", "apptainer"])
+def test_a_run_killed_half_way_through_a_big_layer_is_continued_by_the_next_run(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, big_tar: BigImage, tmp_path: Path, kind: str) -> None:
+    """kill -9 in the middle of the big layer: its bytes stay beside the destination, and the next run fetches only the
+    rest (judged by the bytes the CDN served), then the result is whole and right."""
+    image = big if kind == "bundle" else big_tar
     fresh_cdn.settings(bandwidth=4_000_000)
-    bundle = tmp_path / "bundle"
-    args = {"registry_url": fresh_cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
-            "bundle": {"dir": str(bundle)}}
+    out = tmp_path / kind
+    args = {"registry_url": fresh_cdn.url, "images": [f"{image.repository}:{image.tag}"],
+            "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"), kind: {"dir": str(out)}}
     (tmp_path / "facts").mkdir()
     argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
     proc = subprocess.Popen(argv, env=dict(ansible.env, NGC_API_KEY=testbed.api_key), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    kept = bundle / "blobs" / "sha256" / f".{big.layer_digest.split(':')[1]}.resume"
+    kept = kept_file(kind, image, out)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if kept.exists() and kept.stat().st_size >= big.layer_size // 2:
+        if kept.exists() and held_bytes(kind, kept) >= image.layer_size // 2:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the export ended before it could be cut off"
+    assert proc.poll() is None, "the run ended before it could be cut off"
     kill_run(proc, tmp_path / "facts" / "ngc_mirror.fact.lock")  # the module too: it runs in a session of its own
-    held = kept.stat().st_size
-    assert big.layer_size // 2 <= held < big.layer_size
+    held = held_bytes(kind, kept)
+    assert image.layer_size // 2 <= held < image.layer_size
     fresh_cdn.reset()
     run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert run.rc == 0, run.stdout + run.stderr
-    again = served(downloads(fresh_cdn, big))
-    assert again <= big.layer_size - held + 2 * PART, (again, held, big.layer_size)  # the rest, not the whole layer
-    blob = bundle / "blobs" / "sha256" / big.layer_digest.split(":")[1]
-    with open(blob, "rb") as handle:
-        assert "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest() == big.layer_digest
+    assert [i["status"] for i in run.result["images"]] == ["copied"], run.result
+    again = served(downloads(fresh_cdn, image))
+    assert again <= image.layer_size - held + 2 * PART, (again, held, image.layer_size)  # the rest, not the whole layer
+    judge(kind, image, out)
     assert not kept.exists()
+    assert not [p for p in out.rglob(".*") if p.is_file()]  # nothing left behind

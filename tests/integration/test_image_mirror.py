@@ -273,7 +273,7 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(ansible: Any, testbe
     while time.monotonic() < deadline and proc.poll() is None:
         if progress.exists() and json.loads(progress.read_text() or "{}").get("state") == "running":
             seen_running = True
-            if list(archive_dir.rglob(".*partial*")):
+            if list(archive_dir.rglob(".*partial*")) or list(archive_dir.rglob(".*.resume")):
                 break
         time.sleep(0.2)
     assert seen_running and proc.poll() is None, "the run ended before it could be interrupted"
@@ -288,7 +288,7 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(ansible: Any, testbe
     assert resumed.rc == 0, resumed.stdout
     final = archive_dir / "nvidia/pytorch/24.02-py3.tar"
     assert final.is_file()
-    assert not list(archive_dir.rglob(".*partial*"))
+    assert not list(archive_dir.rglob(".*partial*")) and not list(archive_dir.rglob(".*.resume"))
     assert json.loads(skopeo("inspect", f"docker-archive:{final}"))["Digest"]
     assert raw_digest(testbed.open_registry_host, f"{ns}/{ref}") == seeded(testbed)[ref]["digest"]
 

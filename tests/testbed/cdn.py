@@ -47,6 +47,7 @@ import re
 import secrets
 import signal
 import sys
+import tarfile
 import threading
 import time
 import zlib
@@ -422,6 +423,8 @@ class BigImage:
     digest: str  # the manifest's
     layer_digest: str
     layer_size: int
+    content_sha256: str = ""  # of /big.bin, in an image seeded as_tar
+    diff_id: str = ""  # the layer's uncompressed digest, as its config lists it
 
 
 def _gzip_stored(pieces: Any) -> Any:
@@ -434,28 +437,61 @@ def _gzip_stored(pieces: Any) -> Any:
     yield compressor.flush()
 
 
+def _as_tar(name: str, size: int, pieces: Any) -> Any:
+    """The pieces (``size`` bytes in all) as the one file ``name`` of a tar stream."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, 1704067200
+    yield info.tobuf(tarfile.GNU_FORMAT)
+    yield from pieces
+    yield b"\0" * ((-size) % 512 + 1024)
+
+
 def seed_big_image(registry_url: str, username: str, password: str, reference: str = BIG_REFERENCE, size: int = BIG_SIZE,
-                   seed: int = 1) -> BigImage:
+                   seed: int = 1, as_tar: bool = False) -> BigImage:
     """Push (once: an existing layer is not sent again) an image whose one layer is `size` deterministic random bytes, gzip'd
-    at level 0 (so that skopeo, which compresses layers it finds uncompressed, copies it unchanged)."""
+    at level 0 (so that skopeo, which compresses layers it finds uncompressed, copies it unchanged). ``as_tar``: the
+    bytes are the file ``/big.bin`` of a real layer tar (for destinations that unpack layers: enroot, Apptainer)."""
     repository, tag = reference.rsplit(":", 1)
-    hasher, length = hashlib.sha256(), 0
-    for piece in _gzip_stored(_keystream(seed, f"big:{size}", size)):
+
+    content = hashlib.sha256()
+
+    def uncompressed(hashed: bool = False) -> Any:
+        pieces = _keystream(seed, f"big:{size}", size)
+        if hashed:
+            pieces = _hashed(pieces, content)
+        return _as_tar("big.bin", size, pieces) if as_tar else pieces
+
+    hasher, diff, length = hashlib.sha256(), hashlib.sha256(), 0
+
+    def diffed(pieces: Any) -> Any:
+        for piece in pieces:
+            diff.update(piece)
+            yield piece
+
+    for piece in _gzip_stored(diffed(uncompressed(hashed=True))):
         hasher.update(piece)
         length += len(piece)
     layer = BlobInfo(digest=f"sha256:{hasher.hexdigest()}", size=length)
     pusher = Pusher(registry_url, username, password)
     if not pusher.blob_exists(repository, layer.digest):
-        pusher.upload_stream(repository, _gzip_stored(_keystream(seed, f"big:{size}", size)), lambda: layer.digest)
+        pusher.upload_stream(repository, _gzip_stored(uncompressed()), lambda: layer.digest)
+    diff_id = diff.hexdigest() if as_tar else hashlib.sha256(b"").hexdigest()
     config = dump_manifest({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-                            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(b'').hexdigest()}"]}, "config": {}})
+                            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}, "config": {}})
     config_info = pusher.upload_bytes(repository, config)
     manifest = dump_manifest({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "size": config_info.size, "digest": config_info.digest},
         "layers": [{"mediaType": OCI_LAYER, "size": layer.size, "digest": layer.digest}],
     })
-    return BigImage(repository, tag, pusher.put_manifest(repository, tag, OCI_MANIFEST, manifest), layer.digest, layer.size)
+    return BigImage(repository, tag, pusher.put_manifest(repository, tag, OCI_MANIFEST, manifest), layer.digest, layer.size,
+                    content.hexdigest() if as_tar else "", f"sha256:{diff_id}")
+
+
+def _hashed(pieces: Any, hasher: Any) -> Any:
+    for piece in pieces:
+        hasher.update(piece)
+        yield piece
 
 
 def main() -> None:
