@@ -85,7 +85,7 @@ options:
         reads; it also holds an OCI image layout.
       - V(oci) writes C(<dir>/<name>/<tag>.oci.tar), an OCI image layout with all platforms.
       - Archives are written under a hidden name, C(.<tag>.tar.resume), and renamed when complete. A run cut off (a
-        kill, or an error once 16 MiB are written) leaves it, and the next run of that image continues it: every
+        kill, or an error once 16 MiB are written) leaves it, and the next run of that image continues it; every
         whole blob in it is hashed and kept, the blob it was cut off in is fetched from its last byte on. The run
         locks O(archive.dir) (another run writing there is refused) and removes temporary files killed runs left in it.
     type: dict
@@ -213,7 +213,7 @@ options:
       - Blobs and the unpacked root filesystem are staged in a temporary directory under O(enroot.dir), removed at
         the end, so it needs free space for both. The file is written under a temporary name and renamed when
         complete; the run locks O(enroot.dir) against other runs.
-      - A blob of 16 MiB or more is received into C(.enroot-sha256-<hex>.resume) in O(enroot.dir) until it is whole:
+      - A blob of 16 MiB or more is received into C(.enroot-sha256-<hex>.resume) in O(enroot.dir) until it is whole;
         a run cut off in it leaves the file, and the next run hashes those bytes and fetches only the rest.
       - Files of layers are created as the module's user; device nodes outside C(/dev) need root.
     type: dict
