@@ -121,7 +121,7 @@ def test_big_blob_comes_in_parallel_ranges_without_credentials(
 
 
 def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage,
-                                                                         tmp_path: Path, ns: str) -> None:
+                                                                        tmp_path: Path, ns: str) -> None:
     """kill -9 once the registry holds half the big layer (its session recorded beside the facts file, distribution's
     own upload data that long): the next run asks the registry where the session stands, fetches only the rest from
     the CDN and sends only the rest; skopeo reads the source's manifest digest and the blob hashes to its name."""
