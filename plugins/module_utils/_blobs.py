@@ -78,15 +78,17 @@ def wants_ranges(size: int | None, connections: int = RANGE_CONNECTIONS, thresho
 def open_reader(fetch: Fetch, host: str, name: str, digest: str, expected_size: int | None, chunk_size: int,
                 policy: RetryPolicy, sleep: Callable[[float], None], connections: int = RANGE_CONNECTIONS,
                 threshold: int = RANGE_THRESHOLD, part_size: int = RANGE_PART_SIZE, start: int = 0,
-                held: Iterable[bytes] = ()) -> Any:
+                held: Iterable[bytes] | None = ()) -> Any:
     """A reader of a blob: a RangedBlobReader for a big one whose server honours Range, else a BlobReader.
 
     The first part is asked for with Range: a 206 starts the ranged download, a 200 (the server ignores Range) is
     read as the one stream of a BlobReader. With ``start``, the first ``start`` bytes are not downloaded: ``held``
     gives them (an earlier run received them), hashed first, so the digest is still checked over the whole blob.
+    ``held`` None: nobody here has those bytes, the reader checks only the size, and the digest is the destinations'
+    to check (a registry refuses an upload whose digest differs when it is committed).
     """
-    hasher = _new_hasher(digest)
-    for chunk in held:
+    hasher: Any = _new_hasher(digest) if held is not None else _NoHash()
+    for chunk in held or ():
         hasher.update(chunk)
     if expected_size is None or not wants_ranges(expected_size - start, connections, threshold, part_size):
         return BlobReader(fetch, host, name, digest, expected_size, chunk_size, policy, sleep, start=start, hasher=hasher)
@@ -102,10 +104,19 @@ def open_reader(fetch: Fetch, host: str, name: str, digest: str, expected_size: 
                             start=start, hasher=hasher)
 
 
+class _NoHash:
+    """The hasher of a read whose digest is not checked here (it starts part way and no bytes before were given)."""
+
+    def update(self, data: bytes) -> None:
+        """Nothing to hash."""
+
+
 def check_received(digest: str, host: str, name: str, received: int, size: int | None, hasher: Any) -> None:
     """A downloaded blob is whole (``size`` bytes, when known) and hashes to its digest, or DigestMismatchError."""
     if size is not None and received != size:
         raise DigestMismatchError(f"blob {digest} from {host} for {name}: got {received} bytes, expected {size}")
+    if isinstance(hasher, _NoHash):
+        return
     actual = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
     if actual != digest:
         raise DigestMismatchError(f"blob {digest} from {host} for {name} hashed to {actual}: "

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter
 from ansible_collections.airgap.ngc.plugins.module_utils._engine import DOCKER_IMPORT_ERROR, HAS_DOCKER, DockerEngine, DockerSdkMissingError, tag_targets
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write
+from ansible_collections.airgap.ngc.plugins.module_utils._files import RESUME_MIN, atomic_write
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     SOURCE_DIGEST_ANNOTATION,
     ImageContent,
@@ -35,6 +35,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._signatures import upda
 from ansible_collections.airgap.ngc.plugins.module_utils._sources import read_archive_head
 from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, UploadSink, index_archive_blobs
+from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import SessionUpload, UploadSessions
 
 TAR_OVERHEAD = 1024  # a tar member header and its padding, at most
 SPOOL_SHARE = 0.5  # of the free space an archive leaves on its filesystem, at most, for blobs spooled meanwhile
@@ -100,14 +101,19 @@ class Selection:
 
 
 class RegistryDestination(Selection):
-    """A destination registry: HEAD to observe, mount or upload blobs, push manifests (children first)."""
+    """A destination registry: HEAD to observe, mount or upload blobs, push manifests (children first).
+
+    A blob of ``RESUME_MIN`` bytes or more is uploaded through a session recorded in ``sessions`` (when given), which a
+    run cut off leaves for the next one to continue (``_upload_sessions``); a smaller one as one streamed PUT.
+    """
 
     kind = "registry"
     carries_companions = True  # signatures and attestations travel with the images
 
     def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals,
-                 origins: dict[str, SourceImage] | None = None) -> None:
+                 origins: dict[str, SourceImage] | None = None, sessions: UploadSessions | None = None) -> None:
         self.url, self.prefix, self.client, self.platforms, self.totals = spec["url"], spec.get("prefix"), client, platforms, totals
+        self.sessions = sessions
         self.credentials = (spec.get("username"), spec.get("password"))
         self.known_blobs: dict[str, str] = {}  # digest -> a repository of this registry that holds it
         for digest, image in (origins or {}).items():  # blobs an earlier import put here, under another image
@@ -186,11 +192,17 @@ class RegistryDestination(Selection):
         for digest, size in blob_sizes(m.data for m in manifests).items():
             if self._has_blob(ref.repository, digest):
                 self.totals.add(reused=size)
+                if self.sessions is not None and size >= RESUME_MIN:  # committed by a run cut off before it forgot the session
+                    self.sessions.drop(UploadSessions.key(self.client.host, ref.repository, digest))
             else:
                 missing[digest] = size
         return _RegistryWrite(self, ref, content, manifests, top_raw, missing)
 
-    def upload_sink(self, repository: str, digest: str, size: int) -> UploadSink:
+    def upload_sink(self, repository: str, digest: str, size: int) -> Any:
+        if self.sessions is not None and size >= RESUME_MIN:
+            return SessionUpload(self.client, self.sessions, repository, digest, size,
+                                 committed=lambda: self.known_blobs.__setitem__(digest, repository))
+
         def upload(chunks: Iterator[bytes]) -> Any:
             # The reader ends the chunks only after it has checked the digest (until then the upload holds back its
             # last chunk), and the registry checks it too: no second hash here.

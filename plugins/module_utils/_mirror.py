@@ -43,6 +43,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._sources import Archive
 from ansible_collections.airgap.ngc.plugins.module_utils._space import Need, check_space, space_report
 from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, sinks_of, transfer
+from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import UploadSessions
 
 
 def source_from(params: dict[str, Any]) -> Any:
@@ -64,7 +65,8 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
     platforms = params.get("platforms") or None
     offline = bool(params.get("offline"))
     origins = source.origins() if hasattr(source, "origins") else {}
-    registry = RegistryDestination(params["registry"], registry_client, platforms, totals, origins) if params.get("registry") else None
+    sessions = UploadSessions(params["facts_file"]) if params.get("facts_file") else None
+    registry = RegistryDestination(params["registry"], registry_client, platforms, totals, origins, sessions) if params.get("registry") else None
     archive = ArchiveDestination(params["archive"]) if params.get("archive") and not offline else None
     found: list[Any] = [d for d in (registry, archive) if d is not None]
     if params.get("bundle"):

@@ -451,7 +451,8 @@ class RegistryClient(RegistryAuth):
         """Start downloading a blob; the reader streams it in chunks and verifies its digest (and size) at the end.
 
         A big blob of known size is fetched as several Range requests at once (``_blobs.open_reader``). With
-        ``start``, from that byte on: ``held`` gives the bytes before it, for the digest."""
+        ``start``, from that byte on: ``held`` gives the bytes before it, for the digest (None: the digest is not checked
+        here, only the size; the caller's destinations check it)."""
         return open_reader(lambda offset, end=None, location=None: self._blob_response(name, digest, offset, end, location),
                            self.host, name, digest, expected_size, chunk_size, self._policy, self._sleep, start=start, held=held)
 
@@ -496,6 +497,81 @@ class RegistryClient(RegistryAuth):
         if location:
             self._cancel_upload(name, location)
         return False
+
+    # -- upload sessions continued across runs (chunked upload: POST, PATCH pieces, PUT ?digest=) -----------------
+
+    def start_upload(self, name: str) -> str:
+        """POST a new upload session to repository name; its absolute Location (the registry's upload URL)."""
+        validate_repository(name)
+        _status, location = self._start_upload(name)
+        if location is None:
+            raise RegistryError(f"{self.host} answered the start of a blob upload to {name} without a Location")
+        return location
+
+    def upload_offset(self, name: str, location: str) -> Optional[int]:
+        """How many bytes an upload session holds: the end of the Range a GET of its URL answers (204), plus one.
+
+        None when the registry does not know the session (404: gone, expired, or, for distribution, left with a request
+        cut off mid-body), answers anything else, or sends no readable Range: any doubt means the session is not used.
+        """
+        what = f"status of a blob upload to {name}"
+        try:
+            response = self._request("GET", location, what=what, scope=self._push_scope(name), repository=name, expected=(204,), allow_404=True)
+        except (NotFoundError, AuthError):
+            return None
+        except RegistryError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:
+                return None  # a registry that keeps no sessions answers 400 or 405
+            raise
+        response.close()
+        if response.status_code != 204:
+            return None
+        match = re.fullmatch(r"\s*(?:bytes[= ])?0-(\d+)\s*", response.headers.get("Range") or "")
+        if match is None:
+            return None
+        end = int(match.group(1))
+        return end + 1 if end > 0 else 0  # "0-0" is an empty session for distribution
+
+    def patch_upload(self, name: str, location: str, offset: int, body: Any, length: int) -> str:
+        """PATCH ``length`` bytes (``body``: a file positioned at them, streamed) into a session at ``offset``.
+
+        Returns the session's new Location: distribution's upload URL carries the offset, and only the latest one
+        is accepted. A PATCH is never retried here (a body cut off mid-way leaves the registry with part of it);
+        a registry that answers without a Location or with another Range raises RegistryError.
+        """
+        what = f"upload of bytes {offset}-{offset + length - 1} to {name}"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length), "Content-Range": f"{offset}-{offset + length - 1}"}
+        response = self._request("PATCH", location, what=what, scope=self._push_scope(name), repository=name, expected=(202, 204),
+                                 headers=headers, data=body, replayable=False)
+        response.close()
+        following = response.headers.get("Location")
+        received = response.headers.get("Range")
+        if not following or (received and received.strip() != f"0-{offset + length - 1}"):
+            raise RegistryError(f"{self.host} answered the {what} with {'Range ' + received if received else 'no Location'}: "
+                                "it does not keep upload sessions as the distribution spec says", status=response.status_code,
+                                url=strip_query(response.url))
+        return urljoin(response.url, following)
+
+    def finish_upload(self, name: str, location: str, digest: str) -> None:
+        """PUT ``location&digest=`` (no body): the registry checks what the session holds against the digest and
+        commits the blob. DigestMismatchError if it refuses the digest (400 DIGEST_INVALID) or reports another one."""
+        what = f"upload of blob {digest} to {name}"
+        try:
+            response = self._request("PUT", _add_query(location, "digest", digest), what=what, scope=self._push_scope(name), repository=name,
+                                     expected=(201, 204), headers={"Content-Type": "application/octet-stream"}, data=b"", replayable=False)
+        except RegistryError as exc:
+            if exc.status == 400 and "DIGEST_INVALID" in str(exc).upper().replace(" ", "_"):
+                raise DigestMismatchError(f"{self.host} refused the {what}: what it received does not hash to the digest", status=400,
+                                          url=exc.url) from None
+            raise
+        reported = response.headers.get("Docker-Content-Digest")
+        response.close()
+        if reported and reported != digest:
+            raise DigestMismatchError(f"{what}: the registry stored it as {reported}", url=strip_query(response.url))
+
+    def cancel_upload(self, name: str, location: str) -> None:
+        """Best effort: DELETE an upload session so the registry can free what it holds."""
+        self._cancel_upload(name, location)
 
     def upload_blob(self, name: str, digest: str, size: int, chunks: ChunkSource, verify: bool = True) -> str:
         """Upload a blob as one streamed PUT (POST for a session, then PUT Location&digest=... with Content-Length).

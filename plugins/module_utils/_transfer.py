@@ -292,18 +292,36 @@ def _while_wanted(chunks: Iterable[bytes], sinks: Sequence[Any]) -> Iterator[byt
         yield data
 
 
-def resume_point(sinks: list[Any], allowed: bool) -> tuple[int, Iterable[bytes]]:
-    """Where a blob's download can start: the bytes every sink already holds from a run that was cut off (a sink's
-    ``resume_from``), and those bytes (its ``held()``, for the reader's hash); sinks holding more are cut back (all
-    of them to nothing when the read cannot start part way)."""
+def resume_point(sinks: list[Any], allowed: bool) -> tuple[int, Iterable[bytes] | None]:
+    """Where a blob's download can start, and what the reader hashes first: (0, ()) for the whole blob.
+
+    ``start`` is what every sink already holds from a run that was cut off (a sink's ``resume_from``): sinks holding
+    more are cut back (``restart``; all of them to nothing when the read cannot start part way), until they agree (a
+    registry session cut back below what its registry holds starts over at 0, and then so does every sink). The bytes
+    before ``start`` are a sink's ``held()`` (a file kept here), hashed by the reader so the whole blob's digest is
+    still checked; if only sinks that check the digest themselves hold them (``verifies_digest``: a registry checks
+    the upload at its final PUT) there are none to hash: ``None``, the read starts there and its digest is left to
+    them (its size is still checked). A sink that neither holds the bytes nor checks the digest never gets such a
+    read: everything starts over instead."""
     inner = [getattr(sink, "sink", sink) for sink in sinks]
-    start = min(getattr(sink, "resume_from", 0) for sink in inner) if allowed else 0
-    for sink in inner:
-        if getattr(sink, "resume_from", 0) > start:
+    start = 0
+    while inner:
+        start = min(getattr(sink, "resume_from", 0) for sink in inner) if allowed else 0
+        higher = [sink for sink in inner if getattr(sink, "resume_from", 0) > start]
+        if not higher:
+            break
+        for sink in higher:
             sink.restart(start)
     if start == 0:
         return 0, ()
-    return start, next(sink for sink in inner if getattr(sink, "resume_from", 0) == start).held()
+    keeper = next((sink for sink in inner if hasattr(sink, "held")), None)
+    if keeper is not None:
+        return start, keeper.held()
+    if all(getattr(sink, "verifies_digest", False) for sink in inner):
+        return start, None
+    for sink in inner:  # a sink holding them with no way to check the digest: no unverified read for it
+        sink.restart(0)
+    return 0, ()
 
 
 def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], open_blob: Callable[..., Any],
@@ -314,7 +332,8 @@ def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], 
     archive of this run) is read from there instead, if its file is still the one indexed. A read that fails raises
     (the first error, not its echoes) and aborts that blob's sinks; a sink that fails is its owner's business. With
     ``resumes`` (a source that can start a blob part way, ``open_blob(digest, size, start, held)``), a blob whose
-    sinks all hold its first bytes from a run that was cut off is read from there on.
+    sinks all hold its first bytes from a run that was cut off is read from there on (``held`` None: the sinks check
+    the digest themselves, see ``resume_point``).
     """
     def one(item: tuple[str, int]) -> None:
         digest, size = item

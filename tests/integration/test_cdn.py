@@ -121,6 +121,51 @@ def test_big_blob_comes_in_parallel_ranges_without_credentials(
     assert served(entries) == big.layer_size  # read once for both destinations, every byte once
 
 
+def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage,
+                                                                        tmp_path: Path, ns: str) -> None:
+    """kill -9 once the registry holds half the big layer (its session recorded beside the facts file, distribution's
+    own upload data that long): the next run asks the registry where the session stands, fetches only the rest from
+    the CDN and sends only the rest; skopeo reads the source's manifest digest and the blob hashes to its name."""
+    import requests  # pylint: disable=import-outside-toplevel
+    fresh_cdn.settings(bandwidth=2_000_000)  # about 8 MB/s over 4 connections: a 32 MiB piece every 4 s
+    args = {"registry_url": fresh_cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+            "registry": {"url": testbed.open_registry_url, "prefix": ns}}
+    (tmp_path / "facts").mkdir()
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
+    proc = subprocess.Popen(argv, env=dict(ansible.env, NGC_API_KEY=testbed.api_key), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    record = tmp_path / "facts" / ".ngc_mirror.fact.uploads"
+    uploads = Path(testbed.workdir) / "registry-open" / "data" / "docker" / "registry" / "v2" / "repositories" / ns / big.repository / "_uploads"
+
+    def confirmed() -> int:
+        try:
+            entries = json.loads(record.read_text())["uploads"]
+        except (OSError, ValueError):
+            return 0
+        return max([e["offset"] for e in entries.values() if e["digest"] == big.layer_digest] or [0])
+
+    def received() -> list[int]:  # what distribution holds of each upload session of the repository
+        return [(d / "data").stat().st_size for d in uploads.iterdir() if (d / "data").exists()] if uploads.is_dir() else []
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and confirmed() < big.layer_size // 2:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the upload ended before it could be cut off"
+    kill_run(proc, tmp_path / "facts" / "ngc_mirror.fact.lock")
+    held = confirmed()
+    assert big.layer_size // 2 <= held < big.layer_size
+    assert received() == [held]  # the registry holds exactly what the record says: the session can be continued
+    fresh_cdn.reset()
+    mirror(ansible, testbed, fresh_cdn, big, tmp_path, ns)
+    again = served(downloads(fresh_cdn, big))
+    assert again <= big.layer_size - held + 2 * PART, (again, held, big.layer_size)  # the rest, not the whole layer
+    assert dest_digest(testbed, ns, big) == big.digest
+    blob = requests.get(f"{testbed.open_registry_url}/v2/{ns}/{big.repository}/blobs/{big.layer_digest}", timeout=60)
+    assert blob.status_code == 200 and "sha256:" + hashlib.sha256(blob.content).hexdigest() == big.layer_digest
+    assert not record.exists() and not [p for p in (tmp_path / "facts").iterdir() if ".upload" in p.name]
+    assert received() == []  # the session was committed, none left behind
+
+
 def test_a_connection_dropped_mid_body_is_resumed_with_range(
         ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str) -> None:
     fresh_cdn.settings(bandwidth=SLOW)

@@ -286,3 +286,19 @@ def test_a_download_started_part_way_hashes_the_held_bytes_and_fetches_only_the_
     with pytest.raises(DigestMismatchError):
         with bad:
             b"".join(bad)  # held bytes that are not the blob's fail its digest
+
+
+@pytest.mark.parametrize("connections,threshold", [(4, PART), (1, len(BLOB) * 2)])
+def test_a_download_started_part_way_with_no_bytes_to_hash_checks_only_the_size(connections: int, threshold: int) -> None:
+    """held=None: the destinations check the digest (a registry at its final PUT); the reader still counts the bytes."""
+    start = len(BLOB) // 3
+    other = "sha256:" + "0" * 64  # not the blob's digest: unchecked here
+    reader = open_reader(FakeServer().fetch, REGISTRY, "x", other, len(BLOB), 256, RetryPolicy(retries=0), lambda _s: None,
+                         connections=connections, threshold=threshold, part_size=PART, start=start, held=None)
+    with reader:
+        assert b"".join(reader) == BLOB[start:]
+    assert reader.verified
+    with pytest.raises(DigestMismatchError):  # the size is still checked
+        with open_reader(FakeServer().fetch, REGISTRY, "x", other, len(BLOB) + 1, 256, RetryPolicy(retries=0), lambda _s: None,
+                         connections=1, threshold=len(BLOB) * 4, part_size=PART, start=start, held=None) as longer:
+            b"".join(longer)

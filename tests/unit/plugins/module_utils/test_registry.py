@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import io
 import json
 import socketserver
 import threading
@@ -1058,3 +1059,59 @@ def test_bad_names_rejected_before_any_request(serve, make_client):
     with pytest.raises(Exception, match="invalid"):
         client.get_manifest("x", "bad tag")
     assert server.requests == []
+
+
+class SessionRegistry:
+    """Upload sessions as distribution 2.8 keeps them: the offset in the upload URL's _state, only the latest URL valid."""
+
+    def __init__(self, ranges: bool = True) -> None:
+        self.ranges = ranges
+        self.data = bytearray()
+
+    def __call__(self, req):
+        location = f"/v2/x/blobs/uploads/uuid-1?_state={len(self.data)}"
+        if req.method == "POST":
+            return Resp(202, {"Location": location, "Range": "0-0"})
+        if req.query.get("_state") != [str(len(self.data))]:
+            return error_resp(404, "BLOB_UPLOAD_INVALID", "blob upload invalid")
+        if req.method == "GET":
+            return Resp(204, {"Location": location, "Range": f"0-{max(len(self.data) - 1, 0)}"} if self.ranges else {})
+        if req.method == "PATCH":
+            self.data += req.body
+            return Resp(202, {"Location": f"/v2/x/blobs/uploads/uuid-1?_state={len(self.data)}", "Range": f"0-{len(self.data) - 1}"})
+        if req.method == "PUT":
+            if sha256(bytes(self.data)) != req.query["digest"][0]:
+                return error_resp(400, "DIGEST_INVALID", "provided digest did not match uploaded content")
+            return Resp(201, {"Docker-Content-Digest": req.query["digest"][0]})
+        return Resp(204)
+
+
+def test_an_upload_session_is_asked_where_it_stands_and_continued(serve, make_client):
+    registry = SessionRegistry()
+    server = serve(registry)
+    client = make_client(server.url)
+    location = client.start_upload("x")
+    assert client.upload_offset("x", location) == 0  # distribution's "0-0" for an empty session
+    following = client.patch_upload("x", location, 0, io.BytesIO(BLOB[:1000]), 1000)
+    patch = server.requests[-1]
+    assert (patch.headers["Content-Range"], patch.headers["Content-Length"]) == ("0-999", "1000")
+    assert client.upload_offset("x", following) == 1000
+    assert client.upload_offset("x", location) is None  # an older URL: the registry no longer knows it
+    with pytest.raises(DigestMismatchError, match="does not hash"):
+        client.finish_upload("x", following, sha256(BLOB))
+    following = client.patch_upload("x", following, 1000, io.BytesIO(BLOB[1000:]), len(BLOB) - 1000)
+    client.finish_upload("x", following, sha256(BLOB))
+    assert server.requests[-1].method == "PUT" and server.requests[-1].body == b""
+
+
+def test_a_registry_without_sessions_gives_no_offset(serve, make_client):
+    server = serve(SessionRegistry(ranges=False))
+    client = make_client(server.url)
+    assert client.upload_offset("x", client.start_upload("x")) is None
+    server = serve(lambda req: error_resp(405, "UNSUPPORTED", "no") if req.method == "GET" else Resp(202, {"Location": "/v2/x/blobs/uploads/u"}))
+    client = make_client(server.url)
+    assert client.upload_offset("x", client.start_upload("x")) is None
+    server = serve(lambda req: Resp(202, {}) if req.method == "PATCH" else Resp(202, {"Location": "/v2/x/blobs/uploads/u"}))
+    client = make_client(server.url)
+    with pytest.raises(RegistryError, match="does not keep upload sessions"):
+        client.patch_upload("x", client.start_upload("x"), 0, io.BytesIO(b"abc"), 3)
