@@ -33,7 +33,7 @@ def archives(archive_dir: Path) -> tuple[set[str], set[str]]:
             continue
         name = str(path.parent.relative_to(archive_dir))
         whole = re.fullmatch(r"(?P<tag>[^.].*)\.tar", path.name)
-        cut = re.fullmatch(r"\.(?P<tag>.+)\.tar\.partial-\d+.*", path.name)
+        cut = re.fullmatch(r"\.(?P<tag>.+)\.tar\.(?:partial-\d+.*|resume)", path.name)
         if whole:
             done.add(f"{name}:{whole.group('tag')}")
         elif cut:
