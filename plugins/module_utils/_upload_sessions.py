@@ -273,8 +273,8 @@ class SessionUpload:
         except OSError as exc:
             raise os_error(exc, "spooling blob", self._spool_path) from None
         self._location, self._offset = location, self._offset + length
+        self._open_spool(0)  # emptied before the new offset is recorded: a kill in between leaves no stale piece after it
         self._record()
-        self._open_spool(0)
 
     def close(self) -> None:
         if self.written != self.size:

@@ -152,6 +152,10 @@ def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible:
         time.sleep(0.05)
     assert proc.poll() is None, "the upload ended before it could be cut off"
     kill_run(proc, tmp_path / "facts" / "ngc_mirror.fact.lock")
+    settled, last = time.monotonic() + 30, None
+    while time.monotonic() < settled and received() != last:  # the registry may still be reading what was in flight
+        last = received()
+        time.sleep(1)
     held = confirmed()
     assert big.layer_size // 2 <= held < big.layer_size
     assert received() == [held]  # the registry holds exactly what the record says: the session can be continued
