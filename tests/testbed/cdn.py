@@ -434,19 +434,34 @@ def _gzip_stored(pieces: Any) -> Any:
     yield compressor.flush()
 
 
-def seed_big_image(registry_url: str, username: str, password: str, reference: str = BIG_REFERENCE, size: int = BIG_SIZE,
-                   seed: int = 1) -> BigImage:
-    """Push (once: an existing layer is not sent again) an image whose one layer is `size` deterministic random bytes, gzip'd
-    at level 0 (so that skopeo, which compresses layers it finds uncompressed, copies it unchanged)."""
-    repository, tag = reference.rsplit(":", 1)
+def _push_big_layer(pusher: Pusher, repository: str, seed: int, size: int) -> BlobInfo:
+    """The big layer's digest (generated once to hash it), pushed unless the registry holds it."""
     hasher, length = hashlib.sha256(), 0
     for piece in _gzip_stored(_keystream(seed, f"big:{size}", size)):
         hasher.update(piece)
         length += len(piece)
     layer = BlobInfo(digest=f"sha256:{hasher.hexdigest()}", size=length)
-    pusher = Pusher(registry_url, username, password)
     if not pusher.blob_exists(repository, layer.digest):
         pusher.upload_stream(repository, _gzip_stored(_keystream(seed, f"big:{size}", size)), lambda: layer.digest)
+    return layer
+
+
+def seed_big_image(registry_url: str, username: str, password: str, reference: str = BIG_REFERENCE, size: int = BIG_SIZE,
+                   seed: int = 1, cache_file: Path | None = None) -> BigImage:
+    """Push (once: an existing layer is not sent again) an image whose one layer is `size` deterministic random bytes, gzip'd
+    at level 0 (so that skopeo, which compresses layers it finds uncompressed, copies it unchanged). ``cache_file`` (JSON,
+    layer key -> digest and size) spares regenerating a layer the registry already holds just to learn its digest."""
+    repository, tag = reference.rsplit(":", 1)
+    key = f"big:{seed}:{size}"
+    cache = read_json(cache_file) if cache_file is not None and cache_file.exists() else {}
+    pusher = Pusher(registry_url, username, password)
+    known = cache.get(key)
+    if known and pusher.blob_exists(repository, known["digest"]):
+        layer = BlobInfo(digest=known["digest"], size=known["size"])
+    else:
+        layer = _push_big_layer(pusher, repository, seed, size)
+        if cache_file is not None:
+            write_json(cache_file, {**cache, key: {"digest": layer.digest, "size": layer.size}}, mode=0o644)
     config = dump_manifest({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
                             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(b'').hexdigest()}"]}, "config": {}})
     config_info = pusher.upload_bytes(repository, config)
