@@ -89,6 +89,7 @@ class Selection:
     """A destination that copies an image's manifests for a platform choice (None: all platforms, byte for byte)."""
 
     needs_content = True
+    keeps_blobs = True  # a blob written here is found here by the next image (not read from the source again)
     platforms: list[str] | None = None
 
     def want(self, image: SourceImage, digest: str, ctx: PlanContext) -> str:

@@ -214,6 +214,7 @@ class CopyEngine:
         self.force, self.parallel, self.check_mode = force, parallel, check_mode
         self.progress = progress or ProgressReporter(None)
         self.local_blobs: dict[str, LocalBlob] = {}
+        self._placed: set[str] = set()  # blobs an image copied this run put at every destination: no copy reads them again
         self._manifests: dict[str, Manifest] = {}  # by digest: content-addressed, so safe to keep for the run
         self._media_types: dict[str, str | None] = {}
         self.space: list[dict[str, Any]] = []
@@ -233,30 +234,41 @@ class CopyEngine:
 
     def _execute_all(self, plans: list[ImagePlan], store: StateStore) -> None:
         """Execute the plans, ``plan_parallel`` images at once. An image that shares a blob with one being copied
-        waits for it (the blob is then in place and not read twice); ``parallel`` bounds the blob reads of all of
-        them together; each destination begins and commits one image at a time."""
+        waits for it (the blob is then in place and not read twice); once an image has put a blob at every
+        destination, the images that share it no longer wait. ``parallel`` bounds the blob reads of all of them
+        together; each destination begins and commits one image at a time."""
         if self.plan_parallel <= 1 or len(plans) <= 1:
             for plan in plans:
                 self._execute(plan, store)
             return
         queue = list(plans)
-        running: dict[Future[None], set[str]] = {}
+        running: dict[Future[None], tuple[ImagePlan, set[str]]] = {}
         claimed: set[str] = set()
         with ThreadPoolExecutor(max_workers=self.plan_parallel, thread_name_prefix="copy") as pool:
             while queue or running:
                 for plan in list(queue):
                     if len(running) >= self.plan_parallel:
                         break
-                    blobs = self._blobs_of(plan)
+                    blobs = self._blobs_of(plan) - self._placed
                     if blobs & claimed:
                         continue
                     queue.remove(plan)
                     claimed |= blobs
-                    running[pool.submit(self._execute, plan, store)] = blobs
+                    running[pool.submit(self._execute, plan, store)] = (plan, blobs)
                 done, _waiting = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
-                    claimed -= running.pop(future)
+                    plan, blobs = running.pop(future)
+                    claimed -= blobs
                     future.result()
+                    if self._everywhere(plan):
+                        self._placed |= self._blobs_of(plan)
+
+    def _everywhere(self, plan: ImagePlan) -> bool:
+        """True if the image was copied, without error, to every destination that takes blobs, and each of them keeps
+        the blobs it holds (``keeps_blobs``: a later image finds them there and reads none of them again)."""
+        copied = {step.kind for step in plan.steps if step.action == COPY}
+        return plan.error is None and plan.written and all(
+            dest.kind in copied and getattr(dest, "keeps_blobs", False) for dest in self.destinations if dest.needs_content)
 
     def _prefetch_all(self, plans: list[ImagePlan]) -> None:
         """The manifests of every image to copy, ``plan_parallel`` at once, before the space check and the copies use them."""
