@@ -11,6 +11,7 @@ manifests at all. The copy engine knows no kind by name. The bundle destination 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -105,12 +106,14 @@ class RegistryDestination(Selection):
 
     kind = "registry"
     carries_companions = True  # signatures and attestations travel with the images
+    concurrent = True  # begin and commit may run for several images at once: a registry takes pushes side by side
 
     def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals,
                  origins: dict[str, SourceImage] | None = None) -> None:
         self.url, self.prefix, self.client, self.platforms, self.totals = spec["url"], spec.get("prefix"), client, platforms, totals
         self.credentials = (spec.get("username"), spec.get("password"))
         self.known_blobs: dict[str, str] = {}  # digest -> a repository of this registry that holds it
+        self.referrers_lock = threading.Lock()  # a referrers tag is read, changed and written back: one image at a time
         for digest, image in (origins or {}).items():  # blobs an earlier import put here, under another image
             self.known_blobs[digest] = self.reference(image).repository
 
@@ -221,7 +224,8 @@ class _RegistryWrite(Write):
         digest = client.put_manifest(self.ref.repository, self.ref.manifest_reference if self.ref.tag else compute_digest(self.top_raw),
                                      self.top_raw, top.media_type)
         if self.top_raw == top.raw:  # an artifact with a subject is listed in the referrers tag, where the registry has no API
-            update_referrers_tag(client, self.ref.repository, top)
+            with self.dest.referrers_lock:
+                update_referrers_tag(client, self.ref.repository, top)
         store.record_destination(image.key, top.digest, step.dest_key, registry_entry(step.target, digest))
         return digest
 

@@ -17,7 +17,7 @@ import json
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import INVENTORY_KIND, BundleDestination
@@ -199,7 +199,7 @@ class CopyEngine:
     """Copies images from one source to many destinations through the transport interface; knows no kind by name.
 
     ``run(images, store)`` plans every image first (each destination observes and decides), then, unless in check
-    mode, executes the plans one image at a time and records each in ``store`` as it finishes.
+    mode, executes the plans (``plan_parallel`` images at once) and records each in ``store`` as it finishes.
     """
 
     def __init__(self, source: Any, destinations: list[Any], totals: Totals, force: bool = False, parallel: int = 4,
@@ -236,7 +236,7 @@ class CopyEngine:
         """Execute the plans, ``plan_parallel`` images at once. An image that shares a blob with one being copied
         waits for it (the blob is then in place and not read twice); once an image has put a blob at every
         destination, the images that share it no longer wait. ``parallel`` bounds the blob reads of all of them
-        together; each destination begins and commits one image at a time."""
+        together; each destination begins and commits one image at a time, unless it is ``concurrent``."""
         if self.plan_parallel <= 1 or len(plans) <= 1:
             for plan in plans:
                 self._execute(plan, store)
@@ -416,7 +416,11 @@ class CopyEngine:
                 write.abort()
             self.progress.image_done()
 
-    def _lock_of(self, dest: Any) -> threading.Lock:
+    def _lock_of(self, dest: Any) -> AbstractContextManager[Any]:
+        """What a destination's begin and commit run under: its lock (one image at a time), or nothing for a
+        destination that takes several images at once (``concurrent``)."""
+        if getattr(dest, "concurrent", False):
+            return nullcontext()
         with self._locks_lock:
             return self._dest_locks.setdefault(id(dest), threading.Lock())
 

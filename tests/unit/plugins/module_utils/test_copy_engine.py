@@ -291,3 +291,34 @@ def test_images_sharing_a_blob_wait_for_each_other_at_a_destination_that_does_no
     plans = run(memory, [dest], tmp_path, images=6)
     assert [p.error for p in plans] == [None] * 6
     assert memory.most == 1
+
+
+class BeginCounter(KeepingDestination):
+    """Counts the images it begins at once; ``concurrent`` as a registry destination says it."""
+
+    def __init__(self, kind: str, concurrent: bool) -> None:
+        super().__init__(kind)
+        self.concurrent = concurrent
+        self.active = self.most = 0
+        self._lock = threading.Lock()
+
+    def begin(self, image: SourceImage, content: Any, step: Any) -> MemoryWrite:
+        with self._lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(0.02)
+        with self._lock:
+            self.active -= 1
+        return super().begin(image, content, step)
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_a_concurrent_destination_begins_several_images_at_once_another_one_at_a_time(tmp_path: Any, concurrent: bool) -> None:
+    memory = MemorySource()
+    for n in range(8):
+        memory.add_image(f"memory.example/nvidia/other{n}:1", [f"a layer of its own {n}".encode() * 20])
+    dest = BeginCounter("registry", concurrent)
+    plans = run(memory, [dest], tmp_path, images=4)
+    assert [p.error for p in plans] == [None] * 8
+    assert dest.tags == memory.tags
+    assert (dest.most > 1) is concurrent
