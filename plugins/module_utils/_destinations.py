@@ -114,6 +114,8 @@ class RegistryDestination(Selection):
         self.credentials = (spec.get("username"), spec.get("password"))
         self.known_blobs: dict[str, str] = {}  # digest -> a repository of this registry that holds it
         self.referrers_lock = threading.Lock()  # a referrers tag is read, changed and written back: one image at a time
+        self._blob_locks: dict[tuple[str, str], threading.Lock] = {}  # (repository, digest) -> its look and mount
+        self._blob_locks_lock = threading.Lock()
         for digest, image in (origins or {}).items():  # blobs an earlier import put here, under another image
             self.known_blobs[digest] = self.reference(image).repository
 
@@ -173,15 +175,21 @@ class RegistryDestination(Selection):
         return "removed", f"deleted manifest {have.digest} of {ref}; {note}", freed
 
     def _has_blob(self, repository: str, digest: str) -> bool:
-        """True if the registry already has the blob in ``repository`` (present, or mounted from another one)."""
-        if self.client.head_blob(repository, digest) is not None:
-            self.known_blobs[digest] = repository
-            return True
-        origin = self.known_blobs.get(digest)
-        if origin and origin != repository and self.client.mount_blob(repository, digest, origin):
-            self.known_blobs[digest] = repository
-            return True
-        return False
+        """True if the registry already has the blob in ``repository`` (present, or mounted from another one).
+
+        Images begun at once look at and mount one blob into one repository one after another: distribution writes
+        the repository's link to a mounted blob in place, and a HEAD that reads it meanwhile gets a 500."""
+        with self._blob_locks_lock:
+            lock = self._blob_locks.setdefault((repository, digest), threading.Lock())
+        with lock:
+            if self.client.head_blob(repository, digest) is not None:
+                self.known_blobs[digest] = repository
+                return True
+            origin = self.known_blobs.get(digest)
+            if origin and origin != repository and self.client.mount_blob(repository, digest, origin):
+                self.known_blobs[digest] = repository
+                return True
+            return False
 
     def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _RegistryWrite:
         ref = self.reference(image)
