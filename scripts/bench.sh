@@ -55,7 +55,8 @@ echo "bench: starting a bench-scale test bed with a Docker engine (the first tim
 python -m tests.testbed up --dir "$testbed" --scale bench >/dev/null
 status=0
 python tests/bench/bench.py --testbed "$testbed" --collections "$collections" --work "$work" --out "$out/results.json" "$@" || status=$?
-# A big blob through a stand-in for nvcr.io's CDN (20 MB/s per connection, 50 ms a request): ranged downloads.
+# A big blob through a stand-in for nvcr.io's CDN (20 MB/s per connection, 50 ms a request): ranged downloads
+# (group copy), and a 1 GiB layer's bundle export killed half-way then continued by the next run (group resume).
 python tests/bench/cdn_bench.py --testbed "$testbed" --collections "$collections" --work "$work/cdn" --out "$out/cdn.json" || status=$?
 # A wide catalog of tiny tags (WIDE_TAGS="1000 3000" for more) in a test bed of its own, which it stops and empties.
 wide_args=()

@@ -11,6 +11,7 @@ manifests at all. The copy engine knows no kind by name. The bundle destination 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -90,6 +91,7 @@ class Selection:
     """A destination that copies an image's manifests for a platform choice (None: all platforms, byte for byte)."""
 
     needs_content = True
+    keeps_blobs = True  # a blob written here is found here by the next image (not read from the source again)
     platforms: list[str] | None = None
 
     def want(self, image: SourceImage, digest: str, ctx: PlanContext) -> str:
@@ -109,6 +111,7 @@ class RegistryDestination(Selection):
 
     kind = "registry"
     carries_companions = True  # signatures and attestations travel with the images
+    concurrent = True  # begin and commit may run for several images at once: a registry takes pushes side by side
 
     def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals,
                  origins: dict[str, SourceImage] | None = None, sessions: UploadSessions | None = None) -> None:
@@ -116,6 +119,9 @@ class RegistryDestination(Selection):
         self.sessions = sessions
         self.credentials = (spec.get("username"), spec.get("password"))
         self.known_blobs: dict[str, str] = {}  # digest -> a repository of this registry that holds it
+        self.referrers_lock = threading.Lock()  # a referrers tag is read, changed and written back: one image at a time
+        self._blob_locks: dict[tuple[str, str], threading.Lock] = {}  # (repository, digest) -> its look and mount
+        self._blob_locks_lock = threading.Lock()
         for digest, image in (origins or {}).items():  # blobs an earlier import put here, under another image
             self.known_blobs[digest] = self.reference(image).repository
 
@@ -175,15 +181,21 @@ class RegistryDestination(Selection):
         return "removed", f"deleted manifest {have.digest} of {ref}; {note}", freed
 
     def _has_blob(self, repository: str, digest: str) -> bool:
-        """True if the registry already has the blob in ``repository`` (present, or mounted from another one)."""
-        if self.client.head_blob(repository, digest) is not None:
-            self.known_blobs[digest] = repository
-            return True
-        origin = self.known_blobs.get(digest)
-        if origin and origin != repository and self.client.mount_blob(repository, digest, origin):
-            self.known_blobs[digest] = repository
-            return True
-        return False
+        """True if the registry already has the blob in ``repository`` (present, or mounted from another one).
+
+        Images begun at once look at and mount one blob into one repository one after another: distribution writes
+        the repository's link to a mounted blob in place, and a HEAD that reads it meanwhile gets a 500."""
+        with self._blob_locks_lock:
+            lock = self._blob_locks.setdefault((repository, digest), threading.Lock())
+        with lock:
+            if self.client.head_blob(repository, digest) is not None:
+                self.known_blobs[digest] = repository
+                return True
+            origin = self.known_blobs.get(digest)
+            if origin and origin != repository and self.client.mount_blob(repository, digest, origin):
+                self.known_blobs[digest] = repository
+                return True
+            return False
 
     def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _RegistryWrite:
         ref = self.reference(image)
@@ -232,7 +244,8 @@ class _RegistryWrite(Write):
         digest = client.put_manifest(self.ref.repository, self.ref.manifest_reference if self.ref.tag else compute_digest(self.top_raw),
                                      self.top_raw, top.media_type)
         if self.top_raw == top.raw:  # an artifact with a subject is listed in the referrers tag, where the registry has no API
-            update_referrers_tag(client, self.ref.repository, top)
+            with self.dest.referrers_lock:
+                update_referrers_tag(client, self.ref.repository, top)
         store.record_destination(image.key, top.digest, step.dest_key, registry_entry(step.target, digest))
         return digest
 

@@ -17,7 +17,7 @@ import json
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import INVENTORY_KIND, BundleDestination
@@ -201,7 +201,7 @@ class CopyEngine:
     """Copies images from one source to many destinations through the transport interface; knows no kind by name.
 
     ``run(images, store)`` plans every image first (each destination observes and decides), then, unless in check
-    mode, executes the plans one image at a time and records each in ``store`` as it finishes.
+    mode, executes the plans (``plan_parallel`` images at once) and records each in ``store`` as it finishes.
     """
 
     def __init__(self, source: Any, destinations: list[Any], totals: Totals, force: bool = False, parallel: int = 4,
@@ -216,6 +216,7 @@ class CopyEngine:
         self.force, self.parallel, self.check_mode = force, parallel, check_mode
         self.progress = progress or ProgressReporter(None)
         self.local_blobs: dict[str, LocalBlob] = {}
+        self._placed: set[str] = set()  # blobs an image copied this run put at every destination: no copy reads them again
         self._manifests: dict[str, Manifest] = {}  # by digest: content-addressed, so safe to keep for the run
         self._media_types: dict[str, str | None] = {}
         self.space: list[dict[str, Any]] = []
@@ -235,30 +236,41 @@ class CopyEngine:
 
     def _execute_all(self, plans: list[ImagePlan], store: StateStore) -> None:
         """Execute the plans, ``plan_parallel`` images at once. An image that shares a blob with one being copied
-        waits for it (the blob is then in place and not read twice); ``parallel`` bounds the blob reads of all of
-        them together; each destination begins and commits one image at a time."""
+        waits for it (the blob is then in place and not read twice); once an image has put a blob at every
+        destination, the images that share it no longer wait. ``parallel`` bounds the blob reads of all of them
+        together; each destination begins and commits one image at a time, unless it is ``concurrent``."""
         if self.plan_parallel <= 1 or len(plans) <= 1:
             for plan in plans:
                 self._execute(plan, store)
             return
         queue = list(plans)
-        running: dict[Future[None], set[str]] = {}
+        running: dict[Future[None], tuple[ImagePlan, set[str]]] = {}
         claimed: set[str] = set()
         with ThreadPoolExecutor(max_workers=self.plan_parallel, thread_name_prefix="copy") as pool:
             while queue or running:
                 for plan in list(queue):
                     if len(running) >= self.plan_parallel:
                         break
-                    blobs = self._blobs_of(plan)
+                    blobs = self._blobs_of(plan) - self._placed
                     if blobs & claimed:
                         continue
                     queue.remove(plan)
                     claimed |= blobs
-                    running[pool.submit(self._execute, plan, store)] = blobs
+                    running[pool.submit(self._execute, plan, store)] = (plan, blobs)
                 done, _waiting = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
-                    claimed -= running.pop(future)
+                    plan, blobs = running.pop(future)
+                    claimed -= blobs
                     future.result()
+                    if self._everywhere(plan):
+                        self._placed |= self._blobs_of(plan)
+
+    def _everywhere(self, plan: ImagePlan) -> bool:
+        """True if the image was copied, without error, to every destination that takes blobs, and each of them keeps
+        the blobs it holds (``keeps_blobs``: a later image finds them there and reads none of them again)."""
+        copied = {step.kind for step in plan.steps if step.action == COPY}
+        return plan.error is None and plan.written and all(
+            dest.kind in copied and getattr(dest, "keeps_blobs", False) for dest in self.destinations if dest.needs_content)
 
     def _prefetch_all(self, plans: list[ImagePlan]) -> None:
         """The manifests of every image to copy, ``plan_parallel`` at once, before the space check and the copies use them."""
@@ -406,7 +418,11 @@ class CopyEngine:
                 write.abort()
             self.progress.image_done()
 
-    def _lock_of(self, dest: Any) -> threading.Lock:
+    def _lock_of(self, dest: Any) -> AbstractContextManager[Any]:
+        """What a destination's begin and commit run under: its lock (one image at a time), or nothing for a
+        destination that takes several images at once (``concurrent``)."""
+        if getattr(dest, "concurrent", False):
+            return nullcontext()
         with self._locks_lock:
             return self._dest_locks.setdefault(id(dest), threading.Lock())
 

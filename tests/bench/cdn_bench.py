@@ -18,9 +18,19 @@ the image through it:
 
 Each case checks its result (the destination's manifest hashes to the source's digest, the stream to the layer's)
 and the CDN stand-in's count of bytes served for the blob. ``--rounds`` interleaves the cases and keeps each one's
-best. Prints a table and writes JSON (``--out``). Uses requests, the standard library and tests/testbed (and the collection for the blob reader case).
+best. These are the ``copy`` group.
 
-    python tests/bench/cdn_bench.py --testbed DIR --collections BUILD_DIR [--work DIR] [--out FILE]
+The ``resume`` group (issue 13) cuts a download off and continues it in the next run: an image of one layer of
+``--resume-size-mib`` (default 1024) is exported by the module to a bundle through the CDN front, side by side, once
+uncut, and once killed (``kill -9`` of the module's process group and of ansible's) when the bytes it keeps beside the
+bundle's blob (``.<hex>.resume``) reach half the layer, then run again to the end. It reports the bytes kept after the
+kill, the bytes the CDN served on the re-run as a fraction of the layer (aim: at most 55%), and the re-run's seconds
+over the uncut run's; both bundles' blob must hash to its digest, or the case fails.
+
+Prints a table and writes JSON (``--out``). Uses requests, the standard library and tests/testbed (and the
+collection for the blob reader case). ``--only copy`` or ``--only resume`` runs one group.
+
+    python tests/bench/cdn_bench.py --testbed DIR --collections BUILD_DIR [--work DIR] [--out FILE] [--only GROUPS]
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +59,9 @@ from tests.testbed.testbed import TestbedInfo, running_testbed, write_authfile  
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CHUNK = 1024 * 1024
+GROUPS = ("copy", "resume")
+BIG_CACHE = "bench-big-cache.json"  # in the test bed's directory: the big layers' digests, not regenerated next time
+RESUME_AIM = 0.55  # the re-run fetches at most this fraction of the layer (issue 13)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bandwidth", type=float, default=20e6, help="bytes/s per connection at the CDN")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every request (front and CDN)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of all cases, interleaved; the best counts")
+    parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups to run (default all): {', '.join(GROUPS)}")
+    parser.add_argument("--resume-size-mib", type=int, default=1024, help="size of the layer the resume group cuts off (MiB)")
     return parser
 
 
@@ -87,16 +103,23 @@ def _peak_kib(stderr: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def case_module(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, prefix: str) -> dict[str, Any]:
-    args = {"registry_url": cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(work / f"{prefix}.fact"),
-            "registry": {"url": info.open_registry_url, "prefix": prefix}}
+def _module_env(info: TestbedInfo, work: Path, collections: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "NGC_"))}
     env.update(ANSIBLE_COLLECTIONS_PATH=str(collections), NGC_API_KEY=info.api_key, ANSIBLE_LOCALHOST_WARNING="0",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCAL_TEMP=str(work / "tmp"))
-    argv = ["/usr/bin/time", "-v", str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror",
-            "-a", json.dumps(args)]
+    return env
+
+
+def _module_argv(args: dict[str, Any]) -> list[str]:
+    return [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
+
+
+def case_module(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, prefix: str) -> dict[str, Any]:
+    args = {"registry_url": cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(work / f"{prefix}.fact"),
+            "registry": {"url": info.open_registry_url, "prefix": prefix}}
+    argv = ["/usr/bin/time", "-v", *_module_argv(args)]
     started = time.monotonic()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(argv, env=_module_env(info, work, collections), capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"the module failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -169,6 +192,109 @@ def case_client(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collecti
     return {"seconds": seconds}
 
 
+def _blob_hashes_to(path: Path, digest: str) -> bool:
+    with open(path, "rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest() == digest
+
+
+def _kill_module(proc: subprocess.Popen[Any], lock_file: Path) -> None:
+    """kill -9 the module's process group (its pid is in the facts file's lock: ansible starts it in a session of its own)
+    and ansible's, and wait until the module is gone."""
+    module_pid = int(lock_file.read_text().split()[0])
+    try:
+        os.killpg(os.getpgid(module_pid), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{module_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _export(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, bundle: Path) -> tuple[list[str], dict[str, str]]:
+    (bundle.parent / "facts").mkdir(parents=True, exist_ok=True)
+    args = {"registry_url": cdn.url, "images": [f"{big.repository}:{big.tag}"], "bundle": {"dir": str(bundle)},
+            "facts_file": str(bundle.parent / "facts" / "ngc_mirror.fact")}
+    return _module_argv(args), _module_env(info, work, collections)
+
+
+def _timed_export(argv: list[str], env: dict[str, str]) -> float:
+    started = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    subprocess.run(["sync"], check=False)
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"the module failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return seconds
+
+
+def _counted(cdn: Cdn, digest: str) -> dict[str, int]:
+    time.sleep(0.5)  # the CDN counts a request once its handler is done, which may be just after the client
+    return _served(cdn, digest)
+
+
+def resume_round(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, args: argparse.Namespace,
+                 round_: int) -> dict[str, Any]:
+    """One uncut export of the big image to a bundle, then one killed at half the layer and its re-run, side by side.
+
+    Raises RuntimeError if a run fails, the cut run ends before half the layer is kept, or a bundle's blob does not
+    hash to its digest."""
+    hex_digest = big.layer_digest.split(":", 1)[1]
+    size = big.layer_size
+    outcome: dict[str, Any] = {"layer_bytes": size}
+
+    cdn.reset()
+    cdn.settings(bandwidth=args.bandwidth, latency=args.latency)
+    full = work / f"resume-{os.getpid()}-r{round_}-full"
+    argv, env = _export(info, cdn, big, work, collections, full / "bundle")
+    outcome["full_seconds"] = round(_timed_export(argv, env), 2)
+    try:
+        if not _blob_hashes_to(full / "bundle" / "blobs" / "sha256" / hex_digest, big.layer_digest):
+            raise RuntimeError("the uncut export's blob does not hash to its digest")
+        outcome["full_served_bytes"] = _counted(cdn, big.layer_digest)["bytes"]
+    finally:
+        shutil.rmtree(full, ignore_errors=True)
+
+    cdn.reset()
+    cdn.settings(bandwidth=args.bandwidth, latency=args.latency)
+    cut = work / f"resume-{os.getpid()}-r{round_}-cut"
+    argv, env = _export(info, cdn, big, work, collections, cut / "bundle")
+    kept = cut / "bundle" / "blobs" / "sha256" / f".{hex_digest}.resume"
+    try:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = started + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            if kept.exists() and kept.stat().st_size >= size // 2:
+                break
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the export ended (exit {proc.returncode}) before it kept half the layer: it could not be cut off")
+        _kill_module(proc, cut / "facts" / "ngc_mirror.fact.lock")
+        outcome["cut_seconds"] = round(time.monotonic() - started, 2)
+        held = kept.stat().st_size if kept.exists() else 0
+        if not size // 2 <= held < size:
+            raise RuntimeError(f"after the kill {held} bytes of {size} are kept, not at least half")
+        outcome["held_bytes"] = held
+        outcome["cut_served_bytes"] = _counted(cdn, big.layer_digest)["bytes"]
+
+        cdn.reset()
+        cdn.settings(bandwidth=args.bandwidth, latency=args.latency)
+        outcome["rerun_seconds"] = round(_timed_export(argv, env), 2)
+        served = _counted(cdn, big.layer_digest)
+        if not _blob_hashes_to(cut / "bundle" / "blobs" / "sha256" / hex_digest, big.layer_digest):
+            raise RuntimeError("the re-run's blob does not hash to its digest")
+        if kept.exists():
+            raise RuntimeError(f"the re-run left {kept.name} behind")
+    finally:
+        shutil.rmtree(cut, ignore_errors=True)
+    outcome.update(rerun_served_bytes=served["bytes"], rerun_requests=served["requests"], rerun_ranged=served["ranged"],
+                   held_fraction=round(held / size, 3), rerun_served_fraction=round(served["bytes"] / size, 3),
+                   rerun_over_full=round(outcome["rerun_seconds"] / outcome["full_seconds"], 2))
+    return outcome
+
+
 CASES: dict[str, Callable[..., dict[str, Any]]] = {
     "module": case_module, "module, 1 MiB": case_module_small, "blob reader": case_client, "single stream": case_stream,
     "skopeo": case_skopeo,
@@ -179,32 +305,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = running_testbed(args.testbed.resolve())
     if info is None:
         raise SystemExit(f"no running test bed in {args.testbed}: start one with python -m tests.testbed up --dir {args.testbed}")
-    work = args.work or Path(tempfile.mkdtemp(prefix="cdn-bench-"))
+    groups = [g for g in args.only.split(",") if g]
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        raise SystemExit(f"unknown groups: {', '.join(sorted(unknown))} (known: {', '.join(GROUPS)})")
+    work = (args.work or Path(tempfile.mkdtemp(prefix="cdn-bench-"))).resolve()  # the CDN stand-in runs in a directory of its own
     work.mkdir(parents=True, exist_ok=True)
-    big = seed_big_image(info.source_registry_url, "$oauthtoken", info.api_key, reference=f"nvidia/big-bench:{args.size_mib}m",
-                         size=args.size_mib * 1024 * 1024)
-    size = big.layer_size
+    cache = args.testbed.resolve() / BIG_CACHE
     cdn, own = _cdn_of(info, work)
     # The stand-in's front is a registry host of its own: skopeo needs the key for it in the auth file.
     info.cdn_proxy_host = cdn.host
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in CASES}
+    report: dict[str, Any] = {"groups": groups, "bandwidth_per_connection": args.bandwidth, "latency": args.latency, "rounds": args.rounds}
     try:
-        for round_ in range(max(1, args.rounds)):
-            for name, case in CASES.items():
-                cdn.reset()
-                cdn.settings(bandwidth=args.bandwidth, latency=args.latency)
-                prefix = f"cdnbench{os.getpid()}r{round_}{re.sub('[^a-z0-9]', '', name)}"
-                outcome = case(info, cdn, big, work, args.collections.resolve(), prefix)
-                time.sleep(0.5)  # the CDN counts a request once its handler is done, which may be just after the client
-                outcome.update(_served(cdn, big.layer_digest))
-                outcome["mb_per_s"] = round(size / outcome["seconds"] / 1e6, 1)
-                results[name].append(outcome)
+        if "copy" in groups:
+            big = seed_big_image(info.source_registry_url, "$oauthtoken", info.api_key, reference=f"nvidia/big-bench:{args.size_mib}m",
+                                 size=args.size_mib * 1024 * 1024, cache_file=cache)
+            report.update(_copy_group(info, cdn, big, work, args))
+        if "resume" in groups:
+            big = seed_big_image(info.source_registry_url, "$oauthtoken", info.api_key,
+                                 reference=f"nvidia/big-bench:{args.resume_size_mib}m", size=args.resume_size_mib * 1024 * 1024,
+                                 cache_file=cache)
+            rounds = [resume_round(info, cdn, big, work, args.collections.resolve(), args, r) for r in range(max(1, args.rounds))]
+            best = min(rounds, key=lambda r: r["rerun_served_fraction"])
+            report["resume"] = {"best": best, "all": rounds, "aim_served_fraction": RESUME_AIM,
+                                "check": "ok" if best["rerun_served_fraction"] <= RESUME_AIM else "MISSED"}
     finally:
         cdn.reset()
         if own:
             cdn.stop()
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _copy_group(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    size = big.layer_size
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in CASES}
+    for round_ in range(max(1, args.rounds)):
+        for name, case in CASES.items():
+            cdn.reset()
+            cdn.settings(bandwidth=args.bandwidth, latency=args.latency)
+            prefix = f"cdnbench{os.getpid()}r{round_}{re.sub('[^a-z0-9]', '', name)}"
+            outcome = case(info, cdn, big, work, args.collections.resolve(), prefix)
+            time.sleep(0.5)  # the CDN counts a request once its handler is done, which may be just after the client
+            outcome.update(_served(cdn, big.layer_digest))
+            outcome["mb_per_s"] = round(size / outcome["seconds"] / 1e6, 1)
+            results[name].append(outcome)
     best = {name: min(rounds, key=lambda r: r["seconds"]) for name, rounds in results.items()}
     stream = best["single stream"]["seconds"]
     for outcome in best.values():
@@ -214,22 +360,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     best["module, 1 MiB"]["mb_per_s"] = 0
     best["module"]["net_seconds"] = round(net, 2)
     best["module"]["net_speedup_vs_single_stream"] = round(stream / net, 2) if net > 0 else None
-    return {"blob_bytes": size, "bandwidth_per_connection": args.bandwidth, "latency": args.latency, "rounds": args.rounds,
-            "best": best, "all": results}
+    return {"blob_bytes": size, "best": best, "all": results}
+
+
+def _print(report: dict[str, Any]) -> None:
+    per_connection = f"{report['bandwidth_per_connection'] / 1e6:g} MB/s per connection, {report['latency'] * 1000:.0f} ms per request"
+    if "best" in report:
+        print(f"big blob through the CDN stand-in: {report['blob_bytes'] / 2**20:.0f} MiB, {per_connection}")
+        print(f"{'case':<15}{'seconds':>9}{'MB/s':>8}{'x stream':>10}{'requests':>10}{'ranged':>8}{'MiB served':>12}{'peak MiB':>10}")
+        for name, outcome in report["best"].items():
+            print(f"{name:<15}{outcome['seconds']:>9.2f}{outcome['mb_per_s']:>8.1f}{outcome['speedup_vs_single_stream']:>10.2f}"
+                  f"{outcome['requests']:>10}{outcome['ranged']:>8}{outcome['bytes'] / 2**20:>12.1f}{outcome.get('peak_rss_mib', ''):>10}")
+        module = report["best"]["module"]
+        print(f"module without its fixed cost (the 1 MiB run): {module['net_seconds']:.2f}s, "
+              f"{module['net_speedup_vs_single_stream']}x the single stream")
+    if "resume" in report:
+        best = report["resume"]["best"]
+        mib = 2**20
+        print(f"a bundle export killed half-way and run again: {best['layer_bytes'] / mib:.0f} MiB layer, {per_connection}")
+        print(f"  uncut run: {best['full_seconds']:.2f}s, {best['full_served_bytes'] / mib:.1f} MiB served")
+        print(f"  cut run: killed after {best['cut_seconds']:.2f}s, {best['held_bytes'] / mib:.1f} MiB kept ({best['held_fraction']:.1%}), "
+              f"{best['cut_served_bytes'] / mib:.1f} MiB served")
+        print(f"  re-run: {best['rerun_seconds']:.2f}s ({best['rerun_over_full']:.2f}x the uncut run), "
+              f"{best['rerun_served_bytes'] / mib:.1f} MiB served = {best['rerun_served_fraction']:.1%} of the layer "
+              f"(aim at most {RESUME_AIM:.0%}: {report['resume']['check']}), {best['rerun_requests']} requests; the blob hashes to its digest")
 
 
 def main() -> int:
     args = _parser().parse_args()
     report = run(args)
-    print(f"big blob through the CDN stand-in: {report['blob_bytes'] / 2**20:.0f} MiB, "
-          f"{report['bandwidth_per_connection'] / 1e6:g} MB/s per connection, {report['latency'] * 1000:.0f} ms per request")
-    print(f"{'case':<15}{'seconds':>9}{'MB/s':>8}{'x stream':>10}{'requests':>10}{'ranged':>8}{'MiB served':>12}{'peak MiB':>10}")
-    for name, outcome in report["best"].items():
-        print(f"{name:<15}{outcome['seconds']:>9.2f}{outcome['mb_per_s']:>8.1f}{outcome['speedup_vs_single_stream']:>10.2f}"
-              f"{outcome['requests']:>10}{outcome['ranged']:>8}{outcome['bytes'] / 2**20:>12.1f}{outcome.get('peak_rss_mib', ''):>10}")
-    module = report["best"]["module"]
-    print(f"module without its fixed cost (the 1 MiB run): {module['net_seconds']:.2f}s, "
-          f"{module['net_speedup_vs_single_stream']}x the single stream")
+    _print(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

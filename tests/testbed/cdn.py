@@ -58,7 +58,7 @@ from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import requests
 
-from ._blobs import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, BlobInfo, _keystream, dump_manifest
+from ._blobs import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, _keystream, dump_manifest
 from ._common import LOOPBACK, ProcessRecord, python_env, python_module_argv, read_json, spawn, wait_ready_file, write_json
 from ._faults import FaultRule
 from ._httpd import TestbedHandler, TestbedServer
@@ -446,52 +446,60 @@ def _as_tar(name: str, size: int, pieces: Any) -> Any:
     yield b"\0" * ((-size) % 512 + 1024)
 
 
-def seed_big_image(registry_url: str, username: str, password: str, reference: str = BIG_REFERENCE, size: int = BIG_SIZE,
-                   seed: int = 1, as_tar: bool = False) -> BigImage:
-    """Push (once: an existing layer is not sent again) an image whose one layer is `size` deterministic random bytes, gzip'd
-    at level 0 (so that skopeo, which compresses layers it finds uncompressed, copies it unchanged). ``as_tar``: the
-    bytes are the file ``/big.bin`` of a real layer tar (for destinations that unpack layers: enroot, Apptainer)."""
-    repository, tag = reference.rsplit(":", 1)
-
-    content = hashlib.sha256()
-
-    def uncompressed(hashed: bool = False) -> Any:
-        pieces = _keystream(seed, f"big:{size}", size)
-        if hashed:
-            pieces = _hashed(pieces, content)
-        return _as_tar("big.bin", size, pieces) if as_tar else pieces
-
-    hasher, diff, length = hashlib.sha256(), hashlib.sha256(), 0
-
-    def diffed(pieces: Any) -> Any:
-        for piece in pieces:
-            diff.update(piece)
-            yield piece
-
-    for piece in _gzip_stored(diffed(uncompressed(hashed=True))):
-        hasher.update(piece)
-        length += len(piece)
-    layer = BlobInfo(digest=f"sha256:{hasher.hexdigest()}", size=length)
-    pusher = Pusher(registry_url, username, password)
-    if not pusher.blob_exists(repository, layer.digest):
-        pusher.upload_stream(repository, _gzip_stored(uncompressed()), lambda: layer.digest)
-    diff_id = diff.hexdigest() if as_tar else hashlib.sha256(b"").hexdigest()
-    config = dump_manifest({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-                            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}, "config": {}})
-    config_info = pusher.upload_bytes(repository, config)
-    manifest = dump_manifest({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "size": config_info.size, "digest": config_info.digest},
-        "layers": [{"mediaType": OCI_LAYER, "size": layer.size, "digest": layer.digest}],
-    })
-    return BigImage(repository, tag, pusher.put_manifest(repository, tag, OCI_MANIFEST, manifest), layer.digest, layer.size,
-                    content.hexdigest() if as_tar else "", f"sha256:{diff_id}")
-
-
 def _hashed(pieces: Any, hasher: Any) -> Any:
     for piece in pieces:
         hasher.update(piece)
         yield piece
+
+
+def _push_big_layer(pusher: Pusher, repository: str, seed: int, size: int, as_tar: bool) -> dict[str, Any]:
+    """The big layer (generated once to hash it), pushed unless the registry holds it: its digest and size, what it
+    unpacks to (diff_id) and, as a tar, the sha256 of its one file."""
+    def uncompressed(content: Any = None, diff: Any = None) -> Any:
+        pieces = _keystream(seed, f"big:{size}", size)
+        if content is not None:
+            pieces = _hashed(pieces, content)
+        if as_tar:
+            pieces = _as_tar("big.bin", size, pieces)
+        return _hashed(pieces, diff) if diff is not None else pieces
+
+    content, diff, hasher, length = hashlib.sha256(), hashlib.sha256(), hashlib.sha256(), 0
+    for piece in _gzip_stored(uncompressed(content, diff)):
+        hasher.update(piece)
+        length += len(piece)
+    digest = f"sha256:{hasher.hexdigest()}"
+    if not pusher.blob_exists(repository, digest):
+        pusher.upload_stream(repository, _gzip_stored(uncompressed()), lambda: digest)
+    return {"digest": digest, "size": length, "diff_id": f"sha256:{diff.hexdigest() if as_tar else hashlib.sha256(b'').hexdigest()}",
+            "content": content.hexdigest() if as_tar else ""}
+
+
+def seed_big_image(registry_url: str, username: str, password: str, reference: str = BIG_REFERENCE, size: int = BIG_SIZE,
+                   seed: int = 1, as_tar: bool = False, cache_file: Path | None = None) -> BigImage:
+    """Push (once: an existing layer is not sent again) an image whose one layer is `size` deterministic random bytes, gzip'd
+    at level 0 (so that skopeo, which compresses layers it finds uncompressed, copies it unchanged). ``as_tar``: the
+    bytes are the file ``/big.bin`` of a real layer tar (for destinations that unpack layers: enroot, Apptainer).
+    ``cache_file`` (JSON, layer key -> what _push_big_layer returns) spares regenerating a layer the registry already
+    holds just to learn its digest."""
+    repository, tag = reference.rsplit(":", 1)
+    key = f"big:{seed}:{size}" + (":tar" if as_tar else "")
+    cache = read_json(cache_file) if cache_file is not None and cache_file.exists() else {}
+    pusher = Pusher(registry_url, username, password)
+    layer = cache.get(key)
+    if not (isinstance(layer, dict) and {"digest", "size", "diff_id", "content"} <= set(layer) and pusher.blob_exists(repository, layer["digest"])):
+        layer = _push_big_layer(pusher, repository, seed, size, as_tar)
+        if cache_file is not None:
+            write_json(cache_file, {**cache, key: layer}, mode=0o644)
+    config = dump_manifest({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+                            "rootfs": {"type": "layers", "diff_ids": [layer["diff_id"]]}, "config": {}})
+    config_info = pusher.upload_bytes(repository, config)
+    manifest = dump_manifest({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "size": config_info.size, "digest": config_info.digest},
+        "layers": [{"mediaType": OCI_LAYER, "size": layer["size"], "digest": layer["digest"]}],
+    })
+    return BigImage(repository, tag, pusher.put_manifest(repository, tag, OCI_MANIFEST, manifest), layer["digest"], layer["size"],
+                    layer["content"], layer["diff_id"])
 
 
 def main() -> None:

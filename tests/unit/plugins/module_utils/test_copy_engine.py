@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import threading
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -233,3 +235,90 @@ def test_images_copied_at_once_never_read_a_shared_blob_twice_and_keep_their_ord
     assert dest.tags == memory.tags
     facts = json.loads((tmp_path / "facts.json").read_text())["images"]
     assert set(facts) == set(memory.tags)
+
+
+class KeepingDestination(MemoryDestination):
+    """A destination that keeps the blobs it holds (as a registry or a bundle), or not (as a flattened file)."""
+
+    def __init__(self, kind: str, keeps_blobs: bool = True) -> None:
+        super().__init__(kind)
+        self.keeps_blobs = keeps_blobs
+
+
+class CountingSource(MemorySource):
+    """Counts the images whose blobs it is reading at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active: dict[str, int] = {}
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def open_blob(self, image: SourceImage, digest: str, size: int) -> Any:
+        key = str(image.ref)
+        with self._lock:
+            self.active[key] = self.active.get(key, 0) + 1
+            self.most = max(self.most, len(self.active))
+        time.sleep(0.02)  # long enough for other images' reads to start meanwhile, if they may
+        with self._lock:
+            self.active[key] -= 1
+            if not self.active[key]:
+                del self.active[key]
+        return super().open_blob(image, digest, size)
+
+
+def many_sharing_a_base(count: int) -> CountingSource:
+    memory = CountingSource()
+    base = b"a base layer every tag shares" * 40
+    for n in range(count):
+        memory.add_image(f"memory.example/nvidia/wide:1.{n}", [base, f"layer of 1.{n}".encode() * 20])
+    return memory
+
+
+def test_once_a_shared_blob_is_in_place_the_images_sharing_it_are_copied_at_once(tmp_path: Any) -> None:
+    memory = many_sharing_a_base(12)
+    dest = KeepingDestination("registry")
+    plans = run(memory, [dest], tmp_path, images=6)
+    assert [p.error for p in plans] == [None] * 12
+    assert dest.tags == memory.tags
+    assert sorted(memory.reads) == sorted(set(memory.reads)) and set(memory.reads) == set(memory.blobs)  # the base read once
+    assert memory.most > 1  # not one image after another
+
+
+def test_images_sharing_a_blob_wait_for_each_other_at_a_destination_that_does_not_keep_blobs(tmp_path: Any) -> None:
+    memory = many_sharing_a_base(6)
+    dest = KeepingDestination("flattened", keeps_blobs=False)
+    plans = run(memory, [dest], tmp_path, images=6)
+    assert [p.error for p in plans] == [None] * 6
+    assert memory.most == 1
+
+
+class BeginCounter(KeepingDestination):
+    """Counts the images it begins at once; ``concurrent`` as a registry destination says it."""
+
+    def __init__(self, kind: str, concurrent: bool) -> None:
+        super().__init__(kind)
+        self.concurrent = concurrent
+        self.active = self.most = 0
+        self._lock = threading.Lock()
+
+    def begin(self, image: SourceImage, content: Any, step: Any) -> MemoryWrite:
+        with self._lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(0.02)
+        with self._lock:
+            self.active -= 1
+        return super().begin(image, content, step)
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_a_concurrent_destination_begins_several_images_at_once_another_one_at_a_time(tmp_path: Any, concurrent: bool) -> None:
+    memory = MemorySource()
+    for n in range(8):
+        memory.add_image(f"memory.example/nvidia/other{n}:1", [f"a layer of its own {n}".encode() * 20])
+    dest = BeginCounter("registry", concurrent)
+    plans = run(memory, [dest], tmp_path, images=4)
+    assert [p.error for p in plans] == [None] * 8
+    assert dest.tags == memory.tags
+    assert (dest.most > 1) is concurrent

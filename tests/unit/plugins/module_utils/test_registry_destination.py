@@ -1,0 +1,85 @@
+# Copyright (c) airgap.ngc contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The registry destination begun for several images at once: one blob is looked at and mounted into one repository
+by one image at a time (distribution answers a HEAD that reads a link being written with a 500)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ansible_collections.airgap.ngc.plugins.module_utils._destinations import RegistryDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import MEDIA_OCI_MANIFEST, ImageContent, Manifest
+from ansible_collections.airgap.ngc.plugins.module_utils._plan import requested_images
+from ansible_collections.airgap.ngc.plugins.module_utils._transfer import Totals
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class SlowRegistry:
+    """A registry client whose mounts take a while; it fails a HEAD or a mount of a blob in a repository while another
+    one of the same is under way, as distribution can."""
+
+    def __init__(self, held: dict[str, set[str]]) -> None:
+        self.held = held  # repository -> digests
+        self.busy: set[tuple[str, str]] = set()
+        self.overlaps = self.mounts = 0
+        self._lock = threading.Lock()
+
+    def _enter(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            if key in self.busy:
+                self.overlaps += 1
+            self.busy.add(key)
+
+    def _leave(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self.busy.discard(key)
+
+    def head_blob(self, repository: str, digest: str) -> Any:
+        self._enter((repository, digest))
+        try:
+            time.sleep(0.005)
+            return {"digest": digest} if digest in self.held.get(repository, set()) else None
+        finally:
+            self._leave((repository, digest))
+
+    def mount_blob(self, repository: str, digest: str, origin: str) -> bool:
+        self._enter((repository, digest))
+        try:
+            time.sleep(0.02)
+            with self._lock:
+                self.mounts += 1
+                self.held.setdefault(repository, set()).add(digest)
+            return True
+        finally:
+            self._leave((repository, digest))
+
+
+def test_images_begun_at_once_mount_a_shared_blob_once_and_never_look_at_it_meanwhile() -> None:
+    base = b"a base layer every tag shares"
+    client = SlowRegistry({"mirror/nvidia/elsewhere": {digest_of(base)}})
+    images = requested_images([f"src.example/nvidia/wide:1.{n}" for n in range(8)], "src.example")
+    origins = {digest_of(base): requested_images(["src.example/nvidia/elsewhere:1"], "src.example")[0]}
+    dest = RegistryDestination({"url": "http://dest.example", "prefix": "mirror"}, client, None, Totals(), origins)
+
+    def begin(n: int) -> dict[str, int]:
+        own = f"layer of 1.{n}".encode()
+        config = json.dumps({"n": n}).encode()
+        raw = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
+                          "config": {"mediaType": "application/octet-stream", "digest": digest_of(config), "size": len(config)},
+                          "layers": [{"mediaType": "application/octet-stream", "digest": d, "size": s}
+                                     for d, s in ((digest_of(base), len(base)), (digest_of(own), len(own)))]}).encode()
+        top = Manifest(raw=raw, media_type=MEDIA_OCI_MANIFEST, digest=digest_of(raw), data=json.loads(raw))
+        return dest.begin(images[n], ImageContent(top=top), None).blobs
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        missing = list(pool.map(begin, range(8)))
+    assert client.overlaps == 0
+    assert client.mounts == 1  # the others found it there
+    assert all(digest_of(base) not in blobs and len(blobs) == 2 for blobs in missing)  # only the config and the own layer
