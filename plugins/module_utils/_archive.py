@@ -173,6 +173,12 @@ class _DirectSink(BlobSink):
             for chunk in self.held() if self._hash is not None else ():
                 self._hash.update(chunk)
 
+    @property
+    def keepable(self) -> bool:
+        """Whether what came of the blob is worth keeping for the next run when it is cut off: RESUME_MIN bytes or more
+        of a resumable archive, none of them known to be wrong."""
+        return self.writer.resumable and self.written >= RESUME_MIN and not self.bad
+
     def held(self) -> Iterator[bytes]:
         """The blob's first ``resume_from`` bytes, as the archive holds them."""
         return _read_range(self.writer._out.fd, self._data_start, self.resume_from, self.writer.path)
@@ -498,7 +504,7 @@ class ArchiveWriter:
             if self._state != "open":
                 return
             direct = self._direct
-            if direct is not None and (direct.written < RESUME_MIN or direct.bad):
+            if direct is not None and not direct.keepable:
                 try:
                     self._out.rollback(direct._mark)
                 except OSError:
@@ -630,7 +636,7 @@ class ArchiveWriter:
                 if keep:
                     self._check_open()
                 return
-            if not keep and self.resumable and sink.written >= RESUME_MIN and not sink.bad:
+            if not keep and sink.keepable:
                 self.abort()  # cut off in a big blob: the tar is kept as it is for the next run to continue
                 return
             try:
