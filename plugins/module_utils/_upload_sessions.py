@@ -13,10 +13,11 @@ URL carries the offset in a signed ``_state``, and only the URL of the latest PA
 mid-body keeps the bytes that arrived, so the size no longer matches any URL's offset: every later request on the
 session answers 404 BLOB_UPLOAD_INVALID ("upload resumed at wrong offset"), the session is lost. A PATCH whose
 Content-Range does not start where the session stands is not refused either: its bytes are appended and the session
-is lost the same way. So a PATCH is only ever sent whole from a file (``.<facts file>.upload-<key>``, the piece
-being gathered, kept with the session) at the offset the registry last confirmed, and the time spent inside one is
-the time to send a piece from local disk: a kill then almost always falls between two PATCH requests, where the
-session is intact. A kill during one loses that blob's session (the next run starts it again from byte 0).
+is lost the same way. So a PATCH is only ever sent whole from a file (``.<facts file>.upload-<key>.<start>``, a
+piece kept with the session) at the offset the registry last confirmed, and the time spent inside one is the time
+to send a piece from local disk: a kill then almost always falls between two PATCH requests, where the session is
+intact. A kill during one loses that blob's session (the next run starts it again from byte 0). While one piece is
+sent, the next is gathered, so the download does not pause for the upload unless the registry is the slower side.
 
 Digest: the registry checks the whole upload against the digest at the final PUT (400 DIGEST_INVALID), so a sink of
 this kind ``verifies_digest`` and a resumed read needs no bytes from here to hash (``_transfer.resume_point``).
@@ -71,9 +72,28 @@ class UploadSessions:
     def key(host: str, repository: str, digest: str) -> str:
         return f"{host}/{repository}@{digest}"
 
-    def spool(self, key: str) -> str:
-        """The spool file of an entry: '.<facts name>.upload-<16 hex of the key's sha256>' beside the facts file."""
-        return os.path.join(self._directory, f"{self._name[:-len('.uploads')]}.upload-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+    def _stem(self, key: str) -> str:
+        return f"{self._name[:-len('.uploads')]}.upload-{hashlib.sha256(key.encode()).hexdigest()[:16]}."
+
+    def spool(self, key: str, start: int) -> str:
+        """The spool file of an entry's piece that starts at byte ``start`` of the blob:
+        '.<facts name>.upload-<16 hex of the key's sha256>.<start>' beside the facts file."""
+        return os.path.join(self._directory, f"{self._stem(key)}{start}")
+
+    def spools(self, key: str) -> dict[int, str]:
+        """An entry's spool files, by where their piece starts."""
+        stem = self._stem(key)
+        found = {}
+        for name in self._names():
+            if name.startswith(stem) and name[len(stem):].isdigit():
+                found[int(name[len(stem):])] = os.path.join(self._directory, name)
+        return found
+
+    def _names(self) -> list[str]:
+        try:
+            return os.listdir(self._directory)
+        except OSError:
+            return []
 
     def _load(self) -> dict[str, dict[str, Any]]:
         """The entries (read once a run): unreadable or foreign content counts as none; old entries and orphan spools go."""
@@ -88,16 +108,11 @@ class UploadSessions:
         except (OSError, UnicodeDecodeError, ValueError):
             pass
         self._entries = entries
-        kept = {self.spool(key) for key in entries}
-        prefix = os.path.basename(self.spool("")).rsplit("-", 1)[0] + "-"
-        try:
-            names = os.listdir(self._directory)
-        except OSError:
-            names = []
-        for name in names:
-            path = os.path.join(self._directory, name)
-            if name.startswith(prefix) and path not in kept:
-                _remove(path)
+        kept = tuple(self._stem(key) for key in entries)
+        prefix = self._stem("").rsplit("-", 1)[0] + "-"
+        for name in self._names():
+            if name.startswith(prefix) and not name.startswith(kept):
+                _remove(os.path.join(self._directory, name))
         return entries
 
     def _save(self) -> None:
@@ -124,7 +139,8 @@ class UploadSessions:
         """Forget a session and its spool (nothing is written if there was none)."""
         with self._lock:
             entries = self._load()
-            _remove(self.spool(key))
+            for path in self.spools(key).values():
+                _remove(path)
             if entries.pop(key, None) is not None:
                 self._save()
 
@@ -144,17 +160,22 @@ def _remove(path: str) -> None:
 class SessionUpload:
     """A sink uploading one big blob through a recorded upload session; what a cut-off run sent is continued.
 
-    ``resume_from`` is what the registry confirmed for the recorded session (GET of its URL) plus the spool's bytes
-    gathered after it; 0 when there is no record, the registry does not know the session, or anything is in doubt.
-    ``restart(offset)`` keeps the first ``offset`` bytes if they are at or past the registry's confirmed bytes (the
-    spool is cut), else cancels the session: the blob then starts over at 0. ``verifies_digest``: the registry checks
-    the digest of the whole upload at the final PUT, so no bytes are offered to hash (there is no ``held``).
+    The blob's bytes are gathered in pieces of ``UPLOAD_PIECE`` on disk (a spool file per piece, named by where its
+    bytes start in the blob). A full piece is PATCHed by a sender thread while the next one is gathered, so the read
+    feeding this sink waits only when two pieces are on disk and the registry has not yet taken the first.
 
-    Guarantees: a PATCH is sent only whole, from the spool, at the offset the registry last confirmed, and the session
-    is recorded before it; the blob is committed (PUT) only in ``close()``, which fan_out calls only once the source's
-    chunks ended without error. ``abort()`` keeps the session and its spool for the next run, unless the whole blob
-    was sent (then it was refused or unverified: cancelled). A refused PATCH or PUT drops the session. Used by one
-    thread at a time.
+    ``resume_from`` is what the registry confirmed for the recorded session (GET of its URL) plus the spooled pieces
+    that follow it without a gap; 0 when there is no record, the registry does not know the session, or anything is
+    in doubt. ``restart(offset)`` keeps the first ``offset`` bytes if they are at or past the registry's confirmed
+    bytes (the spools are cut), else cancels the session: the blob then starts over at 0. ``verifies_digest``: the
+    registry checks the digest of the whole upload at the final PUT, so no bytes are offered to hash (no ``held``).
+
+    Guarantees: a PATCH is sent only whole, from a spool, at the offset the registry last confirmed, one at a time,
+    and the session is recorded before the first and after each; at most two pieces are on disk per blob. The blob
+    is committed (PUT) only in ``close()``, which fan_out calls only once the source's chunks ended without error.
+    ``abort()`` waits for a PATCH in flight, then keeps the session and its spools for the next run, unless the
+    whole blob was sent (then it was refused or unverified: cancelled). A refused PATCH or PUT drops the session.
+    ``write``, ``restart``, ``close`` and ``abort`` are called by one thread at a time.
     """
 
     verifies_digest = True
@@ -167,10 +188,14 @@ class SessionUpload:
         self.key = UploadSessions.key(client.host, repository, digest)
         self.what = f"upload of {digest} to {client.host}/{repository}"
         self._committed = committed
+        # The sender thread changes _location and _offset; the caller's thread reads them only once it is joined.
         self._location: str | None = None
         self._offset = 0  # bytes the registry confirmed
-        self._spool_path = sessions.spool(self.key)
-        self._spool: Any = None
+        self._full: tuple[int, int] | None = None  # (start, length) of a whole piece not yet confirmed
+        self._gather_start = 0  # where the piece being gathered starts
+        self._spool: Any = None  # its file
+        self._sender: threading.Thread | None = None
+        self._send_error: BaseException | None = None
         self._done = False
         self.resume_from = self._continued()
         self.written = self.resume_from
@@ -190,27 +215,40 @@ class SessionUpload:
             self.sessions.drop(self.key)  # gone, refused or in doubt: quietly start a fresh one
             return 0
         self._location, self._offset = record["location"], held
-        spooled = 0
-        if held == record["offset"]:
-            try:
-                spooled = os.path.getsize(self._spool_path)
-            except OSError:
-                spooled = 0
-            if held + spooled >= self.size or spooled > UPLOAD_PIECE:
-                spooled = 0
-        self._open_spool(spooled)
-        return held + spooled
+        spools = self.sessions.spools(self.key)
+        chain: list[tuple[int, int]] = []  # the pieces that follow the confirmed bytes without a gap
+        at = held
+        while at in spools and len(chain) < 2:
+            length = _size(spools[at])
+            if length <= 0:
+                break
+            chain.append((at, length))
+            at += length
+        if at >= self.size or (len(chain) == 2 and chain[0][1] < UPLOAD_PIECE):
+            chain, at = [], held
+        for start, path in spools.items():
+            if all(start != first for first, _length in chain):
+                _remove(path)  # sent before the kill, or cut off from the chain
+        if chain and chain[0][1] >= UPLOAD_PIECE:
+            self._full = chain.pop(0)
+        self._gather(chain[0][0] if chain else at, keep=chain[0][1] if chain else 0)
+        return at
 
-    def _open_spool(self, keep: int) -> None:
-        """The spool, holding its first ``keep`` bytes, positioned after them."""
+    def _gather(self, start: int, keep: int = 0) -> None:
+        """Gather the piece that starts at ``start`` (its spool holding its first ``keep`` bytes, positioned after them)."""
+        if self._spool is not None and self._gather_start != start:
+            self._spool.close()
+            self._spool = None
+        path = self.sessions.spool(self.key, start)
         try:
             if self._spool is None:
                 flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-                self._spool = os.fdopen(os.open(self._spool_path, flags, 0o600), "r+b")
+                self._spool = os.fdopen(os.open(path, flags, 0o600), "r+b")
             self._spool.truncate(keep)
             self._spool.seek(keep)
         except OSError as exc:
-            raise os_error(exc, "spooling blob", self._spool_path) from None
+            raise os_error(exc, "spooling blob", path) from None
+        self._gather_start = start
 
     def restart(self, offset: int = 0) -> None:
         """Keep only the first ``offset`` bytes (another sink of the blob holds fewer); the registry's confirmed bytes
@@ -218,17 +256,24 @@ class SessionUpload:
         if offset == self.resume_from:
             return
         if self._location is not None and self._offset <= offset < self.resume_from:
-            self._open_spool(offset - self._offset)
+            if self._full is not None and offset <= self._full[0] + self._full[1]:
+                _remove(self.sessions.spool(self.key, self._gather_start))
+                self._spool.close()
+                self._spool = None
+                self._gather(self._full[0], keep=offset - self._full[0])  # the whole piece is cut: gathered again
+                self._full = None
+            else:
+                self._gather(self._gather_start, keep=offset - self._gather_start)
             self.written = self.resume_from = offset
             return
         self._drop()
         self.written = self.resume_from = 0
 
     def _drop(self) -> None:
-        """Cancel the session (best effort) and forget it."""
+        """Cancel the session (best effort) and forget it with its spools."""
         if self._location is not None:
             self.client.cancel_upload(self.repository, self._location)
-        self._location, self._offset = None, 0
+        self._location, self._offset, self._full = None, 0, None
         if self._spool is not None:
             self._spool.close()
             self._spool = None
@@ -242,38 +287,68 @@ class SessionUpload:
             self._location = self.client.start_upload(self.repository)
             self._offset = 0
             self._record()  # before any body is sent
-            self._open_spool(0)
+            self._gather(0)
         if self.written + len(data) > self.size:
             raise DigestMismatchError(f"{self.what}: the data is longer than its {self.size} bytes")
         try:
             self._spool.write(data)
         except OSError as exc:
-            raise os_error(exc, "spooling blob", self._spool_path) from None
+            raise os_error(exc, "spooling blob", self.sessions.spool(self.key, self._gather_start)) from None
         self.written += len(data)
-        if self.written - self._offset >= UPLOAD_PIECE:
-            self._send_piece()
+        if self._full is not None and self._sender is None:
+            self._start_sending()  # a whole piece kept by a cut-off run
+        if self.written - self._gather_start >= UPLOAD_PIECE:
+            self._settle()
+            try:
+                self._spool.flush()
+            except OSError as exc:
+                raise os_error(exc, "spooling blob", self.sessions.spool(self.key, self._gather_start)) from None
+            self._full = (self._gather_start, self.written - self._gather_start)
+            self._gather(self.written)
+            self._start_sending()
 
-    def _send_piece(self) -> None:
-        """PATCH what the spool holds at the confirmed offset; record the new URL and offset; empty the spool."""
-        length = self.written - self._offset
-        if length <= 0:
-            return
+    def _start_sending(self) -> None:
+        """PATCH the whole piece on the sender thread (none is in flight)."""
+        self._send_error = None
+        self._sender = threading.Thread(target=self._send_full, name=f"send {self.what}", daemon=True)
+        self._sender.start()
+
+    def _send_full(self) -> None:
         try:
-            self._spool.flush()
-            with open(self._spool_path, "rb") as body:
+            self._send(*self._full)
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            self._send_error = exc
+
+    def _settle(self) -> None:
+        """Wait for the PATCH in flight; raise its error. Afterwards no whole piece is waiting."""
+        if self._sender is not None:
+            self._sender.join()
+            self._sender = None
+            if self._send_error is not None:
+                error, self._send_error = self._send_error, None
+                raise error
+        if self._full is not None:
+            self._send(*self._full)
+
+    def _send(self, start: int, length: int) -> None:
+        """PATCH the piece at ``start`` (the registry's confirmed offset) from its spool; record the new URL and offset;
+        remove the spool."""
+        path = self.sessions.spool(self.key, start)
+        try:
+            with open(path, "rb") as body:
                 try:
-                    location = self.client.patch_upload(self.repository, self._location, self._offset, body, length)
+                    location = self.client.patch_upload(self.repository, self._location, start, body, length)
                 except AuthError:
                     # The token ran out between two pieces: the status GET answers the new challenge; the registry
                     # read nothing of a request it refused, so the same piece is sent again if the offset is unchanged.
-                    if self.client.upload_offset(self.repository, self._location) != self._offset:
+                    if self.client.upload_offset(self.repository, self._location) != start:
                         raise
                     body.seek(0)
-                    location = self.client.patch_upload(self.repository, self._location, self._offset, body, length)
+                    location = self.client.patch_upload(self.repository, self._location, start, body, length)
         except OSError as exc:
-            raise os_error(exc, "spooling blob", self._spool_path) from None
-        self._location, self._offset = location, self._offset + length
-        self._open_spool(0)  # emptied before the new offset is recorded: a kill in between leaves no stale piece after it
+            raise os_error(exc, "spooling blob", path) from None
+        self._location, self._offset, self._full = location, start + length, None
+        _remove(path)  # before the new offset is recorded: a kill in between leaves no stale piece after it
         self._record()
 
     def close(self) -> None:
@@ -281,10 +356,15 @@ class SessionUpload:
             self.abort()
             raise DigestMismatchError(f"{self.what}: got {self.written} bytes, {self.size} expected")
         try:
-            self._send_piece()
+            self._settle()
+            if self.written > self._gather_start:
+                self._spool.flush()
+                self._send(self._gather_start, self.written - self._gather_start)
             self.client.finish_upload(self.repository, self._location, self.digest)
-        except AirgapError:
+        except (AirgapError, OSError) as exc:
             self._drop()  # refused: the next run starts again
+            if isinstance(exc, OSError):
+                raise os_error(exc, "spooling blob", self.sessions.spool(self.key, self._gather_start)) from None
             raise
         self._done = True
         self._location = None
@@ -295,11 +375,14 @@ class SessionUpload:
         self._committed()
 
     def abort(self) -> None:
-        """Keep the session for the next run (a run cut off or failed elsewhere); drop it if the whole blob was sent
-        (its digest failed, or it was refused) or nothing was ever started."""
+        """Keep the session for the next run (a run cut off or failed elsewhere) once the PATCH in flight ended; drop it
+        if the whole blob was sent (its digest failed, or it was refused) or nothing was ever started."""
         if self._done:
             return
         self._done = True
+        if self._sender is not None:
+            self._sender.join()
+            self._sender = None
         if self._location is None or self.written >= self.size:
             self._drop()
             return
@@ -309,3 +392,10 @@ class SessionUpload:
         except (OSError, AttributeError):
             pass
         self._spool = None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return -1

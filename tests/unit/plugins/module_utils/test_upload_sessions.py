@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils import _upload_sessions
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleWriter
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import DigestMismatchError, NotFoundError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import DigestMismatchError, NotFoundError, RegistryError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import RESUME_MIN
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import resume_point
 from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import SESSION_MAX_AGE, SessionUpload, UploadSessions
@@ -123,6 +124,82 @@ def test_a_cut_off_upload_is_continued_from_what_the_registry_confirmed_and_its_
     assert not record_file.exists() and [p.name for p in tmp_path.iterdir()] == []
 
 
+def pieces_in_order(registry: Registry) -> bool:
+    """Every PATCH started where the one before ended, and together they hold the whole blob."""
+    ends = [0] + [offset + length for offset, length in registry.patched]
+    return all(offset == ends[i] for i, (offset, _length) in enumerate(registry.patched)) and ends[-1] == len(DATA)
+
+
+class SlowRegistry(Registry):
+    """Takes a PATCH only once the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def patch_upload(self, name: str, location: str, offset: int, body: Any, length: int) -> str:
+        self.entered.set()
+        assert self.gate.wait(30)
+        return super().patch_upload(name, location, offset, body, length)
+
+
+def test_the_next_piece_is_gathered_while_one_is_sent(tmp_path: Path) -> None:
+    registry, facts = SlowRegistry(), str(tmp_path / "ngc_mirror.fact")
+    upload = sink(registry, UploadSessions(facts))
+    write(upload, DATA[:2 * PIECE - 1024 * 1024])  # the first piece is sent while the second is gathered
+    assert registry.entered.wait(30) and registry.patched == []
+    assert len([p for p in tmp_path.iterdir() if ".upload-" in p.name]) == 2  # two pieces on disk, no more
+    registry.gate.set()
+    write(upload, DATA[2 * PIECE - 1024 * 1024:])
+    upload.close()
+    assert registry.blobs == {DIGEST: DATA} and pieces_in_order(registry)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+class FailingRegistry(Registry):
+    """Refuses the PATCH at one offset, once, before reading it (a dropped connection)."""
+
+    def __init__(self, refuse_at: int) -> None:
+        super().__init__()
+        self.refuse_at: int | None = refuse_at
+
+    def patch_upload(self, name: str, location: str, offset: int, body: Any, length: int) -> str:
+        if offset == self.refuse_at:
+            self.refuse_at = None
+            raise RegistryError("connection to registry.test reset")
+        return super().patch_upload(name, location, offset, body, length)
+
+
+def test_a_piece_the_registry_did_not_take_is_kept_with_the_one_gathered_after_it(tmp_path: Path) -> None:
+    registry, facts = FailingRegistry(refuse_at=PIECE), str(tmp_path / "ngc_mirror.fact")
+    first = sink(registry, UploadSessions(facts))
+    with pytest.raises(RegistryError, match="reset"):
+        write(first, DATA)  # the error of the second piece's PATCH comes back with a later write
+    first.abort()
+    assert registry.patched == [(0, PIECE)] and not registry.cancelled
+    again = sink(registry, UploadSessions(facts))
+    assert again.resume_from == 3 * PIECE  # the registry's piece, the one it did not take, the one gathered after it
+    write(again, DATA[3 * PIECE:])
+    again.close()
+    assert registry.blobs == {DIGEST: DATA} and pieces_in_order(registry)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_restart_into_a_whole_piece_gathers_it_again(tmp_path: Path) -> None:
+    registry, facts = FailingRegistry(refuse_at=PIECE), str(tmp_path / "ngc_mirror.fact")
+    first = sink(registry, UploadSessions(facts))
+    with pytest.raises(RegistryError):
+        write(first, DATA)
+    first.abort()
+    again = sink(registry, UploadSessions(facts))
+    again.restart(PIECE + 100)  # another destination holds less: the whole piece is cut, the one after it removed
+    assert again.resume_from == PIECE + 100 and not registry.cancelled
+    assert len([p for p in tmp_path.iterdir() if ".upload-" in p.name]) == 1
+    write(again, DATA[PIECE + 100:])
+    again.close()
+    assert registry.blobs == {DIGEST: DATA} and pieces_in_order(registry)
+
+
 def test_a_session_the_registry_lost_starts_over_quietly(tmp_path: Path) -> None:
     registry, facts = Registry(), str(tmp_path / "ngc_mirror.fact")
     first = sink(registry, UploadSessions(facts))
@@ -181,11 +258,11 @@ def test_old_records_and_orphan_spools_are_dropped_and_foreign_content_ignored(t
     record = {"host": HOST, "repository": "ns/big", "digest": DIGEST, "size": len(DATA), "location": "https://x/u?_state=1", "offset": 1}
     uploads = {"old": dict(record, written=5), "new": dict(record, written=20)}
     Path(sessions.path).write_text(json.dumps({"schema": 1, "uploads": uploads}))
-    orphan = Path(sessions.spool("nobody"))
+    orphan = Path(sessions.spool("nobody", 0))
     orphan.write_bytes(b"x")
-    Path(sessions.spool("new")).write_bytes(b"y")
+    Path(sessions.spool("new", 1)).write_bytes(b"y")
     assert sessions.get("old") is None and sessions.get("new") is not None
-    assert not orphan.exists() and Path(sessions.spool("new")).exists()
+    assert not orphan.exists() and Path(sessions.spool("new", 1)).exists()
     Path(sessions.path).write_text("not json")
     assert UploadSessions(facts).get("new") is None  # unreadable: no sessions, no traceback
 
