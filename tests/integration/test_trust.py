@@ -93,7 +93,9 @@ def test_a_changed_archive_platform_rewrites_the_archive(ansible: Any, testbed: 
 def test_two_runs_into_one_archive_directory_are_locked_out(ansible: Any, testbed: Any, tmp_path: Path, faults: Any) -> None:
     archive_dir = tmp_path / "archives"
     progress = tmp_path / "progress.json"
-    faults.registry(delay=2, count=None, path_contains="/blobs/sha256:")
+    # Every blob waits 10 s until the second run has been refused (then the faults are cleared): however slow this
+    # machine, the first run still holds the lock when the second asks for it.
+    faults.registry(delay=10, count=None, path_contains="/blobs/sha256:")
     first_args = mirror_args(testbed, tmp_path, [PYTORCH], registry_url=testbed.source_proxy_url, archive={"dir": str(archive_dir)},
                              progress_file=str(progress), parallel=1)
     argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(first_args)]
@@ -109,6 +111,7 @@ def test_two_runs_into_one_archive_directory_are_locked_out(ansible: Any, testbe
         assert second.rc != 0
         assert f"holds the lock on archive.dir {archive_dir}" in second.result["msg"], second.result["msg"]
     finally:
+        faults.reset()
         out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out
     assert json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{archive_dir}/nvidia/pytorch/24.01-py3.tar"], capture_output=True,
