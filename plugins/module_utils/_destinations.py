@@ -40,6 +40,9 @@ from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import
 
 TAR_OVERHEAD = 1024  # a tar member header and its padding, at most
 SPOOL_SHARE = 0.5  # of the free space an archive leaves on its filesystem, at most, for blobs spooled meanwhile
+LOOK_MIN = 64 * 1024
+"""A blob smaller than this, not known to be in the registry, is sent without asking first (HEAD): sending it costs
+two requests whether or not it is there, asking one more when it is not, and a new image's small blobs seldom are."""
 
 
 @dataclass
@@ -119,6 +122,7 @@ class RegistryDestination(Selection):
         self.sessions = sessions
         self.credentials = (spec.get("username"), spec.get("password"))
         self.known_blobs: dict[str, str] = {}  # digest -> a repository of this registry that holds it
+        self._present: set[tuple[str, str]] = set()  # (repository, digest) seen or put there by this run
         self.referrers_lock = threading.Lock()  # a referrers tag is read, changed and written back: one image at a time
         self._blob_locks: dict[tuple[str, str], threading.Lock] = {}  # (repository, digest) -> its look and mount
         self._blob_locks_lock = threading.Lock()
@@ -180,29 +184,39 @@ class RegistryDestination(Selection):
         self.client.delete_manifest(ref.repository, have.digest)
         return "removed", f"deleted manifest {have.digest} of {ref}; {note}", freed
 
-    def _has_blob(self, repository: str, digest: str) -> bool:
-        """True if the registry already has the blob in ``repository`` (present, or mounted from another one).
+    def _has_blob(self, repository: str, digest: str, size: int) -> bool:
+        """True if the registry already has the blob in ``repository`` (seen there or put there by this run, mounted
+        from another repository that holds it, or there when asked); False if it is to be sent.
 
         Images begun at once look at and mount one blob into one repository one after another: distribution writes
         the repository's link to a mounted blob in place, and a HEAD that reads it meanwhile gets a 500."""
         with self._blob_locks_lock:
             lock = self._blob_locks.setdefault((repository, digest), threading.Lock())
         with lock:
-            if self.client.head_blob(repository, digest) is not None:
-                self.known_blobs[digest] = repository
+            if (repository, digest) in self._present:
                 return True
             origin = self.known_blobs.get(digest)
             if origin and origin != repository and self.client.mount_blob(repository, digest, origin):
-                self.known_blobs[digest] = repository
+                self._placed(repository, digest)
+                return True
+            if size < LOOK_MIN and not origin:
+                return False
+            if self.client.head_blob(repository, digest) is not None:
+                self._placed(repository, digest)
                 return True
             return False
+
+    def _placed(self, repository: str, digest: str) -> None:
+        """The blob is in ``repository`` now (a HEAD saw it, a mount or an upload put it there)."""
+        self.known_blobs[digest] = repository
+        self._present.add((repository, digest))
 
     def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _RegistryWrite:
         ref = self.reference(image)
         _entries, manifests, top_raw = content.selection(self.platforms)
         missing = {}
         for digest, size in blob_sizes(m.data for m in manifests).items():
-            if self._has_blob(ref.repository, digest):
+            if self._has_blob(ref.repository, digest, size):
                 self.totals.add(reused=size)
                 if self.sessions is not None and size >= RESUME_MIN:  # committed by a run cut off before it forgot the session
                     self.sessions.drop(UploadSessions.key(self.client.host, ref.repository, digest))
@@ -213,13 +227,13 @@ class RegistryDestination(Selection):
     def upload_sink(self, repository: str, digest: str, size: int) -> Any:
         if self.sessions is not None and size >= RESUME_MIN:
             return SessionUpload(self.client, self.sessions, repository, digest, size,
-                                 committed=lambda: self.known_blobs.__setitem__(digest, repository))
+                                 committed=lambda: self._placed(repository, digest))
 
         def upload(chunks: Iterator[bytes]) -> Any:
             # The reader ends the chunks only after it has checked the digest (until then the upload holds back its
             # last chunk), and the registry checks it too: no second hash here.
             result = self.client.upload_blob(repository, digest, size, chunks, verify=False)
-            self.known_blobs[digest] = repository
+            self._placed(repository, digest)
             return result
 
         return UploadSink(upload, f"upload of {digest} to {self.client.host}/{repository}")
