@@ -314,9 +314,12 @@ class CopyEngine:
         """The plan of one image; a companion (a signature, an attestation) only for destinations that carry them."""
         plan = ImagePlan(source=image)
         try:
-            found = self.source.resolve(image)
+            # An image with no record is most likely copied: its manifest is fetched with its digest.
+            found = self.source.resolve(image, fetch=ctx.store.image(image.key) is None)
             if found is None:
                 raise AirgapError(self.source.missing(image))
+            if found.manifest is not None:
+                self._manifests.setdefault(found.digest, found.manifest)
             plan.digest, plan.media_type, plan.note = found.digest, found.media_type, found.note
             self._media_types[found.digest] = found.media_type
             for dest in self.destinations:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, NotFoundError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     ANNOTATION_IMAGE_NAME,
     SOURCE_DIGEST_ANNOTATION,
@@ -46,6 +46,7 @@ class Found:
     media_type: str | None = None
     config_digest: str | None = None  # known without fetching (an archive's manifest.json)
     note: str | None = None  # said in the result (for example: the digest of the original is not kept)
+    manifest: Manifest | None = None  # the top manifest itself, when resolving fetched it (``resolve(fetch=True)``)
 
 
 class RegistrySource:
@@ -64,9 +65,18 @@ class RegistrySource:
     def images(self, items: list[Any] | None) -> list[SourceImage]:
         return source_images(items or [], self.url)
 
-    def resolve(self, image: SourceImage) -> Found | None:
+    def resolve(self, image: SourceImage, fetch: bool = False) -> Found | None:
+        """The image's digest (HEAD); with ``fetch`` (the manifest will most likely be needed) GET it instead and
+        hand it over: one request where HEAD and GET would be two."""
+        note = self._notes.get(image.key)
+        if fetch and image.key not in self._heads:
+            try:
+                top = self.client.get_manifest(image.ref.repository, image.ref.manifest_reference)
+            except NotFoundError:
+                return None
+            return Found(top.digest, top.media_type, note=note, manifest=top)
         found = self._heads.get(image.key) or self.client.head_manifest(image.ref.repository, image.ref.manifest_reference)
-        return Found(found.digest, found.media_type, note=self._notes.get(image.key)) if found else None
+        return Found(found.digest, found.media_type, note=note) if found else None
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         return self.client.get_manifest(image.ref.repository, digest)
@@ -215,7 +225,7 @@ class BundleSource:
             level = following
         return found
 
-    def resolve(self, image: SourceImage) -> Found | None:
+    def resolve(self, image: SourceImage, fetch: bool = False) -> Found | None:  # pylint: disable=unused-argument
         entry = self.reader.find(str(image.ref))
         return Found(entry["digest"], entry.get("mediaType"), note=self._notes.get(image.key)) if entry else None
 
@@ -290,7 +300,7 @@ class ArchiveSource:
                     names.append((entry.get("annotations") or {}).get(ANNOTATION_IMAGE_NAME) or "")
         return _select([n for n in names if n], items)
 
-    def resolve(self, image: SourceImage) -> Found | None:
+    def resolve(self, image: SourceImage, fetch: bool = False) -> Found | None:  # pylint: disable=unused-argument
         path = self._path(image)
         if path is None:
             return None

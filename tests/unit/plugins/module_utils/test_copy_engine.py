@@ -40,6 +40,8 @@ class MemorySource:
         self.tags: dict[str, str] = {}
         self.reads: list[str] = []
         self.corrupt: set[str] = set()
+        self.resolved: list[bool] = []  # fetch, per resolve
+        self.manifest_reads: list[str] = []
 
     def add_image(self, reference: str | None, layers: list[bytes], platform: str = "linux/amd64") -> Manifest:
         config = json.dumps({"architecture": platform.split("/")[1], "os": "linux"}).encode()
@@ -66,11 +68,13 @@ class MemorySource:
     def images(self, items: list[Any] | None) -> list[SourceImage]:
         return requested_images(items or list(self.tags), "memory.example")
 
-    def resolve(self, image: SourceImage) -> Found | None:
+    def resolve(self, image: SourceImage, fetch: bool = False) -> Found | None:
         digest = self.tags.get(str(image.ref))
-        return Found(digest, self.manifests[digest].media_type) if digest else None
+        self.resolved.append(fetch)
+        return Found(digest, self.manifests[digest].media_type, manifest=self.manifests[digest] if fetch else None) if digest else None
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
+        self.manifest_reads.append(digest)
         return self.manifests[digest]
 
     def open_blob(self, image: SourceImage, digest: str, size: int) -> Any:
@@ -175,6 +179,16 @@ def test_each_blob_is_read_once_for_every_destination_and_a_rerun_reads_nothing(
     source.reads.clear()
     again = run(source, [first, second], tmp_path)
     assert source.reads == [] and all(step.action != COPY for p in again for step in p.steps)
+
+
+def test_an_image_with_no_record_is_resolved_with_its_manifest_and_a_recorded_one_by_its_digest(source: MemorySource, tmp_path: Any) -> None:
+    destination = MemoryDestination("only")
+    run(source, [destination], tmp_path)
+    assert source.resolved == [True, True]
+    assert not set(source.manifest_reads) & set(source.tags.values())  # the manifests came with the resolve
+    source.resolved.clear()
+    run(source, [destination], tmp_path)
+    assert source.resolved == [False, False]  # recorded: the digest alone says whether anything is to be done
 
 
 def test_a_failing_destination_is_dropped_and_the_others_complete(source: MemorySource, tmp_path: Any) -> None:

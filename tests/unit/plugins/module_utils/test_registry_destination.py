@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._destinations import RegistryDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._destinations import LOOK_MIN, RegistryDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import MEDIA_OCI_MANIFEST, ImageContent, Manifest
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import requested_images
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import Totals
@@ -28,7 +28,7 @@ class SlowRegistry:
     def __init__(self, held: dict[str, set[str]]) -> None:
         self.held = held  # repository -> digests
         self.busy: set[tuple[str, str]] = set()
-        self.overlaps = self.mounts = 0
+        self.overlaps = self.mounts = self.heads = 0
         self._lock = threading.Lock()
 
     def _enter(self, key: tuple[str, str]) -> None:
@@ -43,6 +43,8 @@ class SlowRegistry:
 
     def head_blob(self, repository: str, digest: str) -> Any:
         self._enter((repository, digest))
+        with self._lock:
+            self.heads += 1
         try:
             time.sleep(0.005)
             return {"digest": digest} if digest in self.held.get(repository, set()) else None
@@ -83,3 +85,23 @@ def test_images_begun_at_once_mount_a_shared_blob_once_and_never_look_at_it_mean
     assert client.overlaps == 0
     assert client.mounts == 1  # the others found it there
     assert all(digest_of(base) not in blobs and len(blobs) == 2 for blobs in missing)  # only the config and the own layer
+    assert client.heads == 0  # the base was mounted from where it was known, then known here; small new blobs are sent unasked
+
+
+def image_of(layers: list[bytes]) -> ImageContent:
+    config = b"{}"
+    raw = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
+                      "config": {"mediaType": "application/octet-stream", "digest": digest_of(config), "size": len(config)},
+                      "layers": [{"mediaType": "application/octet-stream", "digest": digest_of(d), "size": len(d)} for d in layers]}).encode()
+    return ImageContent(top=Manifest(raw=raw, media_type=MEDIA_OCI_MANIFEST, digest=digest_of(raw), data=json.loads(raw)))
+
+
+def test_a_big_blob_is_asked_about_once_a_run_per_repository() -> None:
+    big, other = b"b" * LOOK_MIN, b"o" * LOOK_MIN
+    client = SlowRegistry({"mirror/nvidia/wide": {digest_of(big)}})
+    images = requested_images(["src.example/nvidia/wide:1", "src.example/nvidia/wide:2"], "src.example")
+    dest = RegistryDestination({"url": "http://dest.example", "prefix": "mirror"}, client, None, Totals(), {})
+    assert set(dest.begin(images[0], image_of([big, other]), None).blobs) == {digest_of(b"{}"), digest_of(other)}
+    assert client.heads == 2  # the config is small and new: sent without asking
+    assert set(dest.begin(images[1], image_of([big]), None).blobs) == {digest_of(b"{}")}
+    assert client.heads == 2  # the big blob was seen there already
