@@ -3,8 +3,8 @@
 """Private: a big blob's upload to a registry that a run cut off is continued by the next one. Not a public API.
 
 A blob of ``RESUME_MIN`` bytes or more goes to a registry destination through an upload session (the distribution
-spec's chunked upload): POST, then PATCH requests of at most ``UPLOAD_PIECE`` bytes, then ``PUT ?digest=`` with no
-body. The session (registry host, repository, digest, size, the upload URL as the registry last gave it, the bytes
+spec's chunked upload): POST, then PATCH requests of ``UPLOAD_PIECE`` bytes or a little more (the last one less),
+then ``PUT ?digest=`` with no body. The session (registry host, repository, digest, size, the upload URL as the registry last gave it, the bytes
 it confirmed) is recorded in ``UploadSessions`` before any body is sent and after each PATCH. The next run asks the
 registry where the session stands (GET of the upload URL: 204 and ``Range: 0-<last byte>``) and sends only the rest.
 
