@@ -50,7 +50,7 @@ class Found:
 
 
 class RegistrySource:
-    """Images on a registry (``registry_url``): HEAD to resolve, GET manifests and blobs, all checked by digest."""
+    """Images on a registry (``registry_url``): HEAD (or GET) to resolve, GET manifests and blobs, all checked by digest."""
 
     kind = "registry"
 
