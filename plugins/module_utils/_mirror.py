@@ -273,8 +273,9 @@ class CopyEngine:
             dest.kind in copied and getattr(dest, "keeps_blobs", False) for dest in self.destinations if dest.needs_content)
 
     def _prefetch_all(self, plans: list[ImagePlan]) -> None:
-        """The manifests of every image to copy, ``plan_parallel`` at once, before the space check and the copies use them."""
-        wanted = [plan for plan in plans if plan.needs_copy and plan.digest not in self._manifests]
+        """The manifests of every image to copy, ``plan_parallel`` at once, before the space check and the copies use them.
+        An index the plan fetched still needs its children (they name its blobs)."""
+        wanted = [plan for plan in plans if plan.needs_copy and (plan.digest not in self._manifests or self._manifests[plan.digest].is_index)]
         if self.plan_parallel <= 1 or len(wanted) <= 1:
             return  # fetched when needed, one after another
         with ThreadPoolExecutor(max_workers=min(self.plan_parallel, len(wanted)), thread_name_prefix="manifests") as pool:

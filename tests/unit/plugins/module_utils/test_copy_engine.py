@@ -235,11 +235,17 @@ def test_each_destination_gets_the_platforms_it_asks_for(tmp_path: Any) -> None:
     assert sorted(memory.reads) == sorted(set(memory.reads))
 
 
-def test_images_copied_at_once_never_read_a_shared_blob_twice_and_keep_their_order(tmp_path: Any) -> None:
+@pytest.mark.parametrize("multi_arch", [False, True])
+def test_images_copied_at_once_never_read_a_shared_blob_twice_and_keep_their_order(tmp_path: Any, multi_arch: bool) -> None:
     memory = MemorySource()
     base = b"a base layer all tags share" * 40
     for n in range(12):
-        memory.add_image(f"memory.example/nvidia/pytorch:24.{n:02d}", [base, f"layer of 24.{n:02d}".encode() * 20])
+        reference = f"memory.example/nvidia/pytorch:24.{n:02d}"
+        if multi_arch:  # the shared blob is named only by the children of each tag's index
+            memory.add_index(reference, [(platform, memory.add_image(None, [base, f"{platform} layer of 24.{n:02d}".encode() * 20], platform))
+                                         for platform in ("linux/amd64", "linux/arm64")])
+        else:
+            memory.add_image(reference, [base, f"layer of 24.{n:02d}".encode() * 20])
         memory.add_image(f"memory.example/nvidia/other{n}:1", [f"a layer of its own {n}".encode() * 20])
     dest = MemoryDestination("registry")
     plans = run(memory, [dest], tmp_path, images=6)
