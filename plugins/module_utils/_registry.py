@@ -541,8 +541,10 @@ class RegistryClient(RegistryAuth):
         """
         what = f"upload of bytes {offset}-{offset + length - 1} to {name}"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length), "Content-Range": f"{offset}-{offset + length - 1}"}
+        # Sent in chunks of DEFAULT_CHUNK_SIZE: a file body would go 16 KiB at a time.
+        data = UploadBody(iter(lambda: body.read(DEFAULT_CHUNK_SIZE), b""), length, "", what, verify=False)
         response = self._request("PATCH", location, what=what, scope=self._push_scope(name), repository=name, expected=(202, 204),
-                                 headers=headers, data=body, replayable=False)
+                                 headers=headers, data=data, replayable=False)
         response.close()
         following = response.headers.get("Location")
         received = response.headers.get("Range")
