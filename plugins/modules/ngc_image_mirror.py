@@ -324,9 +324,10 @@ options:
         the file is rewritten whole at the end of the run, so C(ansible_local) always reads one JSON document (during
         a run, as of the last run) and recording costs the same for the thousandth image as for the first.
       - A blob of 16 MiB or more being uploaded to O(registry) has its upload session recorded in C(.<name>.uploads)
-        beside it (mode 0600; the registry's upload URL, never credentials) and the piece being gathered for the
-        next request in C(.<name>.upload-<key>) (up to 32 MiB). A run cut off leaves them and the next run asks the
-        registry where the session stands and sends only the rest. They are removed when the blob is committed.
+        beside it (mode 0600; the registry's upload URL, never credentials), and the pieces not yet taken by the
+        registry in C(.<name>.upload-<key>.<offset>) (about 32 MiB each, at most two per blob, one sent while
+        the next is gathered). A run cut off leaves them and the next run asks the registry where the session stands
+        and sends only the rest. They are removed when the blob is committed.
       - An absolute path.
     type: path
     default: /etc/ansible/facts.d/ngc_mirror.fact
