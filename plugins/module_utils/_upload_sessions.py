@@ -257,9 +257,7 @@ class SessionUpload:
             return
         if self._location is not None and self._offset <= offset < self.resume_from:
             if self._full is not None and offset <= self._full[0] + self._full[1]:
-                _remove(self.sessions.spool(self.key, self._gather_start))
-                self._spool.close()
-                self._spool = None
+                _remove(self.sessions.spool(self.key, self._gather_start))  # the piece after it goes
                 self._gather(self._full[0], keep=offset - self._full[0])  # the whole piece is cut: gathered again
                 self._full = None
             else:
