@@ -66,6 +66,8 @@ ACCEPT = ", ".join((
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
 ))
 AIMS = {"first mirror": 0.5, "no-op": 0.2, "no-op requests per tag per side": 1.0}
+UNSIGNED_NOOP = "module, with the facts file, signatures false"
+"""A no-op without signature discovery (one tag list per repository): what that discovery costs in requests."""
 SIDES = ("source", "ngc", "destination")
 KINDS = (("token", re.compile(r"^/(token|proxy_auth)$")), ("ping", re.compile(r"^/v2/$")),
          ("manifests", re.compile(r"/manifests/")), ("blobs", re.compile(r"/blobs/")), ("tags", re.compile(r"/tags/list$")),
@@ -235,8 +237,8 @@ class WideBench:
             raise BenchError("the module copied nothing (changed=false)")
         self.check_destination(catalog, lambda repo: f"{prefix}/{repo}")
 
-    def module_noop(self, case: Case, catalog: Catalog, prefix: str, facts: Path) -> None:
-        result = self.module(case, MIRROR, self.mirror_args(catalog, prefix, facts))
+    def module_noop(self, case: Case, catalog: Catalog, prefix: str, facts: Path, **extra: Any) -> None:
+        result = self.module(case, MIRROR, self.mirror_args(catalog, prefix, facts, **extra))
         acted = [i["reference"] for i in result.get("images") or [] if i.get("status") != "skipped"]
         case.note = f"changed={str(bool(result.get('changed'))).lower()}, {catalog.tags - len(acted)}/{catalog.tags} skipped"
         if result.get("changed") or acted or len(result.get("images") or []) != catalog.tags:
@@ -333,6 +335,7 @@ class WideBench:
                  lambda c: self.module_mirror(c, catalog, single_prefix, self.work / f"facts-{tag}-serial.fact", parallel_images=1))
         case("skopeo sync per repository", "first mirror", "skopeo", lambda c: self.skopeo_sync(c, catalog, skopeo_prefix, cache))
         case("module, with the facts file", "no-op", "module", lambda c: self.module_noop(c, catalog, module_prefix, facts))
+        case(UNSIGNED_NOOP, "no-op", "module variant", lambda c: self.module_noop(c, catalog, module_prefix, facts, signatures=False))
         case("module, fresh facts file", "no-op", "module variant",
              lambda c: self.module_noop(c, catalog, module_prefix, self.work / f"facts-{tag}-fresh-{time.monotonic_ns()}.fact"))
         case("skopeo sync again", "no-op", "skopeo", lambda c: self.skopeo_sync(c, catalog, skopeo_prefix, cache))
@@ -403,6 +406,9 @@ def score(cases: list[Case]) -> None:
 def verdict(cases: list[Case], facts: list[dict[str, Any]]) -> list[str]:
     lines = []
     for case in cases:
+        if case.name == UNSIGNED_NOOP and case.ok:
+            lines.append(f"info: no-op {case.tags} tags, {case.latency * 1000:.0f} ms, signatures false: requests per tag source "
+                         f"{case.per_tag.get('source')}, NGC {case.per_tag.get('ngc')}, destination {case.per_tag.get('destination')}")
         if case.client != "module" or case.ratio is None:
             continue
         at = f"{case.tags} tags, {case.latency * 1000:.0f} ms"
