@@ -66,7 +66,7 @@ ACCEPT = ", ".join((
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
 ))
 AIMS = {"first mirror": 0.5, "no-op": 0.2, "no-op requests per tag per side": 1.0}
-UNSIGNED_NOOP = "module, with the facts file, signatures false"
+UNSIGNED_NOOP = "module, facts file, signatures off"
 """A no-op without signature discovery (one tag list per repository): what that discovery costs in requests."""
 SIDES = ("source", "ngc", "destination")
 KINDS = (("token", re.compile(r"^/(token|proxy_auth)$")), ("ping", re.compile(r"^/v2/$")),
@@ -407,7 +407,7 @@ def verdict(cases: list[Case], facts: list[dict[str, Any]]) -> list[str]:
     lines = []
     for case in cases:
         if case.name == UNSIGNED_NOOP and case.ok:
-            lines.append(f"info: no-op {case.tags} tags, {case.latency * 1000:.0f} ms, signatures false: requests per tag source "
+            lines.append(f"info: no-op {case.tags} tags, {case.latency * 1000:.0f} ms, signatures off: requests per tag source "
                          f"{case.per_tag.get('source')}, NGC {case.per_tag.get('ngc')}, destination {case.per_tag.get('destination')}")
         if case.client != "module" or case.ratio is None:
             continue
