@@ -275,7 +275,11 @@ class CopyEngine:
     def _prefetch_all(self, plans: list[ImagePlan]) -> None:
         """The manifests of every image to copy, ``plan_parallel`` at once, before the space check and the copies use them.
         An index the plan fetched still needs its children (they name its blobs)."""
-        wanted = [plan for plan in plans if plan.needs_copy and (plan.digest not in self._manifests or self._manifests[plan.digest].is_index)]
+        def fetched(plan: ImagePlan) -> bool:
+            top = self._manifests.get(plan.digest or "")
+            return top is not None and not top.is_index
+
+        wanted = [plan for plan in plans if plan.needs_copy and not fetched(plan)]
         if self.plan_parallel <= 1 or len(wanted) <= 1:
             return  # fetched when needed, one after another
         with ThreadPoolExecutor(max_workers=min(self.plan_parallel, len(wanted)), thread_name_prefix="manifests") as pool:

@@ -5,8 +5,8 @@
 A blob of ``RESUME_MIN`` bytes or more goes to a registry destination through an upload session (the distribution
 spec's chunked upload): POST, then PATCH requests of ``UPLOAD_PIECE`` bytes or a little more (the last one less),
 then ``PUT ?digest=`` with no body. The session (registry host, repository, digest, size, the upload URL as the
-registry last gave it, the bytes it confirmed) is recorded in ``UploadSessions`` before any body is sent and after each PATCH. The next run asks the
-registry where the session stands (GET of the upload URL: 204 and ``Range: 0-<last byte>``) and sends only the rest.
+registry last gave it, the bytes it confirmed) is recorded in ``UploadSessions`` before any body is sent and after
+each PATCH. The next run asks the registry where the session stands (GET of the upload URL: 204 and ``Range: 0-<last byte>``) and sends only the rest.
 
 What CNCF distribution 2.8 does (measured, and why the pieces are gathered on disk before each PATCH): its upload
 URL carries the offset in a signed ``_state``, and only the URL of the latest PATCH is accepted. A PATCH cut off
@@ -277,6 +277,10 @@ class SessionUpload:
             self._spool = None
         self.sessions.drop(self.key)
 
+    def _spool_error(self, exc: OSError) -> AirgapError:
+        """What a failed read or write of the piece being gathered is reported as."""
+        return os_error(exc, "spooling blob", self.sessions.spool(self.key, self._gather_start))
+
     def _record(self) -> None:
         self.sessions.put(self.key, self.client.host, self.repository, self.digest, self.size, self._location or "", self._offset)
 
@@ -291,7 +295,7 @@ class SessionUpload:
         try:
             self._spool.write(data)
         except OSError as exc:
-            raise os_error(exc, "spooling blob", self.sessions.spool(self.key, self._gather_start)) from None
+            raise self._spool_error(exc) from None
         self.written += len(data)
         if self._full is not None and self._sender is None:
             self._start_sending()  # a whole piece kept by a cut-off run
@@ -300,7 +304,7 @@ class SessionUpload:
             try:
                 self._spool.flush()
             except OSError as exc:
-                raise os_error(exc, "spooling blob", self.sessions.spool(self.key, self._gather_start)) from None
+                raise self._spool_error(exc) from None
             self._full = (self._gather_start, self.written - self._gather_start)
             self._gather(self.written)
             self._start_sending()
@@ -362,7 +366,7 @@ class SessionUpload:
         except (AirgapError, OSError) as exc:
             self._drop()  # refused: the next run starts again
             if isinstance(exc, OSError):
-                raise os_error(exc, "spooling blob", self.sessions.spool(self.key, self._gather_start)) from None
+                raise self._spool_error(exc) from None
             raise
         self._done = True
         self._location = None
