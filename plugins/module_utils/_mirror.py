@@ -41,7 +41,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._prune import REMOVED, 
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._sources import ArchiveSource, BundleSource, RegistrySource
 from ansible_collections.airgap.ngc.plugins.module_utils._space import Need, check_space, space_report
-from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore, utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore, seconds_since, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, sinks_of, transfer
 from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import UploadSessions
 
@@ -134,6 +134,7 @@ class Mirror:
                                  parallel=max(int(params.get("parallel") or 1), 1), check_mode=check_mode,
                                  progress=ProgressReporter(None if check_mode else params.get("progress_file")),
                                  companions=bool(params.get("signatures", True)),
+                                 relist_after=int(params.get("signatures_relist_after") or 0),
                                  plan_parallel=int(params.get("parallel_images") or 8))
 
     def run(self) -> dict[str, Any]:
@@ -206,9 +207,10 @@ class CopyEngine:
 
     def __init__(self, source: Any, destinations: list[Any], totals: Totals, force: bool = False, parallel: int = 4,
                  check_mode: bool = False, progress: ProgressReporter | None = None, companions: bool = False,
-                 plan_parallel: int = 1) -> None:
+                 plan_parallel: int = 1, relist_after: int = 0) -> None:
         self.source, self.destinations, self.totals = source, destinations, totals
         self.companions = companions
+        self.relist_after = relist_after  # seconds an earlier run's listing of an image's companions is trusted
         self.plan_parallel = max(plan_parallel, 1)
         self._reads = threading.BoundedSemaphore(max(parallel, 1))
         self._dest_locks: dict[int, threading.Lock] = {}
@@ -224,7 +226,8 @@ class CopyEngine:
     def run(self, images: list[SourceImage], store: StateStore) -> list[ImagePlan]:
         ctx = PlanContext(store, self.force, self.check_mode, self._top)
         plans = self._plan_all(images, ctx)
-        plans += [plan for plan in self._plan_all(self._companions(plans), ctx, companion=True) if plan.steps or plan.error]
+        tops = list(plans)
+        plans += [plan for plan in self._plan_all(self._companions(plans, store), ctx, companion=True) if plan.steps or plan.error]
         self._prefetch_all(plans)
         self.space = self._space(plans)
         check_space(self.space)
@@ -232,6 +235,7 @@ class CopyEngine:
             self.progress.start(0, len(plans))
             self._execute_all(plans, store)
             self.progress.finish("failed" if any(p.error for p in plans) else "done")
+            self._remember_listings(tops, store)
         return plans
 
     def _execute_all(self, plans: list[ImagePlan], store: StateStore) -> None:
@@ -337,9 +341,10 @@ class CopyEngine:
             plan.error = _message(exc)
         return plan
 
-    def _companions(self, plans: list[ImagePlan]) -> list[SourceImage]:
+    def _companions(self, plans: list[ImagePlan], store: StateStore) -> list[SourceImage]:
         """Images that travel with the planned ones (signatures, attestations): what the source's ``companions``
-        finds for each resolved image, each once, planned and copied like the images themselves."""
+        finds for each resolved image, each once, planned and copied like the images themselves. The source is
+        handed what it listed for the image in an earlier run, while that is younger than ``relist_after``."""
         find = getattr(self.source, "companions", None)
         if not self.companions or find is None:
             return []
@@ -348,11 +353,34 @@ class CopyEngine:
         for plan in plans:
             if plan.error or not plan.digest:
                 continue
-            for image in find(plan.source, plan.digest):
+            for image in find(plan.source, plan.digest, self._known_listing(plan, store)):
                 if image.key not in seen:
                     seen.add(image.key)
                     found.append(image)
         return found
+
+    def _known_listing(self, plan: ImagePlan, store: StateStore) -> dict[str, Any] | None:
+        """What an earlier run listed as travelling with the image, if it is still to be trusted (see ``relist_after``)."""
+        if self.force or self.relist_after <= 0:
+            return None
+        listing = (store.image(plan.source.key) or {}).get("companions")
+        if not isinstance(listing, dict):
+            return None
+        age = seconds_since(listing.get("listed"))
+        return listing if age is not None and 0 <= age < self.relist_after else None
+
+    def _remember_listings(self, plans: list[ImagePlan], store: StateStore) -> None:
+        """Keep in the facts file what the source listed afresh for the images that were mirrored, in one write.
+
+        A listing only saves requests: should the write fail, the next run lists again and nothing else is lost.
+        """
+        listed = getattr(self.source, "listings", {})
+        keep = {plan.source.key: listed[plan.source.key] for plan in plans if not plan.error and plan.source.key in listed}
+        if keep:
+            try:
+                store.record_companions(keep)
+            except AirgapError:
+                pass
 
     def _space(self, plans: list[ImagePlan]) -> list[dict[str, Any]]:
         """What the copies will write on each filesystem, from the manifests' sizes (fetched now, kept for the copy)."""

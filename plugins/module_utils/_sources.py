@@ -61,6 +61,7 @@ class RegistrySource:
         self._referrers_api: bool | None = None  # None until the registry answered once
         self._notes: dict[str, str] = {}  # by companion key: what it travels with, said in the result
         self._heads: dict[str, Any] = {}  # by companion key: its HEAD, taken when it was found (resolve reuses it)
+        self.listings: dict[str, dict[str, Any]] = {}  # by image key: what ``companions`` listed this run, to remember
 
     def images(self, items: list[Any] | None) -> list[SourceImage]:
         return source_images(items or [], self.url)
@@ -89,11 +90,24 @@ class RegistrySource:
     def missing(self, image: SourceImage) -> str:
         return f"{image.ref} does not exist on {self.name}: check the image name and tag"
 
-    def companions(self, image: SourceImage, digest: str) -> list[SourceImage]:
+    def companions(self, image: SourceImage, digest: str, known: dict[str, Any] | None = None) -> list[SourceImage]:
         """The signatures and attestations of an image's digest, and theirs in turn (``MAX_DEPTH`` deep): cosign's tags
         ``sha256-<hex>.sig``/``.att``/``.sbom`` from the repository's tag list, and the OCI 1.1 referrers (the
-        referrers API, else the referrers tag schema's index ``sha256-<hex>``), the latter by digest."""
+        referrers API, else the referrers tag schema's index ``sha256-<hex>``), the latter by digest.
+
+        What was listed is kept in ``listings`` (by image key) for the caller to remember. ``known`` is such a listing
+        from an earlier run: if it is about this digest and each tag in it still names the digest it named, it is the
+        answer and no tag list or referrers are read (one HEAD per signature tag, which resolving the tag needs
+        anyway); otherwise the image is listed afresh."""
+        where = f"{image.ref.name}@{digest}"
+        try:
+            reused = self._known_companions(digest, known) if known is not None else None
+        except AirgapError as exc:
+            raise self._listing_error(where, exc) from None
+        if reused is not None:
+            return reused
         found: list[SourceImage] = []
+        listing: list[dict[str, str]] = []
         keys = {image.key}
         level = [(image.ref, digest)]
         for _depth in range(MAX_DEPTH):
@@ -105,8 +119,36 @@ class RegistrySource:
                         found.append(companion)
                         following.append((companion.ref, companion_digest))
                         self._notes.setdefault(companion.key, f"travels with {ref} as {kind}")
+                        listing.append({"ref": str(companion.ref), "digest": companion_digest, "kind": kind, "about": str(ref)})
             level = following
+        self.listings[image.key] = {"digest": digest, "found": listing}
         return found
+
+    def _known_companions(self, digest: str, known: dict[str, Any]) -> list[SourceImage] | None:
+        """The companions an earlier run listed for ``digest``, if that listing still holds; else None."""
+        entries = known.get("found")
+        if known.get("digest") != digest or not isinstance(entries, list):
+            return None
+        found: list[SourceImage] = []
+        for entry in entries:
+            try:
+                companion = SourceImage(ref=ImageReference.parse(entry["ref"]))
+                was, note = str(entry["digest"]), f"travels with {entry['about']} as {entry['kind']}"
+            except (AirgapError, KeyError, TypeError):
+                return None  # not a listing this collection wrote: list afresh
+            ref = companion.ref
+            if ref.tag is not None:  # a tag can move (cosign adds a signature to the same .sig tag): look again
+                head = self.client.head_manifest(ref.repository, ref.tag)
+                if head is None or head.digest != was:
+                    return None
+                self._heads[companion.key] = head
+            self._notes.setdefault(companion.key, note)
+            found.append(companion)
+        return found
+
+    def _listing_error(self, where: str, exc: AirgapError) -> AirgapError:
+        return AirgapError(f"listing the signatures and attestations of {where} on {self.name} failed: {exc}; "
+                           "set signatures: false to mirror the images without them")
 
     def _companions_of(self, ref: ImageReference, digest: str) -> list[tuple[SourceImage, str, str]]:
         """One level: each companion of ``digest`` in ``ref``'s repository, with its own digest and what it is."""
@@ -127,8 +169,7 @@ class RegistrySource:
                               companion_kind(None, entry.get("artifactType"))))
             return found
         except AirgapError as exc:
-            raise AirgapError(f"listing the signatures and attestations of {ref.name}@{digest} on {self.name} failed: {exc}; "
-                              "set signatures: false to mirror the images without them") from None
+            raise self._listing_error(f"{ref.name}@{digest}", exc) from None
 
     def _referrers(self, repository: str, digest: str, tags: set[str]) -> list[dict[str, Any]]:
         if self._referrers_api is not False:
@@ -203,8 +244,9 @@ class BundleSource:
                     self._companions.setdefault((ref.name, subject), []).append((text, kind))
         return self._companions
 
-    def companions(self, image: SourceImage, digest: str) -> list[SourceImage]:
-        """The signatures and attestations stored with an image (under its digest here or its source's), and theirs in turn."""
+    def companions(self, image: SourceImage, digest: str, known: dict[str, Any] | None = None) -> list[SourceImage]:  # pylint: disable=unused-argument
+        """The signatures and attestations stored with an image (under its digest here or its source's), and theirs in
+        turn; read from the bundle's own index, so an earlier run's listing (``known``) is not needed."""
         table = self._companion_map()
         found: list[SourceImage] = []
         keys = {image.key}

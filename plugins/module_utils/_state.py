@@ -32,6 +32,9 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 _SECRET_KEYS = ("password", "passwd", "token", "api_key", "apikey", "secret", "authorization", "credential", "auth")
 
 
+_STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def journal_path(path: str) -> str:
     """Where the journal of the facts file ``path`` lives: '.<name>.journal' beside it (setup reads only '*.fact')."""
     directory, name = os.path.split(os.path.abspath(path))
@@ -40,7 +43,16 @@ def journal_path(path: str) -> str:
 
 def utc_now() -> str:
     """The current time as ISO 8601 UTC, second precision: 2026-11-22T13:10:00Z."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime(_STAMP)
+
+
+def seconds_since(stamp: Any) -> float | None:
+    """How many seconds ago a ``utc_now`` time stamp was (negative if it is ahead of the clock); None if it is not one."""
+    try:
+        then = datetime.strptime(stamp, _STAMP).replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        return None
+    return (datetime.now(timezone.utc) - then).total_seconds()
 
 
 class RunLock:
@@ -105,7 +117,7 @@ class StateStore:
     """What has been mirrored where, kept in a JSON facts file that Ansible's setup shows as ansible_local.ngc_mirror.
 
     Layout: {"schema": 1, "updated": iso, "images": {key: {"source_digest", "destinations": {dest_key: entry},
-    "last_error"?: {"message", "time"}}}}.
+    "last_error"?: {"message", "time"}, "companions"?: {"digest", "found", "listed"}}}}.
 
     Every change is appended to a journal beside the file ('.<name>.journal', one JSON line holding the image's whole
     record, synced) before its call returns, so recording an image costs the same with ten images or ten thousand
@@ -273,6 +285,26 @@ class StateStore:
         self._save_or_restore(key, before)
 
     @_serialised
+    def record_companions(self, listings: dict[str, dict[str, Any]]) -> int:
+        """Remember what travels with images already recorded (their signatures and attestations, as the source
+        listed them: ``{"digest": <the image's digest>, "found": [...]}``), stamped ``listed`` with the time, in the
+        image's record as ``companions``. All in one journal write; returns how many images were recorded."""
+        self._writable()
+        images = self._doc()["images"]
+        changed: list[tuple[str, dict[str, Any] | None]] = []
+        for key, listing in sorted(listings.items()):
+            record = images.get(key)
+            if record is None:
+                continue
+            _refuse_secrets(listing, f"{key} companions")
+            stored = _plain(listing, f"{key} companions")
+            changed.append((key, copy.deepcopy(record)))
+            record["companions"] = dict(stored, listed=self._now())
+        if changed:
+            self._save_or_restore_all(changed)
+        return len(changed)
+
+    @_serialised
     def clear_failure(self, key: str) -> bool:
         """Drop the last error of an image; True (and a write) only if there was one."""
         self._writable()
@@ -405,18 +437,23 @@ class StateStore:
         return replayed
 
     def _save_or_restore(self, key: str, before: dict[str, Any] | None) -> None:
-        """Journal the image's new record; if that fails put the in-memory record back so memory matches the disk."""
+        self._save_or_restore_all([(key, before)])
+
+    def _save_or_restore_all(self, changed: list[tuple[str, dict[str, Any] | None]]) -> None:
+        """Journal the new records of the images changed (with each one's record before the change), in one write;
+        if that fails put the in-memory records back so memory matches the disk."""
         doc = self._doc()
         updated = doc.get("updated")
         doc["updated"] = self._now()
         try:
-            self._append(key, doc["images"].get(key))
+            self._append([(key, doc["images"].get(key)) for key, _before in changed])
         except BaseException:
             images = doc["images"]
-            if before is None:
-                images.pop(key, None)
-            else:
-                images[key] = before
+            for key, before in changed:
+                if before is None:
+                    images.pop(key, None)
+                else:
+                    images[key] = before
             doc["updated"] = updated
             raise
         if self._journal_bytes >= self._compact_at:
@@ -425,15 +462,15 @@ class StateStore:
             except AirgapError:
                 self._compact_at = 2 * self._journal_bytes  # the change is journaled; try again when it has doubled
 
-    def _append(self, key: str, record: dict[str, Any] | None) -> None:
-        """Append one line (the image's whole record, or null once it is forgotten) to the journal and sync it.
+    def _append(self, records: list[tuple[str, dict[str, Any] | None]]) -> None:
+        """Append one line per image (its whole record, or null once it is forgotten) to the journal and sync it.
 
         Lines are whole or cut off at the end: a failed write is truncated away, or if even that fails the next line
         starts on a line of its own. Only the lock holder appends, so lines never interleave.
         """
-        line = json.dumps({"schema": SCHEMA, "updated": self._doc()["updated"], "key": key, "record": record},
-                          sort_keys=True, separators=(",", ":")) + "\n"
-        data = line.encode("utf-8")
+        updated = self._doc()["updated"]
+        data = "".join(json.dumps({"schema": SCHEMA, "updated": updated, "key": key, "record": record},
+                                  sort_keys=True, separators=(",", ":")) + "\n" for key, record in records).encode("utf-8")
         try:
             self._open_journal()
             if self._journal_torn:

@@ -37,6 +37,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._reference import (
 MAX_TIMEOUT = 86400.0
 MAX_RETRIES = 100
 MAX_PARALLEL = 64
+MAX_RELIST_AFTER = 366 * 86400  # a year: a listing older than that is not worth keeping
 NAME_MAX_LENGTH = 255
 # The registry API is always at /v2/ of a host: these paths of a registry URL say nothing more.
 _REGISTRY_ROOT_PATHS = ("", "/", "/v2", "/v2/")
@@ -443,6 +444,10 @@ def _check_signatures(params: dict[str, Any]) -> None:
     value = params.get("signatures", True)
     if not isinstance(value, bool):
         raise _bad("signatures", value, "give true (copy each image's signatures and attestations with it) or false")
+    if params.get("signatures_relist_after") is not None:
+        check_number("signatures_relist_after", params["signatures_relist_after"], 0, MAX_RELIST_AFTER,
+                     "the seconds an earlier run's listing of an unchanged image's signatures is trusted (0: list every run)",
+                     integer=True)
 
 
 def validate_mirror(params: dict[str, Any]) -> None:

@@ -370,6 +370,19 @@ options:
         no signature names.
     type: bool
     default: true
+  signatures_relist_after:
+    description:
+      - How long, in seconds, what a run listed as travelling with an image is trusted by the next runs, kept in
+        O(facts_file) with the image. While it is younger than this and the image's digest is unchanged, a run reads
+        no tag list and no referrers for the image - it only looks again at each signature tag it already knows (a
+        signature added to a known C(.sig) tag is found at once). A new or changed image, O(force), and a listing that
+        has aged are always listed afresh.
+      - So a signature or attestation first pushed for an image after it was mirrored arrives with the first run after
+        the listing has aged. The default lists again on every run an hour or more after the last listing (a daily
+        timer lists every time) and saves a repository's tag list on runs closer together.
+      - V(0) lists every image on every run.
+    type: int
+    default: 3600
   fail_on_error:
     description:
       - Fail the task at the end if an image could not be copied. A failed image never stops
@@ -603,6 +616,7 @@ def main() -> None:
         parallel_images=dict(type="int", default=8),
         force=dict(type="bool", default=False),
         signatures=dict(type="bool", default=True),
+        signatures_relist_after=dict(type="int", default=3600),
         fail_on_error=dict(type="bool", default=True),
     )
     module = AnsibleModule(

@@ -187,6 +187,9 @@ CASES = [
     Case("parallel_images_zero", "ngc_mirror_parallel_images", 0, expect=["ngc_mirror_parallel_images", "from 1 to 64", "not 0."]),
     Case("parallel_images_65", "ngc_mirror_parallel_images", 65, expect=["ngc_mirror_parallel_images", "not 65."]),
     Case("parallel_images_string_65", "ngc_mirror_parallel_images", "65", expect=["ngc_mirror_parallel_images", 'not "65".']),
+    Case("relist_after_negative", "ngc_mirror_signatures_relist_after", -1,
+         expect=["ngc_mirror_signatures_relist_after", "from 0 to 31622400", "not -1."]),
+    Case("relist_after_words", "ngc_mirror_signatures_relist_after", "an hour", expect=["ngc_mirror_signatures_relist_after", "an hour"]),
     Case("signatures_word", "ngc_mirror_signatures", "maybe", expect=["ngc_mirror_signatures", "maybe"]),
     # the HPC caches
     Case("enroot_dir_relative", "ngc_mirror_enroot", {"dir": "shared/enroot"}, expect=["ngc_mirror_enroot.dir", '"shared/enroot"']),
@@ -425,7 +428,7 @@ def good_runs(play: RolePlay) -> GoodRuns:
                                     ngc_mirror_apptainer={"dir": str(base / "good_retention" / "shared" / "sif"),
                                                           "layout": "flat"},
                                     ngc_mirror_prune="yes", ngc_mirror_keep="2", ngc_mirror_parallel_images="16",
-                                    ngc_mirror_signatures="no"),
+                                    ngc_mirror_signatures="no", ngc_mirror_signatures_relist_after="0"),
     }
     first = play.run("good-1", hosts)
     for name, run in first.items():
@@ -478,10 +481,12 @@ def test_scheduled_run_gets_retention_and_the_hpc_caches(good_runs: GoodRuns) ->
     assert scheduled["ngc_mirror_apptainer"] == values["ngc_mirror_apptainer"]
     assert scheduled["ngc_mirror_prune"] is True and scheduled["ngc_mirror_signatures"] is False
     assert scheduled["ngc_mirror_keep"] == 2 and scheduled["ngc_mirror_parallel_images"] == 16
+    assert scheduled["ngc_mirror_signatures_relist_after"] == 0
     # The defaults reach it as such: keep null (no limit), prune off, signatures on.
     defaults = yaml.safe_load((Path(good_runs.hosts["good_systemd"]["ngc_mirror_config_dir"]) / "mirror-vars.yml").read_text())
     assert defaults["ngc_mirror_keep"] is None and defaults["ngc_mirror_prune"] is False
     assert defaults["ngc_mirror_signatures"] is True and defaults["ngc_mirror_parallel_images"] == 8
+    assert defaults["ngc_mirror_signatures_relist_after"] == 3600
     assert defaults["ngc_mirror_enroot"] == {} and defaults["ngc_mirror_apptainer"] == {}
 
 

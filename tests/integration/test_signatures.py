@@ -192,6 +192,61 @@ def test_a_bundle_carries_them_to_a_registry_that_never_saw_the_source(
     assert not present(f"{testbed.basic_registry_host}/{ns}-bare/{REPOSITORY}:sha256-{signed['hex']}.sig", testbed_authfile)
 
 
+def push_cosign_tag(testbed: Any, signed: dict[str, Any], suffix: str, text: str) -> str:
+    """Push a small manifest under cosign's ``sha256-<hex>.<suffix>`` for the signed image (a new attestation, or the
+    signature tag again as cosign rewrites it when it adds a signature); returns its digest."""
+    pusher = Pusher(testbed.source_registry_url, "$oauthtoken", testbed.api_key)
+    empty = pusher.upload_bytes(REPOSITORY, b"{}")
+    statement = pusher.upload_bytes(REPOSITORY, json.dumps({"_type": "https://in-toto.io/Statement/v1", "note": text}).encode())
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": empty.size, "digest": empty.digest},
+                       "layers": [{"mediaType": "application/vnd.dsse.envelope.v1+json", "size": statement.size,
+                                   "digest": statement.digest}]}).encode()
+    digest = pusher.put_manifest(REPOSITORY, f"sha256-{signed['hex']}.{suffix}", OCI_MANIFEST, body)
+    pusher.session.close()
+    return digest
+
+
+def test_an_earlier_listing_is_trusted_for_signatures_relist_after(ansible: Any, testbed: Any, tmp_path: Path, ns: str) -> None:
+    """A listing younger than signatures_relist_after stands for the tag list: an attestation first pushed after the
+    mirror waits for the listing to age (0 lists at once); a known signature tag pushed again is copied at once."""
+    signed = push_signed_image(testbed, f"2.0-{os.getpid()}-{int(time.time() * 1000) % 100000}")
+    facts = tmp_path / "mirror.fact"
+    args = {"registry_url": testbed.source_registry_url, "images": [signed["ref"]], "facts_file": str(facts),
+            "registry": {"url": testbed.open_registry_url, "prefix": ns}}
+    where = f"{testbed.open_registry_host}/{ns}/{REPOSITORY}"
+    first = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert first.rc == 0, first.stdout
+    listing = json.loads(facts.read_text())["images"][expected_refs(testbed, signed)[0]]["companions"]
+    assert listing["digest"] == signed["digest"] and [e["digest"] for e in listing["found"]] == [signed["sig"], signed["sbom"]]
+
+    attestation = push_cosign_tag(testbed, signed, "att", "pushed after the first mirror")
+    trusted = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert trusted.rc == 0 and trusted.result["changed"] is False, trusted.stdout
+    assert not present(f"{where}:sha256-{signed['hex']}.att")
+
+    relisted = ansible.module("ngc_image_mirror", dict(args, signatures_relist_after=0), api_key=testbed.api_key)
+    assert relisted.rc == 0 and relisted.result["changed"] is True, relisted.stdout
+    assert [(i["reference"], i["status"]) for i in relisted.result["images"] if i["status"] == "copied"] == [
+        (f"{testbed.source_registry_host}/{REPOSITORY}:sha256-{signed['hex']}.att", "copied")]
+    assert digest_of(raw(f"{where}:sha256-{signed['hex']}.att")) == attestation
+
+    resigned = push_cosign_tag(testbed, signed, "sig", "a second signature")
+    again = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert again.rc == 0 and again.result["changed"] is True, again.stdout
+    assert digest_of(raw(f"{where}:sha256-{signed['hex']}.sig")) == resigned
+    remembered = json.loads(facts.read_text())["images"][expected_refs(testbed, signed)[0]]["companions"]
+    assert resigned in [e["digest"] for e in remembered["found"]] and testbed.api_key not in facts.read_text()
+
+
+def test_a_bad_signatures_relist_after_is_refused_by_name(ansible: Any, testbed: Any, tmp_path: Path) -> None:
+    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": ["nvidia/cuda:12.2.0-base-ubuntu22.04"],
+                                              "registry": {"url": testbed.open_registry_url}, "signatures_relist_after": -5,
+                                              "facts_file": str(tmp_path / "f.fact")}, api_key=testbed.api_key)
+    assert run.rc != 0 and "signatures_relist_after" in run.result["msg"] and "-5" in run.result["msg"], run.stdout
+    assert not (tmp_path / "f.fact").exists()
+
+
 def test_a_non_boolean_signatures_is_refused_by_name(ansible: Any, testbed: Any, tmp_path: Path) -> None:
     run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": ["nvidia/cuda:12.2.0-base-ubuntu22.04"],
                                               "registry": {"url": testbed.open_registry_url}, "signatures": "sometimes",

@@ -288,3 +288,46 @@ def test_a_bundle_gives_back_what_travelled_with_an_image(tmp_path: Path) -> Non
     found = source.resolve(source.companions(one, image.digest)[1])
     assert found is not None and found.digest == sbom.digest  # a digest-only name resolves
     assert found.note == f"travels with {host}/x:1.0 as an OCI 1.1 referrer (application/vnd.example.sbom)"
+
+
+def signed_registry() -> tuple[FakeRegistry, Manifest, SourceImage]:
+    registry = FakeRegistry()
+    image = image_manifest("image")
+    registry.put("nvidia/x", "1.0", image)
+    registry.put("nvidia/x", f"{digest_tag(image.digest)}.sig", image_manifest("signature"))
+    return registry, image, SourceImage(ref=ImageReference.parse("registry.test/nvidia/x:1.0"))
+
+
+def test_a_listing_still_true_is_the_answer_without_a_tag_list() -> None:
+    registry, image, one = signed_registry()
+    first = RegistrySource(registry, "https://registry.test")
+    found = first.companions(one, image.digest)
+    listing = first.listings[one.key]
+    signature = registry.manifests[("nvidia/x", f"{digest_tag(image.digest)}.sig")]
+    assert listing == {"digest": image.digest, "found": [{"ref": str(found[0].ref), "digest": signature.digest,
+                                                          "kind": "its cosign signature", "about": "registry.test/nvidia/x:1.0"}]}
+    registry.tag_lists = registry.referrer_calls = 0
+    second = RegistrySource(registry, "https://registry.test")
+    again = second.companions(one, image.digest, json.loads(json.dumps(listing)))  # as the facts file gives it back
+    assert again == found and registry.tag_lists == 0 and registry.referrer_calls == 0
+    assert second.listings == {}  # nothing new to remember
+    assert second.resolve(again[0]).note == "travels with registry.test/nvidia/x:1.0 as its cosign signature"  # type: ignore[union-attr]
+
+
+def test_a_moved_signature_tag_another_digest_or_a_damaged_listing_is_listed_afresh() -> None:
+    registry, image, one = signed_registry()
+    first = RegistrySource(registry, "https://registry.test")
+    first.companions(one, image.digest)
+    listing = first.listings[one.key]
+    registry.put("nvidia/x", f"{digest_tag(image.digest)}.sig", image_manifest("signature, signed again"))
+    sbom = artifact(image.digest)
+    registry.put("nvidia/x", sbom.digest, sbom)
+    update_referrers_tag(registry, "nvidia/x", sbom)
+    for known, subject in [(listing, image.digest), (dict(listing, digest=DIGEST), image.digest),
+                           ({"digest": image.digest, "found": [{"ref": "not a reference"}]}, image.digest)]:
+        registry.tag_lists = 0
+        source = RegistrySource(registry, "https://registry.test")
+        found = source.companions(one, subject, known)
+        assert registry.tag_lists == 1
+        assert [str(c.ref) for c in found] == [f"registry.test/nvidia/x:{digest_tag(image.digest)}.sig", f"registry.test/nvidia/x@{sbom.digest}"]
+        assert source.listings[one.key]["found"][0]["digest"] == registry.manifests[("nvidia/x", f"{digest_tag(image.digest)}.sig")].digest

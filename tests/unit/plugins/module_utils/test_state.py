@@ -17,7 +17,7 @@ import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import cleanup_stale_partials
-from ansible_collections.airgap.ngc.plugins.module_utils._state import DEFAULT_FACTS_PATH, StateStore
+from ansible_collections.airgap.ngc.plugins.module_utils._state import DEFAULT_FACTS_PATH, StateStore, seconds_since, utc_now
 
 KEY = "nvcr.io/nvidia/pytorch:24.01-py3"
 DIGEST = "sha256:" + "a" * 64
@@ -527,3 +527,30 @@ def test_recording_costs_the_same_for_the_thousandth_image_as_for_the_first(tmp_
         assert big["rewrites"] <= 12 and big["rewritten_bytes"] <= 3 * big["wchar"] / 4, costs
     assert big["wchar"] < 13 * small["wchar"], f"bytes written grow faster than the images recorded: {costs}"
     assert big["wchar"] / 1000 < 4000, costs  # a journal line, its share of the final file and of the compactions, per image
+
+
+def test_companions_are_remembered_for_recorded_images_in_one_write(tmp_path, monkeypatch):
+    path = tmp_path / "s.fact"
+    listing = {"digest": DIGEST, "found": [{"ref": KEY + "-sig", "digest": NEW_DIGEST, "kind": "its cosign signature", "about": KEY}]}
+    with StateStore(str(path), now=clock) as store:
+        store.record_destination(KEY, DIGEST, "d", dict(REGISTRY))
+        store.record_destination("other:1", DIGEST, "d", dict(REGISTRY))
+        syncs = []
+        real_sync = getattr(os, "fdatasync", os.fsync)
+        monkeypatch.setattr(os, "fdatasync" if hasattr(os, "fdatasync") else "fsync", lambda fd: (syncs.append(fd), real_sync(fd)))
+        assert store.record_companions({KEY: listing, "other:1": dict(listing, found=[]), "never:mirrored": listing}) == 2
+        monkeypatch.undo()
+        assert len(syncs) == 1, "one journal write for all"
+        assert store.image("never:mirrored") is None
+        assert store.image(KEY)["companions"] == dict(listing, listed="2026-11-22T13:10:00Z")
+        assert on_disk(path)["images"]["other:1"]["companions"]["found"] == []  # journaled: a reader sees it at once
+        with pytest.raises(AirgapError, match="refusing to store 'password'"):
+            store.record_companions({KEY: dict(listing, password="x")})
+        assert "password" not in json.dumps(on_disk(path))
+    assert json.loads(path.read_text())["images"][KEY]["companions"]["listed"] == "2026-11-22T13:10:00Z"
+
+
+def test_seconds_since_a_stamp():
+    assert abs(seconds_since(utc_now())) < 5
+    assert 3590 < seconds_since(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))) < 3610
+    assert seconds_since("yesterday") is None and seconds_since(None) is None
