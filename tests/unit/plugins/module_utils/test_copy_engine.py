@@ -342,3 +342,48 @@ def test_a_concurrent_destination_begins_several_images_at_once_another_one_at_a
     assert [p.error for p in plans] == [None] * 8
     assert dest.tags == memory.tags
     assert (dest.most > 1) is concurrent
+
+
+class ListingSource(MemorySource):
+    """Lists no companions, but says what it was handed as an earlier run's listing and lists afresh otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.known: dict[str, Any] = {}
+        self.listings: dict[str, dict[str, Any]] = {}
+
+    def companions(self, image: SourceImage, digest: str, known: dict[str, Any] | None = None) -> list[SourceImage]:
+        self.known[image.key] = known
+        if known is None:
+            self.listings[image.key] = {"digest": digest, "found": []}
+        return []
+
+
+def test_a_listing_is_remembered_and_handed_back_while_it_is_younger_than_relist_after(tmp_path: Any) -> None:
+    memory = ListingSource()
+    memory.add_image("memory.example/nvidia/pytorch:24.01", [b"one" * 30])
+    memory.add_image("memory.example/nvidia/pytorch:24.02", [b"two" * 30])
+    key, other = "memory.example/nvidia/pytorch:24.01", "memory.example/nvidia/pytorch:24.02"
+    facts = tmp_path / "facts.json"
+
+    def mirror(relist_after: int = 3600, force: bool = False, check_mode: bool = False) -> dict[str, Any]:
+        memory.known.clear()
+        memory.listings.clear()
+        engine = CopyEngine(memory, [MemoryDestination("dest")], Totals(), force=force, check_mode=check_mode,
+                            companions=True, relist_after=relist_after)
+        with StateStore(str(facts), read_only=check_mode) as store:
+            engine.run(memory.images(None), store)
+        return memory.known
+
+    assert mirror(check_mode=True) == {key: None, other: None} and not facts.exists()
+    assert mirror() == {key: None, other: None}
+    recorded = json.loads(facts.read_text())["images"]
+    assert recorded[key]["companions"]["digest"] == memory.tags[key] and recorded[key]["companions"]["found"] == []
+    assert mirror() == {key: recorded[key]["companions"], other: recorded[other]["companions"]}
+    assert mirror(relist_after=0) == mirror(force=True) == {key: None, other: None}
+    doc = json.loads(facts.read_text())
+    doc["images"][key]["companions"]["listed"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3601))
+    doc["images"][other]["companions"]["listed"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    facts.write_text(json.dumps(doc))
+    assert mirror() == {key: None, other: None}  # aged, and ahead of the clock: listed afresh, and stamped again
+    assert None not in mirror().values()
