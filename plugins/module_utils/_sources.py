@@ -101,7 +101,7 @@ class RegistrySource:
         anyway); otherwise the image is listed afresh."""
         where = f"{image.ref.name}@{digest}"
         try:
-            reused = self._known_companions(digest, known) if known is not None else None
+            reused = self._known_companions(image, digest, known) if known is not None else None
         except AirgapError as exc:
             raise self._listing_error(where, exc) from None
         if reused is not None:
@@ -124,8 +124,9 @@ class RegistrySource:
         self.listings[image.key] = {"digest": digest, "found": listing}
         return found
 
-    def _known_companions(self, digest: str, known: dict[str, Any]) -> list[SourceImage] | None:
-        """The companions an earlier run listed for ``digest``, if that listing still holds; else None."""
+    def _known_companions(self, image: SourceImage, digest: str, known: dict[str, Any]) -> list[SourceImage] | None:
+        """The companions an earlier run listed for ``digest``, if that listing still holds; else None. They are all in
+        the image's own repository: a listing naming another is not one this collection wrote."""
         entries = known.get("found")
         if known.get("digest") != digest or not isinstance(entries, list):
             return None
@@ -137,6 +138,8 @@ class RegistrySource:
             except (AirgapError, KeyError, TypeError):
                 return None  # not a listing this collection wrote: list afresh
             ref = companion.ref
+            if (ref.registry, ref.repository) != (image.ref.registry, image.ref.repository):
+                return None
             if ref.tag is not None:  # a tag can move (cosign adds a signature to the same .sig tag): look again
                 head = self.client.head_manifest(ref.repository, ref.tag)
                 if head is None or head.digest != was:

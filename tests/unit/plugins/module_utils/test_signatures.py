@@ -319,12 +319,14 @@ def test_a_moved_signature_tag_another_digest_or_a_damaged_listing_is_listed_afr
     first = RegistrySource(registry, "https://registry.test")
     first.companions(one, image.digest)
     listing = first.listings[one.key]
+    registry.put("other/y", "1.0", image_manifest("signature"))  # the listed digest, but in another repository
     registry.put("nvidia/x", f"{digest_tag(image.digest)}.sig", image_manifest("signature, signed again"))
     sbom = artifact(image.digest)
     registry.put("nvidia/x", sbom.digest, sbom)
     update_referrers_tag(registry, "nvidia/x", sbom)
     for known, subject in [(listing, image.digest), (dict(listing, digest=DIGEST), image.digest),
-                           ({"digest": image.digest, "found": [{"ref": "not a reference"}]}, image.digest)]:
+                           ({"digest": image.digest, "found": [{"ref": "not a reference"}]}, image.digest),
+                           ({"digest": image.digest, "found": [dict(listing["found"][0], ref="registry.test/other/y:1.0")]}, image.digest)]:
         registry.tag_lists = 0
         source = RegistrySource(registry, "https://registry.test")
         found = source.companions(one, subject, known)
