@@ -6,7 +6,8 @@ A blob of ``RESUME_MIN`` bytes or more goes to a registry destination through an
 spec's chunked upload): POST, then PATCH requests of ``UPLOAD_PIECE`` bytes or a little more (the last one less),
 then ``PUT ?digest=`` with no body. The session (registry host, repository, digest, size, the upload URL as the
 registry last gave it, the bytes it confirmed) is recorded in ``UploadSessions`` before any body is sent and after
-each PATCH. The next run asks the registry where the session stands (GET of the upload URL: 204 and ``Range: 0-<last byte>``) and sends only the rest.
+each PATCH. The next run asks the registry where the session stands (GET of the upload URL: 204 and
+``Range: 0-<last byte>``) and sends only the rest.
 
 What CNCF distribution 2.8 does (measured, and why the pieces are gathered on disk before each PATCH): its upload
 URL carries the offset in a signed ``_state``, and only the URL of the latest PATCH is accepted. A PATCH cut off

@@ -67,8 +67,9 @@ ACCEPT = ", ".join((
 ))
 AIMS = {"first mirror": 0.5, "no-op": 0.2, "no-op requests per tag per side": 1.0}
 UNSIGNED_NOOP = "module, facts file, signatures off"
+"""A no-op without any signature discovery."""
 RELISTED_NOOP = "module, relisting signatures"
-"""A no-op without signature discovery (one tag list per repository): what that discovery costs in requests."""
+"""A no-op that lists each repository's tags again (``signatures_relist_after: 0``): what relisting costs in requests."""
 SIDES = ("source", "ngc", "destination")
 KINDS = (("token", re.compile(r"^/(token|proxy_auth)$")), ("ping", re.compile(r"^/v2/$")),
          ("manifests", re.compile(r"/manifests/")), ("blobs", re.compile(r"/blobs/")), ("tags", re.compile(r"/tags/list$")),
