@@ -47,7 +47,16 @@ options:
   retries:
     description:
       - How many times a request that failed with 429, 502, 503, 504 or a connection error
-        is tried again, with exponential backoff that honours C(Retry-After).
+        is tried again, with exponential backoff (jittered, at most 4 seconds a wait) that honours
+        C(Retry-After).
+      - When not set, such a request is tried again for as long as its waits add up to at most
+        O(retry_budget) seconds, so that a storm of throttled answers or a short outage of a registry
+        costs no image. Set a count to fail fast instead.
     type: int
-    default: 5
+  retry_budget:
+    description:
+      - Seconds one failing request may spend waiting between its attempts when O(retries) is not set.
+      - V(0) tries each request once.
+    type: float
+    default: 300
 """

@@ -25,7 +25,14 @@ import threading
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError, RegistryError, exception_reason
-from ansible_collections.airgap.ngc.plugins.module_utils._http import TRANSIENT_EXCEPTIONS, RetryPolicy, content_length, host_of, strip_query
+from ansible_collections.airgap.ngc.plugins.module_utils._http import (
+    TRANSIENT_EXCEPTIONS,
+    RetryPolicy,
+    budgeted,
+    content_length,
+    host_of,
+    strip_query,
+)
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
@@ -214,6 +221,7 @@ class BlobReader(_ChunkStream):
         self._verified = False
         self._closed = False
         self._resumes = 0
+        self._waited = 0.0
         self._open(start)
 
     # -- transport ---------------------------------------------------------------------------
@@ -256,14 +264,16 @@ class BlobReader(_ChunkStream):
                 skip = 0
 
     def _resume(self, reason: str) -> None:
-        if self._resumes >= self._policy.retries:
+        delay = self._policy.backoff_delay(self._resumes)
+        if not self._policy.allows(self._resumes + 1, self._waited, delay):
             self._close_response()
             raise RegistryError(
                 f"download of blob {self.digest} from {self._host} for {self.name} broke off at byte "
                 f"{self.bytes_read} of {self.size if self.size is not None else '?'} {self._resumes + 1} times: {reason}"
             )
         self._close_response()
-        self._sleep(self._policy.backoff_delay(self._resumes))
+        self._sleep(delay)
+        self._waited += budgeted(delay)
         self._resumes += 1
         self._open(self.bytes_read)
 
@@ -422,6 +432,7 @@ class RangedBlobReader(_ChunkStream):
 
     def _fetch_part(self, part: _Part, response: Any) -> None:
         failures = 0
+        waited = 0.0
         while True:
             if response is None:
                 response = self._open_range(part.start + part.received, part.end)
@@ -461,12 +472,14 @@ class RangedBlobReader(_ChunkStream):
                     self._cond.notify_all()
                 return
             reason = reason or f"the connection closed after {part.received} of {part.length} bytes"
-            if failures >= self._policy.retries:
+            delay = self._policy.backoff_delay(failures)
+            if not self._policy.allows(failures + 1, waited, delay):
                 raise RegistryError(
                     f"download of blob {self.digest} from {self._host} for {self.name}: bytes {part.start}-{part.end} broke off "
                     f"at byte {part.start + part.received} {failures + 1} times: {reason}"
                 )
-            self._sleep(self._policy.backoff_delay(failures))
+            self._sleep(delay)
+            waited += budgeted(delay)
             failures += 1
             with self._cond:
                 self.resumes += 1

@@ -62,6 +62,9 @@ MAX_BACKOFF = 4.0
 """Longest wait between two attempts when the server gave no Retry-After (a storm is ridden out in seconds, not minutes)."""
 MAX_RETRY_AFTER = 300.0
 """Longest wait a server's Retry-After is followed for."""
+DEFAULT_RETRY_BUDGET = 300.0
+"""Seconds one request may spend waiting between attempts when no count of retries is given: a storm of
+429/503 answers or a short outage is ridden out, a registry that stays down fails the request in minutes."""
 DEFAULT_POOL_SIZE = 16
 MAX_ERROR_BODY = 65536
 """Error answers longer than this are not read for a reason."""
@@ -99,12 +102,23 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 @dataclass
 class RetryPolicy:
-    """How often and how long to wait: exponential backoff with jitter (capped), or what Retry-After asks (capped)."""
+    """How often and how long to wait: exponential backoff with jitter (capped), or what Retry-After asks (capped).
 
-    retries: int = DEFAULT_RETRIES
+    With a count of ``retries`` a request is tried that many times again; with ``retries=None`` it is
+    tried again for as long as its waits add up to at most ``budget`` seconds (a time budget, not a count).
+    """
+
+    retries: Optional[int] = DEFAULT_RETRIES
     backoff: float = DEFAULT_BACKOFF
     max_retry_after: float = MAX_RETRY_AFTER
     max_backoff: float = MAX_BACKOFF
+    budget: float = DEFAULT_RETRY_BUDGET
+
+    def allows(self, failures: int, waited: float, delay: float) -> bool:
+        """Whether another attempt may follow ``failures`` failed ones, having waited ``waited`` s and now waiting ``delay`` s."""
+        if self.retries is not None:
+            return failures <= self.retries
+        return waited + budgeted(delay) <= self.budget
 
     def backoff_delay(self, attempt: int) -> float:
         """Seconds before retry ``attempt`` (0-based) when the server gave no hint."""
@@ -117,6 +131,15 @@ class RetryPolicy:
         if delay is None:
             return self.backoff_delay(attempt)
         return min(delay, self.max_retry_after)
+
+
+MIN_BUDGETED_WAIT = 0.1
+"""What a wait shorter than this (a ``Retry-After: 0``) counts against a retry budget, so that the budget ends."""
+
+
+def budgeted(delay: float) -> float:
+    """The seconds a wait of ``delay`` counts against a ``RetryPolicy.budget``."""
+    return max(delay, MIN_BUDGETED_WAIT)
 
 
 def host_of(url: str) -> str:
@@ -307,12 +330,12 @@ def send_with_retries(
     attempt; a second 401 is returned. Without, the request goes as ``kwargs`` say.
     """
     host = host_of(url)
-    attempts = policy.retries + 1 if replayable else 1
     plain_url = strip_query(url)
     verify = kwargs.get("verify", getattr(session, "verify", True))
     headers = kwargs.get("headers") or {}
     challenged = False
     attempt = 0
+    waited = 0.0
     while True:
         attempt += 1
         tried = f" after {attempt} attempts" if attempt > 1 else ""
@@ -324,8 +347,10 @@ def send_with_retries(
         except requests.exceptions.SSLError as exc:
             raise error(redact(tls_error_message(exc, host, verify, what), secrets), url=plain_url) from None
         except TRANSIENT_EXCEPTIONS as exc:
-            if attempt < attempts:
-                sleep(policy.backoff_delay(attempt - 1))
+            delay = policy.backoff_delay(attempt - 1)
+            if replayable and policy.allows(attempt, waited, delay):
+                sleep(delay)
+                waited += budgeted(delay)
                 continue
             message = f"cannot reach {host}{_for(what)}{tried}: {exception_reason(exc)}; check the URL and the network"
             raise error(redact(message, secrets), url=plain_url) from None
@@ -348,10 +373,11 @@ def send_with_retries(
             continue
         if response.status_code not in RETRY_STATUSES:
             return response, attempt
-        if attempt < attempts:
-            delay = policy.retry_delay(response, attempt - 1)
+        delay = policy.retry_delay(response, attempt - 1)
+        if replayable and policy.allows(attempt, waited, delay):
             response.close()
             sleep(delay)
+            waited += budgeted(delay)
             continue
         why = redact(reason(response), secrets) if reason is not None else reason_of(response, secrets)
         response.close()
@@ -366,15 +392,17 @@ class HttpTransport:
         validate_certs: bool = True,
         ca_path: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
+        retries: Optional[int] = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
         pool_size: int = DEFAULT_POOL_SIZE,
         sleep: Callable[[float], None] = time.sleep,
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
     ) -> None:
         if not HAS_REQUESTS:
             raise RuntimeError("the requests library is required")
         self.timeout = timeout
-        self.policy = RetryPolicy(retries=max(int(retries), 0), backoff=backoff)
+        self.policy = RetryPolicy(retries=None if retries is None else max(int(retries), 0), backoff=backoff,
+                                  budget=max(0.0, float(retry_budget)))
         self.sleep = sleep
         self.session = new_session(validate_certs, pool_size)
         self.session.headers["User-Agent"] = USER_AGENT

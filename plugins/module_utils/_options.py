@@ -7,7 +7,7 @@ from typing import Any
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.airgap.ngc.plugins.module_utils._http import HttpTransport
+from ansible_collections.airgap.ngc.plugins.module_utils._http import DEFAULT_RETRY_BUDGET, HttpTransport
 from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NGC_USERNAME
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
 
@@ -21,7 +21,8 @@ def source_argument_spec() -> dict[str, Any]:
         validate_certs=dict(type="bool", default=True),
         ca_path=dict(type="path"),
         timeout=dict(type="float", default=60.0),
-        retries=dict(type="int", default=5),
+        retries=dict(type="int"),
+        retry_budget=dict(type="float", default=DEFAULT_RETRY_BUDGET),
     )
 
 
@@ -32,6 +33,7 @@ def transport_from(params: dict[str, Any], validate_certs: bool | None = None, c
         ca_path=params.get("ca_path") if ca_path is None else ca_path,
         timeout=params["timeout"],
         retries=params["retries"],
+        retry_budget=params.get("retry_budget", DEFAULT_RETRY_BUDGET),
     )
 
 
@@ -46,6 +48,7 @@ def registry_from(params: dict[str, Any], url: str, username: str | None, passwo
         ca_path=params.get("ca_path") if ca_path is None else ca_path,
         timeout=params["timeout"],
         retries=params["retries"],
+        retry_budget=params.get("retry_budget", DEFAULT_RETRY_BUDGET),
     )
 
 

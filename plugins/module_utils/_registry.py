@@ -27,11 +27,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._http import (
     DEFAULT_BACKOFF,
     DEFAULT_POOL_SIZE,
     DEFAULT_RETRIES,
+    DEFAULT_RETRY_BUDGET,
     DEFAULT_TIMEOUT,
     HAS_REQUESTS,
     MAX_RETRY_AFTER,
     RETRY_STATUSES,
     RetryPolicy,
+    budgeted,
     content_length,
     new_session,
     no_netrc,
@@ -117,16 +119,17 @@ class RegistryClient(RegistryAuth):
         validate_certs: bool = True,
         ca_path: str | None = None,
         timeout: float | Tuple[float, float] = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
+        retries: Optional[int] = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
         pool_size: int = DEFAULT_POOL_SIZE,
         max_retry_after: float = MAX_RETRY_AFTER,
         sleep: Callable[[float], None] | None = None,
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
     ) -> None:
         if not HAS_REQUESTS:
             raise AirgapError("the Python library requests is required to talk to a registry")
         self.base_url = registry_url(base_url)
-        self.retries = max(0, int(retries))
+        self.retries = None if retries is None else max(0, int(retries))
         self.backoff = max(0.0, float(backoff))
         self.max_retry_after = max_retry_after
         self._origin = _origin(self.base_url)
@@ -137,7 +140,7 @@ class RegistryClient(RegistryAuth):
             session=new_session(validate_certs, pool_size),
             verify=verify_setting(validate_certs, ca_path),
             timeout=timeout,
-            policy=RetryPolicy(self.retries, self.backoff, max_retry_after),
+            policy=RetryPolicy(self.retries, self.backoff, max_retry_after, budget=max(0.0, float(retry_budget))),
             sleep=sleep or time.sleep,
         )
 
@@ -593,6 +596,7 @@ class RegistryClient(RegistryAuth):
         what = f"upload of blob {digest} to {name}"
         factory = chunks if callable(chunks) else None
         attempt = 0
+        waited = 0.0
         while True:
             source: Any = factory() if factory is not None else chunks
             _status, location = self._start_upload(name)
@@ -611,9 +615,11 @@ class RegistryClient(RegistryAuth):
             except RegistryError as exc:
                 self._cancel_upload(name, location)
                 retryable = exc.status is None or exc.status in RETRY_STATUSES
-                if factory is None or not retryable or attempt >= self.retries:
+                delay = self._policy.backoff_delay(attempt)
+                if factory is None or not retryable or not self._policy.allows(attempt + 1, waited, delay):
                     raise
-                self._sleep(self._policy.backoff_delay(attempt))
+                self._sleep(delay)
+                waited += budgeted(delay)
                 attempt += 1
                 continue
             except BaseException:

@@ -36,6 +36,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._reference import (
 
 MAX_TIMEOUT = 86400.0
 MAX_RETRIES = 100
+MAX_RETRY_BUDGET = 86400
 MAX_PARALLEL = 64
 MAX_RELIST_AFTER = 366 * 86400  # a year: a listing older than that is not worth keeping
 NAME_MAX_LENGTH = 255
@@ -273,14 +274,18 @@ def check_progress_file(option: str, value: Any, facts_file: str | None) -> None
 
 # -- the shared source options -------------------------------------------------------------------------------------
 def validate_source(params: dict[str, Any]) -> None:
-    """The ``airgap.ngc.source`` options: api_key, username, registry_url, ca_path, timeout, retries."""
+    """The ``airgap.ngc.source`` options: api_key, username, registry_url, ca_path, timeout, retries, retry_budget."""
     check_secret("api_key", params.get("api_key"))
     check_username("username", params.get("username"))
     check_url("registry_url", params.get("registry_url"), example="https://nvcr.io", bare_host=True,
               credentials="give them in username and api_key")
     check_ca_path("ca_path", params.get("ca_path"))
     check_number("timeout", params.get("timeout"), 0, MAX_TIMEOUT, "the seconds to wait", low_inclusive=False)
-    check_number("retries", params.get("retries"), 0, MAX_RETRIES, "how many times to try again", integer=True)
+    if params.get("retries") is not None:
+        check_number("retries", params.get("retries"), 0, MAX_RETRIES, "how many times to try again", integer=True)
+    if params.get("retry_budget") is not None:
+        check_number("retry_budget", params.get("retry_budget"), 0, MAX_RETRY_BUDGET,
+                     "the seconds a failing request may wait between attempts")
 
 
 def _check_parallel(params: dict[str, Any]) -> None:

@@ -147,6 +147,35 @@ def test_a_storm_without_retry_after_waits_a_few_seconds_at_most(serve, sleeps):
     assert excinfo.value.status == 503
 
 
+def test_without_a_count_a_storm_of_thirty_429_is_ridden_out_within_the_budget(serve, sleeps):
+    answers = [ngc_status(429, "slow down", {"Retry-After": "1"})] * 30 + [json_answer(200, {})]
+    server = serve(sequence(*answers))
+    response, attempts = transport(sleeps, retries=None).send("GET", f"{server.url}/v2/orgs", error=NgcError)
+    assert response.status_code == 200
+    assert attempts == 31 and sleeps == [1.0] * 30
+
+
+def test_without_a_count_a_registry_that_stays_down_fails_when_the_waits_exceed_the_budget(serve, sleeps):
+    server = serve(lambda method, path, headers: ngc_status(503, "down", {"Retry-After": "10"}))
+    with pytest.raises(NgcError) as excinfo:
+        transport(sleeps, retries=None, retry_budget=35.0).send("GET", f"{server.url}/v2/orgs", what="the orgs", error=NgcError)
+    assert sleeps == [10.0, 10.0, 10.0]  # a fourth wait would pass 35 s
+    assert str(excinfo.value) == f"503 from {server.host} for the orgs after 4 attempts: down"
+
+
+def test_a_budget_of_zero_tries_once(serve, sleeps):
+    server = serve(lambda method, path, headers: ngc_status(503, "down"))
+    with pytest.raises(NgcError):
+        transport(sleeps, retries=None, retry_budget=0.0).send("GET", f"{server.url}/v2/orgs", error=NgcError)
+    assert sleeps == [] and len(server.requests) == 1
+
+
+def test_policy_allows_by_count_when_given_else_by_budget():
+    assert RetryPolicy(retries=2).allows(2, 1e9, 1e9) and not RetryPolicy(retries=2).allows(3, 0.0, 0.0)
+    by_time = RetryPolicy(retries=None, budget=10.0)
+    assert by_time.allows(1000, 6.0, 4.0) and not by_time.allows(1, 6.5, 4.0)
+
+
 def test_retry_after_is_honoured_by_the_transport(serve, sleeps):
     server = serve(sequence(ngc_status(429, "slow down", {"Retry-After": "7"}), ngc_status(503, "busy", {"Retry-After": "2"}), json_answer(200, {})))
     response, attempts = transport(sleeps, backoff=100.0).send("GET", f"{server.url}/v2/orgs", error=NgcError)
