@@ -22,11 +22,11 @@ _QUERY_RE = re.compile(r"\?[^\s'\")]*")
 _EXCEPTION_REASON_RES = (
     re.compile(r"\[(?:SSL|X509|PEM)[^\]]*\][^'\")(]*"),
     re.compile(r"\[Errno -?\d+\][^'\")]*"),
-    re.compile(r"(?:Read|Connect) timed out[^'\")]*"),
     re.compile(r"certificate verify failed[^'\")]*"),
     re.compile(r"IncompleteRead\([^)]*\)"),
     re.compile(r"Connection aborted[^'\")]*"),
 )
+_TIMEOUT_RE = re.compile(r"(Read|Connect|Connection to [^\s']+) timed out\.?(?:\s*\((?:read|connect) timeout=([0-9.]+))?")
 _SSL_FILE_RE = re.compile(r"\s*\(_ssl\.c:\d+\)")
 
 
@@ -85,6 +85,10 @@ def exception_reason(exc: BaseException) -> str:
     """A one-line reason for a transport exception, without urllib3's ``HTTPSConnectionPool(...)`` wrapping
     or query strings (signed URLs, upload states): ``[SSL: WRONG_VERSION_NUMBER] wrong version number``."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    timed_out = _TIMEOUT_RE.search(text)
+    if timed_out:
+        kind = "read" if timed_out.group(1) == "Read" else "connect"
+        return f"{kind} timed out" + (f" after {timed_out.group(2)} s" if timed_out.group(2) else "")
     for pattern in _EXCEPTION_REASON_RES:
         match = pattern.search(text)
         if match:

@@ -356,6 +356,19 @@ def test_exception_reason_drops_urllib3_wrapping():
     assert "sig=abc" not in exception_reason(Exception("failed for /t?sig=abc now"))
 
 
+@pytest.mark.parametrize("text,reason", [
+    ("HTTPConnectionPool(host='h', port=1): Read timed out. (read timeout=1.0)", "read timed out after 1.0 s"),
+    ("HTTPSConnectionPool(host='h', port=1): Max retries exceeded with url: /v2/ (Caused by ConnectTimeoutError("
+     "<urllib3.connection.HTTPSConnection object at 0x7f>, 'Connection to h timed out. (connect timeout=2.5)'))",
+     "connect timed out after 2.5 s"),
+    ("HTTPConnectionPool(host='h', port=1): Read timed out.", "read timed out"),
+])
+def test_a_timeout_reason_is_balanced_and_names_the_seconds(text, reason):
+    got = exception_reason(Exception(text))
+    assert got.count("(") == got.count(")"), got
+    assert got == reason
+
+
 def test_shorten_makes_one_short_line():
     assert shorten("a\n  b\tc") == "a b c"
     assert len(shorten("x" * 1000)) == 200
