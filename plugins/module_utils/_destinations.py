@@ -227,7 +227,8 @@ class RegistryDestination(Selection):
     def upload_sink(self, repository: str, digest: str, size: int) -> Any:
         if self.sessions is not None and size >= RESUME_MIN:
             return SessionUpload(self.client, self.sessions, repository, digest, size,
-                                 committed=lambda: self._placed(repository, digest))
+                                 committed=lambda: self._placed(repository, digest), policy=self.client.retry_policy,
+                                 sleep=self.client.sleep)
 
         def upload(chunks: Iterator[bytes]) -> Any:
             # The reader ends the chunks only after it has checked the digest (until then the upload holds back its

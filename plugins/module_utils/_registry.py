@@ -158,6 +158,15 @@ class RegistryClient(RegistryAuth):
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url!r}, username={self.username!r})"
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry rules of every request of this client (for a caller that repeats a request itself)."""
+        return self._policy
+
+    def sleep(self, seconds: float) -> None:
+        """Wait as this client waits between attempts."""
+        self._sleep(seconds)
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _url(self, path: str) -> str:

@@ -32,8 +32,15 @@ import threading
 import time
 from typing import Any, Callable
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, AuthError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
+    AirgapError,
+    AuthError,
+    DigestMismatchError,
+    NotFoundError,
+    RegistryError,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._files import RESUME_MIN, atomic_write, os_error
+from ansible_collections.airgap.ngc.plugins.module_utils._http import RETRY_STATUSES, RetryPolicy, budgeted
 
 UPLOAD_PIECE = 32 * 1024 * 1024
 """Bytes gathered on disk and sent by one PATCH request of a big blob's upload."""
@@ -182,13 +189,16 @@ class SessionUpload:
     verifies_digest = True
 
     def __init__(self, client: Any, sessions: UploadSessions, repository: str, digest: str, size: int,
-                 committed: Callable[[], None] = lambda: None) -> None:
+                 committed: Callable[[], None] = lambda: None, policy: RetryPolicy | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if size < RESUME_MIN:
             raise ValueError(f"a blob of {size} bytes is uploaded in one request")
         self.client, self.sessions, self.repository, self.digest, self.size = client, sessions, repository, digest, size
         self.key = UploadSessions.key(client.host, repository, digest)
         self.what = f"upload of {digest} to {client.host}/{repository}"
         self._committed = committed
+        self._policy = policy or RetryPolicy(retries=0)
+        self._sleep = sleep
         # The sender thread changes _location and _offset; the caller's thread reads them only once it is joined.
         self._location: str | None = None
         self._offset = 0  # bytes the registry confirmed
@@ -213,6 +223,8 @@ class SessionUpload:
             except AirgapError:
                 held = None
         if held is None or held == 0 or held >= self.size:
+            if record["host"] == self.client.host:
+                self.client.cancel_upload(self.repository, record["location"])  # best effort: free what it holds
             self.sessions.drop(self.key)  # gone, refused or in doubt: quietly start a fresh one
             return 0
         self._location, self._offset = record["location"], held
@@ -339,20 +351,47 @@ class SessionUpload:
         path = self.sessions.spool(self.key, start)
         try:
             with open(path, "rb") as body:
-                try:
-                    location = self.client.patch_upload(self.repository, self._location, start, body, length)
-                except AuthError:
-                    # The token ran out between two pieces: the status GET answers the new challenge; the registry
-                    # read nothing of a request it refused, so the same piece is sent again if the offset is unchanged.
-                    if self.client.upload_offset(self.repository, self._location) != start:
-                        raise
-                    body.seek(0)
-                    location = self.client.patch_upload(self.repository, self._location, start, body, length)
+                location = self._patch(body, start, length)
         except OSError as exc:
             raise os_error(exc, "spooling blob", path) from None
         self._location, self._offset, self._full = location, start + length, None
         _remove(path)  # before the new offset is recorded: a kill in between leaves no stale piece after it
         self._record()
+
+    def _patch(self, body: Any, start: int, length: int) -> str:
+        """PATCH the piece in ``body`` at ``start``; the session's new URL.
+
+        A PATCH refused for an expired token, or that failed for a reason worth another attempt (a connection refused
+        or broken, 429, 5xx: the registry was briefly away), is sent again, after the retry policy's wait, if the
+        registry says the session still stands at ``start`` (it took none of the piece). Otherwise the error stands:
+        a session holding part of a piece cannot be continued, and the next run starts that blob again.
+        """
+        failures = 0
+        waited = 0.0
+        challenged = False
+        while True:
+            try:
+                return self.client.patch_upload(self.repository, self._location, start, body, length)
+            except (DigestMismatchError, NotFoundError):
+                raise
+            except AuthError:
+                # The token ran out between two pieces: the status GET below answers the new challenge.
+                if challenged:
+                    raise
+                challenged = True
+            except RegistryError as exc:
+                if exc.status is not None and exc.status not in RETRY_STATUSES:
+                    raise
+                delay = self._policy.backoff_delay(failures)
+                if not self._policy.allows(failures + 1, waited, delay):
+                    raise
+                self._sleep(delay)
+                waited += budgeted(delay)
+                failures += 1
+            if self.client.upload_offset(self.repository, self._location) != start:
+                raise RegistryError(f"{self.what}: the registry lost the session while bytes {start}-{start + length - 1} "
+                                    "were sent; the next run starts the blob again")
+            body.seek(0)
 
     def close(self) -> None:
         if self.written != self.size:

@@ -200,6 +200,60 @@ def test_restart_into_a_whole_piece_gathers_it_again(tmp_path: Path) -> None:
     assert registry.blobs == {DIGEST: DATA} and pieces_in_order(registry)
 
 
+class AwayRegistry(Registry):
+    """Refuses the connection for the next ``away`` PATCH requests (the registry restarts), taking none of their bytes."""
+
+    def __init__(self, away: int) -> None:
+        super().__init__()
+        self.away = away
+
+    def patch_upload(self, name: str, location: str, offset: int, body: Any, length: int) -> str:
+        if self.patched and self.away > 0:
+            self.away -= 1
+            raise RegistryError(f"cannot reach {HOST} for upload of bytes {offset}: Connection refused")
+        return super().patch_upload(name, location, offset, body, length)
+
+
+def test_a_registry_briefly_away_between_two_pieces_gets_the_piece_again_after_a_wait(tmp_path: Path) -> None:
+    from ansible_collections.airgap.ngc.plugins.module_utils._http import RetryPolicy
+
+    registry, sleeps = AwayRegistry(away=3), []
+    target = SessionUpload(registry, UploadSessions(str(tmp_path / "f.fact")), "ns/big", DIGEST, len(DATA),
+                           policy=RetryPolicy(retries=None, budget=60.0), sleep=sleeps.append)
+    write(target, DATA)
+    target.close()
+    assert registry.blobs == {DIGEST: DATA} and pieces_in_order(registry)
+    assert len(sleeps) == 3 and registry.count == 1  # one session throughout, continued after each wait
+
+
+def test_a_registry_away_for_longer_than_the_policy_allows_keeps_the_session_for_the_next_run(tmp_path: Path) -> None:
+    from ansible_collections.airgap.ngc.plugins.module_utils._http import RetryPolicy
+
+    registry, facts = AwayRegistry(away=10), str(tmp_path / "f.fact")
+    target = SessionUpload(registry, UploadSessions(facts), "ns/big", DIGEST, len(DATA), policy=RetryPolicy(retries=2),
+                           sleep=lambda seconds: None)
+    with pytest.raises(RegistryError, match="Connection refused"):
+        write(target, DATA)
+        target.close()
+    target.abort()
+    registry.away = 0
+    again = sink(registry, UploadSessions(facts))
+    assert again.resume_from >= PIECE  # continued, not restarted
+    write(again, DATA[again.resume_from:])
+    again.close()
+    assert registry.blobs == {DIGEST: DATA} and registry.count == 1
+
+
+def test_a_recorded_session_the_registry_lost_is_cancelled_there(tmp_path: Path) -> None:
+    registry, facts = Registry(), str(tmp_path / "f.fact")
+    first = sink(registry, UploadSessions(facts))
+    write(first, DATA[:PIECE + 10])
+    first.abort()
+    registry.uploads["u1"] += b"x"  # a PATCH cut off mid-body: the session no longer matches its URL
+    again = sink(registry, UploadSessions(facts))
+    assert again.resume_from == 0 and registry.cancelled == ["u1"]
+
+
 def test_a_session_the_registry_lost_starts_over_quietly(tmp_path: Path) -> None:
     registry, facts = Registry(), str(tmp_path / "ngc_mirror.fact")
     first = sink(registry, UploadSessions(facts))
