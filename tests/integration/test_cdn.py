@@ -316,3 +316,57 @@ def test_a_run_killed_half_way_through_a_big_layer_is_continued_by_the_next_run(
     judge(kind, image, out)
     assert not kept.exists()
     assert not [p for p in out.rglob(".*") if p.is_file()]  # nothing left behind
+
+
+def test_a_destination_registry_away_for_seven_seconds_mid_upload_costs_nothing(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str) -> None:
+    """The site registry stops right after it confirmed the first piece of the big layer and comes back 7 s later on
+    the same port (a restart): at the defaults the run waits, continues the same upload session and copies the image;
+    the registry holds the blob, whole, and no upload session is left behind."""
+    from tests.testbed.registry import _launch, start_registry  # pylint: disable=import-outside-toplevel
+    site = start_registry("open", tmp_path / "site")
+    try:
+        fresh_cdn.settings(bandwidth=2_000_000)  # about 8 MB/s over 4 connections: a 32 MiB piece every 4 s
+        playbook = tmp_path / "mirror.yml"
+        playbook.write_text(MIRROR_PLAYBOOK)
+        variables = {"source": fresh_cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+                     "destination": {"url": site.url, "prefix": ns}}
+        vars_file = tmp_path / "vars.json"
+        vars_file.write_text(json.dumps(variables))
+        (tmp_path / "facts").mkdir()
+        argv = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-e", f"@{vars_file}"]
+        proc = subprocess.Popen(argv, env=dict(ansible.env, NGC_API_KEY=testbed.api_key), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        record = tmp_path / "facts" / ".ngc_mirror.fact.uploads"
+
+        def confirmed() -> int:
+            try:
+                return max([e["offset"] for e in json.loads(record.read_text())["uploads"].values()] or [0])
+            except (OSError, ValueError):
+                return 0
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and confirmed() == 0:
+            time.sleep(0.02)
+        assert proc.poll() is None and confirmed() > 0, "the upload ended before the registry could be stopped"
+        assert site.proc is not None
+        site.proc.kill()
+        site.proc.wait()
+        time.sleep(7)
+        site = _launch("open", tmp_path / "site", None, site.port, 30)
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{site.host}/{ns}/{big.repository}:{big.tag}"],
+                             capture_output=True, check=True).stdout
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == big.digest
+        v2 = tmp_path / "site" / "data" / "docker" / "registry" / "v2"
+        hexdigest = big.layer_digest.split(":", 1)[1]
+        stored = v2 / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+        assert "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest() == big.layer_digest
+        uploads = v2 / "repositories" / ns / big.repository / "_uploads"
+        assert not (uploads.is_dir() and list(uploads.iterdir())), "an upload session was left in the registry"
+        assert not record.exists()
+    finally:
+        if site.proc is not None and site.proc.poll() is None:
+            site.proc.kill()
+            site.proc.wait()

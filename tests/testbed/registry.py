@@ -96,6 +96,16 @@ def bcrypt_hash(password: str) -> str:
     raise TestbedError("no bcrypt implementation: need libcrypt with bcrypt, the Python bcrypt package or apache2-utils")
 
 
+def _http_secret(directory: Path) -> str:
+    """The registry's ``http.secret`` (it signs upload session states), kept in its directory: a restarted registry
+    accepts the sessions it started before, as a production one configured with a fixed secret does."""
+    path = directory / "http-secret"
+    if not path.exists():
+        path.write_text(secrets.token_hex(16), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
 def registry_config(directory: Path, port: int, auth: dict[str, Any] | None) -> dict[str, Any]:
     """The registry configuration (written as JSON, which is YAML too)."""
     config: dict[str, Any] = {
@@ -106,7 +116,7 @@ def registry_config(directory: Path, port: int, auth: dict[str, Any] | None) -> 
             "delete": {"enabled": True},
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
-        "http": {"addr": f"{LOOPBACK}:{port}", "secret": secrets.token_hex(16), "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        "http": {"addr": f"{LOOPBACK}:{port}", "secret": _http_secret(directory), "headers": {"X-Content-Type-Options": ["nosniff"]}},
     }
     if auth:
         config["auth"] = auth
