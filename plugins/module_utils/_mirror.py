@@ -43,7 +43,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._sources import Archive
 from ansible_collections.airgap.ngc.plugins.module_utils._space import Need, check_space, space_report
 from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore, seconds_since, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, sinks_of, transfer
-from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import UploadSessions
+from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import UploadSessions, sessions_path
 
 
 def source_from(params: dict[str, Any]) -> Any:
@@ -176,7 +176,8 @@ class Mirror:
         Two runs with different facts files must not write one directory: one could replace a file the other is
         copying blobs from. The locks (flock on the directories, nothing written) are held until the end of the run.
         """
-        for name in (self.params["facts_file"], self.params.get("progress_file")):
+        facts = self.params["facts_file"]
+        for name in (facts, sessions_path(facts) if facts else None, self.params.get("progress_file")):
             if name:
                 cleanup_stale_partials(os.path.dirname(os.path.abspath(name)), os.path.basename(name))
         locks: list[RunLock] = []

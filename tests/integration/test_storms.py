@@ -34,3 +34,17 @@ def test_a_storm_at_the_defaults_costs_no_image(ansible: Any, testbed: Any, faul
         raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{testbed.open_registry_host}/{ns}/{ref}"],
                              capture_output=True, check=True).stdout
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == expected[ref], ref
+
+
+def test_the_next_run_removes_what_a_killed_run_left_beside_the_facts_file(ansible: Any, testbed: Any, tmp_path: Path) -> None:
+    """A kill while the upload sessions record was being replaced leaves its temporary file (a dead pid in its name)."""
+    facts = tmp_path / "ngc_mirror.fact"
+    dead = 4_000_000  # above pid_max: no process has it
+    leftovers = [tmp_path / f"..ngc_mirror.fact.uploads.partial-{dead}.k3x9q2ab", tmp_path / f".ngc_mirror.fact.partial-{dead}"]
+    for path in leftovers:
+        path.write_bytes(b"{}")
+    args = {"registry_url": testbed.source_registry_url, "images": TAGS[2:3], "signatures": False,
+            "archive": {"dir": str(tmp_path / "archives")}, "facts_file": str(facts)}
+    run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert [path.name for path in leftovers if path.exists()] == []
