@@ -40,7 +40,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._progress import Progre
 from ansible_collections.airgap.ngc.plugins.module_utils._prune import REMOVED, WOULD_REMOVE, Removal, keep_newest, prune, prune_result
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._sources import ArchiveSource, BundleSource, RegistrySource
-from ansible_collections.airgap.ngc.plugins.module_utils._space import Need, check_space, space_report
+from ansible_collections.airgap.ngc.plugins.module_utils._space import Need, space_report, space_shortfalls
 from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore, seconds_since, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, sinks_of, transfer
 from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import UploadSessions, sessions_path
@@ -223,6 +223,7 @@ class CopyEngine:
         self._manifests: dict[str, Manifest] = {}  # by digest: content-addressed, so safe to keep for the run
         self._media_types: dict[str, str | None] = {}
         self.space: list[dict[str, Any]] = []
+        self._short: dict[str, str] = {}  # destination kind -> why its filesystem cannot take this run's writes
 
     def run(self, images: list[SourceImage], store: StateStore) -> list[ImagePlan]:
         ctx = PlanContext(store, self.force, self.check_mode, self._top)
@@ -231,8 +232,12 @@ class CopyEngine:
         plans += [plan for plan in self._plan_all(self._companions(plans, store), ctx, companion=True) if plan.steps or plan.error]
         self._prefetch_all(plans)
         self.space = self._space(plans)
-        check_space(self.space)
-        if not self.check_mode:
+        self._short = {option[:-len(".dir")]: message for option, message in space_shortfalls(self.space).items()}
+        if self.check_mode:
+            for plan in plans:
+                short = [self._short[step.kind] for step in plan.steps if step.action == COPY and step.kind in self._short]
+                plan.error = plan.error or (short[0] if short else None)
+        else:
             self.progress.start(0, len(plans))
             self._execute_all(plans, store)
             self.progress.finish("failed" if any(p.error for p in plans) else "done")
@@ -418,10 +423,13 @@ class CopyEngine:
             return
         image = plan.source
         by_kind = {dest.kind: dest for dest in self.destinations}
-        copies = [(by_kind[step.kind], step) for step in plan.steps if step.action == COPY]
+        copies = [(by_kind[step.kind], step) for step in plan.steps if step.action == COPY and step.kind not in self._short]
+        blocked = [self._short[step.kind] for step in plan.steps if step.action == COPY and step.kind in self._short]
         self.progress.image(str(image.ref))
         writes: list[tuple[Any, Any]] = []
         try:
+            if not copies and blocked:
+                raise AirgapError(blocked[0])
             content = self._fetch(image, plan.digest or "", [d for d, _step in copies if d.needs_content])
             for dest, step in copies:
                 with self._lock_of(dest):
@@ -446,6 +454,8 @@ class CopyEngine:
             errors = [write.error for _step, write in writes if write.error is not None]
             if errors:
                 raise errors[0]
+            if blocked:
+                raise AirgapError(blocked[0])
             store.clear_failure(image.key)
         except (AirgapError, OSError) as exc:
             plan.error = _message(exc)

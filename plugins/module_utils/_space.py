@@ -5,7 +5,8 @@
 Each destination that writes files says, per image, what it will need under its directory (``space_needed``):
 bytes that stay (archives, bundle blobs, the finished files) and bytes needed only while the image is written
 (a flattened image's staging). The run adds up what stays and the largest of the rest for each filesystem, and
-compares it, with a margin, with what that filesystem has free, before anything is written.
+compares it, with a margin, with what that filesystem has free, before anything is written. A destination whose
+filesystem is short writes nothing; the others go ahead.
 """
 from __future__ import annotations
 
@@ -77,15 +78,17 @@ def space_report(needs: list[Need]) -> list[dict[str, Any]]:
     return report
 
 
-def check_space(report: list[dict[str, Any]]) -> None:
-    """Raise naming every filesystem that cannot take what the run would write there."""
-    short = [e for e in report if not e["enough"]]
-    if not short:
-        return
-    parts = []
-    for entry in short:
+def space_shortfalls(report: list[dict[str, Any]]) -> dict[str, str]:
+    """For each option (``archive.dir``...) whose filesystem cannot take what the run would write there: why, in one
+    line. The other destinations go ahead: each destination fails alone."""
+    short: dict[str, str] = {}
+    for entry in report:
+        if entry["enough"]:
+            continue
         where = " and ".join(f"{option} {directory}" for option, directory in zip(entry["options"], entry["dirs"]))
-        parts.append(f"{where} need {size_text(entry['needed'])} for {entry['images']} image write(s) (and {size_text(entry['margin'])} kept free), "
-                     f"but {size_text(entry['free'])} is free there")
-    raise AirgapError("not enough disk space, so nothing was written: " + "; ".join(parts) +
-                      ". Free space or choose another directory, or select fewer images")
+        message = (f"not enough disk space, so nothing was written to {where}: {size_text(entry['needed'])} needed for "
+                   f"{entry['images']} image write(s) (and {size_text(entry['margin'])} kept free), but {size_text(entry['free'])} "
+                   "is free there. Free space or choose another directory, or select fewer images")
+        for option in entry["options"]:
+            short[option] = message
+    return short
