@@ -1,5 +1,5 @@
 # airgap.ngc: every entry point installs what it needs first (scripts/bootstrap.sh).
-.PHONY: bootstrap demo test sanity units lint integration molecule bench docs clean
+.PHONY: bootstrap demo test check sanity units lint integration molecule bench docs clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -9,6 +9,9 @@ demo: bootstrap
 
 test: bootstrap
 	@bash scripts/test.sh all
+
+check: bootstrap
+	@bash scripts/check.sh
 
 sanity units lint integration molecule docs: bootstrap
 	@bash scripts/test.sh $@

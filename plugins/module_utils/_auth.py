@@ -37,7 +37,13 @@ TokenKey = Tuple[str, str, str]
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TOKEN68_RE = re.compile(r"([A-Za-z0-9._~+/-]+=*)[ \t]*(?:,|$)")
-_SPACE_RE = re.compile(r"[ \t]*")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    """The position of the first character at or after ``pos`` that is not a space or a tab."""
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    return pos
 
 
 @dataclass(frozen=True)
@@ -104,9 +110,9 @@ def parse_challenges(header: str | None) -> List[Challenge]:
             pos += 1  # stray character: skip it
             continue
         word = match.group(0)
-        after = _SPACE_RE.match(header, match.end()).end()
+        after = _skip_space(header, match.end())
         if current is not None and after < length and header[after] == "=":
-            pos = _SPACE_RE.match(header, after + 1).end()
+            pos = _skip_space(header, after + 1)
             if pos < length and header[pos] == '"':
                 value, pos = _quoted_string(header, pos)
             else:

@@ -494,7 +494,7 @@ class RangedBlobReader(_ChunkStream):
             try:
                 response = self._fetch(offset, end, location)
             except AirgapError as exc:
-                if exc.status not in EXPIRED_STATUSES:
+                if getattr(exc, "status", None) not in EXPIRED_STATUSES:
                     raise
                 with self._cond:
                     if self._location == location:

@@ -459,8 +459,8 @@ class EngineDestination:
     def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
         """Remove the names this collection gave the image, unless they now name another image or a container uses it."""
         names = [record["reference"]] + [t for t in record.get("tags") or [] if t != record["reference"]]
-        held = [(name, self.engine.inspect(name)) for name in names]
-        held = [(name, image) for name, image in held if image is not None]
+        inspected = [(name, self.engine.inspect(name)) for name in names]
+        held = [(name, image) for name, image in inspected if image is not None]
         if not held:
             return "already gone", f"{record['reference']} is no longer in the engine", 0
         ours = [name for name, image in held if image.id == record.get("image_id")]

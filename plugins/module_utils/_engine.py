@@ -268,7 +268,7 @@ def decide_status(
         held = ", ".join(sorted(image.digests)) or "no registry digest"
         reason = f"holds image {image.id} ({held}), source is {expected}"
         return EngineStatus(reference=key, present=False, reason=reason, image_id=image.id, tag_targets=wanted, missing_tags=wanted)
-    missing = tuple(target for target in wanted if (tagged.get(target) is None or tagged[target].id != image.id))
+    missing = tuple(target for target in wanted if getattr(tagged.get(target), "id", None) != image.id)
     if missing:
         reason += f"; not yet tagged as {', '.join(missing)}"
     return EngineStatus(reference=key, present=True, reason=reason, image_id=image.id, matched_by=matched_by,

@@ -198,7 +198,7 @@ class BlobFile:
                 self._file = open(self.temp, "r+b")  # pylint: disable=consider-using-with
                 self._file.seek(self.written)
             else:
-                self._file = open(self.temp, "wb")  # pylint: disable=consider-using-with
+                self._file = open(self.temp, "w+b")  # pylint: disable=consider-using-with
         except OSError as exc:
             raise os_error(exc, "writing blob", path) from None
         if not self.resumable:

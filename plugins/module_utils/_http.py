@@ -72,7 +72,7 @@ MAX_ERROR_BODY = 65536
 _NOT_HTTPS_MARKERS = (
     "wrong version number", "record layer failure", "http request", "packet length too long", "unknown protocol",
 )
-TRANSIENT_EXCEPTIONS: Tuple[type, ...] = (
+TRANSIENT_EXCEPTIONS: Tuple[type[BaseException], ...] = (
     (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError)
     if HAS_REQUESTS else ()
 )

@@ -52,7 +52,7 @@ def is_digest(value: str | None) -> bool:
     if not value:
         return False
     match = _DIGEST_RE.match(value)
-    return bool(match) and len(match.group(2)) == _DIGEST_HEX_LENGTHS[match.group(1)]
+    return match is not None and len(match.group(2)) == _DIGEST_HEX_LENGTHS[match.group(1)]
 
 
 def _digest_problem(value: str) -> str:

@@ -266,7 +266,7 @@ class RegistryClient(RegistryAuth):
 
     def _paginate(self, url: str, params: Any, key: str, what: str, scope: str | None, repository: str | None) -> List[str]:
         items: List[str] = []
-        seen = set()
+        seen: set[str] = set()
         for _page in range(MAX_PAGES):
             response = self._request("GET", url, what=what, scope=scope, repository=repository, params=params)
             data = self._json(response, what)
@@ -409,7 +409,7 @@ class RegistryClient(RegistryAuth):
         validate_digest(digest)
         url, what = self._url(f"/v2/{name}/referrers/{digest}"), f"the referrers of {name}@{digest}"
         found: List[Dict[str, Any]] = []
-        seen = set()
+        seen: set[str] = set()
         for _page in range(MAX_PAGES):
             response = self._request("GET", url, what=what, scope=self._pull_scope(name), repository=name, expected=(200, 400, 405, 501),
                                      allow_404=True, headers={"Accept": MEDIA_OCI_INDEX})

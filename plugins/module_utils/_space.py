@@ -14,7 +14,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
 
 MARGIN_SHARE = 0.02  # of the filesystem's size kept free beyond the need, at most MARGIN_CAP
 MARGIN_CAP = 1 << 30

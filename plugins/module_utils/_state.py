@@ -233,7 +233,7 @@ class StateStore:
     def is_current(self, key: str, dest_key: str, source_digest: str) -> bool:
         """True if dest_key was last written from this source digest."""
         entry = self.destination(key, dest_key)
-        return bool(entry) and entry.get("source_digest") == source_digest
+        return entry is not None and entry.get("source_digest") == source_digest
 
     # -- writing (each call is on disk, in the journal, before it returns) -----------------------------------------
     @_serialised

@@ -174,7 +174,7 @@ def index_archive_blobs(path: str) -> dict[str, LocalBlob]:
     return found
 
 
-def forget_held(sinks: list[Any]) -> None:
+def forget_held(sinks: Sequence[Any]) -> None:
     """The blob's bytes were not the blob (a digest mismatch): nothing a sink holds of it may be kept for a next run."""
     for sink in (getattr(sink, "sink", sink) for sink in sinks):
         if getattr(sink, "written", 0) and hasattr(sink, "restart"):

@@ -330,7 +330,8 @@ class SessionUpload:
 
     def _send_full(self) -> None:
         try:
-            self._send(*self._full)
+            if self._full is not None:  # set before the thread starts
+                self._send(*self._full)
         except BaseException as exc:  # pylint: disable=broad-exception-caught
             self._send_error = exc
 

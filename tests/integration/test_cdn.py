@@ -354,7 +354,7 @@ def test_a_destination_registry_away_for_seven_seconds_mid_upload_costs_nothing(
         site.proc.wait()
         time.sleep(7)
         site = _launch("open", tmp_path / "site", None, site.port, 30)
-        out, _ = proc.communicate(timeout=600)
+        out = proc.communicate(timeout=600)[0]
         assert proc.returncode == 0, out
         raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{site.host}/{ns}/{big.repository}:{big.tag}"],
                              capture_output=True, check=True).stdout

@@ -46,8 +46,8 @@ def test_check_mode_shows_the_space_each_filesystem_needs(ansible: Any, testbed:
     assert not (tmp_path / "archives").exists() and not (tmp_path / "bundle").exists()
 
 
-def test_archives_that_cannot_fit_write_nothing_while_the_registry_beside_them_goes_ahead(ansible: Any, testbed: Any, tmp_path: Path,
-                                                                                         small_fs: Any) -> None:
+def test_archives_that_cannot_fit_write_nothing_while_the_registry_beside_them_goes_ahead(
+        ansible: Any, testbed: Any, tmp_path: Path, small_fs: Any) -> None:
     def need(images: list[str]) -> int:
         plan = ansible.module("ngc_image_mirror", mirror_args(testbed, tmp_path, images, archive={"dir": str(tmp_path / "big")}),
                               check=True, api_key=testbed.api_key)

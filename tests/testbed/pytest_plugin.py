@@ -36,7 +36,7 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
         if info is not None:
             yield info
             return
-        warnings.warn(f"{ENV_DIR}={reuse} holds no running test bed; starting a new one")
+        warnings.warn(f"{ENV_DIR}={reuse} holds no running test bed; starting a new one", stacklevel=2)
     bed = Testbed()
     info = bed.up(tmp_path_factory.mktemp("testbed"), scale=os.environ.get(ENV_SCALE, "small"),
                   engine=not os.environ.get(ENV_NO_ENGINE))

@@ -238,8 +238,6 @@ def test_wrong_content_is_refused_at_the_end() -> None:
 
 
 def test_a_range_answer_for_other_bytes_is_refused() -> None:
-    server = FakeServer()
-
     def shifted(offset: int, end: int | None = None, location: str | None = None) -> Any:
         body = BLOB[offset + 1:(end or 0) + 2]
         return FakeResponse(206, body, {"Content-Range": f"bytes {offset + 1}-{(end or 0) + 1}/{len(BLOB)}"}, CDN_URL)
