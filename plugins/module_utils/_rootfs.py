@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import stat
 import subprocess
@@ -43,6 +42,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._files import (
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage, Step
 from ansible_collections.airgap.ngc.plugins.module_utils._prune import remove_recorded_file, under
+from ansible_collections.airgap.ngc.plugins.module_utils._squash_options import squash_words
 from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
 
 DEFAULT_PLATFORM = "linux/amd64"
@@ -292,7 +292,7 @@ class FlattenedDestination:
         self.dir = os.path.abspath(spec["dir"])
         text = self.default_options if spec.get("squash_options") is None else spec["squash_options"]
         try:
-            self.options = shlex.split(text)
+            self.options = squash_words(text)
         except ValueError as exc:
             raise ConfigError(f"invalid {self.kind}.squash_options {text!r}: {exc}") from None
         self.platform = spec.get("platform") or DEFAULT_PLATFORM

@@ -225,6 +225,12 @@ options:
       squash_options:
         description:
           - Options for C(mksquashfs), split as a shell would (enroot's C(ENROOT_SQUASH_OPTIONS)).
+          - Only options that shape compression and layout are accepted, each with an argument of its shape
+            (C(-comp) V(gzip), V(lzo), V(lz4), V(xz), V(zstd) or V(lzma), C(-b), C(-noI), C(-noId), C(-noD), C(-noF),
+            C(-noX), C(-no-xattrs), C(-xattrs), C(-no-fragments), C(-always-use-fragments), C(-no-duplicates),
+            C(-no-sparse), C(-tailends), C(-no-exports), C(-no-hardlinks), the compressor's C(-X) options, C(-processors),
+            C(-mem), C(-throttle), C(-limit)); an option that reads a file, runs a command or changes what the image
+            holds (C(-p), C(-pf), C(-sort), C(-ef), C(-e), C(-tar), C(-action), C(-force-uid), ...) is refused.
           - A file written with other options is written again.
         type: str
         default: "-comp lzo -noD"
@@ -264,7 +270,8 @@ options:
         default: tree
       squash_options:
         description:
-          - Options for C(mksquashfs), split as a shell would. A file written with other options is written again.
+          - Options for C(mksquashfs), split as a shell would; the same options as O(enroot.squash_options) are
+            accepted. A file written with other options is written again.
         type: str
         default: "-comp gzip"
       platform:
