@@ -66,7 +66,7 @@ def created_time(config: dict[str, Any]) -> int:
     return max(int(datetime.fromisoformat(match.group(1) + zone).timestamp()), 0)
 
 
-def check_platform(config: dict[str, Any], wanted: str, option: str, name: str, from_index: bool) -> None:
+def check_config_platform(config: dict[str, Any], wanted: str, option: str, name: str, from_index: bool) -> None:
     """Fail unless the image config is of the wanted platform: an image of one platform is never written labelled as
     another. A variant is compared only when both name one; a config that names no platform is taken as it is."""
     if not (config.get("os") or config.get("architecture")):
@@ -491,7 +491,7 @@ class FlattenedWrite(Write):
         path, top, dest = step.target, self.content.top, self.dest
         directory, name = os.path.split(path)
         config = self._read_config(image)
-        check_platform(config, dest.platform, f"{dest.kind}.platform", str(image.ref), top.is_index)
+        check_config_platform(config, dest.platform, f"{dest.kind}.platform", str(image.ref), top.is_index)
         rootfs = dest.rootfs(os.path.join(self.staging, "rootfs"))
         os.mkdir(rootfs.root, 0o755)
         for index, layer in enumerate(self.layers):

@@ -238,6 +238,8 @@ options:
         description:
           - The platform of a multi-platform image to write, V(linux/amd64) or V(linux/arm64) for Grace nodes
             (C(os/architecture[/variant])). A file written for another platform is written again.
+          - An image that lacks the platform (a single-platform image of another, or an index without it) fails,
+            naming the platforms it has; it is never written labelled as another platform.
         type: str
         default: linux/amd64
   apptainer:
@@ -277,7 +279,7 @@ options:
       platform:
         description:
           - The platform of a multi-platform image to write (C(os/architecture[/variant])), V(linux/arm64) for Grace
-            nodes. Its architecture is the SIF's.
+            nodes. Its architecture is the SIF's. An image that lacks it fails, as for O(enroot.platform).
         type: str
         default: linux/amd64
   prune:

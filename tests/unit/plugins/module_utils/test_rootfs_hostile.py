@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
-from ansible_collections.airgap.ngc.plugins.module_utils._rootfs import Rootfs, check_platform, layer_mode
+from ansible_collections.airgap.ngc.plugins.module_utils._rootfs import Rootfs, check_config_platform, layer_mode
 
 
 def layer(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> str:
@@ -140,7 +140,7 @@ def test_an_absolute_member_is_a_path_below_the_root(tmp_path: Path) -> None:
 ])
 def test_an_image_is_written_only_as_the_platform_its_config_says(config: dict, wanted: str, from_index: bool, error: str | None) -> None:
     if error is None:
-        check_platform(config, wanted, "enroot.platform", "nvidia/pytorch:24.01-py3", from_index)
+        check_config_platform(config, wanted, "enroot.platform", "nvidia/pytorch:24.01-py3", from_index)
         return
     with pytest.raises(AirgapError, match=error.replace(".", r"\.")):
-        check_platform(config, wanted, "enroot.platform", "nvidia/pytorch:24.01-py3", from_index)
+        check_config_platform(config, wanted, "enroot.platform", "nvidia/pytorch:24.01-py3", from_index)
