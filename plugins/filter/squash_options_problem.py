@@ -8,10 +8,11 @@ name: squash_options_problem
 short_description: Why a value is not a squash_options value the enroot and apptainer destinations accept
 version_added: 0.1.0
 description:
-  - Checks a C(squash_options) value as M(airgap.ngc.ngc_image_mirror) checks O(airgap.ngc.ngc_image_mirror#module:enroot.squash_options)
-    and O(airgap.ngc.ngc_image_mirror#module:apptainer.squash_options): only C(mksquashfs) options that shape compression
+  - "Checks a C(squash_options) value as M(airgap.ngc.ngc_image_mirror) checks
+    O(airgap.ngc.ngc_image_mirror#module:enroot.squash_options) and
+    O(airgap.ngc.ngc_image_mirror#module:apptainer.squash_options): only C(mksquashfs) options that shape compression
     and layout, each with an argument of its shape. An option that reads a file, runs a command or changes what the
-    image holds (C(-p), C(-pf), C(-sort), C(-ef), C(-tar), ...) is refused.
+    image holds (C(-p), C(-pf), C(-sort), C(-ef), C(-tar), ...) is refused."
   - The ngc_mirror role checks its C(ngc_mirror_enroot) and C(ngc_mirror_apptainer) with it before it writes anything.
 options:
   _input:

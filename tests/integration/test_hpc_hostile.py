@@ -96,8 +96,8 @@ def playbook(work: Path, marker: Path, testbed: Any, role_root: Path, hpc_dir: P
         {"name": "The module, the role", "hosts": "localhost", "gather_facts": False, "tasks": [
             {"name": "enroot", "airgap.ngc.ngc_image_mirror": dict(common, enroot={"dir": str(work / "enroot"), "squash_options": pseudo}),
              "environment": {"NGC_API_KEY": testbed.api_key}, "register": "enroot_run", "ignore_errors": True},
-            {"name": "apptainer", "airgap.ngc.ngc_image_mirror": dict(common, apptainer={"dir": str(work / "sif"),
-                                                                                           "squash_options": f"-pf {pseudo_file}"}),
+            {"name": "apptainer",
+             "airgap.ngc.ngc_image_mirror": dict(common, apptainer={"dir": str(work / "sif"), "squash_options": f"-pf {pseudo_file}"}),
              "environment": {"NGC_API_KEY": testbed.api_key}, "register": "apptainer_run", "ignore_errors": True},
             {"name": "role", "block": [{"ansible.builtin.include_role": {"name": "airgap.ngc.ngc_mirror"}, "vars": role_vars}],
              "rescue": [{"ansible.builtin.set_fact": {"role_failure": "{{ ansible_failed_result }}"}}]},
