@@ -448,6 +448,8 @@ class CopyEngine:
                         with self._lock_of(by_kind[step.kind]):
                             step.after = write.commit(image, store, step, plan.digest or "")
                         plan.written = True
+                        if getattr(write, "note", None):
+                            plan.note = "; ".join(filter(None, (plan.note, f"{step.kind}: {write.note}")))
                         self.local_blobs.update(write.local_blobs() if hasattr(write, "local_blobs") else {})
                     except (AirgapError, OSError) as exc:
                         write.error = exc

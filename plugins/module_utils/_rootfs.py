@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import stat
 import subprocess
@@ -40,9 +39,10 @@ from ansible_collections.airgap.ngc.plugins.module_utils._files import (
     remove_quietly,
     resume_name,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest, platform_string
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage, Step
 from ansible_collections.airgap.ngc.plugins.module_utils._prune import remove_recorded_file, under
+from ansible_collections.airgap.ngc.plugins.module_utils._squash_options import squash_words
 from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore, utc_now
 
 DEFAULT_PLATFORM = "linux/amd64"
@@ -52,6 +52,7 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 COPY_CHUNK = 1024 * 1024
 UNPACKED_RATIO = 2  # unpacked size of a layer against its compressed size, for the space estimate
+MAX_NOTED = 3  # paths named in an image's note of what flattening left out or changed
 _CREATED_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -65,6 +66,23 @@ def created_time(config: dict[str, Any]) -> int:
     return max(int(datetime.fromisoformat(match.group(1) + zone).timestamp()), 0)
 
 
+def check_config_platform(config: dict[str, Any], wanted: str, option: str, name: str, from_index: bool) -> None:
+    """Fail unless the image config is of the wanted platform: an image of one platform is never written labelled as
+    another. A variant is compared only when both name one; a config that names no platform is taken as it is."""
+    if not (config.get("os") or config.get("architecture")):
+        return
+    parts = wanted.split("/")
+    have = platform_string(config)
+    if config.get("os") == parts[0] and config.get("architecture") == parts[1] and (
+            len(parts) < 3 or not config.get("variant") or config.get("variant") == parts[2]):
+        return
+    if from_index:
+        raise AirgapError(f"the index of {name} lists a {wanted} image whose config says {have}: a wrong or "
+                          f"tampered index, not written as {wanted}")
+    raise AirgapError(f"{name} has only the platform {have}, not {option} {wanted}: set {option} to {have} "
+                      "or leave this image out")
+
+
 def image_config(conf: dict[str, Any]) -> dict[str, Any]:
     """The ``config`` object of an image config (Env, Entrypoint, Cmd, ...), empty when it has none."""
     return conf.get("config") if isinstance(conf.get("config"), dict) else {}
@@ -76,6 +94,20 @@ def member_parts(name: str) -> list[str] | None:
     if not parts or ".." in parts:
         return None
     return parts
+
+
+def layer_member_parts(name: str, what: str = "member") -> list[str] | None:
+    """A layer member's path as components below the root (a leading '/' is the root's), None for the root itself;
+    a path with a '..' component is an error naming it (overlayfs and enroot never write outside the root)."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise AirgapError(f"the {what} {name!r} has a '..' component: a layer names only paths inside the image")
+    return parts or None
+
+
+def _listed(paths: list[str]) -> str:
+    shown = ", ".join(f"/{p}" for p in paths[:MAX_NOTED])
+    return shown + (f" and {len(paths) - MAX_NOTED} more" if len(paths) > MAX_NOTED else "")
 
 
 def _remove(path: str) -> None:
@@ -112,10 +144,12 @@ def layer_mode(mode: int, directory: bool, depth: int) -> int:  # pylint: disabl
 
 
 class Rootfs:
-    """A staging directory the layers are applied to; no path is followed out of it.
+    """A staging directory the layers are applied to; no path is followed out of it, no device node is made.
 
     ``mode`` turns a member's mode into the one written; ``keep_owner`` gives files the layer's owners (when run as
-    root; otherwise everything belongs to the module's user, and mksquashfs -all-root makes it root's).
+    root; otherwise everything belongs to the module's user, and mksquashfs -all-root makes it root's, so a file the
+    layer gives to another user or group loses its setuid or setgid bit). Device nodes are left out everywhere, as
+    enroot leaves out ``/dev``; what was left out or changed outside ``/dev`` is said by ``note()``.
     """
 
     def __init__(self, root: str, mode: Any = enroot_mode, keep_owner: bool = False) -> None:
@@ -123,6 +157,19 @@ class Rootfs:
         self.mode = mode
         self.keep_owner = keep_owner and os.geteuid() == 0
         self.dir_times: dict[str, float] = {}  # the mtime of each directory from the topmost layer that has it
+        self.devices: list[str] = []  # device nodes of the layers left out (outside /dev)
+        self.unprivileged: list[str] = []  # files whose setuid or setgid bit was dropped
+
+    def note(self) -> str | None:
+        """What the image's result says of the flattening: device nodes left out, setuid/setgid bits dropped."""
+        said = []
+        if self.devices:
+            said.append(f"left out {len(self.devices)} device node(s) of the layers ({_listed(self.devices)}): "
+                        "no device node is written into an image")
+        if self.unprivileged:
+            said.append(f"dropped the setuid/setgid bit of {len(self.unprivileged)} file(s) the layers give to another "
+                        f"user or group than root ({_listed(self.unprivileged)}), as every file becomes root's")
+        return "; ".join(said) or None
 
     def path(self, parts: list[str]) -> str:
         return os.path.join(self.root, *parts)
@@ -144,16 +191,21 @@ class Rootfs:
                 self.dir_times[path] = mtime
 
     def apply(self, path: str) -> None:
-        """Apply one layer tar (gzip, bzip2, xz or plain): its whiteouts first, then its entries."""
+        """Apply one layer tar (gzip, bzip2, xz or plain): its whiteouts first, then its entries. A member with a
+        '..' component, or a whiteout of '.', '..' or no name, is an error naming it."""
         with open(path, "rb") as handle:
             magic = handle.read(4)
         if magic == b"\x28\xb5\x2f\xfd":
             raise AirgapError("a zstd-compressed layer cannot be applied here (Python's tarfile reads gzip, bzip2, xz)")
         with tarfile.open(path, mode="r|*") as layer:
             for member in layer:
-                parts = member_parts(member.name)
+                parts = layer_member_parts(member.name)
                 if parts is None or parts[0] == "dev" and len(parts) > 1 or not parts[-1].startswith(WHITEOUT):
                     continue
+                if parts[-1] != OPAQUE and not parts[-1].startswith(WHITEOUT + WHITEOUT) \
+                        and parts[-1][len(WHITEOUT):] in ("", ".", ".."):
+                    raise AirgapError(f"the whiteout {member.name!r} names {parts[-1][len(WHITEOUT):] or 'nothing'!r}, "
+                                      "not an entry of its directory: a hostile or broken layer")
                 target = self._lower(parts[:-1] + [""])
                 if target is None:
                     continue
@@ -165,7 +217,7 @@ class Rootfs:
                     _remove(os.path.join(os.path.dirname(target), parts[-1][len(WHITEOUT):]))
         with tarfile.open(path, mode="r|*") as layer:
             for member in layer:
-                parts = member_parts(member.name)
+                parts = layer_member_parts(member.name)
                 if parts is None or parts[0] == "dev" and len(parts) > 1 or parts[-1].startswith(WHITEOUT):
                     continue
                 self._entry(layer, member, parts)
@@ -186,7 +238,7 @@ class Rootfs:
             self.dir_times[path] = member.mtime
             return
         if member.islnk():
-            link_parts = member_parts(member.linkname)
+            link_parts = layer_member_parts(member.linkname, f"hard link {member.name!r} to")
             source = self._lower(link_parts) if link_parts else None
             if source is None or not os.path.lexists(source) or is_dir(source):
                 raise AirgapError(f"the layer's hard link {member.name} points to {member.linkname}, which no layer holds")
@@ -210,12 +262,16 @@ class Rootfs:
         elif member.isfifo():
             os.mkfifo(path, 0o600)
         elif member.ischr() or member.isblk():
-            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-            os.mknod(path, 0o600 | kind, os.makedev(member.devmajor, member.devminor))
+            self.devices.append("/".join(parts))
+            return
         else:
             return
         self._own(path, member)  # before chmod: chown clears setuid bits
-        os.chmod(path, self.mode(member.mode, False, len(parts)))
+        mode = member.mode
+        if not self.keep_owner and (mode & stat.S_ISUID and member.uid != 0 or mode & stat.S_ISGID and member.gid != 0):
+            mode &= ~((stat.S_ISUID if member.uid != 0 else 0) | (stat.S_ISGID if member.gid != 0 else 0))
+            self.unprivileged.append("/".join(parts))
+        os.chmod(path, self.mode(mode, False, len(parts)))
         os.utime(path, (member.mtime, member.mtime))
 
     def make_dir(self, parts: list[str], mtime: float, mode: int = 0o755, replace: bool = True) -> None:
@@ -292,7 +348,7 @@ class FlattenedDestination:
         self.dir = os.path.abspath(spec["dir"])
         text = self.default_options if spec.get("squash_options") is None else spec["squash_options"]
         try:
-            self.options = shlex.split(text)
+            self.options = squash_words(text)
         except ValueError as exc:
             raise ConfigError(f"invalid {self.kind}.squash_options {text!r}: {exc}") from None
         self.platform = spec.get("platform") or DEFAULT_PLATFORM
@@ -405,6 +461,7 @@ class FlattenedWrite(Write):
         self.layers = [layer for layer in manifest.data.get("layers") or [] if isinstance(layer, dict) and layer.get("digest")]
         self.blobs = {b["digest"]: int(b.get("size") or 0) for b in [self.config] + self.layers}
         self.temp: str | None = None
+        self.note: str | None = None  # what flattening left out or changed, said in the image's result
         os.mkdir(os.path.join(staging, "blobs"))
 
     def _blob(self, digest: str) -> str:
@@ -434,15 +491,17 @@ class FlattenedWrite(Write):
         path, top, dest = step.target, self.content.top, self.dest
         directory, name = os.path.split(path)
         config = self._read_config(image)
+        check_config_platform(config, dest.platform, f"{dest.kind}.platform", str(image.ref), top.is_index)
         rootfs = dest.rootfs(os.path.join(self.staging, "rootfs"))
         os.mkdir(rootfs.root, 0o755)
         for index, layer in enumerate(self.layers):
             try:
                 rootfs.apply(self._blob(layer["digest"]))
-            except (tarfile.TarError, EOFError, OSError) as exc:
+            except (tarfile.TarError, EOFError, OSError, AirgapError) as exc:
                 raise AirgapError(f"cannot apply layer {index + 1} ({layer['digest']}) of {image.ref}: "
                                   f"{getattr(exc, 'strerror', None) or exc}") from None
         dest.configure(rootfs, config, image, self.content)
+        self.note = rootfs.note()
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:

@@ -21,6 +21,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._bundle import find_vol
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter
 from ansible_collections.airgap.ngc.plugins.module_utils._sif import ARCH_CODES
+from ansible_collections.airgap.ngc.plugins.module_utils._squash_options import squash_options_problem
 from ansible_collections.airgap.ngc.plugins.module_utils._state import journal_path
 from ansible_collections.airgap.ngc.plugins.module_utils._progress import STATES
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import (
@@ -499,6 +500,9 @@ def validate_mirror(params: dict[str, Any]) -> None:
             check_platform(f"{kind}.platform", spec["platform"])
         if kind == "apptainer" and spec.get("platform") and spec["platform"].split("/")[1] not in ARCH_CODES:
             raise _bad("apptainer.platform", spec["platform"], f"SIF knows the architectures {', '.join(sorted(ARCH_CODES))}")
+        problem = squash_options_problem(spec.get("squash_options") or "")
+        if problem:
+            raise _bad(f"{kind}.squash_options", spec.get("squash_options"), problem)
         for option in ("archive.dir", "source_dir", "bundle.dir", "enroot.dir"):
             other = {"archive.dir": (archive or {}).get("dir"), "source_dir": params.get("source_dir"),
                      "bundle.dir": (params.get("bundle") or {}).get("dir"), "enroot.dir": (params.get("enroot") or {}).get("dir")}[option]

@@ -225,6 +225,12 @@ options:
       squash_options:
         description:
           - Options for C(mksquashfs), split as a shell would (enroot's C(ENROOT_SQUASH_OPTIONS)).
+          - Only options that shape compression and layout are accepted, each with an argument of its shape
+            (C(-comp) V(gzip), V(lzo), V(lz4), V(xz), V(zstd) or V(lzma), C(-b), C(-noI), C(-noId), C(-noD), C(-noF),
+            C(-noX), C(-no-xattrs), C(-xattrs), C(-no-fragments), C(-always-use-fragments), C(-no-duplicates),
+            C(-no-sparse), C(-tailends), C(-no-exports), C(-no-hardlinks), the compressor's C(-X) options, C(-processors),
+            C(-mem), C(-throttle), C(-limit)); an option that reads a file, runs a command or changes what the image
+            holds (C(-p), C(-pf), C(-sort), C(-ef), C(-e), C(-tar), C(-action), C(-force-uid), ...) is refused.
           - A file written with other options is written again.
         type: str
         default: "-comp lzo -noD"
@@ -232,6 +238,8 @@ options:
         description:
           - The platform of a multi-platform image to write, V(linux/amd64) or V(linux/arm64) for Grace nodes
             (C(os/architecture[/variant])). A file written for another platform is written again.
+          - An image that lacks the platform (a single-platform image of another, or an index without it) fails,
+            naming the platforms it has; it is never written labelled as another platform.
         type: str
         default: linux/amd64
   apptainer:
@@ -264,13 +272,14 @@ options:
         default: tree
       squash_options:
         description:
-          - Options for C(mksquashfs), split as a shell would. A file written with other options is written again.
+          - Options for C(mksquashfs), split as a shell would; the same options as O(enroot.squash_options) are
+            accepted. A file written with other options is written again.
         type: str
         default: "-comp gzip"
       platform:
         description:
           - The platform of a multi-platform image to write (C(os/architecture[/variant])), V(linux/arm64) for Grace
-            nodes. Its architecture is the SIF's.
+            nodes. Its architecture is the SIF's. An image that lacks it fails, as for O(enroot.platform).
         type: str
         default: linux/amd64
   prune:

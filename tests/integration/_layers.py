@@ -72,6 +72,11 @@ class _Writer:
         info.devmajor, info.devminor = major, minor
         self.tar.addfile(info)
 
+    def blockdev(self, name: str, major: int, minor: int, mode: int = 0o660) -> None:
+        info = self._info(name, tarfile.BLKTYPE, mode, 0, 0)
+        info.devmajor, info.devminor = major, minor
+        self.tar.addfile(info)
+
     def close(self) -> Layer:
         self.tar.close()
         return Layer(self.raw.getvalue())
@@ -176,3 +181,37 @@ def flatten_layers() -> list[Layer]:
     top.file("etc/unicode-\u00e9\u00e8.txt", "non-ASCII name\n".encode("utf-8"))
     top.file("empty", b"")
     return [base.close(), middle.close(), top.close()]
+
+
+HOSTILE_MEMBERS = {  # tag -> the one member of its second layer that must fail the image (named in the message)
+    "whiteout-dot": ".wh..",
+    "whiteout-empty": ".wh.",
+    "whiteout-dotdot": "etc/.wh...",
+    "dotdot-member": "../escape.txt",
+    "absolute-dotdot": "/../../../../../../../../tmp/airgap-hostile-victim.txt",
+}
+
+
+def hostile_layers(tag: str) -> list[Layer]:
+    """A small base layer, then what tag ``devices-setuid`` or one of HOSTILE_MEMBERS holds.
+
+    ``devices-setuid``: device nodes outside /dev (``/mem`` 1,1 mode 0666, the block device ``/etc/sda``), one in
+    /dev, and setuid/setgid files of uid/gid 1000 beside a setuid file of root's.
+    """
+    base = _Writer(tarfile.PAX_FORMAT, MTIME)
+    for directory in ("etc", "usr", "usr/bin", "dev"):
+        base.dir(directory)
+    base.file("etc/hostname", b"hostile\n")
+    base.file("usr/bin/su-root", _content("su-root", 1000), mode=0o4755)
+    base.file("usr/bin/setuid-user", _content("setuid-user", 1000), mode=0o4755, uid=1000, gid=1000)
+    base.file("usr/bin/setgid-group", _content("setgid-group", 1000), mode=0o2755, gid=1000)
+    upper = _Writer(tarfile.PAX_FORMAT, MTIME + 100)
+    if tag == "devices-setuid":
+        upper.chardev("mem", 1, 1)
+        upper.blockdev("etc/sda", 8, 0)
+        upper.chardev("dev/null", 1, 3)
+        upper.file("etc/motd", b"devices left out\n")
+    else:
+        upper.file("etc/motd", b"before the hostile member\n")
+        upper.file(HOSTILE_MEMBERS[tag], b"hostile\n")
+    return [base.close(), upper.close()]

@@ -110,7 +110,11 @@ def fixperms(path: str, found: Entry) -> Entry:
 
 
 def as_root(found: Entry) -> Entry:
-    return Entry(found.kind, found.mode, 0, 0, found.size, found.target, found.sha256, found.rdev)
+    """What -all-root makes of an entry: root's, without the setuid or setgid bit it had for another user or group."""
+    mode = found.mode
+    if found.kind == "file":
+        mode &= ~((stat.S_ISUID if found.uid else 0) | (stat.S_ISGID if found.gid else 0))
+    return Entry(found.kind, mode, 0, 0, found.size, found.target, found.sha256, found.rdev)
 
 
 def in_dev(path: str) -> bool:
@@ -222,6 +226,12 @@ def test_the_sqsh_is_the_image_flattened_as_enroot_does(enroot: dict[str, Any], 
     assert all((e.uid, e.gid) == (0, 0) for e in ours.entries.values()), "enroot's images are owned by root (-all-root)"
     assert ours.entries["dev"].kind == "dir"
     assert not [p for p in ours.entries if in_dev(p)], "the entries under /dev are left out"
+    assert ours.entries["usr/bin/su-like"].mode & stat.S_ISUID, "a setuid file of root's stays setuid"
+    assert not ours.entries["home/user/setuid-user"].mode & stat.S_ISUID, "a file of uid 1000 does not become setuid root"
+    assert not ours.entries["usr/bin/wall-like"].mode & stat.S_ISGID, "a file of gid 5 does not become setgid root"
+    (image,) = enroot["result"].result["images"]
+    assert "dropped the setuid/setgid bit of 2 file(s)" in image["note"], image
+    assert "/usr/bin/wall-like" in image["note"] and "/home/user/setuid-user" in image["note"], image
     expected = Tree({p: as_root(fixperms(p, e)) for p, e in reference.entries.items()}, reference.links).without(in_dev)
     problems = differences(ours.without(lambda p: p in ENROOT_FILES), expected)
     assert not problems, "\n".join(problems)
