@@ -206,6 +206,20 @@ class RegistryDestination(Selection):
                 return True
             return False
 
+    def open_held_blob(self, image: SourceImage, digest: str, size: int) -> Any:
+        """A blob this registry holds (where an earlier import or this run put it, or in the image's own repository),
+        read back as verified chunks, for the destinations that need the bytes of a blob a delta bundle left out; None
+        if it is in neither."""
+        target = self.reference(image).repository
+        for repository in dict.fromkeys(r for r in (self.known_blobs.get(digest), target) if r):
+            if (repository, digest) in self._present or self.client.head_blob(repository, digest) is not None:
+                return self.client.open_blob(repository, digest, expected_size=size)
+        return None
+
+    @property
+    def name(self) -> str:
+        return self.client.host
+
     def _placed(self, repository: str, digest: str) -> None:
         """The blob is in ``repository`` now (a HEAD saw it, a mount or an upload put it there)."""
         self.known_blobs[digest] = repository
