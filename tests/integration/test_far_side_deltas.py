@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import REPO
-from tests.integration.test_hpc_cache import listing, mirror_task
+from tests.integration.test_docker_destination import inspect, remove
+from tests.integration.test_hpc_cache import listing, mirror_task, siftool
 from tests.integration.test_image_mirror import raw_digest, seeded
 from tests.integration.test_role_prune import PLAYBOOK, RoleRun, role_vars
 from tests.testbed._blobs import BlobInfo, image_config, image_manifest
@@ -38,9 +39,10 @@ BUNDLES = ("ngc-2026-11", "ngc-2026-12", "ngc-2027-01")
 
 def publish_release(testbed: Any, authfile: Path, base: str, tag: str) -> str:
     """Push ``nvidia/pytorch:<tag>``: the layers of ``base`` plus one holding ``opt/pytorch/<tag>.txt``; its digest."""
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", str(authfile),
-                          f"docker://{testbed.source_registry_host}/{base}"], capture_output=True, check=True).stdout
+    where = ["--tls-verify=false", "--authfile", str(authfile), f"docker://{testbed.source_registry_host}/{base}"]
+    raw = subprocess.run(["skopeo", "inspect", "--raw", *where], capture_output=True, check=True).stdout
     layers = [BlobInfo(layer["digest"], layer["size"]) for layer in json.loads(raw)["layers"]]
+    diff_ids = json.loads(subprocess.run(["skopeo", "inspect", "--config", "--raw", *where], capture_output=True, check=True).stdout)["rootfs"]["diff_ids"]
     plain = io.BytesIO()
     with tarfile.open(fileobj=plain, mode="w") as archive:
         body = f"release {tag} {time.time()}\n".encode() * 200
@@ -49,8 +51,8 @@ def publish_release(testbed: Any, authfile: Path, base: str, tag: str) -> str:
         archive.addfile(info, io.BytesIO(body))
     pusher = Pusher(testbed.source_registry_url, "$oauthtoken", testbed.api_key)
     layers.append(pusher.upload_bytes("nvidia/pytorch", gzip.compress(plain.getvalue(), mtime=0)))
-    diff_id = "sha256:" + hashlib.sha256(plain.getvalue()).hexdigest()
-    config = pusher.upload_bytes("nvidia/pytorch", image_config("amd64", "2026-12-01T00:00:00Z", [diff_id] * len(layers),
+    diff_ids.append("sha256:" + hashlib.sha256(plain.getvalue()).hexdigest())
+    config = pusher.upload_bytes("nvidia/pytorch", image_config("amd64", "2026-12-01T00:00:00Z", diff_ids,
                                                                 [str(n) for n in range(len(layers))], {}))
     media_type, manifest = image_manifest(False, config, layers)
     return pusher.put_manifest("nvidia/pytorch", tag, media_type, manifest)
@@ -124,3 +126,41 @@ def test_hpc_cache_writes_the_caches_from_a_delta_completed_by_the_bundles_besid
                                         hpc_facts_file=str(tmp_path / "alone.fact")))
     assert lonely.rc != 0
     assert f"bundle {BUNDLES[0]}" in lonely.stdout and "Traceback" not in lonely.stdout + lonely.stderr, lonely.stdout[-4000:]
+
+
+def test_a_delta_carried_alone_is_completed_from_the_site_registry_for_every_destination_kind(
+        ansible: Any, testbed: Any, drop: dict[str, Any], tmp_path: Path) -> None:
+    """The earlier bundles were imported into the site registry and are gone; the last delta alone writes archives,
+    SIF files and the Docker engine, the blobs it left out read back from the registry."""
+    prefix = f"alone{os.getpid()}-{int(time.time() * 1000) % 100000}"
+    registry = {"url": testbed.open_registry_url, "prefix": prefix}
+    facts = str(tmp_path / "far.fact")
+    for name in BUNDLES[:2]:
+        run = ansible.module("ngc_image_mirror", {"source": "bundle", "source_dir": str(drop["drop"] / name), "registry": registry, "facts_file": facts})
+        assert run.rc == 0, run.stdout
+    alone = tmp_path / "usb" / BUNDLES[2]
+    shutil.copytree(drop["drop"] / BUNDLES[2], alone)
+    engine = dict(os.environ, DOCKER_HOST=testbed.docker_host) if testbed.docker_host else None
+    names = {ref: f"{testbed.source_registry_host}/{ref}" for ref in drop["digests"]}
+    if engine:
+        remove(engine, *names.values())
+    args = {"source": "bundle", "source_dir": str(alone), "registry": registry, "facts_file": facts,
+            "archive": {"dir": str(tmp_path / "archives")}, "apptainer": {"dir": str(tmp_path / "sif")},
+            **({"docker": {"host": testbed.docker_host, "source": "archive"}} if engine else {})}
+    run = ansible.module("ngc_image_mirror", args)
+    assert run.rc == 0, run.stdout[-6000:]
+    for ref, digest in drop["digests"].items():
+        assert raw_digest(testbed.open_registry_host, f"{prefix}/{ref}") == digest, ref
+        config = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{testbed.open_registry_host}/{prefix}/{ref}"],
+                                           capture_output=True, check=True).stdout)["config"]["digest"]
+        tar = tmp_path / "archives" / f"{ref.replace(':', '/')}.tar"
+        held = subprocess.run(["skopeo", "inspect", "--raw", "--config", f"docker-archive:{tar}"], capture_output=True, check=True).stdout
+        assert "sha256:" + hashlib.sha256(held).hexdigest() == config, ref
+        sif = tmp_path / "sif" / ref
+        rows = [[cell.strip() for cell in line.split("|")] for line in siftool("list", str(sif)).splitlines() if "|" in line]
+        partition = tmp_path / "partition.squashfs"
+        partition.write_bytes(subprocess.run(["siftool", "dump", rows[-1][0], str(sif)], capture_output=True, check=True).stdout)
+        files = {line.split()[-1] for line in listing(partition) if line.startswith("-")}
+        assert release_files(drop["digests"], ref) <= files, ref
+        if engine:
+            assert (inspect(engine, names[ref]) or {}).get("Id") == config, ref
