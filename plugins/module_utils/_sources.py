@@ -63,6 +63,7 @@ class RegistrySource:
         self._notes: dict[str, str] = {}  # by companion key: what it travels with, said in the result
         self._heads: dict[str, Any] = {}  # by companion key: its HEAD, taken when it was found (resolve reuses it)
         self.listings: dict[str, dict[str, Any]] = {}  # by image key: what ``companions`` listed this run, to remember
+        self._indexes: dict[tuple[str, str], Manifest | None] = {}  # (repository, subject): its referrers tag index
 
     def images(self, items: list[Any] | None) -> list[SourceImage]:
         return source_images(items or [], self.url)
@@ -185,7 +186,19 @@ class RegistrySource:
         if tag not in tags:
             return []
         index = self.client.get_manifest(repository, tag)
+        self._indexes[(repository, digest)] = index
         return listed_referrers(index.data) if index.is_index else []
+
+    def referrers_index(self, image: SourceImage, subject: str) -> Manifest | None:
+        """The referrers tag schema's index of ``subject`` in the image's repository (``sha256-<hex>``), as its bytes
+        are here, or None if there is none (or it cannot be read: the destination then lists the referrer itself)."""
+        key = (image.ref.repository, subject)
+        if key not in self._indexes:
+            try:
+                self._indexes[key] = self.client.get_manifest(image.ref.repository, digest_tag(subject))
+            except AirgapError:
+                self._indexes[key] = None
+        return self._indexes[key]
 
     def close(self) -> None:
         self.client.close()
