@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import REPO
+from tests.integration.test_delta import release_layer
 from tests.integration.test_docker_destination import inspect, remove
 from tests.integration.test_hpc_cache import listing, mirror_task, siftool
 from tests.integration.test_image_mirror import raw_digest, seeded
@@ -43,15 +42,10 @@ def publish_release(testbed: Any, authfile: Path, base: str, tag: str) -> str:
     raw = subprocess.run(["skopeo", "inspect", "--raw", *where], capture_output=True, check=True).stdout
     layers = [BlobInfo(layer["digest"], layer["size"]) for layer in json.loads(raw)["layers"]]
     diff_ids = json.loads(subprocess.run(["skopeo", "inspect", "--config", "--raw", *where], capture_output=True, check=True).stdout)["rootfs"]["diff_ids"]
-    plain = io.BytesIO()
-    with tarfile.open(fileobj=plain, mode="w") as archive:
-        body = f"release {tag} {time.time()}\n".encode() * 200
-        info = tarfile.TarInfo(f"opt/pytorch/{tag}.txt")
-        info.size = len(body)
-        archive.addfile(info, io.BytesIO(body))
+    plain = release_layer(tag)
     pusher = Pusher(testbed.source_registry_url, "$oauthtoken", testbed.api_key)
-    layers.append(pusher.upload_bytes("nvidia/pytorch", gzip.compress(plain.getvalue(), mtime=0)))
-    diff_ids.append("sha256:" + hashlib.sha256(plain.getvalue()).hexdigest())
+    layers.append(pusher.upload_bytes("nvidia/pytorch", gzip.compress(plain, mtime=0)))
+    diff_ids.append("sha256:" + hashlib.sha256(plain).hexdigest())
     config = pusher.upload_bytes("nvidia/pytorch", image_config("amd64", "2026-12-01T00:00:00Z", diff_ids,
                                                                 [str(n) for n in range(len(layers))], {}))
     media_type, manifest = image_manifest(False, config, layers)
