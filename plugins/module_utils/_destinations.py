@@ -126,7 +126,7 @@ class RegistryDestination(Selection):
         self.referrers_lock = threading.Lock()  # a referrers tag is read, changed and written back: one image at a time
         self._blob_locks: dict[tuple[str, str], threading.Lock] = {}  # (repository, digest) -> its look and mount
         self._blob_locks_lock = threading.Lock()
-        self.referrers_from: Callable[[SourceImage, str], Manifest | None] | None = None  # the source's referrers tag index
+        self.referrers_from: Callable[[SourceImage, str], Manifest | None] | None = None  # a source's referrers tag index
         for digest, image in (origins or {}).items():  # blobs an earlier import put here, under another image
             self.known_blobs[digest] = self.reference(image).repository
 
@@ -274,9 +274,9 @@ class _RegistryWrite(Write):
                                      self.top_raw, top.media_type)
         if self.top_raw == top.raw:  # an artifact with a subject is listed in the referrers tag, where the registry has no API
             source_index = self.dest.referrers_from
+            theirs = (lambda subject: source_index(image, subject)) if source_index is not None else None
             with self.dest.referrers_lock:
-                update_referrers_tag(client, self.ref.repository, top,
-                                     (lambda subject: source_index(image, subject)) if source_index is not None else None)
+                update_referrers_tag(client, self.ref.repository, top, theirs)
         store.record_destination(image.key, top.digest, step.dest_key, registry_entry(step.target, digest))
         return digest
 

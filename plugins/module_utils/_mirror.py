@@ -71,7 +71,7 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
     if registry is not None and hasattr(source, "read_also_from"):
         source.read_also_from(registry)  # what a delta bundle left out, where an earlier import put it
     if registry is not None:
-        registry.referrers_from = getattr(source, "referrers_index", None)  # its referrers tag indexes, copied as they are
+        registry.referrers_from = getattr(source, "referrers_index", None)  # its referrers tag indexes, copied as is
     archive = ArchiveDestination(params["archive"]) if params.get("archive") and not offline else None
     found: list[Any] = [d for d in (registry, archive) if d is not None]
     if params.get("bundle"):

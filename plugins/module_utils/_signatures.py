@@ -123,8 +123,8 @@ def index_bytes(index: dict[str, Any]) -> bytes:
 
 def update_referrers_tag(client: Any, repository: str, manifest: Manifest,
                          source_index: Callable[[str], Manifest | None] | None = None) -> bool:
-    """After pushing ``manifest`` to ``repository``: if it has a ``subject`` and the registry has no referrers API, list it
-    in the referrers index tagged ``sha256-<subject hex>`` there. True if the index was written.
+    """After pushing ``manifest`` to ``repository``: if it has a ``subject`` and the registry has no referrers API,
+    list it in the referrers index tagged ``sha256-<subject hex>`` there. True if the index was written.
 
     The index is the source's own, byte for byte (``source_index(subject)``: the referrers tag index where the image
     came from, or None), once every manifest it lists is here and the destination's lists nothing else, so that its

@@ -237,7 +237,7 @@ class BundleSource:
         self.name = self.reader.dir
         self._companions: dict[tuple[str, str], list[tuple[str, str]]] | None = None
         self._notes: dict[str, str] = {}
-        self._beside: list[tuple[str, BundleReader]] | None = None  # the drop directory's other bundles, read once needed
+        self._beside: list[tuple[str, BundleReader]] | None = None  # the drop directory's other bundles, once needed
         self._beside_lock = threading.Lock()
         self._also: list[Any] = []  # where else a left-out blob may be (``open_held_blob``): the destination registry
 
@@ -328,9 +328,10 @@ class BundleSource:
                 return found
             tried.append(f"{holder.name} does not hold it")
         where = os.path.dirname(os.path.abspath(self.directory))
-        raise AirgapError(f"blob {digest} of {image.ref} is not in the delta bundle {self.name}: it was carried by bundle {carrier}, "
-                          f"which is not beside it in {where}{', and ' + ', '.join(tried) if tried else ''}; import bundle {carrier} "
-                          f"first, or copy it into {where} beside this one")
+        also = "".join(f", and {said}" for said in tried)
+        raise AirgapError(f"blob {digest} of {image.ref} is not in the delta bundle {self.name}: it was carried by "
+                          f"bundle {carrier}, which is not beside it in {where}{also}; import bundle {carrier} first, "
+                          f"or copy it into {where} beside this one")
 
     def _bundles_beside(self) -> list[tuple[str, BundleReader]]:
         """The other bundles of the drop directory (name, reader), read once; one that cannot be read is passed over."""
