@@ -68,10 +68,10 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
     origins = source.origins() if hasattr(source, "origins") else {}
     sessions = UploadSessions(params["facts_file"]) if params.get("facts_file") else None
     registry = RegistryDestination(params["registry"], registry_client, platforms, totals, origins, sessions) if params.get("registry") else None
-    if registry is not None and hasattr(source, "read_also_from"):
-        source.read_also_from(registry)  # what a delta bundle left out, where an earlier import put it
     if registry is not None:
         registry.referrers_from = getattr(source, "referrers_index", None)  # its referrers tag indexes, copied as is
+        if hasattr(source, "read_also_from"):
+            source.read_also_from(registry)  # what a delta bundle left out, where an earlier import put it
     archive = ArchiveDestination(params["archive"]) if params.get("archive") and not offline else None
     found: list[Any] = [d for d in (registry, archive) if d is not None]
     if params.get("bundle"):
