@@ -217,6 +217,20 @@ class BundleReader:
         raw = b"".join(read_blob_chunks(self.blob_paths(digest), digest, None, f"the bundle {self.dir}"))
         return parse_manifest(raw, digest, f"manifest {digest} in the bundle {self.dir}", media_type)
 
+    def holds(self, digest: str, size: int | None = None) -> bool:
+        """The blob's file (or every part of it) is here, of ``size`` bytes if given (the read checks its digest)."""
+        try:
+            path = self.blob_paths(digest)
+            paths = [path] if isinstance(path, str) else path
+            return all(os.path.isfile(p) for p in paths) and size in (None, sum(os.path.getsize(p) for p in paths))
+        except (AirgapError, OSError):
+            return False
+
+    def carrier(self, digest: str) -> str | None:
+        """The earlier bundle that carried a blob this delta bundle left out; None if the blob is not one of those."""
+        info = (self.contents.get("expected") or {}).get(digest)
+        return str(info.get("bundle") or "?") if isinstance(info, dict) else None
+
     def open_blob(self, digest: str, size: int | None = None) -> Iterator[bytes]:
         path = self.blob_paths(digest)
         carried = (self.contents.get("expected") or {}).get(digest)
@@ -228,6 +242,25 @@ class BundleReader:
     def origins(self) -> dict[str, str]:
         """For each blob a delta bundle expects on the far side: an image of the earlier bundle that uses it."""
         return {d: info["image"] for d, info in (self.contents.get("expected") or {}).items() if info.get("image")}
+
+
+def bundles_beside(directory: str) -> list[str]:
+    """The other bundles in the drop directory that holds bundle ``directory`` (its parent): each subdirectory with an
+    ``index.json`` (or its first volume), in name order, but those whose name starts with '.' (still being copied)."""
+    root = os.path.abspath(directory)
+    parent = os.path.dirname(root)
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        path = os.path.join(parent, name)
+        if name.startswith(".") or path == root or not os.path.isdir(path):
+            continue
+        if os.path.isfile(os.path.join(metadata_dir(path), INDEX_FILE)):
+            found.append(path)
+    return found
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)

@@ -126,6 +126,7 @@ class RegistryDestination(Selection):
         self.referrers_lock = threading.Lock()  # a referrers tag is read, changed and written back: one image at a time
         self._blob_locks: dict[tuple[str, str], threading.Lock] = {}  # (repository, digest) -> its look and mount
         self._blob_locks_lock = threading.Lock()
+        self.referrers_from: Callable[[SourceImage, str], Manifest | None] | None = None  # a source's referrers tag index
         for digest, image in (origins or {}).items():  # blobs an earlier import put here, under another image
             self.known_blobs[digest] = self.reference(image).repository
 
@@ -206,6 +207,20 @@ class RegistryDestination(Selection):
                 return True
             return False
 
+    def open_held_blob(self, image: SourceImage, digest: str, size: int) -> Any:
+        """A blob this registry holds (where an earlier import or this run put it, or in the image's own repository),
+        read back as verified chunks, for the destinations that need the bytes of a blob a delta bundle left out; None
+        if it is in neither."""
+        target = self.reference(image).repository
+        for repository in dict.fromkeys(r for r in (self.known_blobs.get(digest), target) if r):
+            if (repository, digest) in self._present or self.client.head_blob(repository, digest) is not None:
+                return self.client.open_blob(repository, digest, expected_size=size)
+        return None
+
+    @property
+    def name(self) -> str:
+        return self.client.host
+
     def _placed(self, repository: str, digest: str) -> None:
         """The blob is in ``repository`` now (a HEAD saw it, a mount or an upload put it there)."""
         self.known_blobs[digest] = repository
@@ -259,8 +274,10 @@ class _RegistryWrite(Write):
         digest = client.put_manifest(self.ref.repository, self.ref.manifest_reference if self.ref.tag else compute_digest(self.top_raw),
                                      self.top_raw, top.media_type)
         if self.top_raw == top.raw:  # an artifact with a subject is listed in the referrers tag, where the registry has no API
+            source_index = self.dest.referrers_from
+            theirs = (lambda subject: source_index(image, subject)) if source_index is not None else None
             with self.dest.referrers_lock:
-                update_referrers_tag(client, self.ref.repository, top)
+                update_referrers_tag(client, self.ref.repository, top, theirs)
         store.record_destination(image.key, top.digest, step.dest_key, registry_entry(step.target, digest))
         return digest
 

@@ -27,6 +27,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._destinations import (
     PlanContext,
     ReadmeDestination,
     RegistryDestination,
+    Write,
     credentials_matcher,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._apptainer import ApptainerDestination
@@ -67,6 +68,10 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
     origins = source.origins() if hasattr(source, "origins") else {}
     sessions = UploadSessions(params["facts_file"]) if params.get("facts_file") else None
     registry = RegistryDestination(params["registry"], registry_client, platforms, totals, origins, sessions) if params.get("registry") else None
+    if registry is not None:
+        registry.referrers_from = getattr(source, "referrers_index", None)  # its referrers tag indexes, copied as is
+        if hasattr(source, "read_also_from"):
+            source.read_also_from(registry)  # what a delta bundle left out, where an earlier import put it
     archive = ArchiveDestination(params["archive"]) if params.get("archive") and not offline else None
     found: list[Any] = [d for d in (registry, archive) if d is not None]
     if params.get("bundle"):
@@ -415,8 +420,9 @@ class CopyEngine:
     def _execute(self, plan: ImagePlan, store: StateStore) -> None:
         """Copy one image to every destination whose step is a copy, in one pass over its blobs, and record it.
 
-        A destination that fails (a full archive disk, a refused upload) is dropped from the pass and reported; the
-        others are completed and recorded. A failure of the read itself fails them all.
+        A destination that fails (it cannot begin, a full archive disk, a refused upload) is dropped from the pass and
+        reported; the others are completed and recorded. A blob that cannot be read fails the destinations that needed
+        it, not those that hold it already (a registry that mounts what a delta bundle left out).
         """
         if plan.error:
             store.record_failure(plan.source.key, plan.error)
@@ -433,7 +439,7 @@ class CopyEngine:
             content = self._fetch(image, plan.digest or "", [d for d, _step in copies if d.needs_content])
             for dest, step in copies:
                 with self._lock_of(dest):
-                    writes.append((step, dest.begin(image, content, step)))
+                    writes.append((step, self._begin(dest, image, content, step)))
             needed: dict[str, int] = {}
             for _step, write in writes:
                 needed.update(write.blobs)
@@ -466,6 +472,16 @@ class CopyEngine:
             for _step, write in writes:
                 write.abort()
             self.progress.image_done()
+
+    @staticmethod
+    def _begin(dest: Any, image: SourceImage, content: ImageContent | None, step: Any) -> Any:
+        """The destination's write of the image, or one that failed (nothing to stream, nothing to commit)."""
+        try:
+            return dest.begin(image, content, step)
+        except (AirgapError, OSError) as exc:
+            failed = Write()
+            failed.error = exc
+            return failed
 
     def _lock_of(self, dest: Any) -> AbstractContextManager[Any]:
         """What a destination's begin and commit run under: its lock (one image at a time), or nothing for a

@@ -11,7 +11,7 @@ the OCI distribution spec 1.1). The rules are pure; ``update_referrers_tag`` is 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, NotFoundError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import MEDIA_OCI_INDEX, Manifest, is_digest
@@ -121,10 +121,15 @@ def index_bytes(index: dict[str, Any]) -> bytes:
     return json.dumps(index, separators=(",", ":")).encode("utf-8")
 
 
-def update_referrers_tag(client: Any, repository: str, manifest: Manifest) -> bool:
-    """After pushing ``manifest`` to ``repository``: if it has a ``subject`` and the registry has no referrers API, add it
-    to the referrers index tagged ``sha256-<subject hex>`` there (created if missing). True if the index was written.
+def update_referrers_tag(client: Any, repository: str, manifest: Manifest,
+                         source_index: Callable[[str], Manifest | None] | None = None) -> bool:
+    """After pushing ``manifest`` to ``repository``: if it has a ``subject`` and the registry has no referrers API,
+    list it in the referrers index tagged ``sha256-<subject hex>`` there. True if the index was written.
 
+    The index is the source's own, byte for byte (``source_index(subject)``: the referrers tag index where the image
+    came from, or None), once every manifest it lists is here and the destination's lists nothing else, so that its
+    digest is the source's. Until then, or with no such source index, or where the destination's index lists other
+    referrers too, the manifest is added to the destination's index (created if missing), which is kept as it is.
     A registry with the API keeps its referrers itself. A tag of that name holding something other than an OCI index
     is not replaced: that is an error naming it.
     """
@@ -140,8 +145,27 @@ def update_referrers_tag(client: Any, repository: str, manifest: Manifest) -> bo
         raise AirgapError(f"{client.host}/{repository}:{tag} is a {current.media_type or 'manifest of unknown type'}, not the OCI index "
                           f"that lists the referrers of {subject} on a registry without the referrers API: remove that tag, "
                           "or set signatures: false")
+    theirs = source_index(subject) if source_index is not None else None
+    if theirs is not None and _copyable(client, repository, theirs, current, manifest.digest):
+        if current is not None and current.digest == theirs.digest:
+            return False
+        client.put_manifest(repository, tag, theirs.raw, MEDIA_OCI_INDEX)
+        return True
     index = with_referrer(current.data if current is not None else None, referrer_descriptor(manifest))
     if index is None:
         return False
     client.put_manifest(repository, tag, index_bytes(index), MEDIA_OCI_INDEX)
     return True
+
+
+def _copyable(client: Any, repository: str, theirs: Manifest, current: Manifest | None, pushed: str) -> bool:
+    """The source's referrers index can stand as the destination's: it is an OCI index listing the manifest just
+    pushed, the destination's index (if any) lists nothing it does not, and every manifest it lists is there (a
+    registry refuses an index naming a manifest it lacks)."""
+    if theirs.media_type != MEDIA_OCI_INDEX or not theirs.is_index:
+        return False
+    listed = {entry["digest"] for entry in listed_referrers(theirs.data)}
+    held = {entry["digest"] for entry in listed_referrers(current.data)} if current is not None else set()
+    if pushed not in listed or not held <= listed:
+        return False
+    return all(client.head_manifest(repository, digest) is not None for digest in sorted(listed - held - {pushed}))

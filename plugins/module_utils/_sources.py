@@ -13,10 +13,11 @@ import contextlib
 import json
 import os
 import tarfile
+import threading
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader, bundles_beside
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, NotFoundError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     ANNOTATION_IMAGE_NAME,
@@ -62,6 +63,7 @@ class RegistrySource:
         self._notes: dict[str, str] = {}  # by companion key: what it travels with, said in the result
         self._heads: dict[str, Any] = {}  # by companion key: its HEAD, taken when it was found (resolve reuses it)
         self.listings: dict[str, dict[str, Any]] = {}  # by image key: what ``companions`` listed this run, to remember
+        self._indexes: dict[tuple[str, str], Manifest | None] = {}  # (repository, subject): its referrers tag index
 
     def images(self, items: list[Any] | None) -> list[SourceImage]:
         return source_images(items or [], self.url)
@@ -184,7 +186,19 @@ class RegistrySource:
         if tag not in tags:
             return []
         index = self.client.get_manifest(repository, tag)
+        self._indexes[(repository, digest)] = index
         return listed_referrers(index.data) if index.is_index else []
+
+    def referrers_index(self, image: SourceImage, subject: str) -> Manifest | None:
+        """The referrers tag schema's index of ``subject`` in the image's repository (``sha256-<hex>``), as its bytes
+        are here, or None if there is none (or it cannot be read: the destination then lists the referrer itself)."""
+        key = (image.ref.repository, subject)
+        if key not in self._indexes:
+            try:
+                self._indexes[key] = self.client.get_manifest(image.ref.repository, digest_tag(subject))
+            except AirgapError:
+                self._indexes[key] = None
+        return self._indexes[key]
 
     def close(self) -> None:
         self.client.close()
@@ -209,15 +223,28 @@ def _select(names: list[str], items: list[Any] | None) -> list[SourceImage]:
 
 
 class BundleSource:
-    """Images in a bundle (an OCI layout directory), named as they were exported."""
+    """Images in a bundle (an OCI layout directory), named as they were exported.
+
+    A delta bundle leaves out blobs earlier bundles carried (its ``expected``): such a blob is read from an earlier
+    bundle beside it in the drop directory, else from a place given with ``read_also_from`` (the destination
+    registry, where an earlier import put it), each checked against its digest as it streams."""
 
     kind = "bundle"
 
     def __init__(self, directory: str) -> None:
+        self.directory = directory
         self.reader = BundleReader(directory)
         self.name = self.reader.dir
         self._companions: dict[tuple[str, str], list[tuple[str, str]]] | None = None
         self._notes: dict[str, str] = {}
+        self._beside: list[tuple[str, BundleReader]] | None = None  # the drop directory's other bundles, once needed
+        self._beside_lock = threading.Lock()
+        self._also: list[Any] = []  # where else a left-out blob may be (``open_held_blob``): the destination registry
+
+    def read_also_from(self, holder: Any) -> None:
+        """Look for the blobs a delta bundle left out in ``holder`` too (its ``open_held_blob``, after the drop
+        directory's earlier bundles)."""
+        self._also.append(holder)
 
     def images(self, items: list[Any] | None) -> list[SourceImage]:
         """What ``items`` names, or every image the bundle holds but the signatures and attestations that travel with
@@ -278,7 +305,45 @@ class BundleSource:
         return self.reader.manifest(digest, media_type)
 
     def open_blob(self, image: SourceImage, digest: str, size: int) -> Any:
-        return contextlib.closing(self.reader.open_blob(digest, size))
+        carrier = self.reader.carrier(digest)
+        if carrier is None or self.reader.holds(digest):
+            return contextlib.closing(self.reader.open_blob(digest, size))
+        return self._left_out(image, digest, size, carrier)
+
+    def _left_out(self, image: SourceImage, digest: str, size: int, carrier: str) -> Any:
+        """A blob this delta bundle left out: from the earlier bundle that carried it, or another one beside it in the
+        drop directory, else from where an earlier import put it (``read_also_from``); the first that holds it."""
+        beside = self._bundles_beside()
+        for _name, other in [b for b in beside if b[0] == carrier] + [b for b in reversed(beside) if b[0] != carrier]:
+            if other.holds(digest, size):
+                return contextlib.closing(other.open_blob(digest, size))
+        tried = []
+        for holder in self._also:
+            try:
+                found = holder.open_held_blob(image, digest, size)
+            except AirgapError as exc:
+                tried.append(f"{holder.name} could not be asked ({exc})")
+                continue
+            if found is not None:
+                return found
+            tried.append(f"{holder.name} does not hold it")
+        where = os.path.dirname(os.path.abspath(self.directory))
+        also = "".join(f", and {said}" for said in tried)
+        raise AirgapError(f"blob {digest} of {image.ref} is not in the delta bundle {self.name}: it was carried by "
+                          f"bundle {carrier}, which is not beside it in {where}{also}; import bundle {carrier} first, "
+                          f"or copy it into {where} beside this one")
+
+    def _bundles_beside(self) -> list[tuple[str, BundleReader]]:
+        """The other bundles of the drop directory (name, reader), read once; one that cannot be read is passed over."""
+        with self._beside_lock:
+            if self._beside is None:
+                self._beside = []
+                for path in bundles_beside(self.directory):
+                    try:
+                        self._beside.append((os.path.basename(path), BundleReader(path)))
+                    except AirgapError:
+                        continue
+            return self._beside
 
     def missing(self, image: SourceImage) -> str:
         return f"{image.ref} is not in the bundle {self.name}: it holds {', '.join(self.reader.references()[:5]) or 'no image'}"

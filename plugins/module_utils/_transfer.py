@@ -329,8 +329,9 @@ def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], 
     """Read each blob once and feed it to its sinks, ``parallel`` blobs at a time, largest first.
 
     ``open_blob(digest, size)`` is a context manager of verified chunks from the source; a blob in ``local`` (an
-    archive of this run) is read from there instead, if its file is still the one indexed. A read that fails raises
-    (the first error, not its echoes) and aborts that blob's sinks; a sink that fails is its owner's business. With
+    archive of this run) is read from there instead, if its file is still the one indexed. A read that fails aborts
+    that blob's sinks and fails their owners (``GuardedSink``), not the owners that did not need the blob; with sinks
+    of no owner it raises (the first error, not its echoes). A sink that fails is its owner's business. With
     ``resumes`` (a source that can start a blob part way, ``open_blob(digest, size, start, held)``), a blob whose
     sinks all hold its first bytes from a run that was cut off is read from there on (``held`` None: the sinks check
     the digest themselves, see ``resume_point``).
@@ -341,6 +342,15 @@ def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], 
         if not sinks:
             advance(size)
             return
+        try:
+            read(digest, size, sinks)
+        except (AirgapError, OSError) as exc:
+            if not all(isinstance(sink, GuardedSink) for sink in sinks):
+                raise
+            for sink in sinks:
+                note_error(sink.owner, exc)
+
+    def read(digest: str, size: int, sinks: list[Any]) -> None:
         start, held = resume_point(sinks, resumes and digest not in local)
         if start:
             advance(start)

@@ -183,9 +183,12 @@ options:
           - Write a delta bundle, relative to what the far side already has. Only the blobs it lacks are written;
             C(index.json) and C(contents.json) still name every image and every blob the images need, and
             C(contents.json) lists the blobs left out under C(expected), each with the earlier bundle that carried it
-            (C(delta) is V(true)). A delta bundle is a valid OCI layout for what it holds but B(not complete on its own),
-            so import the bundles it relies on first; its import fails an image whose blob the far side lacks, naming the
-            digest and that bundle.
+            (C(delta) is V(true)). A delta bundle is a valid OCI layout for what it holds but B(not complete on its own).
+            Its import (O(source=bundle)) reads each blob it left out from the earlier bundles beside it (the other
+            bundles of the parent directory of O(source_dir), the one that carried it first), else from O(registry) where
+            an earlier import put it, checked against its digest as it is read, for every destination; an image whose
+            blob is in none of them fails, naming the digest and that bundle, while a destination that does not need the
+            blob (a registry that mounts it) still gets the image.
           - V(last) takes what the far side has from this collection's own record of earlier exports in O(facts_file)
             (every earlier bundle written with it), so nothing needs to be carried back.
           - A list of paths takes it from earlier bundles' directories or their C(contents.json) files, for example

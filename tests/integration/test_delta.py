@@ -26,17 +26,22 @@ from tests.testbed._push import Pusher
 OLD = ["nvidia/pytorch:24.01-py3", "nvidia/pytorch:24.02-py3"]
 
 
-def publish_new_tag(testbed: Any, authfile: Path, base: str, tag: str) -> dict[str, Any]:
-    """Push ``nvidia/pytorch:<tag>``: the base image's layers plus one new layer and a new config, as NGC's next release."""
-    pusher = Pusher(testbed.source_registry_url, "$oauthtoken", testbed.api_key)
-    old = seeded(testbed)[base]["manifests"][0]
+def release_layer(tag: str) -> bytes:
+    """The uncompressed tar of a release's new layer: ``opt/pytorch/<tag>.txt``."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as archive:
         body = f"release {tag} {time.time()}\n".encode() * 200
         info = tarfile.TarInfo(f"opt/pytorch/{tag}.txt")
         info.size = len(body)
         archive.addfile(info, io.BytesIO(body))
-    plain = raw.getvalue()
+    return raw.getvalue()
+
+
+def publish_new_tag(testbed: Any, authfile: Path, base: str, tag: str) -> dict[str, Any]:
+    """Push ``nvidia/pytorch:<tag>``: the base image's layers plus one new layer and a new config, as NGC's next release."""
+    pusher = Pusher(testbed.source_registry_url, "$oauthtoken", testbed.api_key)
+    old = seeded(testbed)[base]["manifests"][0]
+    plain = release_layer(tag)
     packed = gzip.compress(plain, mtime=0)
     layer = pusher.upload_bytes("nvidia/pytorch", packed)
     layers = [BlobInfo(d, s) for d, s in zip(old["layer_digests"], _sizes(testbed, authfile, base))] + [layer]

@@ -154,6 +154,21 @@ def test_a_mirror_carries_the_signature_and_the_referrer(ansible: Any, testbed: 
     assert len(index["manifests"]) == 1  # not listed twice
 
 
+def test_the_referrers_index_is_the_sources_byte_for_byte(
+        ansible: Any, testbed: Any, testbed_authfile: Path, signed: dict[str, Any], tmp_path: Path, ns: str) -> None:
+    """A digest audit of the mirror finds the referrers tag index the source holds, not one encoded again."""
+    args = {"registry_url": testbed.source_registry_url, "images": [signed["ref"]], "facts_file": str(tmp_path / "mirror.fact"),
+            "registry": {"url": testbed.open_registry_url, "prefix": ns}}
+    run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert run.rc == 0, run.stdout
+    tag = f"{REPOSITORY}:sha256-{signed['hex']}"
+    theirs = raw(f"{testbed.source_registry_host}/{tag}", testbed_authfile)
+    assert digest_of(raw(f"{testbed.open_registry_host}/{ns}/{tag}")) == digest_of(theirs)
+    answer = requests.head(f"http://{testbed.open_registry_host}/v2/{ns}/{REPOSITORY}/manifests/sha256-{signed['hex']}",
+                           headers={"Accept": OCI_INDEX}, timeout=30)
+    assert answer.headers["Docker-Content-Digest"] == digest_of(theirs)
+
+
 def test_signatures_false_copies_neither(ansible: Any, testbed: Any, signed: dict[str, Any], tmp_path: Path, ns: str) -> None:
     args = {"registry_url": testbed.source_registry_url, "images": [signed["ref"]], "facts_file": str(tmp_path / "mirror.fact"),
             "registry": {"url": testbed.open_registry_url, "prefix": ns}, "signatures": False}

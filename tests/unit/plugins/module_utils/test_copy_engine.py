@@ -387,3 +387,33 @@ def test_a_listing_is_remembered_and_handed_back_while_it_is_younger_than_relist
     facts.write_text(json.dumps(doc))
     assert mirror() == {key: None, other: None}  # aged, and ahead of the clock: listed afresh, and stamped again
     assert None not in mirror().values()
+
+
+class HoldingDestination(MemoryDestination):
+    """A destination that already holds some blobs (a registry that mounts what an earlier import put there)."""
+
+    def __init__(self, kind: str, holds: set[bytes]) -> None:
+        super().__init__(kind)
+        self.blobs = {digest_of(data): data for data in holds}
+
+
+def test_a_blob_that_cannot_be_read_fails_only_the_destinations_that_need_it(source: MemorySource, tmp_path: Any) -> None:
+    lost = b"24.02 layer" * 30
+    source.corrupt.add(digest_of(lost))
+    holder, needy = HoldingDestination("holder", {lost}), MemoryDestination("needy")
+    plans = {p.source.key: p for p in run(source, [holder, needy], tmp_path, parallel=1)}
+    assert digest_of(lost) in (plans["memory.example/nvidia/pytorch:24.02"].error or "")
+    assert holder.tags == source.tags  # it needed nothing that failed: both images are there
+    assert needy.tags == {"memory.example/nvidia/pytorch:24.01": source.tags["memory.example/nvidia/pytorch:24.01"]}
+
+
+class UnstartableDestination(MemoryDestination):
+    def begin(self, image: SourceImage, content: Any, step: Any) -> MemoryWrite:
+        raise AirgapError(f"{self.kind}: cannot create the staging directory")
+
+
+def test_a_destination_that_cannot_begin_leaves_the_others_their_images(source: MemorySource, tmp_path: Any) -> None:
+    good, broken = MemoryDestination("good"), UnstartableDestination("broken")
+    plans = run(source, [broken, good], tmp_path)
+    assert all("broken: cannot create" in (p.error or "") for p in plans)
+    assert good.tags == source.tags and broken.tags == {}

@@ -105,3 +105,26 @@ def test_a_big_blob_is_asked_about_once_a_run_per_repository() -> None:
     assert client.heads == 2  # the config is small and new: sent without asking
     assert set(dest.begin(images[1], image_of([big]), None).blobs) == {digest_of(b"{}")}
     assert client.heads == 2  # the big blob was seen there already
+
+
+class ReadableRegistry(SlowRegistry):
+    """One that also gives blobs back, as a registry client's verified reader does."""
+
+    def __init__(self, held: dict[str, set[str]]) -> None:
+        super().__init__(held)
+        self.opened: list[tuple[str, str, int | None]] = []
+
+    def open_blob(self, repository: str, digest: str, expected_size: int | None = None) -> Any:
+        self.opened.append((repository, digest, expected_size))
+        return f"reader of {digest} in {repository}"
+
+
+def test_a_blob_an_earlier_import_put_here_is_read_back_from_where_it_is() -> None:
+    base, lost = digest_of(b"a base layer an earlier bundle carried"), digest_of(b"a layer nobody imported")
+    client = ReadableRegistry({"mirror/nvidia/pytorch": {base}})
+    image = requested_images(["src.example/nvidia/pytorch:26.12"], "src.example")[0]
+    origins = {base: requested_images(["src.example/nvidia/pytorch:24.02"], "src.example")[0]}
+    dest = RegistryDestination({"url": "http://dest.example", "prefix": "mirror"}, client, None, Totals(), origins)
+    assert dest.open_held_blob(image, base, 40) == f"reader of {base} in mirror/nvidia/pytorch"
+    assert client.opened == [("mirror/nvidia/pytorch", base, 40)]
+    assert dest.open_held_blob(image, lost, 20) is None and len(client.opened) == 1

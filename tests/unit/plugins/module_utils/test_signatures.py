@@ -206,6 +206,44 @@ def test_a_tag_of_that_name_holding_an_image_is_not_replaced() -> None:
     assert registry.puts == []
 
 
+def source_index(*referrers: Manifest, spaced: bool = True) -> Manifest:
+    """The source's referrers tag index, encoded as the client that pushed it wrote it (with spaces: not ours)."""
+    data = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": [referrer_descriptor(m) for m in referrers]}
+    raw = json.dumps(data, indent=3 if spaced else None).encode()
+    return Manifest(raw=raw, media_type=MEDIA_OCI_INDEX, digest=digest_of(raw), data=data)
+
+
+def test_the_source_referrers_index_is_copied_byte_for_byte_once_all_it_lists_is_there() -> None:
+    registry = FakeRegistry()
+    sbom, sig = artifact(DIGEST), artifact(DIGEST, "application/vnd.example.signature")
+    theirs = source_index(sbom, sig)
+    asked: list[str] = []
+
+    def lookup(subject: str) -> Manifest:
+        asked.append(subject)
+        return theirs
+
+    registry.put("nvidia/x", sbom.digest, sbom)
+    assert update_referrers_tag(registry, "nvidia/x", sbom, lookup) is True  # sig not there yet: an index of ours meanwhile
+    assert registry.get_manifest("nvidia/x", f"sha256-{HEX}").digest != theirs.digest
+    registry.put("nvidia/x", sig.digest, sig)
+    assert update_referrers_tag(registry, "nvidia/x", sig, lookup) is True
+    assert registry.get_manifest("nvidia/x", f"sha256-{HEX}").raw == theirs.raw  # the source's bytes: the source's digest
+    assert update_referrers_tag(registry, "nvidia/x", sig, lookup) is False  # already the source's: not written again
+    assert asked == [DIGEST] * 3
+
+
+def test_a_destination_index_listing_other_referrers_gets_this_one_merged_in() -> None:
+    registry = FakeRegistry()
+    local, sbom = artifact(DIGEST, "application/vnd.site.scan"), artifact(DIGEST)
+    registry.put("nvidia/x", local.digest, local)
+    assert update_referrers_tag(registry, "nvidia/x", local) is True  # the site's own referrer, listed first
+    registry.put("nvidia/x", sbom.digest, sbom)
+    assert update_referrers_tag(registry, "nvidia/x", sbom, lambda subject: source_index(sbom)) is True
+    index = registry.get_manifest("nvidia/x", f"sha256-{HEX}")
+    assert [e["digest"] for e in index.data["manifests"]] == [local.digest, sbom.digest]
+
+
 # Which images travel with an image ---------------------------------------------------------------------------------
 
 
