@@ -14,7 +14,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleRe
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, AuthError, NotFoundError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository, path_segment
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, blob_sizes, is_digest, platform_string
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, blob_sizes, is_digest, platform_string, read_small
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
 from ansible_collections.airgap.ngc.plugins.module_utils._signatures import digest_tag, is_companion_tag
@@ -279,7 +279,7 @@ class Catalog:
 
     def _read_platform(self, name: str, digest: str) -> str:
         with self.registry.open_blob(name, digest) as stream:
-            data = b"".join(stream)
+            data = read_small(stream, f"the config {digest} of {self.registry_host}/{name}")
         try:
             config_data = json.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
