@@ -46,7 +46,7 @@ def test_read_small_stops_at_the_limit_and_closes_the_chunks() -> None:
 
     def chunks() -> Iterator[bytes]:
         try:
-            for _ in range(1000):  # 1000 MiB if it were read to the end
+            for _mib in range(1000):  # 1000 MiB if it were read to the end
                 yield b"x" * MIB
         finally:
             closed.append(True)
