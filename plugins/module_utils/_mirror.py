@@ -104,8 +104,10 @@ def write_inventory(path: str, source: Any, done: list[ImagePlan]) -> None:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
-        if data.strip():
-            inventory.update(json.loads(data.decode("utf-8")))
+        old = json.loads(data.decode("utf-8")) if data.strip() else {}
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+        inventory.update(old)
     except FileNotFoundError:
         pass
     except (OSError, UnicodeDecodeError, ValueError) as exc:

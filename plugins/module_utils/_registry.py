@@ -247,7 +247,10 @@ class RegistryClient(RegistryAuth):
     def _json(self, response: Any, what: str, small: bool = False) -> Dict[str, Any]:
         """The JSON object of an answer; ``small``: an index, read in chunks and refused past MAX_MANIFEST_BYTES."""
         try:
-            data = json.loads(read_small(response.iter_content(MANIFEST_CHUNK), f"{what} on {self.host}")) if small else response.json()
+            if small:
+                data = json.loads(read_small(response.iter_content(MANIFEST_CHUNK), f"{what} on {self.host}"))
+            else:
+                data = response.json()
         except requests.exceptions.RequestException as exc:
             raise RegistryError(f"reading {what} from {self.host} failed: {exception_reason(exc)}", url=strip_query(response.url)) from exc
         except ValueError:

@@ -379,7 +379,8 @@ class ArchiveSource:
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         blob = self._blob(image, digest)
-        return parse_manifest(read_small(blob.open(), f"manifest {digest} in {blob.path}"), digest, f"manifest {digest} in {blob.path}", media_type)
+        what = f"manifest {digest} in {blob.path}"
+        return parse_manifest(read_small(blob.open(), what), digest, what, media_type)
 
     def open_blob(self, image: SourceImage, digest: str, size: int) -> Iterator[bytes]:
         return contextlib.closing(self._blob(image, digest).open())
