@@ -215,7 +215,8 @@ class BundleReader:
         return None
 
     def manifest(self, digest: str, media_type: str | None = None) -> Manifest:
-        raw = read_small(read_blob_chunks(self.blob_paths(digest), digest, None, f"the bundle {self.dir}"), f"manifest {digest} in the bundle {self.dir}")
+        chunks = read_blob_chunks(self.blob_paths(digest), digest, None, f"the bundle {self.dir}")
+        raw = read_small(chunks, f"manifest {digest} in the bundle {self.dir}")
         return parse_manifest(raw, digest, f"manifest {digest} in the bundle {self.dir}", media_type)
 
     def open_blob(self, digest: str, size: int | None = None) -> Iterator[bytes]:

@@ -14,7 +14,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleRe
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, AuthError, NotFoundError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository, path_segment
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, blob_sizes, is_digest, platform_string, read_small
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
+    INDEX_MEDIA_TYPES,
+    blob_sizes,
+    is_digest,
+    platform_string,
+    read_small,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
 from ansible_collections.airgap.ngc.plugins.module_utils._signatures import digest_tag, is_companion_tag

@@ -252,7 +252,8 @@ class RegistryClient(RegistryAuth):
             else:
                 data = response.json()
         except requests.exceptions.RequestException as exc:
-            raise RegistryError(f"reading {what} from {self.host} failed: {exception_reason(exc)}", url=strip_query(response.url)) from exc
+            raise RegistryError(f"reading {what} from {self.host} failed: {exception_reason(exc)}",
+                                url=strip_query(response.url)) from exc
         except ValueError:
             data = None
         if not isinstance(data, dict):

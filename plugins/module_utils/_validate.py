@@ -45,7 +45,8 @@ _REGISTRY_ROOT_PATHS = ("", "/", "/v2", "/v2/")
 # What ProgressReporter writes (see _progress.py); an existing file without them is not a progress file.
 _PROGRESS_KEYS = frozenset(("state", "images_done", "images_total", "bytes_done", "bytes_total"))
 _PROGRESS_READ_LIMIT = 1024 * 1024
-_INVENTORY_READ_LIMIT = 256 * 1024 * 1024  # an inventory names every blob the far side has: a few MiB for thousands of images
+# An inventory names every blob the far side has: a few MiB for thousands of images.
+_INVENTORY_READ_LIMIT = 256 * 1024 * 1024
 _CA_READ_LIMIT = 16 * 1024 * 1024
 _PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _PLATFORM_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*){1,2}$")
@@ -309,7 +310,8 @@ def _check_inventory_file(params: dict[str, Any]) -> None:
         raise _bad("inventory_file", value, "it is the facts_file (or its lock or journal): the inventory would overwrite "
                                             "the records; give a file of its own")
     if _same_path(value, params.get("progress_file")):
-        raise _bad("inventory_file", value, "it is the progress_file: each would overwrite the other; give a file of its own")
+        raise _bad("inventory_file", value, "it is the progress_file: each would overwrite the other; "
+                                            "give a file of its own")
     problem = inventory_problem(value)
     if problem:
         raise _bad("inventory_file", value, f"{problem}: give another path, or remove the file")
