@@ -34,6 +34,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     check_bytes,
     is_digest,
     parse_manifest,
+    read_small,
 )
 
 INDEX_FILE = "index.json"
@@ -214,7 +215,8 @@ class BundleReader:
         return None
 
     def manifest(self, digest: str, media_type: str | None = None) -> Manifest:
-        raw = b"".join(read_blob_chunks(self.blob_paths(digest), digest, None, f"the bundle {self.dir}"))
+        chunks = read_blob_chunks(self.blob_paths(digest), digest, None, f"the bundle {self.dir}")
+        raw = read_small(chunks, f"manifest {digest} in the bundle {self.dir}")
         return parse_manifest(raw, digest, f"manifest {digest} in the bundle {self.dir}", media_type)
 
     def holds(self, digest: str, size: int | None = None) -> bool:

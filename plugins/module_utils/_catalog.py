@@ -14,7 +14,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleRe
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, AuthError, NotFoundError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter, TagCandidate, tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository, path_segment
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, blob_sizes, is_digest, platform_string
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
+    INDEX_MEDIA_TYPES,
+    blob_sizes,
+    is_digest,
+    platform_string,
+    read_small,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
 from ansible_collections.airgap.ngc.plugins.module_utils._signatures import digest_tag, is_companion_tag
@@ -102,6 +108,7 @@ class CatalogQuery:
     source: str = "ngc"
     org: str = "nvidia"
     teams: Sequence[str] | None = None
+    source_name: str = "NGC"  # where the listing comes from, as a warning names it
     include_digests: bool = True
     include_descriptions: bool = False
     parallel: int = 4
@@ -124,6 +131,7 @@ class Catalog:
         self.ngc = ngc
         self.registry_host = registry.host
         self.unresolved: list[CatalogEntry] = []
+        self.warnings: list[str] = []
         self._manifests = _Memo()
         self._platforms = _Memo()
         self._tags = _Memo()  # by repository: its tags, for the signatures among them
@@ -163,6 +171,7 @@ class Catalog:
         for team in teams:
             if team not in listed:
                 self.ngc.require_team(org, team)  # an unknown team is an error, like an unknown org; a known one may be empty
+        self._warn_empty_teams({repo.team or "" for repo in repositories})
         selected = [repo for repo in repositories if self._team_selected(repo) and self.query.image_filter.match_name(repo.path)]
         entries: list[CatalogEntry] = []
         for repo, images in zip(selected, self._map(self.ngc.images, selected)):
@@ -176,7 +185,11 @@ class Catalog:
         return entries
 
     def _from_registry(self) -> list[CatalogEntry]:
-        names = [name for name in self.registry.catalog() if self.query.image_filter.match_name(name)]
+        names = self.registry.catalog()
+        if self.query.teams is not None:  # a repository org/team/name is in that team, org/name in none ('')
+            self._warn_empty_teams({self._team_of_path(name) for name in names})
+            names = [name for name in names if self._team_of_path(name) in self.query.teams]
+        names = [name for name in names if self.query.image_filter.match_name(name)]
         entries = []
         for name, tags in zip(names, self._map(self.registry.list_tags, names)):
             self._tags.get(name, lambda tags=tags: set(tags))
@@ -184,6 +197,21 @@ class Catalog:
             for chosen in self.query.image_filter.select_tags(images):
                 entries.append(self._entry(name, chosen.tag, "", None, None))
         return entries
+
+    def _team_of_path(self, name: str) -> str | None:
+        """The team of ``query.org`` a repository path is in ('' for the org's own), None for a path outside the org."""
+        parts = name.split("/")
+        if parts[0] != self.query.org:
+            return None
+        return parts[1] if len(parts) > 2 else ""
+
+    def _warn_empty_teams(self, held: set[str | None]) -> None:
+        """A warning for each team asked for that holds no repository at all: nothing can be listed for it."""
+        for position, team in enumerate(self.query.teams or (), start=1):
+            if team not in held:
+                whose = "its own images (team '')" if team == "" else f"team {team!r}"
+                self.warnings.append(f"teams item {position}: org {self.query.org!r} has no repository in {whose} at "
+                                     f"{self.query.source_name}, so nothing is listed for it; check the name")
 
     def _team_selected(self, repo: NgcRepository) -> bool:
         if self.query.teams is None:
@@ -279,7 +307,7 @@ class Catalog:
 
     def _read_platform(self, name: str, digest: str) -> str:
         with self.registry.open_blob(name, digest) as stream:
-            data = b"".join(stream)
+            data = read_small(stream, f"the config {digest} of {self.registry_host}/{name}")
         try:
             config_data = json.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
@@ -364,7 +392,7 @@ def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
     )
     problems = verify_bundle(params["source_dir"], sizes_only=params.get("verify_mode") == "sizes") if verify else None
     if query.source == "bundle":  # a carried bundle lists like a registry of its own
-        query.source = "registry"
+        query.source, query.source_name = "registry", f"the bundle {params['source_dir']}"
         try:
             registry: Any = BundleView(params["source_dir"])
         except AirgapError:
@@ -373,6 +401,7 @@ def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
             return {"images": [], "unresolved": [], "problems": problems}  # verification has said why
     else:
         registry = source_registry_from(params)
+        query.source_name = "NGC" if query.source == "ngc" else f"the registry {registry.host}"
     transport = transport_from(params) if query.source == "ngc" else None
     ngc = NgcClient(params["api_url"], params.get("api_key"), transport) if transport is not None else None
     catalog = Catalog(query, registry, ngc)
@@ -384,7 +413,8 @@ def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
             transport.close()
     secrets = (params.get("api_key"),)
     result: dict[str, Any] = {"images": [entry.as_dict() for entry in entries],
-                              "unresolved": [entry.unresolved_dict(secrets) for entry in catalog.unresolved]}
+                              "unresolved": [entry.unresolved_dict(secrets) for entry in catalog.unresolved],
+                              "warnings": catalog.warnings}
     if problems is None:
         return result
     _mark_verified(entries, problems, registry)

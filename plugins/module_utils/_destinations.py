@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter
 from ansible_collections.airgap.ngc.plugins.module_utils._engine import DOCKER_IMPORT_ERROR, HAS_DOCKER, DockerEngine, DockerSdkMissingError, tag_targets
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._files import RESUME_MIN, atomic_write
+from ansible_collections.airgap.ngc.plugins.module_utils._files import RESUME_MIN, atomic_write, safe_path
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     SOURCE_DIGEST_ANNOTATION,
     ImageContent,
@@ -331,7 +331,7 @@ class ArchiveDestination(Selection):
         return size + TAR_OVERHEAD * (len(blobs) + len(manifests) + 4) + sum(m.size for m in manifests) + len(raw), 0
 
     def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _ArchiveWrite:
-        directory = os.path.dirname(step.target)
+        directory = os.path.dirname(safe_path(self.dir, step.target, "archive"))
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
@@ -414,6 +414,7 @@ class ReadmeDestination:
         return step
 
     def begin(self, image: SourceImage, content: Any, step: Step) -> _ReadmeWrite:
+        safe_path(self.dir, step.target, "README")
         return _ReadmeWrite(image.description or "")
 
     def close(self) -> None:

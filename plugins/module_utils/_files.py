@@ -110,6 +110,18 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, what: str = "file", 
             remove_quietly(temp)
 
 
+def safe_path(directory: str, path: str, what: str = "file") -> str:
+    """``path`` (made absolute) if it lies below ``directory`` once every symbolic link on the way is resolved; else
+    AirgapError naming both. Whatever writes or removes a file of a destination directory asks this first, so a link
+    there (``<dir>/nvidia/link -> /etc``) never leads a write or a removal outside. Parts not there yet are fine."""
+    top, full = os.path.realpath(directory), os.path.abspath(path)
+    real = os.path.realpath(full)
+    if real == top or os.path.commonpath([top, real]) != top:
+        through = f" (it resolves to {real}: a symbolic link on the way leads out)" if real != full else ""
+        raise AirgapError(f"refused to touch the {what} {path}: it is not inside {directory}{through}")
+    return full
+
+
 def os_error(exc: OSError, doing: str, path: str) -> AirgapError:
     """One line for a failed file operation: a full disk and a read-only place are named as such."""
     directory = os.path.dirname(path)

@@ -45,6 +45,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._space import Need, spa
 from ansible_collections.airgap.ngc.plugins.module_utils._state import RunLock, StateStore, seconds_since, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlob, Totals, sinks_of, transfer
 from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import UploadSessions, sessions_path
+from ansible_collections.airgap.ngc.plugins.module_utils._validate import inventory_problem
 
 
 def source_from(params: dict[str, Any]) -> Any:
@@ -102,11 +103,16 @@ def write_inventory(path: str, source: Any, done: list[ImagePlan]) -> None:
     The file can be carried back to the connected side as ``bundle.since``, when earlier bundles were lost.
     """
     inventory: dict[str, Any] = {"schema": 1, "kind": INVENTORY_KIND, "images": {}, "blobs": {}}
+    problem = inventory_problem(path)
+    if problem:  # another file took its place since the options were checked: never overwrite it
+        raise AirgapError(f"inventory_file {path} is not an inventory this collection wrote ({problem}): move it away")
     try:
         with open(path, "rb") as handle:
-            old = json.loads(handle.read().decode("utf-8"))
-        if isinstance(old, dict) and old.get("kind") == INVENTORY_KIND:
-            inventory.update(old)
+            data = handle.read()
+        old = json.loads(data.decode("utf-8")) if data.strip() else {}
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+        inventory.update(old)
     except FileNotFoundError:
         pass
     except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Sequence
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -28,6 +28,10 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 SOURCE_DIGEST_ANNOTATION = "io.github.airgap-ngc.source.digest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+"""The most a manifest, an index or an image config may have: the distribution spec's limit, which registries apply.
+A bigger one is refused from every source, before it is read whole."""
 
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
@@ -93,8 +97,46 @@ def guess_media_type(data: Dict[str, Any]) -> str:
     return ""
 
 
+def check_small(size: Any, what: str) -> None:
+    """Refuse ``what`` (a manifest, an index or an image config) of ``size`` bytes over MAX_MANIFEST_BYTES."""
+    if isinstance(size, int) and size > MAX_MANIFEST_BYTES:
+        raise AirgapError(f"{what} has {size} bytes, more than the {MAX_MANIFEST_BYTES} (4 MiB) a manifest, an index or an "
+                          "image config may have: refused")
+
+
+def read_small(chunks: Iterable[bytes], what: str) -> bytes:
+    """The bytes of a manifest, an index or an image config, from its chunks; refused as soon as they pass
+    MAX_MANIFEST_BYTES, so a bigger one is never held whole (the chunks are closed, if they can be, either way)."""
+    parts, total = [], 0
+    try:
+        for chunk in chunks:
+            total += len(chunk)
+            if total > MAX_MANIFEST_BYTES:
+                check_small(total, f"{what} (read so far)")
+            parts.append(chunk)
+    finally:
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()
+    return b"".join(parts)
+
+
+def check_named_sizes(data: Dict[str, Any], what: str) -> None:
+    """Refuse a manifest whose config, or an index whose manifests, are declared bigger than MAX_MANIFEST_BYTES: they
+    are read whole (the readers check each blob against its declared size)."""
+    config = data.get("config")
+    named = [config] if isinstance(config, dict) else []
+    children = data.get("manifests")
+    named += [child for child in children if isinstance(child, dict)] if isinstance(children, list) else []
+    for entry in named:
+        kind = "config" if entry is config else "manifest"
+        check_small(entry.get("size"), f"{what}: its {kind} {entry.get('digest')}")
+
+
 def parse_manifest(raw: bytes, digest: str, what: str, media_type: str | None = None) -> Manifest:
-    """A Manifest from bytes that must hash to ``digest``; ``media_type`` defaults to what the JSON declares."""
+    """A Manifest from bytes that must hash to ``digest``; ``media_type`` defaults to what the JSON declares. One
+    over MAX_MANIFEST_BYTES, or naming a config or manifest over it, is refused."""
+    check_small(len(raw), what)
     check_bytes(raw, digest, what)
     try:
         data = json.loads(raw.decode("utf-8"))
@@ -102,6 +144,7 @@ def parse_manifest(raw: bytes, digest: str, what: str, media_type: str | None = 
         raise DigestMismatchError(f"{what} is not a JSON manifest") from None
     if not isinstance(data, dict):
         raise DigestMismatchError(f"{what} is not a JSON manifest")
+    check_named_sizes(data, what)
     return Manifest(raw=raw, media_type=media_type or guess_media_type(data), digest=digest, data=data)
 
 

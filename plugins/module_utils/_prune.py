@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._files import safe_path
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import ImagePlan, SourceImage
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
@@ -111,8 +112,12 @@ def under(path: str | None, directory: str) -> bool:
 
 def remove_recorded_file(record: dict[str, Any], top: str, check_mode: bool) -> tuple[str, str, int]:
     """Remove a file this collection wrote (``record["path"]``, recorded with its size) unless it changed since;
-    then the directories it leaves empty, up to ``top``."""
+    then the directories it leaves empty, up to ``top``. A path a symbolic link leads out of ``top`` is left alone."""
     path = record["path"]
+    try:
+        safe_path(top, path, "recorded file")
+    except AirgapError as exc:
+        return KEPT, f"{exc}: left alone", 0
     try:
         size = os.lstat(path).st_size
     except FileNotFoundError:

@@ -47,9 +47,12 @@ from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     MEDIA_OCI_INDEX,
     Manifest,
     ManifestDescriptor,
+    check_named_sizes,
+    check_small,
     compute_digest,
     guess_media_type,
     is_digest,
+    read_small,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import registry_url, validate_digest, validate_repository, validate_tag
 from ansible_collections.airgap.ngc.plugins.module_utils._version import USER_AGENT
@@ -61,7 +64,7 @@ except ImportError:
 
 MAX_REDIRECTS = 10
 MAX_PAGES = 100000
-MAX_MANIFEST_SIZE = 16 * 1024 * 1024
+MANIFEST_CHUNK = 64 * 1024
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 
 ChunkSource = Union[Iterable[bytes], Callable[[], Iterable[bytes]]]
@@ -253,9 +256,16 @@ class RegistryClient(RegistryAuth):
             tried = f" after {attempts} attempts" if attempts > 1 else ""
             raise RegistryError(f"{status} from {host} for {what}{tried}" + (f": {detail}" if detail else ""), status=status, url=strip_query(response.url))
 
-    def _json(self, response: Any, what: str) -> Dict[str, Any]:
+    def _json(self, response: Any, what: str, small: bool = False) -> Dict[str, Any]:
+        """The JSON object of an answer; ``small``: an index, read in chunks and refused past MAX_MANIFEST_BYTES."""
         try:
-            data = response.json()
+            if small:
+                data = json.loads(read_small(response.iter_content(MANIFEST_CHUNK), f"{what} on {self.host}"))
+            else:
+                data = response.json()
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(f"reading {what} from {self.host} failed: {exception_reason(exc)}",
+                                url=strip_query(response.url)) from exc
         except ValueError:
             data = None
         if not isinstance(data, dict):
@@ -338,10 +348,8 @@ class RegistryClient(RegistryAuth):
         what = f"manifest {self._show(name, reference)}"
         response = self._request("GET", url, what=what, scope=self._pull_scope(name), repository=name, headers={"Accept": MANIFEST_ACCEPT}, stream=True)
         try:
-            length = content_length(response)
-            if length is not None and length > MAX_MANIFEST_SIZE:
-                raise RegistryError(f"{what} on {self.host} is {length} bytes, more than the {MAX_MANIFEST_SIZE} a manifest may have")
-            raw = response.content
+            check_small(content_length(response), f"{what} on {self.host}")
+            raw = read_small(response.iter_content(MANIFEST_CHUNK), f"{what} on {self.host}")
             final_url = response.url
             announced = response.headers.get("Docker-Content-Digest")
             content_type = _media_type_of(response.headers.get("Content-Type"))
@@ -365,6 +373,7 @@ class RegistryClient(RegistryAuth):
             raise RegistryError(f"{what} from {self.host} is not JSON: {exc}", url=strip_query(final_url)) from exc
         if not isinstance(data, dict):
             raise RegistryError(f"{what} from {self.host} is not a JSON object", url=strip_query(final_url))
+        check_named_sizes(data, f"{what} on {self.host}")
         media_type = content_type if content_type in MANIFEST_MEDIA_TYPES else (guess_media_type(data) or content_type)
         digest = reference if is_digest(reference) else (announced if announced and is_digest(announced) else compute_digest(raw))
         return Manifest(raw=raw, media_type=media_type, digest=digest, data=data)
@@ -412,14 +421,14 @@ class RegistryClient(RegistryAuth):
         seen: set[str] = set()
         for _page in range(MAX_PAGES):
             response = self._request("GET", url, what=what, scope=self._pull_scope(name), repository=name, expected=(200, 400, 405, 501),
-                                     allow_404=True, headers={"Accept": MEDIA_OCI_INDEX})
+                                     allow_404=True, headers={"Accept": MEDIA_OCI_INDEX}, stream=True)
             if response.status_code != 200:
                 response.close()
                 if seen:  # a later page
                     raise RegistryError(f"{response.status_code} from {self.host} for a later page of {what}", status=response.status_code,
                                         url=strip_query(response.url))
                 return None
-            data = self._json(response, what)
+            data = self._json(response, what, small=True)
             response.close()
             manifests = data.get("manifests") or []
             if not isinstance(manifests, list):

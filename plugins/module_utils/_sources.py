@@ -23,7 +23,9 @@ from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     ANNOTATION_IMAGE_NAME,
     SOURCE_DIGEST_ANNOTATION,
     Manifest,
+    check_small,
     parse_manifest,
+    read_small,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage, archive_path, requested_images, source_images
 from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
@@ -360,13 +362,20 @@ class BundleSource:
         """Nothing is held open between calls."""
 
 
+def _small_member(archive: tarfile.TarFile, name: str, path: str) -> Any:
+    """The JSON of a member of an archive (its index or its manifest list), refused past MAX_MANIFEST_BYTES."""
+    member = archive.getmember(name)
+    check_small(member.size, f"{name} in the archive {path}")
+    return json.load(archive.extractfile(member))  # type: ignore[arg-type]
+
+
 def read_archive_head(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``index.json`` and ``manifest.json`` (empty if absent) of an archive this collection wrote."""
     try:
         with tarfile.open(path, "r:") as archive:
             names = set(archive.getnames())
-            index = json.load(archive.extractfile("index.json"))  # type: ignore[arg-type]
-            docker = json.load(archive.extractfile("manifest.json")) if "manifest.json" in names else []  # type: ignore[arg-type]
+            index = _small_member(archive, "index.json", path)
+            docker = _small_member(archive, "manifest.json", path) if "manifest.json" in names else []
     except FileNotFoundError:
         raise AirgapError(f"there is no archive {path}: mirror the image to the archive directory first") from None
     except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
@@ -435,7 +444,8 @@ class ArchiveSource:
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         blob = self._blob(image, digest)
-        return parse_manifest(b"".join(blob.open()), digest, f"manifest {digest} in {blob.path}", media_type)
+        what = f"manifest {digest} in {blob.path}"
+        return parse_manifest(read_small(blob.open(), what), digest, what, media_type)
 
     def open_blob(self, image: SourceImage, digest: str, size: int) -> Iterator[bytes]:
         return contextlib.closing(self._blob(image, digest).open())

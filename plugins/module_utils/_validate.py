@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle import find_volumes, parse_size
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import INVENTORY_KIND
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter
 from ansible_collections.airgap.ngc.plugins.module_utils._sif import ARCH_CODES
@@ -46,6 +47,8 @@ _REGISTRY_ROOT_PATHS = ("", "/", "/v2", "/v2/")
 # What ProgressReporter writes (see _progress.py); an existing file without them is not a progress file.
 _PROGRESS_KEYS = frozenset(("state", "images_done", "images_total", "bytes_done", "bytes_total"))
 _PROGRESS_READ_LIMIT = 1024 * 1024
+# An inventory names every blob the far side has: a few MiB for thousands of images.
+_INVENTORY_READ_LIMIT = 256 * 1024 * 1024
 _CA_READ_LIMIT = 16 * 1024 * 1024
 _PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _PLATFORM_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*){1,2}$")
@@ -65,6 +68,11 @@ def _show(value: Any) -> str:
 def _bad(option: str, value: Any, why: str) -> ConfigError:
     """``invalid <option> <value>: <why>``, the shape of every message here."""
     return ConfigError(f"invalid {option} {_show(value)}: {why}")
+
+
+def _kind(value: Any) -> str:
+    """The type of a value as a message names it: null, list, dict, int..."""
+    return "null" if value is None else type(value).__name__
 
 
 def _has_control(text: str) -> bool:
@@ -273,6 +281,44 @@ def check_progress_file(option: str, value: Any, facts_file: str | None) -> None
                                   "give another path, or remove the file")
 
 
+def inventory_problem(path: str) -> str | None:
+    """Why the file at ``path`` is not a far-side inventory this collection wrote (which it may add to), or None:
+    there is no file yet, it is empty, or it is one."""
+    if not os.path.lexists(path):
+        return None
+    if not os.path.isfile(path) or os.path.islink(path):
+        return "it exists and is not a regular file"
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_INVENTORY_READ_LIMIT + 1)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if not data.strip():
+        return None
+    try:
+        document = json.loads(data.decode("utf-8")) if len(data) <= _INVENTORY_READ_LIMIT else None
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or document.get("kind") != INVENTORY_KIND:
+        return "it exists and is not an inventory of ngc_image_mirror, so it would be overwritten"
+    return None
+
+
+def _check_inventory_file(params: dict[str, Any]) -> None:
+    """``inventory_file``: none of the run's own files, and if it exists an earlier inventory (or empty)."""
+    value = params["inventory_file"]
+    facts_file = params.get("facts_file")
+    if facts_file and any(_same_path(value, f) for f in (facts_file, facts_file + ".lock", journal_path(facts_file))):
+        raise _bad("inventory_file", value, "it is the facts_file (or its lock or journal): the inventory would overwrite "
+                                            "the records; give a file of its own")
+    if _same_path(value, params.get("progress_file")):
+        raise _bad("inventory_file", value, "it is the progress_file: each would overwrite the other; "
+                                            "give a file of its own")
+    problem = inventory_problem(value)
+    if problem:
+        raise _bad("inventory_file", value, f"{problem}: give another path, or remove the file")
+
+
 # -- the shared source options -------------------------------------------------------------------------------------
 def validate_source(params: dict[str, Any]) -> None:
     """The ``airgap.ngc.source`` options: api_key, username, registry_url, ca_path, timeout, retries, retry_budget."""
@@ -300,19 +346,20 @@ def _image_text(item: Any, option: str) -> str:
     if isinstance(item, str):
         return item
     if not isinstance(item, dict):
-        kind = "null" if item is None else type(item).__name__
-        raise ConfigError(f"{option} is a {kind} ({_show(item)}): give a reference such as nvidia/pytorch:24.01-py3 "
+        raise ConfigError(f"{option} is a {_kind(item)} ({_show(item)}): give a reference such as nvidia/pytorch:24.01-py3 "
                           "or a dict with name and tag")
     if item.get("reference") not in (None, ""):
         if not isinstance(item["reference"], str):
-            raise _bad(f"{option} reference", item["reference"], "expected a string")
+            raise _bad(f"{option} reference", item["reference"], f"expected a string, not a {_kind(item['reference'])}")
         return item["reference"]
     name = item.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _bad(f"{option} name", name, f"expected a string (a repository such as nvidia/pytorch), not a {_kind(name)}")
     if not isinstance(name, str) or not name.strip():
         raise _bad(option, item, "a dict needs a name (or a reference), as ngc_catalog_info returns them")
     tag, digest = item.get("tag"), item.get("digest")
     if tag not in (None, "") and (isinstance(tag, bool) or not isinstance(tag, (str, int))):
-        raise _bad(f"{option} tag", tag, "expected a string")
+        raise _bad(f"{option} tag", tag, f"expected a string, not a {_kind(tag)}")
     if digest not in (None, ""):
         validate_digest(digest, option=option)
     if tag not in (None, ""):
@@ -480,6 +527,7 @@ def validate_mirror(params: dict[str, Any]) -> None:
         check_path("inventory_file", params["inventory_file"], "file")
         if source != "bundle":
             raise _bad("inventory_file", params["inventory_file"], "it records what an import from a bundle brought: use it with source=bundle")
+        _check_inventory_file(params)
     if params.get("bundle") is not None:
         check_path("bundle.dir", params["bundle"].get("dir"), "dir")
         _check_since(params["bundle"].get("since"), params["bundle"]["dir"])
@@ -522,6 +570,9 @@ def validate_mirror(params: dict[str, Any]) -> None:
     if archive is not None and _same_path(facts_file, archive.get("dir")):
         raise _bad("facts_file", params.get("facts_file"), "it is archive.dir: give a file outside the archives")
     _check_parallel(params)
+    if params.get("parallel_images") is not None:  # the argument spec's default (8) where a caller leaves it out
+        check_number("parallel_images", params["parallel_images"], 1, MAX_PARALLEL, "how many images are planned at once",
+                     integer=True)
     _check_signatures(params)
     if params.get("keep") is not None and (isinstance(params["keep"], bool) or not isinstance(params["keep"], int) or params["keep"] < 1):
         raise _bad("keep", params["keep"], "keep the newest N tags of each repository: give a whole number of at least 1")

@@ -83,6 +83,10 @@ options:
       - Only list the images of these teams of O(org), for example V(clara) for C(nvidia/clara/clara-parabricks).
       - Use an empty string in the list for the organisation's own images (those in no team).
       - By default the organisation's own images and those of all its teams are listed.
+      - With O(source=registry) or O(source=bundle) a repository C(<org>/<team>/<name>) is in that team, C(<org>/<name>)
+        in none; a repository outside O(org) is in no team of it.
+      - A team in which O(org) has no repository at all is named in a warning (nothing can be listed for it); a team
+        NGC does not know is an error.
     type: list
     elements: str
   api_url:
@@ -378,6 +382,8 @@ def main() -> None:
     except Exception as exc:  # pylint: disable=broad-except
         reason = shorten(redact(str(exc), (module.params.get("api_key"),)))
         module.fail_json(msg=f"ngc_catalog_info failed unexpectedly: {type(exc).__name__}: {reason}", exception=traceback.format_exc())
+    for warning in result.pop("warnings", None) or []:
+        module.warn(warning)
     problems = result.get("problems") or []
     if module.params["fail_on_problems"] and problems:
         shown = ", ".join(f"{p['path']} ({p['problem']})" for p in problems[:3])

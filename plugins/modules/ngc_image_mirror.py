@@ -153,6 +153,8 @@ options:
       - On the far side, after an import from a bundle, add what the imported images brought (their digests and
         every blob they need) to this JSON file. Carried back to the connected side and given in O(bundle.since),
         it tells a delta bundle what the far side has, for sites where an earlier bundle was lost or not imported.
+      - A file already there must be such an inventory (or empty); any other file is refused, never overwritten. It
+        may not be O(facts_file) (nor its lock or journal) or O(progress_file).
     type: path
   bundle:
     description:
