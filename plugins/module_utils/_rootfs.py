@@ -38,6 +38,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._files import (
     register_live,
     remove_quietly,
     resume_name,
+    safe_path,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import ImageContent, Manifest, platform_string
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage, Step
@@ -399,6 +400,7 @@ class FlattenedDestination:
                 shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
 
     def begin(self, image: SourceImage, content: ImageContent, step: Step) -> FlattenedWrite:
+        safe_path(self.dir, step.target, f"{self.kind} file")
         try:
             os.makedirs(self.dir, exist_ok=True)
             self.sweep(self.dir)
@@ -502,6 +504,7 @@ class FlattenedWrite(Write):
                                   f"{getattr(exc, 'strerror', None) or exc}") from None
         dest.configure(rootfs, config, image, self.content)
         self.note = rootfs.note()
+        safe_path(dest.dir, path, f"{dest.kind} file")
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
