@@ -28,6 +28,8 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 SOURCE_DIGEST_ANNOTATION = "io.github.airgap-ngc.source.digest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+"""The largest manifest, index or image config read from any source: the limit registries apply (distribution spec)."""
 
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 

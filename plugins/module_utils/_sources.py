@@ -237,8 +237,8 @@ class BundleSource:
                 ref = ImageReference.parse(text)
                 subject, kind = cosign_subject(ref.tag), companion_kind(ref.tag)
                 if subject is None and ref.tag is None:
-                    entry = self.reader.find(text) or {}
                     try:
+                        entry = self.reader.find(text) or {}
                         data = self.reader.manifest(entry["digest"], entry.get("mediaType")).data
                     except (AirgapError, KeyError):
                         data = {}  # a damaged entry: its import fails, naming it
@@ -261,6 +261,10 @@ class BundleSource:
                 listed = table.get((ref.name, subject), []) + (table.get((ref.name, original), []) if original and original != subject else [])
                 for text, kind in listed:
                     companion = SourceImage(ref=ImageReference.parse(text))
+                    if text in self.reader.index.rejected and companion.key not in keys:
+                        keys.add(companion.key)
+                        found.append(companion)  # planned like the others: its resolve fails, saying why
+                        continue
                     held = self.reader.find(text) or {}
                     if companion.key not in keys and held.get("digest"):
                         keys.add(companion.key)
