@@ -245,6 +245,11 @@ def read_contents(directory: str) -> Contents:
         return Contents(problem=str(exc))
     except (UnicodeDecodeError, ValueError) as exc:
         return Contents(problem=f"{where} is not JSON ({str(exc).splitlines()[0]}): it is damaged or cut short")
+    return contents_from(record, where)
+
+
+def contents_from(record: Any, where: str) -> Contents:
+    """A parsed contents record (read from ``where``) checked against its schema entry by entry."""
     problem = schema_problem(record, CONTENTS_RECORD, CONTENTS_FILE)
     if problem:
         return Contents(problem=f"{where} is not a contents record this collection wrote: {problem}")

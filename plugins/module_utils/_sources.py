@@ -16,12 +16,15 @@ import tarfile
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import DIGEST, BundleReader
+from ansible_collections.airgap.ngc.plugins.module_utils._carried import MapOf, Required, schema_problem
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, NotFoundError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     ANNOTATION_IMAGE_NAME,
+    MAX_MANIFEST_BYTES,
     SOURCE_DIGEST_ANNOTATION,
     Manifest,
+    is_digest,
     parse_manifest,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage, archive_path, requested_images, source_images
@@ -303,15 +306,20 @@ def read_archive_head(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``index.json`` and ``manifest.json`` (empty if absent) of an archive this collection wrote."""
     try:
         with tarfile.open(path, "r:") as archive:
-            names = set(archive.getnames())
-            index = json.load(archive.extractfile("index.json"))  # type: ignore[arg-type]
-            docker = json.load(archive.extractfile("manifest.json")) if "manifest.json" in names else []  # type: ignore[arg-type]
+            members = {m.name: m for m in archive.getmembers()}
+            for name in ("index.json", "manifest.json"):
+                if name in members and (not members[name].isfile() or members[name].size > MAX_MANIFEST_BYTES):
+                    raise ValueError(f"its {name} is not a regular member of at most {MAX_MANIFEST_BYTES} bytes")
+            index = json.load(archive.extractfile(members["index.json"]))  # type: ignore[arg-type]
+            docker = json.load(archive.extractfile(members["manifest.json"])) if "manifest.json" in members else []  # type: ignore[arg-type]
     except FileNotFoundError:
         raise AirgapError(f"there is no archive {path}: mirror the image to the archive directory first") from None
     except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
         raise AirgapError(f"{path} is not an archive written by ngc_image_mirror ({exc}): write it again") from None
-    if not isinstance(index, dict) or not isinstance(docker, list):
-        raise AirgapError(f"{path} is not an archive written by ngc_image_mirror: write it again")
+    problem = schema_problem(index, {"manifests": Required([{"digest": Required(DIGEST), "mediaType": str, "annotations": MapOf(str)}])},
+                             "index.json") or schema_problem(docker, [{"Config": str}], "manifest.json")
+    if problem or not index["manifests"]:
+        raise AirgapError(f"{path} is not an archive written by ngc_image_mirror ({problem or 'its index.json names no image'}): write it again")
     return index, docker
 
 
@@ -323,6 +331,10 @@ class ArchiveSource:
     def __init__(self, directory: str) -> None:
         self.dir = os.path.abspath(directory)
         self.name = self.dir
+        held = next((name for name in ("index.json", "oci-layout", "contents.json", "vol-0001") if os.path.lexists(os.path.join(self.dir, name))), None)
+        if held:
+            raise ConfigError(f"source_dir {directory} is a bundle (it holds {held}), not a directory of per-tag archives: "
+                              "import it with source: bundle")
         self._archives: dict[str, dict[str, Any]] = {}  # by path: index, manifest.json, blobs
 
     def _open(self, path: str) -> dict[str, Any]:
@@ -357,6 +369,7 @@ class ArchiveSource:
         top = (held["index"].get("manifests") or [{}])[0]
         original = (top.get("annotations") or {}).get(SOURCE_DIGEST_ANNOTATION)
         config = "sha256:" + str(held["docker"][0]["Config"]).rsplit("/", 1)[-1] if held["docker"] else None
+        config = config if is_digest(config) else None
         note = None
         if original and original != top.get("digest"):
             note = f"the archive holds one platform of {original}: destinations get that platform's manifest {top.get('digest')}"
@@ -374,6 +387,8 @@ class ArchiveSource:
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         blob = self._blob(image, digest)
+        if blob.size > MAX_MANIFEST_BYTES:
+            raise AirgapError(f"manifest {digest} in {blob.path} has {blob.size} bytes, more than a manifest may have ({MAX_MANIFEST_BYTES})")
         return parse_manifest(b"".join(blob.open()), digest, f"manifest {digest} in {blob.path}", media_type)
 
     def open_blob(self, image: SourceImage, digest: str, size: int) -> Iterator[bytes]:
