@@ -133,7 +133,8 @@ class BundleDestination(Selection):
         self.platforms = platforms
         self.source_name = source_name
         self._writer: BundleWriter | None = None
-        self._known: dict[str, dict[str, str]] | None = None
+        # earlier records given by path are read now: one that cannot be used fails the run before anything is planned
+        self._known: dict[str, dict[str, str]] | None = known_from_paths(list(self.since)) if self.since and self.since != "last" else None
         self._counted: set[str] = set()
 
     def writer(self) -> BundleWriter:
