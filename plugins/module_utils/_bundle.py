@@ -33,7 +33,6 @@ from ansible_collections.airgap.ngc.plugins.module_utils._carried import (
     schema_problem,
     writer_of,
 )
-
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import (
     BlobFile,
@@ -42,7 +41,6 @@ from ansible_collections.airgap.ngc.plugins.module_utils._files import (
     kept_beside,
     remove_quietly,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     ANNOTATION_REF_NAME,
     MAX_MANIFEST_BYTES,
@@ -53,6 +51,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     is_digest,
     parse_manifest,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 
 INDEX_FILE = "index.json"
 VOLUME_FILE = "volume.json"

@@ -11,6 +11,11 @@ still found missing. Manifests and image configs are always hashed, even with ``
 whoever lists the bundle reads them. Blobs a delta bundle expects from an earlier bundle (``expected``) are no
 problem when they are absent. Without a readable record (a problem itself, on ``contents.json``) every blob file is
 checked against its name and every image's tree must be present. Files are read in 1 MiB chunks; nothing is written.
+
+The bundle is read as the import reads it (``_bundle.read_contents``, ``read_index``, ``_carried.open_inside``): a
+file that is a link, a FIFO or a device is ``corrupt``; a wrong entry of ``contents.json`` or ``index.json`` (one
+that does not follow its schema, a name given twice, an entry that differs from the record) names the images the
+import refuses for it; a record that cannot be used at all names every image. One verdict for both.
 """
 from __future__ import annotations
 
