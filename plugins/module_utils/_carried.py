@@ -11,7 +11,8 @@ both reach one verdict on it:
 - ``read_inside`` reads such a file whole, refusing one larger than its kind may be (``MAX_MANIFEST_BYTES`` for a
   manifest, ``RECORD_LIMIT`` for index.json and contents.json).
 - ``schema_problem`` checks a parsed document against a small declarative schema and says which key is wrong.
-- ``writer_of`` says which run is still writing a bundle (its directory lock, or a live writer's temporary files).
+- ``writer_of`` says which run is still writing a bundle (its directory lock, or a temporary file a live process
+  holds open).
 """
 from __future__ import annotations
 
@@ -226,7 +227,8 @@ def schema_problem(value: Any, schema: Any, where: str) -> str | None:
 # -- writers -------------------------------------------------------------------------------------------------------------
 def writer_of(directory: str) -> str | None:
     """Who is still writing the bundle in ``directory``, in words, or None: a run holding its directory lock (an
-    export takes it for the whole run), or a live process's temporary files in it (``.<name>.partial-<pid>``)."""
+    export takes it for the whole run), or the live process that holds one of its temporary files open
+    (``.<name>.partial-<pid>``)."""
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
@@ -245,9 +247,30 @@ def writer_of(directory: str) -> str | None:
         subdirs[:] = sorted(d for d in subdirs if d in ("blobs", "parts") or d.startswith(("sha", "vol-")))
         for name in sorted(files):
             match = _PARTIAL_RE.match(name)
-            if match and int(match.group("pid")) != os.getpid() and pid_alive(int(match.group("pid"))):
-                return f"pid {match.group('pid')} is writing {os.path.join(current, name)}"
+            path = os.path.join(current, name)
+            if match and int(match.group("pid")) != os.getpid() and _holds_open(int(match.group("pid")), path):
+                return f"pid {match.group('pid')} is writing {path}"
     return None
+
+
+def _holds_open(pid: int, path: str) -> bool:
+    """True if process ``pid`` has ``path`` open (Linux /proc). A pid in a temporary file's name alone proves nothing:
+    the bundle may come from another host, where that pid was another process."""
+    if not pid_alive(pid):
+        return False
+    try:
+        info = os.stat(path, follow_symlinks=False)
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in descriptors:
+        try:
+            opened = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if (opened.st_dev, opened.st_ino) == (info.st_dev, info.st_ino):
+            return True
+    return False
 
 
 def _lock_holder(info: os.stat_result) -> str | None:

@@ -213,11 +213,15 @@ def test_a_bundle_an_export_holds_is_refused_naming_the_writer(bundle: Bundle) -
     assert BundleReader(str(bundle.dir)).references() == REFS
 
 
-def test_a_bundle_with_a_live_writers_temporary_file_is_refused_naming_it(bundle: Bundle) -> None:
-    with subprocess.Popen(["sleep", "60"]) as writer:
+def test_a_bundle_with_a_temporary_file_a_live_process_writes_is_refused_naming_it(bundle: Bundle) -> None:
+    blobs = bundle.dir / "blobs" / "sha256"
+    (blobs / f".{'cd' * 32}.partial-1").write_bytes(b"left by an export on another host, where pid 1 was that export")
+    assert BundleReader(str(bundle.dir)).references() == REFS  # pid 1 is alive here, but holds no such file
+    with subprocess.Popen(["sh", "-c", 'exec 3>"$0"; echo ready; exec sleep 60', str(blobs / ".placeholder")], stdout=subprocess.PIPE) as writer:
         try:
-            partial = bundle.dir / "blobs" / "sha256" / f".{'ab' * 32}.partial-{writer.pid}"
-            partial.write_bytes(b"half")
+            assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+            partial = blobs / f".{'ab' * 32}.partial-{writer.pid}"
+            os.rename(blobs / ".placeholder", partial)  # the file the live process writes, by its name
             with pytest.raises(ConfigError, match=rf"pid {writer.pid} is writing {partial}"):
                 BundleReader(str(bundle.dir))
         finally:
