@@ -271,11 +271,12 @@ def contents_from(record: Any, where: str) -> Contents:
         else:
             images[ref] = image
     for digest, entry in (record.get("expected") or {}).items():
-        problem = DIGEST.problem(digest, f"a key of {CONTENTS_FILE} expected") or schema_problem(entry, EXPECTED_RECORD, f"{CONTENTS_FILE} expected[{digest!r}]")
+        problem = DIGEST.problem(digest, f"a key of {CONTENTS_FILE} expected") \
+            or schema_problem(entry, EXPECTED_RECORD, f"{CONTENTS_FILE} expected[{digest!r}]")
         if problem:
             found.bad_files[f"expected[{digest}]"] = problem
             for ref, image in images.items():
-                if digest in image.get("blobs") or []:
+                if digest in (image.get("blobs") or []):
                     found.rejected.setdefault(ref, problem)
         else:
             expected[digest] = entry
@@ -359,7 +360,7 @@ def read_index(directory: str, contents: Contents | None = None) -> Index:
     if contents is not None and contents.problem:
         for name in seen:
             index.rejected.setdefault(name, contents.problem)
-    index.names = [n for n in dict.fromkeys(list(seen) + list(index.rejected))]
+    index.names = list(dict.fromkeys(list(seen) + list(index.rejected)))
     return index
 
 

@@ -38,7 +38,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._bundle import (
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._carried import CarriedError, CarriedMissing, open_inside
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import ANNOTATION_REF_NAME, INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors, is_digest
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors, is_digest
 
 CONTENTS_FILE = "contents.json"
 INDEX_FILE = "index.json"

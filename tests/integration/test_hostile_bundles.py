@@ -188,7 +188,7 @@ def test_options_that_would_read_or_write_the_wrong_place_are_refused(ansible: A
     ], api_key=testbed.api_key)
     archive, enroot, apptainer, since = results
     assert archive["msg"] == (f"source_dir {carried} is a bundle (it holds index.json), not a directory of per-tag "
-                                                     "archives: import it with source: bundle"), archive
+                              "archives: import it with source: bundle"), archive
     assert enroot["msg"].startswith(f"enroot.dir {carried / 'enroot'} is inside source_dir {carried}: it would write"), enroot
     assert apptainer["msg"].startswith(f"apptainer.dir {carried / 'sif'} is inside source_dir {carried}"), apptainer
     assert since["msg"].startswith(f"bundle.since: {inventory} is not a usable far-side inventory: "), since
