@@ -63,9 +63,9 @@ def open_inside(root: str, relative: str) -> int:
     if the file is not there, CarriedError if the path is not a plain name or leads through or to anything but
     directories and a regular file.
     """
-    full = os.path.join(root, relative) if isinstance(relative, str) else root
     if not plain_name(relative):
         raise CarriedError(f"{str(relative)[:200]!r} is not a plain name inside {root}: a carried bundle names only its own files")
+    full = os.path.join(root, relative)
     parts = relative.split("/")
     nofollow = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -80,9 +80,7 @@ def open_inside(root: str, relative: str) -> int:
             here = os.path.join(root, *parts[:number + 1])
             try:
                 info = os.stat(part, dir_fd=current, follow_symlinks=False)
-            except FileNotFoundError:
-                raise CarriedMissing(f"{full} does not exist") from None
-            except NotADirectoryError:
+            except (FileNotFoundError, NotADirectoryError):
                 raise CarriedMissing(f"{full} does not exist") from None
             wanted = stat.S_ISREG(info.st_mode) if last else stat.S_ISDIR(info.st_mode)
             if not wanted:
@@ -98,8 +96,7 @@ def open_inside(root: str, relative: str) -> int:
             now = os.fstat(current)
             if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
                 raise CarriedError(f"cannot read {here}: it changed while it was opened")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(current, True)
+        os.set_blocking(current, True)
         found, current = current, -1
         return found
     finally:
