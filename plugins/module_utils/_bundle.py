@@ -16,8 +16,23 @@ import json
 import os
 import re
 import threading
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from ansible_collections.airgap.ngc.plugins.module_utils._carried import (
+    RECORD_LIMIT,
+    CarriedError,
+    CarriedMissing,
+    Check,
+    MapOf,
+    Required,
+    open_inside,
+    plain_directory,
+    plain_name,
+    read_inside,
+    schema_problem,
+    writer_of,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import (
     BlobFile,
@@ -28,14 +43,15 @@ from ansible_collections.airgap.ngc.plugins.module_utils._files import (
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     ANNOTATION_REF_NAME,
+    MAX_MANIFEST_BYTES,
     MEDIA_OCI_INDEX,
     OCI_LAYOUT,
     Manifest,
     check_bytes,
     is_digest,
     parse_manifest,
-    read_small,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
 
 INDEX_FILE = "index.json"
 VOLUME_FILE = "volume.json"
@@ -55,6 +71,7 @@ def blob_file(directory: str, digest: str) -> str:
 
 
 def _load_json(path: str, what: str) -> Any:
+    """A JSON document this collection writes for itself (a bundle being written), or None if it is not there."""
     try:
         with open(path, "rb") as handle:
             return json.loads(handle.read().decode("utf-8"))
@@ -64,30 +81,43 @@ def _load_json(path: str, what: str) -> Any:
         raise AirgapError(f"{path} is not a valid {what} ({getattr(exc, 'strerror', None) or exc}): write the bundle again") from None
 
 
-def read_blob_chunks(path: str | list[str], digest: str, size: int | None, what: str) -> Iterator[bytes]:
-    """A blob's bytes in chunks (from one file, or its parts in order), hashed as they go: the last chunk is held back
-    until the digest is checked. A missing file is reported at once, before any chunk."""
-    paths = [path] if isinstance(path, str) else list(path)
-    for one in paths:
-        if not os.path.isfile(one):
-            raise AirgapError(f"blob {digest} is missing from {what}: {one} does not exist")
-    return _verified(paths, digest, size)
+def read_blob_chunks(pieces: list[tuple[str, str]], digest: str, size: int | None, what: str, limit: int | None = None) -> Iterator[bytes]:
+    """A blob's bytes in chunks (from one file, or its parts in order: each ``(medium directory, path inside it)``),
+    hashed as they go: the last chunk is held back until the digest is checked. Every file is opened at once (see
+    ``open_inside``): one that is missing, not a plain name or not a regular file is reported before any chunk; so is
+    a blob larger than ``limit``."""
+    handles = []
+    try:
+        for root, relative in pieces:
+            try:
+                handles.append(os.fdopen(open_inside(root, relative), "rb"))
+            except CarriedMissing:
+                raise CarriedMissing(f"blob {digest} is missing from {what}: {os.path.join(root, relative)} does not exist") from None
+            except CarriedError as exc:
+                raise CarriedError(f"blob {digest} of {what} cannot be read: {exc}") from None
+        total = sum(os.fstat(h.fileno()).st_size for h in handles)
+        if limit is not None and total > limit:
+            raise CarriedError(f"blob {digest} of {what} has {total} bytes, more than a manifest or config may have ({limit})")
+    except BaseException:
+        for handle in handles:
+            handle.close()
+        raise
+    return _verified(handles, [os.path.join(*piece) for piece in pieces], digest, size)
 
 
-def _verified(paths: list[str], digest: str, size: int | None) -> Iterator[bytes]:
+def _verified(handles: list[Any], paths: list[str], digest: str, size: int | None) -> Iterator[bytes]:
     algorithm, expected = digest.split(":", 1)
     hasher = hashlib.new(algorithm)
     total = 0
     held = b""
     path = paths[0]
-    for path in paths:
-        try:
-            handle = open(path, "rb")  # pylint: disable=consider-using-with
-        except OSError as exc:
-            raise AirgapError(f"cannot read blob {digest} from {path}: {exc.strerror or exc}") from None
-        with handle:
+    try:
+        for path, handle in zip(paths, handles):
             while True:
-                data = handle.read(CHUNK)
+                try:
+                    data = handle.read(CHUNK)
+                except OSError as exc:
+                    raise AirgapError(f"cannot read blob {digest} from {path}: {exc.strerror or exc}") from None
                 if not data:
                     break
                 total += len(data)
@@ -95,6 +125,9 @@ def _verified(paths: list[str], digest: str, size: int | None) -> Iterator[bytes
                 if held:
                     yield held
                 held = data
+    finally:
+        for handle in handles:
+            handle.close()
     if size is not None and total != size:
         raise DigestMismatchError(f"blob {digest} in {path} has {total} bytes, {size} expected: the file is damaged")
     if hasher.hexdigest() != expected:
@@ -110,22 +143,27 @@ def volume_name(number: int) -> str:
 def metadata_dir(directory: str) -> str:
     """Where a bundle's index.json is: the directory itself, or its first volume."""
     first = os.path.join(directory, FIRST_VOLUME)
-    return first if not os.path.exists(os.path.join(directory, INDEX_FILE)) and os.path.isdir(first) else directory
+    return first if not os.path.lexists(os.path.join(directory, INDEX_FILE)) and plain_directory(first) else directory
 
 
 def find_volumes(directory: str, name: str | None) -> dict[int, str]:
     """The volume directories of bundle ``name`` found in ``directory``, its children or grandchildren: {number: path}.
 
-    Volumes may be copied into one directory or sit on several mount points under it, in any order.
+    Volumes may be copied into one directory or sit on several mount points under it, in any order. A symbolic link
+    below ``directory`` is not followed, nor a volume record that is not a regular file.
     """
     found: dict[int, str] = {}
     levels = [[directory]]
     for _depth in (1, 2):
         levels.append([os.path.join(base, entry) for base in levels[-1] if os.path.isdir(base)
-                       for entry in sorted(os.listdir(base)) if os.path.isdir(os.path.join(base, entry))])
+                       for entry in sorted(os.listdir(base)) if plain_directory(os.path.join(base, entry))])
     for base in (b for level in levels for b in level):
-        record = _load_json(os.path.join(base, VOLUME_FILE), "volume record") if os.path.isfile(os.path.join(base, VOLUME_FILE)) else None
-        if isinstance(record, dict) and isinstance(record.get("volume"), int) and (name is None or record.get("bundle") == name):
+        try:
+            record = json.loads(read_inside(base, VOLUME_FILE, 64 * 1024, "volume record").decode("utf-8"))
+        except (CarriedError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("volume"), int) and not isinstance(record["volume"], bool) \
+                and record["volume"] >= 1 and (name is None or record.get("bundle") == name):
             found.setdefault(record["volume"], base)
     return found
 
@@ -133,8 +171,8 @@ def find_volumes(directory: str, name: str | None) -> dict[int, str]:
 def bundle_entry(directory: str, reference: str) -> dict[str, Any] | None:
     """The index.json entry of ``reference`` in a bundle directory, read without creating anything."""
     index = _load_json(os.path.join(metadata_dir(directory), INDEX_FILE), "OCI index")
-    for entry in (index or {}).get("manifests") or [] if isinstance(index, dict) else []:
-        if isinstance(entry, dict) and (entry.get("annotations") or {}).get(ANNOTATION_REF_NAME) == reference:
+    for entry in (index or {}).get("manifests") or [] if isinstance(index, dict) and isinstance(index.get("manifests"), list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("annotations"), dict) and entry["annotations"].get(ANNOTATION_REF_NAME) == reference:
             return entry
     return None
 
@@ -144,12 +182,12 @@ def removable_blobs(directory: str, reference: str) -> dict[str, int]:
     sizes, read without changing anything."""
     contents = _load_json(os.path.join(directory, CONTENTS_FILE), "bundle contents record")
     images = (contents or {}).get("images") if isinstance(contents, dict) else None
-    if not isinstance(images, dict) or reference not in images:
+    if not isinstance(images, dict) or not isinstance(images.get(reference), dict):
         return {}
-    used = {d for ref, image in images.items() if ref != reference for d in image.get("blobs") or []}
+    used = {d for ref, image in images.items() if ref != reference and isinstance(image, dict) for d in image.get("blobs") or []}
     found = {}
     for digest in images[reference].get("blobs") or []:
-        if digest in used:
+        if digest in used or not is_digest(digest):
             continue
         try:
             found[digest] = os.stat(blob_file(directory, digest)).st_size
@@ -158,8 +196,191 @@ def removable_blobs(directory: str, reference: str) -> dict[str, int]:
     return found
 
 
+# -- the carried documents: one reader for the import and for verify ------------------------------------------------------
+_HEX_RE = re.compile(r"^[a-f0-9]{64}$")
+DIGEST = Check(is_digest, "a digest (sha256:<64 hex>)")
+SIZE = Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a size in bytes")
+VOLUME = Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a volume number (1, 2, ...)")
+INDEX_ENTRY = {"digest": Required(DIGEST), "mediaType": str, "size": SIZE, "annotations": MapOf(str), "platform": dict}
+IMAGE_RECORD = {"digest": Required(DIGEST), "source_digest": DIGEST, "media_type": Check(lambda v: v is None or isinstance(v, str), "a media type"),
+                "blobs": [DIGEST], "expected": MapOf(str, key=DIGEST), "written": str}
+FILE_RECORD = {"size": Required(SIZE), "sha256": Required(Check(lambda v: isinstance(v, str) and bool(_HEX_RE.match(v)), "a sha256 in hex")),
+               "volume": VOLUME, "parts": [{"volume": Required(VOLUME), "path": Required(Check(plain_name, "a plain name inside a volume")),
+                                            "size": SIZE}]}
+EXPECTED_RECORD = {"bundle": str, "image": str, "size": SIZE}
+CONTENTS_RECORD = {"schema": Required(Check(lambda v: v == CONTENTS_SCHEMA and not isinstance(v, bool), f"{CONTENTS_SCHEMA} (this collection's schema)")),
+                   "files": Required(dict), "images": Required(dict), "expected": dict, "volumes": VOLUME, "bundle": str, "source": str,
+                   "delta": bool, "updated": str}
+
+
+def blob_name(digest: str) -> str:
+    """The path of a blob inside a bundle: blobs/<algorithm>/<hex>."""
+    return "blobs/" + digest.replace(":", "/", 1)
+
+
+@dataclass
+class Contents:
+    """A bundle's contents.json as read: the sound part of the record (None if there is none or it is unusable as a
+    whole), why it is unusable (``problem``), and which entries are wrong (``bad_files``, ``bad_images``: key ->
+    reason naming the file and key). ``rejected`` is every image a wrong entry concerns."""
+
+    record: dict[str, Any] | None = None
+    missing: bool = False
+    problem: str | None = None
+    bad_files: dict[str, str] = field(default_factory=dict)
+    bad_images: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+def read_contents(directory: str) -> Contents:
+    """contents.json of the bundle whose metadata is in ``directory``, checked against its schema entry by entry."""
+    where = os.path.join(directory, CONTENTS_FILE)
+    try:
+        raw = read_inside(directory, CONTENTS_FILE, RECORD_LIMIT, "contents record")
+        record = json.loads(raw.decode("utf-8"))
+    except CarriedMissing:
+        return Contents(missing=True)
+    except CarriedError as exc:
+        return Contents(problem=str(exc))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Contents(problem=f"{where} is not JSON ({str(exc).splitlines()[0]}): it is damaged or cut short")
+    return contents_from(record, where)
+
+
+def contents_from(record: Any, where: str) -> Contents:
+    """A parsed contents record (read from ``where``) checked against its schema entry by entry."""
+    problem = schema_problem(record, CONTENTS_RECORD, CONTENTS_FILE)
+    if problem:
+        return Contents(problem=f"{where} is not a contents record this collection wrote: {problem}")
+    found = Contents(record={k: v for k, v in record.items() if k not in ("files", "images", "expected")})
+    files, images, expected = {}, {}, {}
+    for path, entry in record["files"].items():
+        problem = None if plain_name(path) else f"{CONTENTS_FILE} lists a file {path[:200]!r} that is not a plain name inside the bundle"
+        problem = problem or schema_problem(entry, FILE_RECORD, f"{CONTENTS_FILE} files[{path!r}]")
+        digest = path_digest(path)
+        if not problem and digest and digest.startswith("sha256:") and digest != f"sha256:{entry['sha256']}":
+            problem = f"{CONTENTS_FILE} files[{path!r}].sha256 is {entry['sha256']}, not the one its name says"
+        if problem:
+            found.bad_files[path] = problem
+        else:
+            files[path] = entry
+    for ref, image in record["images"].items():
+        problem = schema_problem(image, IMAGE_RECORD, f"{CONTENTS_FILE} images[{ref!r}]")
+        if problem:
+            found.bad_images[ref] = found.rejected[ref] = problem
+        else:
+            images[ref] = image
+    for digest, entry in (record.get("expected") or {}).items():
+        problem = DIGEST.problem(digest, f"a key of {CONTENTS_FILE} expected") \
+            or schema_problem(entry, EXPECTED_RECORD, f"{CONTENTS_FILE} expected[{digest!r}]")
+        if problem:
+            found.bad_files[f"expected[{digest}]"] = problem
+            for ref, image in images.items():
+                if digest in (image.get("blobs") or []):
+                    found.rejected.setdefault(ref, problem)
+        else:
+            expected[digest] = entry
+    for path, problem in found.bad_files.items():
+        digest = path_digest(path)
+        for ref, image in images.items():
+            if digest and (digest in (image.get("blobs") or []) or digest == image.get("digest")):
+                found.rejected.setdefault(ref, problem)
+    found.record.update(files=files, images={r: i for r, i in images.items() if r not in found.rejected}, expected=expected)
+    return found
+
+
+def path_digest(path: str) -> str | None:
+    """The digest a relative path under blobs/ names, or None for any other path."""
+    parts = path.split("/")
+    if len(parts) == 3 and parts[0] == "blobs" and is_digest(f"{parts[1]}:{parts[2]}"):
+        return f"{parts[1]}:{parts[2]}"
+    return None
+
+
+@dataclass
+class Index:
+    """A bundle's index.json as read: its sound entries in order (named or not), and the names that cannot be trusted
+    (``rejected``: a wrong entry, a name given twice, an entry that differs from the contents record), with why."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    unnamed: list[str] = field(default_factory=list)  # problems of entries that name no image
+
+
+def ref_of(entry: Any) -> str | None:
+    """The reference an index entry is named by, if it has one."""
+    notes = entry.get("annotations") if isinstance(entry, dict) else None
+    name = notes.get(ANNOTATION_REF_NAME) if isinstance(notes, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def read_index(directory: str, contents: Contents | None = None) -> Index:
+    """index.json of the bundle whose metadata is in ``directory``, each entry checked against its schema and, with a
+    contents record, against that record's entry of its name. Raises CarriedError if there is no usable index at all."""
+    where = os.path.join(directory, INDEX_FILE)
+    try:
+        document = json.loads(read_inside(directory, INDEX_FILE, RECORD_LIMIT, "OCI index").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CarriedError(f"{where} is not JSON ({str(exc).splitlines()[0]}): it is damaged or cut short") from None
+    problem = schema_problem(document, {"manifests": Required(list)}, INDEX_FILE)
+    if problem:
+        raise CarriedError(f"{where} is not an OCI index: {problem}")
+    index = Index()
+    record = contents.record if contents is not None else None
+    recorded = (record or {}).get("images") or {}
+    rejected_by_record = contents.rejected if contents is not None else {}
+    seen: dict[str, list[int]] = {}
+    for number, entry in enumerate(document["manifests"]):
+        name = ref_of(entry)
+        problem = schema_problem(entry, INDEX_ENTRY, f"{INDEX_FILE} manifests[{number}]")
+        if problem:
+            digest = entry.get("digest") if isinstance(entry, dict) else None
+            names = [name] if name else [r for r, i in recorded.items() if digest and i.get("digest") == digest]
+            for one in names:
+                index.rejected.setdefault(one, problem)
+            if not names:
+                index.unnamed.append(problem)
+            continue
+        index.entries.append(entry)
+        if name is None:
+            continue
+        seen.setdefault(name, []).append(number)
+        if name in rejected_by_record:
+            index.rejected.setdefault(name, rejected_by_record[name])
+        elif record is not None and name not in recorded:
+            index.rejected.setdefault(name, f"{INDEX_FILE} names {name}, which {CONTENTS_FILE} does not record: the index was changed")
+        elif record is not None and recorded[name]["digest"] != entry["digest"]:
+            index.rejected.setdefault(name, f"{INDEX_FILE} names {name} with the manifest {entry['digest']}, but {CONTENTS_FILE} records "
+                                            f"{recorded[name]['digest']} for it: the index was changed (tampered or damaged)")
+    for name, numbers in seen.items():
+        if len(numbers) > 1:
+            index.rejected[name] = (f"{INDEX_FILE} names {name} {len(numbers)} times (manifests[{'], manifests['.join(map(str, numbers))}]): "
+                                    "which one is meant is not known")
+    if contents is not None and contents.problem:
+        for name in seen:
+            index.rejected.setdefault(name, contents.problem)
+    index.names = list(dict.fromkeys(list(seen) + list(index.rejected)))
+    return index
+
+
+def refuse_unfinished(root: str, directory: str) -> None:
+    """Raise ConfigError if a run is still writing the bundle in ``root`` (its metadata in ``directory``): what it holds
+    then is what is complete so far, not the bundle."""
+    for place in dict.fromkeys([root, directory]):
+        writer = writer_of(place)
+        if writer:
+            raise ConfigError(f"the bundle {root} is still being written: {writer}. Wait for the export to finish "
+                              "(a bundle is complete once its export ended), then import or verify it")
+
+
 class BundleReader:
-    """A bundle read as a source: its images by reference, manifests and blobs checked against their digests."""
+    """A bundle read as a source: its images by reference, manifests and blobs checked against their digests.
+
+    Everything is read as untrusted (``_carried``): index.json and contents.json are checked against their schemas and
+    against each other when the reader is made; a name whose entry is wrong is ``rejected`` (``find`` raises, naming
+    the file and key), the others are read. A bundle that is still being written is refused.
+    """
 
     def __init__(self, directory: str) -> None:
         root = os.path.abspath(directory)
@@ -167,64 +388,82 @@ class BundleReader:
             raise ConfigError(f"source_dir {directory} does not exist: give the directory of a bundle (it holds index.json)")
         self.dir = metadata_dir(root)
         self.volumes: dict[int, str] = {}
-        if not os.path.isfile(os.path.join(self.dir, INDEX_FILE)):
+        if not os.path.lexists(os.path.join(self.dir, INDEX_FILE)):
             first = find_volumes(root, None).get(1)
             if first is None and find_volumes(root, None):
                 raise ConfigError(f"source_dir {directory}: volume 1 ({FIRST_VOLUME}, which holds the bundle's index) is missing: "
                                   "mount it or copy it there")
             self.dir = first or self.dir
-        index = _load_json(os.path.join(self.dir, INDEX_FILE), "OCI index")
-        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
-            raise ConfigError(f"source_dir {directory} is not a bundle: it has no valid {INDEX_FILE} (an OCI image layout)")
-        self.entries: list[dict[str, Any]] = [e for e in index["manifests"] if isinstance(e, dict) and is_digest(e.get("digest"))]
-        self.contents = _load_json(os.path.join(self.dir, CONTENTS_FILE), "bundle contents record") or {}
+        refuse_unfinished(root, self.dir)
+        self.contents_read = read_contents(self.dir)
+        try:
+            self.index = read_index(self.dir, self.contents_read)
+        except CarriedMissing:
+            raise ConfigError(f"source_dir {directory} is not a bundle: it has no {INDEX_FILE} (an OCI image layout)") from None
+        except CarriedError as exc:
+            raise ConfigError(f"source_dir {directory} is not a usable bundle: {exc}") from None
+        for name in list(self.index.names):
+            try:
+                ImageReference.parse(name)
+            except AirgapError as exc:
+                self.index.names.remove(name)
+                self.index.unnamed.append(f"{INDEX_FILE} names {name[:200]!r}, which is not an image reference ({exc})")
+        self.entries: list[dict[str, Any]] = self.index.entries
+        self.contents: dict[str, Any] = self.contents_read.record or {}
         if self.contents.get("volumes"):
             self.volumes = find_volumes(root, self.contents.get("bundle"))
             if not self.volumes:
                 self.volumes = find_volumes(os.path.dirname(self.dir), self.contents.get("bundle"))
 
-    def blob_paths(self, digest: str) -> str | list[str]:
-        """The file holding a blob, or its parts in order, wherever its volumes are; a missing volume is named."""
-        entry = (self.contents.get("files") or {}).get(f"blobs/{digest.replace(':', '/')}") or {}
-        pieces = entry.get("parts") or ([{"volume": entry["volume"], "path": f"blobs/{digest.replace(':', '/')}"}] if entry.get("volume") else [])
+    def blob_paths(self, digest: str) -> list[tuple[str, str]]:
+        """The file holding a blob, or its parts in order, wherever its volumes are, each as (medium directory, path
+        inside it); a missing volume is named."""
+        if not is_digest(digest):
+            raise CarriedError(f"invalid digest {str(digest)[:80]!r} in the bundle {self.dir}")
+        name = blob_name(digest)
+        if name in self.contents_read.bad_files:
+            raise CarriedError(self.contents_read.bad_files[name])
+        entry = (self.contents.get("files") or {}).get(name) or {}
+        pieces = entry.get("parts") or ([{"volume": entry["volume"], "path": name}] if entry.get("volume") else [])
         if not pieces:
-            return blob_file(self.dir, digest)
+            return [(self.dir, name)]
         paths = []
         for piece in pieces:
             base = self.volumes.get(piece["volume"])
             if base is None:
                 raise AirgapError(f"blob {digest} is in volume {piece['volume']} of {self.contents.get('volumes')} "
                                   f"({volume_name(piece['volume'])}), which is not in the source: mount it or copy it there")
-            paths.append(os.path.join(base, piece["path"]))
+            paths.append((base, piece["path"]))
         return paths
 
     def references(self) -> list[str]:
-        """Every image the bundle names, in index order."""
-        return [ref for ref in (self.ref_name(e) for e in self.entries) if ref]
+        """Every image the bundle names, in index order (those whose entries cannot be trusted too: they fail)."""
+        return list(self.index.names)
 
     @staticmethod
     def ref_name(entry: dict[str, Any]) -> str | None:
-        return (entry.get("annotations") or {}).get(ANNOTATION_REF_NAME)
+        return ref_of(entry)
 
     def find(self, reference: str) -> dict[str, Any] | None:
-        """The index entry named ``reference``: the full reference, or the same without its registry host."""
-        for entry in self.entries:
-            name = self.ref_name(entry) or ""
+        """The index entry named ``reference``: the full reference, or the same without its registry host. A name
+        whose entry cannot be trusted raises CarriedError saying why."""
+        for name in self.index.names:
             if name == reference or name.split("/", 1)[-1] == reference:
-                return entry
+                if name in self.index.rejected:
+                    raise CarriedError(f"{name} in the bundle {self.dir} is not imported: {self.index.rejected[name]}")
+                return next(e for e in self.entries if ref_of(e) == name)
         return None
 
     def manifest(self, digest: str, media_type: str | None = None) -> Manifest:
-        chunks = read_blob_chunks(self.blob_paths(digest), digest, None, f"the bundle {self.dir}")
-        raw = read_small(chunks, f"manifest {digest} in the bundle {self.dir}")
+        raw = b"".join(read_blob_chunks(self.blob_paths(digest), digest, None, f"the bundle {self.dir}", MAX_MANIFEST_BYTES))
         return parse_manifest(raw, digest, f"manifest {digest} in the bundle {self.dir}", media_type)
 
     def holds(self, digest: str, size: int | None = None) -> bool:
         """The blob's file (or every part of it) is here, of ``size`` bytes if given (the read checks its digest)."""
         try:
-            path = self.blob_paths(digest)
-            paths = [path] if isinstance(path, str) else path
-            return all(os.path.isfile(p) for p in paths) and size in (None, sum(os.path.getsize(p) for p in paths))
+            paths = [os.path.join(root, relative) for root, relative in self.blob_paths(digest)]
+            return (all(os.path.isfile(p) and not os.path.islink(p) for p in paths)
+                    and size in (None, sum(os.path.getsize(p) for p in paths)))
         except (AirgapError, OSError):
             return False
 
@@ -234,12 +473,12 @@ class BundleReader:
         return str(info.get("bundle") or "?") if isinstance(info, dict) else None
 
     def open_blob(self, digest: str, size: int | None = None) -> Iterator[bytes]:
-        path = self.blob_paths(digest)
+        pieces = self.blob_paths(digest)
         carried = (self.contents.get("expected") or {}).get(digest)
-        if carried and isinstance(path, str) and not os.path.exists(path):
+        if carried and len(pieces) == 1 and not os.path.lexists(os.path.join(*pieces[0])):
             raise AirgapError(f"blob {digest} is not in the delta bundle {self.dir}, nor on the destination: it was carried by "
                               f"bundle {carried.get('bundle')}; import bundle {carried.get('bundle')} first")
-        return read_blob_chunks(path, digest, size, f"the bundle {self.dir}")
+        return read_blob_chunks(pieces, digest, size, f"the bundle {self.dir}")
 
     def origins(self) -> dict[str, str]:
         """For each blob a delta bundle expects on the far side: an image of the earlier bundle that uses it."""

@@ -15,14 +15,17 @@ from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle import (
     CONTENTS_FILE,
+    DIGEST,
     BundleWriter,
     blob_file,
     bundle_entry,
+    contents_from,
     find_volumes,
     metadata_dir,
     parse_size,
     removable_blobs,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._carried import RECORD_LIMIT, CarriedError, MapOf, Required, read_inside, schema_problem
 from ansible_collections.airgap.ngc.plugins.module_utils._destinations import PlanContext, Selection, Write
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
@@ -39,6 +42,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStor
 
 
 INVENTORY_KIND = "airgap.ngc far-side inventory"
+INVENTORY_RECORD = {"kind": Required(str), "schema": int, "images": Required(MapOf(DIGEST)), "blobs": Required(MapOf(str, key=DIGEST)),
+                    "written": str}
 
 
 def bundle_name(directory: str) -> str:
@@ -64,29 +69,40 @@ def known_from_facts(store: StateStore, directory: str) -> dict[str, dict[str, s
 
 
 def known_from_paths(paths: list[str]) -> dict[str, dict[str, str]]:
-    """Blobs the far side has from earlier bundles given by path (their directories or contents.json files)."""
+    """Blobs the far side has from earlier bundles given by path (their directories or contents.json files), or from
+    far-side inventories. Each is carried media: one that cannot be read, or does not follow its schema, fails the
+    run (taking it for "the far side has nothing" would write a full bundle, or miss blobs)."""
     known: dict[str, dict[str, str]] = {}
     for path in paths:
-        record_path = os.path.join(metadata_dir(path), CONTENTS_FILE) if os.path.isdir(path) else path
+        real = os.path.realpath(path)  # the operator named it: a link to it is followed, nothing inside it
+        directory, name = (metadata_dir(real), CONTENTS_FILE) if os.path.isdir(real) else os.path.split(real)
+        record_path = os.path.join(directory, name)
+        hint = "give an earlier bundle's directory, its contents.json, or an inventory_file of the far side"
         try:
-            with open(record_path, "rb") as handle:
-                record = json.loads(handle.read().decode("utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(f"bundle.since: cannot read the contents record {record_path} ({getattr(exc, 'strerror', None) or exc}): "
-                              "give an earlier bundle's directory or its contents.json") from None
-        if isinstance(record, dict) and record.get("kind") == INVENTORY_KIND and isinstance(record.get("blobs"), dict):
+            record = json.loads(read_inside(directory, name, RECORD_LIMIT, "contents record or inventory").decode("utf-8"))
+        except CarriedError as exc:
+            raise ConfigError(f"bundle.since: cannot read {path}: {exc}; {hint}") from None
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"bundle.since: {record_path} is not JSON ({str(exc).splitlines()[0]}): it is damaged or cut short; {hint}") from None
+        if isinstance(record, dict) and record.get("kind") == INVENTORY_KIND:
+            problem = schema_problem(record, INVENTORY_RECORD, os.path.basename(record_path))
+            if problem:
+                raise ConfigError(f"bundle.since: {record_path} is not a usable far-side inventory: {problem}; write it again on the far side")
             where = f"the far side (inventory {os.path.basename(record_path)} of {record.get('written')})"
             for digest, ref in record["blobs"].items():
                 known.setdefault(digest, {"bundle": where, "image": ref})
             continue
-        if not isinstance(record, dict) or not isinstance(record.get("images"), dict):
-            raise ConfigError(f"bundle.since: {record_path} is neither a bundle contents record nor a far-side inventory")
-        name = record.get("bundle") or bundle_name(os.path.dirname(os.path.abspath(record_path)))
-        for ref, image in record["images"].items():
+        if not isinstance(record, dict) or "images" not in record:
+            raise ConfigError(f"bundle.since: {record_path} is neither a bundle contents record nor a far-side inventory; {hint}")
+        contents = contents_from(record, record_path)
+        problem = contents.problem or next(iter({**contents.bad_files, **contents.bad_images}.values()), None)
+        if problem or contents.record is None:
+            raise ConfigError(f"bundle.since: {record_path} cannot be used: {problem}")
+        name = contents.record.get("bundle") or bundle_name(os.path.dirname(record_path))
+        for ref, image in contents.record["images"].items():
             expected = image.get("expected") or {}
             for digest in image.get("blobs") or []:
-                carrier = expected.get(digest) if isinstance(expected, dict) else None
-                known.setdefault(digest, {"bundle": carrier or name, "image": ref})
+                known.setdefault(digest, {"bundle": expected.get(digest) or name, "image": ref})
     return known
 
 
@@ -117,7 +133,8 @@ class BundleDestination(Selection):
         self.platforms = platforms
         self.source_name = source_name
         self._writer: BundleWriter | None = None
-        self._known: dict[str, dict[str, str]] | None = None
+        # earlier records given by path are read now: one that cannot be used fails the run before anything is planned
+        self._known: dict[str, dict[str, str]] | None = known_from_paths(list(self.since)) if self.since and self.since != "last" else None
         self._counted: set[str] = set()
 
     def writer(self) -> BundleWriter:

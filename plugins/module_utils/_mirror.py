@@ -94,7 +94,23 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
         source_host = registry_host(params["registry_url"]) if source.kind == "registry" else None
         found.append(EngineDestination(spec, registry, archive_of, credentials_matcher(
             registry, source_host, (params.get("username"), params.get("api_key")))))
+    refuse_writes_into(params, source, found)
     return found
+
+
+def refuse_writes_into(params: dict[str, Any], source: Any, destinations: list[Any]) -> None:
+    """A destination directory inside the carried bundle or archives being imported (``source_dir``) would write into
+    the medium itself: refused, naming both."""
+    carried = params.get("source_dir") if source.kind in ("bundle", "archive") else None
+    if not carried:
+        return
+    medium = os.path.realpath(carried)
+    writers = ("enroot", "apptainer", "bundle") + (("archive",) if source.kind == "bundle" else ())
+    for dest in destinations:
+        directory = getattr(dest, "dir", None)
+        if dest.kind in writers and directory and os.path.commonpath([medium, os.path.realpath(directory)]) == medium:
+            raise ConfigError(f"{dest.kind}.dir {directory} is inside source_dir {carried}: it would write into the carried {source.kind}; "
+                              f"give {dest.kind}.dir a directory outside it")
 
 
 def write_inventory(path: str, source: Any, done: list[ImagePlan]) -> None:

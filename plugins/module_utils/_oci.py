@@ -28,6 +28,8 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 SOURCE_DIGEST_ANNOTATION = "io.github.airgap-ngc.source.digest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+"""The largest manifest, index or image config read from any source: the limit registries apply (distribution spec)."""
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 """The most a manifest, an index or an image config may have: the distribution spec's limit, which registries apply.

@@ -17,13 +17,15 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader, bundles_beside
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import DIGEST, BundleReader, bundles_beside
+from ansible_collections.airgap.ngc.plugins.module_utils._carried import MapOf, Required, schema_problem
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, NotFoundError
 from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     ANNOTATION_IMAGE_NAME,
     SOURCE_DIGEST_ANNOTATION,
     Manifest,
     check_small,
+    is_digest,
     parse_manifest,
     read_small,
 )
@@ -266,8 +268,8 @@ class BundleSource:
                 ref = ImageReference.parse(text)
                 subject, kind = cosign_subject(ref.tag), companion_kind(ref.tag)
                 if subject is None and ref.tag is None:
-                    entry = self.reader.find(text) or {}
                     try:
+                        entry = self.reader.find(text) or {}
                         data = self.reader.manifest(entry["digest"], entry.get("mediaType")).data
                     except (AirgapError, KeyError):
                         data = {}  # a damaged entry: its import fails, naming it
@@ -290,6 +292,10 @@ class BundleSource:
                 listed = table.get((ref.name, subject), []) + (table.get((ref.name, original), []) if original and original != subject else [])
                 for text, kind in listed:
                     companion = SourceImage(ref=ImageReference.parse(text))
+                    if text in self.reader.index.rejected and companion.key not in keys:
+                        keys.add(companion.key)
+                        found.append(companion)  # planned like the others: its resolve fails, saying why
+                        continue
                     held = self.reader.find(text) or {}
                     if companion.key not in keys and held.get("digest"):
                         keys.add(companion.key)
@@ -380,8 +386,10 @@ def read_archive_head(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise AirgapError(f"there is no archive {path}: mirror the image to the archive directory first") from None
     except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
         raise AirgapError(f"{path} is not an archive written by ngc_image_mirror ({exc}): write it again") from None
-    if not isinstance(index, dict) or not isinstance(docker, list):
-        raise AirgapError(f"{path} is not an archive written by ngc_image_mirror: write it again")
+    problem = schema_problem(index, {"manifests": Required([{"digest": Required(DIGEST), "mediaType": str, "annotations": MapOf(str)}])},
+                             "index.json") or schema_problem(docker, [{"Config": str}], "manifest.json")
+    if problem or not index["manifests"]:
+        raise AirgapError(f"{path} is not an archive written by ngc_image_mirror ({problem or 'its index.json names no image'}): write it again")
     return index, docker
 
 
@@ -393,6 +401,10 @@ class ArchiveSource:
     def __init__(self, directory: str) -> None:
         self.dir = os.path.abspath(directory)
         self.name = self.dir
+        held = next((name for name in ("index.json", "oci-layout", "contents.json", "vol-0001") if os.path.lexists(os.path.join(self.dir, name))), None)
+        if held:
+            raise ConfigError(f"source_dir {directory} is a bundle (it holds {held}), not a directory of per-tag archives: "
+                              "import it with source: bundle")
         self._archives: dict[str, dict[str, Any]] = {}  # by path: index, manifest.json, blobs
 
     def _open(self, path: str) -> dict[str, Any]:
@@ -427,6 +439,7 @@ class ArchiveSource:
         top = (held["index"].get("manifests") or [{}])[0]
         original = (top.get("annotations") or {}).get(SOURCE_DIGEST_ANNOTATION)
         config = "sha256:" + str(held["docker"][0]["Config"]).rsplit("/", 1)[-1] if held["docker"] else None
+        config = config if is_digest(config) else None
         note = None
         if original and original != top.get("digest"):
             note = f"the archive holds one platform of {original}: destinations get that platform's manifest {top.get('digest')}"

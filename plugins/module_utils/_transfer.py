@@ -177,7 +177,12 @@ def index_archive_blobs(path: str) -> dict[str, LocalBlob]:
 def forget_held(sinks: Sequence[Any]) -> None:
     """The blob's bytes were not the blob (a digest mismatch): nothing a sink holds of it may be kept for a next run."""
     for sink in (getattr(sink, "sink", sink) for sink in sinks):
-        if getattr(sink, "written", 0) and hasattr(sink, "restart"):
+        if hasattr(sink, "forget"):  # an upload session: cancelled, its spools removed
+            try:
+                sink.forget()
+            except (AirgapError, OSError):
+                pass
+        elif getattr(sink, "written", 0) and hasattr(sink, "restart"):
             try:
                 sink.restart(0)
             except (AirgapError, OSError, ValueError):

@@ -280,6 +280,15 @@ class SessionUpload:
         self._drop()
         self.written = self.resume_from = 0
 
+    def forget(self) -> None:
+        """The bytes were not the blob (its digest failed): cancel the session once the PATCH in flight ended, and
+        remove its spools; nothing is kept for a next run."""
+        if self._sender is not None:
+            self._sender.join()
+            self._sender = None
+        self._drop()
+        self.written = self.resume_from = 0
+
     def _drop(self) -> None:
         """Cancel the session (best effort) and forget it with its spools."""
         if self._location is not None:

@@ -11,6 +11,11 @@ still found missing. Manifests and image configs are always hashed, even with ``
 whoever lists the bundle reads them. Blobs a delta bundle expects from an earlier bundle (``expected``) are no
 problem when they are absent. Without a readable record (a problem itself, on ``contents.json``) every blob file is
 checked against its name and every image's tree must be present. Files are read in 1 MiB chunks; nothing is written.
+
+The bundle is read as the import reads it (``_bundle.read_contents``, ``read_index``, ``_carried.open_inside``): a
+file that is a link, a FIFO or a device is ``corrupt``; a wrong entry of ``contents.json`` or ``index.json`` (one
+that does not follow its schema, a name given twice, an entry that differs from the record) names the images the
+import refuses for it; a record that cannot be used at all names every image. One verdict for both.
 """
 from __future__ import annotations
 
@@ -20,22 +25,30 @@ import os
 import re
 from typing import Any, Iterable
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import find_volumes, metadata_dir
+from ansible_collections.airgap.ngc.plugins.module_utils._bundle import (
+    Contents,
+    Index,
+    find_volumes,
+    metadata_dir,
+    path_digest,
+    read_contents,
+    read_index,
+    ref_of,
+    refuse_unfinished,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._carried import CarriedError, CarriedMissing, open_inside
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import ANNOTATION_REF_NAME, INDEX_MEDIA_TYPES, blob_descriptors, is_digest
+from ansible_collections.airgap.ngc.plugins.module_utils._oci import INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors, is_digest
 
 CONTENTS_FILE = "contents.json"
 INDEX_FILE = "index.json"
 LAYOUT_FILE = "oci-layout"
-CONTENTS_SCHEMA = 1
 CHUNK = 1024 * 1024
-MANIFEST_LIMIT = 4 * 1024 * 1024  # what registries accept for a manifest; a larger "manifest" is not one
-RECORD_LIMIT = 256 * 1024 * 1024
+MANIFEST_LIMIT = MAX_MANIFEST_BYTES  # what registries accept for a manifest; a larger "manifest" is not one
 PROBLEMS = ("missing", "extra", "corrupt", "size")
 RECORD = "the contents record"
 NAME = "its name"
 
-_HEX = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
 _PARTIAL_RE = re.compile(r"^\..+\.(?:partial-\d+(?:\.[A-Za-z0-9_-]+)?|resume)$")
 
 
@@ -51,54 +64,14 @@ def blob_path(digest: str) -> str:
     return f"blobs/{algorithm}/{encoded}"
 
 
-def path_digest(path: str) -> str | None:
-    """The digest a relative path under blobs/ names, or None for any other path."""
-    parts = path.split("/")
-    if len(parts) == 3 and parts[0] == "blobs" and parts[1] in _HEX and _HEX[parts[1]].match(parts[2]):
-        return f"{parts[1]}:{parts[2]}"
-    return None
-
-
-def _safe_relative(path: Any) -> bool:
-    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path or "\0" in path:
-        return False
-    return all(part not in ("", ".", "..") for part in path.split("/"))
-
-
-def _record_problem(record: Any) -> str | None:
-    """Why a parsed contents.json cannot be used as the record of the files, or None when it can."""
-    if not isinstance(record, dict):
-        return "it is not a JSON object"
-    if record.get("schema") != CONTENTS_SCHEMA:
-        return f"its schema is {record.get('schema')!r}, not {CONTENTS_SCHEMA}"
-    files = record.get("files")
-    if not isinstance(files, dict):
-        return "it has no files"
-    for path, entry in files.items():
-        if not _safe_relative(path):
-            return f"it lists a file {path!r} that is not a path inside the bundle"
-        if not isinstance(entry, dict) or isinstance(entry.get("size"), bool) or not isinstance(entry.get("size"), int) \
-                or entry["size"] < 0 or not isinstance(entry.get("sha256"), str) or not _HEX["sha256"].match(entry["sha256"]):
-            return f"its entry of {path} has no size and sha256"
-        digest = path_digest(path)
-        if digest and digest.startswith("sha256:") and digest != f"sha256:{entry['sha256']}":
-            return f"it gives {path} the sha256 {entry['sha256']}, not the one its name says"
-    images = record.get("images", {})
-    if not isinstance(images, dict) or not all(isinstance(i, dict) and isinstance(i.get("blobs", []), list) for i in images.values()):
-        return "its images are not a map of reference to record"
-    expected = record.get("expected", {})
-    if not isinstance(expected, dict) or not all(is_digest(d) for d in expected):
-        return "its expected blobs are not a map of digest to record"
-    return None
-
-
 class _Verifier:
-    """One pass over one bundle: each file is read at most once; problems are kept one per path."""
+    """One pass over one bundle: each file is read at most once; problems are kept one per path (and one per name
+    index.json or contents.json cannot vouch for)."""
 
     def __init__(self, directory: str, sizes_only: bool) -> None:
         self.root = os.path.abspath(directory)
         self.dir = metadata_dir(self.root)
-        self.volumes = find_volumes(self.root, None) if not os.path.isfile(os.path.join(self.dir, "index.json")) else {}
+        self.volumes = find_volumes(self.root, None) if not os.path.lexists(os.path.join(self.dir, "index.json")) else {}
         if self.volumes.get(1):
             self.dir = self.volumes[1]
         self.placement: dict[str, Any] = {}  # logical path -> the record's volume or parts, for a bundle in volumes
@@ -111,25 +84,27 @@ class _Verifier:
         self.checked: set[str] = set()
         self.parsed: dict[str, dict[str, Any]] = {}  # manifests read and checked, by path
         self.expected: set[str] = set()
+        self.contents = Contents()
+        self.index: Index | None = None
 
     # -- the pass ------------------------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         if not os.path.isdir(self.root):
             raise ConfigError(f"source_dir {self.root} does not exist: give the directory of a bundle")
+        refuse_unfinished(self.root, self.dir)
         record = self._record()
         if record is not None:
-            self.placement = {path: entry for path, entry in (record.get("files") or {}).items()
-                              if isinstance(entry, dict) and (entry.get("volume") or entry.get("parts"))}
+            self.placement = {path: entry for path, entry in (record.get("files") or {}).items() if entry.get("volume") or entry.get("parts")}
             self.expected = {blob_path(d) for d in record.get("expected") or {}}
             for ref, image in (record.get("images") or {}).items():
                 self.refs.append(ref)
-                for digest in (image.get("expected") or {}) if isinstance(image.get("expected"), dict) else ():
-                    if is_digest(digest):
-                        self.expected.add(blob_path(digest))
+                for digest in image.get("expected") or {}:
+                    self.expected.add(blob_path(digest))
                 for digest in list(image.get("blobs") or []) + [image.get("digest")]:
-                    if is_digest(digest):
-                        self.users.setdefault(blob_path(digest), set()).add(ref)
+                    self.users.setdefault(blob_path(digest), set()).add(ref)
         self._walk_index()
+        for ref in self.contents.rejected:
+            self._problem(CONTENTS_FILE, "corrupt", "", ref)
         if record is not None:
             for path, entry in sorted(record["files"].items()):
                 self._check_file(path, entry["size"], entry["sha256"], RECORD)
@@ -142,47 +117,41 @@ class _Verifier:
         return self._result()
 
     def _record(self) -> dict[str, Any] | None:
-        path = os.path.join(self.dir, CONTENTS_FILE)
+        """The sound part of contents.json (None without a usable one: a problem, and blobs are checked by name)."""
+        self.contents = read_contents(self.dir)
         fallback = "every blob was checked against its name instead"
-        try:
-            if os.path.getsize(path) > RECORD_LIMIT:
-                raise ValueError(f"larger than {RECORD_LIMIT} bytes")
-            with open(path, "rb") as handle:
-                record = json.loads(handle.read().decode("utf-8"))
-        except FileNotFoundError:
+        if self.contents.missing:
             self._problem(CONTENTS_FILE, "missing", f"the bundle has no contents record: {fallback}")
             return None
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-            self._problem(CONTENTS_FILE, "corrupt", f"not a JSON contents record ({reason}): {fallback}")
+        if self.contents.problem:
+            self._problem(CONTENTS_FILE, "corrupt", f"not a usable contents record ({self.contents.problem}): {fallback}; "
+                                                    "no image is imported from the bundle while it is so")
             return None
-        why = _record_problem(record)
-        if why:
-            self._problem(CONTENTS_FILE, "corrupt", f"not a usable contents record ({why}): {fallback}")
-            return None
-        return record
+        wrong = {**self.contents.bad_files, **self.contents.bad_images}
+        if wrong:
+            more = f" (and {len(wrong) - 1} more entries)" if len(wrong) > 1 else ""
+            self._problem(CONTENTS_FILE, "corrupt", f"{next(iter(wrong.values()))}{more}: the images it concerns are not imported")
+        return self.contents.record
 
     def _walk_index(self) -> None:
         """Every image of index.json down to its layers: who needs which blob, and each manifest checked."""
-        path = os.path.join(self.dir, INDEX_FILE)
         try:
-            with open(path, "rb") as handle:
-                index = json.loads(handle.read(RECORD_LIMIT).decode("utf-8"))
-        except FileNotFoundError:
+            self.index = read_index(self.dir, self.contents)
+        except CarriedMissing:
             self._problem(INDEX_FILE, "missing", "the bundle has no OCI index: no image can be read from it")
             return
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            self._problem(INDEX_FILE, "corrupt", f"not a JSON OCI index ({getattr(exc, 'strerror', None) or exc}): no image can be read from it")
+        except CarriedError as exc:
+            self._problem(INDEX_FILE, "corrupt", f"{exc}: no image can be read from it")
             return
-        entries = index.get("manifests") if isinstance(index, dict) else None
-        if not isinstance(entries, list):
-            self._problem(INDEX_FILE, "corrupt", "not an OCI index (it has no manifests list): no image can be read from it")
-            return
-        for entry in entries:
-            if not isinstance(entry, dict):
-                continue
-            ref = (entry.get("annotations") or {}).get(ANNOTATION_REF_NAME) if isinstance(entry.get("annotations"), dict) else None
-            ref = ref if isinstance(ref, str) and ref else f"{INDEX_FILE} entry {entry.get('digest')}"
+        for name, why in self.index.rejected.items():
+            if name not in self.contents.rejected and why != self.contents.problem:
+                self._problem(INDEX_FILE, "corrupt", why, name, key=f"{INDEX_FILE}#{name}")
+            if name not in self.refs:
+                self.refs.append(name)
+        for number, why in enumerate(self.index.unnamed):
+            self._problem(INDEX_FILE, "corrupt", f"{why}: the entry names no image, none is imported from it", key=f"{INDEX_FILE}#{number}")
+        for entry in self.index.entries:
+            ref = ref_of(entry) or f"{INDEX_FILE} entry {entry.get('digest')}"
             if ref not in self.refs:
                 self.refs.append(ref)
             self.users.setdefault(INDEX_FILE, set()).add(ref)
@@ -224,19 +193,17 @@ class _Verifier:
         if path in self.checked:
             return self.parsed.get(path)
         self.checked.add(path)
-        full = self._files(path)[0]
         try:
-            if os.path.getsize(full) > MANIFEST_LIMIT:
-                self._problem(path, "corrupt", f"larger than {MANIFEST_LIMIT} bytes, so not the manifest {digest}")
-                return None
-            with open(full, "rb") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
+            raw = self._read_all(path, MANIFEST_LIMIT)
+        except CarriedMissing:
             if path not in self.expected:
                 self._problem(path, "missing", f"manifest {digest} is not there")
             return None
-        except OSError as exc:
-            self._problem(path, "corrupt", f"manifest {digest} cannot be read ({exc.strerror or exc})")
+        except (CarriedError, OSError) as exc:
+            self._problem(path, "corrupt", f"manifest {digest} cannot be read: {getattr(exc, 'strerror', None) or exc}")
+            return None
+        if raw is None:
+            self._problem(path, "corrupt", f"larger than {MANIFEST_LIMIT} bytes, so not the manifest {digest}")
             return None
         algorithm, encoded = digest.split(":", 1)
         actual = hashlib.new(algorithm, raw).hexdigest()
@@ -256,72 +223,80 @@ class _Verifier:
         self.parsed[path] = data
         return data
 
+    def _read_all(self, path: str, limit: int) -> bytes | None:
+        """The bytes of a logical path (its pieces in order), or None if they are more than ``limit``."""
+        handles = self._open(path)
+        try:
+            if sum(os.fstat(h.fileno()).st_size for h in handles) > limit:
+                return None
+            return b"".join(h.read(limit + 1) for h in handles)
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def _open(self, path: str) -> list[Any]:
+        """The file(s) of a logical path opened as carried files (see ``_carried.open_inside``), all or none."""
+        handles: list[Any] = []
+        try:
+            for root, relative in self._files(path):
+                handles.append(os.fdopen(open_inside(root, relative), "rb"))
+        except BaseException:
+            for handle in handles:
+                handle.close()
+            raise
+        return handles
+
     def _check_file(self, path: str, size: int | None, hex_digest: str, against: str, algorithm: str = "sha256") -> None:
-        """One file against a size and a hash (the hash skipped with sizes_only, except for manifests and configs)."""
+        """One file (or its pieces) against a size and a hash (the hash skipped with sizes_only, except for manifests and
+        configs)."""
         if path in self.checked:
             return
         self.checked.add(path)
-        files = self._files(path)
-        if len(files) > 1 or files[0] != os.path.join(self.dir, path):
-            self._check_placed(path, files, size, hex_digest, against, algorithm)
-            return
-        full = files[0]
+        pieces = self._files(path)
         try:
-            info = os.stat(full)
-        except FileNotFoundError:
+            handles = self._open(path)
+        except CarriedMissing as exc:
             if path not in self.expected:
                 listed = f"the contents record lists it ({size} bytes)" if against == RECORD else "a manifest of the images names it"
-                self._problem(path, "missing", f"not there; {listed}")
+                where = f"{exc} (is its volume mounted?)" if len(pieces) > 1 or pieces[0] != (self.dir, path) else "not there"
+                self._problem(path, "missing", f"{where}; {listed}")
             return
-        except OSError as exc:
-            self._problem(path, "corrupt", f"cannot be read ({exc.strerror or exc})")
+        except CarriedError as exc:
+            self._problem(path, "corrupt", str(exc))
             return
-        if not os.path.isfile(full):
-            self._problem(path, "corrupt", "not a regular file")
-            return
-        if size is not None and info.st_size != size:
-            self._problem(path, "size", f"{info.st_size} bytes, {against} says {size}")
-            return
-        if self.sizes_only and path not in self.small:
-            return
-        actual = _hash_file(full, algorithm)
-        if actual is None:
-            self._problem(path, "corrupt", "cannot be read to the end")
-        elif actual != hex_digest:
-            self._problem(path, "corrupt", f"hashes to {algorithm}:{actual}, {against} says {algorithm}:{hex_digest}")
+        try:
+            total = sum(os.fstat(h.fileno()).st_size for h in handles)
+            if size is not None and total != size:
+                self._problem(path, "size", f"{total} bytes{f' in {len(handles)} piece(s)' if len(handles) > 1 else ''}, {against} says {size}")
+                return
+            if self.sizes_only and path not in self.small:
+                return
+            hasher = hashlib.new(algorithm)
+            try:
+                for handle in handles:
+                    for data in iter(lambda h=handle: h.read(CHUNK), b""):
+                        hasher.update(data)
+            except OSError:
+                self._problem(path, "corrupt", "cannot be read to the end")
+                return
+            if hasher.hexdigest() != hex_digest:
+                self._problem(path, "corrupt", f"hashes to {algorithm}:{hasher.hexdigest()}, {against} says {algorithm}:{hex_digest}")
+        finally:
+            for handle in handles:
+                handle.close()
 
-    def _files(self, path: str) -> list[str]:
-        """The file(s) holding a logical path: itself, or for a bundle in volumes its volume's copy or its parts."""
+    def _files(self, path: str) -> list[tuple[str, str]]:
+        """Where a logical path is, as (medium directory, path inside it): the bundle itself, or for a bundle in volumes
+        its volume's copy or its parts."""
         entry = self.placement.get(path)
         if not entry:
-            return [os.path.join(self.dir, path)]
+            return [(self.dir, path)]
         pieces = entry.get("parts") or [{"volume": entry["volume"], "path": path}]
-        return [os.path.join(self.volumes.get(p["volume"], os.path.join(self.root, f"vol-{p['volume']:04d}")), p["path"]) for p in pieces]
-
-    def _check_placed(self, path: str, files: list[str], size: int | None, hex_digest: str, against: str, algorithm: str) -> None:
-        """A blob kept in another volume or in parts: every piece there, their sizes adding up, their bytes hashing right."""
-        absent = [f for f in files if not os.path.isfile(f)]
-        if absent:
-            if path not in self.expected:
-                self._problem(path, "missing", f"{absent[0]} is not there (is its volume mounted?)")
-            return
-        total = sum(os.path.getsize(f) for f in files)
-        if size is not None and total != size:
-            self._problem(path, "size", f"{total} bytes in {len(files)} piece(s), {against} says {size}")
-            return
-        if self.sizes_only and path not in self.small:
-            return
-        hasher = hashlib.new(algorithm)
-        for one in files:
-            with open(one, "rb") as handle:
-                for data in iter(lambda h=handle: h.read(CHUNK), b""):
-                    hasher.update(data)
-        if hasher.hexdigest() != hex_digest:
-            self._problem(path, "corrupt", f"its pieces hash to {algorithm}:{hasher.hexdigest()}, {against} says {algorithm}:{hex_digest}")
+        return [(self.volumes.get(p["volume"], os.path.join(self.root, f"vol-{p['volume']:04d}")), p["path"]) for p in pieces]
 
     def _extras(self, record: dict[str, Any] | None) -> None:
         """Files under blobs/ that nothing accounts for; blob files nobody listed are also checked against their name."""
-        listed = set((record or {}).get("files") or {})
+        listed = set((record or {}).get("files") or {}) | set(self.contents.bad_files)
         for path in self._blob_files():
             if path in listed or path in self.needed or path in self.checked:
                 continue
@@ -342,38 +317,30 @@ class _Verifier:
                     yield os.path.relpath(os.path.join(current, name), self.dir).replace(os.sep, "/")
 
     # -- results -------------------------------------------------------------------------------------------------------
-    def _problem(self, path: str, problem: str, detail: str, ref: str | None = None) -> None:
-        found = self.problems.setdefault(path, {"path": path, "problem": problem, "detail": detail, "refs": set()})
+    def _problem(self, path: str, problem: str, detail: str, ref: str | None = None, key: str | None = None) -> None:
+        found = self.problems.setdefault(key or path, {"path": path, "problem": problem, "detail": detail, "refs": set()})
         if ref:
             found["refs"].add(ref)
 
     def _result(self) -> list[dict[str, Any]]:
+        """The problems, contents.json first. A damaged index.json or contents.json names every image when nothing can
+        be read from it, else the images whose entries it cannot vouch for (those the import refuses)."""
         result = []
-        for path in sorted(self.problems, key=lambda p: (p != CONTENTS_FILE, p)):
-            problem = self.problems[path]
-            refs = set(problem["refs"]) | self.users.get(path, set())
-            if path == INDEX_FILE:  # every image is named there
-                refs |= set(self.refs)
-            if path in (CONTENTS_FILE, LAYOUT_FILE):
-                refs = set()
+        index_rejected = {n for n, why in (self.index.rejected if self.index else {}).items()
+                          if n not in self.contents.rejected and why != self.contents.problem}
+        for key in sorted(self.problems, key=lambda k: (k != CONTENTS_FILE, k)):
+            problem = self.problems[key]
+            path = problem["path"]
+            if path == INDEX_FILE:
+                whole = key == INDEX_FILE
+                refs = set(self.refs) if whole and self.index is None else set(problem["refs"]) | (index_rejected if whole else set())
+            elif path in (CONTENTS_FILE, LAYOUT_FILE):
+                refs = set(self.refs) if key == CONTENTS_FILE and self.contents.problem else set(problem["refs"])
+            else:
+                refs = set(problem["refs"]) | self.users.get(path, set())
             result.append({"path": path, "problem": problem["problem"], "detail": problem["detail"],
                            "images": [ref for ref in self.refs if ref in refs] + sorted(refs - set(self.refs))})
         return result
-
-
-def _hash_file(path: str, algorithm: str) -> str | None:
-    """The hex digest of a file read in CHUNK pieces, or None if it cannot be read."""
-    hasher = hashlib.new(algorithm)
-    try:
-        with open(path, "rb") as handle:
-            while True:
-                data = handle.read(CHUNK)
-                if not data:
-                    break
-                hasher.update(data)
-    except OSError:
-        return None
-    return hasher.hexdigest()
 
 
 def verify_bundle(directory: str, sizes_only: bool = False) -> list[dict[str, Any]]:

@@ -137,6 +137,12 @@ options:
         across the air gap; V(archive) the per-tag archives in O(source_dir) (O(archive) of an earlier run). Nothing
         is read from a registry then; every blob is checked against its digest as it is read, and an image with a
         missing or damaged blob fails, naming the digest and the file, while the others are copied.
+      - Carried media are untrusted input. Every path a bundle names must be a name inside it, and every file read is
+        a regular file reached without following a symbolic link; C(index.json) and C(contents.json) are checked
+        against their schemas and against each other (a name whose entry is wrong, given twice, or pointing at another
+        manifest than C(contents.json) records fails, naming the file and key). A bundle an export still writes is
+        refused, naming the writer. Manifests larger than 4 MiB are not read. A destination directory inside
+        O(source_dir) is refused.
       - From carried media, O(images) names references as they were exported, with or without their registry host
         (V(nvidia/pytorch:24.01-py3) or V(nvcr.io/nvidia/pytorch:24.01-py3)); without O(images) every image there is copied.
       - A V(docker) archive holds one platform of a multi-platform image, so a registry gets that platform's manifest,

@@ -17,7 +17,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.airgap.ngc.plugins.module_utils._catalog import inspect_catalog, list_catalog
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._validate import validate_catalog
-from ansible_collections.airgap.ngc.plugins.module_utils._verify import CHUNK, verify_bundle
+from ansible_collections.airgap.ngc.plugins.module_utils._verify import CHUNK, affected_images, verify_bundle
 from ansible_collections.airgap.ngc.plugins.modules import ngc_catalog_info
 
 PYTORCH = "nvcr.io/nvidia/pytorch:24.01-py3"
@@ -172,12 +172,19 @@ def test_a_change_past_the_first_chunk_is_found(tmp_path: Path) -> None:
     assert problem["problem"] == "corrupt" and problem["images"] == [PYTORCH]
 
 
-def test_a_changed_index_names_every_image(bundle: Bundle) -> None:
+def test_a_changed_index_names_the_images_whose_entries_differ_from_the_record(bundle: Bundle) -> None:
+    """The import checks each name against the contents record: verify names the same images (one verdict)."""
     index = bundle.dir / "index.json"
     index.write_text(index.read_text().replace('"schemaVersion": 2', '"schemaVersion":  2'))
     (problem,) = verify_bundle(str(bundle.dir))
-    assert problem["path"] == "index.json" and problem["problem"] == "size"
-    assert sorted(problem["images"]) == sorted([PYTORCH, CUDA])
+    assert problem["path"] == "index.json" and problem["problem"] == "size" and problem["images"] == []
+    document = json.loads(index.read_text())
+    document["manifests"][0] = dict(document["manifests"][1], annotations=document["manifests"][0]["annotations"])  # CUDA's, named PYTORCH
+    index.write_text(json.dumps(document))
+    problems = verify_bundle(str(bundle.dir))
+    assert {p["path"] for p in problems} == {"index.json"}, problems
+    assert affected_images(problems) == {PYTORCH}
+    assert any("the index was changed" in p["detail"] and p["images"] == [PYTORCH] for p in problems)
 
 
 @pytest.mark.parametrize("record", [b"{not json", b"[]", json.dumps({"schema": 7, "files": {}}).encode(),
@@ -188,7 +195,8 @@ def test_a_broken_record_is_a_problem_and_blobs_are_checked_by_name(bundle: Bund
     bundle.path(bundle.own[PYTORCH]).unlink()
     (bundle.dir / "blobs" / "sha256" / ("ef" * 32)).write_bytes(b"nobody needs me")
     problems = verify_bundle(str(bundle.dir))
-    assert problems[0]["path"] == "contents.json" and problems[0]["problem"] == "corrupt" and problems[0]["images"] == []
+    # no image is imported from a bundle whose record is unusable: verify fails them all, as the import does
+    assert problems[0]["path"] == "contents.json" and problems[0]["problem"] == "corrupt" and problems[0]["images"] == [PYTORCH, CUDA]
     found = {p["path"]: (p["problem"], p["images"]) for p in problems[1:]}
     assert found == {
         f"blobs/sha256/{bundle.own[CUDA].split(':')[1]}": ("corrupt", [CUDA]),
