@@ -97,7 +97,8 @@ def read_blob_chunks(pieces: list[tuple[str, str]], digest: str, size: int | Non
                 raise CarriedError(f"blob {digest} of {what} cannot be read: {exc}") from None
         total = sum(os.fstat(h.fileno()).st_size for h in handles)
         if limit is not None and total > limit:
-            raise CarriedError(f"blob {digest} of {what} has {total} bytes, more than a manifest or config may have ({limit})")
+            raise CarriedError(f"manifest {digest} in {what} has {total} bytes, more than the {limit} (4 MiB) a manifest, an index "
+                               "or an image config may have: refused")
     except BaseException:
         for handle in handles:
             handle.close()

@@ -43,7 +43,7 @@ def write_bundle(directory: Path, blobs: list[bytes], left_out: dict[bytes, str]
     (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest), "size": len(manifest),
          "annotations": {"org.opencontainers.image.ref.name": REF}}]}))
-    (directory / "contents.json").write_text(json.dumps({"schema": 1, "bundle": directory.name, "delta": bool(left_out), "images": {},
+    (directory / "contents.json").write_text(json.dumps({"schema": 1, "bundle": directory.name, "delta": bool(left_out), "images": {}, "files": {},
                                                          "expected": {digest(b): {"bundle": name, "image": REF} for b, name in left_out.items()}}))
 
 
