@@ -169,7 +169,7 @@ options:
   allow_empty:
     description:
       - Succeed when the filters select nothing (no tag listed and none unresolved), with an empty RV(images).
-      - By default such a selection fails, naming O(label), where it looked and each filter that is set: a
+      - By default such a selection fails, naming O(label), where it looked and each filter that is set; a
         misspelt name or pattern would otherwise mirror nothing and succeed, every night.
       - A verified bundle with RV(problems) is judged by O(fail_on_problems) instead.
     type: bool
