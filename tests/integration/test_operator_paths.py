@@ -141,8 +141,8 @@ def jobs(venv: tuple[str, Path], testbed: Any, tmp_path_factory: pytest.TempPath
 
 
 @pytest.mark.parametrize("playbook", ["catalog", "export", "import", "hpc_cache", "mirror"])
-def test_playbook_takes_the_secrets_as_extra_vars_and_keeps_them_out_of_artifacts(jobs: dict[str, Any], testbed: Any,
-                                                                                   playbook: str) -> None:
+def test_playbook_takes_the_secrets_as_extra_vars_and_keeps_them_out_of_artifacts(
+        jobs: dict[str, Any], testbed: Any, playbook: str) -> None:
     job = jobs[playbook]
     assert (job.status, job.rc) == ("successful", 0), job.stdout[-6000:]
     assert job.artifacts, "ansible-runner wrote no artifacts"
@@ -152,8 +152,8 @@ def test_playbook_takes_the_secrets_as_extra_vars_and_keeps_them_out_of_artifact
     assert "NGC_API_KEY" not in job.artifacts.get("artifacts/job/command", b"").decode()
 
 
-def test_the_jobs_did_the_work_the_secrets_allow(jobs: dict[str, Any], testbed: Any, testbed_authfile: Any,
-                                                  venv: tuple[str, Path]) -> None:
+def test_the_jobs_did_the_work_the_secrets_allow(
+        jobs: dict[str, Any], testbed: Any, testbed_authfile: Any, venv: tuple[str, Path]) -> None:
     name = venv[0]
     assert "nvidia/cuda" in jobs["catalog"].stdout and "12.2.0-base-ubuntu22.04" in jobs["catalog"].stdout
     index = json.loads((jobs["work"] / "bundle" / "index.json").read_text())
