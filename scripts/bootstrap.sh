@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the demo, the tests and the benchmark need: Debian packages when missing,
-# and the pinned Python packages into .venv/ (re-installed when requirements change).
+# and the pinned Python packages into .venv/ and, for the oldest ansible-core claimed, .venv-oldest/ (re-installed
+# when requirements change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,18 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+# The oldest ansible-core meta/runtime.yml claims, in a venv of its own: the integration tests run the role and the
+# playbooks with its ansible-playbook too.
+stamp=.venv-oldest/.requirements.sha256
+want=$(cat requirements.txt requirements-oldest.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv-oldest/bin/ansible-playbook ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing the oldest supported ansible-core into .venv-oldest/"
+  python3 -m venv .venv-oldest
+  .venv-oldest/bin/pip install -q --upgrade pip
+  .venv-oldest/bin/pip install -q -r requirements-oldest.txt
   echo "$want" > "$stamp"
 fi
 

@@ -423,6 +423,33 @@ def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+# The filters an empty selection names, in the order the module documents them.
+_FILTERS = ("teams", "images", "strict_name_match", "image_regex", "min_version", "py_version", "tag_regex", "tag_exclude_regex",
+            "latest")
+
+
+def empty_selection(params: dict[str, Any], result: dict[str, Any]) -> str | None:
+    """Why ``ngc_catalog_info`` fails for a selection that picked nothing, or None when it picked something.
+
+    A selection picked nothing when its filters kept no tag at all (none listed and none unresolved: a tag the
+    registry could not resolve was still picked, see ``fail_on_unresolved``), unless ``allow_empty`` is set or a
+    verified bundle has problems (those say why and ``fail_on_problems`` judges them). The message names the
+    selection (``label``), where it looked, and every filter set, so a typo in a name or a pattern shows.
+    """
+    if params.get("allow_empty") or result.get("images") or result.get("unresolved") or result.get("problems"):
+        return None
+    source = params.get("source") or "ngc"
+    where = {"ngc": f"the NGC catalog at {params.get('api_url')} (org {params.get('org') or 'nvidia'})",
+             "registry": f"the registry {params.get('registry_url')}",
+             "bundle": f"the bundle {params.get('source_dir')}"}[source]
+    filters = [f"{name} {json.dumps(params[name])}" for name in _FILTERS
+               if params.get(name) not in (None, [], "", False) and not (name == "teams" and source != "ngc")]
+    label = f"Selection {json.dumps(params['label'])}" if params.get("label") else "The selection"
+    return (f"{label} picked no image from {where} with {', '.join(filters) if filters else 'no filters'}: nothing would be "
+            "mirrored. Check the names and patterns, or set allow_empty (the role: ngc_mirror_allow_empty_selection) "
+            "where an empty selection is expected.")
+
+
 def _mark_verified(entries: list[CatalogEntry], problems: list[dict[str, Any]], view: BundleView) -> None:
     """``verified`` of each listed tag; a tag that could not be read though no problem names it gets a problem of its own."""
     damaged = set()

@@ -170,6 +170,19 @@ options:
       - How many catalog and registry requests run at once, from 1 to 64.
     type: int
     default: 4
+  allow_empty:
+    description:
+      - Succeed when the filters select nothing (no tag listed and none unresolved), with an empty RV(images).
+      - By default such a selection fails, naming O(label), where it looked and each filter that is set; a
+        misspelt name or pattern would otherwise mirror nothing and succeed, every night.
+      - A verified bundle with RV(problems) is judged by O(fail_on_problems) instead.
+    type: bool
+    default: false
+  label:
+    description:
+      - What to call this selection in the message of an empty selection, for example the name an
+        C(ngc_mirror_selections) item of the role has.
+    type: str
 seealso:
   - module: airgap.ngc.ngc_image_mirror
 notes:
@@ -336,7 +349,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.airgap.ngc.plugins.module_utils._catalog import inspect_catalog
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog import empty_selection, inspect_catalog
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.airgap.ngc.plugins.module_utils._options import source_argument_spec
@@ -366,6 +379,8 @@ def main() -> None:
         verify_mode=dict(type="str", choices=["full", "sizes"], default="full"),
         fail_on_problems=dict(type="bool", default=False),
         fail_on_unresolved=dict(type="bool", default=False),
+        allow_empty=dict(type="bool", default=False),
+        label=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, required_if=[("source", "bundle", ("source_dir",))])
     try:
@@ -396,6 +411,9 @@ def main() -> None:
         more = f" and {len(unresolved) - 3} more" if len(unresolved) > 3 else ""
         module.fail_json(msg=f"{len(unresolved)} selected tag{'s' if len(unresolved) > 1 else ''} could not be resolved in "
                              f"the registry (fail_on_unresolved is set): {shown}{more}", changed=False, **result)
+    empty = empty_selection(module.params, result)
+    if empty:
+        module.fail_json(msg=empty, changed=False, **result)
     module.exit_json(changed=False, **result)
 
 

@@ -64,8 +64,15 @@ def test_team_image_is_listed(ansible: Any, testbed: Any) -> None:
     assert all(i["digest"].startswith("sha256:") for i in run.result["images"])
 
 
-def test_empty_repository_is_handled(ansible: Any, testbed: Any) -> None:
-    run = ansible.module("ngc_catalog_info", base_args(testbed, images=["empty-repo"]), api_key=testbed.api_key)
+def test_empty_selection_fails_unless_allowed(ansible: Any, testbed: Any) -> None:
+    # A repository without tags, and a misspelt name: the selection picks nothing, which fails by default.
+    run = ansible.module("ngc_catalog_info", base_args(testbed, images=["empty-repo"], label="Nightly", tag_regex="^24"),
+                         api_key=testbed.api_key)
+    assert run.rc != 0 and "| FAILED! =>" in run.stdout, run.stdout
+    assert run.result["msg"].startswith('Selection "Nightly" picked no image from the NGC catalog at ')
+    assert 'images ["empty-repo"], tag_regex "^24":' in run.result["msg"] and "allow_empty" in run.result["msg"]
+    assert run.result["images"] == []
+    run = ansible.module("ngc_catalog_info", base_args(testbed, images=["empty-repo"], allow_empty=True), api_key=testbed.api_key)
     assert run.rc == 0, run.stdout
     assert run.result["images"] == []
 
