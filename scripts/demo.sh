@@ -46,7 +46,9 @@ echo "demo: 2. the ngc_mirror role (playbooks/mirror.yml), key from Ansible Vaul
 vault_pw=playbooks/inventory/example-vault-password.txt
 printf '%s' "$NGC_API_KEY" | ansible-vault encrypt_string --vault-password-file "$vault_pw" \
   --stdin-name vault_ngc_api_key >"$dir/vault-key.yml" 2>/dev/null
-chmod 600 "$dir/vault-key.yml"
+printf '%s' "$NGC_API_KEY" | ansible-vault encrypt_string --vault-password-file "$vault_pw" \
+  --stdin-name ngc_mirror_api_key >"$dir/vault-api-key.yml" 2>/dev/null  # the playbooks' variable for the key
+chmod 600 "$dir/vault-key.yml" "$dir/vault-api-key.yml"
 unset NGC_API_KEY
 python - "$dir" >"$dir/demo-vars.json" <<'PY'
 import json
@@ -102,7 +104,7 @@ print(json.dumps({
     "export_bundle_dir": f"{d}/ngc-2026-11", "export_facts_file": f"{d}/root/etc/ansible/facts.d/export.fact",
 }))
 PY
-NGC_API_KEY=$(read_info api_key) ansible-playbook playbooks/export.yml -e @"$dir/export-vars.json"
+ansible-playbook playbooks/export.yml -e @"$dir/export-vars.json" -e @"$dir/vault-api-key.yml" --vault-password-file "$vault_pw"
 echo "  bundle: $(du -sb "$dir/ngc-2026-11" | cut -f1) bytes in $(find "$dir/ngc-2026-11/blobs" -type f | wc -l) blobs, each once"
 echo
 echo "demo: 4b. NGC publishes nvidia/pytorch:24.03-py3 (the base layers of 24.02 and one new layer); a delta bundle"
@@ -150,7 +152,7 @@ v.update(export_bundle_dir=f"{d}/ngc-2026-12", export_since="last", export_selec
          export_images=["nvidia/pytorch:24.02-py3", "nvidia/pytorch:24.03-py3"])
 print(json.dumps(v))
 PY
-NGC_API_KEY=$(read_info api_key) ansible-playbook playbooks/export.yml -e @"$dir/delta-vars.json" | sed -n '/Show what the bundle holds/,/PLAY RECAP/p'
+ansible-playbook playbooks/export.yml -e @"$dir/delta-vars.json" -e @"$dir/vault-api-key.yml" --vault-password-file "$vault_pw" | sed -n '/Show what the bundle holds/,/PLAY RECAP/p'
 echo "  delta bundle: $(du -sb "$dir/ngc-2026-12" | cut -f1) bytes; it carries $(python -c "import json,sys; c=json.load(open(sys.argv[1])); print(len([f for f in c['files'] if f.startswith('blobs/')]), 'blob files and expects', len(c['expected']), 'from bundle', ', '.join(sorted({e['bundle'] for e in c['expected'].values()})))" "$dir/ngc-2026-12/contents.json")"
 
 echo
