@@ -253,6 +253,8 @@ class CopyEngine:
         self._short: dict[str, str] = {}  # destination kind -> why its filesystem cannot take this run's writes
 
     def run(self, images: list[SourceImage], store: StateStore) -> list[ImagePlan]:
+        if not self.check_mode:
+            self.progress.start(0, len(images), state="planning")  # from the first second, not the last run's state
         ctx = PlanContext(store, self.force, self.check_mode, self._top)
         plans = self._plan_all(images, ctx)
         tops = list(plans)

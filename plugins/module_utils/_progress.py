@@ -14,7 +14,7 @@ from typing import Any, Callable
 from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._files import atomic_write
 
-STATES = ("running", "done", "failed")
+STATES = ("running", "done", "failed", "planning")
 
 
 class ProgressReporter:
@@ -45,13 +45,14 @@ class ProgressReporter:
         self.writes = 0
         self.error: str | None = None
 
-    def start(self, total_bytes: int, images_total: int) -> None:
-        """Begin a run; raises ConfigError if the progress file cannot be written at all."""
+    def start(self, total_bytes: int, images_total: int, state: str = "running") -> None:
+        """Begin a run (``state`` "planning" while the images are resolved and checked, then "running"); raises
+        ConfigError if the progress file cannot be written at all."""
         if self.path is None:
             return
         with self._lock:
             now = self._clock()
-            self._state = "running"
+            self._state = state
             self._bytes_total = max(0, int(total_bytes))
             self._images_total = max(0, int(images_total))
             self._bytes_done = 0
@@ -98,7 +99,7 @@ class ProgressReporter:
 
     def finish(self, status: str = "done") -> None:
         """End the run with state "done" or "failed"; always written."""
-        if status not in STATES[1:]:
+        if status not in ("done", "failed"):
             raise ConfigError(f"progress status must be 'done' or 'failed', got {status!r}")
         if self.path is None:
             return

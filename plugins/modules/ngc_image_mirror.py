@@ -353,9 +353,10 @@ options:
     default: /etc/ansible/facts.d/ngc_mirror.fact
   progress_file:
     description:
-      - Keep a small JSON document of the run's progress here (current image, bytes done and
-        total, rate, time left), rewritten at most once a second. For runs under C(async),
-        a timer or AWX.
+      - Keep a small JSON document of the run's progress here (C(state) V(planning) while the images are
+        resolved, then V(running), V(done) or V(failed); current image, images and bytes done and total,
+        rate, time left), rewritten at most once a second from the start of the run. For runs under
+        C(async), a timer or AWX.
       - An absolute path in an existing directory, other than O(facts_file). A file already there must be
         a progress file of an earlier run (or empty); any other file is refused rather than overwritten.
     type: path
