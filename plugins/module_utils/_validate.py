@@ -387,7 +387,7 @@ def check_mirror_images(value: Any, default_registry: str) -> list[ImageReferenc
 
 
 def _check_registry(spec: dict[str, Any], params: dict[str, Any], images: list[ImageReference]) -> None:
-    check_url("registry.url", spec.get("url"), example="https://registry.example.com", bare_host=True,
+    check_url("registry.url", spec.get("url"), example="https://registry.example.com, or http://host:5000 for a plain-HTTP registry",
               credentials="give them in registry.username and registry.password")
     username, password = spec.get("username"), spec.get("password")
     check_secret("registry.password", password)

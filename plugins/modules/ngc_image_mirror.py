@@ -54,7 +54,8 @@ options:
       url:
         description:
           - The registry, for example V(https://registry.example.com) or V(http://127.0.0.1:5000).
-          - Only C(scheme://host[:port]); a path is refused, as the registry API is always at C(/v2/) of the
+          - Only C(scheme://host[:port]), the scheme included (it says whether the registry speaks TLS, so it is
+            never guessed); a path is refused, as the registry API is always at C(/v2/) of the
             host (put a namespace in O(registry.prefix)). A user name or password in the URL is refused too.
           - Without O(registry.prefix) it must not be the source registry O(registry_url).
         type: str

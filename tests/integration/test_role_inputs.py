@@ -213,6 +213,8 @@ CASES = [
          expect=["Nothing to do", "ngc_mirror_enroot", "ngc_mirror_apptainer"]),
     # secrets: named, never shown
     Case("api_key_dict", "ngc_mirror_api_key", {"token": SECRET}, expect=["ngc_mirror_api_key"], secret=SECRET),
+    Case("registry_url_without_scheme", "ngc_mirror_registry", {"url": "registry.site.example:5000"},
+         expect=["ngc_mirror_registry.url", "a URL with its scheme", "http://host:5000"]),
     Case("registry_password_newline", "ngc_mirror_registry",
          {"url": "https://registry.site.example", "password": f"{SECRET}\nsecond line"},
          expect=["ngc_mirror_registry.password"], secret=SECRET),

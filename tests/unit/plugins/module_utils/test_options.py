@@ -99,7 +99,9 @@ MIRROR_BAD = [
     ("registry url space", {"registry": {"url": "https://registry.example.com "}}, ["registry.url", "white space"]),
     ("registry url query", {"registry": {"url": "https://registry.example.com/?x=1"}}, ["registry.url", "query"]),
     ("registry url bad host", {"registry": {"url": "https://bad_host"}}, ["registry.url", "'bad_host' is not a host"]),
-    ("registry is the source", {"registry": {"url": "nvcr.io"}}, ["invalid registry.url 'nvcr.io'", "source registry"]),
+    ("registry is the source", {"registry": {"url": "https://nvcr.io"}}, ["invalid registry.url 'https://nvcr.io'", "source registry"]),
+    ("registry url without its scheme", {"registry": {"url": "registry.site:5000"}},
+     ["invalid registry.url 'registry.site:5000'", "the scheme is missing", "http://host:5000 for a plain-HTTP registry"]),
     ("registry password without user", {"registry": {"password": SECRETS[1]}}, ["registry.password", "without registry.username"]),
     ("registry user without password", {"registry": {"username": "mirror"}}, ["invalid registry.username 'mirror'", "without registry.password"]),
     ("registry user colon", {"registry": {"username": "a:b", "password": SECRETS[1]}}, ["invalid registry.username 'a:b'"]),
@@ -225,7 +227,7 @@ def test_catalog_refuses(files: Path, overrides: dict[str, Any], fragments: list
 
 MIRROR_GOOD = [
     ("registry", {"registry": {}}),
-    ("registry bare host and v2 path", {"registry": {"url": "registry.example.com:5000/v2/"}}),
+    ("registry v2 path", {"registry": {"url": "https://registry.example.com:5000/v2/"}}),
     ("registry ipv6 with auth and prefix", {"registry": {"url": "http://[::1]:5000", "username": "m", "password": SECRETS[1], "prefix": "/site/ngc/"}}),
     ("registry is the source under a prefix", {"registry": {"url": "https://nvcr.io", "prefix": "mirror"}}),
     ("registry ca file", {"registry": {"ca_path": "{tmp}/ca.pem"}, "ca_path": "{tmp}/ca.pem"}),
