@@ -26,6 +26,7 @@ def test_check_mode_of_export_import_and_hpc_cache_lists_what_would_be_written(a
                                                          "import_registry": {"url": testbed.open_registry_url, "prefix": ns}}, check=True)
     assert imported.rc == 0, imported.stdout + imported.stderr
     assert "would import (check mode, nothing written)" in imported.stdout and IMAGE in imported.stdout.split("would import")[1]
+    assert f"pull them as: ['{testbed.open_registry_host}/{ns}/{IMAGE}']" in imported.stdout  # the far-side name, not nvcr.io's
     inspect = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{testbed.open_registry_host}/{ns}/{IMAGE}"],
                              capture_output=True, check=False)
     assert inspect.returncode != 0  # nothing was pushed
