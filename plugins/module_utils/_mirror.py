@@ -150,6 +150,7 @@ class Mirror:
 
     def __init__(self, params: dict[str, Any], check_mode: bool = False, diff_mode: bool = False) -> None:
         self.params, self.check_mode, self.diff_mode = params, check_mode, diff_mode
+        self._created: list[str] = []  # destination directories this run made (removed again if left empty)
         self.totals = Totals()
         self.source = source_from(params)
         self.images = self.source.images(params.get("images"))
@@ -184,6 +185,11 @@ class Mirror:
         finally:
             for lock in locks:
                 lock.release()
+            for directory in self._created:
+                try:
+                    os.rmdir(directory)  # made by this run and left empty (every image failed): not left behind
+                except OSError:
+                    pass
             self.source.close()
             for dest in self.destinations:
                 dest.close()
@@ -210,6 +216,8 @@ class Mirror:
         locks: list[RunLock] = []
         try:
             for directory in sorted({d.dir for d in self.destinations if getattr(d, "dir", None)}):
+                if not os.path.isdir(directory):
+                    self._created.append(directory)
                 try:
                     os.makedirs(directory, exist_ok=True)
                 except OSError as exc:

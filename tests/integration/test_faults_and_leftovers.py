@@ -1,7 +1,8 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Storms of throttled or unavailable answers from the source are ridden out at the defaults (no ``retries`` set):
-every image arrives, with the source's digests, judged by skopeo."""
+"""Faults at the defaults, and nothing left behind: storms of throttled or unavailable answers from the source are
+ridden out (no ``retries`` set), every image arriving with the source's digests (judged by skopeo); a killed run's
+temporary files and a failed run's empty directory do not stay."""
 from __future__ import annotations
 
 import hashlib
@@ -48,3 +49,12 @@ def test_the_next_run_removes_what_a_killed_run_left_beside_the_facts_file(ansib
     run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert run.rc == 0, run.stdout + run.stderr
     assert [path.name for path in leftovers if path.exists()] == []
+
+
+def test_a_run_whose_every_image_fails_leaves_no_empty_bundle_directory(ansible: Any, testbed: Any, tmp_path: Path) -> None:
+    bundle = tmp_path / "drop" / "ngc-2026-12"
+    args = {"registry_url": testbed.source_registry_url, "images": ["nvidia/no-such-image:1.0"], "signatures": False,
+            "bundle": {"dir": str(bundle)}, "facts_file": str(tmp_path / "ngc_mirror.fact")}
+    run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert run.rc != 0 and "no-such-image" in run.result["msg"], run.stdout
+    assert not bundle.exists()
