@@ -132,7 +132,7 @@ options:
         elements: str
   containerd:
     description:
-      - Import the images into a node's containerd (a Kubernetes node: the kubelet sees the V(k8s.io) namespace),
+      - Import the images into a node's containerd (on a Kubernetes node the kubelet sees the V(k8s.io) namespace),
         under their source names (C(nvcr.io/nvidia/pytorch:24.01-py3)), with the registry's digests.
       - Each image, every platform with the registry's manifest bytes (a multi-platform index is kept), is written to an
         OCI archive in a temporary directory whose C(index.json) names it, then imported with containerd's own client,
@@ -450,6 +450,16 @@ EXAMPLES = r"""
     registry:
       url: https://registry.site.example
       prefix: ngc
+
+- name: Pre-load a Kubernetes node with no registry in reach from a carried bundle (into containerd's k8s.io namespace)
+  airgap.ngc.ngc_image_mirror:
+    source: bundle
+    source_dir: /media/usb/ngc-bundle
+    images:
+      - nvcr.io/nvidia/pytorch:24.01-py3
+    containerd:
+      address: /run/containerd/containerd.sock
+      namespace: k8s.io
 """
 
 RETURN = r"""
