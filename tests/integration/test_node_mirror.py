@@ -192,7 +192,7 @@ def test_containerd_without_config_path_gets_a_drop_in_and_pulls_without_a_prefi
     assert again.rc == 0 and changed == 0, again.stdout
     assert "restart containerd" not in again.stdout
 
-    gone, _ = role(ansible, tmp_path, {**variables, "node_mirror_state": "absent"})
+    gone, _changed = role(ansible, tmp_path, {**variables, "node_mirror_state": "absent"})
     assert gone.rc == 0, gone.stdout
     dump = subprocess.run(["containerd", "--config", str(config), "config", "dump"], capture_output=True, text=True, check=True).stdout
     assert f'config_path = "{certs}"' not in dump
@@ -210,7 +210,7 @@ def test_containerd_without_config_path_gets_a_drop_in_and_pulls_without_a_prefi
 def test_hostile_values_are_refused_naming_the_variable(ansible: Any, testbed: Any, tmp_path: Path, variable: str, value: Any) -> None:
     (tmp_path / "containers").mkdir()
     variables = node_vars(tmp_path, tmp_path / "certs.d", tmp_path / "config.toml", "https://mirror.site:5000", **{variable: value})
-    run, _ = role(ansible, tmp_path, variables)
+    run, _changed = role(ansible, tmp_path, variables)
     assert run.rc != 0
     assert f"{variable} must be" in run.stdout, run.stdout
     assert not (tmp_path / "certs.d").exists() and not (tmp_path / "containers" / "registries.conf.d").exists()
