@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(docker.io docker-registry skopeo squashfs-tools squashfs-tools-ng umoci siftool podman systemd git make shellcheck)
+debs=(docker.io containerd docker-registry skopeo squashfs-tools squashfs-tools-ng umoci siftool podman systemd git make shellcheck)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import INVENTORY_KIND, BundleDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._containerd import ContainerdDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._destinations import (
     ArchiveDestination,
     EngineDestination,
@@ -83,6 +84,8 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
         found.append(EnrootDestination(params["enroot"]))
     if params.get("apptainer"):
         found.append(ApptainerDestination(params["apptainer"]))
+    if params.get("containerd"):
+        found.append(ContainerdDestination(params["containerd"]))
     if params.get("docker"):
         spec = params["docker"]
         archive_of = archive.target if archive is not None else getattr(source, "path_of", None)

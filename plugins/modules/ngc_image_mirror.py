@@ -131,6 +131,30 @@ options:
             (V(registry.site.example/pytorch), optionally with C(:tag)) as that repository with the image's tag.
         type: list
         elements: str
+  containerd:
+    description:
+      - Import the images into a node's containerd (on a Kubernetes node the kubelet sees the V(k8s.io) namespace),
+        under their source names (C(nvcr.io/nvidia/pytorch:24.01-py3)), with the registry's digests.
+      - Each image, every platform with the registry's manifest bytes (a multi-platform index is kept), is written to an
+        OCI archive in a temporary directory whose C(index.json) names it, then imported with containerd's own client,
+        C(ctr images import --all-platforms), which unpacks the node's platform. C(ctr) ships with containerd and gets no
+        credential (the module fetches the content), so no secret is on its command line; a docker archive would give
+        other digests (containerd#6307).
+      - Idempotent by digest, an image C(ctr images ls) lists at the source's digest is not imported again. A namespace
+        that does not exist yet is created.
+      - Reads from the source registry, a bundle or archives (O(source)).
+    type: dict
+    suboptions:
+      address:
+        description:
+          - containerd's socket.
+        type: path
+        default: /run/containerd/containerd.sock
+      namespace:
+        description:
+          - The containerd namespace; V(k8s.io) is the one the kubelet uses.
+        type: str
+        default: k8s.io
   source:
     description:
       - Where the images are read from. V(registry) is O(registry_url) (the connected side).
@@ -448,6 +472,16 @@ EXAMPLES = r"""
     registry:
       url: https://registry.site.example
       prefix: ngc
+
+- name: Pre-load a Kubernetes node with no registry in reach from a carried bundle (into containerd's k8s.io namespace)
+  airgap.ngc.ngc_image_mirror:
+    source: bundle
+    source_dir: /media/usb/ngc-bundle
+    images:
+      - nvcr.io/nvidia/pytorch:24.01-py3
+    containerd:
+      address: /run/containerd/containerd.sock
+      namespace: k8s.io
 """
 
 RETURN = r"""
@@ -608,6 +642,10 @@ def main() -> None:
             source=dict(type="str", choices=["registry", "archive"], default="registry"),
             tag_as=dict(type="list", elements="str"),
         )),
+        containerd=dict(type="dict", options=dict(
+            address=dict(type="path", default="/run/containerd/containerd.sock"),
+            namespace=dict(type="str", default="k8s.io"),
+        )),
         offline=dict(type="bool", default=False),
         source=dict(type="str", choices=["registry", "bundle", "archive"], default="registry"),
         source_dir=dict(type="path"),
@@ -644,7 +682,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-        required_one_of=[("registry", "archive", "docker", "bundle", "enroot", "apptainer")],
+        required_one_of=[("registry", "archive", "docker", "containerd", "bundle", "enroot", "apptainer")],
         required_if=[("source", "bundle", ("source_dir",)), ("source", "archive", ("source_dir",))],
     )
     try:
