@@ -99,7 +99,7 @@ run_integration() {
   # One test bed for all workers (started by main); faults, counters and the engine are taken in turns
   # (tests/testbed/pytest_plugin.py). AIRGAP_TEST_WORKERS=0 runs the tests one after another.
   local parallel=()
-  [ "$workers" -gt 0 ] && parallel=(-n "$workers" --dist loadgroup --no-loadscope-reorder)
+  [ "$workers" -gt 0 ] && parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)
   AIRGAP_BUILD_DIR="$root/$base" python -m pytest -p tests.testbed.pytest_plugin tests/integration -v -p no:cacheprovider \
     --color=no --durations=30 "${parallel[@]}" >"$logs/integration.log" 2>&1
   local rc=$?

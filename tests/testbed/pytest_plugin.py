@@ -12,15 +12,16 @@
 - ``testbed_authfile`` (session): a containers auth.json with the valid credentials for the
   source registry, its proxy and the basic registry (for ``skopeo --authfile``).
 
-In parallel (``pytest -n 2 --dist loadgroup``, pytest-xdist) every worker uses ONE test bed: the
+In parallel (``pytest -n 2 --dist loadfile``, pytest-xdist) every worker uses ONE test bed: the
 controller starts it before the workers (unless ``$AIRGAP_TESTBED_DIR`` names a running one) and
 stops it at the end. The faults and request counters are global to the test bed, so a test whose
 fixtures include ``faults`` runs alone: it holds the test bed's lock exclusively while every other
 test that uses the test bed holds it shared; a test marked ``engine`` holds the engine's lock (the
-Docker engine's image names are global too). Groups (``xdist_group``, added at collection) keep
-each file whose tests share a module-scoped fixture on one worker (the fixture runs once), and the
-other fault tests and engine tests together. A new test file needs nothing of this: it is safe
-in parallel if its names (registry namespaces, engine tags) are its own, e.g. hold ``os.getpid()``.
+Docker engine's image names are global too). Each file runs on one worker, so a module-scoped
+fixture runs once. (``--dist loadgroup`` does not group with pytest 9: xdist 3.8 renames
+``item._nodeid``, which pytest 9 no longer reads.) A new test file needs nothing of this: it is
+safe in parallel if its names (registry namespaces, engine tags) are its own, e.g. hold
+``os.getpid()``, and its paths are under ``tmp_path``.
 """
 from __future__ import annotations
 
@@ -41,7 +42,6 @@ ENV_DIR = "AIRGAP_TESTBED_DIR"
 ENV_SCALE = "AIRGAP_TESTBED_SCALE"
 ENV_NO_ENGINE = "AIRGAP_TESTBED_NO_ENGINE"
 LOCK_DIR = "locks"  # under the test bed's workdir: bed.lock (faults, counters), engine.lock, turnstile.lock
-FAULTS_GROUP, ENGINE_GROUP = "testbed-faults", "testbed-engine"
 _SHARED_SCOPES = ("module", "class", "package")
 _SHARED_BED = pytest.StashKey[tuple[Testbed, Path]]()
 
@@ -78,17 +78,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _group(item: pytest.Item, files_sharing: set[str]) -> str | None:
-    path = item.nodeid.split("::", 1)[0]
-    if path in files_sharing:
-        return f"file:{path}"
-    if "faults" in item.fixturenames:
-        return FAULTS_GROUP
-    if item.get_closest_marker("engine") is not None:
-        return ENGINE_GROUP
-    return None
-
-
 def _shares_a_fixture(item: pytest.Item) -> bool:
     info = getattr(item, "_fixtureinfo", None)
     defs = info.name2fixturedefs.values() if info is not None else []
@@ -97,18 +86,12 @@ def _shares_a_fixture(item: pytest.Item) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With --dist loadgroup: put each test in its group (unless it names one itself) and order the groups first,
-    the fault tests before all (they run alone, best while the other worker still has plenty to do)."""
-    if config.getoption("dist", "no") != "loadgroup":
+    """In a worker of a parallel run: the files whose tests share a module-scoped fixture (the long set-ups) first, so
+    that the other worker has the rest to do meanwhile (with --no-loadscope-reorder, xdist keeps this order)."""
+    if not hasattr(config, "workerinput"):
         return
-    files_sharing = {item.nodeid.split("::", 1)[0] for item in items if _shares_a_fixture(item)}
-    rank = {}
-    for item in items:
-        group = None if item.get_closest_marker("xdist_group") else _group(item, files_sharing)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-        rank[item.nodeid] = 0 if group == FAULTS_GROUP else 1 if group == ENGINE_GROUP else 2 if group else 3
-    items.sort(key=lambda item: rank[item.nodeid])  # stable: the collection order within each rank
+    heavy = {item.nodeid.split("::", 1)[0] for item in items if _shares_a_fixture(item)}
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in heavy)  # stable: each file's order kept
 
 
 # Taking turns on what the tests share ------------------------------------------------------
