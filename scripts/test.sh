@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Run the project's checks: `scripts/test.sh all` or one of sanity, units, lint, integration,
 # molecule, docs. Each stage logs to build/logs/<stage>.log; a summary with counts ends the run.
+# The quick stages (sanity, units, lint, docs) run in the background beside integration, each in a
+# collection tree of its own (build/stages/<stage>); integration runs on 2 workers (pytest-xdist)
+# against one test bed, which molecule reuses afterwards (AIRGAP_TESTBED_DIR). Each stage's wall
+# time is printed with its counts.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
@@ -9,24 +13,33 @@ export ANSIBLE_COLLECTIONS_PATH="$root/build"
 export ANSIBLE_NOCOLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0
 export ANSIBLE_LOCAL_TEMP="$root/build/tmp/ansible-local" ANSIBLE_REMOTE_TEMP="$root/build/tmp/ansible-remote"
 logs=$root/build/logs
+stages_dir=build/stages  # relative: the trees' paths are printed and used relative to the checkout
+workers=${AIRGAP_TEST_WORKERS:-2}
 
-declare -A result count
+declare -A result count seconds
 total_passed=0
 total_failed=0
 
-record() {  # stage status passed failed
-  result[$1]=$2
-  count[$1]="$3 passed, $4 failed"
-  total_passed=$((total_passed + $3))
-  total_failed=$((total_failed + $4))
+record() {  # stage status passed failed: kept in build/logs/<stage>.status (a stage may run in the background)
+  echo "$2 $3 $4" >"$logs/$1.status"
 }
 
-pytest_counts() {  # log -> "passed failed"
-  local line p f e
-  line=$(grep -E '^=+ .*(passed|failed|error|no tests ran).* in [0-9.]+s' "$1" | tail -n 1)
-  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || true)
-  f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || true)
-  e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+' || true)
+collect() {  # stage: read what the stage recorded
+  local status=1 p=0 f=1
+  [ -f "$logs/$1.status" ] && read -r status p f <"$logs/$1.status"
+  result[$1]=$status
+  count[$1]="$p passed, $f failed"
+  total_passed=$((total_passed + p))
+  total_failed=$((total_failed + f))
+}
+
+pytest_counts() {  # log -> "passed failed", summed over the pytest sessions in it (ansible-test units runs two)
+  local lines p f e
+  lines=$(grep -E '^=+ .*(passed|failed|error|no tests ran).* in [0-9.]+s' "$1")
+  sum() { grep -oE "[0-9]+ $1" <<<"$lines" | awk '{ n += $1 } END { print n + 0 }'; }
+  p=$(sum passed)
+  f=$(sum failed)
+  e=$(sum 'errors?')
   echo "${p:-0} $(( ${f:-0} + ${e:-0} ))"
 }
 
@@ -83,7 +96,12 @@ run_docs() {
 }
 
 run_integration() {
-  python -m pytest -p tests.testbed.pytest_plugin tests/integration -v -p no:cacheprovider --color=no >"$logs/integration.log" 2>&1
+  # One test bed for all workers (started by main); faults, counters and the engine are taken in turns
+  # (tests/testbed/pytest_plugin.py). AIRGAP_TEST_WORKERS=0 runs the tests one after another.
+  local parallel=()
+  [ "$workers" -gt 0 ] && parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)
+  AIRGAP_BUILD_DIR="$root/$base" python -m pytest -p tests.testbed.pytest_plugin tests/integration -v -p no:cacheprovider \
+    --color=no --durations=30 "${parallel[@]}" >"$logs/integration.log" 2>&1
   local rc=$?
   read -r p f < <(pytest_counts "$logs/integration.log")
   [ "$rc" -ne 0 ] && [ "$f" = 0 ] && f=1
@@ -98,12 +116,20 @@ run_molecule() {
     scenario=$(basename "$scenario")
     n=$((n + 1))
     echo "== molecule test -s $scenario" >>"$logs/molecule.log"
-    (cd "$tree/extensions" && molecule test -s "$scenario") >>"$logs/molecule.log" 2>&1 || rc=$((rc + 1))
+    # A scratch directory of this checkout's own (molecule's default is one per machine).
+    rm -rf "$root/build/tmp/molecule/$scenario"
+    (cd "$tree/extensions" && MOLECULE_EPHEMERAL_DIRECTORY="$root/build/tmp/molecule/$scenario" molecule test -s "$scenario") \
+      >>"$logs/molecule.log" 2>&1 || rc=$((rc + 1))
   done
   record molecule "$rc" "$((n - rc))" "$rc"
 }
 
-run_stage() {
+run_stage() {  # stage: in a collection tree of its own, timed; the result goes to build/logs/<stage>.status
+  local started=$SECONDS
+  base=$stages_dir/$1
+  rm -f "$logs/$1.status"
+  tree=$(bash scripts/collection-tree.sh "$base") || { echo "cannot build the collection tree" >"$logs/$1.log"; record "$1" 1 0 1; return; }
+  export ANSIBLE_COLLECTIONS_PATH="$root/$base"
   case "$1" in
     sanity) run_sanity ;;
     units) run_units ;;
@@ -111,27 +137,70 @@ run_stage() {
     docs) run_docs ;;
     integration) run_integration ;;
     molecule) run_molecule ;;
-    *) echo "unknown stage $1: use sanity, units, lint, docs, integration, molecule or all"; exit 2 ;;
   esac
+  echo "$((SECONDS - started))" >"$logs/$1.seconds"
+}
+
+testbed_up() {  # one test bed for integration and molecule
+  testbed_dir=$root/build/tmp/testbed
+  python -m tests.testbed down --dir "$testbed_dir" >/dev/null 2>&1
+  rm -rf "$testbed_dir"
+  if python -m tests.testbed up --dir "$testbed_dir" --scale small >"$logs/testbed.log" 2>&1; then
+    export AIRGAP_TESTBED_DIR=$testbed_dir
+  else
+    echo "   the test bed did not start (build/logs/testbed.log); integration and molecule start their own"
+  fi
+}
+
+testbed_down() {
+  [ -n "${testbed_dir:-}" ] && python -m tests.testbed down --dir "$testbed_dir" >>"$logs/testbed.log" 2>&1
+  testbed_dir=
+}
+
+report() {  # stage: print its counts and seconds (and the log's end if it failed)
+  collect "$1"
+  seconds[$1]=$(cat "$logs/$1.seconds" 2>/dev/null || echo "?")
+  echo "== $1 (log: build/logs/$1.log)"
+  echo "   ${count[$1]} in ${seconds[$1]}s"
+  if [ "${result[$1]}" != 0 ]; then
+    echo "   FAILED; last lines of the log:"
+    tail -n 30 "$logs/$1.log" | sed 's/^/   | /'
+  fi
 }
 
 main() {
   stages=("$@")
   [ "${stages[0]:-all}" = all ] && stages=(sanity units lint docs integration molecule)
-
-  tree=$(bash scripts/collection-tree.sh) || { echo "cannot build the collection tree"; exit 1; }
-  mkdir -p "$logs" "$ANSIBLE_LOCAL_TEMP"
-
   for stage in "${stages[@]}"; do
-    echo "== $stage (log: build/logs/$stage.log)"
-    run_stage "$stage"
-    echo "   ${count[$stage]}"
-    if [ "${result[$stage]}" != 0 ]; then
-      echo "   FAILED; last lines of the log:"
-      tail -n 30 "$logs/$stage.log" | sed 's/^/   | /'
-    fi
+    case "$stage" in
+      sanity | units | lint | docs | integration | molecule) ;;
+      *) echo "unknown stage $stage: use sanity, units, lint, docs, integration, molecule or all"; exit 2 ;;
+    esac
   done
+  mkdir -p "$logs" "$ANSIBLE_LOCAL_TEMP"
+  started=$SECONDS
+  trap testbed_down EXIT
 
+  # The quick stages, one after another, in the background; the test bed meanwhile, then integration and molecule.
+  quick=() slow=()
+  for stage in "${stages[@]}"; do
+    case "$stage" in integration | molecule) slow+=("$stage") ;; *) quick+=("$stage") ;; esac
+  done
+  if [ "${#quick[@]}" -gt 0 ] && [ "${#slow[@]}" -gt 0 ]; then
+    (for stage in "${quick[@]}"; do run_stage "$stage"; done) &
+    quick_job=$!
+  else
+    for stage in "${quick[@]}"; do run_stage "$stage"; done
+    quick_job=
+  fi
+  if [ "${#slow[@]}" -gt 0 ]; then
+    testbed_up
+    for stage in "${slow[@]}"; do run_stage "$stage"; done
+    testbed_down
+  fi
+  [ -n "$quick_job" ] && wait "$quick_job"
+
+  for stage in "${stages[@]}"; do report "$stage"; done
   echo
   echo "summary:"
   status=0
@@ -139,9 +208,9 @@ main() {
     printf '  %-12s %s\n' "$stage" "${count[$stage]}"
     [ "${result[$stage]}" = 0 ] || status=1
   done
+  echo "wall time: $((SECONDS - started))s ($(for s in "${stages[@]}"; do printf '%s %ss, ' "$s" "${seconds[$s]}"; done | sed 's/, $//'))"
   echo "$total_passed passed, $total_failed failed"
   exit $status
-
 }
 
 # Everything runs from main, read whole before it starts, so editing this file mid-run is harmless.

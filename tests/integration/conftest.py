@@ -21,10 +21,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # Where the collection tree is built; another directory lets a developer test while `make test` runs.
 BUILD = Path(os.environ.get("AIRGAP_BUILD_DIR", str(REPO / "build")))
+# The tree this run built, for its workers (a parallel run builds it once, before they start, and they only read it).
+ENV_TREE = "AIRGAP_COLLECTION_TREE"
+
+
+def _build_tree() -> Path:
+    out = subprocess.run(["bash", str(REPO / "scripts" / "collection-tree.sh"), str(BUILD)], capture_output=True, text=True, check=True)
+    return REPO / out.stdout.strip().splitlines()[-1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "engine: needs the test bed's Docker engine")
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+        os.environ[ENV_TREE] = str(_build_tree())
 
 
 @dataclass
@@ -107,8 +116,8 @@ def _task_results(stdout: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def collection_tree() -> Path:
     """The collection copied into build/ansible_collections/airgap/ngc, as ansible finds it."""
-    out = subprocess.run(["bash", str(REPO / "scripts" / "collection-tree.sh"), str(BUILD)], capture_output=True, text=True, check=True)
-    return REPO / out.stdout.strip().splitlines()[-1]
+    built = os.environ.get(ENV_TREE)
+    return Path(built) if built else _build_tree()
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,9 @@ import json
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -40,9 +41,9 @@ def skopeo(*args: str) -> bytes:
 class Podman:
     """podman with its whole state under one directory: storage, run state, temporary files; no events journal."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, runroot: Path) -> None:
         self.base = base
-        self.argv = ["podman", "--root", str(base / "root"), "--runroot", str(base / "run"), "--tmpdir", str(base / "tmp"),
+        self.argv = ["podman", "--root", str(base / "root"), "--runroot", str(runroot), "--tmpdir", str(base / "tmp"),
                      "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,11 +63,15 @@ def archives(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="module")
-def podman(archives: dict[str, Any]) -> Podman:
-    tool = Podman(archives["base"] / "podman")
-    probe = tool("info", "--format", "{{.Store.GraphDriverName}}")
-    assert probe.returncode == 0 and probe.stdout.strip() == "vfs", probe.stderr  # podman is installed: it must run here
-    return tool
+def podman(archives: dict[str, Any]) -> Iterator[Podman]:
+    runroot = Path(tempfile.mkdtemp(prefix="podman-run-"))  # podman refuses a run root over 50 characters (a worker's tmp_path is longer)
+    try:
+        tool = Podman(archives["base"] / "podman", runroot)
+        probe = tool("info", "--format", "{{.Store.GraphDriverName}}")
+        assert probe.returncode == 0 and probe.stdout.strip() == "vfs", probe.stderr  # podman is installed: it must run here
+        yield tool
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
 
 
 def source(testbed: Any, authfile: Path, ref: str) -> dict[str, Any]:

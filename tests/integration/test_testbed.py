@@ -149,6 +149,7 @@ def test_skopeo_copies_between_registries(testbed: TestbedInfo, testbed_authfile
 
 
 # Docker engine ---------------------------------------------------------------------------------
+@pytest.mark.engine
 def test_docker_pull_from_token_registry(testbed: TestbedInfo, docker_config: Path) -> None:
     expected = find_tag(testbed.seed_document(), "nvidia/pytorch:24.01-py3")
     host = testbed.source_registry_host
@@ -162,6 +163,7 @@ def test_docker_pull_from_token_registry(testbed: TestbedInfo, docker_config: Pa
     assert image["Id"] == expected["config_digests"][0]
 
 
+@pytest.mark.engine
 def test_docker_pull_multi_arch_through_proxy(testbed: TestbedInfo, docker_config: Path) -> None:
     expected = find_tag(testbed.seed_document(), "nvidia/cuda:12.2.0-base-ubuntu22.04")
     host = testbed.source_proxy_host
@@ -173,6 +175,7 @@ def test_docker_pull_multi_arch_through_proxy(testbed: TestbedInfo, docker_confi
     assert image["Architecture"] == "amd64"
 
 
+@pytest.mark.engine
 def test_docker_loads_a_skopeo_archive(testbed: TestbedInfo, testbed_authfile: Path, docker_config: Path, tmp_path: Path) -> None:
     expected = find_tag(testbed.seed_document(), "nvidia/clara/clara-parabricks:4.2.0-1")
     archive = tmp_path / "parabricks.tar"
