@@ -12,7 +12,9 @@
 #      into a second registry that never saw the source, and have a GPU node's Docker engine pull from there
 #      (playbooks/import.yml); digests are compared with the source's;
 #   6. on a Slurm login node of the far side, write the bundle's images as enroot .sqsh files and Apptainer SIF
-#      files (playbooks/hpc_cache.yml), with neither tool installed; siftool shows what a SIF holds.
+#      files (playbooks/hpc_cache.yml), with neither tool installed; siftool shows what a SIF holds;
+#   7. on a Kubernetes GPU node of the far side, point a containerd at the site registry (playbooks/node_mirror.yml)
+#      and pull nvcr.io/nvidia/... names through it, with the source's digests.
 # Everything the demo starts is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -240,3 +242,54 @@ find "$dir/shared" -type f -printf '    %P (%s bytes)\n' | sort
 sif=$(find "$dir/shared/sif" -type f | sort | head -1)
 echo "  siftool list ${sif#"$dir/"}:"
 siftool list "$sif" | sed 's/^/    /'
+
+echo
+echo "demo: 7. far side, a Kubernetes GPU node: its containerd pulls nvcr.io/nvidia/... through the site registry"
+echo "  (playbooks/node_mirror.yml writes certs.d/nvcr.io/hosts.toml; the nodes' registry takes no credentials)"
+python - "$dir" >"$dir/import-open-vars.json" <<'PY'
+import json
+import sys
+
+d = sys.argv[1]
+tb = json.load(open(f"{d}/testbed.json"))
+print(json.dumps({"import_bundle_dir": f"{d}/usb/ngc-2026-11", "import_registry": {"url": tb["open_registry_url"], "prefix": "site"},
+                  "import_facts_file": f"{d}/root/etc/ansible/facts.d/import-nodes.fact"}))
+PY
+ansible-playbook playbooks/import.yml -e @"$dir/import-open-vars.json" | sed -n '/pull them as/p'
+python - "$dir" <<'PY'
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.testbed.containerd import start_containerd
+
+d = Path(sys.argv[1])
+tb = json.load(open(d / "testbed.json"))
+seed = {f"{r['repository']}:{t['tag']}": t["digest"] for r in json.load(open(tb["seed_file"]))["repositories"] for t in r.get("tags") or []}
+refs = sorted({e["annotations"]["org.opencontainers.image.ref.name"].split("/", 1)[1]
+               for e in json.load(open(d / "usb" / "ngc-2026-11" / "index.json"))["manifests"]})
+node = start_containerd()
+try:
+    (d / "node").mkdir(exist_ok=True)
+    (d / "node" / "hosts.yml").write_text(f"k8s_nodes:\n  hosts:\n    gpu-node-1:\n      ansible_connection: local\n"
+                                          f"      ansible_python_interpreter: {sys.executable}\n")
+    (d / "node" / "vars.json").write_text(json.dumps({
+        "node_mirror_registry_url": tb["open_registry_url"], "node_mirror_prefix": "site", "node_mirror_become": False,
+        "node_mirror_containerd_certs_dir": str(node.config_path), "node_mirror_containerd_config": str(node.directory / "config.toml"),
+        "node_mirror_registries_conf_dir": str(d / "node" / "registries.conf.d"), "node_mirror_rancher_dir": str(d / "node" / "rancher")}))
+    run = subprocess.run(["ansible-playbook", "-i", str(d / "node" / "hosts.yml"), "playbooks/node_mirror.yml", "-e", f"@{d / 'node' / 'vars.json'}"],
+                         capture_output=True, text=True, check=False)
+    print("\n".join("    " + line for line in run.stdout.splitlines() if "gpu-node-1" in line and ":" in line and "ok=" in line))
+    if run.returncode != 0:
+        raise SystemExit(run.stdout + run.stderr)
+    print("    " + (node.config_path / "nvcr.io" / "hosts.toml").read_text().replace("\n", "\n    ").rstrip())
+    for ref in refs:
+        node.ctr("images", "pull", "--hosts-dir", str(node.config_path), f"nvcr.io/{ref}")
+    held = node.images()
+    for ref in refs:
+        digest = held.get(f"nvcr.io/{ref}")
+        print(f"    ctr -n k8s.io: nvcr.io/{ref}: {'same digest' if digest == seed[ref] else 'DIFFERENT'} ({(digest or '?')[:19]}...)")
+finally:
+    node.stop()
+PY
