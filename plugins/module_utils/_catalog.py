@@ -442,8 +442,7 @@ def empty_selection(params: dict[str, Any], result: dict[str, Any]) -> str | Non
     where = {"ngc": f"the NGC catalog at {params.get('api_url')} (org {params.get('org') or 'nvidia'})",
              "registry": f"the registry {params.get('registry_url')}",
              "bundle": f"the bundle {params.get('source_dir')}"}[source]
-    filters = [f"{name} {json.dumps(params[name])}" for name in _FILTERS
-               if params.get(name) not in (None, [], "", False) and not (name == "teams" and source != "ngc")]
+    filters = [f"{name} {json.dumps(params[name])}" for name in _FILTERS if params.get(name) not in (None, [], "", False)]
     label = f"Selection {json.dumps(params['label'])}" if params.get("label") else "The selection"
     return (f"{label} picked no image from {where} with {', '.join(filters) if filters else 'no filters'}: nothing would be "
             "mirrored. Check the names and patterns, or set allow_empty (the role: ngc_mirror_allow_empty_selection) "

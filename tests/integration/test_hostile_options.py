@@ -188,8 +188,10 @@ def test_parallel_images_out_of_bounds_is_refused_by_the_module(ansible: Any, te
 
 
 def test_a_team_that_holds_nothing_is_named_in_a_warning(ansible: Any, big_bundle: dict[str, Any]) -> None:
-    run = ansible.module("ngc_catalog_info", {"source": "bundle", "source_dir": str(big_bundle["dir"]), "teams": ["nosuchteam"],
-                                              "include_digests": False})
+    args = {"source": "bundle", "source_dir": str(big_bundle["dir"]), "teams": ["nosuchteam"], "include_digests": False}
+    run = ansible.module("ngc_catalog_info", dict(args, allow_empty=True))
     assert run.rc == 0, run.stdout
     assert run.result["images"] == []
     assert "teams item 1: org 'nvidia' has no repository in team 'nosuchteam'" in run.stdout + run.stderr
+    refused = ansible.module("ngc_catalog_info", args)  # an empty selection fails by default, naming the team
+    assert refused.rc != 0 and 'teams ["nosuchteam"]' in refused.result["msg"], refused.stdout

@@ -23,10 +23,12 @@ def test_nothing_picked_names_the_selection_where_and_every_filter_set() -> None
 
 
 def test_without_a_label_or_filters_the_message_still_says_where() -> None:
-    bundle = {"source": "bundle", "source_dir": "/media/usb/ngc-2026-12", "teams": ["clara"], "allow_empty": False}
+    bundle = {"source": "bundle", "source_dir": "/media/usb/ngc-2026-12", "allow_empty": False}
     message = empty_selection(bundle, NOTHING)
     assert message is not None
     assert message.startswith("The selection picked no image from the bundle /media/usb/ngc-2026-12 with no filters:")
+    # teams select repository paths of a bundle or a registry too: a team that holds nothing is named
+    assert 'with teams ["clara"]:' in (empty_selection(dict(bundle, teams=["clara"]), NOTHING) or "")
     registry = {"source": "registry", "registry_url": "https://registry.site.example", "image_regex": "^nvidia/x$"}
     assert 'the registry https://registry.site.example with image_regex "^nvidia/x$"' in (empty_selection(registry, NOTHING) or "")
 
