@@ -232,7 +232,9 @@ import json
 import sys
 
 d = sys.argv[1]
+# The x86 cluster's images: the bundle's arm64-only pytorch:24.02-py3-igpu (Jetson) would fail enroot.platform linux/amd64.
 print(json.dumps({"hpc_source": "bundle", "hpc_source_dir": f"{d}/usb/ngc-2026-11",
+                  "hpc_images": ["nvidia/pytorch:24.02-py3", "nvidia/cuda:12.10.0-base-ubuntu22.04"],
                   "hpc_enroot_dir": f"{d}/shared/enroot", "hpc_sif_dir": f"{d}/shared/sif",
                   "hpc_facts_file": f"{d}/root/etc/ansible/facts.d/hpc.fact"}))
 PY
