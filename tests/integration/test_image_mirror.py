@@ -54,8 +54,11 @@ def kill_run(proc: subprocess.Popen[Any], lock_file: Path) -> None:
     """SIGKILL a running module (its pid is in the facts file's lock: it runs in a session of its own and would outlive
     its parent) and the ansible process that started it, and wait until the module is gone."""
     module_pid = int(lock_file.read_text().split()[0])
-    os.kill(module_pid, signal.SIGKILL)
-    os.killpg(proc.pid, signal.SIGKILL)
+    for kill, pid in ((os.kill, module_pid), (os.killpg, proc.pid)):
+        try:
+            kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it ended on its own between the last look and the kill: the next run must converge all the same
     proc.wait()
     deadline = time.monotonic() + 30
     while Path(f"/proc/{module_pid}").exists() and time.monotonic() < deadline:
