@@ -37,7 +37,7 @@ _value:
 
 from typing import Any, Callable
 
-from ansible_collections.airgap.ngc.plugins.module_utils._squash_options import squash_options_problem as _problem
+from ansible_collections.airgap.ngc.plugins.module_utils._types.squash_options import squash_options_problem as _problem
 
 
 def squash_options_problem(value: Any) -> str:

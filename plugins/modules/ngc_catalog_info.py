@@ -349,11 +349,11 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.airgap.ngc.plugins.module_utils._catalog import empty_selection, inspect_catalog
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, redact, shorten
-from ansible_collections.airgap.ngc.plugins.module_utils._http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
-from ansible_collections.airgap.ngc.plugins.module_utils._options import source_argument_spec
-from ansible_collections.airgap.ngc.plugins.module_utils._validate import validate_catalog
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog.catalog import empty_selection, inspect_catalog
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, redact, shorten
+from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import source_argument_spec
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_catalog
 
 
 def main() -> None:

@@ -611,13 +611,13 @@ prune_diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.airgap.ngc.plugins.module_utils._engine import DockerSdkMissingError
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
-from ansible_collections.airgap.ngc.plugins.module_utils._http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
-from ansible_collections.airgap.ngc.plugins.module_utils._mirror import Mirror
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import failure_summary
-from ansible_collections.airgap.ngc.plugins.module_utils._options import source_argument_spec
-from ansible_collections.airgap.ngc.plugins.module_utils._validate import validate_mirror
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.docker_engine import DockerSdkMissingError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import Mirror
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import failure_summary
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import source_argument_spec
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_mirror
 
 
 def main() -> None:

@@ -179,7 +179,7 @@ def case_client(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collecti
     """The collection's blob reader alone (what the module downloads with), hashed, not stored: compare with one stream."""
     if str(collections) not in sys.path:
         sys.path.insert(0, str(collections))
-    registry = __import__("ansible_collections.airgap.ngc.plugins.module_utils._registry", fromlist=["RegistryClient"])
+    registry = __import__("ansible_collections.airgap.ngc.plugins.module_utils._clients.registry", fromlist=["RegistryClient"])
     started = time.monotonic()
     with registry.RegistryClient(cdn.url, "$oauthtoken", info.api_key) as client:
         with client.open_blob(big.repository, big.layer_digest, expected_size=big.layer_size) as reader:

@@ -58,7 +58,7 @@ from tests.testbed.testbed import NGC_USERNAME, Testbed, TestbedInfo, running_te
 
 MIRROR = "ansible_collections.airgap.ngc.plugins.modules.ngc_image_mirror"
 CATALOG = "ansible_collections.airgap.ngc.plugins.modules.ngc_catalog_info"
-STATE = "ansible_collections.airgap.ngc.plugins.module_utils._state"
+STATE = "ansible_collections.airgap.ngc.plugins.module_utils._state.facts"
 TIME = "/usr/bin/time"
 SKOPEO_SYSTEM_CACHE = "/var/lib/containers/cache"
 ACCEPT = ", ".join((

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._apptainer import (
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.apptainer import (
     env_script,
     go_json,
     go_quote,
@@ -19,8 +19,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._apptainer import (
     runscript,
     sif_path,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._sif import DATA_DEFFILE, DATA_GENERIC_JSON, SifLayout, SifObject, arch_code, read_descriptors
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.sif import DATA_DEFFILE, DATA_GENERIC_JSON, SifLayout, SifObject, arch_code, read_descriptors
 
 
 def test_runscript_and_environment_run_as_apptainer_runs_them(tmp_path: Path) -> None:

@@ -15,11 +15,11 @@ import tarfile
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils import _archive
-from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter, blob_path
-from ansible_collections.airgap.ngc.plugins.module_utils._files import cleanup_stale_partials
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, descriptor
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._formats import image_archive as _archive
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.image_archive import ArchiveWriter, blob_path
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import cleanup_stale_partials
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, descriptor
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, DigestMismatchError
 
 TAG = "nvcr.io/nvidia/pytorch:24.01-py3"
 

@@ -13,10 +13,10 @@ from typing import Iterator
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._archive import ArchiveWriter, blob_path
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import DigestMismatchError
-from ansible_collections.airgap.ngc.plugins.module_utils._files import RESUME_MIN, BlobFile, kept_beside, unregister_live
-from ansible_collections.airgap.ngc.plugins.module_utils._transfer import fan_out
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.image_archive import ArchiveWriter, blob_path
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import RESUME_MIN, BlobFile, kept_beside, unregister_live
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import fan_out
 
 CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
 SMALL = bytes(range(256)) * 4001  # a whole blob (not a multiple of 512: padding follows it)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._auth import (
+from ansible_collections.airgap.ngc.plugins.module_utils._http.auth import (
     Challenge,
     Token,
     TokenCache,
@@ -19,7 +19,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._auth import (
     select_challenge,
     token_key,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AuthError, RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AuthError, RegistryError
 
 SECRET = "nvapi-very-secret-key"
 

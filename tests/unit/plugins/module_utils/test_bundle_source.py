@@ -13,10 +13,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage
-from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
-from ansible_collections.airgap.ngc.plugins.module_utils._sources import BundleSource
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import BundleSource
 
 REF = "nvcr.io/nvidia/pytorch:24.02-py3"
 BASE = b"base layer the first bundle carried " * 200

@@ -15,16 +15,16 @@ from typing import Any, Callable
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils import _upload_sessions
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import INVENTORY_KIND, known_from_paths
-from ansible_collections.airgap.ngc.plugins.module_utils._carried import CarriedError, CarriedMissing, open_inside, schema_problem
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError, DigestMismatchError
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import MAX_MANIFEST_BYTES
-from ansible_collections.airgap.ngc.plugins.module_utils._sources import ArchiveSource, BundleSource
-from ansible_collections.airgap.ngc.plugins.module_utils._transfer import fan_out
-from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import SessionUpload, UploadSessions
-from ansible_collections.airgap.ngc.plugins.module_utils._verify import affected_images, verify_bundle
+from ansible_collections.airgap.ngc.plugins.module_utils._transports import upload_sessions as _upload_sessions
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import BundleReader
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.bundle import INVENTORY_KIND, known_from_paths
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import CarriedError, CarriedMissing, open_inside, schema_problem
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MAX_MANIFEST_BYTES
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import ArchiveSource, BundleSource
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import fan_out
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import SessionUpload, UploadSessions
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle_check import affected_images, verify_bundle
 from ansible_collections.airgap.ngc.tests.unit.plugins.module_utils.test_upload_sessions import DATA, DIGEST, PIECE, Registry
 from ansible_collections.airgap.ngc.tests.unit.plugins.module_utils.test_verify import CUDA, PYTORCH, Bundle
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._containerd import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ContainerdDestination
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.containerd import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ContainerdDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
 
 
 def test_defaults_are_the_nodes_socket_and_the_kubelets_namespace() -> None:

@@ -13,13 +13,13 @@ from typing import Any, Iterator
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError
-from ansible_collections.airgap.ngc.plugins.module_utils._mirror import CopyEngine
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Manifest, blob_sizes, select_children
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import COPY, SourceImage, requested_images
-from ansible_collections.airgap.ngc.plugins.module_utils._sources import Found
-from ansible_collections.airgap.ngc.plugins.module_utils._state import StateStore
-from ansible_collections.airgap.ngc.plugins.module_utils._transfer import Totals
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import CopyEngine
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Manifest, blob_sizes, select_children
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SourceImage, requested_images
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import Found
+from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import StateStore
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import Totals
 
 
 def digest_of(data: bytes) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._catalog import empty_selection
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog.catalog import empty_selection
 
 NGC = {"source": "ngc", "api_url": "https://api.ngc.example", "org": "nvidia", "registry_url": "https://nvcr.io",
        "images": ["pytorchh"], "strict_name_match": True, "latest": 2, "teams": None, "tag_regex": None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils import _engine
-from ansible_collections.airgap.ngc.plugins.module_utils._engine import (
+from ansible_collections.airgap.ngc.plugins.module_utils._clients import docker_engine as _engine
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.docker_engine import (
     DEFAULT_HOST,
     ArchiveMissingError,
     DockerEngine,
@@ -28,8 +28,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._engine import (
     scrub,
     tag_targets,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, AuthError, ConfigError, NotFoundError
-from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, AuthError, ConfigError, NotFoundError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
 
 DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64

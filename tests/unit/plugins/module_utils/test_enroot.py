@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._enroot import EnrootDestination, Rootfs, bash_quote, enroot_files, sqsh_name
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.enroot import EnrootDestination, Rootfs, bash_quote, enroot_files, sqsh_name
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError
 
 
 def layer(path: Path, entries: list[tuple], compress: bool = False) -> str:

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils import _http
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import NgcError
-from ansible_collections.airgap.ngc.plugins.module_utils._http import HttpTransport
-from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
+from ansible_collections.airgap.ngc.plugins.module_utils._http import transport as _http
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import NgcError
+from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HttpTransport
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.registry import RegistryClient
 
 
 class Origin(BaseHTTPRequestHandler):

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
     AuthError,
     NgcError,
     RegistryError,
@@ -19,13 +19,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
     redact,
     shorten,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._http import (
+from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import (
     MAX_BACKOFF,
     HttpTransport,
     RetryPolicy,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient
-from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.ngc import NgcClient
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.registry import RegistryClient
 
 SECRET = "nvapi-http-secret-0123"
 Answer = Tuple[int, Dict[str, str], bytes]

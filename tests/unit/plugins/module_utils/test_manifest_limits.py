@@ -16,11 +16,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleReader
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import MAX_MANIFEST_BYTES, MEDIA_OCI_MANIFEST, parse_manifest, read_small
-from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient
-from ansible_collections.airgap.ngc.plugins.module_utils._sources import read_archive_head
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import BundleReader
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MAX_MANIFEST_BYTES, MEDIA_OCI_MANIFEST, parse_manifest, read_small
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.registry import RegistryClient
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import read_archive_head
 
 MIB = 1024 * 1024
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._destinations import spool_budget
-from ansible_collections.airgap.ngc.plugins.module_utils._mirror import Mirror
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import failure_summary, source_images
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.destinations import spool_budget
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import Mirror
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import failure_summary, source_images
 
 
 def params(**extra: Any) -> dict[str, Any]:

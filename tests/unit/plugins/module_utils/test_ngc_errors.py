@@ -13,17 +13,17 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from ansible_collections.airgap.ngc.plugins.module_utils._catalog import Catalog, CatalogQuery
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog.catalog import Catalog, CatalogQuery
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
     AirgapError,
     AuthError,
     ConfigError,
     NgcError,
     NotFoundError,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter
-from ansible_collections.airgap.ngc.plugins.module_utils._http import HttpTransport
-from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcClient, NgcRepository, path_segment
+from ansible_collections.airgap.ngc.plugins.module_utils._types.filters import ImageFilter
+from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HttpTransport
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.ngc import NgcClient, NgcRepository, path_segment
 
 API = "https://ngc.test"
 HOST = "ngc.test"

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._progress import ProgressReporter
-from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference, registry_host, validate_namespace
-from ansible_collections.airgap.ngc.plugins.module_utils._validate import validate_catalog, validate_mirror, validate_source
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._state.progress import ProgressReporter
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference, registry_host, validate_namespace
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_catalog, validate_mirror, validate_source
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"

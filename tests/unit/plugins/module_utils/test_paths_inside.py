@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
-from ansible_collections.airgap.ngc.plugins.module_utils._files import safe_path
-from ansible_collections.airgap.ngc.plugins.module_utils._prune import remove_recorded_file
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import safe_path
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import remove_recorded_file
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import blob_sizes, filtered_index, platform_matches, platform_string, select_children
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import COPY, SKIP, ImagePlan, Step, archive_path, decide, registry_target, source_images
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import blob_sizes, filtered_index, platform_matches, platform_string, select_children
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SKIP, ImagePlan, Step, archive_path, decide, registry_target, source_images
 
 DIGEST = "sha256:" + "a" * 64
 INDEX = {

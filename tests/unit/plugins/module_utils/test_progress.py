@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._progress import ProgressReporter
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._state.progress import ProgressReporter
 
 
 class FakeClock:

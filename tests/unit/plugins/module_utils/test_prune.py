@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import requested_images
-from ansible_collections.airgap.ngc.plugins.module_utils._prune import keep_newest, remove_recorded_file
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import requested_images
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.prune import keep_newest
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import remove_recorded_file
 
 
 def keys(images: list) -> list[str]:

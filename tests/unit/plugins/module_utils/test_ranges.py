@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from ansible_collections.airgap.ngc.plugins.module_utils._blobs import (
+from ansible_collections.airgap.ngc.plugins.module_utils._http.blob_reads import (
     BlobReader,
     RangedBlobReader,
     open_reader,
@@ -20,8 +20,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._blobs import (
     plan_ranges,
     wants_ranges,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AuthError, DigestMismatchError, RegistryError
-from ansible_collections.airgap.ngc.plugins.module_utils._http import RetryPolicy
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AuthError, DigestMismatchError, RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import RetryPolicy
 
 PART = 1000
 BLOB = os.urandom(10 * PART + 123)  # 11 parts, the last one short

@@ -18,21 +18,21 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import (
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
     AuthError,
     DigestMismatchError,
     NotFoundError,
     RegistryError,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._http import parse_retry_after
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
+from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import parse_retry_after
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     MANIFEST_MEDIA_TYPES,
     MEDIA_DOCKER_LIST as MEDIA_TYPE_DOCKER_MANIFEST_LIST,
     MEDIA_OCI_INDEX as MEDIA_TYPE_OCI_INDEX,
     MEDIA_OCI_MANIFEST as MEDIA_TYPE_OCI_MANIFEST,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._registry import RegistryClient, parse_link_header
-from ansible_collections.airgap.ngc.plugins.module_utils._version import USER_AGENT
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.registry import RegistryClient, parse_link_header
+from ansible_collections.airgap.ngc.plugins.module_utils._types.version import USER_AGENT
 
 PASSWORD = "nvapi-secret-key-123"
 

@@ -11,10 +11,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._destinations import LOOK_MIN, RegistryDestination
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import MEDIA_OCI_MANIFEST, ImageContent, Manifest
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import requested_images
-from ansible_collections.airgap.ngc.plugins.module_utils._transfer import Totals
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.destinations import LOOK_MIN, RegistryDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MEDIA_OCI_MANIFEST, ImageContent, Manifest
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import requested_images
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import Totals
 
 
 def digest_of(data: bytes) -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleWriter
-from ansible_collections.airgap.ngc.plugins.module_utils._files import RESUME_MIN
-from ansible_collections.airgap.ngc.plugins.module_utils._transfer import resume_point
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import BundleWriter
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import RESUME_MIN
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import resume_point
 
 DATA = bytes(range(256)) * (RESUME_MIN // 256 + 1000)
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()

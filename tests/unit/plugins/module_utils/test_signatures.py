@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, NotFoundError
-from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, NotFoundError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     ANNOTATION_REF_NAME,
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
@@ -21,9 +21,9 @@ from ansible_collections.airgap.ngc.plugins.module_utils._oci import (
     Manifest,
     ManifestDescriptor,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._plan import SourceImage
-from ansible_collections.airgap.ngc.plugins.module_utils._reference import ImageReference
-from ansible_collections.airgap.ngc.plugins.module_utils._signatures import (
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures import (
     companion_kind,
     companion_tags,
     cosign_subject,
@@ -34,7 +34,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._signatures import (
     update_referrers_tag,
     with_referrer,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._sources import BundleSource, RegistrySource
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import BundleSource, RegistrySource
 
 HEX = "ab" * 32
 DIGEST = f"sha256:{HEX}"

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle_destination import INVENTORY_KIND
-from ansible_collections.airgap.ngc.plugins.module_utils._catalog import Catalog, CatalogQuery, inspect_catalog
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._filters import ImageFilter
-from ansible_collections.airgap.ngc.plugins.module_utils._mirror import write_inventory
-from ansible_collections.airgap.ngc.plugins.module_utils._ngc import NgcRepository
-from ansible_collections.airgap.ngc.plugins.module_utils._validate import MAX_PARALLEL, validate_mirror
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.bundle import INVENTORY_KIND
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog.catalog import Catalog, CatalogQuery, inspect_catalog
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.filters import ImageFilter
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import write_inventory
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.ngc import NgcRepository
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import MAX_PARALLEL, validate_mirror
 from ansible_collections.airgap.ngc.tests.unit.plugins.module_utils.test_options import MIRROR, params_for
 
 ROLE_CHECKS = Path(__file__).resolve().parents[4] / "roles" / "ngc_mirror" / "tasks" / "validate.yml"

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.airgap.ngc.plugins.filter.squash_options_problem import FilterModule
-from ansible_collections.airgap.ngc.plugins.module_utils._apptainer import ApptainerDestination
-from ansible_collections.airgap.ngc.plugins.module_utils._enroot import EnrootDestination
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._squash_options import squash_options_problem, squash_words
-from ansible_collections.airgap.ngc.plugins.module_utils._validate import validate_mirror
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.apptainer import ApptainerDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.enroot import EnrootDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.squash_options import squash_options_problem, squash_words
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_mirror
 
 # ngc_image_mirror's parameters as AnsibleModule gives them, but for the destination under test.
 PARAMS = {"api_key": "not-a-key", "username": "$oauthtoken", "registry_url": "https://nvcr.io", "validate_certs": True, "ca_path": None,

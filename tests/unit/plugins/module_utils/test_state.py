@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError
-from ansible_collections.airgap.ngc.plugins.module_utils._files import cleanup_stale_partials
-from ansible_collections.airgap.ngc.plugins.module_utils._state import DEFAULT_FACTS_PATH, StateStore, seconds_since, utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import cleanup_stale_partials
+from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import DEFAULT_FACTS_PATH, StateStore, seconds_since, utc_now
 
 KEY = "nvcr.io/nvidia/pytorch:24.01-py3"
 DIGEST = "sha256:" + "a" * 64
@@ -257,7 +257,7 @@ def test_use_without_open_is_an_error(tmp_path):
 # A child process that records images into a store and says so on stdout after each call has returned.
 RECORDER = r"""
 import json, os, signal, sys
-from ansible_collections.airgap.ngc.plugins.module_utils import _state
+from ansible_collections.airgap.ngc.plugins.module_utils._state import facts as _state
 path, first, count, finish, compact_bytes, runs_of = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 if compact_bytes:
     _state.JOURNAL_COMPACT_BYTES = compact_bytes  # compact within the run sooner

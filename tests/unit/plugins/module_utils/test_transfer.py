@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import AirgapError, DigestMismatchError, RegistryError
-from ansible_collections.airgap.ngc.plugins.module_utils._transfer import LocalBlobChanged, UploadSink, fan_out, index_archive_blobs
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError, RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlobChanged, UploadSink, fan_out, index_archive_blobs
 
 
 class ListSink:

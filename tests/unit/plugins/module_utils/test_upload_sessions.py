@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils import _upload_sessions
-from ansible_collections.airgap.ngc.plugins.module_utils._bundle import BundleWriter
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import DigestMismatchError, NotFoundError, RegistryError
-from ansible_collections.airgap.ngc.plugins.module_utils._files import RESUME_MIN
-from ansible_collections.airgap.ngc.plugins.module_utils._transfer import resume_point
-from ansible_collections.airgap.ngc.plugins.module_utils._upload_sessions import SESSION_MAX_AGE, SessionUpload, UploadSessions
+from ansible_collections.airgap.ngc.plugins.module_utils._transports import upload_sessions as _upload_sessions
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import BundleWriter
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import DigestMismatchError, NotFoundError, RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import RESUME_MIN
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import resume_point
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import SESSION_MAX_AGE, SessionUpload, UploadSessions
 
 PIECE = 4 * 1024 * 1024
 DATA = bytes(range(256)) * ((RESUME_MIN + 3 * PIECE + 12345) // 256)
@@ -215,7 +215,7 @@ class AwayRegistry(Registry):
 
 
 def test_a_registry_briefly_away_between_two_pieces_gets_the_piece_again_after_a_wait(tmp_path: Path) -> None:
-    from ansible_collections.airgap.ngc.plugins.module_utils._http import RetryPolicy
+    from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import RetryPolicy
 
     registry, sleeps = AwayRegistry(away=3), []
     target = SessionUpload(registry, UploadSessions(str(tmp_path / "f.fact")), "ns/big", DIGEST, len(DATA),
@@ -227,7 +227,7 @@ def test_a_registry_briefly_away_between_two_pieces_gets_the_piece_again_after_a
 
 
 def test_a_registry_away_for_longer_than_the_policy_allows_keeps_the_session_for_the_next_run(tmp_path: Path) -> None:
-    from ansible_collections.airgap.ngc.plugins.module_utils._http import RetryPolicy
+    from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import RetryPolicy
 
     registry, facts = AwayRegistry(away=10), str(tmp_path / "f.fact")
     target = SessionUpload(registry, UploadSessions(facts), "ns/big", DIGEST, len(DATA), policy=RetryPolicy(retries=2),

@@ -14,10 +14,10 @@ import pytest
 
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.airgap.ngc.plugins.module_utils._catalog import inspect_catalog, list_catalog
-from ansible_collections.airgap.ngc.plugins.module_utils._errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._validate import validate_catalog
-from ansible_collections.airgap.ngc.plugins.module_utils._verify import CHUNK, affected_images, verify_bundle
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog.catalog import inspect_catalog, list_catalog
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_catalog
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle_check import CHUNK, affected_images, verify_bundle
 from ansible_collections.airgap.ngc.plugins.modules import ngc_catalog_info
 
 PYTORCH = "nvcr.io/nvidia/pytorch:24.01-py3"
