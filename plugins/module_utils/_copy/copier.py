@@ -1,14 +1,9 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private: ``ngc_image_mirror``'s copy engine: plan each image on every destination, copy, record. Not a public API.
+"""Private: ``ngc_image_mirror``'s copier: plan each image on every destination, copy, record. Not a public API.
 
-One path for every kind: a source (``_sources``: registry, bundle, per-tag archives) and destinations
-(``_destinations``: registry, archive, README, engine; ``_bundle_destination``; ``_enroot``; ``_apptainer``) behind
-one interface. Per image: the source resolves its digest; each destination plans its step (observe, decide); the
-space the copies need on each filesystem is checked before anything is written (``_space``); only images with
-something missing are fetched; each
-blob is read once and fed to every destination that lacks it; each destination commits and records its write. The
-facts file journals each image as it finishes, so an interrupted run resumes where it stopped.
+It is written against the transport interface (``_transports/base.py``) and knows no kind by name; it is the only
+writer of the facts file. See docs/design/transports.md.
 """
 from __future__ import annotations
 
@@ -18,17 +13,16 @@ import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.bundle import INVENTORY_KIND, BundleDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.containerd import ContainerdDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import Destination, FailedWrite, ImageWrite, PlanContext, Source
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.destinations import (
     ArchiveDestination,
     EngineDestination,
-    PlanContext,
     ReadmeDestination,
     RegistryDestination,
-    Write,
     credentials_matcher,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.apptainer import ApptainerDestination
@@ -37,7 +31,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import atomic_write, cleanup_stale_partials, cleanup_tree
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent, Manifest, blob_sizes, select_children
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import registry_from, source_registry_from
-from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, ImagePlan, SourceImage, plan_result
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, ImagePlan, SourceImage, Step, plan_result
 from ansible_collections.airgap.ngc.plugins.module_utils._state.progress import ProgressReporter
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.prune import REMOVED, WOULD_REMOVE, Removal, keep_newest, prune, prune_result
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import registry_host
@@ -49,7 +43,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sess
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import inventory_problem
 
 
-def source_from(params: dict[str, Any]) -> Any:
+def source_from(params: dict[str, Any]) -> Source:
     """The source the options name: ``registry_url``, a bundle, or per-tag archives (``offline`` reads archive.dir)."""
     kind = "archive" if params.get("offline") else params.get("source") or "registry"
     if kind == "bundle":
@@ -62,20 +56,19 @@ def source_from(params: dict[str, Any]) -> Any:
     return RegistrySource(source_registry_from(params), params["registry_url"])
 
 
-def destinations_from(params: dict[str, Any], source: Any, registry_client: Any, totals: Totals) -> list[Any]:
+def destinations_from(params: dict[str, Any], source: Source, registry_client: Any, totals: Totals) -> list[Destination]:
     """The destinations the options ask for, in the order their writes commit (an engine last: it may pull or load
     what the others wrote). ``registry_client`` is the client for ``registry.url``."""
     platforms = params.get("platforms") or None
     offline = bool(params.get("offline"))
-    origins = source.origins() if hasattr(source, "origins") else {}
+    origins = source.origins()
     sessions = UploadSessions(params["facts_file"]) if params.get("facts_file") else None
     registry = RegistryDestination(params["registry"], registry_client, platforms, totals, origins, sessions) if params.get("registry") else None
     if registry is not None:
-        registry.referrers_from = getattr(source, "referrers_index", None)  # its referrers tag indexes, copied as is
-        if hasattr(source, "read_also_from"):
-            source.read_also_from(registry)  # what a delta bundle left out, where an earlier import put it
+        registry.referrers_from = source.referrers_index  # its referrers tag indexes, copied as is
+        source.read_also_from(registry)  # what a delta bundle left out, where an earlier import put it
     archive = ArchiveDestination(params["archive"]) if params.get("archive") and not offline else None
-    found: list[Any] = [d for d in (registry, archive) if d is not None]
+    found: list[Destination] = [d for d in (registry, archive) if d is not None]
     if params.get("bundle"):
         found.append(BundleDestination(params["bundle"], platforms, source.name))
     if archive is not None and params.get("save_readme"):
@@ -88,7 +81,7 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
         found.append(ContainerdDestination(params["containerd"]))
     if params.get("docker"):
         spec = params["docker"]
-        archive_of = archive.target if archive is not None else getattr(source, "path_of", None)
+        archive_of = archive.target if archive is not None else source.path_of if source.carries_archives else None
         if (spec.get("source") or "registry") == "archive" and archive_of is None:
             raise ConfigError("docker.source=archive loads the archives of archive.dir: set archive")
         if (spec.get("source") or "registry") == "registry" and registry is None and source.kind != "registry":
@@ -101,7 +94,7 @@ def destinations_from(params: dict[str, Any], source: Any, registry_client: Any,
     return found
 
 
-def refuse_writes_into(params: dict[str, Any], source: Any, destinations: list[Any]) -> None:
+def refuse_writes_into(params: dict[str, Any], source: Source, destinations: list[Destination]) -> None:
     """A destination directory inside the carried bundle or archives being imported (``source_dir``) would write into
     the medium itself: refused, naming both."""
     carried = params.get("source_dir") if source.kind in ("bundle", "archive") else None
@@ -110,13 +103,13 @@ def refuse_writes_into(params: dict[str, Any], source: Any, destinations: list[A
     medium = os.path.realpath(carried)
     writers = ("enroot", "apptainer", "bundle") + (("archive",) if source.kind == "bundle" else ())
     for dest in destinations:
-        directory = getattr(dest, "dir", None)
+        directory = dest.dir
         if dest.kind in writers and directory and os.path.commonpath([medium, os.path.realpath(directory)]) == medium:
             raise ConfigError(f"{dest.kind}.dir {directory} is inside source_dir {carried}: it would write into the carried {source.kind}; "
                               f"give {dest.kind}.dir a directory outside it")
 
 
-def write_inventory(path: str, source: Any, done: list[ImagePlan]) -> None:
+def write_inventory(path: str, source: Source, done: list[ImagePlan]) -> None:
     """Add to the far side's inventory what the imported images brought: their digests and every blob they need.
 
     The file can be carried back to the connected side as ``bundle.since``, when earlier bundles were lost.
@@ -138,7 +131,7 @@ def write_inventory(path: str, source: Any, done: list[ImagePlan]) -> None:
         raise AirgapError(f"inventory_file {path} is not an inventory this collection wrote ({exc}): move it away") from None
     for plan in done:
         inventory["images"][plan.source.key] = plan.digest
-        for digest in source.image_blobs(plan.source) if hasattr(source, "image_blobs") else []:
+        for digest in source.image_blobs(plan.source):
             inventory["blobs"][digest] = plan.source.key
     inventory["written"] = utc_now()
     atomic_write(path, (json.dumps(inventory, indent=1, sort_keys=True) + "\n").encode("utf-8"), what="inventory file")
@@ -174,7 +167,7 @@ class Mirror:
         removals: list[Removal] = []
         try:
             for dest in self.destinations:
-                getattr(dest, "ping", lambda: None)()
+                dest.ping()
             with StateStore(self.params["facts_file"], read_only=self.check_mode) as store:
                 if not self.check_mode:
                     locks = self._take_directories()
@@ -218,14 +211,14 @@ class Mirror:
                 cleanup_stale_partials(os.path.dirname(os.path.abspath(name)), os.path.basename(name))
         locks: list[RunLock] = []
         try:
-            for directory in sorted({d.dir for d in self.destinations if getattr(d, "dir", None)}):
+            for directory in sorted({d.dir for d in self.destinations if d.dir}):
                 if not os.path.isdir(directory):
                     self._created.append(directory)
                 try:
                     os.makedirs(directory, exist_ok=True)
                 except OSError as exc:
                     raise ConfigError(f"cannot create archive directory {directory}: {exc.strerror or exc}") from None
-                option = next(f"{d.kind}.dir" for d in self.destinations if getattr(d, "dir", None) == directory)
+                option = next(f"{d.kind}.dir" for d in self.destinations if d.dir == directory)
                 lock = RunLock(directory, f"{option} {directory}")
                 lock.acquire()
                 locks.append(lock)
@@ -244,7 +237,7 @@ class CopyEngine:
     mode, executes the plans (``plan_parallel`` images at once) and records each in ``store`` as it finishes.
     """
 
-    def __init__(self, source: Any, destinations: list[Any], totals: Totals, force: bool = False, parallel: int = 4,
+    def __init__(self, source: Source, destinations: list[Destination], totals: Totals, force: bool = False, parallel: int = 4,
                  check_mode: bool = False, progress: ProgressReporter | None = None, companions: bool = False,
                  plan_parallel: int = 1, relist_after: int = 0) -> None:
         self.source, self.destinations, self.totals = source, destinations, totals
@@ -320,7 +313,7 @@ class CopyEngine:
         the blobs it holds (``keeps_blobs``: a later image finds them there and reads none of them again)."""
         copied = {step.kind for step in plan.steps if step.action == COPY}
         return plan.error is None and plan.written and all(
-            dest.kind in copied and getattr(dest, "keeps_blobs", False) for dest in self.destinations if dest.needs_content)
+            dest.kind in copied and dest.keeps_blobs for dest in self.destinations if dest.needs_content)
 
     def _prefetch_all(self, plans: list[ImagePlan]) -> None:
         """The manifests of every image to copy, ``plan_parallel`` at once, before the space check and the copies use them.
@@ -340,7 +333,8 @@ class CopyEngine:
         by_kind = {dest.kind: dest for dest in self.destinations}
         dests = [by_kind[step.kind] for step in plan.steps if step.action == COPY and by_kind[step.kind].needs_content]
         try:
-            self._fetch(plan.source, plan.digest or "", dests)
+            if dests:
+                self._fetch(plan.source, plan.digest or "", dests)
         except (AirgapError, OSError):
             pass  # the copy fetches again and reports it
 
@@ -378,11 +372,14 @@ class CopyEngine:
             plan.digest, plan.media_type, plan.note = found.digest, found.media_type, found.note
             self._media_types[found.digest] = found.media_type
             for dest in self.destinations:
-                if companion and not getattr(dest, "carries_companions", False):
+                if companion and not dest.carries_companions:
                     continue
                 step = dest.plan(image, found, ctx)
-                if step is not None:
-                    plan.steps.append(step)
+                if step is None:
+                    continue
+                plan.steps.append(step)
+                if step.record is not None and not self.check_mode:  # it holds the image already, the facts did not say so
+                    ctx.store.record_destination(image.key, found.digest, step.dest_key, step.record)
         except (AirgapError, OSError) as exc:
             plan.error = _message(exc)
         return plan
@@ -391,15 +388,14 @@ class CopyEngine:
         """Images that travel with the planned ones (signatures, attestations): what the source's ``companions``
         finds for each resolved image, each once, planned and copied like the images themselves. The source is
         handed what it listed for the image in an earlier run, while that is younger than ``relist_after``."""
-        find = getattr(self.source, "companions", None)
-        if not self.companions or find is None:
+        if not self.companions:
             return []
         seen = {plan.source.key for plan in plans}
         found: list[SourceImage] = []
         for plan in plans:
             if plan.error or not plan.digest:
                 continue
-            for image in find(plan.source, plan.digest, self._known_listing(plan, store)):
+            for image in self.source.companions(plan.source, plan.digest, self._known_listing(plan, store)):
                 if image.key not in seen:
                     seen.add(image.key)
                     found.append(image)
@@ -420,7 +416,7 @@ class CopyEngine:
 
         A listing only saves requests: should the write fail, the next run lists again and nothing else is lost.
         """
-        listed = getattr(self.source, "listings", {})
+        listed = self.source.listings
         keep = {plan.source.key: listed[plan.source.key] for plan in plans if not plan.error and plan.source.key in listed}
         if keep:
             try:
@@ -430,8 +426,8 @@ class CopyEngine:
 
     def _space(self, plans: list[ImagePlan]) -> list[dict[str, Any]]:
         """What the copies will write on each filesystem, from the manifests' sizes (fetched now, kept for the copy)."""
-        users = {dest.kind: dest for dest in self.destinations if hasattr(dest, "space_needed")}
-        needs = {kind: Need(f"{kind}.dir", dest.dir) for kind, dest in users.items()}
+        users = {dest.kind: dest for dest in self.destinations if dest.measures_space}
+        needs = {kind: Need(f"{kind}.dir", dest.dir or "") for kind, dest in users.items()}
         for plan in plans:
             copies = [(users[step.kind], step) for step in plan.steps if step.action == COPY and step.kind in users]
             if plan.error or not copies:
@@ -467,11 +463,12 @@ class CopyEngine:
         copies = [(by_kind[step.kind], step) for step in plan.steps if step.action == COPY and step.kind not in self._short]
         blocked = [self._short[step.kind] for step in plan.steps if step.action == COPY and step.kind in self._short]
         self.progress.image(str(image.ref))
-        writes: list[tuple[Any, Any]] = []
+        writes: list[tuple[Step, ImageWrite]] = []
         try:
             if not copies and blocked:
                 raise AirgapError(blocked[0])
-            content = self._fetch(image, plan.digest or "", [d for d, _step in copies if d.needs_content])
+            needy = [d for d, _step in copies if d.needs_content]
+            content = self._fetch(image, plan.digest or "", needy) if needy else None
             for dest, step in copies:
                 with self._lock_of(dest):
                     writes.append((step, self._begin(dest, image, content, step)))
@@ -482,16 +479,19 @@ class CopyEngine:
             owners = [write for _step, write in writes]
             transfer(needed, lambda digest, size: sinks_of(owners, digest, size),
                      lambda digest, size, start=0, held=(): self._read(image, digest, size, start, held),
-                     self.local_blobs, self.parallel, self.totals, self.progress.advance, resumes=bool(getattr(self.source, "resumes", False)))
+                     self.local_blobs, self.parallel, self.totals, self.progress.advance, resumes=self.source.resumes)
             for step, write in writes:
                 if write.error is None:
                     try:
                         with self._lock_of(by_kind[step.kind]):
-                            step.after = write.commit(image, store, step, plan.digest or "")
+                            committed = write.commit(image, step, plan.digest or "")
+                            if committed.record is not None:
+                                store.record_destination(image.key, plan.digest or "", step.dest_key, committed.record)
+                        step.after = committed.digest
                         plan.written = True
-                        if getattr(write, "note", None):
+                        if write.note:
                             plan.note = "; ".join(filter(None, (plan.note, f"{step.kind}: {write.note}")))
-                        self.local_blobs.update(write.local_blobs() if hasattr(write, "local_blobs") else {})
+                        self.local_blobs.update(write.local_blobs())
                     except (AirgapError, OSError) as exc:
                         write.error = exc
             errors = [write.error for _step, write in writes if write.error is not None]
@@ -509,35 +509,31 @@ class CopyEngine:
             self.progress.image_done()
 
     @staticmethod
-    def _begin(dest: Any, image: SourceImage, content: ImageContent | None, step: Any) -> Any:
+    def _begin(dest: Destination, image: SourceImage, content: ImageContent | None, step: Step) -> ImageWrite:
         """The destination's write of the image, or one that failed (nothing to stream, nothing to commit)."""
         try:
             return dest.begin(image, content, step)
         except (AirgapError, OSError) as exc:
-            failed = Write()
-            failed.error = exc
-            return failed
+            return FailedWrite(exc)
 
-    def _lock_of(self, dest: Any) -> AbstractContextManager[Any]:
+    def _lock_of(self, dest: Destination) -> AbstractContextManager[Any]:
         """What a destination's begin and commit run under: its lock (one image at a time), or nothing for a
         destination that takes several images at once (``concurrent``)."""
-        if getattr(dest, "concurrent", False):
+        if dest.concurrent:
             return nullcontext()
         with self._locks_lock:
             return self._dest_locks.setdefault(id(dest), threading.Lock())
 
     @contextmanager
-    def _read(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Any = ()) -> Iterator[Any]:
+    def _read(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Iterator[Iterable[bytes]]:
         """A blob from the source (from byte ``start`` on, ``held`` giving the bytes before), holding one of the
         ``parallel`` read slots shared by the images copied at once."""
         with self._reads:
-            with (self.source.open_blob(image, digest, size, start, held) if start else self.source.open_blob(image, digest, size)) as reader:
+            with self.source.open_blob(image, digest, size, start, held) as reader:
                 yield reader
 
-    def _fetch(self, image: SourceImage, digest: str, dests: list[Any]) -> ImageContent | None:
+    def _fetch(self, image: SourceImage, digest: str, dests: list[Destination]) -> ImageContent:
         """The top manifest and the children the destinations need (each destination's platform choice)."""
-        if not dests:
-            return None
         content = ImageContent(top=self._top(image, digest))
         if content.top.is_index:
             wanted: dict[str, dict[str, Any]] = {}
@@ -554,7 +550,7 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, AirgapError):
         return str(exc)
     if isinstance(exc, OSError):
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        where = f" ({exc.filename})" if exc.filename else ""
         if exc.errno == errno.ENOSPC:
             return f"the disk is full{where}: free space and run again; what was already mirrored is kept"
         return f"{exc.strerror or exc}{where}"

@@ -25,6 +25,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.filters import t
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import ImagePlan, SourceImage
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import StateStore
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import Destination
 
 
 @dataclass
@@ -73,7 +74,7 @@ def keep_newest(images: list[SourceImage], recorded: Iterable[str], keep: int | 
     return wanted, {image.key for image in wanted} | {key for key in recorded if kept(key)}
 
 
-def prune(destinations: list[Any], store: StateStore, wanted: set[str], plans: list[ImagePlan], check_mode: bool) -> list[Removal]:
+def prune(destinations: list[Destination], store: StateStore, wanted: set[str], plans: list[ImagePlan], check_mode: bool) -> list[Removal]:
     """Remove (or in check mode list) every record of these destinations whose image is not wanted."""
     failed = [plan for plan in plans if plan.error]
     removals: list[Removal] = []
@@ -83,7 +84,7 @@ def prune(destinations: list[Any], store: StateStore, wanted: set[str], plans: l
         if key in wanted:
             continue
         for dest_key, record in sorted((records[key].get("destinations") or {}).items()):
-            dest = next((d for d in destinations if hasattr(d, "owns") and d.owns(dest_key, record)), None)
+            dest = next((d for d in destinations if d.owns(dest_key, record)), None)
             if dest is None:
                 continue
             target = dest_key.split(":", 1)[1]
@@ -93,7 +94,7 @@ def prune(destinations: list[Any], store: StateStore, wanted: set[str], plans: l
             try:
                 action, reason, freed = dest.remove(key, record, wanted_records, check_mode)
             except (AirgapError, OSError) as exc:
-                action, reason, freed = KEPT, f"could not remove it: {getattr(exc, 'strerror', None) or exc}", 0
+                action, reason, freed = KEPT, f"could not remove it: {(exc.strerror if isinstance(exc, OSError) else None) or exc}", 0
             removals.append(Removal(key, dest.kind, target, action, reason, freed))
             if action in (REMOVED, GONE) or (action == KEPT and reason.startswith("re-pushed")):
                 if not check_mode:

@@ -33,6 +33,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import
     schema_problem,
     writer_of,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, DigestMismatchError
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     BlobFile,
@@ -590,7 +591,7 @@ class _Volumes:
             return pieces
 
 
-class _PartsFile:
+class _PartsFile(BlobSink):
     """A sink writing one blob as parts in several volumes: each part checked, synced and renamed on close."""
 
     def __init__(self, pieces: list[tuple[str, int, dict[str, Any]]], digest: str, size: int) -> None:
@@ -664,15 +665,15 @@ class BundleWriter:
         except OSError:
             return False
 
-    def blob_sink(self, digest: str, size: int) -> Any:
+    def blob_sink(self, digest: str, size: int) -> BlobSink:
         if self.volumes is None:
             return BlobFile(blob_file(self.dir, digest), digest, size, keep=kept_beside(blob_file(self.dir, digest)))
         pieces = self.volumes.allocate(digest, size)
         placement = pieces[0][2] if len(pieces) == 1 else {"parts": [p[2] for p in pieces]}
-        sink: Any = BlobFile(pieces[0][0], digest, size) if len(pieces) == 1 else _PartsFile(pieces, digest, size)
+        sink: BlobSink = BlobFile(pieces[0][0], digest, size) if len(pieces) == 1 else _PartsFile(pieces, digest, size)
         volumes, placed = self.volumes, self._placed
 
-        class _Placed:
+        class _Placed(BlobSink):
             """Records where the blob went once it is complete (so the contents record can say which volume)."""
 
             def write(self, data: bytes) -> None:

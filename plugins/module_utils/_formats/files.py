@@ -15,6 +15,7 @@ import tempfile
 import threading
 from typing import Any, Iterator
 
+from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import CHUNK_SIZE, BlobSink
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError
 
 # What removing a recorded file did (prune's vocabulary).
@@ -190,7 +191,7 @@ def pid_alive(pid: int) -> bool:
 RESUME_MIN = 16 * 1024 * 1024  # a blob this big cut off by a kill or an error is kept and continued by the next run
 
 
-class BlobFile:
+class BlobFile(BlobSink):
     """A sink writing one blob to ``.<hex>.partial-<pid>``: size checked, synced and renamed on close.
 
     A resumable one (a big blob, ``keep`` naming where its bytes are kept: ``.<hex>.resume`` beside a bundle's blob, or
@@ -201,6 +202,8 @@ class BlobFile:
     Its digest is the reader's to check: fan_out closes a sink only after the source's chunks ended without a digest
     error (each reader holds back or fails on its last chunk), and aborts it otherwise, so no second hash here.
     """
+
+    holds_bytes = True
 
     def __init__(self, path: str, digest: str, size: int, keep: str | None = None, sync: bool = True) -> None:
         self.path, self.digest, self.size, self.sync = path, digest, size, sync
@@ -224,7 +227,7 @@ class BlobFile:
         with open(self.temp, "rb") as handle:
             left = self.resume_from
             while left > 0:
-                chunk = handle.read(min(left, 1024 * 1024))
+                chunk = handle.read(min(left, CHUNK_SIZE))
                 if not chunk:
                     raise AirgapError(f"blob {self.digest}: {self.temp} shrank while it was read")
                 left -= len(chunk)

@@ -13,6 +13,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
+from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, DigestMismatchError
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     RESUME_MIN,
@@ -69,7 +70,7 @@ class ArchiveClosedError(AirgapError):
     echo = True  # the failure that closed it is the one to report
 
 
-class BlobSink:
+class ArchiveBlobSink(BlobSink):
     """Receives one blob's bytes: write(chunk) any number of times, then close(); abort() drops the blob.
 
     Used as a context manager it closes on success and aborts on an exception.
@@ -77,7 +78,6 @@ class BlobSink:
 
     skipped = False
     bad = False  # what was written is not the blob (too long, too short, another digest): never kept for a next run
-    resume_from = 0  # bytes of the blob an earlier run cut off left in the archive (a resumed _DirectSink)
 
     def __init__(self, writer: ArchiveWriter, digest: str, size: int) -> None:
         self.writer = writer
@@ -87,7 +87,7 @@ class BlobSink:
         self._done = False
         self._hash = hashlib.new(digest.split(":", 1)[0]) if writer.verify_digests else None
 
-    def __enter__(self) -> BlobSink:
+    def __enter__(self) -> ArchiveBlobSink:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -138,7 +138,7 @@ class BlobSink:
         raise NotImplementedError
 
 
-class _SkipSink(BlobSink):
+class _SkipSink(ArchiveBlobSink):
     """The blob is already in the archive (or being written by another sink): count and discard."""
 
     skipped = True
@@ -153,13 +153,15 @@ class _SkipSink(BlobSink):
         return
 
 
-class _DirectSink(BlobSink):
+class _DirectSink(ArchiveBlobSink):
     """Streams straight into the tar: header first (the size is known), then the data, then the padding.
 
     A resumed one (``kept``: the member an earlier run was cut off in, its header and first bytes already in the file)
     starts after those bytes: ``resume_from`` of them, which ``held()`` reads back for the reader's hash and
     ``restart(offset)`` cuts back.
     """
+
+    holds_bytes = True
 
     def __init__(self, writer: ArchiveWriter, digest: str, size: int, kept: _KeptMember | None = None) -> None:
         super().__init__(writer, digest, size)
@@ -208,7 +210,7 @@ class _DirectSink(BlobSink):
         self.writer._direct_done(self, keep=False)
 
 
-class _SpoolSink(BlobSink):
+class _SpoolSink(ArchiveBlobSink):
     """Another blob is streaming into the tar: spool this one to a temporary file beside it, append it afterwards."""
 
     def __init__(self, writer: ArchiveWriter, digest: str, size: int) -> None:
@@ -349,7 +351,7 @@ class ArchiveWriter:
         with self._lock:
             return digest in self._blobs or digest in self._pending
 
-    def begin_blob(self, digest: str, size: int) -> BlobSink:
+    def begin_blob(self, digest: str, size: int) -> ArchiveBlobSink:
         """A sink for one blob of a known size. A blob already present gives a sink that discards (sink.skipped)."""
         _check_digest(digest)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:

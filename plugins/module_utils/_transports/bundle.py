@@ -26,7 +26,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import 
     removable_blobs,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import RECORD_LIMIT, CarriedError, MapOf, Required, read_inside, schema_problem
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.destinations import PlanContext, Selection, Write
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Found, ImageWrite, PlanContext, fetched
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.destinations import Selection
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     ANNOTATION_REF_NAME,
@@ -124,6 +125,8 @@ class BundleDestination(Selection):
 
     kind = "bundle"
     carries_companions = True
+    measures_space = True
+    dir: str
 
     def __init__(self, spec: dict[str, Any], platforms: list[str] | None, source_name: str) -> None:
         self.dir = os.path.abspath(spec["dir"])
@@ -156,7 +159,7 @@ class BundleDestination(Selection):
     def target(self, image: SourceImage) -> str:
         return f"{self.dir}#{image.ref}"
 
-    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
         self.known(ctx.store)
         entry = bundle_entry(self.dir, str(image.ref))
         return ctx.step(self.kind, self.target(image), self.want(image, found.digest, ctx), entry["digest"] if entry else None)
@@ -189,7 +192,8 @@ class BundleDestination(Selection):
         self._counted.update(new)
         return sum(new.values()) + sum(m.size for m in manifests) + len(raw), 0
 
-    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _BundleWrite:
+    def begin(self, image: SourceImage, content: ImageContent | None, step: Step) -> _BundleWrite:
+        content = fetched(content, self.kind)
         writer = self.writer()
         _entries, manifests, top_raw = content.selection(self.platforms)
         every = blob_sizes(m.data for m in manifests)
@@ -202,17 +206,17 @@ class BundleDestination(Selection):
         """Nothing is held open."""
 
 
-class _BundleWrite(Write):
+class _BundleWrite(ImageWrite):
     def __init__(self, dest: BundleDestination, content: ImageContent, manifests: list[Manifest], top_raw: bytes,
                  missing: dict[str, int], every: dict[str, int], expected: dict[str, dict[str, str]]) -> None:
         super().__init__()
         self.dest, self.writer = dest, dest.writer()
         self.content, self.manifests, self.top_raw, self.blobs, self.every, self.expected = content, manifests, top_raw, missing, every, expected
 
-    def sink(self, digest: str, size: int) -> Any:
+    def sink(self, digest: str, size: int) -> BlobSink | None:
         return self.writer.blob_sink(digest, size) if digest in self.blobs else None
 
-    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+    def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         top = self.content.top
         digest = compute_digest(self.top_raw)
         held = dict(self.every)
@@ -227,11 +231,10 @@ class _BundleWrite(Write):
         self.writer.add_image(str(image.ref), descriptor(top.media_type, digest, len(self.top_raw), annotations=notes), {
             "digest": digest, "source_digest": top.digest, "media_type": top.media_type, "blobs": held, "expected": expected,
         }, when, self.dest.name)
-        store.record_destination(image.key, top.digest, step.dest_key, {
-            "type": "bundle", "dir": self.writer.dir, "bundle": self.dest.name, "reference": str(image.ref), "digest": digest,
-            "written": when, "blobs": sorted(held), "expected": {d: info["bundle"] for d, info in expected.items()}})
+        record = {"type": "bundle", "dir": self.writer.dir, "bundle": self.dest.name, "reference": str(image.ref), "digest": digest,
+                  "written": when, "blobs": sorted(held), "expected": {d: info["bundle"] for d, info in expected.items()}}
         if expected:
             relies = ", ".join(sorted({info["bundle"] for info in expected.values()}))
             step.reason = (f"written as a delta: {len(expected)} of its blobs are not in this bundle but expected on the far side "
                            f"from bundle {relies}; the bundle is not complete on its own")
-        return digest
+        return Committed(digest, record)

@@ -23,7 +23,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.image_archive 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import SOURCE_DIGEST_ANNOTATION, ImageContent, blob_sizes, descriptor
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, Step
-from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import StateStore, utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, Found, ImageWrite, PlanContext, fetched
 
 CTR = "ctr"
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
@@ -76,13 +77,10 @@ class Ctr:
         self.run("images", "rm", name, what=f"cannot remove {name}")
 
 
-class ContainerdDestination:
+class ContainerdDestination(Destination):
     """A node's containerd: each image imported from an OCI archive of the registry's bytes (see the module docstring)."""
 
-    kind = "containerd"
-    needs_content = True
-    keeps_blobs = False  # the archive is removed once imported: the next image reads shared blobs again
-    platforms = None  # every platform, so that the index keeps its digest
+    kind = "containerd"  # keeps_blobs is False: the archive is removed once imported, the next image reads shared blobs again
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.address = spec.get("address") or DEFAULT_ADDRESS
@@ -104,7 +102,7 @@ class ContainerdDestination:
             self._listed = self.ctr.images()
         return self._listed
 
-    def plan(self, image: SourceImage, found: Any, ctx: Any) -> Step:
+    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
         return ctx.step(self.kind, self.target(image), found.digest, self.listed().get(str(image.ref)))
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
@@ -128,7 +126,8 @@ class ContainerdDestination:
     def ping(self) -> None:
         self.ctr.ping()
 
-    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _ContainerdWrite:
+    def begin(self, image: SourceImage, content: ImageContent | None, step: Step) -> _ContainerdWrite:
+        content = fetched(content, self.kind)
         _entries, manifests, _raw = content.selection(None)
         blobs = blob_sizes(m.data for m in manifests)
         directory = tempfile.mkdtemp(prefix="airgap-ngc-containerd-")
@@ -139,16 +138,15 @@ class ContainerdDestination:
         """Nothing is held open."""
 
 
-class _ContainerdWrite:
+class _ContainerdWrite(ImageWrite):
     def __init__(self, dest: ContainerdDestination, writer: ArchiveWriter, directory: str, content: ImageContent,
                  manifests: list[Any], blobs: dict[str, int]) -> None:
         self.dest, self.writer, self.directory, self.content, self.manifests, self.blobs = dest, writer, directory, content, manifests, blobs
-        self.error: BaseException | None = None
 
-    def sink(self, digest: str, size: int) -> Any:
+    def sink(self, digest: str, size: int) -> BlobSink | None:
         return None if digest not in self.blobs or self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
 
-    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+    def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         """Write the archive's manifests and index.json (naming the image), import it, check containerd's digest, record."""
         writer, top, name = self.writer, self.content.top, str(image.ref)
         try:
@@ -165,11 +163,10 @@ class _ContainerdWrite:
         have = self.dest.listed().get(name)
         if have != top.digest:
             raise AirgapError(f"containerd at {self.dest.address} holds {name} at {have or 'no digest'} after the import, not {top.digest}")
-        store.record_destination(image.key, top.digest, step.dest_key, {
+        return Committed(top.digest, {
             "type": self.dest.kind, "address": self.dest.address, "namespace": self.dest.namespace, "reference": name,
             "digest": top.digest, "written": utc_now(),
         })
-        return top.digest
 
     def abort(self) -> None:
         try:

@@ -1,18 +1,12 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private: the write side of the transport interface: registry, per-tag archive, bundle, README, Docker engine.
-
-Each destination plans its own step for an image (``plan``: observe what it holds, decide), and for a copy gives a
-per-image write (``begin``): the blobs it lacks (``blobs``), a sink for each (``sink``), then ``commit`` (manifests,
-layout files, rename; visible whole or not at all) which also records it in the facts file, or ``abort``.
-``platforms`` says which children of an index it needs (None: all), ``needs_content`` whether it needs the
-manifests at all. The copy engine knows no kind by name. The bundle destination lives in ``_bundle_destination``. Not a public API.
+"""Private: destinations of the transport interface (``base.Destination``): registry, per-tag archive, README, Docker
+engine. The bundle, enroot, Apptainer and containerd destinations have files of their own. Not a public API.
 """
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.image_archive import ArchiveWriter
@@ -35,12 +29,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     filtered_index,
     select_children,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SourceImage, Step, archive_path, decide, registry_target
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SourceImage, Step, archive_path, registry_target
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import remove_recorded_file, under
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference, registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures import update_referrers_tag
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import read_archive_head
-from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import StateStore, utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, Found, ImageWrite, PlanContext, fetched
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, Totals, UploadSink, index_archive_blobs
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import SessionUpload, UploadSessions
 
@@ -49,22 +44,6 @@ SPOOL_SHARE = 0.5  # of the free space an archive leaves on its filesystem, at m
 LOOK_MIN = 64 * 1024
 """A blob smaller than this, not known to be in the registry, is sent without asking first (HEAD): sending it costs
 two requests whether or not it is there, asking one more when it is not, and a new image's small blobs seldom are."""
-
-
-@dataclass
-class PlanContext:
-    """What every destination's plan needs: the facts, the run's mode, and the image's top manifest on demand."""
-
-    store: StateStore
-    force: bool
-    check_mode: bool
-    top: Callable[[SourceImage, str], Manifest]  # by digest, fetched once a run
-
-    def step(self, kind: str, target: str, want: str | None, have: str | None, missing_reason: str = "missing") -> Step:
-        """One destination's step. ``after`` is what it holds: the wanted digest only in check mode's plan, or once written."""
-        action, reason = decide(want, have, self.force, missing_reason)
-        return Step(kind=kind, dest_key=f"{kind}:{target}", target=target, action=action, reason=reason, before=have,
-                    after=want if action == COPY and self.check_mode else have, want=want)
 
 
 def registry_entry(target: str, digest: str | None) -> dict[str, Any]:
@@ -81,27 +60,10 @@ def spool_budget(directory: str, planned: int) -> int | None:
     return max(int((stat.f_bavail * stat.f_frsize - planned) * SPOOL_SHARE), 0)
 
 
-class Write:
-    """A per-image write with nothing to stream (README, engine) or the base of those that stream."""
-
-    blobs: dict[str, int] = {}
-
-    def __init__(self) -> None:
-        self.error: BaseException | None = None
-
-    def sink(self, digest: str, size: int) -> Any:
-        return None
-
-    def abort(self) -> None:
-        """Nothing to undo."""
-
-
-class Selection:
+class Selection(Destination):
     """A destination that copies an image's manifests for a platform choice (None: all platforms, byte for byte)."""
 
-    needs_content = True
-    keeps_blobs = True  # a blob written here is found here by the next image (not read from the source again)
-    platforms: list[str] | None = None
+    keeps_blobs = True
 
     def want(self, image: SourceImage, digest: str, ctx: PlanContext) -> str:
         """The digest this destination should hold: the source's, or that of the platform-filtered index."""
@@ -139,12 +101,12 @@ class RegistryDestination(Selection):
     def reference(self, image: SourceImage) -> ImageReference:
         return registry_target(image, self.url, self.prefix)
 
-    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
         ref = self.reference(image)
         have = self.client.head_manifest(ref.repository, ref.manifest_reference)
         step = ctx.step(self.kind, str(ref), self.want(image, found.digest, ctx), have.digest if have else None)
-        if step.action != COPY and ctx.store.destination(image.key, step.dest_key) is None and not ctx.check_mode:
-            ctx.store.record_destination(image.key, found.digest, step.dest_key, registry_entry(step.target, step.after))
+        if step.action != COPY and ctx.store.destination(image.key, step.dest_key) is None:
+            step.record = registry_entry(step.target, step.after)  # there already, written by another tool or run
         return step
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
@@ -232,7 +194,8 @@ class RegistryDestination(Selection):
         self.known_blobs[digest] = repository
         self._present.add((repository, digest))
 
-    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _RegistryWrite:
+    def begin(self, image: SourceImage, content: ImageContent | None, step: Step) -> _RegistryWrite:
+        content = fetched(content, self.kind)
         ref = self.reference(image)
         _entries, manifests, top_raw = content.selection(self.platforms)
         missing = {}
@@ -264,16 +227,16 @@ class RegistryDestination(Selection):
         self.client.close()
 
 
-class _RegistryWrite(Write):
+class _RegistryWrite(ImageWrite):
     def __init__(self, dest: RegistryDestination, ref: ImageReference, content: ImageContent, manifests: list[Manifest],
                  top_raw: bytes, missing: dict[str, int]) -> None:
         super().__init__()
         self.dest, self.ref, self.content, self.manifests, self.top_raw, self.blobs = dest, ref, content, manifests, top_raw, missing
 
-    def sink(self, digest: str, size: int) -> Any:
+    def sink(self, digest: str, size: int) -> BlobSink | None:
         return self.dest.upload_sink(self.ref.repository, digest, size) if digest in self.blobs else None
 
-    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+    def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         client, top = self.dest.client, self.content.top
         for manifest in self.manifests if top.is_index else []:
             client.put_manifest(self.ref.repository, manifest.digest, manifest.raw, manifest.media_type)
@@ -284,14 +247,15 @@ class _RegistryWrite(Write):
             theirs = (lambda subject: source_index(image, subject)) if source_index is not None else None
             with self.dest.referrers_lock:
                 update_referrers_tag(client, self.ref.repository, top, theirs)
-        store.record_destination(image.key, top.digest, step.dest_key, registry_entry(step.target, digest))
-        return digest
+        return Committed(digest, registry_entry(step.target, digest))
 
 
 class ArchiveDestination(Selection):
     """Tar archives under a directory, one per image and format: ``<dir>/<name>/<tag>.tar`` or ``.oci.tar``."""
 
     kind = "archive"
+    measures_space = True
+    dir: str
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.dir = spec["dir"]
@@ -303,7 +267,7 @@ class ArchiveDestination(Selection):
     def target(self, image: SourceImage) -> str:
         return archive_path(self.dir, image, self.fmt)
 
-    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
         path = self.target(image)
         have, why = self.observe(image, ctx.store.destination(image.key, f"{self.kind}:{path}"))
         return ctx.step(self.kind, path, found.digest, have, why)
@@ -336,7 +300,8 @@ class ArchiveDestination(Selection):
         size = sum(blobs.values())
         return size + TAR_OVERHEAD * (len(blobs) + len(manifests) + 4) + sum(m.size for m in manifests) + len(raw), 0
 
-    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> _ArchiveWrite:
+    def begin(self, image: SourceImage, content: ImageContent | None, step: Step) -> _ArchiveWrite:
+        content = fetched(content, self.kind)
         directory = os.path.dirname(safe_path(self.dir, step.target, "archive"))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -352,18 +317,18 @@ class ArchiveDestination(Selection):
         """Nothing is held open."""
 
 
-class _ArchiveWrite(Write):
+class _ArchiveWrite(ImageWrite):
     def __init__(self, dest: ArchiveDestination, writer: ArchiveWriter, content: ImageContent, manifests: list[Manifest],
                  blobs: dict[str, int]) -> None:
         super().__init__()
         self.dest, self.writer, self.content, self.manifests, self.blobs = dest, writer, content, manifests, blobs
         self.path: str | None = None
 
-    def sink(self, digest: str, size: int) -> Any:
+    def sink(self, digest: str, size: int) -> BlobSink | None:
         """Only the blobs of the archive's own manifests (another destination may read other platforms' too)."""
         return None if digest not in self.blobs or self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
 
-    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+    def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         writer, top, manifests = self.writer, self.content.top, self.manifests
         name = str(image.ref) if image.ref.tag else None
         for manifest in manifests:
@@ -379,12 +344,11 @@ class _ArchiveWrite(Write):
                                          annotations={SOURCE_DIGEST_ANNOTATION: top.digest})])
         result = writer.commit()
         self.path = result.path
-        store.record_destination(image.key, top.digest, step.dest_key, {
+        return Committed(top.digest, {
             "type": "archive", "path": result.path, "format": self.dest.fmt, "size": result.size, "sha256": result.sha256,
             "digest": top.digest, "config_digest": manifests[0].data["config"]["digest"], "written": utc_now(),
             "platform": self.dest.platform if self.dest.fmt == "docker" and top.is_index else None,
         })
-        return top.digest
 
     def local_blobs(self) -> dict[str, LocalBlob]:
         """Where the committed archive holds each blob: later images of the run copy shared layers from there."""
@@ -394,17 +358,17 @@ class _ArchiveWrite(Write):
         self.writer.abort()
 
 
-class ReadmeDestination:
+class ReadmeDestination(Destination):
     """``<dir>/<name>/README.md`` beside the archives, from the image's NGC description."""
 
     kind = "readme"
     needs_content = False
-    platforms = None
+    dir: str
 
     def __init__(self, directory: str) -> None:
         self.dir = directory
 
-    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step | None:
+    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step | None:
         if not image.description:
             return None
         path = "/".join((self.dir.rstrip("/"), image.ref.repository, "README.md"))
@@ -419,7 +383,7 @@ class ReadmeDestination:
             step.reason = "description changed"
         return step
 
-    def begin(self, image: SourceImage, content: Any, step: Step) -> _ReadmeWrite:
+    def begin(self, image: SourceImage, content: ImageContent | None, step: Step) -> _ReadmeWrite:
         safe_path(self.dir, step.target, "README")
         return _ReadmeWrite(image.description or "")
 
@@ -427,23 +391,22 @@ class ReadmeDestination:
         """Nothing is held open."""
 
 
-class _ReadmeWrite(Write):
+class _ReadmeWrite(ImageWrite):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.data = text.encode("utf-8")
 
-    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+    def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         os.makedirs(os.path.dirname(step.target), exist_ok=True)
         atomic_write(step.target, self.data, 0o644, "README")
-        return compute_digest(self.data)
+        return Committed(compute_digest(self.data))
 
 
-class EngineDestination:
+class EngineDestination(Destination):
     """A Docker engine: pulls from a registry, or loads a docker archive (written by this run or carried)."""
 
     kind = "docker"
     needs_content = False
-    platforms = None
 
     def __init__(self, spec: dict[str, Any], registry: RegistryDestination | None, archive_of: Callable[[SourceImage], str] | None,
                  credentials_for: Callable[[str | None], tuple[str | None, str | None]]) -> None:
@@ -467,7 +430,7 @@ class EngineDestination:
             return self.registry.reference(image)
         return image.ref
 
-    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
         want = self.registry.want(image, found.digest, ctx) if self.source == "registry" and self.registry else found.digest
         recorded = ctx.store.destination(image.key, f"{self.kind}:{self.target(image)}") or {}
         config = found.config_digest or (recorded.get("config_digest") if recorded.get("source_digest") == found.digest else None)
@@ -499,7 +462,7 @@ class EngineDestination:
             self.engine.untag(name)
         return "removed", f"removed {', '.join(ours)} from the engine at {self.engine.host}", 0
 
-    def begin(self, image: SourceImage, content: Any, step: Step) -> _EngineWrite:
+    def begin(self, image: SourceImage, content: ImageContent | None, step: Step) -> _EngineWrite:
         return _EngineWrite(self)
 
     def ping(self) -> None:
@@ -510,12 +473,12 @@ class EngineDestination:
         self.engine.close()
 
 
-class _EngineWrite(Write):
+class _EngineWrite(ImageWrite):
     def __init__(self, dest: EngineDestination) -> None:
         super().__init__()
         self.dest = dest
 
-    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+    def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         dest, engine = self.dest, self.dest.engine
         reference, want = dest.reference(image), step.want or ""
         config_digest = None
@@ -533,11 +496,10 @@ class _EngineWrite(Write):
         if not final.up_to_date:
             raise AirgapError(f"the Docker engine at {engine.host} does not hold {reference} with digest {want} after the "
                               f"{'load' if dest.source == 'archive' else 'pull'}: {final.reason}")
-        store.record_destination(image.key, source_digest, step.dest_key, {
+        return Committed(want, {
             "type": "docker", "host": engine.host, "reference": str(reference), "digest": want, "image_id": final.image_id,
             "config_digest": final.image_id, "tags": list(final.tag_targets), "written": utc_now(),
         })
-        return want
 
 
 def archive_config(path: str) -> str:

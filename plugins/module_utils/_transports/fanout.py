@@ -16,30 +16,20 @@ import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import CHUNK_SIZE, BlobSink
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError, is_echo
 
-CHUNK_SIZE = 1024 * 1024
 QUEUE_DEPTH = 8
 _END = object()
-
-
-class Sink(Protocol):
-    """Where a blob's bytes go: write() each chunk, then close(), or abort()."""
-
-    def write(self, data: bytes) -> None: ...  # pragma: no cover
-
-    def close(self) -> None: ...  # pragma: no cover
-
-    def abort(self) -> None: ...  # pragma: no cover
 
 
 class _Aborted(Exception):
     """Raised inside an upload's body iterator to abandon the request."""
 
 
-class UploadSink:
+class UploadSink(BlobSink):
     """Streams a blob into a registry upload that runs on its own thread."""
 
     def __init__(self, upload: Callable[[Iterator[bytes]], Any], what: str, depth: int = QUEUE_DEPTH) -> None:
@@ -174,22 +164,16 @@ def index_archive_blobs(path: str) -> dict[str, LocalBlob]:
     return found
 
 
-def forget_held(sinks: Sequence[Any]) -> None:
+def forget_held(sinks: Sequence[BlobSink]) -> None:
     """The blob's bytes were not the blob (a digest mismatch): nothing a sink holds of it may be kept for a next run."""
-    for sink in (getattr(sink, "sink", sink) for sink in sinks):
-        if hasattr(sink, "forget"):  # an upload session: cancelled, its spools removed
-            try:
-                sink.forget()
-            except (AirgapError, OSError):
-                pass
-        elif getattr(sink, "written", 0) and hasattr(sink, "restart"):
-            try:
-                sink.restart(0)
-            except (AirgapError, OSError, ValueError):
-                pass
+    for sink in sinks:
+        try:
+            sink.inner().forget()  # an upload session is cancelled, a file cut back to nothing
+        except (AirgapError, OSError, ValueError):
+            pass
 
 
-def fan_out(chunks: Iterator[bytes], sinks: Sequence[Sink], advance: Callable[[int], None] | None = None) -> int:
+def fan_out(chunks: Iterable[bytes], sinks: Sequence[BlobSink], advance: Callable[[int], None] | None = None) -> int:
     """Send every chunk to every sink, then close them; abort them all if anything fails. Returns the bytes read."""
     total = 0
     try:
@@ -227,18 +211,21 @@ class Totals:
             self.reused += reused
 
 
-class GuardedSink:
+class GuardedSink(BlobSink):
     """A destination's sink in a shared read: if it fails, that destination (``owner``) is dropped, not the others.
 
     ``owner`` is any object with an ``error`` attribute (a destination's per-image write); its first real error is kept.
     """
 
-    def __init__(self, owner: Any, sink: Sink) -> None:
+    def __init__(self, owner: Any, sink: BlobSink) -> None:
         self.owner, self.sink = owner, sink
 
     @property
     def failed(self) -> bool:
         return self.owner.error is not None
+
+    def inner(self) -> BlobSink:
+        return self.sink
 
     def _failed(self, exc: BaseException) -> None:
         note_error(self.owner, exc)
@@ -269,7 +256,7 @@ class GuardedSink:
 
 def note_error(owner: Any, exc: BaseException) -> None:
     """Keep an owner's first real error: an error marked ``echo`` (a closed archive) gives way to its cause."""
-    if owner.error is None or (getattr(owner.error, "echo", False) and not getattr(exc, "echo", False)):
+    if owner.error is None or (is_echo(owner.error) and not is_echo(exc)):
         owner.error = exc
 
 
@@ -289,15 +276,15 @@ def sinks_of(owners: Sequence[Any], digest: str, size: int) -> list[GuardedSink]
     return sinks
 
 
-def _while_wanted(chunks: Iterable[bytes], sinks: Sequence[Any]) -> Iterator[bytes]:
+def _while_wanted(chunks: Iterable[bytes], sinks: Sequence[BlobSink]) -> Iterator[bytes]:
     """The chunks, until every sink has failed (no point reading on)."""
     for data in chunks:
-        if all(getattr(sink, "failed", False) for sink in sinks):
+        if all(sink.failed for sink in sinks):
             return
         yield data
 
 
-def resume_point(sinks: list[Any], allowed: bool) -> tuple[int, Iterable[bytes] | None]:
+def resume_point(sinks: Sequence[BlobSink], allowed: bool) -> tuple[int, Iterable[bytes] | None]:
     """Where a blob's download can start, and what the reader hashes first: (0, ()) for the whole blob.
 
     ``start`` is what every sink already holds from a run that was cut off (a sink's ``resume_from``): sinks holding
@@ -308,21 +295,21 @@ def resume_point(sinks: list[Any], allowed: bool) -> tuple[int, Iterable[bytes] 
     the upload at its final PUT) there are none to hash: ``None``, the read starts there and its digest is left to
     them (its size is still checked). A sink that neither holds the bytes nor checks the digest never gets such a
     read: everything starts over instead."""
-    inner = [getattr(sink, "sink", sink) for sink in sinks]
+    inner = [sink.inner() for sink in sinks]
     start = 0
     while inner:
-        start = min(getattr(sink, "resume_from", 0) for sink in inner) if allowed else 0
-        higher = [sink for sink in inner if getattr(sink, "resume_from", 0) > start]
+        start = min(sink.resume_from for sink in inner) if allowed else 0
+        higher = [sink for sink in inner if sink.resume_from > start]
         if not higher:
             break
         for sink in higher:
             sink.restart(start)
     if start == 0:
         return 0, ()
-    keeper = next((sink for sink in inner if hasattr(sink, "held")), None)
+    keeper = next((sink for sink in inner if sink.holds_bytes), None)
     if keeper is not None:
         return start, keeper.held()
-    if all(getattr(sink, "verifies_digest", False) for sink in inner):
+    if all(sink.verifies_digest for sink in inner):
         return start, None
     for sink in inner:  # a sink holding them with no way to check the digest: no unverified read for it
         sink.restart(0)
@@ -404,4 +391,4 @@ def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(guarded, order))
     if errors:
-        raise next((exc for exc in errors if not getattr(exc, "echo", False)), errors[0])
+        raise next((exc for exc in errors if not is_echo(exc)), errors[0])

@@ -26,7 +26,7 @@ import tempfile
 from datetime import datetime
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.destinations import PlanContext, Write
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, Found, ImageWrite, PlanContext, fetched
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     RESUME_MIN,
@@ -44,7 +44,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import Image
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, Step
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import remove_recorded_file, under
 from ansible_collections.airgap.ngc.plugins.module_utils._types.squash_options import squash_words
-from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import StateStore, utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import utc_now
 
 DEFAULT_PLATFORM = "linux/amd64"
 STAGING_PREFIX = ".flatten-staging-"  # <dir>/.flatten-staging-<pid>-XXXX: spooled blobs and the rootfs of one image
@@ -337,12 +337,13 @@ def sha256_file(path: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-class FlattenedDestination:
+class FlattenedDestination(Destination):
     """A directory of files each holding one image flattened into squashfs. Subclasses name the file (``target``),
     add their files (``configure``) and make it (``package``)."""
 
     kind = "flattened"
-    needs_content = True
+    measures_space = True
+    dir: str
     default_options = ""
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -364,7 +365,7 @@ class FlattenedDestination:
         """What else the facts record of a file says (a changed value means the file is written again)."""
         return {"squash_options": " ".join(self.options)}
 
-    def plan(self, image: SourceImage, found: Any, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
         path = self.target(image)
         other = self._targets.setdefault(path, image.key)
         if other != image.key:
@@ -399,7 +400,8 @@ class FlattenedDestination:
             if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
 
-    def begin(self, image: SourceImage, content: ImageContent, step: Step) -> FlattenedWrite:
+    def begin(self, image: SourceImage, content: ImageContent | None, step: Step) -> FlattenedWrite:
+        content = fetched(content, self.kind)
         safe_path(self.dir, step.target, f"{self.kind} file")
         try:
             os.makedirs(self.dir, exist_ok=True)
@@ -437,7 +439,7 @@ class FlattenedDestination:
         """Nothing is held open."""
 
 
-class _Spool:
+class _Spool(BlobSink):
     """One blob spooled to a file of the staging directory; the reader checked its digest before close()."""
 
     def __init__(self, path: str) -> None:
@@ -455,7 +457,7 @@ class _Spool:
         remove_quietly(self.path)
 
 
-class FlattenedWrite(Write):
+class FlattenedWrite(ImageWrite):
     def __init__(self, dest: FlattenedDestination, content: ImageContent, manifest: Manifest, staging: str) -> None:
         super().__init__()
         self.dest, self.content, self.manifest, self.staging = dest, content, manifest, staging
@@ -469,7 +471,7 @@ class FlattenedWrite(Write):
     def _blob(self, digest: str) -> str:
         return os.path.join(self.staging, "blobs", digest.replace(":", "-"))
 
-    def sink(self, digest: str, size: int) -> Any:
+    def sink(self, digest: str, size: int) -> BlobSink | None:
         """A spool file in the staging directory; a big blob's bytes are kept in the destination directory instead
         (``.<kind>-<alg>-<hex>.resume``) until it is whole, so that a run cut off in it is continued by the next."""
         if digest not in self.blobs:
@@ -489,7 +491,7 @@ class FlattenedWrite(Write):
             raise AirgapError(f"the config {self.config['digest']} of {image.ref} is not an image config ({exc})") from None
         return config
 
-    def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
+    def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         path, top, dest = step.target, self.content.top, self.dest
         directory, name = os.path.split(path)
         config = self._read_config(image)
@@ -501,7 +503,7 @@ class FlattenedWrite(Write):
                 rootfs.apply(self._blob(layer["digest"]))
             except (tarfile.TarError, EOFError, OSError, AirgapError) as exc:
                 raise AirgapError(f"cannot apply layer {index + 1} ({layer['digest']}) of {image.ref}: "
-                                  f"{getattr(exc, 'strerror', None) or exc}") from None
+                                  f"{(exc.strerror if isinstance(exc, OSError) else None) or exc}") from None
         dest.configure(rootfs, config, image, self.content)
         self.note = rootfs.note()
         safe_path(dest.dir, path, f"{dest.kind} file")
@@ -519,12 +521,11 @@ class FlattenedWrite(Write):
         remove_quietly(self.temp)
         self.temp = None
         fsync_dir(directory)
-        store.record_destination(image.key, top.digest, step.dest_key, dict({
+        return Committed(top.digest, dict({
             "type": dest.kind, "path": path, "size": size, "sha256": sha256, "digest": top.digest,
             "config_digest": self.config["digest"], "platform": dest.platform if top.is_index else None,
             "selected_platform": dest.platform, "written": utc_now(),
         }, **dest.record_extra()))
-        return top.digest
 
     def abort(self) -> None:
         """Remove the staging directory and an unfinished file (also after a commit: the staging is not needed)."""

@@ -1,12 +1,6 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private: the read side of the transport interface: a registry, a bundle, or per-tag archives. Not a public API.
-
-A source names its images (``images``), resolves one to the digest of its top manifest (``resolve``), gives a
-manifest by digest as its exact bytes (``manifest``) and opens a blob as chunks checked against the digest as they
-stream (``open_blob``, a context manager). The copy engine needs nothing else from it; a source that can also say
-which images travel with an image (``companions``: its signatures and attestations, ``_signatures``).
-"""
+"""Private: sources of the transport interface (``base.Source``): a registry, a bundle, or per-tag archives. Not a public API."""
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +8,8 @@ import json
 import os
 import tarfile
 import threading
-from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from dataclasses import replace
+from typing import Any, Iterable
 
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import DIGEST, BundleReader, bundles_beside
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import MapOf, Required, schema_problem
@@ -40,21 +34,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures imp
     listed_referrers,
     subject_of,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import Found, Source
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, index_archive_blobs
 
 
-@dataclass(frozen=True)
-class Found:
-    """What a source holds for an image: its top manifest's digest and type, and what the source says about it."""
-
-    digest: str
-    media_type: str | None = None
-    config_digest: str | None = None  # known without fetching (an archive's manifest.json)
-    note: str | None = None  # said in the result (for example: the digest of the original is not kept)
-    manifest: Manifest | None = None  # the top manifest itself, when resolving fetched it (``resolve(fetch=True)``)
-
-
-class RegistrySource:
+class RegistrySource(Source):
     """Images on a registry (``registry_url``): HEAD (or GET) to resolve, GET manifests and blobs, all checked by digest."""
 
     kind = "registry"
@@ -90,7 +74,7 @@ class RegistrySource:
 
     resumes = True  # a blob can be read from part way (a download a run cut off is continued)
 
-    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Any = ()) -> Any:
+    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
         return self.client.open_blob(image.ref.repository, digest, expected_size=size, start=start, held=held)
 
     def missing(self, image: SourceImage) -> str:
@@ -226,7 +210,7 @@ def _select(names: list[str], items: list[Any] | None) -> list[SourceImage]:
     return chosen
 
 
-class BundleSource:
+class BundleSource(Source):
     """Images in a bundle (an OCI layout directory), named as they were exported.
 
     A delta bundle leaves out blobs earlier bundles carried (its ``expected``): such a blob is read from an earlier
@@ -312,7 +296,7 @@ class BundleSource:
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         return self.reader.manifest(digest, media_type)
 
-    def open_blob(self, image: SourceImage, digest: str, size: int) -> Any:
+    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
         carrier = self.reader.carrier(digest)
         if carrier is None or self.reader.holds(digest):
             return contextlib.closing(self.reader.open_blob(digest, size))
@@ -393,10 +377,11 @@ def read_archive_head(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return index, docker
 
 
-class ArchiveSource:
+class ArchiveSource(Source):
     """Images in per-tag archives this collection wrote (``<dir>/<name>/<tag>.tar`` or ``.oci.tar``)."""
 
     kind = "archive"
+    carries_archives = True
 
     def __init__(self, directory: str) -> None:
         self.dir = os.path.abspath(directory)
@@ -460,7 +445,7 @@ class ArchiveSource:
         what = f"manifest {digest} in {blob.path}"
         return parse_manifest(read_small(blob.open(), what), digest, what, media_type)
 
-    def open_blob(self, image: SourceImage, digest: str, size: int) -> Iterator[bytes]:
+    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
         return contextlib.closing(self._blob(image, digest).open())
 
     def missing(self, image: SourceImage) -> str:

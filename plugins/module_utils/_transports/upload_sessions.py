@@ -32,6 +32,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
     AirgapError,
     AuthError,
@@ -165,7 +166,7 @@ def _remove(path: str) -> None:
         pass
 
 
-class SessionUpload:
+class SessionUpload(BlobSink):
     """A sink uploading one big blob through a recorded upload session; what a cut-off run sent is continued.
 
     The blob's bytes are gathered in pieces of ``UPLOAD_PIECE`` on disk (a spool file per piece, named by where its

@@ -33,6 +33,14 @@ _SSL_FILE_RE = re.compile(r"\s*\(_ssl\.c:\d+\)")
 class AirgapError(Exception):
     """An error a person can act on; str(error) is the one-line message for fail_json."""
 
+    echo = False
+    """It only echoes another failure (a writer closed by another thread's error): that one is the one to report."""
+
+
+def is_echo(exc: BaseException) -> bool:
+    """True for an error that only echoes another failure (``AirgapError.echo``)."""
+    return isinstance(exc, AirgapError) and exc.echo
+
 
 class ConfigError(AirgapError):
     """Bad input: an option value, a reference, a regex, a path."""

@@ -103,6 +103,7 @@ class Step:
     before: str | None = None
     after: str | None = None
     want: str | None = None  # the digest the destination should hold when done
+    record: dict[str, Any] | None = None  # the facts record of what it holds already, unrecorded: the copier records it
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "target": self.target, "action": self.action, "reason": self.reason, "before": self.before, "after": self.after}

@@ -9,7 +9,7 @@ import hashlib
 import json
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pytest
 
@@ -17,7 +17,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import CopyEngine
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Manifest, blob_sizes, select_children
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SourceImage, requested_images
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import Found
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, Found, ImageWrite, Source
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import StateStore
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import Totals
 
@@ -30,7 +30,9 @@ def manifest(raw: bytes, media_type: str) -> Manifest:
     return Manifest(raw=raw, media_type=media_type, digest=digest_of(raw), data=json.loads(raw))
 
 
-class MemorySource:
+class MemorySource(Source):
+    """A source that implements only what the interface requires: every optional ability keeps its default."""
+
     kind = "memory"
     name = "memory source"
 
@@ -77,7 +79,8 @@ class MemorySource:
         self.manifest_reads.append(digest)
         return self.manifests[digest]
 
-    def open_blob(self, image: SourceImage, digest: str, size: int) -> Any:
+    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
+        assert start == 0, "the memory source does not resume: it is never asked to"
         self.reads.append(digest)
         data = self.blobs[digest]
 
@@ -96,7 +99,7 @@ class MemorySource:
         """Nothing to close."""
 
 
-class MemorySink:
+class MemorySink(BlobSink):
     def __init__(self, dest: MemoryDestination, digest: str) -> None:
         self.dest, self.digest, self.data = dest, digest, b""
 
@@ -114,28 +117,23 @@ class MemorySink:
         self.dest.aborted.append(self.digest)
 
 
-class MemoryWrite:
+class MemoryWrite(ImageWrite):
     def __init__(self, dest: MemoryDestination, image: SourceImage, content: Any) -> None:
         self.dest, self.image, self.content = dest, image, content
         entries = select_children(content.top.data, dest.platforms) if content.top.is_index else None
         self.manifests = content.images_for(entries)
         self.blobs = {d: s for d, s in blob_sizes(m.data for m in self.manifests).items() if d not in dest.blobs}
-        self.error: BaseException | None = None
 
-    def sink(self, digest: str, size: int) -> Any:
+    def sink(self, digest: str, size: int) -> BlobSink | None:
         return MemorySink(self.dest, digest) if digest in self.blobs else None
 
-    def commit(self, image: SourceImage, store: StateStore, step: Any, source_digest: str) -> str:
+    def commit(self, image: SourceImage, step: Any, source_digest: str) -> Committed:
         self.dest.tags[str(image.ref)] = self.content.top.digest
-        store.record_destination(image.key, source_digest, step.dest_key, {"type": self.dest.kind, "digest": self.content.top.digest})
-        return self.content.top.digest
-
-    def abort(self) -> None:
-        """Nothing to undo."""
+        return Committed(self.content.top.digest, {"type": self.dest.kind, "digest": self.content.top.digest})
 
 
-class MemoryDestination:
-    needs_content = True
+class MemoryDestination(Destination):
+    """A destination that implements only what the interface requires: every optional ability keeps its default."""
 
     def __init__(self, kind: str, platforms: list[str] | None = None, fail_on_write: bool = False) -> None:
         self.kind, self.platforms, self.fail_on_write = kind, platforms, fail_on_write
@@ -274,7 +272,7 @@ class CountingSource(MemorySource):
         self.most = 0
         self._lock = threading.Lock()
 
-    def open_blob(self, image: SourceImage, digest: str, size: int) -> Any:
+    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
         key = str(image.ref)
         with self._lock:
             self.active[key] = self.active.get(key, 0) + 1
@@ -417,3 +415,55 @@ def test_a_destination_that_cannot_begin_leaves_the_others_their_images(source: 
     plans = run(source, [broken, good], tmp_path)
     assert all("broken: cannot create" in (p.error or "") for p in plans)
     assert good.tags == source.tags and broken.tags == {}
+
+
+class HeldDestination(MemoryDestination):
+    """Holds every image already, with no record of it (another tool pushed it): its plan says what to record."""
+
+    def plan(self, image: SourceImage, found: Found, ctx: Any) -> Any:
+        step = ctx.step(self.kind, f"{self.kind}#{image.ref}", found.digest, found.digest)
+        step.record = {"type": self.kind, "digest": found.digest, "found": "already there"}
+        return step
+
+
+def test_the_copier_records_what_plans_and_commits_return_and_nothing_in_check_mode(source: MemorySource, tmp_path: Any) -> None:
+    copied, held = MemoryDestination("copied"), HeldDestination("held")
+    run(source, [copied, held], tmp_path, check_mode=True)
+    assert not (tmp_path / "facts.json").exists()
+    plans = run(source, [copied, held], tmp_path)
+    facts = json.loads((tmp_path / "facts.json").read_text())["images"]
+    for plan in plans:
+        recorded = facts[plan.source.key]["destinations"]
+        assert recorded[f"copied:copied#{plan.source.ref}"]["digest"] == plan.digest  # what commit() returned
+        assert recorded[f"held:held#{plan.source.ref}"] == dict(  # what plan() found, with what the store adds
+            recorded[f"held:held#{plan.source.ref}"], type="held", digest=plan.digest, found="already there")
+        assert [s.action for s in plan.steps if s.kind == "held"] != [COPY]
+
+
+def test_a_source_and_a_destination_with_no_optional_ability_copy_with_every_feature_on(source: MemorySource, tmp_path: Any) -> None:
+    """Companions, space checks, prune and inventories ask for abilities these kinds do not override: the defaults
+    declared once in the interface answer (no companions, no space measured, owns nothing)."""
+    dest = MemoryDestination("plain")
+    assert (dest.keeps_blobs, dest.concurrent, dest.measures_space, dest.carries_companions, dest.dir) == (False, False, False, False, None)
+    assert (source.resumes, source.carries_archives, dict(source.listings)) == (False, False, {})
+    engine = CopyEngine(source, [dest], Totals(), companions=True, relist_after=60, check_mode=False)
+    with StateStore(str(tmp_path / "facts.json")) as store:
+        plans = engine.run(source.images(None), store)
+    assert [p.error for p in plans] == [None, None] and dest.tags == source.tags
+    assert engine.space == [] and not dest.owns("plain:x", {"type": "plain"})
+    with pytest.raises(NotImplementedError, match="plain destination does not measure"):
+        dest.space_needed(plans[0].source, None, plans[0].steps[0])  # type: ignore[arg-type]
+
+
+def test_a_kind_that_leaves_out_a_required_method_cannot_be_made() -> None:
+    class NoPlan(Destination):
+        kind = "broken"
+
+        def begin(self, image: SourceImage, content: Any, step: Any) -> ImageWrite:
+            raise AssertionError("never begun")
+
+        def close(self) -> None:
+            """Nothing held."""
+
+    with pytest.raises(TypeError, match="plan"):
+        NoPlan()  # type: ignore[abstract]

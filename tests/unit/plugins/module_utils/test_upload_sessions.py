@@ -23,6 +23,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import DigestMismatchError, NotFoundError, RegistryError
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import RESUME_MIN
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import resume_point
+from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import SESSION_MAX_AGE, SessionUpload, UploadSessions
 
 PIECE = 4 * 1024 * 1024
@@ -321,11 +322,20 @@ def test_old_records_and_orphan_spools_are_dropped_and_foreign_content_ignored(t
     assert UploadSessions(facts).get("new") is None  # unreadable: no sessions, no traceback
 
 
-class Plain:
+class Plain(BlobSink):
     """A sink holding nothing from an earlier run."""
 
+    def write(self, data: bytes) -> None:
+        """Not fed here: only where a read may start is asked."""
 
-class Unverifying:
+    def close(self) -> None:
+        """Nothing to complete."""
+
+    def abort(self) -> None:
+        """Nothing to drop."""
+
+
+class Unverifying(Plain):
     """A sink that holds bytes from an earlier run but can neither give them nor check a digest."""
 
     def __init__(self, offset: int) -> None:
