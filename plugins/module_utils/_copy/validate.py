@@ -247,7 +247,9 @@ def check_ca_path(option: str, value: Any) -> None:
 
 
 def _same_path(left: str | None, right: str | None) -> bool:
-    return bool(left and right) and os.path.realpath(left) == os.path.realpath(right)  # type: ignore[arg-type]
+    if not left or not right:
+        return False
+    return os.path.realpath(left) == os.path.realpath(right)
 
 
 def check_progress_file(option: str, value: Any, facts_file: str | None) -> None:

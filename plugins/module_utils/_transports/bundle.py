@@ -227,7 +227,7 @@ class _BundleWrite(ImageWrite):
         held[digest] = len(self.top_raw)
         when = utc_now()
         notes = {ANNOTATION_REF_NAME: str(image.ref), SOURCE_DIGEST_ANNOTATION: top.digest}
-        expected = {d: dict(info, size=self.every[d]) for d, info in self.expected.items()}
+        expected: dict[str, dict[str, Any]] = {d: dict(info, size=self.every[d]) for d, info in self.expected.items()}
         self.writer.add_image(str(image.ref), descriptor(top.media_type, digest, len(self.top_raw), annotations=notes), {
             "digest": digest, "source_digest": top.digest, "media_type": top.media_type, "blobs": held, "expected": expected,
         }, when, self.dest.name)

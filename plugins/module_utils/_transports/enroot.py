@@ -75,8 +75,10 @@ def bash_quote(word: str) -> str:
 def enroot_files(config: dict[str, Any]) -> dict[str, str]:
     """The texts enroot's docker::configure writes for an image config, by path in the rootfs."""
     conf = image_config(config)
-    volumes = conf.get("Volumes") if isinstance(conf.get("Volumes"), dict) else {}
-    labels = conf.get("Labels") if isinstance(conf.get("Labels"), dict) else {}
+    volumes = conf.get("Volumes")
+    volumes = volumes if isinstance(volumes, dict) else {}
+    labels = conf.get("Labels")
+    labels = labels if isinstance(labels, dict) else {}
     rc = "".join(f"# {k} {v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}\n" for k, v in labels.items())
     if rc:
         rc += "\n"

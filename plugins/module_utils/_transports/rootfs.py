@@ -86,7 +86,8 @@ def check_config_platform(config: dict[str, Any], wanted: str, option: str, name
 
 def image_config(conf: dict[str, Any]) -> dict[str, Any]:
     """The ``config`` object of an image config (Env, Entrypoint, Cmd, ...), empty when it has none."""
-    return conf.get("config") if isinstance(conf.get("config"), dict) else {}
+    found = conf.get("config")
+    return found if isinstance(found, dict) else {}
 
 
 def member_parts(name: str) -> list[str] | None:
