@@ -80,33 +80,12 @@ def destinations_from(params: dict[str, Any], source: Source, registry_client: A
     if params.get("containerd"):
         found.append(ContainerdDestination(params["containerd"]))
     if params.get("docker"):
-        spec = params["docker"]
+        spec = params["docker"]  # its rules across options are validate_mirror's
         archive_of = archive.target if archive is not None else source.path_of if source.carries_archives else None
-        if (spec.get("source") or "registry") == "archive" and archive_of is None:
-            raise ConfigError("docker.source=archive loads the archives of archive.dir: set archive")
-        if (spec.get("source") or "registry") == "registry" and registry is None and source.kind != "registry":
-            raise ConfigError(f"docker.source=registry pulls from a registry, but the source is the {source.kind} {source.name}: "
-                              "set registry (the engine then pulls from it), or archive with docker.source=archive")
         source_host = registry_host(params["registry_url"]) if source.kind == "registry" else None
         found.append(EngineDestination(spec, registry, archive_of, credentials_matcher(
             registry, source_host, (params.get("username"), params.get("api_key")))))
-    refuse_writes_into(params, source, found)
     return found
-
-
-def refuse_writes_into(params: dict[str, Any], source: Source, destinations: list[Destination]) -> None:
-    """A destination directory inside the carried bundle or archives being imported (``source_dir``) would write into
-    the medium itself: refused, naming both."""
-    carried = params.get("source_dir") if source.kind in ("bundle", "archive") else None
-    if not carried:
-        return
-    medium = os.path.realpath(carried)
-    writers = ("enroot", "apptainer", "bundle") + (("archive",) if source.kind == "bundle" else ())
-    for dest in destinations:
-        directory = dest.dir
-        if dest.kind in writers and directory and os.path.commonpath([medium, os.path.realpath(directory)]) == medium:
-            raise ConfigError(f"{dest.kind}.dir {directory} is inside source_dir {carried}: it would write into the carried {source.kind}; "
-                              f"give {dest.kind}.dir a directory outside it")
 
 
 def write_inventory(path: str, source: Source, done: list[ImagePlan]) -> None:

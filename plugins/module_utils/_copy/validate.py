@@ -560,6 +560,10 @@ def validate_mirror(params: dict[str, Any]) -> None:
                 raise _bad(f"{kind}.dir", spec["dir"], f"it is also {option}: give it a directory of its own")
     if docker is not None and docker.get("source") == "archive" and archive is None and source != "archive":
         raise ConfigError("invalid docker.source 'archive': it loads the archives of archive.dir; set archive")
+    if docker is not None and (docker.get("source") or "registry") == "registry" and registry is None and source != "registry":
+        raise ConfigError(f"docker.source=registry pulls from a registry, but the source is the {source} "
+                          f"{os.path.abspath(params['source_dir'])}: set registry (the engine then pulls from it), "
+                          "or archive with docker.source=archive")
     for position, platform in enumerate(params.get("platforms") or [], start=1):
         check_platform(f"platforms item {position}", platform)
     if params.get("platforms") and registry is None and params.get("bundle") is None:
@@ -578,6 +582,21 @@ def validate_mirror(params: dict[str, Any]) -> None:
     _check_signatures(params)
     if params.get("keep") is not None and (isinstance(params["keep"], bool) or not isinstance(params["keep"], int) or params["keep"] < 1):
         raise _bad("keep", params["keep"], "keep the newest N tags of each repository: give a whole number of at least 1")
+    _check_writes_outside_carried(params, "archive" if params.get("offline") else source)
+
+
+def _check_writes_outside_carried(params: dict[str, Any], source: str) -> None:
+    """A destination directory inside the carried bundle or archives being imported (``source_dir``) would write into
+    the medium itself: refused, naming both."""
+    carried = params.get("source_dir") if source in ("bundle", "archive") else None
+    if not carried:
+        return
+    medium = os.path.realpath(carried)
+    for kind in (("archive",) if source == "bundle" else ()) + ("bundle", "enroot", "apptainer"):
+        directory = (params.get(kind) or {}).get("dir")
+        if directory and os.path.commonpath([medium, os.path.realpath(directory)]) == medium:
+            raise ConfigError(f"{kind}.dir {os.path.abspath(directory)} is inside source_dir {carried}: it would write into the "
+                              f"carried {source}; give {kind}.dir a directory outside it")
 
 
 # -- ngc_catalog_info ----------------------------------------------------------------------------------------------

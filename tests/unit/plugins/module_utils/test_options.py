@@ -295,6 +295,35 @@ def test_a_symlink_to_the_facts_file_is_the_facts_file(tmp_path: Path) -> None:
         validate_mirror(params_for(MIRROR, {"registry": {}, "facts_file": "{tmp}/facts/f.fact", "progress_file": "{tmp}/link.json"}, tmp_path))
 
 
+def _carried_bundle(tmp_path: Path) -> Path:
+    carried = tmp_path / "usb" / "bundle"
+    carried.mkdir(parents=True)
+    (carried / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": []}))
+    return carried
+
+
+@pytest.mark.parametrize("kind", ["archive", "bundle", "enroot", "apptainer"])
+def test_a_destination_inside_the_carried_bundle_is_refused_at_the_door(tmp_path: Path, kind: str) -> None:
+    carried = _carried_bundle(tmp_path)
+    inside, beside = carried / "sub" / kind, tmp_path / "out" / kind
+    base = {"source": "bundle", "source_dir": str(carried), "images": None, "registry": {}}
+    validate_mirror(params_for(MIRROR, dict(base, **{kind: {"dir": str(beside)}}), tmp_path))
+    with pytest.raises(ConfigError) as excinfo:
+        validate_mirror(params_for(MIRROR, dict(base, **{kind: {"dir": str(inside)}}), tmp_path))
+    assert str(excinfo.value) == (f"{kind}.dir {inside} is inside source_dir {carried}: it would write into the carried bundle; "
+                                  f"give {kind}.dir a directory outside it")
+
+
+def test_an_engine_that_pulls_needs_a_registry_when_the_source_is_carried(tmp_path: Path) -> None:
+    carried = _carried_bundle(tmp_path)
+    base = {"source": "bundle", "source_dir": str(carried), "images": None}
+    validate_mirror(params_for(MIRROR, dict(base, registry={}, docker={"source": "registry"}), tmp_path))
+    with pytest.raises(ConfigError) as excinfo:
+        validate_mirror(params_for(MIRROR, dict(base, docker={"source": "registry"}), tmp_path))
+    assert str(excinfo.value) == (f"docker.source=registry pulls from a registry, but the source is the bundle {carried}: set "
+                                  "registry (the engine then pulls from it), or archive with docker.source=archive")
+
+
 # -- the reference messages ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, option, expected", [
     ("nvidia/pytorch:24.01:py3", "docker.tag_as", "invalid image reference 'nvidia/pytorch:24.01:py3' in docker.tag_as: more than one ':'"),
