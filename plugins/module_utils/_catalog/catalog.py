@@ -17,11 +17,10 @@ from ansible_collections.airgap.ngc.plugins.module_utils._clients.ngc import Ngc
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     INDEX_MEDIA_TYPES,
     blob_sizes,
-    is_digest,
     platform_string,
     read_small,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference, is_digest
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.registry import RegistryClient
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures import digest_tag, is_companion_tag
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle_check import affected_images, blob_path, verify_bundle

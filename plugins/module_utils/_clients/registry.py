@@ -51,10 +51,9 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     check_small,
     compute_digest,
     guess_media_type,
-    is_digest,
     read_small,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import registry_url, validate_digest, validate_repository, validate_tag
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import is_digest, registry_url, validate_digest, validate_repository, validate_tag
 from ansible_collections.airgap.ngc.plugins.module_utils._types.version import USER_AGENT
 
 try:

@@ -49,10 +49,9 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     OCI_LAYOUT,
     Manifest,
     check_bytes,
-    is_digest,
     parse_manifest,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference, is_digest
 
 INDEX_FILE = "index.json"
 VOLUME_FILE = "volume.json"

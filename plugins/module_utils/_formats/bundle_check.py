@@ -38,7 +38,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import 
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import CarriedError, CarriedMissing, open_inside
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors, is_digest
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import is_digest
 
 CONTENTS_FILE = "contents.json"
 INDEX_FILE = "index.json"

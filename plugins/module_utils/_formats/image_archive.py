@@ -33,8 +33,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     OCI_LAYOUT,
     descriptor,
     is_attestation,
-    is_digest,
 )
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import is_digest
 
 FORMATS = ("docker", "oci")
 

@@ -14,7 +14,8 @@ import json
 from typing import Any, Callable, Iterable
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, NotFoundError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MEDIA_OCI_INDEX, Manifest, is_digest
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MEDIA_OCI_INDEX, Manifest
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import is_digest
 
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 """cosign's tags of a digest: signature, attestation, SBOM."""

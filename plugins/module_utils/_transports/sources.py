@@ -19,12 +19,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     SOURCE_DIGEST_ANNOTATION,
     Manifest,
     check_small,
-    is_digest,
     parse_manifest,
     read_small,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, archive_path, requested_images, source_images
-from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference, is_digest
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures import (
     MAX_DEPTH,
     companion_kind,

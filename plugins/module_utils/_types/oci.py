@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Sequence
 
@@ -34,13 +33,6 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 """The most a manifest, an index or an image config may have: the distribution spec's limit, which registries apply.
 A bigger one is refused from every source, before it is read whole."""
-
-_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
-
-
-def is_digest(value: Any) -> bool:
-    return isinstance(value, str) and bool(_DIGEST_RE.match(value))
-
 
 def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
     """``<algorithm>:<hex>`` of some bytes."""

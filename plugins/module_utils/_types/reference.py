@@ -47,9 +47,9 @@ def valid_host(text: str) -> bool:
     return not port or 1 <= int(port) <= MAX_PORT
 
 
-def is_digest(value: str | None) -> bool:
+def is_digest(value: object) -> bool:
     """True if value is a well-formed content digest such as sha256:<64 hex digits>."""
-    if not value:
+    if not isinstance(value, str) or not value:
         return False
     match = _DIGEST_RE.match(value)
     return match is not None and len(match.group(2)) == _DIGEST_HEX_LENGTHS[match.group(1)]

@@ -121,6 +121,7 @@ def test_digest_helpers():
     assert not is_digest("sha256:" + "0" * 63)
     assert not is_digest("sha512:" + "0" * 64)
     assert not is_digest(None)
+    assert not is_digest(12) and not is_digest({"digest": DIGEST}) and not is_digest(DIGEST.upper())  # a record's value of any type
     assert validate_digest(DIGEST) == DIGEST
     with pytest.raises(ConfigError, match="sha256:zz"):
         validate_digest("sha256:zz")
