@@ -16,6 +16,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.filters import I
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.ngc import NgcClient, NgcRepository, path_segment
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     INDEX_MEDIA_TYPES,
+    blob_path,
     blob_sizes,
     platform_string,
     read_small,
@@ -23,7 +24,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference, is_digest
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.registry import RegistryClient
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures import digest_tag, is_companion_tag
-from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle_check import affected_images, blob_path, verify_bundle
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle_check import affected_images, verify_bundle
 
 
 @dataclass

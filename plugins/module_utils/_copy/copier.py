@@ -7,7 +7,6 @@ writer of the facts file. See docs/design/transports.md.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import threading
@@ -27,7 +26,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._transports.destination
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.apptainer import ApptainerDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.enroot import EnrootDestination
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, no_room
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import atomic_write, cleanup_stale_partials, cleanup_tree
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent, Manifest, blob_sizes, select_children
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import registry_from, source_registry_from
@@ -530,7 +529,6 @@ def _message(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
-        if exc.errno == errno.ENOSPC:
-            return f"the disk is full{where}: free space and run again; what was already mirrored is kept"
-        return f"{exc.strerror or exc}{where}"
+        full = no_room(exc, str(exc.filename or "a file"), os.path.dirname(str(exc.filename or "")) or "the destination")
+        return str(full) if full is not None else f"{exc.strerror or exc}{where}"
     return str(exc)

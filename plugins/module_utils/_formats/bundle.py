@@ -48,6 +48,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     MEDIA_OCI_INDEX,
     OCI_LAYOUT,
     Manifest,
+    blob_path,
     check_bytes,
     parse_manifest,
 )
@@ -66,8 +67,7 @@ def blob_file(directory: str, digest: str) -> str:
     """Where a blob lives in a bundle: <dir>/blobs/<algorithm>/<hex>."""
     if not is_digest(digest):
         raise AirgapError(f"invalid digest {digest!r} in bundle {directory}")
-    algorithm, encoded = digest.split(":", 1)
-    return os.path.join(directory, "blobs", algorithm, encoded)
+    return os.path.join(directory, *blob_path(digest).split("/"))
 
 
 def _load_json(path: str, what: str) -> Any:
@@ -212,11 +212,6 @@ EXPECTED_RECORD = {"bundle": str, "image": str, "size": SIZE}
 CONTENTS_RECORD = {"schema": Required(Check(lambda v: v == CONTENTS_SCHEMA and not isinstance(v, bool), f"{CONTENTS_SCHEMA} (this collection's schema)")),
                    "files": Required(dict), "images": Required(dict), "expected": dict, "volumes": VOLUME, "bundle": str, "source": str,
                    "delta": bool, "updated": str}
-
-
-def blob_name(digest: str) -> str:
-    """The path of a blob inside a bundle: blobs/<algorithm>/<hex>."""
-    return "blobs/" + digest.replace(":", "/", 1)
 
 
 @dataclass
@@ -421,7 +416,7 @@ class BundleReader:
         inside it); a missing volume is named."""
         if not is_digest(digest):
             raise CarriedError(f"invalid digest {str(digest)[:80]!r} in the bundle {self.dir}")
-        name = blob_name(digest)
+        name = blob_path(digest)
         if name in self.contents_read.bad_files:
             raise CarriedError(self.contents_read.bad_files[name])
         entry = (self.contents.get("files") or {}).get(name) or {}
@@ -714,7 +709,7 @@ class BundleWriter:
         self.contents["images"].pop(reference, None)
         files = self.contents.setdefault("files", {})
         for digest in doomed:
-            files.pop(f"blobs/{digest.replace(':', '/')}", None)
+            files.pop(blob_path(digest), None)
         index_bytes = (json.dumps(self.index, indent=2) + "\n").encode("utf-8")
         files[INDEX_FILE] = {"size": len(index_bytes), "sha256": hashlib.sha256(index_bytes).hexdigest()}
         self.contents["updated"] = written
@@ -742,7 +737,7 @@ class BundleWriter:
         self.index["manifests"] = sorted(entries + [top], key=lambda e: str((e.get("annotations") or {}).get(ANNOTATION_REF_NAME) or ""))
         files = self.contents.setdefault("files", {})
         for digest, size in present.items():
-            files[f"blobs/{digest.replace(':', '/')}"] = dict(self._placed.get(digest) or {}, size=size, sha256=digest.split(":", 1)[1])
+            files[blob_path(digest)] = dict(self._placed.get(digest) or {}, size=size, sha256=digest.split(":", 1)[1])
         if self.volumes is not None:
             self.contents["volumes"] = self.volumes.count()
         index_bytes = (json.dumps(self.index, indent=2) + "\n").encode("utf-8")

@@ -38,7 +38,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import 
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import CarriedError, CarriedMissing, open_inside
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors, blob_path
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import is_digest
 
 CONTENTS_FILE = "contents.json"
@@ -57,12 +57,6 @@ def is_partial(name: str) -> bool:
     """A temporary file of a writer ('.<name>.partial-<pid>[.<suffix>]', or '.<name>.resume' kept for the next
     run), not part of the bundle."""
     return bool(_PARTIAL_RE.match(name))
-
-
-def blob_path(digest: str) -> str:
-    """The relative path of a blob in a bundle: blobs/<algorithm>/<hex>."""
-    algorithm, encoded = digest.split(":", 1)
-    return f"blobs/{algorithm}/{encoded}"
 
 
 class _Verifier:

@@ -16,7 +16,7 @@ import threading
 from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import CHUNK_SIZE, BlobSink
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError, no_room
 
 # What removing a recorded file did (prune's vocabulary).
 REMOVED, WOULD_REMOVE, KEPT, GONE = "removed", "would remove", "kept", "already gone"
@@ -106,9 +106,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, what: str = "file", 
         if sync:
             fsync_dir(directory)
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise AirgapError(f"disk full: cannot write the {what} {path} (no space left on the filesystem of {directory})") from None
-        raise AirgapError(f"cannot write the {what} {path}: {exc.strerror or exc} (is {directory} writable?)") from None
+        raise no_room(exc, f"the {what} {path}", directory) or AirgapError(
+            f"cannot write the {what} {path}: {exc.strerror or exc} (is {directory} writable?)") from None
     finally:
         if temp is not None:
             remove_quietly(temp)
@@ -126,17 +125,16 @@ def safe_path(directory: str, path: str, what: str = "file") -> str:
     return full
 
 
-def os_error(exc: OSError, doing: str, path: str) -> AirgapError:
-    """One line for a failed file operation: a full disk and a read-only place are named as such."""
-    directory = os.path.dirname(path)
-    if exc.errno == errno.ENOSPC:
-        return AirgapError(f"disk full: no space left on the filesystem of {directory} while {doing} {path}; "
-                           "free space there or choose another path")
-    if exc.errno == getattr(errno, "EDQUOT", -1):
-        return AirgapError(f"disk quota exceeded on {directory} while {doing} {path}; free space there or choose another path")
+def os_error(exc: OSError, doing: str, path: str, what: str = "", refused: type[AirgapError] = AirgapError) -> AirgapError:
+    """One line for a failed file operation on ``path`` (a ``what``: "archive"): a full disk (``no_room``) and a
+    place that is not writable (raised as ``refused``) are named as such."""
+    directory, target = os.path.dirname(path), f"{what} {path}".lstrip()
+    full = no_room(exc, target, directory)
+    if full is not None:
+        return full
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return AirgapError(f"cannot write {path}: {directory} is not writable ({exc.strerror})")
-    return AirgapError(f"{doing} {path} failed: {exc.strerror or exc}")
+        return refused(f"cannot write {target}: directory {directory} is not writable ({exc.strerror})")
+    return AirgapError(f"{doing} {target} failed: {exc.strerror or exc}")
 
 
 def cleanup_stale_partials(directory: str, name: str | None = None) -> list[str]:

@@ -20,12 +20,14 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     claim_live,
     fsync_dir,
     kept_beside,
+    os_error,
     partial_name,
     register_live,
     remove_quietly,
     unregister_live,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
+    blob_path as layout_blob_path,
     ANNOTATION_IMAGE_NAME,
     INDEX_MEDIA_TYPES,
     MEDIA_OCI_INDEX,
@@ -59,9 +61,8 @@ class ArchiveResult:
 
 
 def blob_path(digest: str) -> str:
-    """Member name of a blob inside the tar: blobs/<algorithm>/<hex>."""
-    algorithm, encoded = _check_digest(digest).split(":", 1)
-    return f"blobs/{algorithm}/{encoded}"
+    """Member name of a blob inside the tar (the layout's ``blob_path``), for a digest checked first."""
+    return layout_blob_path(_check_digest(digest))
 
 
 class ArchiveClosedError(AirgapError):
@@ -924,11 +925,4 @@ def _json(value: Any) -> bytes:
 
 
 def _os_error(exc: OSError, what: str, path: str) -> AirgapError:
-    directory = os.path.dirname(path)
-    if exc.errno == errno.ENOSPC:
-        return AirgapError(f"disk full: no space left on the filesystem of {directory} while {what} archive {path}; free space there or choose another path")
-    if exc.errno == getattr(errno, "EDQUOT", -1):
-        return AirgapError(f"disk quota exceeded on {directory} while {what} archive {path}; free space there or choose another path")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ConfigError(f"cannot write archive {path}: directory {directory} is not writable ({exc.strerror})")
-    return AirgapError(f"{what} archive {path} failed: {exc.strerror or exc}")
+    return os_error(exc, what, path, "archive", refused=ConfigError)

@@ -13,7 +13,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar, cast
 
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, no_room
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import atomic_write, fsync_dir
 
 DEFAULT_FACTS_PATH = "/etc/ansible/facts.d/ngc_mirror.fact"
@@ -548,10 +548,8 @@ class StateStore:
 
     def _write_error(self, exc: OSError, path: str) -> AirgapError:
         directory = os.path.dirname(path)
-        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-            return AirgapError(f"disk full: cannot write the state file {self.path} (its journal {path}; "
-                               f"no space left on the filesystem of {directory})")
-        return AirgapError(f"cannot write the state file {self.path} (its journal {path}): {exc.strerror or exc} (is {directory} writable?)")
+        return no_room(exc, f"the state file {self.path} (its journal {path})", directory) or AirgapError(
+            f"cannot write the state file {self.path} (its journal {path}): {exc.strerror or exc} (is {directory} writable?)")
 
 
 def _identity(status: os.stat_result) -> tuple[int, int, int, int]:

@@ -9,6 +9,7 @@ its cause and ``answer_reason`` finds the reason in a server's JSON error answer
 """
 from __future__ import annotations
 
+import errno
 import re
 from typing import Any, Iterable, Optional
 
@@ -35,6 +36,17 @@ class AirgapError(Exception):
 
     echo = False
     """It only echoes another failure (a writer closed by another thread's error): that one is the one to report."""
+
+
+def no_room(exc: OSError, target: str, directory: str) -> AirgapError | None:
+    """The one message of a write that found no room for ``target`` in ``directory`` (its filesystem is full, or a quota
+    is used up); None for another error."""
+    advice = "free space there and run again (what was already mirrored is kept)"
+    if exc.errno == errno.ENOSPC:
+        return AirgapError(f"disk full: cannot write {target}: no space left on the filesystem of {directory}; {advice}")
+    if exc.errno == getattr(errno, "EDQUOT", -1):
+        return AirgapError(f"disk quota exceeded: cannot write {target} in {directory}; {advice}")
+    return None
 
 
 def is_echo(exc: BaseException) -> bool:

@@ -28,11 +28,15 @@ ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 SOURCE_DIGEST_ANNOTATION = "io.github.airgap-ngc.source.digest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-"""The largest manifest, index or image config read from any source: the limit registries apply (distribution spec)."""
-
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 """The most a manifest, an index or an image config may have: the distribution spec's limit, which registries apply.
 A bigger one is refused from every source, before it is read whole."""
+
+
+def blob_path(digest: str) -> str:
+    """Where a blob lies in an OCI image layout (a bundle, an image tar), relative to its top: blobs/<algorithm>/<hex>."""
+    algorithm, encoded = digest.split(":", 1)
+    return f"blobs/{algorithm}/{encoded}"
+
 
 def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
     """``<algorithm>:<hex>`` of some bytes."""
