@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, AuthError, ConfigError, NotFoundError, redact, shorten
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
 
 try:
@@ -40,7 +41,6 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 DEFAULT_TIMEOUT = 300.0
 DOCKER_HUB_HOSTS = frozenset(("docker.io", "index.docker.io", "registry-1.docker.io"))
 HOST_SCHEMES = ("unix://", "tcp://", "http://", "https://", "ssh://", "npipe://")
-LOAD_BLOCK_SIZE = 1024 * 1024
 MASK = "********"
 MAX_DETAIL_CHARS = 500
 
@@ -575,7 +575,7 @@ class DockerEngine:
 
 
 class _Blocks:
-    """A file whose read() returns LOAD_BLOCK_SIZE bytes whatever it is asked for (urllib3 asks for 16 KiB, which is slower).
+    """A file whose read() returns CHUNK_SIZE bytes whatever it is asked for (urllib3 asks for 16 KiB, which is slower).
 
     requests sees a stream with a length (fileno, tell) and sends it as the body, block by block.
     """
@@ -584,7 +584,7 @@ class _Blocks:
         self._raw = raw
 
     def read(self, size: int = -1) -> bytes:  # pylint: disable=unused-argument
-        return self._raw.read(LOAD_BLOCK_SIZE)
+        return self._raw.read(CHUNK_SIZE)
 
     def fileno(self) -> int:
         return self._raw.fileno()

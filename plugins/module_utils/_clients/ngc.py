@@ -146,21 +146,13 @@ class NgcClient:
     def _get(self, path: str, params: dict[str, Any] | None = None, what: str = "") -> dict[str, Any]:
         url = f"{self.api_url}{path}"
         what = what or path
+        bearer = _Bearer(self) if self._api_key is not None else None
         token = self._bearer()
-        renewed = False
-        while True:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            response, attempts = self._http.send(
-                "GET", url, what=what, error=NgcError, secrets=(self._api_key, token), params=params, headers=headers,
-            )
-            if response.status_code == 401 and token and not renewed:
-                response.close()
-                token = self._bearer(renew=True)  # expired or revoked: one fresh token, then judge
-                renewed = True
-                continue
-            break
+        response, attempts = self._http.send(
+            "GET", url, what=what, error=NgcError, secrets=(self._api_key, token), params=params, credentials=bearer,
+        )
         if response.status_code >= 400:
-            raise self._error(response, attempts, what, url, token)
+            raise self._error(response, attempts, what, url, bearer.token if bearer else None)
         return self._json(response, what)
 
     def _error(self, response: Any, attempts: int, what: str, url: str, token: Optional[str]) -> AirgapError:
@@ -290,3 +282,19 @@ def _repository(org: str, item: Any) -> NgcRepository | None:
         latest_tag=str(item.get("latestTag") or ""),
         is_public=bool(item.get("isPublic")),
     )
+
+
+class _Bearer:
+    """The NGC API's credentials for the transport's one retry loop (``send_with_retries``): the key's token, renewed
+    once when a request is refused with 401 (it expired or was revoked); a second 401 is the caller's to judge."""
+
+    def __init__(self, client: NgcClient) -> None:
+        self.client = client
+        self.token: str | None = None
+
+    def authorization(self) -> str | None:
+        self.token = self.client._bearer()  # pylint: disable=protected-access
+        return f"Bearer {self.token}" if self.token else None
+
+    def answer(self, response: Any) -> None:
+        self.client._bearer(renew=True)  # pylint: disable=protected-access

@@ -44,6 +44,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     ANNOTATION_REF_NAME,
+    CHUNK_SIZE,
     MAX_MANIFEST_BYTES,
     MEDIA_OCI_INDEX,
     OCI_LAYOUT,
@@ -60,7 +61,6 @@ FIRST_VOLUME = "vol-0001"  # holds the layout files, index.json and contents.jso
 LAYOUT_FILE = "oci-layout"
 CONTENTS_FILE = "contents.json"
 CONTENTS_SCHEMA = 1
-CHUNK = 1024 * 1024
 
 
 def blob_file(directory: str, digest: str) -> str:
@@ -116,7 +116,7 @@ def _verified(handles: list[Any], paths: list[str], digest: str, size: int | Non
         for path, handle in zip(paths, handles):
             while True:
                 try:
-                    data = handle.read(CHUNK)
+                    data = handle.read(CHUNK_SIZE)
                 except OSError as exc:
                     raise AirgapError(f"cannot read blob {digest} from {path}: {exc.strerror or exc}") from None
                 if not data:

@@ -38,13 +38,12 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import 
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import CarriedError, CarriedMissing, open_inside
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors, blob_path
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE, INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors, blob_path
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import is_digest
 
 CONTENTS_FILE = "contents.json"
 INDEX_FILE = "index.json"
 LAYOUT_FILE = "oci-layout"
-CHUNK = 1024 * 1024
 MANIFEST_LIMIT = MAX_MANIFEST_BYTES  # what registries accept for a manifest; a larger "manifest" is not one
 PROBLEMS = ("missing", "extra", "corrupt", "size")
 RECORD = "the contents record"
@@ -269,7 +268,7 @@ class _Verifier:
             hasher = hashlib.new(algorithm)
             try:
                 for handle in handles:
-                    for data in iter(lambda h=handle: h.read(CHUNK), b""):
+                    for data in iter(lambda h=handle: h.read(CHUNK_SIZE), b""):
                         hasher.update(data)
             except OSError:
                 self._problem(path, "corrupt", "cannot be read to the end")

@@ -24,11 +24,11 @@ import stat
 from typing import Any, Callable, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import pid_alive
 
 RECORD_LIMIT = 256 * 1024 * 1024
 """The largest index.json, contents.json or inventory read from a carried medium."""
-CHUNK = 1024 * 1024
 
 _PARTIAL_RE = re.compile(r"^\..+\.partial-(?P<pid>\d+)(?:\.[A-Za-z0-9_-]+)?$")
 _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
@@ -118,13 +118,13 @@ def read_inside(root: str, relative: str, limit: int, what: str) -> bytes:
 
 
 def chunks_inside(root: str, relative: str) -> Iterator[bytes]:
-    """A carried file's bytes in CHUNK pieces (opened at once, so a refused file is reported before any chunk)."""
+    """A carried file's bytes in CHUNK_SIZE pieces (opened at once, so a refused file is reported before any chunk)."""
     handle = os.fdopen(open_inside(root, relative), "rb")
 
     def chunks() -> Iterator[bytes]:
         with handle:
             while True:
-                data = handle.read(CHUNK)
+                data = handle.read(CHUNK_SIZE)
                 if not data:
                     return
                 yield data

@@ -15,8 +15,9 @@ import tempfile
 import threading
 from typing import Any, Iterator
 
-from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import CHUNK_SIZE, BlobSink
+from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError, no_room
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE
 
 # What removing a recorded file did (prune's vocabulary).
 REMOVED, WOULD_REMOVE, KEPT, GONE = "removed", "would remove", "kept", "already gone"

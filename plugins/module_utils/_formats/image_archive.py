@@ -27,6 +27,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     unregister_live,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
+    CHUNK_SIZE,
     blob_path as layout_blob_path,
     ANNOTATION_IMAGE_NAME,
     INDEX_MEDIA_TYPES,
@@ -42,7 +43,6 @@ FORMATS = ("docker", "oci")
 
 _BLOCK = 512
 _RECORD = 20 * _BLOCK
-_COPY_CHUNK = 1 << 20
 _KEEP_SMALL_MAX = 4 << 20
 
 
@@ -702,7 +702,7 @@ class ArchiveWriter:
         copied = 0
         with open(sink.spool_path, "rb") as spool:
             while True:
-                chunk = spool.read(_COPY_CHUNK)
+                chunk = spool.read(CHUNK_SIZE)
                 if not chunk:
                     break
                 self._out.write(chunk)
@@ -896,7 +896,7 @@ def _scan_kept(fd: int, wanted: dict[str, int]) -> _Kept:
 def _read_range(fd: int, offset: int, count: int, path: str) -> Iterator[bytes]:
     """``count`` bytes of a file from ``offset``, in chunks (pread: the descriptor's position is not moved)."""
     while count > 0:
-        chunk = os.pread(fd, min(count, _COPY_CHUNK), offset)
+        chunk = os.pread(fd, min(count, CHUNK_SIZE), offset)
         if not chunk:
             raise OSError(errno.EIO, f"{path or 'the archive'} ended {count} bytes early")
         offset += len(chunk)

@@ -25,6 +25,7 @@ import threading
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError, RegistryError, exception_reason
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import (
     TRANSIENT_EXCEPTIONS,
     RetryPolicy,
@@ -34,7 +35,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import 
     strip_query,
 )
 
-DEFAULT_CHUNK_SIZE = 1024 * 1024
+DEFAULT_CHUNK_SIZE = CHUNK_SIZE
 
 RANGE_THRESHOLD = 64 * 1024 * 1024
 """Blobs of at least this many bytes (size known beforehand) are downloaded as several Range requests at once."""

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import CHUNK_SIZE, BlobSink
+from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError, is_echo
 
 QUEUE_DEPTH = 8

@@ -40,7 +40,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     resume_name,
     safe_path,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent, Manifest, platform_string
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE, ImageContent, Manifest, platform_string
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, Step
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import remove_recorded_file, under
 from ansible_collections.airgap.ngc.plugins.module_utils._types.squash_options import squash_words
@@ -51,7 +51,6 @@ STAGING_PREFIX = ".flatten-staging-"  # <dir>/.flatten-staging-<pid>-XXXX: spool
 OLD_STAGING_PREFIXES = (STAGING_PREFIX, ".enroot-staging-")
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
-COPY_CHUNK = 1024 * 1024
 UNPACKED_RATIO = 2  # unpacked size of a layer against its compressed size, for the space estimate
 MAX_NOTED = 3  # paths named in an image's note of what flattening left out or changed
 _CREATED_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -260,7 +259,7 @@ class Rootfs:
             with os.fdopen(fd, "wb") as out:
                 data = layer.extractfile(member)
                 if data is not None:
-                    shutil.copyfileobj(data, out, COPY_CHUNK)
+                    shutil.copyfileobj(data, out, CHUNK_SIZE)
         elif member.isfifo():
             os.mkfifo(path, 0o600)
         elif member.ischr() or member.isblk():
@@ -333,7 +332,7 @@ def squash(rootfs: str, output: str, options: list[str], mkfs_time: int = 0, off
 def sha256_file(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(COPY_CHUNK), b""):
+        for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Iterator
 
-CHUNK_SIZE = 1024 * 1024
-"""The bytes read or written at once when a blob streams (from a registry, a file, an archive), in every layer."""
-
 
 class BlobSink(ABC):
     """Where one blob's bytes go: ``write()`` each chunk, then ``close()`` (the blob is complete), or ``abort()``.

@@ -27,6 +27,8 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 SOURCE_DIGEST_ANNOTATION = "io.github.airgap-ngc.source.digest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+CHUNK_SIZE = 1024 * 1024
+"""The bytes read or written at once when a blob or a file streams (from a registry, a file, an archive, to an engine)."""
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 """The most a manifest, an index or an image config may have: the distribution spec's limit, which registries apply.
 A bigger one is refused from every source, before it is read whole."""

@@ -17,7 +17,8 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.airgap.ngc.plugins.module_utils._catalog.catalog import inspect_catalog, list_catalog
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_catalog
-from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle_check import CHUNK, affected_images, verify_bundle
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle_check import affected_images, verify_bundle
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE
 from ansible_collections.airgap.ngc.plugins.modules import ngc_catalog_info
 
 PYTORCH = "nvcr.io/nvidia/pytorch:24.01-py3"
@@ -165,7 +166,7 @@ def test_the_fast_mode_still_hashes_manifests_and_configs(bundle: Bundle) -> Non
 
 
 def test_a_change_past_the_first_chunk_is_found(tmp_path: Path) -> None:
-    big = Bundle(tmp_path / "big", own_size=2 * CHUNK + 100)
+    big = Bundle(tmp_path / "big", own_size=2 * CHUNK_SIZE + 100)
     victim = big.path(big.own[PYTORCH])
     flip(victim, victim.stat().st_size - 1)
     (problem,) = verify_bundle(str(big.dir))
