@@ -35,7 +35,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._state.progress import 
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.prune import REMOVED, WOULD_REMOVE, Removal, keep_newest, prune, prune_result
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import ArchiveSource, BundleSource, RegistrySource
-from ansible_collections.airgap.ngc.plugins.module_utils._copy.space import Need, space_report, space_shortfalls
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.space import SpaceNeed, space_report, space_shortfalls
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import RunLock, StateStore, seconds_since, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, Totals, sinks_of, transfer
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import UploadSessions, sessions_path
@@ -405,7 +405,7 @@ class CopyEngine:
     def _space(self, plans: list[ImagePlan]) -> list[dict[str, Any]]:
         """What the copies will write on each filesystem, from the manifests' sizes (fetched now, kept for the copy)."""
         users = {dest.kind: dest for dest in self.destinations if dest.measures_space}
-        needs = {kind: Need(f"{kind}.dir", dest.dir or "") for kind, dest in users.items()}
+        needs = {kind: SpaceNeed(f"{kind}.dir", dest.dir or "") for kind, dest in users.items()}
         for plan in plans:
             copies = [(users[step.kind], step) for step in plan.steps if step.action == COPY and step.kind in users]
             if plan.error or not copies:

@@ -29,7 +29,7 @@ def size_text(size: float) -> str:
 
 
 @dataclass
-class Need:
+class SpaceNeed:
     """What one destination will write for one run, under ``directory``."""
 
     option: str
@@ -46,7 +46,7 @@ class Need:
 
 @dataclass
 class _Filesystem:
-    needs: list[Need] = field(default_factory=list)
+    needs: list[SpaceNeed] = field(default_factory=list)
     free: int = 0
     size: int = 0
 
@@ -58,7 +58,7 @@ def _existing(directory: str) -> str:
     return path
 
 
-def space_report(needs: list[Need]) -> list[dict[str, Any]]:
+def space_report(needs: list[SpaceNeed]) -> list[dict[str, Any]]:
     """One entry per filesystem written to: the directories, the bytes needed, the margin kept and what is free."""
     filesystems: dict[int, _Filesystem] = {}
     for need in needs:

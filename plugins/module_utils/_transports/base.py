@@ -22,11 +22,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent, Manifest
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SourceImage, Step, decide
 
-__all__ = ["BlobSink", "Committed", "Destination", "FailedWrite", "Found", "ImageWrite", "PlanContext", "Source", "fetched"]
+__all__ = ["BlobSink", "Committed", "Destination", "FailedWrite", "ResolvedImage", "ImageWrite", "PlanContext", "Source", "fetched"]
 
 
 @dataclass(frozen=True)
-class Found:
+class ResolvedImage:
     """What a source holds for an image: its top manifest's digest and type, and what the source says about it."""
 
     digest: str
@@ -80,7 +80,7 @@ class Source(ABC):
         """The images ``items`` (the module's ``images``) names, or every image a carried medium holds."""
 
     @abstractmethod
-    def resolve(self, image: SourceImage, fetch: bool = False) -> Found | None:
+    def resolve(self, image: SourceImage, fetch: bool = False) -> ResolvedImage | None:
         """The image's top manifest (with ``fetch``, the manifest itself too), or None if the source lacks it."""
 
     @abstractmethod
@@ -183,7 +183,7 @@ class Destination(ABC):
     """It writes to ``dir``'s filesystem and says how much (``space_needed``), checked before anything is written."""
 
     @abstractmethod
-    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step | None:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step | None:
         """This destination's step for the image (None: nothing to do for it here), from what it holds."""
 
     @abstractmethod

@@ -26,7 +26,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import 
     removable_blobs,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import RECORD_LIMIT, CarriedError, MapOf, Required, read_inside, schema_problem
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Found, ImageWrite, PlanContext, fetched
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, ResolvedImage, ImageWrite, PlanContext, fetched
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.destinations import Selection
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
@@ -159,7 +159,7 @@ class BundleDestination(Selection):
     def target(self, image: SourceImage) -> str:
         return f"{self.dir}#{image.ref}"
 
-    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step:
         self.known(ctx.store)
         entry = bundle_entry(self.dir, str(image.ref))
         return ctx.step(self.kind, self.target(image), self.want(image, found.digest, ctx), entry["digest"] if entry else None)

@@ -24,7 +24,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import SOURCE_DIGEST_ANNOTATION, ImageContent, blob_sizes, descriptor
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, Step
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import utc_now
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, Found, ImageWrite, PlanContext, fetched
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, ResolvedImage, ImageWrite, PlanContext, fetched
 
 CTR = "ctr"
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
@@ -102,7 +102,7 @@ class ContainerdDestination(Destination):
             self._listed = self.ctr.images()
         return self._listed
 
-    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step:
         return ctx.step(self.kind, self.target(image), found.digest, self.listed().get(str(image.ref)))
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:

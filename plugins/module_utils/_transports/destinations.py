@@ -35,7 +35,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures import update_referrers_tag
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import read_archive_head
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import utc_now
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, Found, ImageWrite, PlanContext, fetched
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, ResolvedImage, ImageWrite, PlanContext, fetched
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, Totals, UploadSink, index_archive_blobs
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import SessionUpload, UploadSessions
 
@@ -101,7 +101,7 @@ class RegistryDestination(Selection):
     def reference(self, image: SourceImage) -> ImageReference:
         return registry_target(image, self.url, self.prefix)
 
-    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step:
         ref = self.reference(image)
         have = self.client.head_manifest(ref.repository, ref.manifest_reference)
         step = ctx.step(self.kind, str(ref), self.want(image, found.digest, ctx), have.digest if have else None)
@@ -267,7 +267,7 @@ class ArchiveDestination(Selection):
     def target(self, image: SourceImage) -> str:
         return archive_path(self.dir, image, self.fmt)
 
-    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step:
         path = self.target(image)
         have, why = self.observe(image, ctx.store.destination(image.key, f"{self.kind}:{path}"))
         return ctx.step(self.kind, path, found.digest, have, why)
@@ -368,7 +368,7 @@ class ReadmeDestination(Destination):
     def __init__(self, directory: str) -> None:
         self.dir = directory
 
-    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step | None:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step | None:
         if not image.description:
             return None
         path = "/".join((self.dir.rstrip("/"), image.ref.repository, "README.md"))
@@ -430,7 +430,7 @@ class EngineDestination(Destination):
             return self.registry.reference(image)
         return image.ref
 
-    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step:
         want = self.registry.want(image, found.digest, ctx) if self.source == "registry" and self.registry else found.digest
         recorded = ctx.store.destination(image.key, f"{self.kind}:{self.target(image)}") or {}
         config = found.config_digest or (recorded.get("config_digest") if recorded.get("source_digest") == found.digest else None)

@@ -26,7 +26,7 @@ import tempfile
 from datetime import datetime
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, Found, ImageWrite, PlanContext, fetched
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, ResolvedImage, ImageWrite, PlanContext, fetched
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     RESUME_MIN,
@@ -365,7 +365,7 @@ class FlattenedDestination(Destination):
         """What else the facts record of a file says (a changed value means the file is written again)."""
         return {"squash_options": " ".join(self.options)}
 
-    def plan(self, image: SourceImage, found: Found, ctx: PlanContext) -> Step:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step:
         path = self.target(image)
         other = self._targets.setdefault(path, image.key)
         if other != image.key:

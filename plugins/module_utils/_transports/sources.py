@@ -33,7 +33,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures imp
     listed_referrers,
     subject_of,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import Found, Source
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import ResolvedImage, Source
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, index_archive_blobs
 
 
@@ -55,7 +55,7 @@ class RegistrySource(Source):
     def images(self, items: list[Any] | None) -> list[SourceImage]:
         return source_images(items or [], self.url)
 
-    def resolve(self, image: SourceImage, fetch: bool = False) -> Found | None:
+    def resolve(self, image: SourceImage, fetch: bool = False) -> ResolvedImage | None:
         """The image's digest (HEAD); with ``fetch`` (the manifest will most likely be needed) GET it instead and
         hand it over: one request where HEAD and GET would be two."""
         note = self._notes.get(image.key)
@@ -64,9 +64,9 @@ class RegistrySource(Source):
                 top = self.client.get_manifest(image.ref.repository, image.ref.manifest_reference)
             except NotFoundError:
                 return None
-            return Found(top.digest, top.media_type, note=note, manifest=top)
+            return ResolvedImage(top.digest, top.media_type, note=note, manifest=top)
         found = self._heads.get(image.key) or self.client.head_manifest(image.ref.repository, image.ref.manifest_reference)
-        return Found(found.digest, found.media_type, note=note) if found else None
+        return ResolvedImage(found.digest, found.media_type, note=note) if found else None
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         return self.client.get_manifest(image.ref.repository, digest)
@@ -288,9 +288,9 @@ class BundleSource(Source):
             level = following
         return found
 
-    def resolve(self, image: SourceImage, fetch: bool = False) -> Found | None:  # pylint: disable=unused-argument
+    def resolve(self, image: SourceImage, fetch: bool = False) -> ResolvedImage | None:  # pylint: disable=unused-argument
         entry = self.reader.find(str(image.ref))
-        return Found(entry["digest"], entry.get("mediaType"), note=self._notes.get(image.key)) if entry else None
+        return ResolvedImage(entry["digest"], entry.get("mediaType"), note=self._notes.get(image.key)) if entry else None
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         return self.reader.manifest(digest, media_type)
@@ -415,7 +415,7 @@ class ArchiveSource(Source):
                     names.append((entry.get("annotations") or {}).get(ANNOTATION_IMAGE_NAME) or "")
         return _select([n for n in names if n], items)
 
-    def resolve(self, image: SourceImage, fetch: bool = False) -> Found | None:  # pylint: disable=unused-argument
+    def resolve(self, image: SourceImage, fetch: bool = False) -> ResolvedImage | None:  # pylint: disable=unused-argument
         path = self._path(image)
         if path is None:
             return None
@@ -427,7 +427,7 @@ class ArchiveSource(Source):
         note = None
         if original and original != top.get("digest"):
             note = f"the archive holds one platform of {original}: destinations get that platform's manifest {top.get('digest')}"
-        return Found(str(top.get("digest")), top.get("mediaType"), config_digest=config, note=note)
+        return ResolvedImage(str(top.get("digest")), top.get("mediaType"), config_digest=config, note=note)
 
     def path_of(self, image: SourceImage) -> str:
         return self._path(image) or archive_path(self.dir, image, "docker")

@@ -17,7 +17,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import CopyEngine
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Manifest, blob_sizes, select_children
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SourceImage, requested_images
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, Found, ImageWrite, Source
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, ResolvedImage, ImageWrite, Source
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import StateStore
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import Totals
 
@@ -70,10 +70,10 @@ class MemorySource(Source):
     def images(self, items: list[Any] | None) -> list[SourceImage]:
         return requested_images(items or list(self.tags), "memory.example")
 
-    def resolve(self, image: SourceImage, fetch: bool = False) -> Found | None:
+    def resolve(self, image: SourceImage, fetch: bool = False) -> ResolvedImage | None:
         digest = self.tags.get(str(image.ref))
         self.resolved.append(fetch)
-        return Found(digest, self.manifests[digest].media_type, manifest=self.manifests[digest] if fetch else None) if digest else None
+        return ResolvedImage(digest, self.manifests[digest].media_type, manifest=self.manifests[digest] if fetch else None) if digest else None
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         self.manifest_reads.append(digest)
@@ -141,7 +141,7 @@ class MemoryDestination(Destination):
         self.tags: dict[str, str] = {}
         self.aborted: list[str] = []
 
-    def plan(self, image: SourceImage, found: Found, ctx: Any) -> Any:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: Any) -> Any:
         return ctx.step(self.kind, f"{self.kind}#{image.ref}", found.digest, self.tags.get(str(image.ref)))
 
     def begin(self, image: SourceImage, content: Any, step: Any) -> MemoryWrite:
@@ -420,7 +420,7 @@ def test_a_destination_that_cannot_begin_leaves_the_others_their_images(source: 
 class HeldDestination(MemoryDestination):
     """Holds every image already, with no record of it (another tool pushed it): its plan says what to record."""
 
-    def plan(self, image: SourceImage, found: Found, ctx: Any) -> Any:
+    def plan(self, image: SourceImage, found: ResolvedImage, ctx: Any) -> Any:
         step = ctx.step(self.kind, f"{self.kind}#{image.ref}", found.digest, found.digest)
         step.record = {"type": self.kind, "digest": found.digest, "found": "already there"}
         return step
