@@ -23,14 +23,8 @@ from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.rootfs import (
-    FlattenedDestination,
-    Rootfs,
-    created_time,
-    image_config,
-    layer_mode,
-    squash,
-)
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.layers import Rootfs, created_time, image_config, layer_mode, squash
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.rootfs import FlattenedDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.sif import DATA_DEFFILE, DATA_GENERIC_JSON, SifLayout, SifObject
 
 DEFAULT_SQUASH_OPTIONS = "-comp gzip"  # what apptainer build gives mksquashfs

@@ -15,13 +15,8 @@ from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.rootfs import (
-    FlattenedDestination,
-    Rootfs,
-    created_time,
-    image_config,
-    member_parts,
-)
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.layers import Rootfs, created_time, image_config, member_parts
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.rootfs import FlattenedDestination
 
 DEFAULT_SQUASH_OPTIONS = "-comp lzo -noD"  # enroot's ENROOT_SQUASH_OPTIONS
 RC_LOCAL = ("# This file is sourced by /etc/rc when the container starts.\n"

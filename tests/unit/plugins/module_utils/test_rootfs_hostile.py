@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.rootfs import Rootfs, check_config_platform, layer_mode
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.layers import Rootfs, check_config_platform, layer_mode
 
 
 def layer(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> str:
