@@ -85,6 +85,16 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def publish(temp: str, path: str, fd: int | None = None, sync: bool = True) -> None:
+    """Put a finished temporary file in place: fsync it (by ``fd``, when still open), rename it over ``path`` (in the
+    same directory) and fsync the directory, so that after a crash ``path`` is the old file or the whole new one."""
+    if sync and fd is not None:
+        os.fsync(fd)
+    os.replace(temp, path)
+    if sync:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
 def atomic_write(path: str, data: bytes, mode: int = 0o644, what: str = "file", sync: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory, fsync it, rename it into place.
 
@@ -98,14 +108,10 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, what: str = "file", 
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temp, path)
+            handle.flush()
+            publish(temp, path, handle.fileno(), sync)
         unregister_live(temp)
         temp = None
-        if sync:
-            fsync_dir(directory)
     except OSError as exc:
         raise no_room(exc, f"the {what} {path}", directory) or AirgapError(
             f"cannot write the {what} {path}: {exc.strerror or exc} (is {directory} writable?)") from None

@@ -18,8 +18,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     RESUME_MIN,
     claim_live,
-    fsync_dir,
     kept_beside,
+    publish,
     os_error,
     partial_name,
     register_live,
@@ -490,8 +490,7 @@ class ArchiveWriter:
                 os.fsync(self._out.fd)
                 os.close(self._out.fd)
                 self._out.fd = -1
-                os.replace(self.temp_path, self.path)
-                fsync_dir(self.directory)
+                publish(self.temp_path, self.path)
             except OSError as exc:
                 raise self._fail(exc, "writing") from None
             self._state = "committed"

@@ -20,9 +20,9 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     RESUME_MIN,
     BlobFile,
-    fsync_dir,
     os_error,
     partial_name,
+    publish,
     pid_alive,
     register_live,
     remove_quietly,
@@ -227,10 +227,8 @@ class FlattenedWrite(ImageWrite):
         dest.package(rootfs, self.temp, config, image, self.content, self.staging)
         os.chmod(self.temp, 0o644)
         size, sha256 = os.stat(self.temp).st_size, sha256_file(self.temp)
-        os.replace(self.temp, path)
-        remove_quietly(self.temp)
+        publish(self.temp, path)  # mksquashfs closed the file: the rename and the directory are made durable
         self.temp = None
-        fsync_dir(directory)
         return Committed(top.digest, dict({
             "type": dest.kind, "path": path, "size": size, "sha256": sha256, "digest": top.digest,
             "config_digest": self.config["digest"], "platform": dest.platform if top.is_index else None,
