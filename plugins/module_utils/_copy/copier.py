@@ -16,7 +16,13 @@ from typing import Any, Iterable, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.bundle import INVENTORY_KIND, BundleDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.containerd import ContainerdDestination
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import Destination, FailedWrite, ImageWrite, PlanContext, Source
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import (
+    Destination,
+    FailedWrite,
+    ImageWrite,
+    PlanContext,
+    Source,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.destinations import (
     ArchiveDestination,
     EngineDestination,

@@ -26,7 +26,14 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import 
     removable_blobs,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import RECORD_LIMIT, CarriedError, MapOf, Required, read_inside, schema_problem
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, ResolvedImage, ImageWrite, PlanContext, fetched
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import (
+    BlobSink,
+    Committed,
+    ImageWrite,
+    PlanContext,
+    ResolvedImage,
+    fetched,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.destinations import Selection
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (

@@ -24,7 +24,15 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import SOURCE_DIGEST_ANNOTATION, ImageContent, blob_sizes, descriptor
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, Step
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import utc_now
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, ResolvedImage, ImageWrite, PlanContext, fetched
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import (
+    BlobSink,
+    Committed,
+    Destination,
+    ImageWrite,
+    PlanContext,
+    ResolvedImage,
+    fetched,
+)
 
 CTR = "ctr"
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"

@@ -35,7 +35,15 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures import update_referrers_tag
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import read_archive_head
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import utc_now
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, ResolvedImage, ImageWrite, PlanContext, fetched
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import (
+    BlobSink,
+    Committed,
+    Destination,
+    ImageWrite,
+    PlanContext,
+    ResolvedImage,
+    fetched,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, Totals, UploadSink, index_archive_blobs
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import SessionUpload, UploadSessions
 

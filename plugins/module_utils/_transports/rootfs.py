@@ -15,7 +15,15 @@ import tarfile
 import tempfile
 from typing import Any
 
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, ResolvedImage, ImageWrite, PlanContext, fetched
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import (
+    BlobSink,
+    Committed,
+    Destination,
+    ImageWrite,
+    PlanContext,
+    ResolvedImage,
+    fetched,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     RESUME_MIN,
@@ -46,6 +54,7 @@ DEFAULT_PLATFORM = "linux/amd64"
 STAGING_PREFIX = ".flatten-staging-"  # <dir>/.flatten-staging-<pid>-XXXX: spooled blobs and the rootfs of one image
 OLD_STAGING_PREFIXES = (STAGING_PREFIX, ".enroot-staging-")
 UNPACKED_RATIO = 2  # unpacked size of a layer against its compressed size, for the space estimate
+
 
 class FlattenedDestination(Destination):
     """A directory of files each holding one image flattened into squashfs. Subclasses name the file (``target``),
