@@ -124,6 +124,7 @@ class BundleDestination(Selection):
 
     kind = "bundle"
     carries_companions = True
+    shares_blobs = True  # one file per blob: what another image wrote is there for the next (``_BundleWrite.holds``)
 
     def __init__(self, spec: dict[str, Any], platforms: list[str] | None, source_name: str) -> None:
         self.dir = os.path.abspath(spec["dir"])
@@ -211,6 +212,9 @@ class _BundleWrite(Write):
 
     def sink(self, digest: str, size: int) -> Any:
         return self.writer.blob_sink(digest, size) if digest in self.blobs else None
+
+    def holds(self, digest: str, size: int) -> bool:
+        return self.writer.has_blob(digest, size)
 
     def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
         top = self.content.top

@@ -92,6 +92,11 @@ class Write:
     def sink(self, digest: str, size: int) -> Any:
         return None
 
+    def holds(self, digest: str, size: int) -> bool:
+        """Whether the destination holds the blob now (another image's write put it there meanwhile); the copier then
+        drops it from ``blobs``. Only asked of a destination that ``shares_blobs``."""
+        return False
+
     def abort(self) -> None:
         """Nothing to undo."""
 
@@ -121,6 +126,7 @@ class RegistryDestination(Selection):
     kind = "registry"
     carries_companions = True  # signatures and attestations travel with the images
     concurrent = True  # begin and commit may run for several images at once: a registry takes pushes side by side
+    shares_blobs = True  # a blob another image put here is mounted, not sent again (``_RegistryWrite.holds``)
 
     def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals,
                  origins: dict[str, SourceImage] | None = None, sessions: UploadSessions | None = None) -> None:
@@ -272,6 +278,9 @@ class _RegistryWrite(Write):
 
     def sink(self, digest: str, size: int) -> Any:
         return self.dest.upload_sink(self.ref.repository, digest, size) if digest in self.blobs else None
+
+    def holds(self, digest: str, size: int) -> bool:
+        return self.dest._has_blob(self.ref.repository, digest, size)  # pylint: disable=protected-access
 
     def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
         client, top = self.dest.client, self.content.top
