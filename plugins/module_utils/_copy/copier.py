@@ -550,7 +550,6 @@ class CopyEngine:
                 for owner in owners:
                     if owner.error is None and digest in owner.blobs and self._holds(owner, digest, size):
                         owner.blobs.pop(digest, None)
-                        self.totals.add(reused=size)
             yield
 
     @staticmethod

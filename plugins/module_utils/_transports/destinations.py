@@ -280,7 +280,10 @@ class _RegistryWrite(Write):
         return self.dest.upload_sink(self.ref.repository, digest, size) if digest in self.blobs else None
 
     def holds(self, digest: str, size: int) -> bool:
-        return self.dest._has_blob(self.ref.repository, digest, size)  # pylint: disable=protected-access
+        if not self.dest._has_blob(self.ref.repository, digest, size):  # pylint: disable=protected-access
+            return False
+        self.dest.totals.add(reused=size)  # as begin() counts a blob the registry holds
+        return True
 
     def commit(self, image: SourceImage, store: StateStore, step: Step, source_digest: str) -> str:
         client, top = self.dest.client, self.content.top
