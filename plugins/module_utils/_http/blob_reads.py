@@ -394,10 +394,11 @@ class RangedBlobReader(_ChunkStream):
     size or digest mismatch raises DigestMismatchError (so an upload fed from it never completes with other bytes).
     Workers fetch parts ahead of the reader, at most ``connections + 1`` parts from the one being read, and the parts
     after the one being read hold at most ``ahead`` bytes between them (and a chunk per worker), counted against
-    ``budget`` (the process's ``AHEAD``) too: memory is bounded by those plus the part being read, whatever the sizes. A part's broken connection is continued with Range from the byte it reached (up to
-    ``policy.retries`` times per part, with its backoff); a reused redirect URL that is refused (400/401/403) is
-    dropped and the registry asked again, which renews the token on a 401. The first error of any worker is raised
-    to the reader, and ends the others. Closing the reader stops the workers and closes their connections.
+    ``budget`` (the process's ``AHEAD``) too: memory is bounded by those plus the part being read, whatever the sizes.
+    A part's broken connection is continued with Range from the byte it reached (up to ``policy.retries`` times per
+    part, with its backoff); a reused redirect URL that is refused (400/401/403) is dropped and the registry asked
+    again, which renews the token on a 401. The first error of any worker is raised to the reader, and ends the
+    others. Closing the reader stops the workers and closes their connections.
     ``first`` is the answer (206) to the request for the first part.
     """
 
@@ -526,7 +527,9 @@ class RangedBlobReader(_ChunkStream):
     def _keep(self, part: _Part, chunk: bytes) -> bool:
         """Hand a chunk of ``part`` to the reader; a part ahead of the one being read first waits until the chunk fits in
         ``ahead`` and in the budget (its connection is not read meanwhile). False if the reader closed."""
-        stopped = lambda: self._closed or self._error is not None or part is self._parts[self._head]  # noqa: E731
+        def stopped() -> bool:
+            return self._closed or self._error is not None or part is self._parts[self._head]
+
         with self._cond:
             while not stopped() and self._held and self._held + len(chunk) > self._ahead:
                 self._cond.wait()  # far enough ahead: the connection waits unread until the reader catches up
