@@ -88,7 +88,11 @@ BUNDLE = "module registry -> bundle"
 BASELINE_NAMES = {"registry": "raw stream", "archive": "plain download", "bundle": "plain download (all platforms)",
                   "import": "raw PUT from files"}
 REF_NAME = "org.opencontainers.image.ref.name"
-GROUPS = ("copy", "update", "enroot")  # --only: the copies of the seeded tags; the monthly update (issue 10); registry -> .sqsh (issue 11)
+# --only: the copies of the seeded tags; the monthly update (issue 10); registry -> .sqsh (issue 11); the issue 22 aims
+# alone (the module's registry, bundle and import cases beside their baselines, and its memory for one image and all)
+GROUPS = ("copy", "update", "enroot", "aims")
+ONE_IMAGE = "module registry -> registry, the largest image alone"
+MAX_RSS_GROWTH = 1.25  # memory flat in the tag count: all the tags at most this much over the largest image alone
 UPDATE_EARLIER = "update: module full bundle of the earlier release (last month)"
 UPDATE_EARLIER_IMPORT = "update: module import of the earlier release"
 UPDATE_PUBLISH = "update: publish one release on the source (release.py)"
@@ -904,6 +908,8 @@ class Bench:
                      lambda c: read_only(self.source, inv.registry_blobs.values(), parallel), in_process=True)
         if "copy" in self.args.only:
             self.copy_groups()
+        if "aims" in self.args.only:
+            self.one_image() if "copy" in self.args.only else self.aims_group()
         if "update" in self.args.only:
             self.update_group()
         if "enroot" in self.args.only:
@@ -967,6 +973,38 @@ class Bench:
                 self.measure(Case("docker pull + save", "archive", arc_bytes), self.docker_save)
                 self.docker_clean()
                 shutil.rmtree(self.work / "docker-archive", ignore_errors=True)
+
+    def aims_group(self) -> None:
+        """The figures issue 22 aims at, without the other clients: registry -> registry beside the raw stream, registry
+        -> bundle beside the plain download, bundle -> registry beside the raw PUT (``--rounds`` interleaved rounds), and
+        the peak memory of a registry copy of the largest image alone beside that of every tag (flat in the tag count).
+        With ``copy`` these rows come from copy_groups, and only the memory case is added."""
+        inv, parallel = self.inv, self.args.parallel
+        reg_bytes = inv.total(inv.registry_blobs.values())
+        for number in range(1, self.args.rounds + 1):
+            prefix, facts = self.prefix(f"module{number}"), self.work / f"module{number}.fact"
+            self.measure(Case("raw stream (GET piped into PUT)", "registry", reg_bytes, baseline=True),
+                         lambda c, n=number: raw_stream(self.source, inv.registry_blobs.values(), self.open_url, self.prefix(f"raw{n}"), parallel),
+                         in_process=True, check=lambda c, n=number: self.check_blobs(c, self.prefix(f"raw{n}")))
+            self.measure(Case("module registry -> registry", "registry", reg_bytes),
+                         lambda c, p=prefix, f=facts: self.module_registry(c, p, f))
+            self.bundle_round(number)
+        self.one_image()
+
+    def one_image(self) -> None:
+        """The module's registry copy of the largest image (all platforms) alone: its peak memory against every tag's."""
+        largest = max(self.inv.tags, key=lambda ref: self.inv.total(self.inv.per_image[ref]))
+        one = Inventory(tags=[largest], digests={largest: self.inv.digests[largest]})
+        prefix, facts = self.prefix("one-image"), self.work / "one-image.fact"
+
+        def copy(case: Case) -> None:
+            result = self.module(case, facts, {"registry": {"url": self.open_url, "prefix": prefix}}, images=[largest])
+            if not result.get("changed"):
+                raise BenchError("the module copied nothing (changed=false)")
+            self.check_registry(case, prefix, one)
+            case.note += f"; {largest}"
+
+        self.measure(Case(ONE_IMAGE, "memory", self.inv.total(self.inv.per_image[largest])), copy)
 
     # The monthly update (issue 10) --------------------------------------------------------
     def update_group(self) -> None:
@@ -1287,7 +1325,18 @@ def verdict(cases: list[Case]) -> list[str]:
         if case.rss_mib is not None:
             lines.append(f"{case.name}: peak RSS {case.rss_mib:.0f} MiB (aim < {MAX_RSS_MIB:.0f} MiB): {'met' if case.rss_mib < MAX_RSS_MIB else 'NOT met'}")
     copies = any(case.group in COPY_GROUPS - {"info"} for case in cases)
-    return lines + (disk_verdict(cases) if copies else []) + update_verdict(cases) + enroot_verdict(cases)
+    return lines + memory_verdict(cases) + (disk_verdict(cases) if copies else []) + update_verdict(cases) + enroot_verdict(cases)
+
+
+def memory_verdict(cases: list[Case]) -> list[str]:
+    """Peak memory flat in the tag count: the registry copy of every tag against the largest image alone."""
+    named = {case.name: case for case in cases}
+    one, every = named.get(ONE_IMAGE), named.get("module registry -> registry")
+    if one is None or every is None or not (one.ok and every.ok and one.rss_mib and every.rss_mib):
+        return []
+    growth = every.rss_mib / one.rss_mib
+    return [f"{every.name}: peak RSS {every.rss_mib:.0f} MiB for every tag, {one.rss_mib:.0f} MiB for the largest image alone: "
+            f"{growth:.2f}x (aim: flat, <= {MAX_RSS_GROWTH}x): {'met' if growth <= MAX_RSS_GROWTH else 'NOT met'}"]
 
 
 def update_verdict(cases: list[Case]) -> list[str]:

@@ -50,11 +50,13 @@ class Scale:
     column: int  # which size of LAYER_SIZES
     file_max: int
     level: int
+    divisor: int = 1  # the sizes of that column divided by this (a smaller copy of the bench data for quick runs)
 
 
 SCALES = {
     "small": Scale("small", 0, 128 * KIB, 1),
     "bench": Scale("bench", 1, 256 * MIB, 0),
+    "medium": Scale("medium", 1, 64 * MIB, 0, divisor=4),  # the bench data at a quarter of the size (BENCH_SCALE=medium)
 }
 
 # Layer name prefix -> (small, bench) bytes of random content; the longest matching prefix wins.
@@ -160,7 +162,7 @@ def platform_layer(name: str, platform: str) -> str:
 def layer_spec(name: str, scale: Scale) -> LayerSpec:
     base = name.rsplit("-arm64", 1)[0] if name.endswith("-arm64") else name
     prefix = max((p for p in LAYER_SIZES if base.startswith(p)), key=len)
-    return LayerSpec(name=name, size=LAYER_SIZES[prefix][scale.column], file_max=scale.file_max, level=scale.level)
+    return LayerSpec(name=name, size=LAYER_SIZES[prefix][scale.column] // scale.divisor, file_max=scale.file_max, level=scale.level)
 
 
 def description(repo: RepoSpec) -> str:

@@ -41,6 +41,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._state.progress import 
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.prune import REMOVED, WOULD_REMOVE, Removal, keep_newest, prune, prune_result
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import ArchiveSource, BundleSource, RegistrySource
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.read_slots import BlobClaims, ReadSlots, share_malloc_arenas
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.space import SpaceNeed, space_report, space_shortfalls
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import RunLock, StateStore, seconds_since, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, Totals, sinks_of, transfer
@@ -228,7 +229,10 @@ class CopyEngine:
         self.companions = companions
         self.relist_after = relist_after  # seconds an earlier run's listing of an image's companions is trusted
         self.plan_parallel = max(plan_parallel, 1)
-        self._reads = threading.BoundedSemaphore(max(parallel, 1))
+        self._reads = ReadSlots(parallel)
+        self._claims = BlobClaims()
+        # Every destination that takes blobs shares them: images sharing a blob are copied at once (``_execute_all``).
+        self._shared = all(dest.shares_blobs for dest in destinations if dest.needs_content)
         self._dest_locks: dict[int, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.force, self.parallel, self.check_mode = force, parallel, check_mode
@@ -241,6 +245,7 @@ class CopyEngine:
         self._short: dict[str, str] = {}  # destination kind -> why its filesystem cannot take this run's writes
 
     def run(self, images: list[SourceImage], store: StateStore) -> list[ImagePlan]:
+        share_malloc_arenas()  # before the planning threads allocate
         if not self.check_mode:
             self.progress.start(0, len(images), state="planning")  # from the first second, not the last run's state
         ctx = PlanContext(store, self.force, self.check_mode, self._top)
@@ -265,12 +270,16 @@ class CopyEngine:
         """Execute the plans, ``plan_parallel`` images at once. An image that shares a blob with one being copied
         waits for it (the blob is then in place and not read twice); once an image has put a blob at every
         destination, the images that share it no longer wait. ``parallel`` bounds the blob reads of all of them
-        together; each destination begins and commits one image at a time, unless it is ``concurrent``."""
+        together; each destination begins and commits one image at a time, unless it is ``concurrent``.
+
+        When every destination that takes blobs ``shares_blobs`` (a blob one image put there serves the next ones
+        without its bytes: a registry mounts it, a bundle holds it once), images sharing a blob are copied at once and
+        only the blob's read is waited for (``_claim``). The images with the largest blobs begin first."""
         if self.plan_parallel <= 1 or len(plans) <= 1:
             for plan in plans:
                 self._execute(plan, store)
             return
-        queue = list(plans)
+        queue = sorted(plans, key=lambda plan: -max(self._sizes_of(plan).values(), default=0))
         running: dict[Future[None], tuple[ImagePlan, set[str]]] = {}
         claimed: set[str] = set()
         with ThreadPoolExecutor(max_workers=self.plan_parallel, thread_name_prefix="copy") as pool:
@@ -279,7 +288,7 @@ class CopyEngine:
                     if len(running) >= self.plan_parallel:
                         break
                     blobs = self._blobs_of(plan) - self._placed
-                    if blobs & claimed:
+                    if blobs & claimed and not self._shared:
                         continue
                     queue.remove(plan)
                     claimed |= blobs
@@ -324,13 +333,17 @@ class CopyEngine:
 
     def _blobs_of(self, plan: ImagePlan) -> set[str]:
         """The blobs an image's copy may write (of every platform its manifests name), from the manifests fetched."""
+        return set(self._sizes_of(plan))
+
+    def _sizes_of(self, plan: ImagePlan) -> dict[str, int]:
+        """The sizes of the blobs an image's copy may write, by digest (see ``_blobs_of``)."""
         if plan.error or not plan.needs_copy:
-            return set()
+            return {}
         top = self._manifests.get(plan.digest or "")
         if top is None:
-            return set()  # nothing to fetch (an engine), or the fetch failed: the copy reports it
+            return {}  # nothing to fetch (an engine), or the fetch failed: the copy reports it
         manifests = [self._manifests[e["digest"]] for e in top.data.get("manifests") or [] if e.get("digest") in self._manifests]
-        return set(blob_sizes(m.data for m in ([top] if not top.is_index else manifests)))
+        return blob_sizes(m.data for m in ([top] if not top.is_index else manifests))
 
     # Plan --------------------------------------------------------------------------------------
 
@@ -463,7 +476,8 @@ class CopyEngine:
             owners = [write for _step, write in writes]
             transfer(needed, lambda digest, size: sinks_of(owners, digest, size),
                      lambda digest, size, start=0, held=(): self._read(image, digest, size, start, held),
-                     self.local_blobs, self.parallel, self.totals, self.progress.advance, resumes=self.source.resumes)
+                     self.local_blobs, self.parallel, self.totals, self.progress.advance, resumes=self.source.resumes,
+                     claim=lambda digest, size: self._claim(owners, digest, size))
             for step, write in writes:
                 if write.error is None:
                     try:
@@ -509,10 +523,31 @@ class CopyEngine:
             return self._dest_locks.setdefault(id(dest), threading.Lock())
 
     @contextmanager
-    def _read(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Iterator[Iterable[bytes]]:
+    def _claim(self, owners: list[ImageWrite], digest: str, size: int) -> Iterator[None]:
+        """The blob is read by one image at a time: if another image read it (or was reading it) in this run, the writes
+        that hold it now (where that read put it: ``holds``) no longer need it, and the others read it themselves (that
+        read failed, or their destination needs its own copy)."""
+        with self._claims.claim(digest) as before:
+            if before and self._shared:
+                for owner in owners:
+                    if owner.error is None and digest in owner.blobs and self._holds(owner, digest, size):
+                        owner.blobs.pop(digest, None)
+            yield
+
+    @staticmethod
+    def _holds(owner: ImageWrite, digest: str, size: int) -> bool:
+        """Whether a write's destination holds the blob now; False if it cannot tell (it is then sent again)."""
+        try:
+            return bool(owner.holds(digest, size))
+        except (AirgapError, OSError):
+            return False
+
+    @contextmanager
+    def _read(self, image: SourceImage, digest: str, size: int, start: int = 0,
+              held: Iterable[bytes] | None = ()) -> Iterator[Iterable[bytes]]:
         """A blob from the source (from byte ``start`` on, ``held`` giving the bytes before), holding one of the
-        ``parallel`` read slots shared by the images copied at once."""
-        with self._reads:
+        ``parallel`` read slots shared by the images copied at once (the largest blob waiting takes the next)."""
+        with self._reads.held(size - start):
             with self.source.open_blob(image, digest, size, start, held) as reader:
                 yield reader
 

@@ -9,8 +9,10 @@ byte range, the upload body is handed to requests as ``data``.
 Big blobs (``RANGE_THRESHOLD`` bytes and more, when the size is known) are fetched as parts of ``RANGE_PART_SIZE``
 bytes over ``RANGE_CONNECTIONS`` connections at once, because CDNs cap each connection well below a site's link
 (nvcr.io serves its blobs from one). The parts are handed on in order, so the reader is still one sequential stream
-(each destination, a registry upload too, sees the bytes in order), hashed as it goes; at most
-``RANGE_CONNECTIONS + 1`` parts are held at once (40 MiB with the defaults), whatever the blob's size. A server
+(each destination, a registry upload too, sees the bytes in order), hashed as it goes. The parts after the one being
+read hold at most ``RANGE_AHEAD`` bytes between them, and those of every big blob read at once in the process at most
+``RANGE_AHEAD_TOTAL`` (a worker past either stops reading its connection until a reader catches up): memory is bounded
+whatever the blobs' sizes and however many are read at once. A server
 that ignores Range (200 instead of 206) gets one stream. The URL a registry redirects a blob to (a presigned CDN
 URL) is reused for the following parts, without credentials; once it is refused (400, 401 or 403: it expired) the
 next part asks the registry again, which re-authenticates on its 401 (the new challenge's realm may differ) and
@@ -42,7 +44,44 @@ RANGE_THRESHOLD = 64 * 1024 * 1024
 RANGE_CONNECTIONS = 4
 """Range requests in flight for one big blob."""
 RANGE_PART_SIZE = 8 * 1024 * 1024
-"""Bytes asked for by one Range request; at most RANGE_CONNECTIONS + 1 parts of a blob are held in memory."""
+"""Bytes asked for by one Range request."""
+RANGE_AHEAD = (RANGE_CONNECTIONS - 1) * RANGE_PART_SIZE
+"""Bytes the parts after the one being read may hold at once (a worker past it waits, its connection unread, until the
+reader has taken some): enough for every other connection to fetch a whole part while the reader takes the first."""
+RANGE_AHEAD_TOTAL = 32 * 1024 * 1024
+"""Bytes the parts ahead of their readers may hold at once in the process, all big blobs together."""
+
+
+class AheadBudget:
+    """Bytes that parts fetched ahead of their readers may hold, shared by the readers of a process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 1)
+        self.held = 0
+        self.most = 0
+        self._cond = threading.Condition()
+
+    def take(self, size: int, stop: Callable[[], bool]) -> bool:
+        """Wait until ``size`` more bytes fit (or none are held), then count them; False (nothing counted) if ``stop()``
+        became true meanwhile. ``stop`` is polled: the readers' own events do not notify this condition."""
+        with self._cond:
+            while self.held and self.held + size > self.limit:
+                if stop():
+                    return False
+                self._cond.wait(0.05)
+            self.held += size
+            self.most = max(self.most, self.held)
+            return True
+
+    def give(self, size: int) -> None:
+        if size:
+            with self._cond:
+                self.held -= size
+                self._cond.notify_all()
+
+
+AHEAD = AheadBudget(RANGE_AHEAD_TOTAL)
+"""The process's budget for the parts ahead of their readers."""
 EXPIRED_STATUSES = frozenset((400, 401, 403))
 """Answers of a reused redirect URL that mean it is no longer valid (S3 and CDNs: 403 expired, 400 refused)."""
 
@@ -354,17 +393,20 @@ class RangedBlobReader(_ChunkStream):
 
     Guarantees: the chunks come out in the blob's order, hashed on the way; when the last byte has been read a
     size or digest mismatch raises DigestMismatchError (so an upload fed from it never completes with other bytes).
-    Workers fetch parts ahead of the reader, at most ``connections + 1`` parts from the one being read (memory is
-    bounded by that many parts). A part's broken connection is continued with Range from the byte it reached (up to
-    ``policy.retries`` times per part, with its backoff); a reused redirect URL that is refused (400/401/403) is
-    dropped and the registry asked again, which renews the token on a 401. The first error of any worker is raised
-    to the reader, and ends the others. Closing the reader stops the workers and closes their connections.
+    Workers fetch parts ahead of the reader, at most ``connections + 1`` parts from the one being read, and the parts
+    after the one being read hold at most ``ahead`` bytes between them (and a chunk per worker), counted against
+    ``budget`` (the process's ``AHEAD``) too: memory is bounded by those plus the part being read, whatever the sizes.
+    A part's broken connection is continued with Range from the byte it reached (up to ``policy.retries`` times per
+    part, with its backoff); a reused redirect URL that is refused (400/401/403) is dropped and the registry asked
+    again, which renews the token on a 401. The first error of any worker is raised to the reader, and ends the
+    others. Closing the reader stops the workers and closes their connections.
     ``first`` is the answer (206) to the request for the first part.
     """
 
     def __init__(self, fetch: Fetch, first: Any, host: str, name: str, digest: str, size: int, chunk_size: int,
                  policy: RetryPolicy, sleep: Callable[[float], None], connections: int = RANGE_CONNECTIONS,
-                 part_size: int = RANGE_PART_SIZE, start: int = 0, hasher: Any = None) -> None:
+                 part_size: int = RANGE_PART_SIZE, start: int = 0, hasher: Any = None, ahead: int = RANGE_AHEAD,
+                 budget: AheadBudget | None = None) -> None:
         self.name = name
         self.digest = digest
         self.size: Optional[int] = size
@@ -383,6 +425,11 @@ class RangedBlobReader(_ChunkStream):
         self._hasher = hasher if hasher is not None else _new_hasher(digest)
         self._parts = [_Part(first_byte, end) for first_byte, end in plan_ranges(size, part_size, start)]
         self._window = max(1, connections) + 1
+        self._ahead = max(ahead, 1)
+        self._held = 0  # bytes in the chunks of the parts after the head (the part being read), counted in the budget
+        self._budget = budget if budget is not None else AHEAD
+        self.most_held = 0
+        """The most bytes the parts after the one being read held at once."""
         self._cond = threading.Condition()
         self._next = 1  # the first part is fetched by the first worker, from `first`
         self._head = 0
@@ -447,15 +494,8 @@ class RangedBlobReader(_ChunkStream):
                 for chunk in response.iter_content(chunk_size=self._chunk_size):
                     if not chunk:
                         continue
-                    with self._cond:
-                        if self._closed:
-                            return
-                        if part.received + len(chunk) > part.length:
-                            raise DigestMismatchError(f"blob {self.digest} from {self._host} for {self.name}: the answer for bytes "
-                                                      f"{part.start}-{part.end} is longer than asked for")
-                        part.chunks.append(chunk)
-                        part.received += len(chunk)
-                        self._cond.notify_all()
+                    if not self._keep(part, chunk):
+                        return
             except Exception as exc:  # pylint: disable=broad-exception-caught
                 if self._closed:
                     return  # the reader closed the connection under us
@@ -484,6 +524,36 @@ class RangedBlobReader(_ChunkStream):
             failures += 1
             with self._cond:
                 self.resumes += 1
+
+    def _keep(self, part: _Part, chunk: bytes) -> bool:
+        """Hand a chunk of ``part`` to the reader; a part ahead of the one being read first waits until the chunk fits in
+        ``ahead`` and in the budget (its connection is not read meanwhile). False if the reader closed."""
+        def stopped() -> bool:
+            return self._closed or self._error is not None or part is self._parts[self._head]
+
+        with self._cond:
+            while not stopped() and self._held and self._held + len(chunk) > self._ahead:
+                self._cond.wait()  # far enough ahead: the connection waits unread until the reader catches up
+            ahead = not stopped()
+        counted = ahead and self._budget.take(len(chunk), stopped)  # not under the lock: the reader goes on meanwhile
+        with self._cond:
+            if self._closed:
+                self._budget.give(len(chunk) if counted else 0)
+                return False
+            if part.received + len(chunk) > part.length:
+                self._budget.give(len(chunk) if counted else 0)
+                raise DigestMismatchError(f"blob {self.digest} from {self._host} for {self.name}: the answer for bytes "
+                                          f"{part.start}-{part.end} is longer than asked for")
+            if counted and part is self._parts[self._head]:  # it became the part being read meanwhile
+                self._budget.give(len(chunk))
+                counted = False
+            part.chunks.append(chunk)
+            part.received += len(chunk)
+            if counted:
+                self._held += len(chunk)
+                self.most_held = max(self.most_held, self._held)
+            self._cond.notify_all()
+        return True
 
     def _open_range(self, offset: int, end: int) -> Any:
         """The 206 answer for bytes offset-end: from the reused redirect URL, or (it was refused, or there is none) the registry."""
@@ -547,6 +617,10 @@ class RangedBlobReader(_ChunkStream):
                     break
                 if part.done:
                     self._head += 1
+                    if self._head < len(self._parts):  # the new head's bytes are the reader's now, not ahead of it
+                        mine = sum(len(c) for c in self._parts[self._head].chunks)
+                        self._held -= mine
+                        self._budget.give(mine)
                     self._cond.notify_all()
                     if self._head == len(self._parts):
                         break
@@ -577,6 +651,8 @@ class RangedBlobReader(_ChunkStream):
             responses = [part.response for part in self._parts if part.response is not None]
             for part in self._parts:
                 part.chunks.clear()
+            held, self._held = self._held, 0
+            self._budget.give(held)
             self._cond.notify_all()
         for response in responses:
             try:

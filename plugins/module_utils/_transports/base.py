@@ -140,6 +140,11 @@ class ImageWrite(ABC):
         """Where one blob's bytes go, or None if the destination does not need that blob."""
         return None
 
+    def holds(self, digest: str, size: int) -> bool:
+        """Whether the destination holds the blob now (another image's write put it there meanwhile); the copier then
+        drops it from ``blobs``. Only asked of a destination that ``shares_blobs``."""
+        return False
+
     @abstractmethod
     def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         """Finish the image (manifests, files, rename, import) and say what to record; the copier records it."""
@@ -177,6 +182,9 @@ class Destination(ABC):
     """Signatures and attestations travel to it with their images."""
     concurrent: bool = False
     """``begin`` and ``commit`` may run for several images at once (else one image at a time)."""
+    shares_blobs: bool = False
+    """A blob one image's write put here serves the next images without its bytes (a registry mounts it, a bundle
+    holds each blob once): images sharing a blob may be copied at once (the copier asks ``ImageWrite.holds``)."""
     dir: str | None = None
     """The directory it writes, locked against other runs for the whole run (None: it writes no directory)."""
     measures_space: bool = False

@@ -134,6 +134,7 @@ class BundleDestination(Selection):
     carries_companions = True
     measures_space = True
     dir: str
+    shares_blobs = True  # one file per blob: what another image wrote is there for the next (``_BundleWrite.holds``)
 
     def __init__(self, spec: dict[str, Any], platforms: list[str] | None, source_name: str) -> None:
         self.dir = os.path.abspath(spec["dir"])
@@ -222,6 +223,9 @@ class _BundleWrite(ImageWrite):
 
     def sink(self, digest: str, size: int) -> BlobSink | None:
         return self.writer.blob_sink(digest, size) if digest in self.blobs else None
+
+    def holds(self, digest: str, size: int) -> bool:
+        return self.writer.has_blob(digest, size)
 
     def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         top = self.content.top

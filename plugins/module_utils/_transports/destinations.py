@@ -91,6 +91,7 @@ class RegistryDestination(Selection):
     kind = "registry"
     carries_companions = True  # signatures and attestations travel with the images
     concurrent = True  # begin and commit may run for several images at once: a registry takes pushes side by side
+    shares_blobs = True  # a blob another image put here is mounted, not sent again (``_RegistryWrite.holds``)
 
     def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals,
                  origins: dict[str, SourceImage] | None = None, sessions: UploadSessions | None = None) -> None:
@@ -243,6 +244,12 @@ class _RegistryWrite(ImageWrite):
 
     def sink(self, digest: str, size: int) -> BlobSink | None:
         return self.dest.upload_sink(self.ref.repository, digest, size) if digest in self.blobs else None
+
+    def holds(self, digest: str, size: int) -> bool:
+        if not self.dest._has_blob(self.ref.repository, digest, size):  # pylint: disable=protected-access
+            return False
+        self.dest.totals.add(reused=size)  # as begin() counts a blob the registry holds
+        return True
 
     def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         client, top = self.dest.client, self.content.top

@@ -15,6 +15,7 @@ import queue
 import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -318,7 +319,8 @@ def resume_point(sinks: Sequence[BlobSink], allowed: bool) -> tuple[int, Iterabl
 
 
 def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], open_blob: Callable[..., Any],
-             local: dict[str, LocalBlob], parallel: int, totals: Totals, advance: Callable[[int], None], resumes: bool = False) -> None:
+             local: dict[str, LocalBlob], parallel: int, totals: Totals, advance: Callable[[int], None], resumes: bool = False,
+             claim: Callable[[str, int], AbstractContextManager[Any]] | None = None) -> None:
     """Read each blob once and feed it to its sinks, ``parallel`` blobs at a time, largest first.
 
     ``open_blob(digest, size)`` is a context manager of verified chunks from the source; a blob in ``local`` (an
@@ -327,9 +329,14 @@ def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], 
     of no owner it raises (the first error, not its echoes). A sink that fails is its owner's business. With
     ``resumes`` (a source that can start a blob part way, ``open_blob(digest, size, start, held)``), a blob whose
     sinks all hold its first bytes from a run that was cut off is read from there on (``held`` None: the sinks check
-    the digest themselves, see ``resume_point``).
+    the digest themselves, see ``resume_point``). ``claim(digest, size)``, when given, is held from before the sinks
+    are asked for until the blob's read and its sinks ended (the copier: one read of a blob at a time in the run).
     """
     def one(item: tuple[str, int]) -> None:
+        with claim(*item) if claim is not None else nullcontext():
+            claimed(item)
+
+    def claimed(item: tuple[str, int]) -> None:
         digest, size = item
         sinks = sinks_for(digest, size)
         if not sinks:

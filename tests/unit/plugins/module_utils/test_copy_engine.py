@@ -311,6 +311,74 @@ def test_images_sharing_a_blob_wait_for_each_other_at_a_destination_that_does_no
     assert memory.most == 1
 
 
+class SharingWrite(MemoryWrite):
+    def holds(self, digest: str, size: int) -> bool:
+        return digest in self.dest.blobs
+
+
+class SharingDestination(KeepingDestination):
+    """A destination where a blob one image put serves the next ones (as a registry mounts it, a bundle holds it)."""
+
+    shares_blobs = True
+
+    def begin(self, image: SourceImage, content: Any, step: Any) -> MemoryWrite:
+        return SharingWrite(self, image, content)
+
+
+class TimedSource(MemorySource):
+    """Records when each blob's read began and ended; the reads of ``slow`` blobs take a while."""
+
+    def __init__(self, slow: set[bytes], seconds: float = 0.3) -> None:
+        super().__init__()
+        self.slow, self.seconds = slow, seconds
+        self.times: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
+        with self._lock:
+            self.times.setdefault(digest, []).append(time.monotonic())
+        if self.blobs[digest] in self.slow:
+            time.sleep(self.seconds)
+        reader = super().open_blob(image, digest, size)
+        with self._lock:
+            self.times[digest].append(time.monotonic())
+        return reader
+
+
+def test_images_sharing_a_blob_at_a_destination_that_shares_blobs_wait_only_for_that_blob(tmp_path: Any) -> None:
+    base = b"a big base layer every tag shares" * 400
+    memory = TimedSource(slow={base})
+    for n in range(6):
+        memory.add_image(f"memory.example/nvidia/wide:1.{n}", [base, f"layer of 1.{n}".encode() * 20])
+    dest = SharingDestination("registry")
+    engine = CopyEngine(memory, [dest], Totals(), parallel=4, plan_parallel=6)
+    with StateStore(str(tmp_path / "facts.json")) as store:
+        plans = engine.run(memory.images(None), store)
+    assert [p.error for p in plans] == [None] * 6
+    assert dest.tags == memory.tags
+    assert sorted(memory.reads) == sorted(set(memory.reads)) and set(memory.reads) == set(memory.blobs)  # the base read once
+    base_began, base_ended = memory.times[digest_of(base)]
+    others = [times[0] for digest, times in memory.times.items() if digest != digest_of(base)]
+    # The other images' own blobs were read while the base was: they did not wait for the image reading it.
+    assert sum(began < base_ended for began in others) >= 6
+    assert len(dest.blobs) == len(memory.blobs)
+
+
+def test_the_largest_blob_is_read_first_whichever_image_needs_it(tmp_path: Any) -> None:
+    smalls = [f"a small layer {n}".encode() * 10 for n in range(4)]
+    memory = TimedSource(slow=set(smalls), seconds=0.1)  # the big blob's image asks for the read slot while one is read
+    for n, small in enumerate(smalls):
+        memory.add_image(f"memory.example/nvidia/small{n}:1", [small])
+    big = b"the one big layer" * 1000
+    memory.add_image("memory.example/nvidia/big:1", [big])  # named last
+    engine = CopyEngine(memory, [SharingDestination("registry")], Totals(), parallel=1, plan_parallel=5)
+    with StateStore(str(tmp_path / "facts.json")) as store:
+        plans = engine.run(memory.images(None), store)
+    assert [p.error for p in plans] == [None] * 5
+    assert [p.source.key for p in plans] == [str(i.key) for i in memory.images(None)]  # the plans in the images' order
+    assert digest_of(big) in memory.reads[:2]  # the first read, or the first after one that had begun
+
+
 class BeginCounter(KeepingDestination):
     """Counts the images it begins at once; ``concurrent`` as a registry destination says it."""
 

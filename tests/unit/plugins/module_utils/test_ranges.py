@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from ansible_collections.airgap.ngc.plugins.module_utils._http.blob_reads import (
+    AheadBudget,
     BlobReader,
     RangedBlobReader,
     open_reader,
@@ -180,6 +181,45 @@ def test_parts_are_fetched_at_most_a_window_ahead_of_the_reader() -> None:
         assert reader.verified
     finally:
         reader.close()
+
+
+def ranged(server: FakeServer, ahead: int, budget: AheadBudget) -> RangedBlobReader:
+    return RangedBlobReader(server.fetch, server.fetch(0, PART - 1), REGISTRY, "x", DIGEST, len(BLOB), 100, RetryPolicy(retries=0),
+                            lambda _s: None, connections=4, part_size=PART, ahead=ahead, budget=budget)
+
+
+def test_the_parts_ahead_of_the_reader_hold_at_most_ahead_bytes_whatever_the_part_size() -> None:
+    budget = AheadBudget(10 * len(BLOB))
+    with ranged(FakeServer(), ahead=PART // 2, budget=budget) as reader:
+        time.sleep(0.3)  # the reader reads nothing: the workers of the parts after the first stop at PART // 2 bytes
+        assert 0 < reader.most_held <= PART // 2 + 3 * 100  # (and a chunk of each of the 3 workers ahead, at most)
+        assert b"".join(reader) == BLOB
+        assert reader.verified and reader.most_held <= PART // 2 + 3 * 100
+    assert budget.held == 0  # every byte counted was given back
+
+
+def test_big_blobs_read_at_once_share_one_budget_for_the_parts_ahead() -> None:
+    budget = AheadBudget(PART)
+    first, second = ranged(FakeServer(), ahead=len(BLOB), budget=budget), ranged(FakeServer(), ahead=len(BLOB), budget=budget)
+    try:
+        time.sleep(0.3)  # neither reader reads: their parts ahead hold one part's bytes between them, not two blobs' worth
+        assert 0 < budget.most <= PART
+        assert b"".join(first) == BLOB and first.verified  # the part being read is never held back by the budget
+        assert b"".join(second) == BLOB and second.verified
+        assert budget.most <= PART
+    finally:
+        first.close()
+        second.close()
+    assert budget.held == 0
+
+
+def test_a_reader_closed_early_gives_back_what_its_parts_ahead_held() -> None:
+    budget = AheadBudget(10 * len(BLOB))
+    reader = ranged(FakeServer(), ahead=len(BLOB), budget=budget)
+    time.sleep(0.2)
+    assert budget.held > 0
+    reader.close()
+    assert budget.held == 0
 
 
 def test_server_that_ignores_range_gets_one_stream() -> None:

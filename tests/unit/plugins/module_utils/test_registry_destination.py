@@ -128,3 +128,19 @@ def test_a_blob_an_earlier_import_put_here_is_read_back_from_where_it_is() -> No
     assert dest.open_held_blob(image, base, 40) == f"reader of {base} in mirror/nvidia/pytorch"
     assert client.opened == [("mirror/nvidia/pytorch", base, 40)]
     assert dest.open_held_blob(image, lost, 20) is None and len(client.opened) == 1
+
+
+def test_a_write_holds_a_blob_another_image_put_in_another_repository_once_it_is_mounted() -> None:
+    layer = b"l" * LOOK_MIN
+    client = SlowRegistry({})
+    one, two = requested_images(["src.example/nvidia/one:1", "src.example/nvidia/two:1"], "src.example")
+    totals = Totals()
+    dest = RegistryDestination({"url": "http://dest.example", "prefix": "mirror"}, client, None, totals, {})
+    first, second = dest.begin(one, image_of([layer]), None), dest.begin(two, image_of([layer]), None)
+    assert digest_of(layer) in first.blobs and digest_of(layer) in second.blobs  # begun together: neither has it
+    assert not second.holds(digest_of(layer), len(layer)) and totals.reused == 0
+    client.held["mirror/nvidia/one"] = {digest_of(layer)}
+    dest._placed("mirror/nvidia/one", digest_of(layer))  # pylint: disable=protected-access  # the first image's upload put it there meanwhile
+    assert second.holds(digest_of(layer), len(layer))
+    assert client.mounts == 1 and client.held["mirror/nvidia/two"] == {digest_of(layer)}  # mounted, not sent again
+    assert totals.reused == len(layer)
