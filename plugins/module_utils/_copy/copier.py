@@ -531,7 +531,7 @@ class CopyEngine:
             if before and self._shared:
                 for owner in owners:
                     if owner.error is None and digest in owner.blobs and self._holds(owner, digest, size):
-                        owner.blobs.pop(digest, None)
+                        owner.blobs = {held: size for held, size in owner.blobs.items() if held != digest}
             yield
 
     @staticmethod
