@@ -109,6 +109,7 @@ class Ansible:
         proc = subprocess.run(argv, input=json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, **internal)}), env=full_env,
                               cwd=str(REPO), capture_output=True, text=True, timeout=900, check=False)
         return _as_the_controller_shows(proc)
+
     def playbook(self, playbook: Path | str, extra_vars: dict[str, Any] | None = None, check: bool = False,
                  env: dict[str, str] | None = None, verbosity: int = 0) -> Run:
         """``ansible-playbook``, extra vars from a mode-0600 file (they may hold passwords)."""
