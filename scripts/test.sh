@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run the project's checks: `scripts/test.sh all` or one of sanity, units, lint, integration,
 # molecule, docs. Each stage logs to build/logs/<stage>.log; a summary with counts ends the run.
-# The quick stages (sanity, units, lint, docs) run in the background beside integration, each in a
-# collection tree of its own (build/stages/<stage>); integration runs on 2 workers (pytest-xdist)
-# against one test bed, which molecule reuses afterwards (AIRGAP_TESTBED_DIR). Each stage's wall
-# time is printed with its counts.
+# The quick stages (sanity, units, lint, docs) and molecule run in the background beside integration,
+# each in a collection tree of its own (build/stages/<stage>); integration runs on 2 workers
+# (pytest-xdist) against one test bed, molecule against a test bed of its own beside it (without a
+# Docker engine; named to the scenarios by AIRGAP_TESTBED_DIR). Each stage's wall time is printed
+# with its counts.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
@@ -141,20 +142,26 @@ run_stage() {  # stage: in a collection tree of its own, timed; the result goes 
   echo "$((SECONDS - started))" >"$logs/$1.seconds"
 }
 
-testbed_up() {  # one test bed for integration and molecule
-  testbed_dir=$root/build/tmp/testbed
-  python -m tests.testbed down --dir "$testbed_dir" >/dev/null 2>&1
-  rm -rf "$testbed_dir"
-  if python -m tests.testbed up --dir "$testbed_dir" --scale small >"$logs/testbed.log" 2>&1; then
-    export AIRGAP_TESTBED_DIR=$testbed_dir
+testbeds=()  # the test beds this run started, stopped at the end
+
+testbed_up() {  # name [up options...]: a test bed in build/tmp/<name>, logged to build/logs/<name>.log; prints its directory
+  local dir=$root/build/tmp/$1 log=$logs/$1.log
+  shift
+  python -m tests.testbed down --dir "$dir" >/dev/null 2>&1
+  rm -rf "$dir"
+  if python -m tests.testbed up --dir "$dir" --scale small "$@" >"$log" 2>&1; then
+    echo "$dir"
   else
-    echo "   the test bed did not start (build/logs/testbed.log); integration and molecule start their own"
+    echo "   the test bed did not start ($log); its stage starts its own" >&2
   fi
 }
 
 testbed_down() {
-  [ -n "${testbed_dir:-}" ] && python -m tests.testbed down --dir "$testbed_dir" >>"$logs/testbed.log" 2>&1
-  testbed_dir=
+  local dir
+  for dir in "${testbeds[@]}"; do
+    python -m tests.testbed down --dir "$dir" >>"$logs/$(basename "$dir").log" 2>&1
+  done
+  testbeds=()
 }
 
 report() {  # stage: print its counts and seconds (and the log's end if it failed)
@@ -194,8 +201,21 @@ main() {
     quick_job=
   fi
   if [ "${#slow[@]}" -gt 0 ]; then
-    testbed_up
+    # Molecule beside integration on a test bed of its own: the NGC stand-in's faults and request counters are
+    # global (a test that sets faults holds the session's test bed alone), and the role's requests would be counted
+    # there. Each scenario keeps a scratch directory of its own (run_molecule).
+    molecule_job=
+    if [ "${#slow[@]}" -eq 2 ]; then
+      molecule_bed=$(testbed_up testbed-molecule --no-engine)
+      [ -n "$molecule_bed" ] && testbeds+=("$molecule_bed")
+      (AIRGAP_TESTBED_DIR=$molecule_bed run_stage molecule) &  # empty: each scenario starts its own
+      molecule_job=$!
+      slow=(integration)
+    fi
+    testbed_dir=$(testbed_up testbed)
+    [ -n "$testbed_dir" ] && testbeds+=("$testbed_dir") && export AIRGAP_TESTBED_DIR=$testbed_dir
     for stage in "${slow[@]}"; do run_stage "$stage"; done
+    [ -n "$molecule_job" ] && wait "$molecule_job"
     testbed_down
   fi
   [ -n "$quick_job" ] && wait "$quick_job"

@@ -25,7 +25,11 @@ from tests.testbed._common import ProcessRecord
 from tests.testbed.cdn import BigImage, Cdn, seed_big_image, start_cdn
 
 PART = 8 * 1024 * 1024  # _blobs.RANGE_PART_SIZE
-SLOW = 8_000_000  # bytes/s per connection: the 96 MiB blob takes a few seconds over 4 connections
+# The big layer: more than blob_reads.RANGE_THRESHOLD (64 MiB: fetched in parts), more than the two pieces of an upload
+# (32 MiB each) that pass its half, and big enough that the rest a cut-off run fetches (at most half, plus two parts in
+# flight) is less than the whole; `make bench` cuts off a 1 GiB one (cdn_bench --only resume).
+SIZE = 72 * 1024 * 1024
+SLOW = 8_000_000  # bytes/s per connection: the 72 MiB blob takes a few seconds over 4 connections
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,7 @@ def cdn(testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cdn]
 
 @pytest.fixture(scope="module")
 def big(testbed: Any) -> BigImage:
-    return seed_big_image(testbed.source_registry_url, "$oauthtoken", testbed.api_key)
+    return seed_big_image(testbed.source_registry_url, "$oauthtoken", testbed.api_key, size=SIZE)
 
 
 @pytest.fixture
@@ -220,8 +224,8 @@ def test_a_connection_dropped_mid_body_is_resumed_with_range(
 
 def test_a_token_that_expires_during_the_download_is_renewed(
         ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
-    # Presigned URLs live two seconds, registry tokens one; the download takes about five.
-    fresh_cdn.settings(bandwidth=5_000_000, token_lifetime=1, url_lifetime=2)
+    # Presigned URLs live two seconds, registry tokens one; the download (4 connections of 3.8 MB/s) takes about five.
+    fresh_cdn.settings(bandwidth=3_800_000, token_lifetime=1, url_lifetime=2)
     mirror(ansible, testbed, fresh_cdn, big, tmp_path, ns)
     assert dest_digest(testbed, ns, big) == big.digest
     entries = downloads(fresh_cdn, big)
@@ -236,7 +240,7 @@ def test_a_token_that_expires_during_the_download_is_renewed(
 @pytest.fixture(scope="module")
 def big_tar(testbed: Any) -> BigImage:
     """A big image whose layer is a real tar (one file, /big.bin), for destinations that unpack layers."""
-    return seed_big_image(testbed.source_registry_url, "$oauthtoken", testbed.api_key, reference="nvidia/big-tar:1", as_tar=True)
+    return seed_big_image(testbed.source_registry_url, "$oauthtoken", testbed.api_key, reference="nvidia/big-tar:1", size=SIZE, as_tar=True)
 
 
 def kept_file(kind: str, image: BigImage, out: Path) -> Path:
