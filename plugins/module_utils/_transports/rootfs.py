@@ -14,6 +14,7 @@ every core where ``tar2sqfs`` reads one stream.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -325,6 +326,9 @@ def squash(rootfs: str, output: str, options: list[str], mkfs_time: int = 0, off
         raise AirgapError("mksquashfs was not found: install squashfs-tools for the enroot and apptainer destinations") from None
     if result.returncode != 0:
         said = result.stdout.decode("utf-8", "replace").strip().splitlines()
+        for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)):
+            if code is not None and any(os.strerror(code) in line for line in said):  # "Write failed because No space left on device"
+                raise os_error(OSError(code, os.strerror(code)), "squashing the image into", output) from None
         raise AirgapError(f"mksquashfs {' '.join(options)} failed for {output} (exit {result.returncode}): "
                           f"{shorten(' '.join(said[-3:]) or 'no output')}; check {option_name} and the free space")
 
