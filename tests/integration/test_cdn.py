@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -370,3 +371,132 @@ def test_a_destination_registry_away_for_seven_seconds_mid_upload_costs_nothing(
         if site.proc is not None and site.proc.poll() is None:
             site.proc.kill()
             site.proc.wait()
+
+
+def export_bundle(ansible: Any, testbed: Any, cdn: Cdn, image: BigImage, tmp_path: Path) -> Path:
+    """A bundle of ``image`` exported from the CDN stand-in at full speed (the connected side's run)."""
+    bundle = tmp_path / "bundle"
+    args = {"registry_url": cdn.url, "images": [f"{image.repository}:{image.tag}"], "facts_file": str(tmp_path / "export.fact"),
+            "bundle": {"dir": str(bundle)}}
+    run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert run.rc == 0, run.stdout + run.stderr
+    return bundle
+
+
+def module_pid(proc: subprocess.Popen[Any], lock: Path) -> int:
+    """The pid of the module a run started (it names itself in the facts file's lock)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            return int(lock.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            time.sleep(0.01)
+    raise AssertionError("the run ended or never took its lock")
+
+
+def held_still_once(pid: int, reached: Any) -> None:
+    """Let the module run in slices of 20 ms (SIGCONT, a moment, SIGSTOP) until ``reached()`` holds while it stands
+    still: a local copy that takes a second at full speed is caught half way. SIGKILL ends it stopped."""
+    deadline = time.monotonic() + 120
+    os.kill(pid, signal.SIGSTOP)
+    while not reached():
+        assert time.monotonic() < deadline and Path(f"/proc/{pid}").exists(), "the run ended before it could be cut off"
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+        os.kill(pid, signal.SIGSTOP)
+
+
+@pytest.mark.parametrize("kind", ["enroot", "apptainer"])
+def test_a_cache_write_from_a_bundle_killed_half_way_is_continued_from_its_kept_bytes(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, big_tar: BigImage, tmp_path: Path, kind: str) -> None:
+    """kill -9 half way through the big layer of an import from a bundle into an enroot or Apptainer cache: the
+    layer's bytes stay in the cache's .resume file, and the next run reads only the rest from the bundle (its kept
+    bytes are compared with the bundle's, not thrown away); the image is whole (unsquashfs, siftool)."""
+    bundle = export_bundle(ansible, testbed, fresh_cdn, big_tar, tmp_path)
+    out = tmp_path / kind
+    facts = tmp_path / "facts" / "ngc_mirror.fact"
+    facts.parent.mkdir()
+    args = {"source": "bundle", "source_dir": str(bundle), "facts_file": str(facts), kind: {"dir": str(out)}}
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
+    proc = subprocess.Popen(argv, env=ansible.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    kept = kept_file(kind, big_tar, out)
+    lock = facts.parent / "ngc_mirror.fact.lock"
+    held_still_once(module_pid(proc, lock), lambda: kept.exists() and kept.stat().st_size >= big_tar.layer_size // 2)
+    kill_run(proc, lock)
+    held = kept.stat().st_size
+    assert big_tar.layer_size // 2 <= held < big_tar.layer_size
+    run = ansible.module("ngc_image_mirror", args)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert [i["status"] for i in run.result["images"]] == ["copied"], run.result
+    assert run.result["bytes_reused"] >= held  # the kept bytes were used...
+    assert run.result["bytes_transferred"] <= big_tar.layer_size - held + big_tar.layer_size // 10  # ...and only the rest read
+    judge(kind, big_tar, out)
+    assert not kept.exists()
+    assert not [p for p in out.rglob(".*") if p.is_file()]  # nothing left behind
+    assert not [p.name for p in facts.parent.iterdir() if ".upload" in p.name or ".partial-" in p.name]
+
+
+IMPORT_PLAYBOOK = """\
+- name: Import the bundle
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Import
+      airgap.ngc.ngc_image_mirror:
+        source: bundle
+        source_dir: "{{ bundle }}"
+        facts_file: "{{ facts_file }}"
+        registry: "{{ destination }}"
+"""
+
+
+def test_a_registry_upload_from_a_bundle_killed_half_way_is_continued(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
+    """An import from a bundle into the site registry (through the counting proxy) whose second PATCH the registry
+    refuses (503, again and again: the run waits to send it again) is killed -9 while it waits: the registry holds the
+    first piece in an intact session. The next run continues that session: the bytes it sends are the rest of the
+    layer (under 10% of it more), the layer is whole, and no upload session, record or spool is left behind."""
+    bundle = export_bundle(ansible, testbed, fresh_cdn, big, tmp_path)
+    data = Path(testbed.workdir) / "registry-token" / "data" / "docker" / "registry" / "v2"
+    uploads = data / "repositories" / ns / big.repository / "_uploads"
+    facts = tmp_path / "facts" / "ngc_mirror.fact"
+    facts.parent.mkdir()
+    record = facts.parent / ".ngc_mirror.fact.uploads"
+    playbook = tmp_path / "import.yml"
+    playbook.write_text(IMPORT_PLAYBOOK)
+    variables = {"bundle": str(bundle), "facts_file": str(facts),
+                 "destination": {"url": testbed.source_proxy_url, "prefix": ns, "username": "$oauthtoken", "password": testbed.api_key}}
+    vars_file = tmp_path / "vars.json"  # the password goes in a file, not on a command line
+    vars_file.write_text(json.dumps(variables))
+    vars_file.chmod(0o600)
+    faults.registry(status=503, method="PATCH", path_contains=f"/{ns}/", count=None, after=1)
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-e", f"@{vars_file}"]
+    proc = subprocess.Popen(argv, env=ansible.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def confirmed() -> int:
+        try:
+            return max([e["offset"] for e in json.loads(record.read_text())["uploads"].values()] or [0])
+        except (OSError, ValueError):
+            return 0
+
+    def received() -> list[int]:  # what distribution holds of each upload session of the repository
+        return [(d / "data").stat().st_size for d in uploads.iterdir() if (d / "data").exists()] if uploads.is_dir() else []
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (faults.stats("registry")["faults_served"] and confirmed()):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the import ended before it could be cut off"
+    kill_run(proc, facts.parent / "ngc_mirror.fact.lock")
+    held = confirmed()
+    assert 0 < held < big.layer_size and received() == [held]  # an intact session holds the first piece
+    faults.reset()
+    again = ansible.playbook(playbook, variables)
+    assert again.rc == 0 and [i["status"] for i in again.result["images"]] == ["copied"], again.stdout + again.stderr
+    sent = sum(r["bytes"] for r in faults.stats("registry")["requests"] if r["method"] == "PATCH" and f"/{ns}/" in r["path"])
+    assert big.layer_size - held <= sent <= big.layer_size - held + big.layer_size // 10, (sent, held, big.layer_size)
+    hexdigest = big.layer_digest.split(":", 1)[1]
+    stored = data / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+    assert "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest() == big.layer_digest
+    assert (data / "repositories" / ns / big.repository / "_layers" / "sha256" / hexdigest / "link").exists()  # committed there
+    assert not (uploads.is_dir() and list(uploads.iterdir())), "an upload session was left in the registry"
+    assert not [p.name for p in facts.parent.iterdir() if ".upload" in p.name or ".partial-" in p.name]
