@@ -142,15 +142,17 @@ def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible:
     """kill -9 once the registry holds half the big layer (its session recorded beside the facts file, distribution's
     own upload data that long): the next run asks the registry where the session stands, fetches only the rest from
     the CDN and sends only the rest; skopeo reads the source's manifest digest and the blob the registry stored hashes
-    to its name. Into the open registry, and into the token-auth one with tokens that expire between two pieces (the
-    registry's 401 on a PATCH is answered by a new token and the same piece, and the next run starts with none)."""
+    to its name. Into the open registry, and into the token-auth one (through the counting proxy: the bytes the next
+    run sends are the rest, under 10% of the layer more) with tokens that expire between two pieces (the registry's 401
+    on a PATCH is answered by a new token and the same piece, and the next run starts with none)."""
     fresh_cdn.settings(bandwidth=2_000_000)  # about 8 MB/s over 4 connections: a 32 MiB piece every 4 s
     destination: dict[str, Any] = {"url": testbed.open_registry_url, "prefix": ns}
     host, data = testbed.open_registry_host, Path(testbed.workdir) / "registry-open" / "data" / "docker" / "registry" / "v2"
     if kind == "token":
         faults.ngc(token_lifetime=2)
-        destination = {"url": testbed.source_registry_url, "prefix": ns, "username": "$oauthtoken", "password": testbed.api_key}
-        host, data = testbed.source_registry_host, Path(testbed.workdir) / "registry-token" / "data" / "docker" / "registry" / "v2"
+        faults.registry(rewrite_expired_realm=False)  # the proxy only counts: the registry's own realm renews its tokens
+        destination = {"url": testbed.source_proxy_url, "prefix": ns, "username": "$oauthtoken", "password": testbed.api_key}
+        host, data = testbed.source_proxy_host, Path(testbed.workdir) / "registry-token" / "data" / "docker" / "registry" / "v2"
     playbook = tmp_path / "mirror.yml"
     playbook.write_text(MIRROR_PLAYBOOK)
     variables = {"source": fresh_cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
@@ -189,10 +191,14 @@ def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible:
     assert received() == [held]  # the registry holds exactly what the record says: the session can be continued
     assert testbed.api_key not in record.read_text()  # the session's URL is kept, no credentials
     fresh_cdn.reset()
+    before = len(faults.stats("registry")["requests"])  # the requests of the first run (the proxy keeps the last 2000)
     again = ansible.playbook(playbook, variables, env={"NGC_API_KEY": testbed.api_key})
     assert again.rc == 0 and [i["status"] for i in again.result["images"]] == ["copied"], again.stdout + again.stderr
     fetched = served(downloads(fresh_cdn, big))
     assert fetched <= big.layer_size - held + 2 * PART, (fetched, held, big.layer_size)  # the rest, not the whole layer
+    if kind == "token":  # and only the rest was sent to the registry
+        sent = sum(r["bytes"] for r in faults.stats("registry")["requests"][before:] if r["method"] == "PATCH" and f"/{ns}/" in r["path"])
+        assert big.layer_size - held <= sent <= big.layer_size - held + big.layer_size // 10, (sent, held, big.layer_size)
     raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", str(testbed_authfile),
                           f"docker://{host}/{ns}/{big.repository}:{big.tag}"], capture_output=True, check=True).stdout
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == big.digest
