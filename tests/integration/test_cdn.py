@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -456,13 +457,23 @@ IMPORT_PLAYBOOK = """\
 """
 
 
-def test_a_registry_upload_from_a_bundle_killed_half_way_is_continued(
-        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
-    """An import from a bundle into the site registry (through the counting proxy) whose second PATCH the registry
-    refuses (503, again and again: the run waits to send it again) is killed -9 while it waits: the registry holds the
-    first piece in an intact session. The next run continues that session: the bytes it sends are the rest of the
-    layer (under 10% of it more), the layer is whole, and no upload session, record or spool is left behind."""
-    bundle = export_bundle(ansible, testbed, fresh_cdn, big, tmp_path)
+@dataclass
+class KilledImport:
+    """An import from a bundle into the site registry, killed with the first piece of the big layer in an intact session."""
+
+    playbook: Path
+    variables: dict[str, Any]
+    bundle: Path
+    held: int  # bytes the registry holds in the session
+    data: Path  # the registry's storage (v2)
+    uploads: Path  # its upload sessions of the repository
+    facts: Path
+
+
+def import_killed_after_one_piece(ansible: Any, testbed: Any, cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> KilledImport:
+    """The import goes through the counting proxy, which refuses every PATCH after the first (503): the run waits to
+    send the second piece again, and is killed -9 meanwhile. The registry then holds the first piece, as recorded."""
+    bundle = export_bundle(ansible, testbed, cdn, big, tmp_path)
     data = Path(testbed.workdir) / "registry-token" / "data" / "docker" / "registry" / "v2"
     uploads = data / "repositories" / ns / big.repository / "_uploads"
     facts = tmp_path / "facts" / "ngc_mirror.fact"
@@ -485,24 +496,58 @@ def test_a_registry_upload_from_a_bundle_killed_half_way_is_continued(
         except (OSError, ValueError):
             return 0
 
-    def received() -> list[int]:  # what distribution holds of each upload session of the repository
-        return [(d / "data").stat().st_size for d in uploads.iterdir() if (d / "data").exists()] if uploads.is_dir() else []
-
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not (faults.stats("registry")["faults_served"] and confirmed()):
         time.sleep(0.05)
     assert proc.poll() is None, "the import ended before it could be cut off"
     kill_run(proc, facts.parent / "ngc_mirror.fact.lock")
     held = confirmed()
-    assert 0 < held < big.layer_size and received() == [held]  # an intact session holds the first piece
+    assert 0 < held < big.layer_size and session_bytes(uploads) == [held]  # an intact session holds the first piece
     faults.reset()
-    again = ansible.playbook(playbook, variables)
+    return KilledImport(playbook, variables, bundle, held, data, uploads, facts)
+
+
+def session_bytes(uploads: Path) -> list[int]:
+    """What distribution holds of each open upload session of a repository (a cancelled one keeps an empty directory)."""
+    return [(d / "data").stat().st_size for d in uploads.iterdir() if (d / "startedat").exists()] if uploads.is_dir() else []
+
+
+def nothing_left(killed: KilledImport) -> None:
+    """No upload session open in the registry, no sessions record, spool or temporary file beside the facts file."""
+    assert session_bytes(killed.uploads) == [], "an upload session was left in the registry"
+    assert not [p.name for p in killed.facts.parent.iterdir() if ".upload" in p.name or ".partial-" in p.name]
+
+
+def test_a_registry_upload_from_a_bundle_killed_half_way_is_continued(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
+    """The next run continues the session the killed import left: the bytes it sends (counted at the proxy) are the
+    rest of the layer, under 10% of it more; the layer the registry stored is whole, and nothing is left behind."""
+    killed = import_killed_after_one_piece(ansible, testbed, fresh_cdn, faults, big, tmp_path, ns)
+    again = ansible.playbook(killed.playbook, killed.variables)
     assert again.rc == 0 and [i["status"] for i in again.result["images"]] == ["copied"], again.stdout + again.stderr
     sent = sum(r["bytes"] for r in faults.stats("registry")["requests"] if r["method"] == "PATCH" and f"/{ns}/" in r["path"])
+    held = killed.held
     assert big.layer_size - held <= sent <= big.layer_size - held + big.layer_size // 10, (sent, held, big.layer_size)
     hexdigest = big.layer_digest.split(":", 1)[1]
-    stored = data / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+    stored = killed.data / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
     assert "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest() == big.layer_digest
-    assert (data / "repositories" / ns / big.repository / "_layers" / "sha256" / hexdigest / "link").exists()  # committed there
-    assert not (uploads.is_dir() and list(uploads.iterdir())), "an upload session was left in the registry"
-    assert not [p.name for p in facts.parent.iterdir() if ".upload" in p.name or ".partial-" in p.name]
+    assert (killed.data / "repositories" / ns / big.repository / "_layers" / "sha256" / hexdigest / "link").exists()  # committed there
+    nothing_left(killed)
+
+
+def test_a_damaged_bundle_blob_after_a_kill_cancels_the_kept_session(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
+    """The bundle's copy of the layer is damaged after the bytes the registry holds, before the next run: that run
+    fails the image naming the damaged file, and the session it continued is cancelled at the registry (nothing of a
+    blob that did not hash to its digest is kept), with no record or spool left."""
+    killed = import_killed_after_one_piece(ansible, testbed, fresh_cdn, faults, big, tmp_path, ns)
+    blob = killed.bundle / "blobs" / "sha256" / big.layer_digest.split(":", 1)[1]
+    with open(blob, "r+b") as handle:
+        handle.seek(killed.held + 1000)
+        byte = handle.read(1)
+        handle.seek(killed.held + 1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    again = ansible.playbook(killed.playbook, killed.variables)
+    assert again.rc != 0 and [i["status"] for i in again.result["images"]] == ["failed"], again.stdout + again.stderr
+    assert big.layer_digest in again.result["images"][0]["message"], again.result["images"][0]
+    nothing_left(killed)
