@@ -216,8 +216,9 @@ def test_an_archive_source_gives_a_blob_from_part_way(tmp_path: Path) -> None:
     image = SourceImage(ref=ImageReference.parse("nvcr.io/nvidia/pytorch:24.02-py3"))
     path = Path(archive_path(str(tmp_path), image, "docker"))
     path.parent.mkdir(parents=True)
-    index = json.dumps({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(b"{}"),
-                                                             "size": 2, "annotations": {"io.containerd.image.name": str(image.ref)}}]}).encode()
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(b"{}"), "size": 2,
+             "annotations": {"io.containerd.image.name": str(image.ref)}}
+    index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
     with tarfile.open(path, "w") as tar:
         for name, content in (("index.json", index), (f"blobs/sha256/{sha(data).split(':')[1]}", data)):
             info = tarfile.TarInfo(name)
