@@ -25,7 +25,10 @@ The ``resume`` group (issue 13) cuts a download off and continues it in the next
 uncut, and once killed (``kill -9`` of the module's process group and of ansible's) when the bytes it keeps beside the
 bundle's blob (``.<hex>.resume``) reach half the layer, then run again to the end. It reports the bytes kept after the
 kill, the bytes the CDN served on the re-run as a fraction of the layer (aim: at most 55%), and the re-run's seconds
-over the uncut run's; both bundles' blob must hash to its digest, or the case fails.
+over the uncut run's; both bundles' blob must hash to its digest, or the case fails. Then (issue 23) the same layer
+is mirrored to the token registry through the test bed's counting proxy, killed once the registry confirmed half of
+it, and run again: the bytes the registry held, and the bytes the re-run sent (aim: the rest and at most 10% of the
+layer more) and fetched.
 
 Prints a table and writes JSON (``--out``). Uses requests, the standard library and tests/testbed (and the
 collection for the blob reader case). ``--only copy`` or ``--only resume`` runs one group.
@@ -295,6 +298,92 @@ def resume_round(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collect
     return outcome
 
 
+REGISTRY_PLAYBOOK = """\
+- name: Mirror the big image to the site registry
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Mirror
+      airgap.ngc.ngc_image_mirror:
+        registry_url: "{{ source }}"
+        images: "{{ images }}"
+        facts_file: "{{ facts_file }}"
+        registry: "{{ destination }}"
+"""
+RESUME_SENT_AIM = 0.10  # a continued registry upload sends the rest and at most this fraction of the layer more (issue 23)
+
+
+def _patched_bytes(info: TestbedInfo, prefix: str) -> int:
+    """Request body bytes the test bed's proxy passed to the token registry in PATCH requests of ``prefix``."""
+    requests_seen = requests.get(f"{info.source_proxy_url}/_testbed/stats", timeout=10).json()["requests"]
+    return sum(r.get("bytes", 0) for r in requests_seen if r["method"] == "PATCH" and f"/{prefix}/" in r["path"])
+
+
+def resume_registry_round(info: TestbedInfo, cdn: Cdn, big: BigImage, work: Path, collections: Path, args: argparse.Namespace,
+                          round_: int) -> dict[str, Any]:
+    """A mirror of the big image from the CDN front to the token registry (through the test bed's counting proxy),
+    killed once the registry confirmed half the layer (the upload sessions record says so), then run again: the
+    bytes the registry held, the bytes sent to it again and fetched from the CDN again.
+
+    Raises RuntimeError if a run fails, the cut run ends before half the layer is confirmed, or the registry's
+    copy does not have the source's digest."""
+    size = big.layer_size
+    prefix = f"resumebench{os.getpid()}r{round_}"
+    base = work / prefix
+    (base / "facts").mkdir(parents=True, exist_ok=True)
+    facts = base / "facts" / "ngc_mirror.fact"
+    playbook = base / "mirror.yml"
+    playbook.write_text(REGISTRY_PLAYBOOK)
+    variables = {"source": cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(facts),
+                 "destination": {"url": info.source_proxy_url, "prefix": prefix, "username": "$oauthtoken", "password": info.api_key}}
+    vars_file = base / "vars.json"  # the password goes in a file, not on a command line
+    vars_file.write_text(json.dumps(variables))
+    vars_file.chmod(0o600)
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-e", f"@{vars_file}"]
+    env = _module_env(info, work, collections)
+    record = base / "facts" / ".ngc_mirror.fact.uploads"
+
+    def confirmed() -> int:
+        try:
+            return max([e["offset"] for e in json.loads(record.read_text())["uploads"].values()] or [0])
+        except (OSError, ValueError):
+            return 0
+
+    cdn.reset()
+    cdn.settings(bandwidth=args.bandwidth, latency=args.latency)
+    requests.delete(f"{info.source_proxy_url}/_testbed/stats", timeout=10).raise_for_status()
+    outcome: dict[str, Any] = {"layer_bytes": size}
+    try:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = started + 600
+        while time.monotonic() < deadline and proc.poll() is None and confirmed() < size // 2:
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the mirror ended (exit {proc.returncode}) before the registry held half the layer")
+        _kill_module(proc, facts.parent / "ngc_mirror.fact.lock")
+        outcome["cut_seconds"] = round(time.monotonic() - started, 2)
+        time.sleep(1)  # the registry finishes reading what was in flight
+        held = confirmed()
+        outcome.update(held_bytes=held, cut_sent_bytes=_patched_bytes(info, prefix), cut_served_bytes=_counted(cdn, big.layer_digest)["bytes"])
+        cdn.reset()
+        cdn.settings(bandwidth=args.bandwidth, latency=args.latency)
+        requests.delete(f"{info.source_proxy_url}/_testbed/stats", timeout=10).raise_for_status()
+        outcome["rerun_seconds"] = round(_timed_export(argv, env), 2)
+        sent, served = _patched_bytes(info, prefix), _counted(cdn, big.layer_digest)
+        authfile = write_authfile(base / "auth.json", info)  # skopeo judges: the registry's manifest bytes
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", str(authfile),
+                              f"docker://{info.source_proxy_host}/{prefix}/{big.repository}:{big.tag}"], capture_output=True, check=True).stdout
+        if "sha256:" + hashlib.sha256(raw).hexdigest() != big.digest:
+            raise RuntimeError("the registry's copy does not have the source's digest")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    outcome.update(held_fraction=round(held / size, 3), rerun_sent_bytes=sent, rerun_sent_fraction=round(sent / size, 3),
+                   rerun_sent_beyond_rest=round((sent - (size - held)) / size, 3), rerun_served_bytes=served["bytes"],
+                   rerun_served_fraction=round(served["bytes"] / size, 3))
+    return outcome
+
+
 CASES: dict[str, Callable[..., dict[str, Any]]] = {
     "module": case_module, "module, 1 MiB": case_module_small, "blob reader": case_client, "single stream": case_stream,
     "skopeo": case_skopeo,
@@ -329,6 +418,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             best = min(rounds, key=lambda r: r["rerun_served_fraction"])
             report["resume"] = {"best": best, "all": rounds, "aim_served_fraction": RESUME_AIM,
                                 "check": "ok" if best["rerun_served_fraction"] <= RESUME_AIM else "MISSED"}
+            uploads = [resume_registry_round(info, cdn, big, work, args.collections.resolve(), args, r) for r in range(max(1, args.rounds))]
+            best = min(uploads, key=lambda r: r["rerun_sent_beyond_rest"])
+            report["resume_registry"] = {"best": best, "all": uploads, "aim_sent_beyond_rest": RESUME_SENT_AIM,
+                                         "check": "ok" if best["rerun_sent_beyond_rest"] <= RESUME_SENT_AIM else "MISSED"}
     finally:
         cdn.reset()
         if own:
@@ -384,6 +477,16 @@ def _print(report: dict[str, Any]) -> None:
         print(f"  re-run: {best['rerun_seconds']:.2f}s ({best['rerun_over_full']:.2f}x the uncut run), "
               f"{best['rerun_served_bytes'] / mib:.1f} MiB served = {best['rerun_served_fraction']:.1%} of the layer "
               f"(aim at most {RESUME_AIM:.0%}: {report['resume']['check']}), {best['rerun_requests']} requests; the blob hashes to its digest")
+    if "resume_registry" in report:
+        best = report["resume_registry"]["best"]
+        mib = 2**20
+        print(f"a mirror to a registry killed half-way and run again: {best['layer_bytes'] / mib:.0f} MiB layer, {per_connection}")
+        print(f"  cut run: killed after {best['cut_seconds']:.2f}s, the registry held {best['held_bytes'] / mib:.1f} MiB "
+              f"({best['held_fraction']:.1%}); {best['cut_sent_bytes'] / mib:.1f} MiB sent, {best['cut_served_bytes'] / mib:.1f} MiB served")
+        print(f"  re-run: {best['rerun_seconds']:.2f}s, {best['rerun_sent_bytes'] / mib:.1f} MiB sent = {best['rerun_sent_fraction']:.1%} "
+              f"of the layer ({best['rerun_sent_beyond_rest']:.1%} beyond the rest; aim at most {RESUME_SENT_AIM:.0%}: "
+              f"{report['resume_registry']['check']}), {best['rerun_served_bytes'] / mib:.1f} MiB served "
+              f"= {best['rerun_served_fraction']:.1%}; the registry's manifest has the source's digest")
 
 
 def main() -> int:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -145,15 +147,17 @@ def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible:
     """kill -9 once the registry holds half the big layer (its session recorded beside the facts file, distribution's
     own upload data that long): the next run asks the registry where the session stands, fetches only the rest from
     the CDN and sends only the rest; skopeo reads the source's manifest digest and the blob the registry stored hashes
-    to its name. Into the open registry, and into the token-auth one with tokens that expire between two pieces (the
-    registry's 401 on a PATCH is answered by a new token and the same piece, and the next run starts with none)."""
+    to its name. Into the open registry, and into the token-auth one (through the counting proxy: the bytes the next
+    run sends are the rest, under 10% of the layer more) with tokens that expire between two pieces (the registry's 401
+    on a PATCH is answered by a new token and the same piece, and the next run starts with none)."""
     fresh_cdn.settings(bandwidth=2_000_000)  # about 8 MB/s over 4 connections: a 32 MiB piece every 4 s
     destination: dict[str, Any] = {"url": testbed.open_registry_url, "prefix": ns}
     host, data = testbed.open_registry_host, Path(testbed.workdir) / "registry-open" / "data" / "docker" / "registry" / "v2"
     if kind == "token":
         faults.ngc(token_lifetime=2)
-        destination = {"url": testbed.source_registry_url, "prefix": ns, "username": "$oauthtoken", "password": testbed.api_key}
-        host, data = testbed.source_registry_host, Path(testbed.workdir) / "registry-token" / "data" / "docker" / "registry" / "v2"
+        faults.registry(rewrite_expired_realm=False)  # the proxy only counts: the registry's own realm renews its tokens
+        destination = {"url": testbed.source_proxy_url, "prefix": ns, "username": "$oauthtoken", "password": testbed.api_key}
+        host, data = testbed.source_proxy_host, Path(testbed.workdir) / "registry-token" / "data" / "docker" / "registry" / "v2"
     playbook = tmp_path / "mirror.yml"
     playbook.write_text(MIRROR_PLAYBOOK)
     variables = {"source": fresh_cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
@@ -192,10 +196,14 @@ def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible:
     assert received() == [held]  # the registry holds exactly what the record says: the session can be continued
     assert testbed.api_key not in record.read_text()  # the session's URL is kept, no credentials
     fresh_cdn.reset()
+    before = len(faults.stats("registry")["requests"])  # the requests of the first run (the proxy keeps the last 2000)
     again = ansible.playbook(playbook, variables, env={"NGC_API_KEY": testbed.api_key})
     assert again.rc == 0 and [i["status"] for i in again.result["images"]] == ["copied"], again.stdout + again.stderr
     fetched = served(downloads(fresh_cdn, big))
     assert fetched <= big.layer_size - held + 2 * PART, (fetched, held, big.layer_size)  # the rest, not the whole layer
+    if kind == "token":  # and only the rest was sent to the registry
+        sent = sum(r["bytes"] for r in faults.stats("registry")["requests"][before:] if r["method"] == "PATCH" and f"/{ns}/" in r["path"])
+        assert big.layer_size - held <= sent <= big.layer_size - held + big.layer_size // 10, (sent, held, big.layer_size)
     raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", str(testbed_authfile),
                           f"docker://{host}/{ns}/{big.repository}:{big.tag}"], capture_output=True, check=True).stdout
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == big.digest
@@ -374,3 +382,176 @@ def test_a_destination_registry_away_for_seven_seconds_mid_upload_costs_nothing(
         if site.proc is not None and site.proc.poll() is None:
             site.proc.kill()
             site.proc.wait()
+
+
+def export_bundle(ansible: Any, testbed: Any, cdn: Cdn, image: BigImage, tmp_path: Path) -> Path:
+    """A bundle of ``image`` exported from the CDN stand-in at full speed (the connected side's run)."""
+    bundle = tmp_path / "bundle"
+    args = {"registry_url": cdn.url, "images": [f"{image.repository}:{image.tag}"], "facts_file": str(tmp_path / "export.fact"),
+            "bundle": {"dir": str(bundle)}}
+    run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
+    assert run.rc == 0, run.stdout + run.stderr
+    return bundle
+
+
+def module_pid(proc: subprocess.Popen[Any], lock: Path) -> int:
+    """The pid of the module a run started (it names itself in the facts file's lock)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            return int(lock.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            time.sleep(0.01)
+    raise AssertionError("the run ended or never took its lock")
+
+
+def held_still_once(pid: int, reached: Any) -> None:
+    """Let the module run in slices of 20 ms (SIGCONT, a moment, SIGSTOP) until ``reached()`` holds while it stands
+    still: a local copy that takes a second at full speed is caught half way. SIGKILL ends it stopped."""
+    deadline = time.monotonic() + 120
+    os.kill(pid, signal.SIGSTOP)
+    while not reached():
+        assert time.monotonic() < deadline and Path(f"/proc/{pid}").exists(), "the run ended before it could be cut off"
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+        os.kill(pid, signal.SIGSTOP)
+
+
+@pytest.mark.parametrize("kind", ["enroot", "apptainer"])
+def test_a_cache_write_from_a_bundle_killed_half_way_is_continued_from_its_kept_bytes(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, big_tar: BigImage, tmp_path: Path, kind: str) -> None:
+    """kill -9 half way through the big layer of an import from a bundle into an enroot or Apptainer cache: the
+    layer's bytes stay in the cache's .resume file, and the next run reads only the rest from the bundle (its kept
+    bytes are compared with the bundle's, not thrown away); the image is whole (unsquashfs, siftool)."""
+    bundle = export_bundle(ansible, testbed, fresh_cdn, big_tar, tmp_path)
+    out = tmp_path / kind
+    facts = tmp_path / "facts" / "ngc_mirror.fact"
+    facts.parent.mkdir()
+    args = {"source": "bundle", "source_dir": str(bundle), "facts_file": str(facts), kind: {"dir": str(out)}}
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
+    proc = subprocess.Popen(argv, env=ansible.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    kept = kept_file(kind, big_tar, out)
+    lock = facts.parent / "ngc_mirror.fact.lock"
+    held_still_once(module_pid(proc, lock), lambda: kept.exists() and kept.stat().st_size >= big_tar.layer_size // 2)
+    kill_run(proc, lock)
+    held = kept.stat().st_size
+    assert big_tar.layer_size // 2 <= held < big_tar.layer_size
+    run = ansible.module("ngc_image_mirror", args)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert [i["status"] for i in run.result["images"]] == ["copied"], run.result
+    assert run.result["bytes_reused"] >= held  # the kept bytes were used...
+    assert run.result["bytes_transferred"] <= big_tar.layer_size - held + big_tar.layer_size // 10  # ...and only the rest read
+    judge(kind, big_tar, out)
+    assert not kept.exists()
+    assert not [p for p in out.rglob(".*") if p.is_file()]  # nothing left behind
+    assert not [p.name for p in facts.parent.iterdir() if ".upload" in p.name or ".partial-" in p.name]
+
+
+IMPORT_PLAYBOOK = """\
+- name: Import the bundle
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Import
+      airgap.ngc.ngc_image_mirror:
+        source: bundle
+        source_dir: "{{ bundle }}"
+        facts_file: "{{ facts_file }}"
+        registry: "{{ destination }}"
+"""
+
+
+@dataclass
+class KilledImport:
+    """An import from a bundle into the site registry, killed with the first piece of the big layer in an intact session."""
+
+    playbook: Path
+    variables: dict[str, Any]
+    bundle: Path
+    held: int  # bytes the registry holds in the session
+    data: Path  # the registry's storage (v2)
+    uploads: Path  # its upload sessions of the repository
+    facts: Path
+
+
+def import_killed_after_one_piece(ansible: Any, testbed: Any, cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> KilledImport:
+    """The import goes through the counting proxy, which refuses every PATCH after the first (503): the run waits to
+    send the second piece again, and is killed -9 meanwhile. The registry then holds the first piece, as recorded."""
+    bundle = export_bundle(ansible, testbed, cdn, big, tmp_path)
+    data = Path(testbed.workdir) / "registry-token" / "data" / "docker" / "registry" / "v2"
+    uploads = data / "repositories" / ns / big.repository / "_uploads"
+    facts = tmp_path / "facts" / "ngc_mirror.fact"
+    facts.parent.mkdir()
+    record = facts.parent / ".ngc_mirror.fact.uploads"
+    playbook = tmp_path / "import.yml"
+    playbook.write_text(IMPORT_PLAYBOOK)
+    variables = {"bundle": str(bundle), "facts_file": str(facts),
+                 "destination": {"url": testbed.source_proxy_url, "prefix": ns, "username": "$oauthtoken", "password": testbed.api_key}}
+    vars_file = tmp_path / "vars.json"  # the password goes in a file, not on a command line
+    vars_file.write_text(json.dumps(variables))
+    vars_file.chmod(0o600)
+    faults.registry(status=503, method="PATCH", path_contains=f"/{ns}/", count=None, after=1)
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-e", f"@{vars_file}"]
+    proc = subprocess.Popen(argv, env=ansible.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def confirmed() -> int:
+        try:
+            return max([e["offset"] for e in json.loads(record.read_text())["uploads"].values()] or [0])
+        except (OSError, ValueError):
+            return 0
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (faults.stats("registry")["faults_served"] and confirmed()):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the import ended before it could be cut off"
+    kill_run(proc, facts.parent / "ngc_mirror.fact.lock")
+    held = confirmed()
+    assert 0 < held < big.layer_size and session_bytes(uploads) == [held]  # an intact session holds the first piece
+    faults.reset()
+    return KilledImport(playbook, variables, bundle, held, data, uploads, facts)
+
+
+def session_bytes(uploads: Path) -> list[int]:
+    """What distribution holds of each open upload session of a repository (a cancelled one keeps an empty directory)."""
+    return [(d / "data").stat().st_size for d in uploads.iterdir() if (d / "startedat").exists()] if uploads.is_dir() else []
+
+
+def nothing_left(killed: KilledImport) -> None:
+    """No upload session open in the registry, no sessions record, spool or temporary file beside the facts file."""
+    assert session_bytes(killed.uploads) == [], "an upload session was left in the registry"
+    assert not [p.name for p in killed.facts.parent.iterdir() if ".upload" in p.name or ".partial-" in p.name]
+
+
+def test_a_registry_upload_from_a_bundle_killed_half_way_is_continued(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
+    """The next run continues the session the killed import left: the bytes it sends (counted at the proxy) are the
+    rest of the layer, under 10% of it more; the layer the registry stored is whole, and nothing is left behind."""
+    killed = import_killed_after_one_piece(ansible, testbed, fresh_cdn, faults, big, tmp_path, ns)
+    again = ansible.playbook(killed.playbook, killed.variables)
+    assert again.rc == 0 and [i["status"] for i in again.result["images"]] == ["copied"], again.stdout + again.stderr
+    sent = sum(r["bytes"] for r in faults.stats("registry")["requests"] if r["method"] == "PATCH" and f"/{ns}/" in r["path"])
+    held = killed.held
+    assert big.layer_size - held <= sent <= big.layer_size - held + big.layer_size // 10, (sent, held, big.layer_size)
+    hexdigest = big.layer_digest.split(":", 1)[1]
+    stored = killed.data / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+    assert "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest() == big.layer_digest
+    assert (killed.data / "repositories" / ns / big.repository / "_layers" / "sha256" / hexdigest / "link").exists()  # committed there
+    nothing_left(killed)
+
+
+def test_a_damaged_bundle_blob_after_a_kill_cancels_the_kept_session(
+        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
+    """The bundle's copy of the layer is damaged after the bytes the registry holds, before the next run: that run
+    fails the image naming the damaged file, and the session it continued is cancelled at the registry (nothing of a
+    blob that did not hash to its digest is kept), with no record or spool left."""
+    killed = import_killed_after_one_piece(ansible, testbed, fresh_cdn, faults, big, tmp_path, ns)
+    blob = killed.bundle / "blobs" / "sha256" / big.layer_digest.split(":", 1)[1]
+    with open(blob, "r+b") as handle:
+        handle.seek(killed.held + 1000)
+        byte = handle.read(1)
+        handle.seek(killed.held + 1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    again = ansible.playbook(killed.playbook, killed.variables)
+    assert again.rc != 0 and [i["status"] for i in again.result["images"]] == ["failed"], again.stdout + again.stderr
+    assert big.layer_digest in again.result["images"][0]["message"], again.result["images"][0]
+    nothing_left(killed)

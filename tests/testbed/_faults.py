@@ -10,7 +10,7 @@ Control API (same on both servers, never faulted or counted itself):
   hits, default 1, ``null`` for unlimited), ``retry_after`` (seconds, sent as ``Retry-After``),
   ``path_prefix`` (default ``/``), ``path_contains``, ``method`` (default any), ``delay``
   (seconds to sleep before answering), ``abort_after_bytes`` (proxy only: forward that many
-  body bytes, then drop the connection). Setting keys change behaviour until reset:
+  body bytes, then drop the connection), ``after`` (the first that many matching requests pass untouched). Setting keys change behaviour until reset:
   ``token_lifetime`` (seconds; NGC and registry tokens), ``anonymous_pull`` (NGC stand-in:
   registry tokens without credentials), ``revoke_ngc_tokens`` (NGC stand-in: the catalog API
   refuses every bearer token), ``deny_catalog`` (NGC stand-in: registry tokens never grant
@@ -39,6 +39,7 @@ class FaultRule:
     method: str = ""
     delay: float = 0.0
     abort_after_bytes: int | None = None
+    after: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.count is not None and self.count <= 0:
@@ -107,6 +108,9 @@ class FaultBook:
         with self._lock:
             for rule in self._rules:
                 if rule.matches(method, path):
+                    if rule.after > 0:
+                        rule.after -= 1
+                        continue
                     if rule.count is not None:
                         rule.count -= 1
                     return FaultRule(**asdict(rule))
@@ -136,12 +140,12 @@ class RequestStats:
         with self._lock:
             self._reset_locked()
 
-    def record(self, method: str, path: str, status: int, fault: bool) -> None:
+    def record(self, method: str, path: str, status: int, fault: bool, received: int = 0) -> None:
         with self._lock:
             self._paths[path] += 1
             self._statuses[str(status)] += 1
             self._faults += int(fault)
-            self._recent.append({"method": method, "path": path, "status": status, "fault": fault})
+            self._recent.append({"method": method, "path": path, "status": status, "fault": fault, "bytes": received})
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

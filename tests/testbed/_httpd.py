@@ -50,6 +50,7 @@ class TestbedHandler(BaseHTTPRequestHandler):
     server: TestbedServer
     _status = 0
     _fault = False
+    _received = 0  # request body bytes read
 
     def log_message(self, format: str, *args: Any) -> None:  # pylint: disable=redefined-builtin
         """Quiet: the stats endpoint is the request log."""
@@ -61,6 +62,7 @@ class TestbedHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         self._status = 0
         self._fault = False
+        self._received = 0
         url = urlsplit(self.path)
         if url.path.startswith(CONTROL_PREFIX):
             self._control(url.path)
@@ -76,7 +78,7 @@ class TestbedHandler(BaseHTTPRequestHandler):
             else:
                 self.handle_request(url, rule)
         finally:
-            self.server.stats.record(self.command, url.path, self._status, self._fault)
+            self.server.stats.record(self.command, url.path, self._status, self._fault, self._received)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
@@ -142,6 +144,7 @@ class TestbedHandler(BaseHTTPRequestHandler):
             if not piece:
                 raise ConnectionError("client closed the connection mid-body")
             remaining -= len(piece)
+            self._received += len(piece)
             yield piece
 
     def _iter_chunked(self) -> Iterator[bytes]:
@@ -157,6 +160,7 @@ class TestbedHandler(BaseHTTPRequestHandler):
                 if not piece:
                     raise ConnectionError("client closed the connection mid-chunk")
                 remaining -= len(piece)
+                self._received += len(piece)
                 yield piece
             self.rfile.readline()
 

@@ -494,9 +494,10 @@ class RegistryClient(RegistryAuth):
         return response.status_code, (urljoin(response.url, location) if location else None)
 
     def _cancel_upload(self, name: str, location: str) -> None:
-        """Best effort: DELETE an upload session so the registry can free it."""
+        """Best effort: DELETE an upload session so the registry can free it (distribution wants the delete action for
+        it: a token for pull,push is refused, and the session would stay until the registry's purge)."""
         try:
-            response = self._request("DELETE", location, what=f"cancel of a blob upload to {name}", scope=self._push_scope(name),
+            response = self._request("DELETE", location, what=f"cancel of a blob upload to {name}", scope=f"repository:{name}:delete",
                                      repository=name, expected=(200, 202, 204), allow_404=True)
             response.close()
         except AirgapError:

@@ -8,6 +8,7 @@ tar stream into ``tar2sqfs``: docs/design/flattened.md.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, shorten
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import os_error
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE, platform_string
 
 WHITEOUT = ".wh."
@@ -296,6 +298,9 @@ def squash(rootfs: str, output: str, options: list[str], mkfs_time: int = 0, off
         raise AirgapError("mksquashfs was not found: install squashfs-tools for the enroot and apptainer destinations") from None
     if result.returncode != 0:
         said = result.stdout.decode("utf-8", "replace").strip().splitlines()
+        for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)):
+            if code is not None and any(os.strerror(code) in line for line in said):  # "Write failed because No space left on device"
+                raise os_error(OSError(code, os.strerror(code)), "squashing the image into", output) from None
         raise AirgapError(f"mksquashfs {' '.join(options)} failed for {output} (exit {result.returncode}): "
                           f"{shorten(' '.join(said[-3:]) or 'no output')}; check {option_name} and the free space")
 

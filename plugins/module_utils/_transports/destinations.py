@@ -184,14 +184,15 @@ class RegistryDestination(Selection):
                 return True
             return False
 
-    def open_held_blob(self, image: SourceImage, digest: str, size: int) -> Any:
+    def open_held_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Any = ()) -> Any:
         """A blob this registry holds (where an earlier import or this run put it, or in the image's own repository),
-        read back as verified chunks, for the destinations that need the bytes of a blob a delta bundle left out; None
-        if it is in neither."""
+        read back as verified chunks (from byte ``start`` on, ``held`` the bytes before it), for the destinations that
+        need the bytes of a blob a delta bundle left out; None if it is in neither."""
         target = self.reference(image).repository
         for repository in dict.fromkeys(r for r in (self.known_blobs.get(digest), target) if r):
             if (repository, digest) in self._present or self.client.head_blob(repository, digest) is not None:
-                return self.client.open_blob(repository, digest, expected_size=size)
+                part = {"start": start, "held": held} if start else {}
+                return self.client.open_blob(repository, digest, expected_size=size, **part)
         return None
 
     @property

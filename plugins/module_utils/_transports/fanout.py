@@ -318,6 +318,46 @@ def resume_point(sinks: Sequence[BlobSink], allowed: bool) -> tuple[int, Iterabl
     return 0, ()
 
 
+def continued(chunks: Iterator[bytes], start: int, held: Iterable[bytes] | None, what: str) -> Iterator[bytes]:
+    """A local source's blob from byte ``start`` on, for sinks holding the bytes before it (``resume_point``).
+
+    ``chunks`` is the source's whole blob, checked against its digest as it streams (the last chunk held back until
+    it is). Its first ``start`` bytes are read here, not passed on: reading them again costs only the local disk, and
+    keeps the source's own digest check whole. With ``held`` (a sink's kept copy of them) each kept byte is compared
+    with the source's: a kept file with other bytes raises DigestMismatchError, so nothing it kept is used. None: the
+    sinks check the digest themselves (a registry, at its final PUT)."""
+    kept = iter(held) if held is not None else None
+    pending = b""  # kept bytes read but not compared yet
+    skipped = 0
+    try:
+        for data in chunks:
+            if skipped < start:
+                take = min(len(data), start - skipped)
+                if kept is not None:
+                    view = memoryview(data)[:take]
+                    while view:
+                        if not pending:
+                            pending = next(kept, b"")
+                            if not pending:
+                                raise DigestMismatchError(f"{what}: the kept bytes end before byte {start}")
+                        size = min(len(pending), len(view))
+                        if pending[:size] != view[:size]:
+                            raise DigestMismatchError(f"{what}: the bytes kept from a run that was cut off are not the "
+                                                      f"blob's (they differ before byte {start}); it is read whole again")
+                        pending, view = pending[size:], view[size:]
+                skipped += take
+                data = data[take:]
+                if not data:
+                    continue
+            yield data
+        if skipped < start:
+            raise DigestMismatchError(f"{what}: the blob ended at byte {skipped}, before the {start} bytes kept of it")
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
 def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], open_blob: Callable[..., Any],
              local: dict[str, LocalBlob], parallel: int, totals: Totals, advance: Callable[[int], None], resumes: bool = False,
              claim: Callable[[str, int], AbstractContextManager[Any]] | None = None) -> None:

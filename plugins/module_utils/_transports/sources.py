@@ -9,7 +9,7 @@ import os
 import tarfile
 import threading
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import DIGEST, BundleReader, bundles_beside
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import MapOf, Required, schema_problem
@@ -34,7 +34,7 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures imp
     subject_of,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import ResolvedImage, Source
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, index_archive_blobs
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, continued, index_archive_blobs
 
 
 class RegistrySource(Source):
@@ -295,23 +295,26 @@ class BundleSource(Source):
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         return self.reader.manifest(digest, media_type)
 
+    resumes = True  # a blob can be read from part way (a run cut off in it is continued: ``continued``)
+
     def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
+        """The blob's verified chunks (from byte ``start`` on, ``held`` the sinks' bytes before it: ``continued``)."""
         carrier = self.reader.carrier(digest)
         if carrier is None or self.reader.holds(digest):
-            return contextlib.closing(self.reader.open_blob(digest, size))
-        return self._left_out(image, digest, size, carrier)
+            return _local(self.reader.open_blob(digest, size), start, held, f"blob {digest} in the bundle {self.name}")
+        return self._left_out(image, digest, size, carrier, start, held)
 
-    def _left_out(self, image: SourceImage, digest: str, size: int, carrier: str) -> Any:
+    def _left_out(self, image: SourceImage, digest: str, size: int, carrier: str, start: int = 0, held: Any = ()) -> Any:
         """A blob this delta bundle left out: from the earlier bundle that carried it, or another one beside it in the
         drop directory, else from where an earlier import put it (``read_also_from``); the first that holds it."""
         beside = self._bundles_beside()
-        for _name, other in [b for b in beside if b[0] == carrier] + [b for b in reversed(beside) if b[0] != carrier]:
+        for name, other in [b for b in beside if b[0] == carrier] + [b for b in reversed(beside) if b[0] != carrier]:
             if other.holds(digest, size):
-                return contextlib.closing(other.open_blob(digest, size))
+                return _local(other.open_blob(digest, size), start, held, f"blob {digest} in the bundle {name}")
         tried = []
         for holder in self._also:
             try:
-                found = holder.open_held_blob(image, digest, size)
+                found = holder.open_held_blob(image, digest, size, start, held) if start else holder.open_held_blob(image, digest, size)
             except AirgapError as exc:
                 tried.append(f"{holder.name} could not be asked ({exc})")
                 continue
@@ -349,6 +352,11 @@ class BundleSource(Source):
 
     def close(self) -> None:
         """Nothing is held open between calls."""
+
+
+def _local(chunks: Iterator[bytes], start: int, held: Any, what: str) -> Any:
+    """A local file's verified chunks as a context manager: whole, or from ``start`` on (``continued``)."""
+    return contextlib.closing(continued(chunks, start, held, what) if start else chunks)
 
 
 def _small_member(archive: tarfile.TarFile, name: str, path: str) -> Any:
@@ -444,8 +452,12 @@ class ArchiveSource(Source):
         what = f"manifest {digest} in {blob.path}"
         return parse_manifest(read_small(blob.open(), what), digest, what, media_type)
 
+    resumes = True  # a blob can be read from part way (a run cut off in it is continued: ``continued``)
+
     def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
-        return contextlib.closing(self._blob(image, digest).open())
+        """The blob's verified chunks (from byte ``start`` on, ``held`` the sinks' bytes before it: ``continued``)."""
+        blob = self._blob(image, digest)
+        return _local(blob.open(), start, held, f"blob {digest} in the archive {blob.path}")
 
     def missing(self, image: SourceImage) -> str:
         return f"there is no archive for {image.ref} in {self.dir}: mirror it to the archive directory first"

@@ -130,7 +130,10 @@ class UploadSessions:
             _remove(self.path)
             return
         document = {"schema": SCHEMA, "uploads": entries}
-        atomic_write(self.path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode("utf-8"), mode=0o600, what="upload sessions file")
+        # Not synced: a kill keeps what the kernel holds, and a record that waited for the disk (the spools' dirty pieces
+        # go first) would lag the PATCH it follows; after a crash of the machine a stale record only costs the session.
+        atomic_write(self.path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode("utf-8"), mode=0o600, what="upload sessions file",
+                     sync=False)
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -366,8 +369,8 @@ class SessionUpload(BlobSink):
         except OSError as exc:
             raise os_error(exc, "spooling blob", path) from None
         self._location, self._offset, self._full = location, start + length, None
-        _remove(path)  # before the new offset is recorded: a kill in between leaves no stale piece after it
-        self._record()
+        self._record()  # at once: the registry's URL moved on with this PATCH, the recorded one is stale until then
+        _remove(path)  # a kill before this leaves a piece the next run removes (it starts below the confirmed bytes)
 
     def _patch(self, body: Any, start: int, length: int) -> str:
         """PATCH the piece in ``body`` at ``start``; the session's new URL.

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -19,7 +21,8 @@ from ansible_collections.airgap.ngc.plugins.module_utils._transports.apptainer i
     runscript,
     sif_path,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.rootfs import squash
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.sif import DATA_DEFFILE, DATA_GENERIC_JSON, SifLayout, SifObject, arch_code, read_descriptors
 
 
@@ -110,3 +113,34 @@ def test_siftool_reads_our_sif(tmp_path: Path) -> None:
     assert "Def.FILE" in listing and "JSON.Generic" in listing and "FS (Squashfs/*System/arm64)" in listing, listing
     dumped = subprocess.run(["siftool", "dump", "2", str(path)], capture_output=True, check=True).stdout
     assert json.loads(dumped) == {}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (root and mount rights needed, else skipped); unmounted at the end."""
+    point = tmp_path / "small"
+    point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.mark.parametrize("offset", [0, 4096], ids=["enroot", "sif"])
+def test_a_full_disk_under_the_squashfs_says_disk_full_and_where(tmp_path: Path, small_disk: Path, offset: int) -> None:
+    """mksquashfs says "FATAL ERROR: Failed to write to output filesystem": the run says the disk is full, and where,
+    as every other write of the collection does (enroot's sqsh, and the SIF's partition written at its offset)."""
+    if not shutil.which("mksquashfs"):
+        pytest.skip("mksquashfs (squashfs-tools) is not installed")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "big.bin").write_bytes(os.urandom(1024 * 1024))  # does not compress: more than the filesystem holds
+    output = small_disk / ".image.partial-1"
+    with pytest.raises(AirgapError) as caught:
+        squash(str(root), str(output), ["-comp", "gzip"], offset=offset, option_name="apptainer.squash_options")
+    message = str(caught.value)
+    assert message.startswith("disk full: ") and f"no space left on the filesystem of {small_disk};" in message, message
+    assert str(output) in message and "FATAL" not in message

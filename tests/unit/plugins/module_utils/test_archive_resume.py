@@ -5,6 +5,7 @@ off in continued from its last byte, anything else cut away; the result is a val
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tarfile
@@ -17,6 +18,9 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.image_archive 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import DigestMismatchError
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import RESUME_MIN, BlobFile, kept_beside, unregister_live
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import fan_out
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import ArchiveSource
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, archive_path
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
 
 CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
 SMALL = bytes(range(256)) * 4001  # a whole blob (not a multiple of 512: padding follows it)
@@ -203,3 +207,29 @@ def test_bytes_of_a_read_that_did_not_hash_to_the_digest_are_not_kept(tmp_path: 
     first.abort()
     assert not Path(kept_beside(str(target))).exists()
     assert not Path(kept_beside(str(tmp_path / "blob"))).exists()
+
+
+def test_an_archive_source_gives_a_blob_from_part_way(tmp_path: Path) -> None:
+    """Per-tag archives as a source continue a blob a run was cut off in: the bytes before ``start`` are read from the
+    archive for its digest (compared with what a destination kept, when it offers them), the rest is given."""
+    data = bytes(range(256)) * (RESUME_MIN // 256 + 100)
+    image = SourceImage(ref=ImageReference.parse("nvcr.io/nvidia/pytorch:24.02-py3"))
+    path = Path(archive_path(str(tmp_path), image, "docker"))
+    path.parent.mkdir(parents=True)
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(b"{}"), "size": 2,
+             "annotations": {"io.containerd.image.name": str(image.ref)}}
+    index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, content in (("index.json", index), (f"blobs/sha256/{sha(data).split(':')[1]}", data)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    source = ArchiveSource(str(tmp_path))
+    assert source.resumes
+    with source.open_blob(image, sha(data), len(data), 5_000_000, None) as chunks:
+        assert b"".join(chunks) == data[5_000_000:]
+    with source.open_blob(image, sha(data), len(data), 5_000_000, iter([data[:1000], data[1000:5_000_000]])) as chunks:
+        assert b"".join(chunks) == data[5_000_000:]
+    with pytest.raises(DigestMismatchError, match="not the blob's"):
+        with source.open_blob(image, sha(data), len(data), 5_000_000, iter([data[:4_999_999] + bytes([(data[4_999_999] + 1) % 256])])) as chunks:
+            b"".join(chunks)

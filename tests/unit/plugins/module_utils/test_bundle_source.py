@@ -13,9 +13,12 @@ from typing import Any, Iterator
 
 import pytest
 
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import RESUME_MIN, BlobFile
+from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import GuardedSink, Totals, transfer
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import BundleSource
 
 REF = "nvcr.io/nvidia/pytorch:24.02-py3"
@@ -114,3 +117,83 @@ def test_a_blob_nowhere_names_the_bundle_that_carried_it(tmp_path: Path) -> None
     message = str(caught.value)
     for expected in (digest(BASE), "import bundle ngc-2026-11 first", str(tmp_path / "usb"), "registry.site.example does not hold it"):
         assert expected in message, message
+
+
+BIG = bytes(range(256)) * (RESUME_MIN // 256 + 4096)  # big enough to be kept when a run is cut off in it
+
+
+class Verifying(BlobSink):
+    """A sink that checks the digest itself (as a registry does at its final PUT) and holds ``kept`` bytes already."""
+
+    verifies_digest = True
+
+    def __init__(self, kept: int) -> None:
+        self.resume_from, self.received = kept, b""
+
+    def write(self, data: bytes) -> None:
+        self.received += data
+
+    def close(self) -> None:
+        """Nothing to commit."""
+
+    def abort(self) -> None:
+        """Nothing to free."""
+
+
+class Owner:
+    """A destination's write of one image: the first error of its sinks."""
+
+    error: BaseException | None = None
+
+
+def transfer_big(source: BundleSource, sinks: list[Any]) -> Totals:
+    """One transfer of BIG from ``source`` to ``sinks``, as the copier runs it (each sink guarded for its destination,
+    the source saying whether it can start part way); the first error of a sink is raised."""
+    image = SourceImage(ref=ImageReference.parse(REF))
+    totals, owner = Totals(), Owner()
+    guarded = [GuardedSink(owner, sink) for sink in sinks]
+    transfer({digest(BIG): len(BIG)}, lambda d, s: guarded, lambda d, s, start=0, held=(): source.open_blob(image, d, s, start, held) if start
+             else source.open_blob(image, d, s), {}, 1, totals, lambda n: None, resumes=bool(getattr(source, "resumes", False)))
+    if owner.error is not None:
+        raise owner.error
+    return totals
+
+
+def test_a_blob_a_run_was_cut_off_in_is_continued_from_a_bundle(tmp_path: Path) -> None:
+    """An enroot or Apptainer spool (a kept file) and a registry session hold the first bytes: only the rest is passed
+    on; the kept file ends whole (its kept bytes were compared with the bundle's, which hash to the digest)."""
+    write_bundle(tmp_path / "bundle", [BIG])
+    out = tmp_path / "cache"
+    out.mkdir()
+    first = BlobFile(str(out / "blob"), digest(BIG), len(BIG), keep=str(out / ".blob.resume"))
+    first.write(BIG[:5_000_000])
+    first.abort()  # cut off: the bytes stay for the next run
+    kept = BlobFile(str(out / "blob"), digest(BIG), len(BIG), keep=str(out / ".blob.resume"))
+    assert kept.resume_from == 5_000_000
+    totals = transfer_big(BundleSource(str(tmp_path / "bundle")), [kept])
+    assert (totals.reused, totals.transferred) == (5_000_000, len(BIG) - 5_000_000)
+    assert (out / "blob").read_bytes() == BIG and not (out / ".blob.resume").exists()
+    session = Verifying(3 * 1024 * 1024)
+    totals = transfer_big(BundleSource(str(tmp_path / "bundle")), [session])
+    assert session.received == BIG[3 * 1024 * 1024:] and totals.transferred == len(BIG) - 3 * 1024 * 1024
+
+
+def test_kept_bytes_that_are_not_the_blobs_are_not_used(tmp_path: Path) -> None:
+    write_bundle(tmp_path / "bundle", [BIG])
+    out = tmp_path / "cache"
+    out.mkdir()
+    (out / ".blob.resume").write_bytes(BIG[:4_000_000] + b"?" + BIG[4_000_001:5_000_000])
+    kept = BlobFile(str(out / "blob"), digest(BIG), len(BIG), keep=str(out / ".blob.resume"))
+    assert kept.resume_from == 5_000_000
+    with pytest.raises(DigestMismatchError, match="not the blob's"):
+        transfer_big(BundleSource(str(tmp_path / "bundle")), [kept])
+    assert not (out / "blob").exists() and not (out / ".blob.resume").exists()  # nothing of it kept
+
+
+def test_a_damaged_bundle_blob_fails_a_continued_read_too(tmp_path: Path) -> None:
+    write_bundle(tmp_path / "bundle", [BIG])
+    blob = tmp_path / "bundle" / "blobs" / "sha256" / digest(BIG).split(":")[1]
+    blob.write_bytes(b"X" + BIG[1:])  # damaged before the bytes the sink holds: still found
+    session = Verifying(3 * 1024 * 1024)
+    with pytest.raises(DigestMismatchError, match="damaged"):
+        transfer_big(BundleSource(str(tmp_path / "bundle")), [session])

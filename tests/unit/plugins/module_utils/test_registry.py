@@ -241,7 +241,7 @@ class TokenRegistry:
         for marker in ("/tags/list", "/manifests/", "/blobs/"):
             if marker in path:
                 name = path[len("/v2/"):path.index(marker)]
-                action = "pull" if req.method in ("GET", "HEAD") else "pull,push"
+                action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(req.method, "pull,push")  # as distribution asks
                 return f"repository:{name}:{action}"
         if path == "/v2/_catalog":
             return "registry:catalog:*"
@@ -1026,6 +1026,18 @@ def test_upload_with_token_auth_asks_for_push_scope(serve, make_client):
     make_client(server.url, username="$oauthtoken", password=PASSWORD).upload_blob("nvidia/x", sha256(BLOB), len(BLOB), chunked(BLOB))
     assert app.token_requests[0].query["scope"] == ["repository:nvidia/x:pull,push"]
     assert sha256(BLOB) in registry.stored
+
+
+def test_a_cancelled_upload_session_asks_for_the_delete_scope(serve, make_client):
+    """distribution wants the delete action for a DELETE of an upload session (pull,push is refused: the session
+    stays until the registry's purge)."""
+    server, app = start_token_registry(serve, UploadRegistry())
+    client = make_client(server.url, username="$oauthtoken", password=PASSWORD)
+    location = client.start_upload("nvidia/x")
+    client.cancel_upload("nvidia/x", location)
+    assert [r.query["scope"] for r in app.token_requests] == [["repository:nvidia/x:pull,push"], ["repository:nvidia/x:delete"]]
+    last = server.requests[-1]  # the DELETE, with the token that grants delete (the registry took it)
+    assert (last.method, last.headers.get("Authorization"), app.tokens["tok2"]) == ("DELETE", "Bearer tok2", "repository:nvidia/x:delete")
 
 
 def test_mount_blob(serve, make_client):

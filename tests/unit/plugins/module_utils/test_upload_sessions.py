@@ -125,6 +125,36 @@ def test_a_cut_off_upload_is_continued_from_what_the_registry_confirmed_and_its_
     assert not record_file.exists() and [p.name for p in tmp_path.iterdir()] == []
 
 
+class RecordWatchingRegistry(Registry):
+    """Notes, as each PATCH after the first arrives, which URL the sessions record holds: the one the registry gave for
+    the PATCH before (the record did not lag it); disk syncs are counted meanwhile."""
+
+    def __init__(self, record: Path) -> None:
+        super().__init__()
+        self.record, self.seen, self.latest = record, [], ""
+
+    def patch_upload(self, name: str, location: str, offset: int, body: Any, length: int) -> str:
+        if self.latest:
+            (entry,) = json.loads(self.record.read_text())["uploads"].values()
+            self.seen.append(entry["location"] == self.latest == location)
+        self.latest = super().patch_upload(name, location, offset, body, length)
+        return self.latest
+
+
+def test_the_record_follows_each_patch_without_waiting_for_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill right after a PATCH must find its URL recorded: the record is replaced at once, not after syncing the disk
+    (whose journal commit waits for the spools' dirty pieces: seconds on a busy disk)."""
+    registry = RecordWatchingRegistry(tmp_path / ".ngc_mirror.fact.uploads")
+    upload = sink(registry, UploadSessions(str(tmp_path / "ngc_mirror.fact")))
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[-1])
+    write(upload, DATA)
+    upload.close()
+    assert registry.blobs == {DIGEST: DATA} and registry.seen and all(registry.seen)
+    assert synced == []
+
+
 def pieces_in_order(registry: Registry) -> bool:
     """Every PATCH started where the one before ended, and together they hold the whole blob."""
     ends = [0] + [offset + length for offset, length in registry.patched]
