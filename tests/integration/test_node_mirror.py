@@ -20,11 +20,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from tests.testbed.containerd import Containerd, start_containerd
+from tests.testbed.containerd import Containerd
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "playbooks" / "node_mirror.yml"
@@ -49,15 +49,6 @@ def skopeo(*args: str, env: dict[str, str] | None = None) -> bytes:
     proc = subprocess.run(["skopeo", *args], capture_output=True, check=False, env=env)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[Containerd]:
-    started = start_containerd()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="module")
@@ -94,33 +85,33 @@ def node_vars(tmp: Path, certs: Path, config: Path, url: str, **extra: Any) -> d
 
 
 def test_containerd_and_podman_pull_nvcr_io_names_from_the_mirror_under_a_prefix(
-        ansible: Any, testbed: Any, far_side: dict[str, str], node: Containerd, tmp_path: Path) -> None:
+        ansible: Any, testbed: Any, far_side: dict[str, str], containerd_node: Containerd, tmp_path: Path) -> None:
     (tmp_path / "containers").mkdir()
     (tmp_path / "rancher" / "k3s").mkdir(parents=True)
     (tmp_path / "rancher" / "k3s" / "registries.yaml").write_text("mirrors:\n  docker.io:\n    endpoint: [\"https://hub.site\"]\n")
-    config = node.directory / "config.toml"
+    config = containerd_node.directory / "config.toml"
     before = config.read_text()
-    variables = node_vars(tmp_path, node.config_path, config, testbed.open_registry_url + "/", node_mirror_prefix=far_side["prefix"])
+    variables = node_vars(tmp_path, containerd_node.config_path, config, testbed.open_registry_url + "/", node_mirror_prefix=far_side["prefix"])
 
     check, check_changed = role(ansible, tmp_path, variables, check=True)
     assert check.rc == 0, check.stdout + check.stderr
-    assert check_changed > 0 and not list(node.config_path.iterdir()), check.stdout  # check mode writes nothing
+    assert check_changed > 0 and not list(containerd_node.config_path.iterdir()), check.stdout  # check mode writes nothing
 
     first, changed = role(ansible, tmp_path, variables)
     assert first.rc == 0, first.stdout + first.stderr
     assert changed > 0
     assert config.read_text() == before  # config_path was set there already: no drop-in, no restart
-    assert not (node.directory / "conf.d").exists()
+    assert not (containerd_node.directory / "conf.d").exists()
     assert "docker destination" in first.stdout  # this machine has a Docker engine: the role says what it cannot do
-    hosts_toml = (node.config_path / "nvcr.io" / "hosts.toml").read_text()
+    hosts_toml = (containerd_node.config_path / "nvcr.io" / "hosts.toml").read_text()
     assert 'server = "https://nvcr.io"' in hosts_toml and "override_path = true" in hosts_toml
 
     # containerd: the nvcr.io and registry.k8s.io names resolve at the far-side registry, with the source's digests.
     expected = {f"nvcr.io/{INDEX_REF}": source_digest(testbed, INDEX_REF), f"nvcr.io/{SINGLE_REF}": source_digest(testbed, SINGLE_REF),
                 f"registry.k8s.io/{K8S_REF}": source_digest(testbed, INDEX_REF)}
     for name in expected:
-        node.ctr("images", "pull", "--hosts-dir", str(node.config_path), name)
-    listed = node.images()
+        containerd_node.ctr("images", "pull", "--hosts-dir", str(containerd_node.config_path), name)
+    listed = containerd_node.images()
     assert {name: listed.get(name) for name in expected} == expected
 
     # skopeo and podman read the written registries.conf: nvcr.io/... comes from the mirror.
@@ -150,11 +141,11 @@ def test_containerd_and_podman_pull_nvcr_io_names_from_the_mirror_under_a_prefix
     assert second.rc == 0 and changed == 0, second.stdout
 
     # absent removes what the role wrote and nothing else.
-    (node.config_path / "docker.io").mkdir()
-    (node.config_path / "docker.io" / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n')
+    (containerd_node.config_path / "docker.io").mkdir()
+    (containerd_node.config_path / "docker.io" / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n')
     gone, changed = role(ansible, tmp_path, {**variables, "node_mirror_state": "absent"})
     assert gone.rc == 0 and changed > 0, gone.stdout
-    assert sorted(p.name for p in node.config_path.iterdir()) == ["docker.io"]
+    assert sorted(p.name for p in containerd_node.config_path.iterdir()) == ["docker.io"]
     assert list((tmp_path / "containers" / "registries.conf.d").iterdir()) == []
     assert (tmp_path / "rancher" / "k3s" / "registries.yaml").read_text() == "mirrors:\n  docker.io:\n    endpoint:\n    - https://hub.site\n"
     assert config.read_text() == before
@@ -163,13 +154,13 @@ def test_containerd_and_podman_pull_nvcr_io_names_from_the_mirror_under_a_prefix
 
 
 def test_containerd_without_config_path_gets_a_drop_in_and_pulls_without_a_prefix(
-        ansible: Any, testbed: Any, far_side: dict[str, str], node: Containerd, tmp_path: Path) -> None:
+        ansible: Any, testbed: Any, far_side: dict[str, str], containerd_node: Containerd, tmp_path: Path) -> None:
     del far_side  # the images are on the far side without a prefix too
     config = tmp_path / "containerd" / "config.toml"
     config.parent.mkdir()
     # The node's own config, without config_path (containerd 1.x then reads no certs.d).
     config.write_text(re.sub(r'(?m)^\[plugins\."io\.containerd\.grpc\.v1\.cri"\.registry\]\n\s*config_path = .*\n', "",
-                             (node.directory / "config.toml").read_text()))
+                             (containerd_node.directory / "config.toml").read_text()))
     assert "config_path" not in config.read_text()
     certs = tmp_path / "certs.d"
     variables = node_vars(tmp_path, certs, config, testbed.open_registry_url, node_mirror_registries=["nvcr.io"])
@@ -184,9 +175,9 @@ def test_containerd_without_config_path_gets_a_drop_in_and_pulls_without_a_prefi
     assert "override_path" not in hosts_toml and f'[host."{testbed.open_registry_url}"]' in hosts_toml
 
     name = f"nvcr.io/{SINGLE_REF}"
-    node.ctr("images", "rm", name, check=False)
-    node.ctr("images", "pull", "--hosts-dir", str(certs), name)
-    assert node.images().get(name) == source_digest(testbed, SINGLE_REF)
+    containerd_node.ctr("images", "rm", name, check=False)
+    containerd_node.ctr("images", "pull", "--hosts-dir", str(certs), name)
+    assert containerd_node.images().get(name) == source_digest(testbed, SINGLE_REF)
 
     again, changed = role(ansible, tmp_path, variables)
     assert again.rc == 0 and changed == 0, again.stdout
