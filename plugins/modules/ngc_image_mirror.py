@@ -158,7 +158,7 @@ options:
       name_as:
         description:
           - The registry host the pods name the images by, when they are read from another registry (the site registry,
-            or a bundle or archives exported from it): with V(nvcr.io), the site's
+            or a bundle or archives exported from it). With V(nvcr.io), the site's
             C(registry.site.example/nvidia/pytorch:24.01-py3) is imported as C(nvcr.io/nvidia/pytorch:24.01-py3), at the
             same digest.
           - By default an image keeps its source reference.
@@ -166,7 +166,7 @@ options:
       strip_prefix:
         description:
           - With O(containerd.name_as), the path prefix the images have on the registry they are read from (the
-            O(registry.prefix) they were mirrored under), left out of the names: with V(ngc),
+            O(registry.prefix) they were mirrored under), left out of the names. With V(ngc),
             C(registry.site.example/ngc/nvidia/pytorch:24.01-py3) becomes C(nvcr.io/nvidia/pytorch:24.01-py3).
           - An image that is not under the prefix fails, named.
         type: str
