@@ -155,6 +155,21 @@ options:
           - The containerd namespace; V(k8s.io) is the one the kubelet uses.
         type: str
         default: k8s.io
+      name_as:
+        description:
+          - The registry host the pods name the images by, when they are read from another registry (the site registry,
+            or a bundle or archives exported from it). With V(nvcr.io), the site's
+            C(registry.site.example/nvidia/pytorch:24.01-py3) is imported as C(nvcr.io/nvidia/pytorch:24.01-py3), at the
+            same digest.
+          - By default an image keeps its source reference.
+        type: str
+      strip_prefix:
+        description:
+          - With O(containerd.name_as), the path prefix the images have on the registry they are read from (the
+            O(registry.prefix) they were mirrored under), left out of the names. With V(ngc),
+            C(registry.site.example/ngc/nvidia/pytorch:24.01-py3) becomes C(nvcr.io/nvidia/pytorch:24.01-py3).
+          - An image that is not under the prefix fails, named.
+        type: str
   source:
     description:
       - Where the images are read from. V(registry) is O(registry_url) (the connected side).
@@ -482,6 +497,16 @@ EXAMPLES = r"""
     containerd:
       address: /run/containerd/containerd.sock
       namespace: k8s.io
+
+- name: Pre-load a Kubernetes node from the site registry, under the names its pods use (nvcr.io/nvidia/...)
+  airgap.ngc.ngc_image_mirror:
+    registry_url: https://registry.site.example:5000
+    images:
+      - ngc/nvidia/pytorch:24.01-py3
+      - ngc/nvidia/cuda:12.2.0-base-ubuntu22.04
+    containerd:
+      name_as: nvcr.io
+      strip_prefix: ngc
 """
 
 RETURN = r"""
@@ -645,6 +670,8 @@ def main() -> None:
         containerd=dict(type="dict", options=dict(
             address=dict(type="path", default="/run/containerd/containerd.sock"),
             namespace=dict(type="str", default="k8s.io"),
+            name_as=dict(type="str"),
+            strip_prefix=dict(type="str"),
         )),
         offline=dict(type="bool", default=False),
         source=dict(type="str", choices=["registry", "bundle", "archive"], default="registry"),

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from tests.integration._carried import export_bundle, full, own_layer
 from tests.integration.test_image_mirror import raw_digest, seeded
 
 EXPORT = ["nvidia/pytorch:24.01-py3", "nvidia/pytorch:24.02-py3", "nvidia/cuda:12.2.0-base-ubuntu22.04"]
@@ -33,25 +34,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 
 @pytest.fixture(scope="module")
 def exported(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("hostile-export")
-    bundle = base / "bundle"
-    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": EXPORT, "bundle": {"dir": str(bundle)},
-                                              "facts_file": str(base / "mirror.fact")}, api_key=testbed.api_key)
-    assert run.rc == 0, run.stdout
-    return bundle
-
-
-def full(testbed: Any, ref: str) -> str:
-    return f"{testbed.source_registry_host}/{ref}"
-
-
-def own_layer(testbed: Any, ref: str) -> str:
-    """The path of a layer of ``ref`` that no other exported image has."""
-    source = seeded(testbed)
-    others = {d for other in EXPORT if other != ref for d in source[other]["layer_digests"] + source[other]["config_digests"]}
-    own = [d for d in source[ref]["layer_digests"] if d not in others]
-    assert own, ref
-    return "blobs/sha256/" + own[-1].split(":", 1)[1]
+    return export_bundle(ansible, testbed, EXPORT, tmp_path_factory.mktemp("hostile-export"))
 
 
 def edit(path: Path, change: Callable[[Any], Any]) -> None:
@@ -90,15 +73,15 @@ def test_hostile_bundles_fail_the_images_they_concern_and_verify_agrees(ansible:
         return carried
 
     carried = variant("link", {cuda}, "is a symbolic link")
-    layer = carried / own_layer(testbed, EXPORT[2])
+    layer = carried / own_layer(testbed, EXPORT, EXPORT[2])
     shutil.copy(layer, outside / "copy")  # the right bytes, but outside the bundle
     layer.unlink()
     layer.symlink_to(outside / "copy")
     carried = variant("fifo", {pytorch2}, "is a FIFO")
-    (carried / own_layer(testbed, EXPORT[1])).unlink()
-    os.mkfifo(carried / own_layer(testbed, EXPORT[1]))
+    (carried / own_layer(testbed, EXPORT, EXPORT[1])).unlink()
+    os.mkfifo(carried / own_layer(testbed, EXPORT, EXPORT[1]))
     carried = variant("part", {cuda}, "not a plain name inside a volume")
-    edit(carried / "contents.json", lambda c: c["files"][own_layer(testbed, EXPORT[2])].update(
+    edit(carried / "contents.json", lambda c: c["files"][own_layer(testbed, EXPORT, EXPORT[2])].update(
         parts=[{"volume": 1, "path": f"../../../{os.path.relpath(victim, carried)}", "size": victim.stat().st_size}]))
     carried = variant("tampered", {pytorch1}, "the index was changed")
 

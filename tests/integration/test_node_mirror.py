@@ -20,11 +20,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+import yaml
 
-from tests.testbed.containerd import Containerd, start_containerd
+from tests.testbed.containerd import Containerd
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "playbooks" / "node_mirror.yml"
@@ -52,15 +53,6 @@ def skopeo(*args: str, env: dict[str, str] | None = None) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[Containerd]:
-    started = start_containerd()
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-@pytest.fixture(scope="module")
 def far_side(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The images on the far-side registry: under a prefix of this module's own, and without a prefix."""
     base = tmp_path_factory.mktemp("far-side")
@@ -76,13 +68,15 @@ def far_side(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactor
     return {"prefix": prefix}
 
 
-def role(ansible: Any, tmp: Path, variables: dict[str, Any], check: bool = False) -> tuple[Any, int]:
-    """Run playbooks/node_mirror.yml on this machine (node1); the run and its number of changed tasks (from the recap)."""
+def role(ansible: Any, tmp: Path, variables: dict[str, Any], check: bool = False, diff: bool = False) -> tuple[Any, int]:
+    """Run playbooks/node_mirror.yml on this machine (node1), with --diff if asked; the run and its number of changed
+    tasks (from the recap)."""
     inventory = tmp / "hosts.yml"
     inventory.write_text(f"k8s_nodes:\n  hosts:\n    node1:\n      ansible_connection: local\n"
                          f"      ansible_python_interpreter: {sys.executable}\n")
     run = ansible.playbook(PLAYBOOK, {"node_mirror_become": False, **variables}, check=check,
-                           env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_INVENTORY": str(inventory)})
+                           env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_INVENTORY": str(inventory),
+                                "ANSIBLE_DIFF_ALWAYS": "true" if diff else "false"})
     found = re.search(r"node1\s*:\s*ok=\d+\s+changed=(\d+)", run.stdout)
     return run, int(found.group(1)) if found else -1
 
@@ -94,33 +88,39 @@ def node_vars(tmp: Path, certs: Path, config: Path, url: str, **extra: Any) -> d
 
 
 def test_containerd_and_podman_pull_nvcr_io_names_from_the_mirror_under_a_prefix(
-        ansible: Any, testbed: Any, far_side: dict[str, str], node: Containerd, tmp_path: Path) -> None:
+        ansible: Any, testbed: Any, far_side: dict[str, str], containerd_node: Containerd, tmp_path: Path) -> None:
     (tmp_path / "containers").mkdir()
     (tmp_path / "rancher" / "k3s").mkdir(parents=True)
     (tmp_path / "rancher" / "k3s" / "registries.yaml").write_text("mirrors:\n  docker.io:\n    endpoint: [\"https://hub.site\"]\n")
-    config = node.directory / "config.toml"
+    (tmp_path / "rancher" / "rke2").mkdir()  # an RKE2 node that has no registries.yaml yet
+    config = containerd_node.directory / "config.toml"
     before = config.read_text()
-    variables = node_vars(tmp_path, node.config_path, config, testbed.open_registry_url + "/", node_mirror_prefix=far_side["prefix"])
+    variables = node_vars(tmp_path, containerd_node.config_path, config, testbed.open_registry_url + "/", node_mirror_prefix=far_side["prefix"])
 
-    check, check_changed = role(ansible, tmp_path, variables, check=True)
+    check, check_changed = role(ansible, tmp_path, variables, check=True, diff=True)
     assert check.rc == 0, check.stdout + check.stderr
-    assert check_changed > 0 and not list(node.config_path.iterdir()), check.stdout  # check mode writes nothing
+    assert check_changed > 0 and not list(containerd_node.config_path.iterdir()), check.stdout  # check mode writes nothing
+    assert not (tmp_path / "containers" / "registries.conf.d").exists() and not (tmp_path / "rancher" / "rke2" / "registries.yaml").exists()
+    # --diff shows what would be written: each file's lines that name the mirror.
+    for line in [f'+[host."{testbed.open_registry_url}/v2/{far_side["prefix"]}"]', '+server = "https://registry.k8s.io"',
+                 f'+location = "{testbed.open_registry_host}/{far_side["prefix"]}"', f"+    - {testbed.open_registry_url}"]:
+        assert line in check.stdout, line
 
     first, changed = role(ansible, tmp_path, variables)
     assert first.rc == 0, first.stdout + first.stderr
     assert changed > 0
     assert config.read_text() == before  # config_path was set there already: no drop-in, no restart
-    assert not (node.directory / "conf.d").exists()
+    assert not (containerd_node.directory / "conf.d").exists()
     assert "docker destination" in first.stdout  # this machine has a Docker engine: the role says what it cannot do
-    hosts_toml = (node.config_path / "nvcr.io" / "hosts.toml").read_text()
+    hosts_toml = (containerd_node.config_path / "nvcr.io" / "hosts.toml").read_text()
     assert 'server = "https://nvcr.io"' in hosts_toml and "override_path = true" in hosts_toml
 
     # containerd: the nvcr.io and registry.k8s.io names resolve at the far-side registry, with the source's digests.
     expected = {f"nvcr.io/{INDEX_REF}": source_digest(testbed, INDEX_REF), f"nvcr.io/{SINGLE_REF}": source_digest(testbed, SINGLE_REF),
                 f"registry.k8s.io/{K8S_REF}": source_digest(testbed, INDEX_REF)}
     for name in expected:
-        node.ctr("images", "pull", "--hosts-dir", str(node.config_path), name)
-    listed = node.images()
+        containerd_node.ctr("images", "pull", "--hosts-dir", str(containerd_node.config_path), name)
+    listed = containerd_node.images()
     assert {name: listed.get(name) for name in expected} == expected
 
     # skopeo and podman read the written registries.conf: nvcr.io/... comes from the mirror.
@@ -142,62 +142,127 @@ def test_containerd_and_podman_pull_nvcr_io_names_from_the_mirror_under_a_prefix
         shutil.rmtree(store, ignore_errors=True)
     assert digest == expected[f"nvcr.io/{SINGLE_REF}"]
 
-    # k3s: its registries.yaml gains the role's entries and keeps the operator's.
-    k3s = (tmp_path / "rancher" / "k3s" / "registries.yaml").read_text()
-    assert "hub.site" in k3s and f"{far_side['prefix']}/$1" in k3s and "nvcr.io:" in k3s
+    # k3s and RKE2: registries.yaml has the role's mirrors (every path rewritten under the prefix, as k3s documents
+    # rewrite) beside the operator's own entry, which stays; RKE2's file is new.
+    mirror = {"endpoint": [testbed.open_registry_url], "rewrite": {"^(.*)$": f"{far_side['prefix']}/$1"}}
+    ours = {"nvcr.io": mirror, "registry.k8s.io": mirror}
+    assert yaml.safe_load((tmp_path / "rancher" / "k3s" / "registries.yaml").read_text()) == {
+        "mirrors": {"docker.io": {"endpoint": ["https://hub.site"]}, **ours}}
+    assert yaml.safe_load((tmp_path / "rancher" / "rke2" / "registries.yaml").read_text()) == {"mirrors": ours}
 
     second, changed = role(ansible, tmp_path, variables)
     assert second.rc == 0 and changed == 0, second.stdout
 
     # absent removes what the role wrote and nothing else.
-    (node.config_path / "docker.io").mkdir()
-    (node.config_path / "docker.io" / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n')
+    (containerd_node.config_path / "docker.io").mkdir()
+    (containerd_node.config_path / "docker.io" / "hosts.toml").write_text('server = "https://registry-1.docker.io"\n')
     gone, changed = role(ansible, tmp_path, {**variables, "node_mirror_state": "absent"})
     assert gone.rc == 0 and changed > 0, gone.stdout
-    assert sorted(p.name for p in node.config_path.iterdir()) == ["docker.io"]
+    assert sorted(p.name for p in containerd_node.config_path.iterdir()) == ["docker.io"]
     assert list((tmp_path / "containers" / "registries.conf.d").iterdir()) == []
     assert (tmp_path / "rancher" / "k3s" / "registries.yaml").read_text() == "mirrors:\n  docker.io:\n    endpoint:\n    - https://hub.site\n"
+    assert not (tmp_path / "rancher" / "rke2" / "registries.yaml").exists()
     assert config.read_text() == before
     again, changed = role(ansible, tmp_path, {**variables, "node_mirror_state": "absent"})
     assert again.rc == 0 and changed == 0, again.stdout
 
 
-def test_containerd_without_config_path_gets_a_drop_in_and_pulls_without_a_prefix(
-        ansible: Any, testbed: Any, far_side: dict[str, str], node: Containerd, tmp_path: Path) -> None:
+def dump(config: Path) -> str:
+    """``containerd config dump``: the configuration containerd reads from config (its imports merged in)."""
+    return subprocess.run(["containerd", "--config", str(config), "config", "dump"], capture_output=True, text=True, check=True).stdout
+
+
+# What a GPU node's config.toml holds beside the registry (the sandbox image; the NVIDIA container toolkit's runtime):
+# setting config_path must keep it.
+SANDBOX = '  sandbox_image = "registry.k8s.io/pause:3.10"\n'
+RUNTIME = """
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]
+    BinaryName = "/usr/bin/nvidia-container-runtime"
+"""
+CRI = '[plugins."io.containerd.grpc.v1.cri"]\n'
+
+
+def assert_cri_kept(text: str) -> None:
+    assert 'sandbox_image = "registry.k8s.io/pause:3.10"' in text and 'BinaryName = "/usr/bin/nvidia-container-runtime"' in text
+
+
+def test_containerd_without_config_path_gets_it_keeps_its_cri_settings_and_pulls_without_a_prefix(
+        ansible: Any, testbed: Any, far_side: dict[str, str], containerd_node: Containerd, tmp_path: Path) -> None:
     del far_side  # the images are on the far side without a prefix too
     config = tmp_path / "containerd" / "config.toml"
     config.parent.mkdir()
-    # The node's own config, without config_path (containerd 1.x then reads no certs.d).
-    config.write_text(re.sub(r'(?m)^\[plugins\."io\.containerd\.grpc\.v1\.cri"\.registry\]\n\s*config_path = .*\n', "",
-                             (node.directory / "config.toml").read_text()))
-    assert "config_path" not in config.read_text()
+    # The node's own config, without config_path (containerd 1.x then reads no certs.d), with a GPU node's CRI settings.
+    original = re.sub(r'(?m)^\[plugins\."io\.containerd\.grpc\.v1\.cri"\.registry\]\n\s*config_path = .*\n', "",
+                      (containerd_node.directory / "config.toml").read_text()).replace(CRI, CRI + SANDBOX, 1) + RUNTIME
+    config.write_text(original)
+    assert "config_path" not in original
+    assert_cri_kept(dump(config))
     certs = tmp_path / "certs.d"
     variables = node_vars(tmp_path, certs, config, testbed.open_registry_url, node_mirror_registries=["nvcr.io"])
 
     run, changed = role(ansible, tmp_path, variables)
     assert run.rc == 0 and changed > 0, run.stdout + run.stderr
     assert "restart containerd" in run.stdout  # no systemd here: the handler says so
-    # containerd itself reads config_path from the drop-in the role imported.
-    dump = subprocess.run(["containerd", "--config", str(config), "config", "dump"], capture_output=True, text=True, check=True).stdout
-    assert f'config_path = "{certs}"' in dump
+    # containerd itself reads config_path now, and still the node's runtime and sandbox image.
+    assert f'config_path = "{certs}"' in dump(config)
+    assert_cri_kept(dump(config))
     hosts_toml = (certs / "nvcr.io" / "hosts.toml").read_text()
     assert "override_path" not in hosts_toml and f'[host."{testbed.open_registry_url}"]' in hosts_toml
 
     name = f"nvcr.io/{SINGLE_REF}"
-    node.ctr("images", "rm", name, check=False)
-    node.ctr("images", "pull", "--hosts-dir", str(certs), name)
-    assert node.images().get(name) == source_digest(testbed, SINGLE_REF)
+    containerd_node.ctr("images", "rm", name, check=False)
+    containerd_node.ctr("images", "pull", "--hosts-dir", str(certs), name)
+    assert containerd_node.images().get(name) == source_digest(testbed, SINGLE_REF)
 
     again, changed = role(ansible, tmp_path, variables)
     assert again.rc == 0 and changed == 0, again.stdout
     assert "restart containerd" not in again.stdout
 
     gone, _changed = role(ansible, tmp_path, {**variables, "node_mirror_state": "absent"})
-    assert gone.rc == 0, gone.stdout
-    dump = subprocess.run(["containerd", "--config", str(config), "config", "dump"], capture_output=True, text=True, check=True).stdout
-    assert f'config_path = "{certs}"' not in dump
-    assert "imports" not in config.read_text() and not (tmp_path / "containerd" / "conf.d" / "90-airgap-ngc-node-mirror.toml").exists()
+    assert gone.rc == 0 and "restart containerd" in gone.stdout, gone.stdout
+    assert config.read_text() == original and f'config_path = "{certs}"' not in dump(config)
     assert not list(certs.iterdir())
+
+
+def test_config_path_goes_into_the_registry_table_there_and_is_refused_where_containerd_would_not_read_it(
+        ansible: Any, testbed: Any, tmp_path: Path) -> None:
+    """containerd reads mirrors only from its own config_path, and ``containerd config dump`` is the judge: a config_path
+    naming another directory is refused before anything is written; a registry table config.toml has already gets the
+    setting; registry.mirrors in config.toml (which containerd refuses beside config_path) and an imported file whose
+    CRI table would hide config.toml's are refused, each with what to do."""
+    config = tmp_path / "containerd" / "config.toml"
+    config.parent.mkdir()
+    (tmp_path / "containers").mkdir()
+    certs = tmp_path / "certs.d"
+    variables = node_vars(tmp_path, certs, config, testbed.open_registry_url)
+    elsewhere = 'version = 2\n\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/other.d"\n'
+    mirrors = 'version = 2\n\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."nvcr.io"]\n  endpoint = ["https://old.site"]\n'
+    for text, said in [(elsewhere, ['sets config_path = "/etc/containerd/other.d"', "set node_mirror_containerd_certs_dir to it"]),
+                       (mirrors, ["registry.mirrors], which containerd\nrefuses beside config_path".replace("\n", " "), "hosts.toml"])]:
+        config.write_text(text)
+        refused, _changed = role(ansible, tmp_path, variables)
+        assert refused.rc != 0 and all(part in refused.stdout for part in said), refused.stdout
+        assert config.read_text() == text and not certs.exists() and not (tmp_path / "containers" / "registries.conf.d").exists()
+
+    table = f'version = 2\n\n{CRI}{SANDBOX}\n[plugins."io.containerd.grpc.v1.cri".registry]  # the operator\'s\n{RUNTIME}'
+    config.write_text(table)
+    run, changed = role(ansible, tmp_path, variables)
+    assert run.rc == 0 and changed > 0 and "restart containerd" in run.stdout, run.stdout
+    assert f'config_path = "{certs}"' in dump(config)
+    assert_cri_kept(dump(config))
+    again, changed = role(ansible, tmp_path, variables)
+    assert again.rc == 0 and changed == 0 and "restart containerd" not in again.stdout, again.stdout
+    gone, _changed = role(ansible, tmp_path, {**variables, "node_mirror_state": "absent"})
+    assert gone.rc == 0 and config.read_text() == table, gone.stdout
+
+    site = tmp_path / "containerd" / "site.toml"
+    site.write_text(f"version = 2\n{CRI}{SANDBOX}{RUNTIME}")
+    config.write_text(f'version = 2\nimports = ["{site}"]\n')
+    hidden, _changed = role(ansible, tmp_path, variables)
+    assert hidden.rc != 0 and "containerd does not read config_path" in hidden.stdout and "set config_path in that table" in hidden.stdout
+    assert f'config_path = "{certs}"' not in dump(config)
 
 
 @pytest.mark.parametrize(("variable", "value"), [
@@ -206,6 +271,11 @@ def test_containerd_without_config_path_gets_a_drop_in_and_pulls_without_a_prefi
     ("node_mirror_registry_url", "http://mirror:5000\"]\n[x"),
     ("node_mirror_containerd_certs_dir", "/etc/containerd/certs.d/../../evil"),
     ("node_mirror_ca_file", "/etc/ca.pem\"\nskip_verify = true"),
+    ("node_mirror_registries_conf_dir", "/etc/containers/registries.conf.d\n[[registry]]"),
+    ("node_mirror_containerd_config", "/etc/containerd/config.toml extra"),
+    ("node_mirror_rancher_dir", "/etc/rancher/'k3s'"),
+    ("node_mirror_registries", "nvcr.io"),
+    ("node_mirror_state", "gone"),
 ])
 def test_hostile_values_are_refused_naming_the_variable(ansible: Any, testbed: Any, tmp_path: Path, variable: str, value: Any) -> None:
     (tmp_path / "containers").mkdir()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration._carried import export_bundle, full, own_layer
 from tests.integration.test_image_mirror import raw_digest, seeded
 
 EXPORT = ["nvidia/pytorch:24.01-py3", "nvidia/cuda:12.2.0-base-ubuntu22.04", "nvidia/tensorflow:24.01-tf2-py3",
@@ -26,27 +27,13 @@ LOST = "nvidia/tensorflow:24.01-tf2-py3"
 EXTRA = "blobs/sha256/" + hashlib.sha256(b"slipped in on the way").hexdigest()
 
 
-def own_layer(testbed: Any, ref: str) -> str:
-    """A layer of ``ref`` that no other exported image has."""
-    source = seeded(testbed)
-    others = {d for other in EXPORT if other != ref for d in source[other]["layer_digests"] + source[other]["config_digests"]}
-    own = [d for d in source[ref]["layer_digests"] if d not in others]
-    assert own, f"{ref} shares every layer: the test needs one of its own"
-    return own[-1]
-
-
 def blob(digest: str) -> str:
     return "blobs/sha256/" + digest.split(":", 1)[1]
 
 
 @pytest.fixture(scope="module")
 def exported(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("verify-export")
-    bundle = base / "bundle"
-    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": EXPORT, "bundle": {"dir": str(bundle)},
-                                              "facts_file": str(base / "mirror.fact")}, api_key=testbed.api_key)
-    assert run.rc == 0, run.stdout
-    return bundle
+    return export_bundle(ansible, testbed, EXPORT, tmp_path_factory.mktemp("verify-export"))
 
 
 @pytest.fixture
@@ -54,11 +41,11 @@ def damaged(exported: Path, testbed: Any, tmp_path: Path) -> Path:
     """The bundle as it arrives: one image's own layer with a changed byte, another's own layer lost, a file added."""
     carried = tmp_path / "usb" / "bundle"
     shutil.copytree(exported, carried)
-    victim = carried / blob(own_layer(testbed, CORRUPTED))
+    victim = carried / own_layer(testbed, EXPORT, CORRUPTED)
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    (carried / blob(own_layer(testbed, LOST))).unlink()
+    (carried / own_layer(testbed, EXPORT, LOST)).unlink()
     (carried / EXTRA).write_bytes(b"slipped in on the way")
     (carried / "blobs" / "sha256" / f".{'0' * 64}.partial-1").write_bytes(b"a writer's leftover is not a problem")
     return carried
@@ -67,10 +54,6 @@ def damaged(exported: Path, testbed: Any, tmp_path: Path) -> Path:
 @pytest.fixture
 def ns(request: pytest.FixtureRequest) -> str:
     return f"verify{os.getpid()}-{request.node.name[5:20].replace('_', '-')}-{int(time.time() * 1000) % 100000}"
-
-
-def full(testbed: Any, ref: str) -> str:
-    return f"{testbed.source_registry_host}/{ref}"
 
 
 def test_a_sound_bundle_verifies(ansible: Any, exported: Path, testbed: Any) -> None:
@@ -87,9 +70,9 @@ def test_damage_is_reported_by_path_with_the_images_it_breaks(ansible: Any, dama
     assert run.rc == 0, run.stdout
     problems = {p["path"]: p for p in run.result["problems"]}
     assert {path: p["problem"] for path, p in problems.items()} == {
-        blob(own_layer(testbed, CORRUPTED)): "corrupt", blob(own_layer(testbed, LOST)): "missing", EXTRA: "extra"}
-    assert problems[blob(own_layer(testbed, CORRUPTED))]["images"] == [full(testbed, CORRUPTED)]
-    assert problems[blob(own_layer(testbed, LOST))]["images"] == [full(testbed, LOST)]
+        own_layer(testbed, EXPORT, CORRUPTED): "corrupt", own_layer(testbed, EXPORT, LOST): "missing", EXTRA: "extra"}
+    assert problems[own_layer(testbed, EXPORT, CORRUPTED)]["images"] == [full(testbed, CORRUPTED)]
+    assert problems[own_layer(testbed, EXPORT, LOST)]["images"] == [full(testbed, LOST)]
     assert problems[EXTRA]["images"] == []
     assert all(p["detail"] and "\n" not in p["detail"] for p in problems.values())
     verdicts = {i["reference"]: i["verified"] for i in run.result["images"]}
@@ -104,7 +87,7 @@ def test_damage_is_reported_by_path_with_the_images_it_breaks(ansible: Any, dama
 def test_the_sizes_mode_misses_the_changed_byte_but_not_the_rest(ansible: Any, damaged: Path, testbed: Any) -> None:
     run = ansible.module("ngc_catalog_info", {"source": "bundle", "source_dir": str(damaged), "verify": True, "verify_mode": "sizes"})
     assert run.rc == 0, run.stdout
-    assert {p["path"]: p["problem"] for p in run.result["problems"]} == {blob(own_layer(testbed, LOST)): "missing", EXTRA: "extra"}
+    assert {p["path"]: p["problem"] for p in run.result["problems"]} == {own_layer(testbed, EXPORT, LOST): "missing", EXTRA: "extra"}
 
 
 def test_fail_on_problems_fails_with_a_short_message_and_still_reports(ansible: Any, damaged: Path, testbed: Any) -> None:
@@ -112,7 +95,7 @@ def test_fail_on_problems_fails_with_a_short_message_and_still_reports(ansible: 
     assert run.rc != 0
     result = run.result
     assert result["msg"].startswith(f"bundle {damaged} has 3 problems: "), result["msg"]
-    assert blob(own_layer(testbed, LOST)) in result["msg"] and "\n" not in result["msg"] and len(result["msg"]) < 600
+    assert own_layer(testbed, EXPORT, LOST) in result["msg"] and "\n" not in result["msg"] and len(result["msg"]) < 600
     assert len(result["problems"]) == 3 and len(result["images"]) == len(EXPORT)
 
 

@@ -10,9 +10,9 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, TypeVar
 
 import requests
 
@@ -70,6 +70,36 @@ def spawn(argv: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=str(cwd), env=env, start_new_session=True, close_fds=True,
         )
+
+
+@dataclass
+class Daemon:
+    """A daemon the test bed started in a directory of its own (dockerd, containerd): its pid, its process (None when
+    known only from a record) and its log, ``directory / LOG``."""
+
+    LOG: ClassVar[str] = "daemon.log"
+    directory: Path
+    pid: int
+    proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / self.LOG
+
+    def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll check() until it is true; fail at once, with the log's tail, if the daemon exits meanwhile."""
+        proc = self.proc
+        alive = (lambda: proc.poll() is None) if proc is not None else None
+        wait_until(check, timeout, what, alive=alive, log_path=self.log_path)
+
+
+DaemonT = TypeVar("DaemonT", bound=Daemon)
+
+
+def start_daemon(kind: type[DaemonT], argv: list[str], directory: Path) -> DaemonT:
+    """Start argv in directory, its output to ``directory / kind.LOG``, without waiting for it (see Daemon.wait_until)."""
+    proc = spawn(argv, directory / kind.LOG, cwd=directory)
+    return kind(directory=directory, pid=proc.pid, proc=proc)
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

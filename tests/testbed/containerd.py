@@ -13,10 +13,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ._common import ProcessRecord, TestbedError, spawn, wait_until
+from ._common import Daemon, ProcessRecord, TestbedError, start_daemon
 
 CONTAINERD = "containerd"
 CTR = "ctr"
@@ -45,12 +45,10 @@ state = "{d}/state"
 
 
 @dataclass
-class Containerd:
+class Containerd(Daemon):
     """A running containerd of the test bed's own."""
 
-    directory: Path
-    pid: int
-    proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+    LOG = "containerd.log"
 
     @property
     def address(self) -> str:
@@ -60,10 +58,6 @@ class Containerd:
     def config_path(self) -> Path:
         """The CRI plugin's registry ``config_path`` (``certs.d``): where hosts.toml drop-ins go."""
         return self.directory / "certs.d"
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "containerd.log"
 
     def ctr(self, *args: str, namespace: str = "k8s.io", check: bool = True, timeout: float = 300) -> str:
         """Run ``ctr --address SOCKET -n NAMESPACE ARGS``; its stdout (raises with stderr if check and it fails)."""
@@ -123,15 +117,14 @@ def start_containerd(timeout: float = 60) -> Containerd:
     (directory / "certs.d").mkdir()
     config = directory / "config.toml"
     config.write_text(CONFIG.format(d=directory), encoding="utf-8")
-    proc = spawn([CONTAINERD, "--config", str(config)], directory / "containerd.log", cwd=directory)
-    node = Containerd(directory=directory, pid=proc.pid, proc=proc)
+    node = start_daemon(Containerd, [CONTAINERD, "--config", str(config)], directory)
 
     def answers() -> bool:
         return subprocess.run([CTR, "--address", node.address, "version"], capture_output=True, check=False,
                               timeout=10).returncode == 0
 
     try:
-        wait_until(answers, timeout, "containerd", alive=lambda: proc.poll() is None, log_path=node.log_path)
+        node.wait_until(answers, timeout, "containerd")
     except BaseException:
         node.stop()
         raise

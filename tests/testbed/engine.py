@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ._common import ProcessRecord, TestbedError, spawn, wait_until
+from ._common import Daemon, ProcessRecord, TestbedError, start_daemon
 
 DOCKERD = "dockerd"
 MAX_DIR_LENGTH = 60  # unix socket paths (containerd's under exec/) must stay below 108 bytes
 
 
 @dataclass
-class Engine:
+class Engine(Daemon):
     """A running dockerd."""
 
-    directory: Path
-    pid: int
-    proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+    LOG = "dockerd.log"
 
     @property
     def socket_path(self) -> Path:
@@ -38,10 +35,6 @@ class Engine:
     @property
     def docker_host(self) -> str:
         return f"unix://{self.socket_path}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "dockerd.log"
 
     def records(self) -> list[ProcessRecord]:
         """dockerd, then the containerd it manages (stopped with it; listed in case dockerd dies hard)."""
@@ -90,13 +83,11 @@ def launch_engine(preferred_dir: Path) -> Engine:
         raise TestbedError("dockerd not found: install Debian's docker.io")
     directory = engine_directory(preferred_dir)
     (directory / "daemon.json").write_text("{}\n", encoding="utf-8")
-    proc = spawn(dockerd_argv(directory), directory / "dockerd.log", cwd=directory)
-    return Engine(directory=directory, pid=proc.pid, proc=proc)
+    return start_daemon(Engine, dockerd_argv(directory), directory)
 
 
 def wait_engine(engine: Engine, timeout: float = 60) -> Engine:
-    alive = (lambda: engine.proc.poll() is None) if engine.proc is not None else None
-    wait_until(lambda: ping(engine.socket_path), timeout, "dockerd", alive=alive, log_path=engine.log_path)
+    engine.wait_until(lambda: ping(engine.socket_path), timeout, "dockerd")
     return engine
 
 

@@ -11,6 +11,8 @@
   after each test.
 - ``testbed_authfile`` (session): a containers auth.json with the valid credentials for the
   source registry, its proxy and the basic registry (for ``skopeo --authfile``).
+- ``containerd_node`` (module): a private containerd, a Kubernetes node's runtime (``containerd.Containerd``), started
+  for the test file and stopped after it (needs root and Debian's containerd).
 
 In parallel (``pytest -n 2 --dist loadfile``, pytest-xdist) every worker uses ONE test bed: the
 controller starts it before the workers (unless ``$AIRGAP_TESTBED_DIR`` names a running one) and
@@ -36,6 +38,7 @@ from typing import Iterator
 
 import pytest
 
+from .containerd import Containerd, start_containerd
 from .testbed import FaultSwitch, Testbed, TestbedInfo, running_testbed, write_authfile
 
 ENV_DIR = "AIRGAP_TESTBED_DIR"
@@ -165,3 +168,12 @@ def faults(testbed: TestbedInfo) -> Iterator[FaultSwitch]:
 @pytest.fixture(scope="session")
 def testbed_authfile(testbed: TestbedInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_authfile(tmp_path_factory.mktemp("testbed-auth") / "auth.json", testbed)
+
+
+@pytest.fixture(scope="module")
+def containerd_node() -> Iterator[Containerd]:
+    started = start_containerd()
+    try:
+        yield started
+    finally:
+        started.stop()

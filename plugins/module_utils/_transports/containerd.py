@@ -9,6 +9,10 @@ top manifest or index at the registry's digest (a docker archive would give othe
 platform's content, and the node's platform unpacked for the kubelet. ``ctr`` is used rather than containerd's gRPC API:
 it ships with containerd, needs no Python gRPC stack on the node, and no credential goes to it (the module fetches the
 content itself), so no secret is ever on its command line. A namespace that does not exist yet is created by the import.
+
+Read from the site registry (or from media exported there), an image is named as its pods name it with ``name_as``
+(the registry it stands for, ``nvcr.io``) and ``strip_prefix`` (the path the site registry keeps it under): the site's
+``registry.site:5000/ngc/nvidia/pytorch:24.01-py3`` becomes ``nvcr.io/nvidia/pytorch:24.01-py3``, at the same digest.
 """
 from __future__ import annotations
 
@@ -17,12 +21,14 @@ import re
 import shutil
 import subprocess
 import tempfile
+from dataclasses import replace
 from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.image_archive import ArchiveWriter
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import SOURCE_DIGEST_ANNOTATION, ImageContent, blob_sizes, descriptor
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, Step
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import valid_host, validate_namespace
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import (
     BlobSink,
@@ -98,11 +104,30 @@ class ContainerdDestination(Destination):
         if not NAMESPACE.match(self.namespace):
             raise ConfigError(f"invalid containerd.namespace {self.namespace!r}: letters, digits, '.', '_' and '-', "
                               "starting and ending with a letter or digit, at most 76 characters")
+        self.name_as = spec.get("name_as") or None
+        if self.name_as is not None and not valid_host(self.name_as):
+            raise ConfigError(f"invalid containerd.name_as {self.name_as!r}: give the registry host[:port] the pods name, "
+                              "such as nvcr.io or registry.k8s.io")
+        self.strip_prefix = validate_namespace(spec["strip_prefix"], "containerd.strip_prefix") if spec.get("strip_prefix") else ""
+        if self.strip_prefix and self.name_as is None:
+            raise ConfigError(f"containerd.strip_prefix {self.strip_prefix!r} needs containerd.name_as: the registry the "
+                              "names without the prefix stand for (nvcr.io)")
         self.ctr = Ctr(self.address, self.namespace)
         self._listed: dict[str, str] | None = None
 
+    def name(self, image: SourceImage) -> str:
+        """The name containerd holds the image under: its source reference, or, with name_as, that registry's name for
+        it (the repository without strip_prefix). A ConfigError names an image that is not under strip_prefix."""
+        ref = image.ref
+        if self.strip_prefix:
+            if not ref.repository.startswith(self.strip_prefix + "/"):
+                raise ConfigError(f"{ref} is not under containerd.strip_prefix {self.strip_prefix!r}: name the images "
+                                  f"as the registry keeps them ({self.strip_prefix}/{ref.repository}), or change the prefix")
+            ref = replace(ref, repository=ref.repository[len(self.strip_prefix) + 1:])
+        return str(replace(ref, registry=self.name_as) if self.name_as else ref)
+
     def target(self, image: SourceImage) -> str:
-        return f"{self.address}#{self.namespace}/{image.ref}"
+        return f"{self.address}#{self.namespace}/{self.name(image)}"
 
     def listed(self) -> dict[str, str]:
         """The images containerd holds in the namespace, listed once a run (commits update it)."""
@@ -111,7 +136,7 @@ class ContainerdDestination(Destination):
         return self._listed
 
     def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step:
-        return ctx.step(self.kind, self.target(image), found.digest, self.listed().get(str(image.ref)))
+        return ctx.step(self.kind, self.target(image), found.digest, self.listed().get(self.name(image)))
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
         return (record.get("type") == self.kind and record.get("address") == self.address
@@ -156,7 +181,7 @@ class _ContainerdWrite(ImageWrite):
 
     def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         """Write the archive's manifests and index.json (naming the image), import it, check containerd's digest, record."""
-        writer, top, name = self.writer, self.content.top, str(image.ref)
+        writer, top, name = self.writer, self.content.top, self.dest.name(image)
         try:
             for manifest in self.manifests:
                 writer.add_bytes_blob(manifest.digest, manifest.raw)
