@@ -217,10 +217,16 @@ class RegistryDestination(Selection):
         """A blob this registry holds (where an earlier import or this run put it, or in the image's own repository),
         read back as verified chunks, for the destinations that need the bytes of a blob a delta bundle left out; None
         if it is in neither."""
+        repository = self.holding_repository(image, digest)
+        return None if repository is None else self.client.open_blob(repository, digest, expected_size=size)
+
+    def holding_repository(self, image: SourceImage, digest: str) -> str | None:
+        """The repository of this registry that holds the blob (where an earlier import or this run put it, or the
+        image's own), asked with HEAD; None if neither does."""
         target = self.reference(image).repository
         for repository in dict.fromkeys(r for r in (self.known_blobs.get(digest), target) if r):
             if (repository, digest) in self._present or self.client.head_blob(repository, digest) is not None:
-                return self.client.open_blob(repository, digest, expected_size=size)
+                return repository
         return None
 
     @property
