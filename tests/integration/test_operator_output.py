@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -72,7 +73,7 @@ def test_the_roles_diff_shows_the_digests_written_and_no_secret(role_runs: dict[
     # The judge: skopeo reads the digest the registry now serves for the image; the diff shows it as added.
     raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", str(testbed_authfile),
                           f"docker://{target}"], capture_output=True, check=True).stdout
-    digest = "sha256:" + __import__("hashlib").sha256(raw).hexdigest()
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     added = [line for line in output.splitlines() if line.startswith("+") and digest in line]
     assert added, output[-6000:]
     assert any(line.startswith("-") and "null" in line and target in line for line in output.splitlines()), output[-6000:]
@@ -162,7 +163,7 @@ def test_importing_a_delta_whose_base_is_missing_fails_naming_it_before_pushing(
     carried = set(record["blobs"]) - set(contents["expected"])
     assert carried, contents
     for digest in sorted(carried):
-        head = requests.head(f"{testbed.open_registry_url}/v2/{prefix}/{TENSORFLOW.split(':')[0]}/blobs/{digest}", timeout=30)
+        head = requests.head(f"{testbed.open_registry_url}/v2/{prefix}/{TENSORFLOW.split(':', maxsplit=1)[0]}/blobs/{digest}", timeout=30)
         assert head.status_code == 404, f"{digest} was pushed before the import failed"
 
 
@@ -192,7 +193,8 @@ def test_the_collection_built_and_installed_from_its_tarball_runs_a_documented_p
                    capture_output=True, text=True, check=True)
     (tarball,) = tmp_path.glob("airgap-ngc-*.tar.gz")
     installed = tmp_path / "collections"
-    subprocess.run([galaxy, "collection", "install", str(tarball), "-p", str(installed)], env=ansible.env,
+    fresh = dict(ansible.env, ANSIBLE_COLLECTIONS_PATH=str(installed))  # nothing of the checkout's tree on the path
+    subprocess.run([galaxy, "collection", "install", str(tarball), "-p", str(installed)], env=fresh,
                    capture_output=True, text=True, check=True)
     assert (installed / "ansible_collections" / "airgap" / "ngc" / "playbooks" / "templates" / "catalog_table.j2").is_file()
     run = ansible.playbook("airgap.ngc.catalog", {

@@ -3,6 +3,7 @@
 """Private: sizes as people read them, the one way the collection prints bytes. Not a public API."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -17,7 +18,7 @@ def size_text(size: Any) -> str:
         value = float(size)
     except (TypeError, ValueError):
         return "unknown size"
-    if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities are no size
+    if not math.isfinite(value):  # NaN and infinities are no size
         return "unknown size"
     for unit in _UNITS:
         if abs(value) < 1024 or unit == _UNITS[-1]:

@@ -42,7 +42,8 @@ def test_every_problem_of_a_dict_is_named_with_its_value() -> None:
     ("ngc_mirror_selections", {"latest": 0}, ["ngc_mirror_selections.latest must be a whole number of at least 1 (leave it out for no limit), not 0"]),
     ("ngc_mirror_selections", {"latest": True}, ["ngc_mirror_selections.latest must be a whole number of at least 1 (leave it out for no limit), not true"]),
     ("ngc_mirror_selections", {"images": "pytorch"}, ["ngc_mirror_selections.images must be a list, each item a string of one line, not \"pytorch\""]),
-    ("ngc_mirror_bundle", {"dir": "/b", "since": "first"}, ["ngc_mirror_bundle.since must be last or a list of earlier bundles (absolute paths), not \"first\""]),
+    ("ngc_mirror_bundle", {"dir": "/b", "since": "first"},
+     ["ngc_mirror_bundle.since must be last or a list of earlier bundles (absolute paths), not \"first\""]),
     ("ngc_mirror_enroot", {"dir": "/e", "squash_options": "-p 'x'"}, ["ngc_mirror_enroot.squash_options \"-p 'x'\" is refused: "]),
 ])
 def test_each_kind_of_rule(name: str, options: dict[str, Any], expected: list[str]) -> None:
