@@ -533,7 +533,11 @@ images:
       type: str
       sample: up to date
     destinations:
-      description: What each destination held before and holds after.
+      description:
+        - What each destination held before and holds after (C(kind), C(target), C(action), C(reason), C(before), C(after)).
+        - "For a delta bundle (O(bundle.since)) whose image needs blobs of earlier bundles, also C(relies_on), those
+          bundles, and C(carries_blobs), false when every blob of the image is in them (the image is only named in this
+          bundle)."
       type: list
       elements: dict
       sample:

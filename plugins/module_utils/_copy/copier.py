@@ -472,6 +472,7 @@ class CopyEngine:
             needed: dict[str, int] = {}
             for _step, write in writes:
                 needed.update(write.blobs)
+            self.source.check_left_out(image, needed)  # a delta whose earlier bundles are missing: nothing is pushed
             self.progress.add_total(sum(needed.values()))
             owners = [write for _step, write in writes]
             transfer(needed, lambda digest, size: sinks_of(owners, digest, size),

@@ -14,18 +14,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.airgap.ngc.plugins.module_utils._types.sizes import size_text
+
 
 MARGIN_SHARE = 0.02  # of the filesystem's size kept free beyond the need, at most MARGIN_CAP
 MARGIN_CAP = 1 << 30
-
-
-def size_text(size: float) -> str:
-    """``1.5 GiB``, ``300 MiB``, ``12 KiB``, ``80 B``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" or size >= 100 else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} TiB"
 
 
 @dataclass

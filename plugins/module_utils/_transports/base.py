@@ -117,6 +117,10 @@ class Source(ABC):
         """Blobs the source left out (a delta bundle), each with an image an earlier import put it under."""
         return {}
 
+    def check_left_out(self, image: SourceImage, needed: Mapping[str, int]) -> None:  # noqa: B027 (a default: empty on purpose)
+        """Fail the image, before anything of it is written, when a blob it needs is held by none of the places it may
+        come from (a delta bundle whose earlier bundle is missing). A source that holds every blob checks nothing."""
+
     def read_also_from(self, holder: Any) -> None:  # noqa: B027 (a default: empty on purpose)
         """Where else a blob the source left out may be read (a destination registry's ``open_held_blob``). A source
         that leaves none out needs no other place."""

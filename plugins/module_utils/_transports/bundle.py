@@ -245,7 +245,8 @@ class _BundleWrite(ImageWrite):
         record = {"type": "bundle", "dir": self.writer.dir, "bundle": self.dest.name, "reference": str(image.ref), "digest": digest,
                   "written": when, "blobs": sorted(held), "expected": {d: info["bundle"] for d, info in expected.items()}}
         if expected:
-            relies = ", ".join(sorted({info["bundle"] for info in expected.values()}))
-            step.reason = (f"written as a delta: {len(expected)} of its blobs are not in this bundle but expected on the far side "
-                           f"from bundle {relies}; the bundle is not complete on its own")
+            step.relies_on = sorted({info["bundle"] for info in expected.values()})
+            step.carries_blobs = len(expected) < len(self.every)
+            step.reason = (f"written as a delta: {len(expected)} of its {len(self.every)} blobs are not in this bundle but expected "
+                           f"on the far side from bundle {', '.join(step.relies_on)}; the bundle is not complete on its own")
         return Committed(digest, record)

@@ -188,11 +188,19 @@ class RegistryDestination(Selection):
         """A blob this registry holds (where an earlier import or this run put it, or in the image's own repository),
         read back as verified chunks (from byte ``start`` on, ``held`` the bytes before it), for the destinations that
         need the bytes of a blob a delta bundle left out; None if it is in neither."""
+        repository = self.holding_repository(image, digest)
+        if repository is None:
+            return None
+        part = {"start": start, "held": held} if start else {}
+        return self.client.open_blob(repository, digest, expected_size=size, **part)
+
+    def holding_repository(self, image: SourceImage, digest: str) -> str | None:
+        """The repository of this registry that holds the blob (where an earlier import or this run put it, or the
+        image's own), asked with HEAD; None if neither does."""
         target = self.reference(image).repository
         for repository in dict.fromkeys(r for r in (self.known_blobs.get(digest), target) if r):
             if (repository, digest) in self._present or self.client.head_blob(repository, digest) is not None:
-                part = {"start": start, "held": held} if start else {}
-                return self.client.open_blob(repository, digest, expected_size=size, **part)
+                return repository
         return None
 
     @property

@@ -9,7 +9,7 @@ import os
 import tarfile
 import threading
 from dataclasses import replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import DIGEST, BundleReader, bundles_beside
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import MapOf, Required, schema_problem
@@ -326,6 +326,37 @@ class BundleSource(Source):
         raise AirgapError(f"blob {digest} of {image.ref} is not in the delta bundle {self.name}: it was carried by "
                           f"bundle {carrier}, which is not beside it in {where}{also}; import bundle {carrier} first, "
                           f"or copy it into {where} beside this one")
+
+    def check_left_out(self, image: SourceImage, needed: Mapping[str, int]) -> None:
+        """Before anything of the image is written: every blob of ``needed`` this delta bundle left out is in a bundle
+        beside it or where an earlier import put it (``read_also_from``, asked with HEAD); else the image fails here,
+        naming the bundles it relies on that are missing, and nothing of it is pushed."""
+        missing: dict[str, list[str]] = {}
+        for digest, size in needed.items():
+            carrier = self.reader.carrier(digest)
+            if carrier is None or self.reader.holds(digest):
+                continue
+            if any(other.holds(digest, size) for _name, other in self._bundles_beside()):
+                continue
+            if any(self._holds_elsewhere(holder, image, digest) for holder in self._also):
+                continue
+            missing.setdefault(carrier, []).append(digest)
+        if missing:
+            where = os.path.dirname(os.path.abspath(self.directory))
+            elsewhere = "".join(f" nor in {holder.name}" for holder in self._also)
+            bases = ", ".join(f"bundle {carrier} ({len(digests)} blob(s), such as {digests[0]})" for carrier, digests in sorted(missing.items()))
+            first = sorted(missing)[0]
+            raise AirgapError(f"{image.ref} is in the delta bundle {self.name}, which relies on {bases}: not beside it in "
+                              f"{where}{elsewhere}; import bundle {first} first, or copy it into {where} beside this one "
+                              f"(nothing of {image.ref} was written)")
+
+    @staticmethod
+    def _holds_elsewhere(holder: Any, image: SourceImage, digest: str) -> bool:
+        """Whether ``holder`` (the destination registry) has the blob; one that cannot be asked does not."""
+        try:
+            return holder.holding_repository(image, digest) is not None
+        except AirgapError:
+            return False
 
     def _bundles_beside(self) -> list[tuple[str, BundleReader]]:
         """The other bundles of the drop directory (name, reader), read once; one that cannot be read is passed over."""

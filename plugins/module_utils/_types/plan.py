@@ -104,9 +104,17 @@ class Step:
     after: str | None = None
     want: str | None = None  # the digest the destination should hold when done
     record: dict[str, Any] | None = None  # the facts record of what it holds already, unrecorded: the copier records it
+    # A delta bundle: the earlier bundles whose blobs the image needs on the far side, and whether it carries any
+    # blob of its own (False: every blob is in those bundles, the image is only named in this one).
+    relies_on: list[str] | None = None
+    carries_blobs: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "target": self.target, "action": self.action, "reason": self.reason, "before": self.before, "after": self.after}
+        entry: dict[str, Any] = {"kind": self.kind, "target": self.target, "action": self.action, "reason": self.reason,
+                                 "before": self.before, "after": self.after}
+        if self.relies_on is not None:
+            entry.update(relies_on=self.relies_on, carries_blobs=self.carries_blobs)
+        return entry
 
 
 @dataclass
