@@ -124,6 +124,7 @@ class BundleDestination(Selection):
 
     kind = "bundle"
     carries_companions = True
+    carries_charts = True  # a Helm chart is an OCI artifact here
 
     def __init__(self, spec: dict[str, Any], platforms: list[str] | None, source_name: str) -> None:
         self.dir = os.path.abspath(spec["dir"])

@@ -120,6 +120,7 @@ class RegistryDestination(Selection):
 
     kind = "registry"
     carries_companions = True  # signatures and attestations travel with the images
+    carries_charts = True  # a Helm chart is an OCI artifact here
     concurrent = True  # begin and commit may run for several images at once: a registry takes pushes side by side
 
     def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals,
