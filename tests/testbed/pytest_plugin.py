@@ -9,6 +9,8 @@
   ``$AIRGAP_TESTBED_NO_ENGINE`` is set) and stops it at the end of the session.
 - ``faults`` (function): a ``FaultSwitch``; faults and request counters are reset before and
   after each test.
+- ``helm_charts`` (session): a ``ChartOracle``: the bed's Helm repository URL, the GPU-Operator-shaped chart's name
+  and versions, and every image each version names with the digest the bed pushed (the seeder's record).
 - ``testbed_authfile`` (session): a containers auth.json with the valid credentials for the
   source registry, its proxy and the basic registry (for ``skopeo --authfile``).
 
@@ -36,6 +38,7 @@ from typing import Iterator
 
 import pytest
 
+from .charts import ChartOracle
 from .testbed import FaultSwitch, Testbed, TestbedInfo, running_testbed, write_authfile
 
 ENV_DIR = "AIRGAP_TESTBED_DIR"
@@ -165,3 +168,8 @@ def faults(testbed: TestbedInfo) -> Iterator[FaultSwitch]:
 @pytest.fixture(scope="session")
 def testbed_authfile(testbed: TestbedInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_authfile(tmp_path_factory.mktemp("testbed-auth") / "auth.json", testbed)
+
+
+@pytest.fixture(scope="session")
+def helm_charts(testbed: TestbedInfo) -> ChartOracle:
+    return ChartOracle(testbed.chart_document())
