@@ -23,6 +23,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - airgap.ngc.source
+  - airgap.ngc.charts
 attributes:
   check_mode:
     support: full
@@ -66,19 +67,6 @@ options:
         values; without it, a bundle's import takes every chart it carries.
     type: list
     elements: raw
-  helm_url:
-    description:
-      - NGC's Helm repository; a chart C(<org>[/<team>]/<name>) is read from C(<helm_url>/<org>[/<team>]) with HTTP
-        Basic C($oauthtoken) and O(api_key), sent to this host only.
-    type: str
-    default: https://helm.ngc.nvidia.com
-  upstream_registries:
-    description:
-      - Registries that images named by a chart come from, other than nvcr.io (which is O(registry_url)), by host as
-        the chart names them, for example C(registry.k8s.io), each a dict with C(url), C(username), C(password),
-        C(validate_certs) and C(ca_path). A host not listed is read anonymously from C(https://<host>).
-      - The NGC API key is never sent to them.
-    type: dict
   values_dir:
     description:
       - Write, per chart, C(<values_dir>/<name>-<version>.values.yaml) for O(registry): the chart's C(values) with
@@ -740,17 +728,16 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import Mirror
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import failure_summary
-from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import source_argument_spec
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import chart_source_argument_spec, source_argument_spec, upstream_secrets
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_mirror
 
 
 def main() -> None:
     argument_spec = source_argument_spec()
+    argument_spec.update(chart_source_argument_spec())
     argument_spec.update(
         images=dict(type="list", elements="raw"),
         charts=dict(type="list", elements="raw"),
-        helm_url=dict(type="str", default="https://helm.ngc.nvidia.com"),
-        upstream_registries=dict(type="dict"),
         values_dir=dict(type="path"),
         chart_repo=dict(type="dict", options=dict(dir=dict(type="path", required=True))),
         registry=dict(type="dict", options=dict(
@@ -814,9 +801,7 @@ def main() -> None:
         required_one_of=[("registry", "archive", "docker", "containerd", "bundle", "enroot", "apptainer", "chart_repo")],
         required_if=[("source", "bundle", ("source_dir",)), ("source", "archive", ("source_dir",))],
     )
-    for spec in (module.params.get("upstream_registries") or {}).values():
-        if isinstance(spec, dict) and spec.get("password"):
-            module.no_log_values.add(str(spec["password"]))  # never in a message or a result
+    module.no_log_values.update(upstream_secrets(module.params))  # never in a message or a result
     try:
         validate_mirror(module.params)
     except AirgapError as exc:

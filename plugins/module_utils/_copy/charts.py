@@ -15,8 +15,14 @@ from typing import Any
 
 import yaml
 
-from ansible_collections.airgap.ngc.plugins.module_utils._clients.helm_repo import HelmRepository
-from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import registry_from, transport_from
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.helm_repo import DEFAULT_HELM_URL
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import (
+    NGC_REGISTRY_HOST,
+    helm_repository_from,
+    parse_upstream_registries,
+    transport_from,
+    upstream_registry_from,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import atomic_write
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.helm_source import Chart, ChartSources
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import RegistrySource
@@ -25,9 +31,6 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, ImagePlan
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import registry_host
 
-DEFAULT_HELM_URL = "https://helm.ngc.nvidia.com"
-NGC_REGISTRY = "nvcr.io"
-UPSTREAM_KEYS = ("url", "username", "password", "validate_certs", "ca_path")
 
 
 def chart_selections(params: dict[str, Any]) -> list[ChartSelection]:
@@ -44,19 +47,15 @@ def chart_selections(params: dict[str, Any]) -> list[ChartSelection]:
     return found
 
 
-def upstream_source(params: dict[str, Any], host: str) -> RegistrySource | None:
+def upstream_source(params: dict[str, Any], host: str, upstream: dict[str, Any] | None = None) -> RegistrySource | None:
     """The source of images on registry ``host``: None for nvcr.io and ``registry_url`` (the run's source registry,
-    with the NGC key), else ``upstream_registries[host]`` (by default ``https://<host>``, anonymous): the NGC key is
-    never sent there."""
-    if host in (NGC_REGISTRY, registry_host(params["registry_url"])):
+    with the NGC key), else the ``upstream_registries`` entry (by default ``https://<host>``, anonymous): the NGC key
+    is never sent there."""
+    known = upstream if upstream is not None else parse_upstream_registries(params.get("upstream_registries"))
+    if host in (NGC_REGISTRY_HOST, registry_host(params["registry_url"])) and host not in known:
         return None
-    spec = (params.get("upstream_registries") or {}).get(host) or {}
-    if not isinstance(spec, dict):
-        raise ConfigError(f"upstream_registries.{host} must be a dict with url, username, password, validate_certs, ca_path")
-    url = spec.get("url") or f"https://{host}"
-    client = registry_from(params, url, spec.get("username"), spec.get("password"),
-                           validate_certs=spec.get("validate_certs", params["validate_certs"]), ca_path=spec.get("ca_path"))
-    return RegistrySource(client, url)
+    client = upstream_registry_from(params, host, known)
+    return RegistrySource(client, client.base_url)
 
 
 def charts_source(params: dict[str, Any], base: Any) -> Any:
@@ -66,15 +65,15 @@ def charts_source(params: dict[str, Any], base: Any) -> Any:
     if not selections and not carried:
         return base
     helm = None
-    helm_url = params.get("helm_url") or DEFAULT_HELM_URL
     if not carried:
         transport = transport_from(params)
 
         def helm(selection: ChartSelection) -> Any:
-            return HelmRepository(transport, helm_url, selection.ref.org, selection.ref.team, params.get("api_key"))
+            return helm_repository_from(params, transport, selection.ref.org, selection.ref.team)
 
-    return ChartSources(base, selections, helm=helm, upstream=lambda host: upstream_source(params, host),
-                        helm_host=registry_host(helm_url))
+    upstream = parse_upstream_registries(params.get("upstream_registries"))
+    return ChartSources(base, selections, helm=helm, upstream=lambda host: upstream_source(params, host, upstream),
+                        helm_host=registry_host(params.get("helm_url") or DEFAULT_HELM_URL))
 
 
 def _values_path(directory: str, chart: Chart) -> str:

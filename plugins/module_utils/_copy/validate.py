@@ -17,7 +17,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from ansible_collections.airgap.ngc.plugins.module_utils._copy.charts import UPSTREAM_KEYS, chart_selections
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import parse_upstream_registries
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.charts import chart_selections
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import find_volumes, parse_size
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.bundle import INVENTORY_KIND
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
@@ -512,27 +513,7 @@ def _check_charts(params: dict[str, Any]) -> None:
         raise _bad("charts", params.get("charts"), "charts are read from NGC's Helm repository or a bundle, not from per-tag archives")
     if params.get("helm_url") is not None:
         check_url("helm_url", params["helm_url"], example="https://helm.ngc.nvidia.com", path=True)
-    upstream = params.get("upstream_registries")
-    if upstream is not None and not isinstance(upstream, dict):
-        raise _bad("upstream_registries", upstream, "give a dict of registry hosts, such as {registry.k8s.io: {url: https://mirror.example}}")
-    for host, spec in (upstream or {}).items():
-        option = f"upstream_registries.{host}"
-        if not isinstance(host, str) or not valid_host(host):
-            raise _bad("upstream_registries", host, "each key is a registry host as a chart names it, such as registry.k8s.io")
-        if not isinstance(spec, dict):
-            raise _bad(option, spec, f"give a dict with {', '.join(UPSTREAM_KEYS)}")
-        unknown = [key for key in spec if key not in UPSTREAM_KEYS]
-        if unknown:
-            raise _bad(option, unknown[0], f"unknown key: a registry has {', '.join(UPSTREAM_KEYS)}")
-        if spec.get("url") is not None:
-            check_url(f"{option}.url", spec["url"], example="https://registry.k8s.io")
-        if spec.get("validate_certs") is not None and not isinstance(spec["validate_certs"], bool):
-            raise _bad(f"{option}.validate_certs", spec["validate_certs"], "give true or false")
-        if spec.get("ca_path") is not None:
-            check_ca_path(f"{option}.ca_path", spec["ca_path"])
-        for key in ("username", "password"):
-            if spec.get(key) is not None and not isinstance(spec[key], str):
-                raise ConfigError(f"invalid {option}.{key}: give a string")
+    parse_upstream_registries(params.get("upstream_registries"))
     if params.get("values_dir") is not None:
         check_path("values_dir", params["values_dir"], "dir")
         if params.get("registry") is None:

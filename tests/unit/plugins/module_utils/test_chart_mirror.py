@@ -5,6 +5,7 @@ charts are kept (and a chart repository takes nothing else), the images it deplo
 nvcr.io is read from its own registry without the NGC key, and bad chart options are named."""
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -35,7 +36,7 @@ VALUES = {"operator": {"repository": "nvcr.io/nvidia", "image": "pytorch", "vers
 def chart_tgz(version: str = "1.0.0") -> bytes:
     """A chart archive as ``helm package`` writes one (Chart.yaml, values.yaml)."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+    with tarfile.open(fileobj=out, mode="w") as archive:
         for name, data in (("Chart.yaml", {"apiVersion": "v2", "name": "demo", "version": version, "appVersion": "24.01"}),
                            ("values.yaml", VALUES)):
             raw = yaml.safe_dump(data).encode()
@@ -43,7 +44,7 @@ def chart_tgz(version: str = "1.0.0") -> bytes:
             info.size = len(raw)
             info.mtime = 1
             archive.addfile(info, io.BytesIO(raw))
-    return out.getvalue()
+    return gzip.compress(out.getvalue(), mtime=0)
 
 
 class FakeHelm:
@@ -196,8 +197,8 @@ def mirror_params(tmp_path: Any, **extra: Any) -> dict[str, Any]:
     ({"charts": ["nvidia/gpu-operator:v26.7.0", "nvidia/gpu-operator:v26.7.0"]}, r"charts item 2 names nvidia/gpu-operator:v26.7.0 again"),
     ({"values_dir": "/srv/values", "registry": None, "bundle": {"dir": "/srv/b"}}, r"invalid values_dir .*set registry"),
     ({"upstream_registries": {"registry.k8s.io": {"url": "https://mirror.example", "token": "x"}}},
-     r"invalid upstream_registries.registry.k8s.io 'token': unknown key"),
-    ({"upstream_registries": {"registry.k8s.io": {"url": "ftp://mirror.example"}}}, r"invalid upstream_registries.registry.k8s.io.url"),
+     r"invalid upstream_registries\['registry.k8s.io'\]: unknown key 'token'"),
+    ({"upstream_registries": {"registry.k8s.io": {"url": "ftp://mirror.example"}}}, r"upstream_registries\['registry.k8s.io'\].url"),
     ({"chart_repo": {"dir": "/srv/b"}, "bundle": {"dir": "/srv/b"}}, r"invalid chart_repo.dir '/srv/b': it is also bundle.dir"),
     ({"source": "archive", "source_dir": "/srv/a"}, r"invalid charts .*not from per-tag archives"),
 ])
