@@ -271,3 +271,27 @@ def test_an_image_missing_upstream_fails_its_chart_naming_the_values_path(ansibl
     assert f"{reference}" in run.result["msg"] and "Traceback" not in run.stdout
 
 
+
+
+def test_the_playbook_carries_the_gpu_operator_across(ansible: Any, testbed: Any, helm_charts: Any, tmp_path: Path, ns: str) -> None:
+    common = {"k8s_gpu_bundle_dir": str(tmp_path / "bundle"), "k8s_gpu_charts": [{"name": "nvidia/gpu-operator", "version": OLD}],
+              "k8s_gpu_driver_os": ["ubuntu22.04"]}
+    exported = ansible.playbook("playbooks/k8s_gpu_stack.yml", dict(
+        common, k8s_gpu_side="export", k8s_gpu_registry_url=testbed.source_registry_url, k8s_gpu_helm_url=helm_charts.url,
+        k8s_gpu_upstream_registries={K8S: {"url": testbed.k8s_registry_url}}, k8s_gpu_facts_file=str(tmp_path / "export.fact"),
+        ngc_mirror_api_key=testbed.api_key))
+    assert exported.rc == 0, exported.stdout + exported.stderr
+    imported = ansible.playbook("playbooks/k8s_gpu_stack.yml", dict(
+        common, k8s_gpu_side="import", k8s_gpu_registry={"url": testbed.open_registry_url, "prefix": ns},
+        k8s_gpu_chart_repo_dir=str(tmp_path / "charts"), k8s_gpu_values_dir=str(tmp_path / "values"),
+        k8s_gpu_facts_file=str(tmp_path / "import.fact")))
+    assert imported.rc == 0, imported.stdout + imported.stderr
+    values = tmp_path / "values" / f"gpu-operator-{OLD}.values.yaml"
+    assert (f"helm install gpu-operator oci://{testbed.open_registry_host}/{ns}/charts/nvidia/gpu-operator --version {OLD} "
+            f"-f {values}") in imported.stdout
+    wanted = {path_of(ref): digest for ref, digest in helm_charts.images(OLD, ["ubuntu22.04"]).items()}
+    site = f"{testbed.open_registry_host}/{ns}/"
+    images = images_rendered(tmp_path / "charts" / f"gpu-operator-{OLD}.tgz", yaml.safe_load(values.read_text()), ["ubuntu22.04"])
+    assert {image[len(site):] for image in images} == set(wanted)
+    for image in sorted(images):
+        assert raw_digest(testbed.open_registry_host, path_of(image)) == wanted[image[len(site):]], image
