@@ -16,7 +16,7 @@ description:
   - The result is what M(airgap.ngc.ngc_image_mirror) takes as O(airgap.ngc.ngc_image_mirror#module:images).
   - With O(charts) it lists NGC's Helm charts from the Helm repository at O(helm_url) instead (or as well, with
     O(images)), each with every image it deploys with O(values) and O(driver_os), and each image's digest from its own
-    registry (see O(upstream_registries)). Nothing is rendered: no cluster and no C(helm) binary is needed.
+    registry (see O(upstream_registries)). Nothing is rendered, so no cluster and no C(helm) binary is needed.
   - The module only reads, so check mode runs it fully.
 author:
   - airgap.ngc developers (@airgap-ngc)
@@ -126,8 +126,8 @@ options:
   values:
     description:
       - The values the site installs the charts with (what C(helm install -f) would be given), merged into each chart's
-        own values to decide which images it deploys, for example V({driver: {enabled: false}}) or
-        V({gds: {enabled: true}}).
+        own values to decide which images it deploys, for example C(gds.enabled) set to V(true) or C(driver.enabled)
+        set to V(false) (see EXAMPLES).
       - A value of another kind than the chart's own (a string where the chart has a mapping, a number where it has a
         string) fails the module, naming the chart and the values path. Only with O(charts).
     type: dict

@@ -15,7 +15,8 @@ without a version (the chart's ``appVersion``), GDS, GDRCopy, the node status ex
 manager disabled, and the ``node-feature-discovery`` subchart (a nested .tgz, ``condition: nfd.enabled``) whose image
 is ``registry.k8s.io/nfd/node-feature-discovery`` with its appVersion as tag. Templates render the operator's
 Deployment, the ClusterPolicy (the components as fields, as the real chart passes them) and NFD's DaemonSet.
-v26.7.0 differs from v26.3.0 by two images: a new driver (one tag per OS) and a new device plugin (also GFD's).
+v26.7.0 differs from v26.3.0 by its operator and validator (their tag is the appVersion) and by two new images: a new
+driver (one tag per OS) and a new device plugin (also GFD's).
 Archives are byte-for-byte the same on every run (fixed mtimes, sorted members, gzip without a time stamp).
 """
 from __future__ import annotations

@@ -238,6 +238,7 @@ class HelmRepository:
         expected = sha256_of_index(entry.get("digest"))
         path = os.path.join(dest_dir, filename)
         response = self._get(url, what)
+        source = host_of(response.url or url)  # where a redirect led
         temp = None
         try:
             fd, temp = tempfile.mkstemp(prefix=f".{filename}.partial-{os.getpid()}.", dir=dest_dir)
@@ -247,14 +248,14 @@ class HelmRepository:
                 for chunk in _chunks(response, what):
                     total += len(chunk)
                     if total > MAX_CHART_BYTES:
-                        raise AirgapError(f"{what} from {host_of(url)} has more than {MAX_CHART_BYTES} bytes: refused")
+                        raise AirgapError(f"{what} from {source} has more than {MAX_CHART_BYTES} bytes: refused")
                     hasher.update(chunk)
                     handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
             actual = f"sha256:{hasher.hexdigest()}"
             if expected is not None and actual != expected:
-                raise DigestMismatchError(f"{what} from {host_of(url)} hashes to {actual}, not the {expected} of the index")
+                raise DigestMismatchError(f"{what} from {source} hashes to {actual}, not the {expected} of the index")
             os.chmod(temp, 0o644)
             os.replace(temp, path)
             temp = None

@@ -117,6 +117,9 @@ def parse_upstream_registries(value: Any, option: str = "upstream_registries") -
             raise ConfigError(f"invalid {where}.url: expected an http or https URL such as https://{host}")
         if "://" not in url:
             raise ConfigError(f"invalid {where}.url {redact_url(url)!r}: give the scheme, such as https://{url}")
+        if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+            raise ConfigError(f"invalid {where}.url {redact_url(url)!r}: no user name or password in it; give username and "
+                              "password")
         url = registry_url(url, option=f"{where}.url")
         username, password = spec.get("username"), spec.get("password")
         for key, item in (("username", username), ("password", password)):

@@ -435,33 +435,34 @@ def _wanted(relative: str) -> bool:
         and all(parts[i] == "charts" for i in range(0, len(parts) - 1, 2))
 
 
-def _yaml_file(files: dict[str, bytes], path: str, what: str, required: bool) -> dict[str, Any]:
+def _yaml_file(files: dict[str, bytes], top: str, path: str, what: str, required: bool) -> dict[str, Any]:
+    shown = f"{top}/{path}"
     if path not in files:
         if required:
-            raise AirgapError(f"{what} has no {path}: not a Helm chart")
+            raise AirgapError(f"{what} has no {shown}: not a Helm chart")
         return {}
-    data = load_yaml(files[path], f"{what}: {path}")
+    data = load_yaml(files[path], f"{what}: {shown}")
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise AirgapError(f"{what}: {path} is {_kind(data)}, not a mapping")
+        raise AirgapError(f"{what}: {shown} is {_kind(data)}, not a mapping")
     return data
 
 
 def _build(files: dict[str, bytes], top: str, prefix: str, what: str, depth: int, budget: list[int]) -> ChartPackage:
-    metadata = _yaml_file(files, f"{prefix}Chart.yaml", what, True)
+    metadata = _yaml_file(files, top, f"{prefix}Chart.yaml", what, True)
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
-        raise AirgapError(f"{what}: {prefix}Chart.yaml has no name")
+        raise AirgapError(f"{what}: {top}/{prefix}Chart.yaml has no name")
     problem = version_problem(str(metadata.get("version"))) if metadata.get("version") is not None else "it has no version"
     if problem:
-        raise AirgapError(f"{what}: {prefix}Chart.yaml: {problem}")
+        raise AirgapError(f"{what}: {top}/{prefix}Chart.yaml: {problem}")
     if not prefix and name != top:
         raise AirgapError(f"{what} keeps the chart {name!r} under {top}/, not {name}/: refused")
-    values = _yaml_file(files, f"{prefix}values.yaml", what, False)
+    values = _yaml_file(files, top, f"{prefix}values.yaml", what, False)
     dependencies = metadata.get("dependencies")
     if dependencies is None:
-        dependencies = _yaml_file(files, f"{prefix}requirements.yaml", what, False).get("dependencies")
+        dependencies = _yaml_file(files, top, f"{prefix}requirements.yaml", what, False).get("dependencies")
     chart = ChartPackage(name=name, metadata=metadata, own_values=values, what=what)
     found: dict[str, ChartPackage] = {}
     for path in sorted(files):
@@ -471,7 +472,7 @@ def _build(files: dict[str, bytes], top: str, prefix: str, what: str, depth: int
         if "/" not in rest and rest.endswith(".tgz"):
             if depth >= MAX_NESTING:
                 raise AirgapError(f"{what} nests subcharts more than {MAX_NESTING} deep: refused")
-            inner = _nested(files[path], f"{what}: {prefix}charts/{rest}", depth + 1, budget)
+            inner = _nested(files[path], f"{what}: {top}/{prefix}charts/{rest}", depth + 1, budget)
             found[inner.name] = inner
         elif rest.count("/") == 1 and rest.endswith("/Chart.yaml"):
             inner = _build(files, top, f"{prefix}charts/{rest.split('/')[0]}/", what, depth + 1, budget)
