@@ -51,9 +51,9 @@ options:
     description:
       - Helm charts to mirror with every image they deploy. Each item is a chart reference
         V(nvidia/gpu-operator:v26.7.0) (C(<org>[/<team>]/<name>[:<version>]); no version means the newest), or a dict
-        with C(name), C(version), C(values) (the value overrides the site installs the chart with: they decide which
-        components are enabled, so which images are needed) and C(driver_os) (the OS of the site's GPU nodes, for
-        example V([ubuntu22.04, rhel9.6]): the GPU Operator appends V(-<os>) to the driver, GDS and GDRCopy tags).
+        with C(name), C(version), C(values) (the value overrides the site installs the chart with, which decide which
+        components are enabled, so which images are needed), and C(driver_os) (the OS of the site's GPU nodes, for
+        example V([ubuntu22.04, rhel9.6]); the GPU Operator appends V(-<os>) to the driver, GDS and GDRCopy tags).
       - The chart is read from NGC's Helm repository (O(helm_url)) and travels as an OCI Helm chart (config
         C(application/vnd.cncf.helm.config.v1+json), its .tgz byte for byte as the one layer). A O(registry)
         destination gets it at C([<prefix>/]charts/<org>[/<team>]/<name>), tagged with the chart version (C(+) written
@@ -69,14 +69,14 @@ options:
     elements: raw
   values_dir:
     description:
-      - Write, per chart, C(<values_dir>/<name>-<version>.values.yaml) for O(registry): the chart's C(values) with
+      - Write, per chart, C(<values_dir>/<name>-<version>.values.yaml) for O(registry), the chart's C(values) with
         every image's repository pointed at that registry (under its C(prefix)), NFD included, so that
         C(helm install -f) that file installs the chart from the site's registry with no editing. The result's
         RV(charts) names each chart's C(values_file).
     type: path
   chart_repo:
     description:
-      - Write the charts into a classic Helm repository in a directory: each chart's .tgz byte for byte as
+      - Write the charts into a classic Helm repository in a directory, each chart's .tgz byte for byte as
         C(<name>-<version>.tgz) and C(index.yaml), each file written whole or not at all, for sites that serve charts
         from a web server and C(helm repo add). Images are not written there.
     type: dict
