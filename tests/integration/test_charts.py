@@ -149,8 +149,8 @@ def test_export_lists_the_chart_and_every_image_with_its_values_path(exported: d
     assert set(wanted) <= set(contents["images"])
 
 
-def test_the_far_side_installs_the_chart_from_the_site_registry(ansible: Any, testbed: Any, helm_charts: Any, exported: dict[str, Any],
-                                                                 tmp_path: Path, ns: str, faults: Any) -> None:
+def test_the_far_side_installs_the_chart_from_the_site_registry(ansible: Any, testbed: Any, helm_charts: Any,
+                                                                exported: dict[str, Any], tmp_path: Path, ns: str, faults: Any) -> None:
     carried = tmp_path / "carried"
     shutil.copytree(exported["bundle"], carried)
     far = tmp_path / "far"
@@ -269,8 +269,6 @@ def test_an_image_missing_upstream_fails_its_chart_naming_the_values_path(ansibl
     assert chart["status"] == "failed"
     assert f"{reference}" in chart["message"] and f"chart nvidia/gpu-operator:{OLD} names it at {path}" in chart["message"]
     assert f"{reference}" in run.result["msg"] and "Traceback" not in run.stdout
-
-
 
 
 def test_the_playbook_carries_the_gpu_operator_across(ansible: Any, testbed: Any, helm_charts: Any, tmp_path: Path, ns: str) -> None:

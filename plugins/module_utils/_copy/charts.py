@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import yaml
-
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.helm_repo import DEFAULT_HELM_URL
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import (
     NGC_REGISTRY_HOST,
@@ -24,13 +22,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import
     upstream_registry_from,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import atomic_write
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.chart_repo import dump_yaml
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.helm_source import Chart, ChartSources
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import RegistrySource
 from ansible_collections.airgap.ngc.plugins.module_utils._types.charts import ChartSelection
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, ImagePlan
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import registry_host
-
 
 
 def chart_selections(params: dict[str, Any]) -> list[ChartSelection]:
@@ -106,8 +104,7 @@ def write_values(params: dict[str, Any], source: Any, plans: list[ImagePlan], ch
             continue
         selection = chart.selection
         values = source.package_of(chart).site_values(selection.values if selection else {}, registry, prefix)
-        data = ("# helm install -f this file: " + f"{chart.label} from {registry}\n"
-                + yaml.safe_dump(values, sort_keys=True, default_flow_style=False)).encode("utf-8")
+        data = f"# helm install -f this file: {chart.label} from {registry}\n".encode("utf-8") + dump_yaml(values, "a values file")
         path = _values_path(directory, chart)
         try:
             with open(path, "rb") as handle:

@@ -517,8 +517,8 @@ def _check_charts(params: dict[str, Any]) -> None:
     if params.get("values_dir") is not None:
         check_path("values_dir", params["values_dir"], "dir")
         if params.get("registry") is None:
-            raise _bad("values_dir", params["values_dir"], "its values files point the charts' images at the registry "
-                                                             "destination: set registry")
+            raise _bad("values_dir", params["values_dir"],
+                       "its values files point the charts' images at the registry destination: set registry")
     if params.get("chart_repo") is not None:
         directory = check_path("chart_repo.dir", params["chart_repo"].get("dir"), "dir")
         for option, other in (("source_dir", params.get("source_dir")), ("bundle.dir", (params.get("bundle") or {}).get("dir")),

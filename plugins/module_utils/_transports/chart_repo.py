@@ -13,8 +13,14 @@ import json
 import os
 from typing import Any
 
-import yaml
+try:
+    import yaml
+except ImportError:
+    HAS_YAML = False
+else:
+    HAS_YAML = True
 
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.helm_repo import load_yaml
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     GONE,
     KEPT,
@@ -39,6 +45,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import Sour
 
 INDEX_FILE = "index.yaml"
 MAX_INDEX_BYTES = 16 * 1024 * 1024
+
+
+def dump_yaml(data: Any, what: str) -> bytes:
+    """``data`` as block-style YAML (the safe dumper); AirgapError if PyYAML is missing."""
+    if not HAS_YAML:
+        raise AirgapError(f"writing {what} needs the PyYAML library")
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False).encode("utf-8")
 
 
 def chart_name_version(image: SourceImage) -> tuple[str, str]:
@@ -85,11 +98,11 @@ class ChartRepoDestination:
             raise AirgapError(f"chart_repo.dir {self.dir}: cannot read {INDEX_FILE} ({exc.strerror or exc})") from None
         try:
             if len(raw) > MAX_INDEX_BYTES:
-                raise ValueError(f"it has more than {MAX_INDEX_BYTES} bytes")
-            index = yaml.safe_load(raw) or {}
+                raise AirgapError(f"it has more than {MAX_INDEX_BYTES} bytes")
+            index = load_yaml(raw, INDEX_FILE) or {}
             if not isinstance(index, dict) or not isinstance(index.get("entries") or {}, dict):
-                raise ValueError("it is not a Helm repository index (no entries mapping)")
-        except (ValueError, yaml.YAMLError) as exc:
+                raise AirgapError("it is not a Helm repository index (no entries mapping)")
+        except AirgapError as exc:
             raise AirgapError(f"chart_repo.dir {self.dir}: {INDEX_FILE} cannot be read as a Helm repository index ({exc}): "
                               "move it away, or give another directory") from None
         index.setdefault("entries", {})
@@ -108,7 +121,7 @@ class ChartRepoDestination:
                                                     for name, versions in index["entries"].items()}
         update(entries)
         document = repository_index({name: versions for name, versions in entries.items() if versions}, utc_now())
-        atomic_write(self.index_path, yaml.safe_dump(document, sort_keys=False).encode("utf-8"), what="Helm repository index")
+        atomic_write(self.index_path, dump_yaml(document, "a Helm repository index"), what="Helm repository index")
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
         return record.get("type") == self.kind and dest_key.startswith(f"{self.kind}:") and under(record.get("path"), self.dir)

@@ -157,9 +157,9 @@ def test_a_chart_or_version_that_does_not_exist_is_named(memory: MemorySource) -
 
 
 def test_images_of_another_registry_never_get_the_ngc_key() -> None:
+    quay = {"url": "https://quay.example", "username": "robot", "password": "pw"}
     params = {"registry_url": "https://nvcr.io", "api_key": "nvapi-secret", "username": "$oauthtoken", "validate_certs": True,
-              "ca_path": None, "timeout": 5.0, "retries": 0, "upstream_registries": {"quay.io": {"url": "https://quay.example",
-                                                                                                  "username": "robot", "password": "pw"}}}
+              "ca_path": None, "timeout": 5.0, "retries": 0, "upstream_registries": {"quay.io": quay}}
     assert upstream_source(params, "nvcr.io") is None
     anonymous = upstream_source(params, "registry.k8s.io")
     assert anonymous is not None and anonymous.url == "https://registry.k8s.io" and anonymous.client.username is None
