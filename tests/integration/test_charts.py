@@ -293,3 +293,21 @@ def test_the_playbook_carries_the_gpu_operator_across(ansible: Any, testbed: Any
     assert {image[len(site):] for image in images} == set(wanted)
     for image in sorted(images):
         assert raw_digest(testbed.open_registry_host, path_of(image)) == wanted[image[len(site):]], image
+
+
+def test_the_role_mirrors_charts_beside_its_selections(ansible: Any, testbed: Any, helm_charts: Any, tmp_path: Path, ns: str) -> None:
+    from tests.integration.test_role_prune import PLAYBOOK, role_vars  # pylint: disable=import-outside-toplevel
+
+    playbook = tmp_path / "role.yml"
+    playbook.write_text(PLAYBOOK)
+    values = role_vars(tmp_path, ngc_mirror_api_url=testbed.ngc_api_url, ngc_mirror_source_registry_url=testbed.source_registry_url,
+                       ngc_mirror_helm_url=helm_charts.url, ngc_mirror_upstream_registries={K8S: {"url": testbed.k8s_registry_url}},
+                       ngc_mirror_charts=[selection(NEW, ["ubuntu22.04"])], ngc_mirror_chart_repo={"dir": str(tmp_path / "charts")},
+                       ngc_mirror_registry={"url": testbed.open_registry_url, "prefix": ns}, ngc_mirror_values_dir=str(tmp_path / "values"))
+    run = ansible.playbook(playbook, values, env={"NGC_API_KEY": testbed.api_key})
+    assert run.rc == 0, (run.stdout + run.stderr)[-6000:]
+    index = yaml.safe_load((tmp_path / "charts" / "index.yaml").read_text())
+    assert [e["version"] for e in index["entries"]["gpu-operator"]] == [NEW]
+    assert (tmp_path / "values" / f"gpu-operator-{NEW}.values.yaml").is_file()
+    for ref, digest in helm_charts.images(NEW, ["ubuntu22.04"]).items():
+        assert raw_digest(testbed.open_registry_host, f"{ns}/{path_of(ref)}") == digest, ref
