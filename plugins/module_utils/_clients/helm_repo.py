@@ -241,10 +241,10 @@ class HelmRepository:
         source = host_of(response.url or url)  # where a redirect led
         temp = None
         try:
-            fd, temp = tempfile.mkstemp(prefix=f".{filename}.partial-{os.getpid()}.", dir=dest_dir)
             hasher = hashlib.sha256()
             total = 0
             with response:
+                fd, temp = tempfile.mkstemp(prefix=f".{filename}.partial-{os.getpid()}.", dir=dest_dir)
                 with os.fdopen(fd, "wb") as handle:
                     for chunk in _chunks(response, what):
                         total += len(chunk)
