@@ -45,7 +45,7 @@ def registry_digest(testbed: Any, authfile: Path, reference: str) -> str:
 
 
 def test_lists_the_chart_with_every_image_and_the_registries_digests(ansible: Any, testbed: Any, helm_charts: Any,
-                                                                      testbed_authfile: Path, tmp_path: Path) -> None:
+                                                                     testbed_authfile: Path, tmp_path: Path) -> None:
     newest = helm_charts.versions[-1]
     systems = ["ubuntu22.04", "rhel9.6"]
     run = ansible.module("ngc_catalog_info", chart_args(testbed, charts=[f"{helm_charts.name}:{newest}"], driver_os=systems),

@@ -241,18 +241,19 @@ class HelmRepository:
         source = host_of(response.url or url)  # where a redirect led
         temp = None
         try:
-            fd, temp = tempfile.mkstemp(prefix=f".{filename}.partial-{os.getpid()}.", dir=dest_dir)
             hasher = hashlib.sha256()
             total = 0
-            with os.fdopen(fd, "wb") as handle, response:
-                for chunk in _chunks(response, what):
-                    total += len(chunk)
-                    if total > MAX_CHART_BYTES:
-                        raise AirgapError(f"{what} from {source} has more than {MAX_CHART_BYTES} bytes: refused")
-                    hasher.update(chunk)
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
+            with response:
+                fd, temp = tempfile.mkstemp(prefix=f".{filename}.partial-{os.getpid()}.", dir=dest_dir)
+                with os.fdopen(fd, "wb") as handle:
+                    for chunk in _chunks(response, what):
+                        total += len(chunk)
+                        if total > MAX_CHART_BYTES:
+                            raise AirgapError(f"{what} from {source} has more than {MAX_CHART_BYTES} bytes: refused")
+                        hasher.update(chunk)
+                        handle.write(chunk)
+                    handle.flush()
+                    os.fsync(handle.fileno())
             actual = f"sha256:{hasher.hexdigest()}"
             if expected is not None and actual != expected:
                 raise DigestMismatchError(f"{what} from {source} hashes to {actual}, not the {expected} of the index")

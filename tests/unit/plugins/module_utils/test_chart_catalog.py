@@ -34,9 +34,11 @@ def _versioned(version: str, values: Dict[str, Any]) -> bytes:
     })
 
 
-ARCHIVES = {version: _versioned(version, dict(operator_values(), devicePlugin=dict(operator_values()["devicePlugin"],
-                                                                                     version=f"plugin-{version}")))
-            for version in VERSIONS}
+def _plugin(version: str) -> Dict[str, Any]:
+    return dict(operator_values()["devicePlugin"], version=f"plugin-{version}")
+
+
+ARCHIVES = {version: _versioned(version, dict(operator_values(), devicePlugin=_plugin(version))) for version in VERSIONS}
 
 
 def helm_app(request: requests.PreparedRequest) -> Answer:
@@ -146,6 +148,6 @@ def test_images_are_listed_with_charts_only_when_asked_and_an_empty_selection_is
     assert lists_images({"charts": None}) and not lists_images({"charts": ["gpu-operator"]})
     assert lists_images({"charts": ["gpu-operator"], "images": ["pytorch"]})
     message = empty_chart_selection({"charts": ["gpu-operater"], "helm_url": HELM, "strict_name_match": True}, [])
-    assert message is not None and message.startswith(f"The selection picked no chart from the Helm repository {HELM}/nvidia with "
-                                                       'charts ["gpu-operater"], strict_name_match true')
+    expected = f'The selection picked no chart from the Helm repository {HELM}/nvidia with charts ["gpu-operater"], strict_name_match true'
+    assert message is not None and message.startswith(expected)
     assert empty_chart_selection({"charts": ["x"], "allow_empty": True}, []) is None
