@@ -14,12 +14,16 @@ description:
   - With O(source=registry) it lists another registry's own catalog and tag lists instead,
     for mirrors and registries that are not NGC.
   - The result is what M(airgap.ngc.ngc_image_mirror) takes as O(airgap.ngc.ngc_image_mirror#module:images).
+  - With O(charts) it lists NGC's Helm charts from the Helm repository at O(helm_url) instead (or as well, with
+    O(images)), each with every image it deploys with O(values) and O(driver_os), and each image's digest from its own
+    registry (see O(upstream_registries)). Nothing is rendered, so no cluster and no C(helm) binary is needed.
   - The module only reads, so check mode runs it fully.
 author:
   - airgap.ngc developers (@airgap-ngc)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - airgap.ngc.source
+  - airgap.ngc.charts
 attributes:
   check_mode:
     support: full
@@ -101,6 +105,37 @@ options:
       - Names are repository paths such as C(nvidia/pytorch) or C(nvidia/clara/clara-parabricks), of lower-case
         letters, digits, C(.), C(_), C(-) and C(/). Tags are selected with the tag filters, not here.
       - By default every image is selected. An empty item is refused.
+    type: list
+    elements: str
+  charts:
+    description:
+      - List NGC Helm charts of O(org) (and of O(teams)) from the Helm repository at O(helm_url), in RV(charts).
+        Without O(images), images are then not listed.
+      - Each item is a name filter with the matching rules of O(images) (C(gpu-operator) or C(nvidia/gpu-operator);
+        see O(strict_name_match)), whose versions O(min_version), O(tag_regex), O(tag_exclude_regex) and O(latest)
+        select; or one exact version, C(<org>[/<team>]/<name>:<version>) such as V(nvidia/gpu-operator:v26.7.0), which
+        must exist.
+      - An empty list selects every chart. Without O(teams) only the org's own charts are listed (C(<helm_url>/<org>));
+        with O(teams), the charts of each team (V('') for the org's own).
+      - Each selected version is fetched (checked against the index's sha256) and read without rendering; its images
+        are discovered from its values merged with O(values), subcharts included, and looked up in their registries.
+        An image the chart names that its registry does not have fails the module, naming the chart, the image and the
+        values path.
+    type: list
+    elements: str
+  values:
+    description:
+      - The values the site installs the charts with (what C(helm install -f) would be given), merged into each chart's
+        own values to decide which images it deploys, for example C(gds.enabled) set to V(true) or C(driver.enabled)
+        set to V(false) (see EXAMPLES).
+      - A value of another kind than the chart's own (a string where the chart has a mapping, a number where it has a
+        string) fails the module, naming the chart and the values path. Only with O(charts).
+    type: dict
+  driver_os:
+    description:
+      - The OS of the site's GPU nodes, as the GPU Operator appends it to the driver, GDS and GDRCopy tags at run time,
+        for example V([ubuntu22.04, rhel9.6]); each such image is listed once per OS.
+      - Needed when a listed GPU Operator chart deploys the driver (the default). Only with O(charts).
     type: list
     elements: str
   strict_name_match:
@@ -223,6 +258,27 @@ EXAMPLES = r"""
     fail_on_unresolved: true
   register: cuda
 
+- name: List the GPU Operator v26.7.0 and every image it deploys on Ubuntu 22.04 and RHEL 9.6 nodes, with GDS on
+  airgap.ngc.ngc_catalog_info:
+    api_key: "{{ vault_ngc_api_key }}"
+    charts: [nvidia/gpu-operator:v26.7.0]
+    driver_os: [ubuntu22.04, rhel9.6]
+    values:
+      gds:
+        enabled: true
+  register: gpu_operator
+
+- name: List the two newest GPU Operator versions, NFD's image from a registry.k8s.io mirror
+  airgap.ngc.ngc_catalog_info:
+    api_key: "{{ vault_ngc_api_key }}"
+    charts: [gpu-operator]
+    strict_name_match: true
+    latest: 2
+    driver_os: [ubuntu22.04]
+    upstream_registries:
+      registry.k8s.io:
+        url: https://k8s-mirror.example.com
+
 - name: List what a site mirror holds
   airgap.ngc.ngc_catalog_info:
     source: registry
@@ -291,6 +347,64 @@ images:
       returned: when O(verify) is true
       type: bool
       sample: true
+charts:
+  description:
+    - With O(charts), the selected chart versions, sorted by name, then oldest to newest version.
+  returned: when O(charts) is set
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The chart, C(<org>[/<team>]/<name>).
+      type: str
+      sample: nvidia/gpu-operator
+    version:
+      description: The chart version.
+      type: str
+      sample: v26.7.0
+    app_version:
+      description: The chart's C(appVersion).
+      type: str
+      sample: v26.7.0
+    digest:
+      description: The sha256 of the chart archive (.tgz), checked against the repository index.
+      type: str
+      sample: sha256:0b1c2d3e4f5061728394a5b6c7d8e9f00112233445566778899aabbccddeeff0
+    size:
+      description: The size of the chart archive in bytes.
+      type: int
+      sample: 112640
+    url:
+      description: Where the chart archive was fetched from.
+      type: str
+      sample: https://helm.ngc.nvidia.com/nvidia/charts/gpu-operator-v26.7.0.tgz
+    description:
+      description: The chart's description, as the index gives it.
+      type: str
+      sample: NVIDIA GPU Operator creates/configures/manages GPUs atop Kubernetes
+    created:
+      description: When the chart version was published, as the index gives it.
+      type: str
+      sample: "2026-07-21T18:04:11.000Z"
+    images:
+      description:
+        - Every image the chart deploys with O(values) and O(driver_os), one item per reference, in the order of the
+          chart's values.
+      type: list
+      elements: dict
+      contains:
+        reference:
+          description: The image as a node pulls it.
+          type: str
+          sample: nvcr.io/nvidia/driver:595.91.07-ubuntu22.04
+        digest:
+          description: The digest of its manifest (or index) in its registry; null without O(include_digests).
+          type: str
+          sample: sha256:8f9c5a5b1f4e0d1a9fd6f1f0c6a2f1a0e7b3c4d5e6f708192a3b4c5d6e7f8091
+        from:
+          description: The values path that names it (several, comma-separated, when more than one names the same image).
+          type: str
+          sample: driver
 unresolved:
   description:
     - The selected tags the registry could not resolve, sorted like RV(images); empty when every tag was resolved
@@ -350,14 +464,21 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.airgap.ngc.plugins.module_utils._catalog.catalog import empty_selection, inspect_catalog
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog.charts import (
+    check_chart_options,
+    empty_chart_selection,
+    inspect_charts,
+    lists_images,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
-from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import source_argument_spec
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import chart_source_argument_spec, source_argument_spec, upstream_secrets
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_catalog
 
 
 def main() -> None:
     argument_spec = source_argument_spec()
+    argument_spec.update(chart_source_argument_spec())
     argument_spec.update(
         source=dict(type="str", choices=["ngc", "registry", "bundle"], default="ngc"),
         source_dir=dict(type="path"),
@@ -381,21 +502,31 @@ def main() -> None:
         fail_on_unresolved=dict(type="bool", default=False),
         allow_empty=dict(type="bool", default=False),
         label=dict(type="str"),
+        charts=dict(type="list", elements="str"),
+        values=dict(type="dict"),
+        driver_os=dict(type="list", elements="str"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, required_if=[("source", "bundle", ("source_dir",))])
+    secrets = [module.params.get("api_key")] + upstream_secrets(module.params)
+    module.no_log_values.update(secret for secret in secrets if secret)
     try:
         validate_catalog(module.params)
+        check_chart_options(module.params)
     except AirgapError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=redact(str(exc), secrets))
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     try:
-        result = inspect_catalog(module.params)
+        result = inspect_catalog(module.params) if lists_images(module.params) else {"images": [], "unresolved": []}
+        if module.params["charts"] is not None:
+            listed = inspect_charts(module.params)
+            result["charts"] = listed["charts"]
+            result["warnings"] = (result.get("warnings") or []) + listed["warnings"]
     except AirgapError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=redact(str(exc), secrets))
     # A bug must still fail as one line without a secret.
     except Exception as exc:  # pylint: disable=broad-except
-        reason = shorten(redact(str(exc), (module.params.get("api_key"),)))
+        reason = shorten(redact(str(exc), secrets))
         module.fail_json(msg=f"ngc_catalog_info failed unexpectedly: {type(exc).__name__}: {reason}", exception=traceback.format_exc())
     for warning in result.pop("warnings", None) or []:
         module.warn(warning)
@@ -411,7 +542,9 @@ def main() -> None:
         more = f" and {len(unresolved) - 3} more" if len(unresolved) > 3 else ""
         module.fail_json(msg=f"{len(unresolved)} selected tag{'s' if len(unresolved) > 1 else ''} could not be resolved in "
                              f"the registry (fail_on_unresolved is set): {shown}{more}", changed=False, **result)
-    empty = empty_selection(module.params, result)
+    empty = empty_chart_selection(module.params, result["charts"]) if "charts" in result else None
+    if lists_images(module.params) and not empty:
+        empty = empty_selection(module.params, result)
     if empty:
         module.fail_json(msg=empty, changed=False, **result)
     module.exit_json(changed=False, **result)

@@ -23,6 +23,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - airgap.ngc.source
+  - airgap.ngc.charts
 attributes:
   check_mode:
     support: full
@@ -46,6 +47,45 @@ options:
       - Optional with O(source=bundle) or O(source=archive), where by default every image of O(source_dir) is copied.
     type: list
     elements: raw
+  charts:
+    description:
+      - Helm charts to mirror with every image they deploy. Each item is a chart reference
+        V(nvidia/gpu-operator:v26.7.0) (C(<org>[/<team>]/<name>[:<version>]); no version means the newest), or a dict
+        with C(name), C(version), C(values) (the value overrides the site installs the chart with, which decide which
+        components are enabled, so which images are needed), and C(driver_os) (the OS of the site's GPU nodes, for
+        example V([ubuntu22.04, rhel9.6]); the GPU Operator appends V(-<os>) to the driver, GDS and GDRCopy tags).
+      - The chart is read from NGC's Helm repository (O(helm_url)) and travels as an OCI Helm chart (config
+        C(application/vnd.cncf.helm.config.v1+json), its .tgz byte for byte as the one layer). A O(registry)
+        destination gets it at C([<prefix>/]charts/<org>[/<team>]/<name>), tagged with the chart version (C(+) written
+        as C(_)), so C(helm install oci://<registry>/charts/nvidia/gpu-operator --version v26.7.0) works; a
+        O(bundle) carries it; a O(chart_repo) gets the .tgz and C(index.yaml). Archives, engines and HPC caches take
+        only the images.
+      - The images are found in the chart's values merged with C(values), subcharts included; an image outside
+        nvcr.io (the NFD subchart's C(registry.k8s.io/nfd/node-feature-discovery)) is read from its own registry
+        (O(upstream_registries)) without the NGC key, and keeps its repository path at the destination.
+      - With O(source=bundle), names the charts of the bundle to import with the images they deploy with these
+        values; without it, a bundle's import takes every chart it carries.
+    type: list
+    elements: raw
+  values_dir:
+    description:
+      - Write, per chart, C(<values_dir>/<name>-<version>.values.yaml) for O(registry), the chart's C(values) with
+        every image's repository pointed at that registry (under its C(prefix)), NFD included, so that
+        C(helm install -f) that file installs the chart from the site's registry with no editing. The result's
+        RV(charts) names each chart's C(values_file).
+    type: path
+  chart_repo:
+    description:
+      - Write the charts into a classic Helm repository in a directory, each chart's .tgz byte for byte as
+        C(<name>-<version>.tgz) and C(index.yaml), each file written whole or not at all, for sites that serve charts
+        from a web server and C(helm repo add). Images are not written there.
+    type: dict
+    suboptions:
+      dir:
+        description:
+          - The repository directory. Created if missing; a run locks it against other runs.
+        type: path
+        required: true
   registry:
     description:
       - Copy to this registry.
@@ -507,6 +547,34 @@ EXAMPLES = r"""
     containerd:
       name_as: nvcr.io
       strip_prefix: ngc
+
+- name: The GPU Operator as the site installs it (the same selection on both sides of the air gap)
+  ansible.builtin.set_fact:
+    gpu_stack:
+      - name: nvidia/gpu-operator
+        version: v26.7.0
+        driver_os: [ubuntu22.04, rhel9.6]
+        values:
+          gds:
+            enabled: true
+
+- name: Connected side, export it and every image it deploys on those node OSes into a bundle
+  airgap.ngc.ngc_image_mirror:
+    api_key: "{{ ngc_api_key }}"
+    charts: "{{ gpu_stack }}"
+    bundle:
+      dir: /media/transfer/gpu-stack-2026-12
+
+- name: Far side, import it into the site registry and a chart repository, with the values file for helm install -f
+  airgap.ngc.ngc_image_mirror:
+    source: bundle
+    source_dir: /media/transfer/gpu-stack-2026-12
+    charts: "{{ gpu_stack }}"
+    registry:
+      url: https://registry.site.example
+    chart_repo:
+      dir: /srv/www/charts
+    values_dir: /srv/values
 """
 
 RETURN = r"""
@@ -542,6 +610,50 @@ images:
       elements: dict
       sample:
         - {kind: registry, target: "registry.site.example/nvidia/pytorch:24.01-py3", action: copy, before: null, after: "sha256:8f9c..."}
+charts:
+  description:
+    - One entry per chart of O(charts) (or, importing a bundle without O(charts), per chart it carries). The chart and
+      its images are also in RV(images), like any image.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The chart, C(<org>[/<team>]/<name>).
+      type: str
+      sample: nvidia/gpu-operator
+    version:
+      description: The chart version.
+      type: str
+      sample: v26.7.0
+    reference:
+      description: The chart's key in the facts file and bundles (its OCI path C(charts/...) and tag).
+      type: str
+      sample: helm.ngc.nvidia.com/charts/nvidia/gpu-operator:v26.7.0
+    digest:
+      description: The digest of the chart's OCI manifest, the same on every run and both sides of the air gap.
+      type: str
+    status:
+      description: V(copied), V(would copy), V(skipped), or V(failed) if the chart or one of its images failed.
+      type: str
+    message:
+      description: Why the chart failed (the images that failed, each with the values path that names it).
+      type: str
+    values_file:
+      description: With O(values_dir) and O(registry), the values file written (or, in check mode, to be written).
+      type: str
+      sample: /srv/values/gpu-operator-v26.7.0.values.yaml
+    images:
+      description: Every image the chart deploys with its values, each with its C(reference), C(digest), C(from) (the
+        values path that names it, such as V(driver) or V(node-feature-discovery.image)) and C(status).
+      type: list
+      elements: dict
+      sample:
+        - {reference: "nvcr.io/nvidia/driver:595.91.07-ubuntu22.04", from: driver, digest: "sha256:...", status: copied}
+    destinations:
+      description: What each destination held before and holds after, as for RV(images).
+      type: list
+      elements: dict
 bytes_transferred:
   description: Bytes read from the source and written to destinations.
   returned: always
@@ -645,14 +757,18 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import Mirror
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import failure_summary
-from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import source_argument_spec
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import chart_source_argument_spec, source_argument_spec, upstream_secrets
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_mirror
 
 
 def main() -> None:
     argument_spec = source_argument_spec()
+    argument_spec.update(chart_source_argument_spec())
     argument_spec.update(
         images=dict(type="list", elements="raw"),
+        charts=dict(type="list", elements="raw"),
+        values_dir=dict(type="path"),
+        chart_repo=dict(type="dict", options=dict(dir=dict(type="path", required=True))),
         registry=dict(type="dict", options=dict(
             url=dict(type="str", required=True),
             username=dict(type="str"),
@@ -713,9 +829,10 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-        required_one_of=[("registry", "archive", "docker", "containerd", "bundle", "enroot", "apptainer")],
+        required_one_of=[("registry", "archive", "docker", "containerd", "bundle", "enroot", "apptainer", "chart_repo")],
         required_if=[("source", "bundle", ("source_dir",)), ("source", "archive", ("source_dir",))],
     )
+    module.no_log_values.update(upstream_secrets(module.params))  # never in a message or a result
     try:
         validate_mirror(module.params)
     except AirgapError as exc:

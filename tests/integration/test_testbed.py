@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from tests.testbed import FaultSwitch, TestbedInfo, write_authfile
+from tests.testbed.charts import ChartOracle, gpu_operator_chart
 from tests.testbed.seed import find_tag
 
 NGC_USER = "$oauthtoken"
@@ -354,6 +355,34 @@ def test_short_token_lifetime_expires_at_the_registry(testbed: TestbedInfo, faul
     assert direct.status_code == 401 and f'realm="{testbed.token_realm}"' in direct.headers["WWW-Authenticate"]
     stale = requests.get(f"{testbed.ngc_api_url}/v2/orgs", headers=catalog_headers, timeout=10)
     assert stale.status_code == 401 and stale.json()["requestStatus"]["statusDescription"] == "token expired"
+
+
+def test_helm_repository_wants_the_key_and_sends_archives_elsewhere(testbed: TestbedInfo, helm_charts: ChartOracle) -> None:
+    index = f"{testbed.helm_url}/nvidia/index.yaml"
+    refused = requests.get(index, timeout=10)
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic ")
+    assert requests.get(index, auth=(NGC_USER, "not-the-key"), timeout=10).status_code == 401
+    assert "gpu-operator:" in requests.get(index, auth=(NGC_USER, testbed.api_key), timeout=10).text
+    archive = helm_charts.archive(helm_charts.versions[0])
+    moved = requests.get(archive["url"], auth=(NGC_USER, testbed.api_key), timeout=10, allow_redirects=False)
+    assert moved.status_code == 302 and moved.headers["Location"].startswith("http://localhost:")
+    assert requests.get(moved.headers["Location"], auth=(NGC_USER, testbed.api_key), timeout=10).status_code == 400
+    data = requests.get(moved.headers["Location"], timeout=10).content
+    assert "sha256:" + hashlib.sha256(data).hexdigest() == archive["digest"]
+    assert gpu_operator_chart(helm_charts.versions[0]) == data  # the same bytes on every run
+
+
+def test_chart_images_are_in_their_registries(testbed: TestbedInfo, helm_charts: ChartOracle, testbed_authfile: Path) -> None:
+    assert requests.get(f"{testbed.k8s_registry_url}/v2/", timeout=10).status_code == 200  # anonymous, like registry.k8s.io
+    for version in helm_charts.versions:
+        for record in helm_charts.records(version):
+            host, _sep, path = record["reference"].partition("/")
+            where = {"nvcr.io": testbed.source_registry_host, "registry.k8s.io": testbed.k8s_registry_host}[host]
+            raw = skopeo_inspect(testbed_authfile, f"{where}/{path}", raw=True)
+            assert raw.returncode == 0, raw.stderr
+            assert "sha256:" + hashlib.sha256(raw.stdout).hexdigest() == record["digest"]
+    driver = [r for r in helm_charts.records(helm_charts.versions[-1]) if r["from"] == "driver"]
+    assert sorted(r["os"] for r in driver) == sorted(helm_charts.driver_os) and helm_charts.missing_os not in helm_charts.driver_os
 
 
 def test_cli_reports_the_running_testbed(testbed: TestbedInfo) -> None:

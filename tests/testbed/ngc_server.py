@@ -15,6 +15,12 @@ without images answers ``/images`` without the ``images`` key and its detail has
 and no ``latestTag``. Registry tokens are granted for every action asked for (pull, push,
 delete, catalog) to the valid key, so the seeder can push through the same realm.
 
+The Helm repository (``<url>/helm/<org>[/<team>]/index.yaml`` and ``.../charts/<file>.tgz``) is served from
+``helm_dir`` (what ``charts.seed_charts`` wrote) to HTTP Basic ``$oauthtoken:<key>`` only: without it, or with
+another key, 401 with a Basic challenge (a private org). A chart archive is answered with a redirect to another host
+name of this server (``localhost`` for ``127.0.0.1``, as NGC sends its downloads elsewhere), which serves it without
+credentials and refuses a request that carries an ``Authorization`` header with 400, as a presigned CDN URL does.
+
 Fault settings besides ``token_lifetime`` and ``anonymous_pull``: ``revoke_ngc_tokens`` (the
 catalog API refuses every bearer token with 401 "token revoked", while ``/token`` still issues
 them) and ``deny_catalog`` (registry tokens never grant ``registry:catalog:*``, so the registry
@@ -61,6 +67,13 @@ ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"^/v2/org/(?P<org>[^/]+){_TEAM}/repos/(?P<name>[^/]+)$"), "detail"),
     (re.compile(r"^/v2/search/catalog/resources/CONTAINER$"), "search"),
 ]
+
+
+HELM_RE = re.compile(r"^/helm/(?P<namespace>[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)?)/"
+                     r"(?:(?P<index>index\.yaml)|charts/(?P<file>[A-Za-z0-9][A-Za-z0-9._+-]*\.tgz))$")
+HELM_CDN_RE = re.compile(r"^/helm-cdn/(?P<namespace>[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)?)/"
+                         r"charts/(?P<file>[A-Za-z0-9][A-Za-z0-9._+-]*\.tgz)$")
+CDN_HOST = "localhost"
 
 
 class NotFound(Exception):
@@ -268,6 +281,9 @@ class NgcHandler(TestbedHandler):
         if self.command not in ("GET", "HEAD"):
             self.send_json(405, _status_body("METHOD_NOT_ALLOWED", f"{self.command} is not supported"))
             return
+        if url.path.startswith(("/helm/", "/helm-cdn/")):
+            self._helm(url.path)
+            return
         for pattern, name in ROUTES:
             match = pattern.match(url.path)
             if match:
@@ -290,6 +306,50 @@ class NgcHandler(TestbedHandler):
             "detail": self._detail, "search": self._search,
         }
         handlers[name](params, query)
+
+    # Helm repository ----------------------------------------------------------------------
+    def _helm(self, path: str) -> None:
+        helm_dir = Path(self.server.config.get("helm_dir") or "/nonexistent")
+        cdn = HELM_CDN_RE.match(path)
+        if cdn is not None:
+            if self.headers.get("Authorization"):
+                self.send_json(400, {"error": "Only one auth mechanism allowed; the URL is signed"})
+                return
+            self._send_file(helm_dir / cdn.group("namespace") / "charts" / cdn.group("file"), "application/gzip")
+            return
+        match = HELM_RE.match(path)
+        if match is None:
+            self.send_json(404, {"error": f"no such path {path}"})
+            return
+        key = presented_api_key(self.headers.get("Authorization", ""))
+        if key is None or not secrets.compare_digest(key, self.server.config["api_key"]):
+            self.send_json(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Basic realm="helm.ngc.nvidia.com"'})
+            return
+        namespace = match.group("namespace")
+        if match.group("index"):
+            self._send_file(helm_dir / namespace / "index.yaml", "application/x-yaml")
+            return
+        if not (helm_dir / namespace / "charts" / match.group("file")).is_file():
+            self.send_json(404, {"error": f"no chart {match.group('file')}"})
+            return
+        port = self.server.server_address[1]
+        self.send_response(302)
+        self.send_header("Location", f"http://{CDN_HOST}:{port}/helm-cdn/{namespace}/charts/{match.group('file')}?sig={uuid.uuid4().hex}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _send_file(self, path: Path, content_type: str) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            self.send_json(404, {"error": f"not found: {path.name}"})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     # Tokens -----------------------------------------------------------------------------
     def _lifetime(self, key: str) -> int:

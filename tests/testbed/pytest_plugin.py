@@ -9,6 +9,8 @@
   ``$AIRGAP_TESTBED_NO_ENGINE`` is set) and stops it at the end of the session.
 - ``faults`` (function): a ``FaultSwitch``; faults and request counters are reset before and
   after each test.
+- ``helm_charts`` (session): a ``ChartOracle``: the bed's Helm repository URL, the GPU-Operator-shaped chart's name
+  and versions, and every image each version names with the digest the bed pushed (the seeder's record).
 - ``testbed_authfile`` (session): a containers auth.json with the valid credentials for the
   source registry, its proxy and the basic registry (for ``skopeo --authfile``).
 - ``containerd_node`` (module): a private containerd, a Kubernetes node's runtime (``containerd.Containerd``), started
@@ -39,6 +41,7 @@ from typing import Iterator
 import pytest
 
 from .containerd import Containerd, start_containerd
+from .charts import ChartOracle
 from .testbed import FaultSwitch, Testbed, TestbedInfo, running_testbed, write_authfile
 
 ENV_DIR = "AIRGAP_TESTBED_DIR"
@@ -177,3 +180,8 @@ def containerd_node() -> Iterator[Containerd]:
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture(scope="session")
+def helm_charts(testbed: TestbedInfo) -> ChartOracle:
+    return ChartOracle(testbed.chart_document())

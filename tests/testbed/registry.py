@@ -8,6 +8,7 @@ Three flavours, each with its own directory holding ``config.yml``, ``data/`` an
   JWTs are checked against the stand-in's self-signed signing certificate (``rootcertbundle``).
 - ``open``: no authentication (an air-gapped site's plain registry).
 - ``basic``: ``auth: htpasswd`` with a bcrypt hash (distribution accepts only bcrypt).
+- ``k8s``: no authentication, standing for ``registry.k8s.io`` (the images charts name outside nvcr.io).
 
 All listen on 127.0.0.1, log at ``warn`` and have ``storage.delete.enabled: true``.
 """
@@ -26,7 +27,7 @@ from typing import Any
 from ._common import LOOPBACK, ProcessRecord, TestbedError, free_port, http_answers, spawn, wait_until
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
-FLAVOURS = ("token", "open", "basic")
+FLAVOURS = ("token", "open", "basic", "k8s")
 BCRYPT_COST = 5  # distribution checks the hash on every request: keep it cheap
 
 

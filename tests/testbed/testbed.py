@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The whole test bed: NGC stand-in, three registries, fault proxy, Docker engine, seeded images.
+"""The whole test bed: NGC stand-in (its Helm repository too), four registries, fault proxy, Docker engine, seeded images
+and charts.
 
 ``Testbed().up(workdir, scale)`` starts everything as background processes, seeds the token
 registry and writes ``<workdir>/testbed.json`` (a ``TestbedInfo``); ``down()`` stops them by pid.
@@ -21,6 +22,7 @@ from typing import Any
 
 import requests
 
+from .charts import HELM_PATH, seed_charts
 from ._common import ProcessRecord, TestbedError, python_env, python_module_argv, read_json, spawn, wait_ready_file, write_json
 from ._jwt import create_signing_identity
 from .cdn import start_cdn
@@ -35,7 +37,7 @@ NGC_USERNAME = "$oauthtoken"
 BASIC_USERNAME = "testbed"
 ENV_CDN = "AIRGAP_TESTBED_CDN"
 """Set (to anything but empty or 0) to make up() start the CDN stand-in too (tests/testbed/cdn.py)."""
-STOP_ORDER = ("cdn", "proxy", "registry-basic", "registry-open", "registry-token", "ngc", "dockerd", "containerd")
+STOP_ORDER = ("cdn", "proxy", "registry-basic", "registry-open", "registry-k8s", "registry-token", "ngc", "dockerd", "containerd")
 
 
 def _stop_all(records: list[ProcessRecord]) -> None:
@@ -79,6 +81,14 @@ class TestbedInfo:
     cdn_proxy_url: str = ""  # the CDN stand-in's registry front (only with up(cdn=True)), e.g. http://127.0.0.1:P
     cdn_proxy_host: str = ""
     cdn_url: str = ""  # its presigned-URL port
+    helm_url: str = ""  # NGC's Helm repository stand-in: <helm_url>/nvidia/index.yaml (Basic $oauthtoken:<api_key>)
+    k8s_registry_url: str = ""  # the anonymous registry standing for registry.k8s.io (charts name it)
+    k8s_registry_host: str = ""
+    chart_file: str = ""  # the chart seeder's oracle (tests/testbed/charts.py)
+
+    def chart_document(self) -> dict[str, Any]:
+        """The chart seeder's description of the Helm repository and every image its charts name, with digests."""
+        return read_json(Path(self.chart_file))
 
     def seed_document(self) -> dict[str, Any]:
         """The seeder's description of the images (see README.md for the schema)."""
@@ -125,6 +135,7 @@ class _Services:
     proxy_url: str
     open: Registry
     basic: Registry
+    k8s: Registry
 
 
 def running_testbed(workdir: Path) -> TestbedInfo | None:
@@ -180,6 +191,9 @@ class Testbed:
         seed_registry(services.token.url, workdir / "seed.json", scale, seed, NGC_USERNAME, secrets_.api_key,
                       workdir / "seed-cache.json")
         clock.lap("seed")
+        seed_charts(workdir / "helm", f"{services.ngc_url}{HELM_PATH}", services.token.url, services.k8s.url, secrets_.api_key,
+                    workdir / "charts.json", seed)
+        clock.lap("charts")
         if self._engine is not None:
             wait_engine(self._engine)
             for record in self._engine.records()[1:]:
@@ -198,7 +212,7 @@ class Testbed:
     def _start_services(self, workdir: Path, auth_dir: Path, secrets_: _Secrets) -> _Services:
         ngc_url = self._start_python("ngc", "tests.testbed.ngc_server", workdir, {
             "api_key": secrets_.api_key, "seed_file": str(workdir / "seed.json"), "signing_key": str(auth_dir / "token.key"),
-            "issuer": ISSUER, "service": SERVICE,
+            "issuer": ISSUER, "service": SERVICE, "helm_dir": str(workdir / "helm"),
         })
         token_auth = TokenAuth(f"{ngc_url}/proxy_auth", SERVICE, ISSUER, auth_dir / "token.crt")
         token = self._start_registry("token", workdir, token=token_auth)
@@ -209,6 +223,7 @@ class Testbed:
             ngc_url=ngc_url, realm=token_auth.realm, token=token, proxy_url=proxy_url,
             open=self._start_registry("open", workdir),
             basic=self._start_registry("basic", workdir, basic=BasicAuth(BASIC_USERNAME, secrets_.basic_password)),
+            k8s=self._start_registry("k8s", workdir),
         )
 
     def _describe(self, workdir: Path, scale: str, seed: int, services: _Services, secrets_: _Secrets) -> TestbedInfo:
@@ -223,6 +238,8 @@ class Testbed:
             registry_issuer=ISSUER, token_realm=services.realm,
             pids={r.name: r.pid for r in self._records}, process_markers={r.name: r.marker for r in self._records},
             engine_dir=str(self._engine.directory) if self._engine else "",
+            helm_url=f"{services.ngc_url}{HELM_PATH}", k8s_registry_url=services.k8s.url, k8s_registry_host=services.k8s.host,
+            chart_file=str(workdir / "charts.json"),
         )
 
     def _track(self, record: ProcessRecord, proc: subprocess.Popen | None) -> None:

@@ -15,6 +15,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Iterable, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.bundle import INVENTORY_KIND, BundleDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.chart_repo import ChartRepoDestination
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.charts import charts_result, charts_source, write_values
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.containerd import ContainerdDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import (
     Destination,
@@ -77,6 +79,8 @@ def destinations_from(params: dict[str, Any], source: Source, registry_client: A
     found: list[Destination] = [d for d in (registry, archive) if d is not None]
     if params.get("bundle"):
         found.append(BundleDestination(params["bundle"], platforms, source.name))
+    if params.get("chart_repo"):
+        found.append(ChartRepoDestination(params["chart_repo"]))
     if archive is not None and params.get("save_readme"):
         found.append(ReadmeDestination(archive.dir))
     if params.get("enroot"):
@@ -133,8 +137,12 @@ class Mirror:
         self.params, self.check_mode, self.diff_mode = params, check_mode, diff_mode
         self._created: list[str] = []  # destination directories this run made (removed again if left empty)
         self.totals = Totals()
-        self.source = source_from(params)
-        self.images = self.source.images(params.get("images"))
+        self.source = charts_source(params, source_from(params))
+        try:
+            self.images = self.source.images(params.get("images"))
+        except BaseException:
+            self.source.close()
+            raise
         spec = params.get("registry")
         client = registry_from(params, spec["url"], spec.get("username"), spec.get("password"), validate_certs=spec.get("validate_certs", True),
                                ca_path=spec.get("ca_path")) if spec else None
@@ -150,6 +158,7 @@ class Mirror:
         locks: list[RunLock] = []
         plans: list[ImagePlan] = []
         removals: list[Removal] = []
+        values: dict[str, tuple[str, bool]] = {}
         try:
             for dest in self.destinations:
                 dest.ping()
@@ -158,6 +167,7 @@ class Mirror:
                     locks = self._take_directories()
                 images, wanted = keep_newest(self.images, store.images(), self.params.get("keep"))
                 plans = self.engine.run(images, store)
+                values = write_values(self.params, self.source, plans, self.check_mode)
                 wanted |= {plan.source.key for plan in plans}  # with the companions that travel with them
                 if self.params.get("prune"):
                     removals = prune(self.destinations, store, wanted, plans, self.check_mode)
@@ -176,6 +186,8 @@ class Mirror:
                 dest.close()
         result = plan_result(plans, self.check_mode, self.diff_mode, self.totals.transferred, self.totals.reused)
         result["space"] = self.engine.space
+        result["charts"] = charts_result(self.source, plans, values, self.check_mode)
+        result["changed"] = result["changed"] or any(changed for _path, changed in values.values())
         if self.params.get("prune"):
             result.update(prune_result(removals, self.diff_mode))
             if "prune_diff" in result:  # shown by --diff beside the copies' before and after
@@ -368,9 +380,12 @@ class CopyEngine:
                 self._manifests.setdefault(found.digest, found.manifest)
             plan.digest, plan.media_type, plan.note = found.digest, found.media_type, found.note
             self._media_types[found.digest] = found.media_type
+            chart = self.source.is_chart(image)
             for dest in self.destinations:
                 if companion and not dest.carries_companions:
                     continue
+                if dest.carries_charts != chart and (chart or dest.charts_only):
+                    continue  # a chart goes only where charts are kept, an image never into a chart repository
                 step = dest.plan(image, found, ctx)
                 if step is None:
                     continue

@@ -17,6 +17,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import parse_upstream_registries
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.charts import chart_selections
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import find_volumes, parse_size
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.bundle import INVENTORY_KIND
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
@@ -475,8 +477,8 @@ def _check_source(params: dict[str, Any], source: str) -> None:
     if source == "registry":
         if params.get("source_dir") is not None:
             raise _bad("source_dir", params["source_dir"], "it is read only with source=bundle or source=archive")
-        if not params.get("images") and not params.get("offline"):
-            raise ConfigError("invalid images: it is required with source=registry; name the images to copy, "
+        if not params.get("images") and not params.get("offline") and not params.get("charts"):
+            raise ConfigError("invalid images: it is required with source=registry (unless charts names charts); name the images to copy, "
                               "such as nvidia/pytorch:24.01-py3")
         return
     if params.get("offline"):
@@ -505,9 +507,32 @@ def _check_signatures(params: dict[str, Any]) -> None:
                      integer=True)
 
 
+def _check_charts(params: dict[str, Any]) -> None:
+    """``charts``, ``helm_url``, ``upstream_registries``, ``values_dir`` and ``chart_repo``."""
+    selections = chart_selections(params)
+    source = params.get("source") or "registry"
+    if selections and (source == "archive" or params.get("offline")):
+        raise _bad("charts", params.get("charts"), "charts are read from NGC's Helm repository or a bundle, not from per-tag archives")
+    if params.get("helm_url") is not None:
+        check_url("helm_url", params["helm_url"], example="https://helm.ngc.nvidia.com", path=True)
+    parse_upstream_registries(params.get("upstream_registries"))
+    if params.get("values_dir") is not None:
+        check_path("values_dir", params["values_dir"], "dir")
+        if params.get("registry") is None:
+            raise _bad("values_dir", params["values_dir"],
+                       "its values files point the charts' images at the registry destination: set registry")
+    if params.get("chart_repo") is not None:
+        directory = check_path("chart_repo.dir", params["chart_repo"].get("dir"), "dir")
+        for option, other in (("source_dir", params.get("source_dir")), ("bundle.dir", (params.get("bundle") or {}).get("dir")),
+                              ("archive.dir", (params.get("archive") or {}).get("dir"))):
+            if other and _same_path(other, directory):
+                raise _bad("chart_repo.dir", directory, f"it is also {option}: give the chart repository a directory of its own")
+
+
 def validate_mirror(params: dict[str, Any]) -> None:
     """Every option of ``ngc_image_mirror``; raises ConfigError naming the first bad one."""
     validate_source(params)
+    _check_charts(params)
     images = check_mirror_images(params.get("images"), params["registry_url"])
     registry, archive, docker = params.get("registry"), params.get("archive"), params.get("docker")
     if registry is not None:

@@ -117,6 +117,10 @@ class Source(ABC):
         """Blobs the source left out (a delta bundle), each with an image an earlier import put it under."""
         return {}
 
+    def is_chart(self, image: SourceImage) -> bool:
+        """``image`` is a Helm chart (an OCI artifact), not a container image: it goes only where charts are kept."""
+        return False
+
     def check_left_out(self, image: SourceImage, needed: Mapping[str, int]) -> None:  # noqa: B027 (a default: empty on purpose)
         """Fail the image, before anything of it is written, when a blob it needs is held by none of the places it may
         come from (a delta bundle whose earlier bundle is missing). A source that holds every blob checks nothing."""
@@ -189,6 +193,10 @@ class Destination(ABC):
     shares_blobs: bool = False
     """A blob one image's write put here serves the next images without its bytes (a registry mounts it, a bundle
     holds each blob once): images sharing a blob may be copied at once (the copier asks ``ImageWrite.holds``)."""
+    carries_charts: bool = False
+    """Helm charts (OCI artifacts) are written here as well as images."""
+    charts_only: bool = False
+    """Only Helm charts are written here (a chart repository): images are never planned for it."""
     dir: str | None = None
     """The directory it writes, locked against other runs for the whole run (None: it writes no directory)."""
     measures_space: bool = False

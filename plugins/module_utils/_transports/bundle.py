@@ -135,6 +135,7 @@ class BundleDestination(Selection):
     measures_space = True
     dir: str
     shares_blobs = True  # one file per blob: what another image wrote is there for the next (``_BundleWrite.holds``)
+    carries_charts = True  # a Helm chart is an OCI artifact here
 
     def __init__(self, spec: dict[str, Any], platforms: list[str] | None, source_name: str) -> None:
         self.dir = os.path.abspath(spec["dir"])

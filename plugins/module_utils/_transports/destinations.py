@@ -90,6 +90,7 @@ class RegistryDestination(Selection):
 
     kind = "registry"
     carries_companions = True  # signatures and attestations travel with the images
+    carries_charts = True  # a Helm chart is an OCI artifact here
     concurrent = True  # begin and commit may run for several images at once: a registry takes pushes side by side
     shares_blobs = True  # a blob another image put here is mounted, not sent again (``_RegistryWrite.holds``)
 

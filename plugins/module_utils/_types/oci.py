@@ -17,6 +17,10 @@ MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+"""The config of a Helm chart stored in an OCI registry: the fields of its Chart.yaml as JSON."""
+MEDIA_HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+"""The one layer of a Helm chart stored in an OCI registry: the chart's .tgz byte for byte."""
 MANIFEST_MEDIA_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST, MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST)
 INDEX_MEDIA_TYPES = frozenset((MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST))
 MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)

@@ -124,6 +124,28 @@ CASES = [
          ["invalid ca_path '/nonexistent/ca.pem'", "no such file"]),
     Case("catalog registry_url path", C, {"source": "registry", "registry_url": "{open}/v3"}, ["invalid registry_url", "path"]),
     Case("catalog api_key trailing newline", C, {}, ["invalid api_key", "control character"], api_key="{key}\n"),
+    # ngc_catalog_info: charts
+    Case("catalog charts item empty", C, {"charts": [""]}, ["invalid charts item 1 ''"]),
+    Case("catalog charts version with a space", C, {"charts": ["nvidia/gpu-operator:v26 7"]},
+         ["invalid chart 'nvidia/gpu-operator:v26 7' in charts item 1", "the version 'v26 7' must be"]),
+    Case("catalog charts upper case", C, {"charts": ["nvidia/GPU-Operator"]}, ["invalid charts item 1 'nvidia/GPU-Operator'"]),
+    Case("catalog charts from a registry", C, {"charts": ["gpu-operator"], "source": "registry"},
+         ["charts are listed from NGC's Helm repository (helm_url), not with source=registry"]),
+    Case("catalog driver_os form", C, {"charts": ["gpu-operator"], "driver_os": ["Ubuntu 22.04"]},
+         ["invalid driver_os item 1 'Ubuntu 22.04'", "such as ubuntu22.04"]),
+    Case("catalog values without charts", C, {"values": {"driver": {"enabled": False}}}, ["values is used only with charts"]),
+    Case("catalog driver_os without charts", C, {"driver_os": ["ubuntu22.04"]}, ["driver_os is used only with charts"]),
+    Case("catalog helm_url with a password", C, {"charts": ["gpu-operator"], "helm_url": f"https://u:{URL_PASSWORD}@helm.test"},
+         ["invalid helm_url 'https://***@helm.test'", "no user name or password"]),
+    Case("catalog helm_url not a URL", C, {"charts": ["gpu-operator"], "helm_url": "helm.ngc.nvidia.com"}, ["invalid helm_url"]),
+    Case("catalog upstream password without username", C,
+         {"charts": ["gpu-operator"], "upstream_registries": {"registry.k8s.io": {"password": PASSWORD}}},
+         ["invalid upstream_registries['registry.k8s.io']: give username with password"]),
+    Case("catalog upstream nvcr.io", C, {"charts": ["gpu-operator"], "upstream_registries": {"nvcr.io": {"url": "{open}"}}},
+         ["images of nvcr.io come from registry_url"]),
+    Case("catalog upstream url without a scheme", C,
+         {"charts": ["gpu-operator"], "upstream_registries": {"registry.k8s.io": {"url": "mirror.site:5000"}}},
+         ["invalid upstream_registries['registry.k8s.io'].url 'mirror.site:5000': give the scheme"]),
 ]
 
 
