@@ -534,4 +534,4 @@ def test_a_kind_that_leaves_out_a_required_method_cannot_be_made() -> None:
             """Nothing held."""
 
     with pytest.raises(TypeError, match="plan"):
-        NoPlan()  # type: ignore[abstract]
+        NoPlan()  # type: ignore[abstract]  # pylint: disable=abstract-class-instantiated
