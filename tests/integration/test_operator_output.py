@@ -129,6 +129,9 @@ def test_export_prints_a_line_per_image_and_sizes_with_units(bundles: dict[str, 
     assert "a full bundle" in lines, lines
     (sizes,) = [line for line in lines if line.startswith("bytes read from the registry: ")]
     assert sizes.split(": ")[1].split()[1].rstrip(",") in ("B", "KiB", "MiB", "GiB"), sizes
+    # The playbook keeps a progress file beside its facts file: the finished run's counts.
+    progress = json.loads((bundles["work"] / "ngc_mirror.export.progress.json").read_text())
+    assert progress["state"] == "done" and progress["images_done"] == progress["images_total"] > 0, progress
 
 
 def test_a_delta_names_the_bundle_it_relies_on_and_what_brings_nothing_new(bundles: dict[str, Any]) -> None:
