@@ -158,9 +158,29 @@ ansible-playbook playbooks/export.yml -e @"$dir/delta-vars.json" -e @"$dir/vault
 echo "  delta bundle: $(du -sb "$dir/ngc-2026-12" | cut -f1) bytes; it carries $(python -c "import json,sys; c=json.load(open(sys.argv[1])); print(len([f for f in c['files'] if f.startswith('blobs/')]), 'blob files and expects', len(c['expected']), 'from bundle', ', '.join(sorted({e['bundle'] for e in c['expected'].values()})))" "$dir/ngc-2026-12/contents.json")"
 
 echo
+echo "demo: 4c. connected side, a Kubernetes GPU site: the GPU Operator chart and every image it deploys on two node OSes"
+echo "  (driver tags with -ubuntu22.04 and -rhel9.6, NFD from registry.k8s.io) into a bundle (playbooks/k8s_gpu_stack.yml)"
+python - "$dir" >"$dir/gpu-export-vars.json" <<'PY'
+import json
+import sys
+
+d = sys.argv[1]
+tb = json.load(open(f"{d}/testbed.json"))
+charts = json.load(open(tb["chart_file"]))
+print(json.dumps({
+    "k8s_gpu_side": "export", "k8s_gpu_bundle_dir": f"{d}/gpu-stack", "k8s_gpu_driver_os": ["ubuntu22.04", "rhel9.6"],
+    "k8s_gpu_charts": [f"{charts['name']}:{charts['versions'][-1]}"], "k8s_gpu_registry_url": tb["source_registry_url"],
+    "k8s_gpu_helm_url": charts["helm_url"], "k8s_gpu_upstream_registries": {"registry.k8s.io": {"url": tb["k8s_registry_url"]}},
+    "k8s_gpu_facts_file": f"{d}/root/etc/ansible/facts.d/gpu-export.fact",
+}))
+PY
+ansible-playbook playbooks/k8s_gpu_stack.yml -e @"$dir/gpu-export-vars.json" -e @"$dir/vault-api-key.yml" --vault-password-file "$vault_pw" \
+  | sed -n '/TASK \[Show/,/PLAY RECAP/p' | grep -v '^$' | head -30
+echo "  bundle: $(du -sb "$dir/gpu-stack" | cut -f1) bytes, $(python -c "import json,sys; print(len(json.load(open(sys.argv[1]))['images']))" "$dir/gpu-stack/contents.json") artifacts (the chart and its images)"
+echo
 echo "demo: 5. carry both bundles across; stop the stand-in's registry; import on the far side (playbooks/import.yml)"
 mkdir -p "$dir/usb"
-cp -a "$dir/ngc-2026-11" "$dir/ngc-2026-12" "$dir/usb/"
+cp -a "$dir/ngc-2026-11" "$dir/ngc-2026-12" "$dir/gpu-stack" "$dir/usb/"
 python - "$dir" <<'PY'
 import json
 import os
@@ -294,4 +314,52 @@ try:
         print(f"    ctr -n k8s.io: nvcr.io/{ref}: {'same digest' if digest == seed[ref] else 'DIFFERENT'} ({(digest or '?')[:19]}...)")
 finally:
     node.stop()
+PY
+echo
+echo "demo: 8. far side, the Kubernetes GPU site: the carried chart into the site registry and a chart repository,"
+echo "  with a values file for helm install -f (playbooks/k8s_gpu_stack.yml; the source registry is still stopped)"
+python - "$dir" >"$dir/gpu-import-vars.json" <<'PY'
+import json
+import sys
+
+d = sys.argv[1]
+v = json.load(open(f"{d}/gpu-export-vars.json"))
+tb = json.load(open(f"{d}/testbed.json"))
+print(json.dumps({
+    "k8s_gpu_side": "import", "k8s_gpu_bundle_dir": f"{d}/usb/gpu-stack", "k8s_gpu_driver_os": v["k8s_gpu_driver_os"],
+    "k8s_gpu_charts": v["k8s_gpu_charts"], "k8s_gpu_registry": {"url": tb["open_registry_url"], "prefix": "site"},
+    "k8s_gpu_chart_repo_dir": f"{d}/far/charts", "k8s_gpu_values_dir": f"{d}/far/values",
+    "k8s_gpu_facts_file": f"{d}/root/etc/ansible/facts.d/gpu-import.fact",
+}))
+PY
+ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible-playbook playbooks/k8s_gpu_stack.yml -e @"$dir/gpu-import-vars.json" \
+  | grep -oE 'helm (install|repo add) [^"]*' | sed 's/^/  /' | head -6
+echo "  chart repository: $(ls "$dir/far/charts" | tr '\n' ' ')"
+echo "  every image the chart deploys on those OSes, in the site registry, against the digests the stand-in pushed:"
+python - "$dir" <<'PY'
+import json
+import sys
+import urllib.request
+
+from tests.testbed.charts import ChartOracle
+
+d = sys.argv[1]
+tb = json.load(open(f"{d}/testbed.json"))
+v = json.load(open(f"{d}/gpu-export-vars.json"))
+oracle = ChartOracle(json.load(open(tb["chart_file"])))
+version = v["k8s_gpu_charts"][0].rsplit(":", 1)[1]
+same = 0
+wanted = oracle.images(version, v["k8s_gpu_driver_os"])
+for reference, digest in sorted(wanted.items()):
+    path, tag = reference.split("/", 1)[1].rsplit(":", 1)
+    request = urllib.request.Request(f"{tb['open_registry_url']}/v2/site/{path}/manifests/{tag}", method="HEAD", headers={"Accept": ", ".join([
+        "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.docker.distribution.manifest.v2+json"])})
+    with urllib.request.urlopen(request) as answer:
+        held = answer.headers.get("Docker-Content-Digest")
+    same += held == digest
+    print(f"    site/{path}:{tag}: {'same digest' if held == digest else 'DIFFERENT'} ({(held or '?')[:19]}...)")
+print(f"    {same} of {len(wanted)} images with the source's digest")
+if same != len(wanted):
+    raise SystemExit("demo: an image of the chart is missing or different on the far side")
 PY
