@@ -4,7 +4,8 @@
 # blobs (tests/bench/bench.py; see tests/bench/README.md). Prints a table and writes it as JSON
 # to build/bench/results.json. Everything started here is stopped at the end.
 # Extra arguments go to bench.py, e.g. `bash scripts/bench.sh --rounds 1 --no-docker`, or
-# `bash scripts/bench.sh --only update,enroot` for the monthly update and registry -> .sqsh groups alone.
+# `bash scripts/bench.sh --only update,enroot` for the monthly update and registry -> .sqsh groups alone
+# (`--only charts`: the GPU Operator chart and its images into a bundle).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

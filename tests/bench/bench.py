@@ -86,11 +86,13 @@ COPY_GROUPS = frozenset(("info", "registry", "archive", "bundle", "import", "noo
 FLOOR = "plain download + copies, each archive's blobs"
 BUNDLE = "module registry -> bundle"
 BASELINE_NAMES = {"registry": "raw stream", "archive": "plain download", "bundle": "plain download (all platforms)",
-                  "import": "raw PUT from files"}
+                  "import": "raw PUT from files", "charts": "plain download of the chart's unique blobs"}
 REF_NAME = "org.opencontainers.image.ref.name"
 # --only: the copies of the seeded tags; the monthly update (issue 10); registry -> .sqsh (issue 11); the issue 22 aims
 # alone (the module's registry, bundle and import cases beside their baselines, and its memory for one image and all)
-GROUPS = ("copy", "update", "enroot", "aims")
+# charts (issue 24): the GPU-Operator chart for two node OSes into a bundle, against the floor and skopeo per image
+GROUPS = ("copy", "update", "enroot", "aims", "charts")
+CHART_K8S_HOST = "registry.k8s.io"  # what the chart names; the test bed's anonymous registry stands for it
 ONE_IMAGE = "module registry -> registry, the largest image alone"
 MAX_RSS_GROWTH = 1.25  # memory flat in the tag count: all the tags at most this much over the largest image alone
 UPDATE_EARLIER = "update: module full bundle of the earlier release (last month)"
@@ -495,6 +497,21 @@ def own_cpu() -> float:
 
 
 # -- the cases ------------------------------------------------------------------------------------------------------------
+class AnonymousSource(Source):
+    """A registry that answers without credentials (the test bed's stand-in for registry.k8s.io)."""
+
+    def __init__(self, url: str, host: str) -> None:  # pylint: disable=super-init-not-called
+        self.url, self.host = url.rstrip("/"), host
+        self._local = threading.local()
+
+    def get(self, repository: str, path: str, **kwargs: Any) -> requests.Response:
+        response = self.session().get(f"{self.url}/v2/{repository}/{path}", timeout=120, **kwargs)
+        if response.status_code != 200:
+            response.close()
+            raise BenchError(f"GET {repository}/{path} on {self.host} answered {response.status_code}")
+        return response
+
+
 @dataclass
 class Case:
     name: str
@@ -664,7 +681,9 @@ class Bench:
         key, no images (every image of the bundle) and a registry_url nothing listens on, so it cannot have read from the
         source registry."""
         if params.get("source", "registry") == "registry":
-            args = {"registry_url": self.info["source_registry_url"], "images": images or self.inv.tags}
+            args = {"registry_url": self.info["source_registry_url"]}
+            if "charts" not in params:
+                args["images"] = images or self.inv.tags
             env = dict(os.environ, NGC_API_KEY=self.info["api_key"])
         else:
             args = {"registry_url": "http://127.0.0.1:9"}
@@ -914,7 +933,70 @@ class Bench:
             self.update_group()
         if "enroot" in self.args.only:
             self.enroot_group()
+        if "charts" in self.args.only:
+            self.charts_group()
         return self.cases
+
+    def charts_group(self) -> None:
+        """Issue 24: the test bed's GPU-Operator chart (its newest version) for two node OSes into a bundle, by the
+        module (chart and images found by the chart's values) against the floor (each unique blob of the images the bed
+        pushed for that version and those OSes, fetched once) and the manual procedure (one skopeo copy per image of
+        that list, NVIDIA's air-gap guide). The note says how many images the module found against the bed's list."""
+        root = str(Path(__file__).resolve().parents[2])
+        if root not in sys.path:
+            sys.path.append(root)
+        expected_images = importlib.import_module("tests.testbed.charts").expected_images
+        oracle = json.loads(Path(self.info["chart_file"]).read_text(encoding="utf-8"))
+        version, oses = oracle["versions"][-1], list(oracle["driver_os"][:2])
+        wanted = expected_images(oracle, version, oses)
+        k8s = AnonymousSource(self.info["k8s_registry_url"], self.info["k8s_registry_host"])
+        ngc_refs = [ref.split("/", 1)[1] for ref in wanted if not ref.startswith(CHART_K8S_HOST + "/")]
+        k8s_refs = [ref.split("/", 1)[1] for ref in wanted if ref.startswith(CHART_K8S_HOST + "/")]
+        ngc_inv, k8s_inv = self.source.inventory(ngc_refs), k8s.inventory(k8s_refs)
+        unique = ngc_inv.total(ngc_inv.registry_blobs.values()) + k8s_inv.total(k8s_inv.registry_blobs.values())
+        selection = {"name": oracle["name"], "version": version, "driver_os": oses}
+        for number in range(1, self.args.rounds + 1):
+            floor = self.work / f"charts-floor{number}"
+
+            def fetch(case: Case, floor: Path = floor) -> None:
+                download(self.source, ngc_inv.registry_blobs.values(), floor, self.args.parallel)
+                download(k8s, k8s_inv.registry_blobs.values(), floor, self.args.parallel)
+
+            self.measure(Case("charts: plain download of each unique blob once", "charts", unique, baseline=True), fetch, in_process=True)
+
+            def module_charts(case: Case, number: int = number) -> None:
+                result = self.module(case, self.work / f"charts{number}.fact", {
+                    "charts": [selection], "helm_url": oracle["helm_url"],
+                    "upstream_registries": {CHART_K8S_HOST: {"url": self.info["k8s_registry_url"]}},
+                    "bundle": {"dir": str(self.work / f"charts-bundle{number}")}})
+                (chart,) = result.get("charts") or [{}]
+                found = {image["reference"] for image in chart.get("images") or []}
+                missed = sorted(set(wanted) - found)
+                case.note += f"; found {len(found)} images, the bed pushed {len(wanted)} for {version} on {', '.join(oses)}"
+                if missed:
+                    raise BenchError(f"the module missed {', '.join(missed)}")
+
+            self.measure(Case("charts: module chart + its images -> bundle", "charts", unique), module_charts)
+
+            def manual(case: Case, number: int = number) -> None:
+                sandbox, env = self.skopeo_sandbox(case)
+                root, rss = self.work / f"charts-skopeo{number}", 0
+                for reference in sorted(wanted):
+                    host_path, tag = reference.rsplit(":", 1)
+                    path = host_path.split("/", 1)[1]
+                    if reference.startswith(CHART_K8S_HOST + "/"):
+                        origin, pull = f"docker://{k8s.host}/{path}:{tag}", ["--src-tls-verify=false"]
+                    else:
+                        origin, pull = f"docker://{self.source.host}/{path}:{tag}", ["--src-authfile", str(self.auth_file),
+                                                                                   "--src-tls-verify=false"]
+                    (root / path).mkdir(parents=True, exist_ok=True)
+                    proc = run([*sandbox, "skopeo", "copy", "--quiet", *pull, "--all", "--preserve-digests", origin,
+                                f"dir:{root / path / tag}"], self.work, env=env)
+                    rss, case.client_cpu = max(rss, proc.rss_kib), case.client_cpu + proc.cpu
+                case.rss_mib = rss / 1024
+                case.note = "; ".join(filter(None, (case.note, f"{len(wanted)} skopeo processes, one per image of the list")))
+
+            self.measure(Case("charts: skopeo copy of each image of the list (manual)", "charts", unique), manual)
 
     def copy_groups(self) -> None:
         """Every seeded tag copied by each client: registry, archive, bundle, import, no-op and the Docker engine."""
