@@ -271,14 +271,14 @@ class ChartSources(Source):
         return self._owner(image).manifest(image, digest, media_type)
 
     def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0,
-                  held_bytes: Iterable[bytes] | None = ()) -> Any:
-        held = self._held.get(image.key)
-        if held is None:
-            return self._owner(image).open_blob(image, digest, size, start, held_bytes)
-        if digest == held.manifest.data["config"]["digest"]:
-            return contextlib.nullcontext(iter([held.config[start:]]))
-        if digest == held.manifest.data["layers"][0]["digest"]:
-            return contextlib.closing(_file_chunks(held.path, start))
+                  held: Iterable[bytes] | None = ()) -> Any:
+        chart = self._held.get(image.key)
+        if chart is None:
+            return self._owner(image).open_blob(image, digest, size, start, held)
+        if digest == chart.manifest.data["config"]["digest"]:
+            return contextlib.nullcontext(iter([chart.config[start:]]))
+        if digest == chart.manifest.data["layers"][0]["digest"]:
+            return contextlib.closing(_file_chunks(chart.path, start))
         raise AirgapError(f"{image.ref} has no blob {digest}")
 
     def missing(self, image: SourceImage) -> str:
