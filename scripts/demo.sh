@@ -334,7 +334,7 @@ print(json.dumps({
 PY
 ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible-playbook playbooks/k8s_gpu_stack.yml -e @"$dir/gpu-import-vars.json" \
   | grep -oE 'helm (install|repo add) [^"]*' | sed 's/^/  /' | head -6
-echo "  chart repository: $(ls "$dir/far/charts" | tr '\n' ' ')"
+echo "  chart repository: $(find "$dir/far/charts" -maxdepth 1 -type f -printf '%f ' | sort)"
 echo "  every image the chart deploys on those OSes, in the site registry, against the digests the stand-in pushed:"
 python - "$dir" <<'PY'
 import json
