@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fast loop (`make check`, and the pre-commit hook): ruff lint, mypy on module_utils, the unit tests.
+# The fast loop (`make check`, and the pre-commit hook): ruff format and lint, mypy on module_utils, the unit tests.
 # Well under a minute on a quiet 2-core machine; `make test` runs everything else.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -12,6 +12,7 @@ step() {  # name, command...
 }
 tree=$(bash scripts/collection-tree.sh) || { echo "cannot build the collection tree"; exit 1; }
 tree=$(cd "$tree" && pwd)
+step "ruff format" ruff format --check --quiet plugins tests scripts
 step "ruff" ruff check --quiet plugins tests scripts
 step "mypy" bash -c "cd '$tree/../../..' && mypy --config-file '$tree/pyproject.toml' -p ansible_collections.airgap.ngc.plugins.module_utils"
 step "unit tests" bash -c "cd '$tree' && ansible-test units --python 3.11 --color no >'$PWD/build/check-units.log' 2>&1 || { tail -n 30 '$PWD/build/check-units.log'; exit 1; }"

@@ -7,6 +7,7 @@ builds for sanity tests. This script does the same job without that download: it
 pip from the interpreter's bundled ``ensurepip`` wheel, then lets that pip install the
 requested versions from the configured package index.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,10 +19,14 @@ DROPPED_OPTIONS = {"--no-setuptools", "--no-wheel"}
 
 def main() -> int:
     saved_env = dict(os.environ)
-    subprocess.run([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"], check=True, stdout=subprocess.DEVNULL
+    )
     args = [arg for arg in sys.argv[1:] if arg not in DROPPED_OPTIONS]
     # ensurepip sets PIP_CONFIG_FILE=/dev/null; pip must see this machine's index settings.
-    return subprocess.run([sys.executable, "-m", "pip", "install", "--upgrade", *args], env=saved_env, check=False).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--upgrade", *args], env=saved_env, check=False
+    ).returncode
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Options shared by the modules that read Helm charts and the images they deploy."""
+
 from __future__ import annotations
 
 

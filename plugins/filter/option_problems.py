@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The option_problems filter: what is wrong with a dict of options against a spec, for the ngc_mirror role."""
+
 from __future__ import annotations
 
 DOCUMENTATION = r"""
@@ -95,8 +96,14 @@ def _count(value: Any) -> bool:
     return isinstance(value, str) and re.match(r"^[0-9]+\Z", value) is not None and int(value) >= 1
 
 
-def option_problems(options: Any, name: str, spec: Mapping[str, Any], patterns: Mapping[str, str],
-                    pattern_what: Mapping[str, str], bool_words: list[str]) -> list[str]:
+def option_problems(
+    options: Any,
+    name: str,
+    spec: Mapping[str, Any],
+    patterns: Mapping[str, str],
+    pattern_what: Mapping[str, str],
+    bool_words: list[str],
+) -> list[str]:
     """The problems of ``options`` (called ``name``) against ``spec``; a null option counts as not set."""
     if not isinstance(options, Mapping):
         secret = any(rule.get("type") == "secret" for rule in spec.values())

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The size_text filter: a number of bytes as the collection prints sizes everywhere (1.5 GiB, 300 MiB, 0 B)."""
+
 from __future__ import annotations
 
 DOCUMENTATION = r"""

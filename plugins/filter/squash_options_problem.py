@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The squash_options_problem filter: the module's rules for mksquashfs options, for the ngc_mirror role."""
+
 from __future__ import annotations
 
 DOCUMENTATION = r"""

@@ -472,7 +472,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._catalog.charts import 
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, redact, shorten
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
-from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import chart_source_argument_spec, source_argument_spec, upstream_secrets
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import (
+    chart_source_argument_spec,
+    source_argument_spec,
+    upstream_secrets,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_catalog
 
 
@@ -506,7 +510,9 @@ def main() -> None:
         values=dict(type="dict"),
         driver_os=dict(type="list", elements="str"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, required_if=[("source", "bundle", ("source_dir",))])
+    module = AnsibleModule(
+        argument_spec=argument_spec, supports_check_mode=True, required_if=[("source", "bundle", ("source_dir",))]
+    )
     secrets = [module.params.get("api_key")] + upstream_secrets(module.params)
     module.no_log_values.update(secret for secret in secrets if secret)
     try:
@@ -527,21 +533,32 @@ def main() -> None:
     # A bug must still fail as one line without a secret.
     except Exception as exc:  # pylint: disable=broad-except
         reason = shorten(redact(str(exc), secrets))
-        module.fail_json(msg=f"ngc_catalog_info failed unexpectedly: {type(exc).__name__}: {reason}", exception=traceback.format_exc())
+        module.fail_json(
+            msg=f"ngc_catalog_info failed unexpectedly: {type(exc).__name__}: {reason}",
+            exception=traceback.format_exc(),
+        )
     for warning in result.pop("warnings", None) or []:
         module.warn(warning)
     problems = result.get("problems") or []
     if module.params["fail_on_problems"] and problems:
         shown = ", ".join(f"{p['path']} ({p['problem']})" for p in problems[:3])
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-        module.fail_json(msg=f"bundle {module.params['source_dir']} has {len(problems)} problem{'s' if len(problems) > 1 else ''}: "
-                             f"{shown}{more}", changed=False, **result)
+        module.fail_json(
+            msg=f"bundle {module.params['source_dir']} has {len(problems)} problem{'s' if len(problems) > 1 else ''}: "
+            f"{shown}{more}",
+            changed=False,
+            **result,
+        )
     unresolved = result.get("unresolved") or []
     if module.params["fail_on_unresolved"] and unresolved:
         shown = "; ".join(f"{u['reference']} ({u['reason']})" for u in unresolved[:3])
         more = f" and {len(unresolved) - 3} more" if len(unresolved) > 3 else ""
-        module.fail_json(msg=f"{len(unresolved)} selected tag{'s' if len(unresolved) > 1 else ''} could not be resolved in "
-                             f"the registry (fail_on_unresolved is set): {shown}{more}", changed=False, **result)
+        module.fail_json(
+            msg=f"{len(unresolved)} selected tag{'s' if len(unresolved) > 1 else ''} could not be resolved in "
+            f"the registry (fail_on_unresolved is set): {shown}{more}",
+            changed=False,
+            **result,
+        )
     empty = empty_chart_selection(module.params, result["charts"]) if "charts" in result else None
     if lists_images(module.params) and not empty:
         empty = empty_selection(module.params, result)

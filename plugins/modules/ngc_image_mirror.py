@@ -757,7 +757,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import Mirror
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import failure_summary
-from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import chart_source_argument_spec, source_argument_spec, upstream_secrets
+from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import (
+    chart_source_argument_spec,
+    source_argument_spec,
+    upstream_secrets,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_mirror
 
 
@@ -769,50 +773,71 @@ def main() -> None:
         charts=dict(type="list", elements="raw"),
         values_dir=dict(type="path"),
         chart_repo=dict(type="dict", options=dict(dir=dict(type="path", required=True))),
-        registry=dict(type="dict", options=dict(
-            url=dict(type="str", required=True),
-            username=dict(type="str"),
-            password=dict(type="str", no_log=True),
-            validate_certs=dict(type="bool", default=True),
-            ca_path=dict(type="path"),
-            prefix=dict(type="str"),
-        )),
-        archive=dict(type="dict", options=dict(
-            dir=dict(type="path", required=True),
-            format=dict(type="str", choices=["docker", "oci"], default="docker"),
-            platform=dict(type="str", default="linux/amd64"),
-        )),
-        docker=dict(type="dict", options=dict(
-            host=dict(type="str"),
-            source=dict(type="str", choices=["registry", "archive"], default="registry"),
-            tag_as=dict(type="list", elements="str"),
-        )),
-        containerd=dict(type="dict", options=dict(
-            address=dict(type="path", default="/run/containerd/containerd.sock"),
-            namespace=dict(type="str", default="k8s.io"),
-            name_as=dict(type="str"),
-            strip_prefix=dict(type="str"),
-        )),
+        registry=dict(
+            type="dict",
+            options=dict(
+                url=dict(type="str", required=True),
+                username=dict(type="str"),
+                password=dict(type="str", no_log=True),
+                validate_certs=dict(type="bool", default=True),
+                ca_path=dict(type="path"),
+                prefix=dict(type="str"),
+            ),
+        ),
+        archive=dict(
+            type="dict",
+            options=dict(
+                dir=dict(type="path", required=True),
+                format=dict(type="str", choices=["docker", "oci"], default="docker"),
+                platform=dict(type="str", default="linux/amd64"),
+            ),
+        ),
+        docker=dict(
+            type="dict",
+            options=dict(
+                host=dict(type="str"),
+                source=dict(type="str", choices=["registry", "archive"], default="registry"),
+                tag_as=dict(type="list", elements="str"),
+            ),
+        ),
+        containerd=dict(
+            type="dict",
+            options=dict(
+                address=dict(type="path", default="/run/containerd/containerd.sock"),
+                namespace=dict(type="str", default="k8s.io"),
+                name_as=dict(type="str"),
+                strip_prefix=dict(type="str"),
+            ),
+        ),
         offline=dict(type="bool", default=False),
         source=dict(type="str", choices=["registry", "bundle", "archive"], default="registry"),
         source_dir=dict(type="path"),
         inventory_file=dict(type="path"),
-        bundle=dict(type="dict", options=dict(
-            dir=dict(type="path", required=True),
-            since=dict(type="raw"),
-            volume_size=dict(type="str"),
-        )),
-        enroot=dict(type="dict", options=dict(
-            dir=dict(type="path", required=True),
-            squash_options=dict(type="str", default="-comp lzo -noD"),
-            platform=dict(type="str", default="linux/amd64"),
-        )),
-        apptainer=dict(type="dict", options=dict(
-            dir=dict(type="path", required=True),
-            layout=dict(type="str", choices=["tree", "flat"], default="tree"),
-            squash_options=dict(type="str", default="-comp gzip"),
-            platform=dict(type="str", default="linux/amd64"),
-        )),
+        bundle=dict(
+            type="dict",
+            options=dict(
+                dir=dict(type="path", required=True),
+                since=dict(type="raw"),
+                volume_size=dict(type="str"),
+            ),
+        ),
+        enroot=dict(
+            type="dict",
+            options=dict(
+                dir=dict(type="path", required=True),
+                squash_options=dict(type="str", default="-comp lzo -noD"),
+                platform=dict(type="str", default="linux/amd64"),
+            ),
+        ),
+        apptainer=dict(
+            type="dict",
+            options=dict(
+                dir=dict(type="path", required=True),
+                layout=dict(type="str", choices=["tree", "flat"], default="tree"),
+                squash_options=dict(type="str", default="-comp gzip"),
+                platform=dict(type="str", default="linux/amd64"),
+            ),
+        ),
         platforms=dict(type="list", elements="str"),
         prune=dict(type="bool", default=False),
         keep=dict(type="int"),
@@ -829,7 +854,9 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-        required_one_of=[("registry", "archive", "docker", "containerd", "bundle", "enroot", "apptainer", "chart_repo")],
+        required_one_of=[
+            ("registry", "archive", "docker", "containerd", "bundle", "enroot", "apptainer", "chart_repo")
+        ],
         required_if=[("source", "bundle", ("source_dir",)), ("source", "archive", ("source_dir",))],
     )
     module.no_log_values.update(upstream_secrets(module.params))  # never in a message or a result

@@ -39,6 +39,7 @@ The module runs as its own process under ``/usr/bin/time -v``, which gives its p
 time and disk writes. Only requests and the standard library are used, and the test bed's seeder
 (tests/testbed, through release.py) to publish the monthly release; nothing from plugins/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,21 +73,30 @@ MODULE = "ansible_collections.airgap.ngc.plugins.modules.ngc_image_mirror"
 TIME = "/usr/bin/time"
 SKOPEO_SYSTEM_CACHE = "/var/lib/containers/cache"
 ARCHIVE_PLATFORM = "linux/amd64"
-INDEX_TYPES = frozenset(("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"))
-ACCEPT = ", ".join((
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-))
+INDEX_TYPES = frozenset(
+    ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+)
+ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
 AIMS = {"registry": 1.1, "archive": 1.5, "bundle": 1.15, "import": 1.1}
 MAX_RSS_MIB = 150.0
 MAX_DISK_OVERHEAD = 0.01  # a bundle: the unique blob bytes + under 1%
 COPY_GROUPS = frozenset(("info", "registry", "archive", "bundle", "import", "noop"))
 FLOOR = "plain download + copies, each archive's blobs"
 BUNDLE = "module registry -> bundle"
-BASELINE_NAMES = {"registry": "raw stream", "archive": "plain download", "bundle": "plain download (all platforms)",
-                  "import": "raw PUT from files", "charts": "plain download of the chart's unique blobs"}
+BASELINE_NAMES = {
+    "registry": "raw stream",
+    "archive": "plain download",
+    "bundle": "plain download (all platforms)",
+    "import": "raw PUT from files",
+    "charts": "plain download of the chart's unique blobs",
+}
 REF_NAME = "org.opencontainers.image.ref.name"
 # --only: the copies of the seeded tags; the monthly update (issue 10); registry -> .sqsh (issue 11); the issue 22 aims
 # alone (the module's registry, bundle and import cases beside their baselines, and its memory for one image and all)
@@ -110,15 +120,22 @@ UPDATE_IMPORTS = {UPDATE_DELTA: UPDATE_DELTA_IMPORT, UPDATE_FULL: UPDATE_FULL_IM
 MAX_DELTA_OVERHEAD = 0.01  # a delta bundle: the new blobs' bytes + under 1%
 # registry -> .sqsh: the amd64 images both sides make (a subset of the seeded tags, to keep the bench short): Docker
 # schema 2 (the 1.1 GB pytorch and a small one), an OCI manifest, a multi-platform index, a team repository.
-ENROOT_IMAGES = ("nvidia/pytorch:24.01-py3", "nvidia/pytorch:19.09-py2", "nvidia/tensorflow:24.01-tf2-py3",
-                 "nvidia/cuda:12.2.0-base-ubuntu22.04", "nvidia/clara/clara-parabricks:4.2.0-1")
+ENROOT_IMAGES = (
+    "nvidia/pytorch:24.01-py3",
+    "nvidia/pytorch:19.09-py2",
+    "nvidia/tensorflow:24.01-tf2-py3",
+    "nvidia/cuda:12.2.0-base-ubuntu22.04",
+    "nvidia/clara/clara-parabricks:4.2.0-1",
+)
 ENROOT_MODULE = "enroot: module registry -> .sqsh"
 ENROOT_REFERENCE = "enroot: skopeo oci: + umoci unpack + mksquashfs"
 ENROOT_FILES = ("etc/rc", "etc/rc.local", "etc/environment", "etc/fstab")  # what enroot adds to the image's files
 ENROOT_AIM = 1.0
 SQUASH_OPTIONS = "-comp lzo -noD"  # enroot's ENROOT_SQUASH_OPTIONS, the module's default squash_options
 SQUASH_FLAGS = ("-noappend", "-no-progress", "-all-root")  # what the module passes to mksquashfs besides them
-_LISTING_RE = re.compile(r"^([-dlcbps][-rwxsStT]{9}) (\S+)\s+(\d+|\d+,\s*\d+) \d{4}-\d\d-\d\d \d\d:\d\d (squashfs-root.*)$")
+_LISTING_RE = re.compile(
+    r"^([-dlcbps][-rwxsStT]{9}) (\S+)\s+(\d+|\d+,\s*\d+) \d{4}-\d\d-\d\d \d\d:\d\d (squashfs-root.*)$"
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _TIME_FIELDS = {
     "rss_kib": re.compile(r"Maximum resident set size \(kbytes\): (\d+)"),
@@ -216,8 +233,12 @@ class Source:
             cached = self._tokens.get(repository)
             if cached and cached[1] > time.monotonic():
                 return cached[0]
-            response = requests.get(self._realm, params={"service": self._service, "scope": f"repository:{repository}:pull"},
-                                    auth=(USERNAME, self._key), timeout=30)
+            response = requests.get(
+                self._realm,
+                params={"service": self._service, "scope": f"repository:{repository}:pull"},
+                auth=(USERNAME, self._key),
+                timeout=30,
+            )
             if response.status_code != 200:
                 raise BenchError(f"the token realm answered {response.status_code} for {repository}")
             data = response.json()
@@ -323,7 +344,12 @@ def sqsh_listing(path: Path) -> dict[str, tuple[str, str, str, str]]:
             continue
         mode, owner, size, name = match.groups()
         name, _arrow, target = name.partition(" -> ") if mode.startswith("l") else (name, "", "")
-        entries[name[len("squashfs-root/"):] if name != "squashfs-root" else ""] = (mode, owner, "" if mode.startswith("d") else size, target)
+        entries[name[len("squashfs-root/") :] if name != "squashfs-root" else ""] = (
+            mode,
+            owner,
+            "" if mode.startswith("d") else size,
+            target,
+        )
     if "" not in entries:
         raise BenchError(f"unsquashfs -lls listed no root directory for {path.name}")
     return entries
@@ -352,8 +378,9 @@ class _Uploader:
             raise BenchError(f"starting an upload of {blob.digest} answered {start.status_code}")
         location = urljoin(self.dest_url + "/", start.headers["Location"])
         location += ("&" if "?" in location else "?") + f"digest={blob.digest}"
-        put = session.put(location, data=_Body(chunks, blob.size), headers={"Content-Type": "application/octet-stream"},
-                          timeout=600)
+        put = session.put(
+            location, data=_Body(chunks, blob.size), headers={"Content-Type": "application/octet-stream"}, timeout=600
+        )
         if put.status_code != 201:
             raise BenchError(f"uploading {blob.digest} answered {put.status_code}: {put.text[:200]}")
 
@@ -426,7 +453,7 @@ def digest_named(directory: Path, suffix: str = "") -> dict[Path, str]:
     """{file: sha256:<its name>} for the files of directory named by a sha256 hex digest (then suffix)."""
     found = {}
     for path in directory.iterdir():
-        hex_part = path.name[:len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+        hex_part = path.name[: len(path.name) - len(suffix)] if suffix and path.name.endswith(suffix) else path.name
         if (not suffix or path.name.endswith(suffix)) and re.fullmatch(r"[0-9a-f]{64}", hex_part):
             found[path] = f"sha256:{hex_part}"
     return found
@@ -466,14 +493,24 @@ class Proc:
     bytes_out: int = 0
 
 
-def run(argv: list[str], work: Path, env: dict[str, str] | None = None, stdin: str | None = None, check: bool = True) -> Proc:
+def run(
+    argv: list[str], work: Path, env: dict[str, str] | None = None, stdin: str | None = None, check: bool = True
+) -> Proc:
     timing = work / "time.txt"
     timing.unlink(missing_ok=True)
-    proc = subprocess.run([TIME, "-v", "-o", str(timing), *argv], env=env, input=stdin, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [TIME, "-v", "-o", str(timing), *argv], env=env, input=stdin, capture_output=True, text=True, check=False
+    )
     text = timing.read_text(encoding="utf-8") if timing.exists() else ""
     found = {name: (pattern.search(text) or [None, "0"])[1] for name, pattern in _TIME_FIELDS.items()}
-    result = Proc(proc.returncode, proc.stdout, proc.stderr, rss_kib=int(found["rss_kib"]),
-                  cpu=float(found["user"]) + float(found["system"]), bytes_out=int(found["blocks_out"]) * 512)
+    result = Proc(
+        proc.returncode,
+        proc.stdout,
+        proc.stderr,
+        rss_kib=int(found["rss_kib"]),
+        cpu=float(found["user"]) + float(found["system"]),
+        bytes_out=int(found["blocks_out"]) * 512,
+    )
     if check and proc.returncode != 0:
         raise BenchError(f"{' '.join(argv[:3])} ... failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-800:]}")
     return result
@@ -557,8 +594,13 @@ class Bench:
         return f"bench-{self.run_id}-{case}"
 
     # Measuring ----------------------------------------------------------------------------
-    def measure(self, case: Case, action: Callable[[Case], None], in_process: bool = False,
-                check: Callable[[Case], None] | None = None) -> Case:
+    def measure(
+        self,
+        case: Case,
+        action: Callable[[Case], None],
+        in_process: bool = False,
+        check: Callable[[Case], None] | None = None,
+    ) -> Case:
         """Time action from a synced start to a synced end; then, with the clock stopped, run check (hashing, du).
 
         An exception of either marks the case failed, so its time cannot count.
@@ -585,7 +627,11 @@ class Bench:
             except errors as exc:
                 case.ok = False
                 case.note = (case.note + "; " if case.note else "") + f"FAILED the check: {exc}"
-        print(f"bench: {case.name}: {case.seconds:.1f}s{' (' + case.note + ')' if case.note else ''}", file=sys.stderr, flush=True)
+        print(
+            f"bench: {case.name}: {case.seconds:.1f}s{' (' + case.note + ')' if case.note else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
         self.cases.append(case)
         return case
 
@@ -595,7 +641,9 @@ class Bench:
         wrong = []
         for reference, digest in (inv or self.inv).digests.items():
             repository, tag = split_reference(reference)
-            response = requests.head(f"{self.open_url}/v2/{prefix}/{repository}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=30)
+            response = requests.head(
+                f"{self.open_url}/v2/{prefix}/{repository}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=30
+            )
             if response.status_code != 200 or response.headers.get("Docker-Content-Digest") != digest:
                 wrong.append(reference)
         if wrong:
@@ -644,8 +692,10 @@ class Bench:
         if json.loads((directory / "oci-layout").read_text(encoding="utf-8")).get("imageLayoutVersion") != "1.0.0":
             raise BenchError("oci-layout does not say imageLayoutVersion 1.0.0")
         index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
-        names = {(entry.get("annotations") or {}).get(REF_NAME): entry.get("digest")
-                 for entry in index.get("manifests") or []}
+        names = {
+            (entry.get("annotations") or {}).get(REF_NAME): entry.get("digest")
+            for entry in index.get("manifests") or []
+        }
         wrong = [ref for ref, digest in inv.digests.items() if names.get(f"{self.source.host}/{ref}") != digest]
         if wrong:
             raise BenchError(f"index.json lacks {len(wrong)} tag(s) or names another digest, e.g. {wrong[0]}")
@@ -676,7 +726,9 @@ class Bench:
         self.record_disk(case, root)
 
     # The module ---------------------------------------------------------------------------
-    def module(self, case: Case, facts: Path, params: dict[str, Any], images: list[str] | None = None) -> dict[str, Any]:
+    def module(
+        self, case: Case, facts: Path, params: dict[str, Any], images: list[str] | None = None
+    ) -> dict[str, Any]:
         """Run the module as its own process, on images (the seeded tags by default); with ``source: bundle`` it gets no
         key, no images (every image of the bundle) and a registry_url nothing listens on, so it cannot have read from the
         source registry."""
@@ -695,7 +747,7 @@ class Bench:
         proc = run([sys.executable, "-m", MODULE, str(args_file)], self.work, env=env, check=False)
         case.rss_mib, case.client_cpu, case.disk_write_mb = proc.rss_kib / 1024, proc.cpu, proc.bytes_out / MB
         try:
-            result = json.loads(proc.stdout[proc.stdout.index("{"):])
+            result = json.loads(proc.stdout[proc.stdout.index("{") :])
         except ValueError:
             raise BenchError(f"the module printed no result (rc {proc.rc}): {proc.stderr[-800:]}") from None
         if result.get("failed") or proc.rc != 0:
@@ -714,9 +766,13 @@ class Bench:
         result = self.module(case, facts, {"archive": {"dir": str(directory), "format": "docker"}}, images=inv.tags)
         if not result.get("changed"):
             raise BenchError("the module wrote nothing (changed=false)")
-        case.note += f"; wrote {case.disk_write_mb:.0f} MB to disk, the archives hold {inv.archive_file_bytes / MB:.0f} MB"
+        case.note += (
+            f"; wrote {case.disk_write_mb:.0f} MB to disk, the archives hold {inv.archive_file_bytes / MB:.0f} MB"
+        )
 
-    def module_bundle(self, case: Case, directory: Path, facts: Path, images: list[str] | None = None, since: Any = None) -> None:
+    def module_bundle(
+        self, case: Case, directory: Path, facts: Path, images: list[str] | None = None, since: Any = None
+    ) -> None:
         bundle: dict[str, Any] = {"dir": str(directory)}
         if since is not None:
             bundle["since"] = since
@@ -725,22 +781,38 @@ class Bench:
             raise BenchError("the module wrote nothing (changed=false)")
         case.note += f"; wrote {case.disk_write_mb:.0f} MB to disk"
 
-    def module_import(self, case: Case, directory: Path, prefix: str, facts: Path, inv: Inventory | None = None,
-                      copies: int | None = None) -> None:
+    def module_import(
+        self,
+        case: Case,
+        directory: Path,
+        prefix: str,
+        facts: Path,
+        inv: Inventory | None = None,
+        copies: int | None = None,
+    ) -> None:
         """Import a bundle into prefix: copies images (every tag of inv by default) must be copied, and then every tag of
         inv must be at the destination with the source's digest."""
         inv = inv or self.inv
         copies = len(inv.tags) if copies is None else copies
-        result = self.module(case, facts, {"source": "bundle", "source_dir": str(directory),
-                                           "registry": {"url": self.open_url, "prefix": prefix}})
+        result = self.module(
+            case,
+            facts,
+            {"source": "bundle", "source_dir": str(directory), "registry": {"url": self.open_url, "prefix": prefix}},
+        )
         copied = [i for i in result.get("images") or [] if i.get("status") == "copied"]
         if len(copied) != copies:
             raise BenchError(f"the module copied {len(copied)} images from the bundle, not {copies}")
         self.check_registry(case, prefix, inv)
 
     def module_noop(self, case: Case, prefix: str, directory: Path, facts: Path) -> None:
-        result = self.module(case, facts, {"registry": {"url": self.open_url, "prefix": prefix},
-                                           "archive": {"dir": str(directory), "format": "docker"}})
+        result = self.module(
+            case,
+            facts,
+            {
+                "registry": {"url": self.open_url, "prefix": prefix},
+                "archive": {"dir": str(directory), "format": "docker"},
+            },
+        )
         copied = [i["reference"] for i in result.get("images") or [] if i.get("status") != "skipped"]
         case.note = f"changed={str(bool(result.get('changed'))).lower()}, {len(self.inv.tags) - len(copied)}/{len(self.inv.tags)} skipped"
         if result.get("changed") or copied:
@@ -766,15 +838,27 @@ class Bench:
         env = dict(os.environ, XDG_DATA_HOME=str(cache))
         if os.geteuid() != 0:
             return [], env
-        probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, check=False) if shutil.which("unshare") else None
+        probe = (
+            subprocess.run(["unshare", "--mount", "true"], capture_output=True, check=False)
+            if shutil.which("unshare")
+            else None
+        )
         if probe is None or probe.returncode != 0:
-            case.note = "skopeo's blob-info cache is the system's (no unshare): it may mount blobs an earlier run pushed"
+            case.note = (
+                "skopeo's blob-info cache is the system's (no unshare): it may mount blobs an earlier run pushed"
+            )
             return [], env
         script = 'mkdir -p "$2" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
         return ["unshare", "--mount", "sh", "-c", script, "sh", str(cache), SKOPEO_SYSTEM_CACHE], env
 
-    def skopeo(self, case: Case, destination: Callable[[str, str], str], extra: list[str],
-               source: Callable[[str, str], str] | None = None, tags: list[str] | None = None) -> None:
+    def skopeo(
+        self,
+        case: Case,
+        destination: Callable[[str, str], str],
+        extra: list[str],
+        source: Callable[[str, str], str] | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
         """One ``skopeo copy`` per tag (the seeded tags by default): from the source registry (with the auth file) or
         from source(repo, tag)."""
         sandbox, env = self.skopeo_sandbox(case)
@@ -792,7 +876,11 @@ class Bench:
 
     def skopeo_registry(self, case: Case) -> None:
         prefix = self.prefix("skopeo")
-        self.skopeo(case, lambda repo, tag: f"docker://{self.open_host}/{prefix}/{repo}:{tag}", ["--all", "--dest-tls-verify=false"])
+        self.skopeo(
+            case,
+            lambda repo, tag: f"docker://{self.open_host}/{prefix}/{repo}:{tag}",
+            ["--all", "--dest-tls-verify=false"],
+        )
         self.check_registry(case, prefix)
 
     def skopeo_archive(self, case: Case) -> None:
@@ -815,14 +903,24 @@ class Bench:
         self.skopeo(case, destination, ["--all", "--preserve-digests"], tags=inv.tags)
         case.note += f"; the dirs must hold {inv.per_image_bytes / MB:.0f} MB, a copy of each shared layer per tag"
 
-    def skopeo_from_dirs(self, case: Case, root: Path, prefix: str | None = None, inv: Inventory | None = None,
-                         judge: Inventory | None = None) -> None:
+    def skopeo_from_dirs(
+        self,
+        case: Case,
+        root: Path,
+        prefix: str | None = None,
+        inv: Inventory | None = None,
+        judge: Inventory | None = None,
+    ) -> None:
         """The far side of the guide: ``skopeo copy --all --preserve-digests dir:... docker://<open>/<prefix>/...`` for
         each tag of inv; then every tag of judge (inv by default) must be at the destination with the source's digest."""
         prefix, inv = prefix or self.prefix("skopeo-import"), inv or self.inv
-        self.skopeo(case, lambda repo, tag: f"docker://{self.open_host}/{prefix}/{repo}:{tag}",
-                    ["--all", "--preserve-digests", "--dest-tls-verify=false"],
-                    source=lambda repo, tag: f"dir:{root / repo / tag}", tags=inv.tags)
+        self.skopeo(
+            case,
+            lambda repo, tag: f"docker://{self.open_host}/{prefix}/{repo}:{tag}",
+            ["--all", "--preserve-digests", "--dest-tls-verify=false"],
+            source=lambda repo, tag: f"dir:{root / repo / tag}",
+            tags=inv.tags,
+        )
         self.check_registry(case, prefix, judge or inv)
 
     # The Docker engine --------------------------------------------------------------------
@@ -898,17 +996,27 @@ class Bench:
         size = self.inv.total(blobs)
         files, bundle = self.work / f"plain-all{number}", self.work / f"bundle{number}"
         raw_prefix, prefix = self.prefix(f"rawput{number}"), self.prefix(f"import{number}")
-        self.measure(Case("plain download of the blobs to files, all platforms", "bundle", size, baseline=True),
-                     lambda c: download(self.source, blobs, files, parallel), in_process=True,
-                     check=lambda c: self.check_files(c, files))
-        self.measure(Case(BUNDLE, "bundle", size),
-                     lambda c: self.module_bundle(c, bundle, self.work / f"bundle{number}.fact"),
-                     check=lambda c: self.check_bundle(c, bundle))
-        self.measure(Case("raw PUT of the blobs from files", "import", size, baseline=True),
-                     lambda c: raw_put(files, blobs, self.open_url, raw_prefix, parallel), in_process=True,
-                     check=lambda c: self.check_blobs(c, raw_prefix))
-        self.measure(Case("module bundle -> registry", "import", size),
-                     lambda c: self.module_import(c, bundle, prefix, self.work / f"import{number}.fact"))
+        self.measure(
+            Case("plain download of the blobs to files, all platforms", "bundle", size, baseline=True),
+            lambda c: download(self.source, blobs, files, parallel),
+            in_process=True,
+            check=lambda c: self.check_files(c, files),
+        )
+        self.measure(
+            Case(BUNDLE, "bundle", size),
+            lambda c: self.module_bundle(c, bundle, self.work / f"bundle{number}.fact"),
+            check=lambda c: self.check_bundle(c, bundle),
+        )
+        self.measure(
+            Case("raw PUT of the blobs from files", "import", size, baseline=True),
+            lambda c: raw_put(files, blobs, self.open_url, raw_prefix, parallel),
+            in_process=True,
+            check=lambda c: self.check_blobs(c, raw_prefix),
+        )
+        self.measure(
+            Case("module bundle -> registry", "import", size),
+            lambda c: self.module_import(c, bundle, prefix, self.work / f"import{number}.fact"),
+        )
         shutil.rmtree(files, ignore_errors=True)
         shutil.rmtree(bundle, ignore_errors=True)
 
@@ -917,14 +1025,20 @@ class Bench:
         source, so it comes after the copies of the seeded tags), registry -> .sqsh."""
         inv, parallel = self.inv, self.args.parallel
         reg_bytes, arc_bytes = inv.total(inv.registry_blobs.values()), inv.total(inv.archive_blobs.values())
-        print(f"bench: {len(inv.tags)} tags; registry copy: {len(inv.registry_blobs)} unique blobs, {reg_bytes / MB:.0f} MB; "
-              f"docker archives: {len(inv.archive_blobs)} unique blobs, {arc_bytes / MB:.0f} MB "
-              f"({inv.archive_file_bytes / MB:.0f} MB in all archives); "
-              f"{inv.per_image_bytes / MB:.0f} MB in dir: copies per tag; groups: {', '.join(g for g in GROUPS if g in self.args.only)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"bench: {len(inv.tags)} tags; registry copy: {len(inv.registry_blobs)} unique blobs, {reg_bytes / MB:.0f} MB; "
+            f"docker archives: {len(inv.archive_blobs)} unique blobs, {arc_bytes / MB:.0f} MB "
+            f"({inv.archive_file_bytes / MB:.0f} MB in all archives); "
+            f"{inv.per_image_bytes / MB:.0f} MB in dir: copies per tag; groups: {', '.join(g for g in GROUPS if g in self.args.only)}",
+            file=sys.stderr,
+            flush=True,
+        )
         self.write_authfile()
-        self.measure(Case("source read only (GET, discard)", "info", reg_bytes),
-                     lambda c: read_only(self.source, inv.registry_blobs.values(), parallel), in_process=True)
+        self.measure(
+            Case("source read only (GET, discard)", "info", reg_bytes),
+            lambda c: read_only(self.source, inv.registry_blobs.values(), parallel),
+            in_process=True,
+        )
         if "copy" in self.args.only:
             self.copy_groups()
         if "aims" in self.args.only:
@@ -962,17 +1076,29 @@ class Bench:
                 download(self.source, ngc_inv.registry_blobs.values(), floor, self.args.parallel)
                 download(k8s, k8s_inv.registry_blobs.values(), floor, self.args.parallel)
 
-            self.measure(Case("charts: plain download of each unique blob once", "charts", unique, baseline=True), fetch, in_process=True)
+            self.measure(
+                Case("charts: plain download of each unique blob once", "charts", unique, baseline=True),
+                fetch,
+                in_process=True,
+            )
 
             def module_charts(case: Case, number: int = number) -> None:
-                result = self.module(case, self.work / f"charts{number}.fact", {
-                    "charts": [selection], "helm_url": oracle["helm_url"],
-                    "upstream_registries": {CHART_K8S_HOST: {"url": self.info["k8s_registry_url"]}},
-                    "bundle": {"dir": str(self.work / f"charts-bundle{number}")}})
+                result = self.module(
+                    case,
+                    self.work / f"charts{number}.fact",
+                    {
+                        "charts": [selection],
+                        "helm_url": oracle["helm_url"],
+                        "upstream_registries": {CHART_K8S_HOST: {"url": self.info["k8s_registry_url"]}},
+                        "bundle": {"dir": str(self.work / f"charts-bundle{number}")},
+                    },
+                )
                 (chart,) = result.get("charts") or [{}]
                 found = {image["reference"] for image in chart.get("images") or []}
                 missed = sorted(set(wanted) - found)
-                case.note += f"; found {len(found)} images, the bed pushed {len(wanted)} for {version} on {', '.join(oses)}"
+                case.note += (
+                    f"; found {len(found)} images, the bed pushed {len(wanted)} for {version} on {', '.join(oses)}"
+                )
                 if missed:
                     raise BenchError(f"the module missed {', '.join(missed)}")
 
@@ -987,14 +1113,31 @@ class Bench:
                     if reference.startswith(CHART_K8S_HOST + "/"):
                         origin, pull = f"docker://{k8s.host}/{path}:{tag}", ["--src-tls-verify=false"]
                     else:
-                        origin, pull = f"docker://{self.source.host}/{path}:{tag}", ["--src-authfile", str(self.auth_file),
-                                                                                   "--src-tls-verify=false"]
+                        origin, pull = (
+                            f"docker://{self.source.host}/{path}:{tag}",
+                            ["--src-authfile", str(self.auth_file), "--src-tls-verify=false"],
+                        )
                     (root / path).mkdir(parents=True, exist_ok=True)
-                    proc = run([*sandbox, "skopeo", "copy", "--quiet", *pull, "--all", "--preserve-digests", origin,
-                                f"dir:{root / path / tag}"], self.work, env=env)
+                    proc = run(
+                        [
+                            *sandbox,
+                            "skopeo",
+                            "copy",
+                            "--quiet",
+                            *pull,
+                            "--all",
+                            "--preserve-digests",
+                            origin,
+                            f"dir:{root / path / tag}",
+                        ],
+                        self.work,
+                        env=env,
+                    )
                     rss, case.client_cpu = max(rss, proc.rss_kib), case.client_cpu + proc.cpu
                 case.rss_mib = rss / 1024
-                case.note = "; ".join(filter(None, (case.note, f"{len(wanted)} skopeo processes, one per image of the list")))
+                case.note = "; ".join(
+                    filter(None, (case.note, f"{len(wanted)} skopeo processes, one per image of the list"))
+                )
 
             self.measure(Case("charts: skopeo copy of each image of the list (manual)", "charts", unique), manual)
 
@@ -1004,16 +1147,30 @@ class Bench:
         reg_bytes, arc_bytes = inv.total(inv.registry_blobs.values()), inv.total(inv.archive_blobs.values())
         first: tuple[str, Path, Path] | None = None
         for number in range(1, self.args.rounds + 1):
-            prefix, facts, archives = self.prefix(f"module{number}"), self.work / f"module{number}.fact", self.work / f"module-archive{number}"
+            prefix, facts, archives = (
+                self.prefix(f"module{number}"),
+                self.work / f"module{number}.fact",
+                self.work / f"module-archive{number}",
+            )
             first = first or (prefix, archives, facts)
-            self.measure(Case("raw stream (GET piped into PUT)", "registry", reg_bytes, baseline=True),
-                         lambda c, n=number: raw_stream(self.source, inv.registry_blobs.values(), self.open_url, self.prefix(f"raw{n}"), parallel),
-                         in_process=True, check=lambda c, n=number: self.check_blobs(c, self.prefix(f"raw{n}")))
-            self.measure(Case("module registry -> registry", "registry", reg_bytes),
-                         lambda c, p=prefix, f=facts: self.module_registry(c, p, f))
+            self.measure(
+                Case("raw stream (GET piped into PUT)", "registry", reg_bytes, baseline=True),
+                lambda c, n=number: raw_stream(
+                    self.source, inv.registry_blobs.values(), self.open_url, self.prefix(f"raw{n}"), parallel
+                ),
+                in_process=True,
+                check=lambda c, n=number: self.check_blobs(c, self.prefix(f"raw{n}")),
+            )
+            self.measure(
+                Case("module registry -> registry", "registry", reg_bytes),
+                lambda c, p=prefix, f=facts: self.module_registry(c, p, f),
+            )
             plain = self.work / "plain"
-            self.measure(Case("plain download of the blobs to files", "archive", arc_bytes, baseline=True),
-                         lambda c, d=plain: download(self.source, inv.archive_blobs.values(), d, parallel), in_process=True)
+            self.measure(
+                Case("plain download of the blobs to files", "archive", arc_bytes, baseline=True),
+                lambda c, d=plain: download(self.source, inv.archive_blobs.values(), d, parallel),
+                in_process=True,
+            )
             shutil.rmtree(plain, ignore_errors=True)
             # What the format costs: every archive holds its own copy of the layers it shares with other tags.
             per_tag = self.work / "per-archive"
@@ -1021,9 +1178,11 @@ class Bench:
             case.note = f"writes {inv.archive_file_bytes / MB:.0f} MB as the archives do; a blob an earlier tag got is copied from disk"
             self.measure(case, lambda c, d=per_tag: self.write_per_archive(d), in_process=True)
             shutil.rmtree(per_tag, ignore_errors=True)
-            self.measure(Case("module registry -> docker archive", "archive", arc_bytes),
-                         lambda c, d=archives, f=facts: self.module_archive(c, d, f),
-                         check=lambda c, d=archives: self.record_disk(c, d))
+            self.measure(
+                Case("module registry -> docker archive", "archive", arc_bytes),
+                lambda c, d=archives, f=facts: self.module_archive(c, d, f),
+                check=lambda c, d=archives: self.record_disk(c, d),
+            )
             if number > 1:
                 shutil.rmtree(archives, ignore_errors=True)
             self.bundle_round(number)
@@ -1032,15 +1191,23 @@ class Bench:
         self.measure(Case("skopeo copy -> docker-archive", "archive", arc_bytes), self.skopeo_archive)
         shutil.rmtree(self.work / "skopeo-archive", ignore_errors=True)
         dirs = self.work / "skopeo-dirs"
-        self.measure(Case("skopeo copy --all --preserve-digests -> dir: per tag", "bundle", reg_bytes),
-                     lambda c: self.skopeo_dirs(c, dirs), check=lambda c: self.check_dirs(c, dirs))
-        self.measure(Case("skopeo copy --all --preserve-digests dir: -> registry", "import", reg_bytes),
-                     lambda c: self.skopeo_from_dirs(c, dirs))
+        self.measure(
+            Case("skopeo copy --all --preserve-digests -> dir: per tag", "bundle", reg_bytes),
+            lambda c: self.skopeo_dirs(c, dirs),
+            check=lambda c: self.check_dirs(c, dirs),
+        )
+        self.measure(
+            Case("skopeo copy --all --preserve-digests dir: -> registry", "import", reg_bytes),
+            lambda c: self.skopeo_from_dirs(c, dirs),
+        )
         shutil.rmtree(dirs, ignore_errors=True)
 
         if first is not None:
             prefix, archives, facts = first
-            self.measure(Case("module no-op re-run (registry + archive)", "noop", 0), lambda c: self.module_noop(c, prefix, archives, facts))
+            self.measure(
+                Case("module no-op re-run (registry + archive)", "noop", 0),
+                lambda c: self.module_noop(c, prefix, archives, facts),
+            )
             shutil.rmtree(archives, ignore_errors=True)
 
         if self.info.get("docker_host") and not self.args.no_docker:
@@ -1065,11 +1232,18 @@ class Bench:
         reg_bytes = inv.total(inv.registry_blobs.values())
         for number in range(1, self.args.rounds + 1):
             prefix, facts = self.prefix(f"module{number}"), self.work / f"module{number}.fact"
-            self.measure(Case("raw stream (GET piped into PUT)", "registry", reg_bytes, baseline=True),
-                         lambda c, n=number: raw_stream(self.source, inv.registry_blobs.values(), self.open_url, self.prefix(f"raw{n}"), parallel),
-                         in_process=True, check=lambda c, n=number: self.check_blobs(c, self.prefix(f"raw{n}")))
-            self.measure(Case("module registry -> registry", "registry", reg_bytes),
-                         lambda c, p=prefix, f=facts: self.module_registry(c, p, f))
+            self.measure(
+                Case("raw stream (GET piped into PUT)", "registry", reg_bytes, baseline=True),
+                lambda c, n=number: raw_stream(
+                    self.source, inv.registry_blobs.values(), self.open_url, self.prefix(f"raw{n}"), parallel
+                ),
+                in_process=True,
+                check=lambda c, n=number: self.check_blobs(c, self.prefix(f"raw{n}")),
+            )
+            self.measure(
+                Case("module registry -> registry", "registry", reg_bytes),
+                lambda c, p=prefix, f=facts: self.module_registry(c, p, f),
+            )
             self.bundle_round(number)
         self.one_image()
 
@@ -1099,15 +1273,29 @@ class Bench:
         old = self.inv
         connected = self.work / "update-connected.fact"  # the connected side's record: every bundle it wrote
         earlier = self.work / "update-earlier"
-        far = {name: (self.prefix(f"update-far-{name}"), self.work / f"update-far-{name}.fact") for name in ("delta", "skopeo")}
+        far = {
+            name: (self.prefix(f"update-far-{name}"), self.work / f"update-far-{name}.fact")
+            for name in ("delta", "skopeo")
+        }
         old_bytes = old.total(old.registry_blobs.values())
-        setup = [self.measure(Case(UPDATE_EARLIER, "update-setup", old_bytes),
-                              lambda c: self.module_bundle(c, earlier, connected), check=lambda c: self.check_bundle(c, earlier))]
+        setup = [
+            self.measure(
+                Case(UPDATE_EARLIER, "update-setup", old_bytes),
+                lambda c: self.module_bundle(c, earlier, connected),
+                check=lambda c: self.check_bundle(c, earlier),
+            )
+        ]
         for name, (prefix, facts) in far.items():
-            setup.append(self.measure(Case(f"{UPDATE_EARLIER_IMPORT} ({name} far side)", "update-setup", old_bytes),
-                                      lambda c, p=prefix, f=facts: self.module_import(c, earlier, p, f)))
+            setup.append(
+                self.measure(
+                    Case(f"{UPDATE_EARLIER_IMPORT} ({name} far side)", "update-setup", old_bytes),
+                    lambda c, p=prefix, f=facts: self.module_import(c, earlier, p, f),
+                )
+            )
         published: list[dict[str, Any]] = []
-        setup.append(self.measure(Case(UPDATE_PUBLISH, "update-setup", 0), lambda c: published.extend(self.publish_release(c))))
+        setup.append(
+            self.measure(Case(UPDATE_PUBLISH, "update-setup", 0), lambda c: published.extend(self.publish_release(c)))
+        )
         shutil.rmtree(earlier, ignore_errors=True)
         if not all(case.ok for case in setup):
             print("bench: the monthly update's setup failed; its cases do not run", file=sys.stderr, flush=True)
@@ -1115,38 +1303,64 @@ class Bench:
         new_tags = [record["reference"] for record in published]
         new, every = self.source.inventory(new_tags), self.source.inventory(old.tags + new_tags)
         fresh = {digest: blob for digest, blob in every.registry_blobs.items() if digest not in old.registry_blobs}
-        self.update = {"new_tags": new_tags, "new_blobs": len(fresh), "new_blob_bytes": every.total(fresh.values()),
-                       "all_tags": len(every.tags), "all_blob_bytes": every.total(every.registry_blobs.values())}
-        print(f"bench: the release: {len(new_tags)} new tags, {len(fresh)} new blobs, {self.update['new_blob_bytes'] / MB:.1f} MB; "
-              f"{len(every.tags)} tags in all", file=sys.stderr, flush=True)
+        self.update = {
+            "new_tags": new_tags,
+            "new_blobs": len(fresh),
+            "new_blob_bytes": every.total(fresh.values()),
+            "all_tags": len(every.tags),
+            "all_blob_bytes": every.total(every.registry_blobs.values()),
+        }
+        print(
+            f"bench: the release: {len(new_tags)} new tags, {len(fresh)} new blobs, {self.update['new_blob_bytes'] / MB:.1f} MB; "
+            f"{len(every.tags)} tags in all",
+            file=sys.stderr,
+            flush=True,
+        )
         fresh_bytes, every_bytes = self.update["new_blob_bytes"], self.update["all_blob_bytes"]
 
         delta, full = self.work / "update-delta", self.work / "update-full"
-        self.measure(Case(UPDATE_DELTA, "update", fresh_bytes),
-                     lambda c: self.module_bundle(c, delta, connected, images=every.tags, since="last"),
-                     check=lambda c: self.check_delta(c, delta, every, fresh))
+        self.measure(
+            Case(UPDATE_DELTA, "update", fresh_bytes),
+            lambda c: self.module_bundle(c, delta, connected, images=every.tags, since="last"),
+            check=lambda c: self.check_delta(c, delta, every, fresh),
+        )
         prefix, facts = far["delta"]
-        self.measure(Case(UPDATE_DELTA_IMPORT, "update-import", fresh_bytes),
-                     lambda c: self.module_import(c, delta, prefix, facts, inv=every, copies=len(new_tags)))
+        self.measure(
+            Case(UPDATE_DELTA_IMPORT, "update-import", fresh_bytes),
+            lambda c: self.module_import(c, delta, prefix, facts, inv=every, copies=len(new_tags)),
+        )
         shutil.rmtree(delta, ignore_errors=True)
-        self.measure(Case(UPDATE_FULL, "update", every_bytes),
-                     lambda c: self.module_bundle(c, full, self.work / "update-full.fact", images=every.tags),
-                     check=lambda c: self.check_bundle(c, full, every))
-        self.measure(Case(UPDATE_FULL_IMPORT, "update-import", every_bytes),
-                     lambda c: self.module_import(c, full, self.prefix("update-full-import"), self.work / "update-full-import.fact", inv=every))
+        self.measure(
+            Case(UPDATE_FULL, "update", every_bytes),
+            lambda c: self.module_bundle(c, full, self.work / "update-full.fact", images=every.tags),
+            check=lambda c: self.check_bundle(c, full, every),
+        )
+        self.measure(
+            Case(UPDATE_FULL_IMPORT, "update-import", every_bytes),
+            lambda c: self.module_import(
+                c, full, self.prefix("update-full-import"), self.work / "update-full-import.fact", inv=every
+            ),
+        )
         shutil.rmtree(full, ignore_errors=True)
         archives = self.work / "update-archives"
-        self.measure(Case(UPDATE_ARCHIVES, "update", new.total(new.archive_blobs.values())),
-                     lambda c: self.module_archive(c, archives, self.work / "update-archives.fact", inv=new),
-                     check=lambda c: self.check_archives(c, archives, new))
+        self.measure(
+            Case(UPDATE_ARCHIVES, "update", new.total(new.archive_blobs.values())),
+            lambda c: self.module_archive(c, archives, self.work / "update-archives.fact", inv=new),
+            check=lambda c: self.check_archives(c, archives, new),
+        )
         shutil.rmtree(archives, ignore_errors=True)
         dirs = self.work / "update-dirs"
         new_bytes = new.total(new.registry_blobs.values())
-        self.measure(Case(UPDATE_DIRS, "update", new_bytes), lambda c: self.skopeo_dirs(c, dirs, new),
-                     check=lambda c: self.check_dirs(c, dirs, new))
+        self.measure(
+            Case(UPDATE_DIRS, "update", new_bytes),
+            lambda c: self.skopeo_dirs(c, dirs, new),
+            check=lambda c: self.check_dirs(c, dirs, new),
+        )
         prefix, _facts = far["skopeo"]
-        self.measure(Case(UPDATE_DIRS_IMPORT, "update-import", new_bytes),
-                     lambda c: self.skopeo_from_dirs(c, dirs, prefix, new, judge=every))
+        self.measure(
+            Case(UPDATE_DIRS_IMPORT, "update-import", new_bytes),
+            lambda c: self.skopeo_from_dirs(c, dirs, prefix, new, judge=every),
+        )
         shutil.rmtree(dirs, ignore_errors=True)
 
     def publish_release(self, case: Case) -> list[dict[str, Any]]:
@@ -1159,7 +1373,9 @@ class Bench:
             repository, tag = split_reference(record["reference"])
             digest = self.source.manifest(repository, tag)[1]
             if digest != record["digest"]:
-                raise BenchError(f"the source serves {record['reference']} as {digest}, the seeder pushed {record['digest']}")
+                raise BenchError(
+                    f"the source serves {record['reference']} as {digest}, the seeder pushed {record['digest']}"
+                )
         case.note = f"{len(records)} tags: {', '.join(r['reference'] for r in records)}"
         return records
 
@@ -1182,8 +1398,10 @@ class Bench:
         if contents.get("delta") is not True:
             raise BenchError("contents.json does not say delta: true")
         self.record_disk(case, directory)
-        case.note += (f"; exactly the {len(fresh)} new blobs ({inv.total(fresh.values()) / MB:.1f} MB) and "
-                      f"{len(inv.manifest_digests)} manifests, each hashing to its name")
+        case.note += (
+            f"; exactly the {len(fresh)} new blobs ({inv.total(fresh.values()) / MB:.1f} MB) and "
+            f"{len(inv.manifest_digests)} manifests, each hashing to its name"
+        )
 
     def check_archives(self, case: Case, directory: Path, inv: Inventory) -> None:
         """The module's docker archives, ``<dir>/<repository>/<tag>.tar``: manifest.json names the source's config and
@@ -1199,10 +1417,14 @@ class Bench:
                 if "manifest.json" not in members:
                     raise BenchError(f"{path.name} has no manifest.json")
                 entries = json.loads(archive.extractfile(members["manifest.json"]).read())  # type: ignore[union-attr]
-                named = {entry["Config"] for entry in entries} | {layer for entry in entries for layer in entry["Layers"]}
+                named = {entry["Config"] for entry in entries} | {
+                    layer for entry in entries for layer in entry["Layers"]
+                }
                 digests = {"sha256:" + Path(name).name for name in named}
                 if digests != set(wanted):
-                    raise BenchError(f"{reference}: manifest.json names {len(digests)} blobs, not the {len(wanted)} of {ARCHIVE_PLATFORM}")
+                    raise BenchError(
+                        f"{reference}: manifest.json names {len(digests)} blobs, not the {len(wanted)} of {ARCHIVE_PLATFORM}"
+                    )
                 for name in named:
                     handle = archive.extractfile(members[name]) if name in members else None
                     if handle is None or hashlib.file_digest(handle, "sha256").hexdigest() != Path(name).name:
@@ -1223,17 +1445,27 @@ class Bench:
                 ours, theirs = self.work / f"enroot-module{number}", self.work / f"enroot-reference{number}"
                 facts = self.work / f"enroot{number}.fact"
                 if missing:
-                    case = Case(f"{ENROOT_REFERENCE}: {reference}", group, size, baseline=True, ok=False,
-                                note=f"FAILED: not installed: {', '.join(missing)} (Debian packages umoci, squashfs-tools)")
+                    case = Case(
+                        f"{ENROOT_REFERENCE}: {reference}",
+                        group,
+                        size,
+                        baseline=True,
+                        ok=False,
+                        note=f"FAILED: not installed: {', '.join(missing)} (Debian packages umoci, squashfs-tools)",
+                    )
                     self.cases.append(case)
                     continue
-                made = self.measure(Case(f"{ENROOT_REFERENCE}: {reference}", group, size, baseline=True),
-                                    lambda c, r=reference, d=theirs: self.enroot_reference(c, r, d),
-                                    check=lambda c, d=theirs: self.check_sqsh(c, d / "out.sqsh"))
+                made = self.measure(
+                    Case(f"{ENROOT_REFERENCE}: {reference}", group, size, baseline=True),
+                    lambda c, r=reference, d=theirs: self.enroot_reference(c, r, d),
+                    check=lambda c, d=theirs: self.check_sqsh(c, d / "out.sqsh"),
+                )
                 expected = theirs / "out.sqsh" if made.ok else None
-                self.measure(Case(f"{ENROOT_MODULE}: {reference}", group, size),
-                             lambda c, r=reference, d=ours, f=facts: self.module_enroot(c, r, d, f),
-                             check=lambda c, r=reference, d=ours, e=expected: self.check_enroot(c, d / sqsh_name(r), e))
+                self.measure(
+                    Case(f"{ENROOT_MODULE}: {reference}", group, size),
+                    lambda c, r=reference, d=ours, f=facts: self.module_enroot(c, r, d, f),
+                    check=lambda c, r=reference, d=ours, e=expected: self.check_enroot(c, d / sqsh_name(r), e),
+                )
                 shutil.rmtree(ours, ignore_errors=True)
                 shutil.rmtree(theirs, ignore_errors=True)
 
@@ -1246,11 +1478,31 @@ class Bench:
         sandbox, env = self.skopeo_sandbox(case)
         rootless = ["--rootless"] if os.geteuid() != 0 else []
         steps = [
-            ("skopeo copy", [*sandbox, "skopeo", "copy", "--quiet", "--src-authfile", str(self.auth_file), "--src-tls-verify=false",
-                             "--override-os", "linux", "--override-arch", "amd64",
-                             f"docker://{self.source.host}/{reference}", f"oci:{layout}:{tag}"], env),
+            (
+                "skopeo copy",
+                [
+                    *sandbox,
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    "--src-authfile",
+                    str(self.auth_file),
+                    "--src-tls-verify=false",
+                    "--override-os",
+                    "linux",
+                    "--override-arch",
+                    "amd64",
+                    f"docker://{self.source.host}/{reference}",
+                    f"oci:{layout}:{tag}",
+                ],
+                env,
+            ),
             ("umoci unpack", ["umoci", "unpack", *rootless, "--image", f"{layout}:{tag}", str(bundle)], None),
-            ("mksquashfs", ["mksquashfs", str(bundle / "rootfs"), str(out), *SQUASH_FLAGS, *shlex.split(SQUASH_OPTIONS)], None),
+            (
+                "mksquashfs",
+                ["mksquashfs", str(bundle / "rootfs"), str(out), *SQUASH_FLAGS, *shlex.split(SQUASH_OPTIONS)],
+                None,
+            ),
         ]
         rss, times = 0, []
         for name, argv, step_env in steps:
@@ -1277,12 +1529,16 @@ class Bench:
         compression = re.search(r"^Compression (\S+)", proc.stdout, re.MULTILINE)
         wanted = shlex.split(SQUASH_OPTIONS)[shlex.split(SQUASH_OPTIONS).index("-comp") + 1]
         if compression is None or compression.group(1) != wanted:
-            raise BenchError(f"unsquashfs -s says compression {compression.group(1) if compression else '?'}, not {wanted}")
+            raise BenchError(
+                f"unsquashfs -s says compression {compression.group(1) if compression else '?'}, not {wanted}"
+            )
         if "-noD" in shlex.split(SQUASH_OPTIONS) and "Data is uncompressed" not in proc.stdout:
             raise BenchError("unsquashfs -s does not say 'Data is uncompressed' (-noD)")
         size = path.stat().st_size
         case.disk_bytes, case.disk_apparent_bytes, case.disk_files = path.stat().st_blocks * 512, size, 1
-        case.note = "; ".join(filter(None, (case.note, f"{path.name}: {size / MB:.1f} MB, {compression.group(1)}, read by unsquashfs -s")))
+        case.note = "; ".join(
+            filter(None, (case.note, f"{path.name}: {size / MB:.1f} MB, {compression.group(1)}, read by unsquashfs -s"))
+        )
 
     def check_enroot(self, case: Case, path: Path, reference: Path | None) -> None:
         """check_sqsh, then the listing (``unsquashfs -lls``: type and mode, owner, size, path, link target) equals the
@@ -1299,11 +1555,15 @@ class Bench:
         theirs = {k: v for k, v in theirs.items() if k != "dev" and not k.startswith("dev/")}
         only_ours, only_theirs = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
         if only_ours or only_theirs:
-            raise BenchError(f"the listings differ: {len(only_ours)} path(s) only in ours (e.g. {only_ours[:1]}), "
-                             f"{len(only_theirs)} only in the reference (e.g. {only_theirs[:1]})")
+            raise BenchError(
+                f"the listings differ: {len(only_ours)} path(s) only in ours (e.g. {only_ours[:1]}), "
+                f"{len(only_theirs)} only in the reference (e.g. {only_theirs[:1]})"
+            )
         differ = sorted(k for k in ours if ours[k] != theirs[k])
         if differ:
-            raise BenchError(f"{len(differ)} entr(ies) differ from the reference, e.g. /{differ[0]}: {ours[differ[0]]} against {theirs[differ[0]]}")
+            raise BenchError(
+                f"{len(differ)} entr(ies) differ from the reference, e.g. /{differ[0]}: {ours[differ[0]]} against {theirs[differ[0]]}"
+            )
         case.note += f"; same {len(ours)} entries as the reference (unsquashfs -lls, enroot's files and /dev aside)"
 
 
@@ -1354,23 +1614,36 @@ def baseline_name(group: str) -> str:
 
 
 def table(cases: list[Case]) -> str:
-    header = ("case", "seconds", "MB/s", "ratio", "vs", "client CPU s", "registries CPU s", "peak RSS MiB",
-              "on disk MB", "over unique", "note")
+    header = (
+        "case",
+        "seconds",
+        "MB/s",
+        "ratio",
+        "vs",
+        "client CPU s",
+        "registries CPU s",
+        "peak RSS MiB",
+        "on disk MB",
+        "over unique",
+        "note",
+    )
     rows = [header]
     for case in cases:
-        rows.append((
-            case.name + (f" (best of {len(case.rounds)})" if len(case.rounds) > 1 else ""),
-            f"{case.seconds:.1f}",
-            f"{case.mbps:.0f}" if case.mbps else "-",
-            f"{case.ratio:.2f}x" if case.ratio else "-",
-            baseline_name(case.group) if case.ratio else "",
-            f"{case.client_cpu:.1f}" if case.client_cpu else "-",
-            f"{case.registry_cpu:.1f}",
-            f"{case.rss_mib:.0f}" if case.rss_mib else "-",
-            f"{case.disk_bytes / MB:.0f}" if case.disk_bytes is not None else "-",
-            f"{overhead(case):+.2%}" if overhead(case) is not None else "-",
-            ("" if case.ok else "FAILED ") + case.note,
-        ))
+        rows.append(
+            (
+                case.name + (f" (best of {len(case.rounds)})" if len(case.rounds) > 1 else ""),
+                f"{case.seconds:.1f}",
+                f"{case.mbps:.0f}" if case.mbps else "-",
+                f"{case.ratio:.2f}x" if case.ratio else "-",
+                baseline_name(case.group) if case.ratio else "",
+                f"{case.client_cpu:.1f}" if case.client_cpu else "-",
+                f"{case.registry_cpu:.1f}",
+                f"{case.rss_mib:.0f}" if case.rss_mib else "-",
+                f"{case.disk_bytes / MB:.0f}" if case.disk_bytes is not None else "-",
+                f"{overhead(case):+.2%}" if overhead(case) is not None else "-",
+                ("" if case.ok else "FAILED ") + case.note,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for index, row in enumerate(rows):
@@ -1394,7 +1667,9 @@ def verdict(cases: list[Case]) -> list[str]:
         aim = AIMS.get(case.group)
         if aim is not None and case.ratio is not None:
             met = "met" if case.ratio <= aim else "NOT met"
-            lines.append(f"{case.name}: {case.ratio:.2f}x the {BASELINE_NAMES[case.group]} per byte (aim <= {aim}x): {met}")
+            lines.append(
+                f"{case.name}: {case.ratio:.2f}x the {BASELINE_NAMES[case.group]} per byte (aim <= {aim}x): {met}"
+            )
         skopeo = next((c for c in cases if c.group == case.group and c.name.startswith("skopeo") and c.ok), None)
         if case.group in ("bundle", "import") and skopeo is not None:
             line = f"{case.name}: {case.seconds / skopeo.seconds:.2f}x the time of {skopeo.name}"
@@ -1403,11 +1678,21 @@ def verdict(cases: list[Case]) -> list[str]:
             lines.append(line)
         floor = next((c for c in cases if c.name == FLOOR and c.ok and c.seconds > 0), None)
         if case.group == "archive" and floor is not None:
-            lines.append(f"{case.name}: {case.seconds / floor.seconds:.2f}x the time of writing the same files plainly ({FLOOR})")
+            lines.append(
+                f"{case.name}: {case.seconds / floor.seconds:.2f}x the time of writing the same files plainly ({FLOOR})"
+            )
         if case.rss_mib is not None:
-            lines.append(f"{case.name}: peak RSS {case.rss_mib:.0f} MiB (aim < {MAX_RSS_MIB:.0f} MiB): {'met' if case.rss_mib < MAX_RSS_MIB else 'NOT met'}")
+            lines.append(
+                f"{case.name}: peak RSS {case.rss_mib:.0f} MiB (aim < {MAX_RSS_MIB:.0f} MiB): {'met' if case.rss_mib < MAX_RSS_MIB else 'NOT met'}"
+            )
     copies = any(case.group in COPY_GROUPS - {"info"} for case in cases)
-    return lines + memory_verdict(cases) + (disk_verdict(cases) if copies else []) + update_verdict(cases) + enroot_verdict(cases)
+    return (
+        lines
+        + memory_verdict(cases)
+        + (disk_verdict(cases) if copies else [])
+        + update_verdict(cases)
+        + enroot_verdict(cases)
+    )
 
 
 def memory_verdict(cases: list[Case]) -> list[str]:
@@ -1417,8 +1702,10 @@ def memory_verdict(cases: list[Case]) -> list[str]:
     if one is None or every is None or not (one.ok and every.ok and one.rss_mib and every.rss_mib):
         return []
     growth = every.rss_mib / one.rss_mib
-    return [f"{every.name}: peak RSS {every.rss_mib:.0f} MiB for every tag, {one.rss_mib:.0f} MiB for the largest image alone: "
-            f"{growth:.2f}x (aim: flat, <= {MAX_RSS_GROWTH}x): {'met' if growth <= MAX_RSS_GROWTH else 'NOT met'}"]
+    return [
+        f"{every.name}: peak RSS {every.rss_mib:.0f} MiB for every tag, {one.rss_mib:.0f} MiB for the largest image alone: "
+        f"{growth:.2f}x (aim: flat, <= {MAX_RSS_GROWTH}x): {'met' if growth <= MAX_RSS_GROWTH else 'NOT met'}"
+    ]
 
 
 def update_verdict(cases: list[Case]) -> list[str]:
@@ -1431,9 +1718,11 @@ def update_verdict(cases: list[Case]) -> list[str]:
     delta = named.get(UPDATE_DELTA)
     if delta is not None and delta.ok and delta.disk_bytes is not None:
         share = overhead(delta) or 0.0
-        lines.append(f"monthly update: the delta bundle carries {delta.disk_bytes / MB:.1f} MB for {delta.bytes / MB:.1f} MB of new blobs: "
-                     f"{share:+.2%} (aim < +{MAX_DELTA_OVERHEAD:.0%}): {'met' if share < MAX_DELTA_OVERHEAD else 'NOT met'}; "
-                     "it holds exactly the new blobs and the manifests")
+        lines.append(
+            f"monthly update: the delta bundle carries {delta.disk_bytes / MB:.1f} MB for {delta.bytes / MB:.1f} MB of new blobs: "
+            f"{share:+.2%} (aim < +{MAX_DELTA_OVERHEAD:.0%}): {'met' if share < MAX_DELTA_OVERHEAD else 'NOT met'}; "
+            "it holds exactly the new blobs and the manifests"
+        )
     for name in UPDATE_CARRIED:
         case = named.get(name)
         if case is None or not case.ok or case.disk_bytes is None:
@@ -1464,20 +1753,26 @@ def enroot_verdict(cases: list[Case]) -> list[str]:
             failed = ours if not ours.ok else theirs
             lines.append(f"enroot {image}: {failed.note if failed else 'FAILED: no reference case'}")
             continue
-        lines.append(f"enroot {image} ({ours.bytes / MB:.0f} MB): module {ours.seconds:.1f}s, reference {theirs.seconds:.1f}s: "
-                     f"{ours.seconds / theirs.seconds:.2f}x (aim <= {ENROOT_AIM}x): {'met' if ours.seconds <= ENROOT_AIM * theirs.seconds else 'NOT met'}; "
-                     f"peak RSS {ours.rss_mib or 0:.0f} MiB against {theirs.rss_mib or 0:.0f} MiB")
+        lines.append(
+            f"enroot {image} ({ours.bytes / MB:.0f} MB): module {ours.seconds:.1f}s, reference {theirs.seconds:.1f}s: "
+            f"{ours.seconds / theirs.seconds:.2f}x (aim <= {ENROOT_AIM}x): {'met' if ours.seconds <= ENROOT_AIM * theirs.seconds else 'NOT met'}; "
+            f"peak RSS {ours.rss_mib or 0:.0f} MiB against {theirs.rss_mib or 0:.0f} MiB"
+        )
     done = [(o, t) for o, t in pairs if o.ok and t is not None and t.ok]
     if done:
         mine, theirs_total = sum(o.seconds for o, _t in done), sum(t.seconds for _o, t in done)
-        lines.append(f"enroot, all {len(done)} images: module {mine:.1f}s, reference {theirs_total:.1f}s: {mine / theirs_total:.2f}x "
-                     f"(aim <= {ENROOT_AIM}x): {'met' if mine <= ENROOT_AIM * theirs_total else 'NOT met'}")
+        lines.append(
+            f"enroot, all {len(done)} images: module {mine:.1f}s, reference {theirs_total:.1f}s: {mine / theirs_total:.2f}x "
+            f"(aim <= {ENROOT_AIM}x): {'met' if mine <= ENROOT_AIM * theirs_total else 'NOT met'}"
+        )
         for side, rows in (("module", [o for o, _t in done]), ("reference", [t for _o, t in done])):
             rss = [(c.bytes, c.rss_mib or 0.0) for c in rows]
             small, large = min(rss), max(rss)
-            lines.append(f"enroot peak RSS, {side}: {min(r for _b, r in rss):.0f} to {max(r for _b, r in rss):.0f} MiB; "
-                         f"{small[1]:.0f} MiB for the smallest image ({small[0] / MB:.0f} MB), {large[1]:.0f} MiB for the largest "
-                         f"({large[0] / MB:.0f} MB)")
+            lines.append(
+                f"enroot peak RSS, {side}: {min(r for _b, r in rss):.0f} to {max(r for _b, r in rss):.0f} MiB; "
+                f"{small[1]:.0f} MiB for the smallest image ({small[0] / MB:.0f} MB), {large[1]:.0f} MiB for the largest "
+                f"({large[0] / MB:.0f} MB)"
+            )
     return lines
 
 
@@ -1489,8 +1784,10 @@ def disk_verdict(cases: list[Case]) -> list[str]:
         share = overhead(case)
         if case.group not in COPY_GROUPS or share is None or case.disk_bytes is None or not case.ok:
             continue
-        line = (f"bytes on disk: {case.name}: {case.disk_bytes / MB:.1f} MB in {case.disk_files} files, "
-                f"{share:+.2%} over the {case.bytes / MB:.1f} MB of unique blobs it holds")
+        line = (
+            f"bytes on disk: {case.name}: {case.disk_bytes / MB:.1f} MB in {case.disk_files} files, "
+            f"{share:+.2%} over the {case.bytes / MB:.1f} MB of unique blobs it holds"
+        )
         if case is bundle:
             line += f" (aim < +{MAX_DISK_OVERHEAD:.0%}): {'met' if share < MAX_DISK_OVERHEAD else 'NOT met'}"
         elif bundle is not None and bundle.disk_bytes:
@@ -1510,36 +1807,62 @@ def update_document(release: dict[str, Any], cases: list[Case]) -> dict[str, Any
     for name in UPDATE_CARRIED:
         case, imported = named.get(name), named.get(UPDATE_IMPORTS.get(name, ""))
         if case is not None:
-            ways[name] = {"ok": case.ok, "carried_bytes": case.disk_bytes, "carried_apparent_bytes": case.disk_apparent_bytes,
-                          "files": case.disk_files, "export_seconds": round(case.seconds, 2),
-                          "import": imported.name if imported else None,
-                          "import_seconds": round(imported.seconds, 2) if imported else None,
-                          "import_ok": imported.ok if imported else None}
+            ways[name] = {
+                "ok": case.ok,
+                "carried_bytes": case.disk_bytes,
+                "carried_apparent_bytes": case.disk_apparent_bytes,
+                "files": case.disk_files,
+                "export_seconds": round(case.seconds, 2),
+                "import": imported.name if imported else None,
+                "import_seconds": round(imported.seconds, 2) if imported else None,
+                "import_ok": imported.ok if imported else None,
+            }
     delta = named.get(UPDATE_DELTA)
-    return {**release, "aim_delta_overhead": MAX_DELTA_OVERHEAD, "ways": ways,
-            "delta_overhead": overhead(delta) if delta is not None and delta.ok else None}
+    return {
+        **release,
+        "aim_delta_overhead": MAX_DELTA_OVERHEAD,
+        "ways": ways,
+        "delta_overhead": overhead(delta) if delta is not None and delta.ok else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("--testbed", required=True, type=Path, help="the directory of a running test bed (testbed.json)")
-    parser.add_argument("--collections", required=True, type=Path, help="a directory holding ansible_collections/airgap/ngc")
-    parser.add_argument("--work", required=True, type=Path, help="scratch directory (emptied first, removed at the end)")
+    parser.add_argument(
+        "--testbed", required=True, type=Path, help="the directory of a running test bed (testbed.json)"
+    )
+    parser.add_argument(
+        "--collections", required=True, type=Path, help="a directory holding ansible_collections/airgap/ngc"
+    )
+    parser.add_argument(
+        "--work", required=True, type=Path, help="scratch directory (emptied first, removed at the end)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="where to write the results as JSON")
-    parser.add_argument("--parallel", type=int, default=4, help="concurrent blob transfers of the module and the baselines")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the baselines and the module cases (the best counts)")
+    parser.add_argument(
+        "--parallel", type=int, default=4, help="concurrent blob transfers of the module and the baselines"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the baselines and the module cases (the best counts)"
+    )
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker engine cases")
-    parser.add_argument("--only", default=",".join(GROUPS),
-                        help=f"comma-separated groups to run, of {', '.join(GROUPS)} (default: all): copy = the copies of the "
-                             "seeded tags, update = the monthly update (delta bundles), enroot = registry -> .sqsh")
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated groups to run, of {', '.join(GROUPS)} (default: all): copy = the copies of the "
+        "seeded tags, update = the monthly update (delta bundles), enroot = registry -> .sqsh",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.parallel < 1:
         parser.error("--rounds and --parallel must be at least 1")
-    args.testbed, args.collections, args.work, args.out = (path.resolve() for path in (args.testbed, args.collections, args.work, args.out))
+    args.testbed, args.collections, args.work, args.out = (
+        path.resolve() for path in (args.testbed, args.collections, args.work, args.out)
+    )
     args.only = {group.strip() for group in args.only.split(",") if group.strip()}
     unknown = sorted(args.only - set(GROUPS))
     if unknown or not args.only:
-        parser.error(f"--only: unknown group(s) {', '.join(unknown) or '(none given)'}; use some of {', '.join(GROUPS)}")
+        parser.error(
+            f"--only: unknown group(s) {', '.join(unknown) or '(none given)'}; use some of {', '.join(GROUPS)}"
+        )
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     started = time.monotonic()
@@ -1551,11 +1874,13 @@ def main(argv: list[str] | None = None) -> int:
     cases = best_rounds(measured)
     score(cases)
     checks = verdict(cases)
-    print(f"\n{len(bench.inv.tags)} tags; unique bytes: {bench.inv.total(bench.inv.registry_blobs.values()) / MB:.0f} MB to a registry "
-          f"(all platforms), {bench.inv.total(bench.inv.archive_blobs.values()) / MB:.0f} MB to docker archives ({ARCHIVE_PLATFORM}); "
-          f"parallel {args.parallel}. Ratio: seconds per byte over the baseline's (registry cases: raw stream; "
-          f"archive cases: plain download; bundle cases: plain download of every platform's blobs; "
-          f"import cases: raw PUT of those files).\n")
+    print(
+        f"\n{len(bench.inv.tags)} tags; unique bytes: {bench.inv.total(bench.inv.registry_blobs.values()) / MB:.0f} MB to a registry "
+        f"(all platforms), {bench.inv.total(bench.inv.archive_blobs.values()) / MB:.0f} MB to docker archives ({ARCHIVE_PLATFORM}); "
+        f"parallel {args.parallel}. Ratio: seconds per byte over the baseline's (registry cases: raw stream; "
+        f"archive cases: plain download; bundle cases: plain download of every platform's blobs; "
+        f"import cases: raw PUT of those files).\n"
+    )
     print(table(cases))
     print()
     print("\n".join(checks))
@@ -1569,15 +1894,30 @@ def main(argv: list[str] | None = None) -> int:
         "archive_unique_bytes": bench.inv.total(bench.inv.archive_blobs.values()),
         "archive_file_bytes": bench.inv.archive_file_bytes,
         "per_tag_dir_bytes": bench.inv.per_image_bytes,
-        "aims": {"registry_ratio": AIMS["registry"], "archive_ratio": AIMS["archive"], "bundle_ratio": AIMS["bundle"],
-                 "import_ratio": AIMS["import"], "peak_rss_mib": MAX_RSS_MIB, "bundle_disk_overhead": MAX_DISK_OVERHEAD},
-        "disk": {case.name: {"bytes": case.disk_bytes, "apparent_bytes": case.disk_apparent_bytes,
-                             "files": case.disk_files, "unique_bytes": case.bytes, "overhead": overhead(case)}
-                 for case in cases if case.disk_bytes is not None},
+        "aims": {
+            "registry_ratio": AIMS["registry"],
+            "archive_ratio": AIMS["archive"],
+            "bundle_ratio": AIMS["bundle"],
+            "import_ratio": AIMS["import"],
+            "peak_rss_mib": MAX_RSS_MIB,
+            "bundle_disk_overhead": MAX_DISK_OVERHEAD,
+        },
+        "disk": {
+            case.name: {
+                "bytes": case.disk_bytes,
+                "apparent_bytes": case.disk_apparent_bytes,
+                "files": case.disk_files,
+                "unique_bytes": case.bytes,
+                "overhead": overhead(case),
+            }
+            for case in cases
+            if case.disk_bytes is not None
+        },
         "groups": [group for group in GROUPS if group in args.only],
         "update": update_document(bench.update, cases),
         "enroot": {"images": list(ENROOT_IMAGES), "squash_options": SQUASH_OPTIONS, "aim_ratio": ENROOT_AIM}
-        if "enroot" in args.only else None,
+        if "enroot" in args.only
+        else None,
         "cases": [asdict(case) for case in cases],
         "checks": checks,
         "seconds": round(time.monotonic() - started, 1),

@@ -15,6 +15,7 @@ beside its ``seed-cache.json``, which is only read) so that a later run does not
 
 Run by hand against a test bed that is up: ``python tests/bench/release.py --testbed DIR`` prints the new tags.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,20 +38,45 @@ SEED_CACHE_NAME = "seed-cache.json"
 # The new tags, in repositories the seeder made: each reuses the seeded base layers and adds one layer of its own
 # (the multi-platform one, one per platform).
 RELEASE: tuple[RepoSpec, ...] = (
-    RepoSpec("pytorch", "PyTorch", "PyTorch is a GPU accelerated tensor computational framework.", (
-        TagSpec("24.03-py3", "2024-03-20T18:30:00.000Z", ("ubuntu-22.04", "pytorch-base", "pytorch-24.03-py3")),
-    )),
-    RepoSpec("tensorflow", "TensorFlow", "TensorFlow is an open source platform for machine learning.", (
-        TagSpec("24.03-tf2-py3", "2024-03-19T11:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "tensorflow-24.03-tf2-py3"),
-                oci=True),
-    )),
-    RepoSpec("cuda", "CUDA", "CUDA is a parallel computing platform and programming model.", (
-        TagSpec("12.11.0-base-ubuntu22.04", "2024-03-05T09:00:00.000Z", ("ubuntu-22.04", "cuda-12.11-base"),
-                ("linux/amd64", "linux/arm64")),
-    )),
-    RepoSpec("clara-parabricks", "Clara Parabricks", "GPU-accelerated genomics analysis (a team image).", (
-        TagSpec("4.3.0-1", "2024-03-12T12:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "parabricks-4.3.0-1")),
-    ), team="clara"),
+    RepoSpec(
+        "pytorch",
+        "PyTorch",
+        "PyTorch is a GPU accelerated tensor computational framework.",
+        (TagSpec("24.03-py3", "2024-03-20T18:30:00.000Z", ("ubuntu-22.04", "pytorch-base", "pytorch-24.03-py3")),),
+    ),
+    RepoSpec(
+        "tensorflow",
+        "TensorFlow",
+        "TensorFlow is an open source platform for machine learning.",
+        (
+            TagSpec(
+                "24.03-tf2-py3",
+                "2024-03-19T11:00:00.000Z",
+                ("ubuntu-22.04", "cuda-12.2-base", "tensorflow-24.03-tf2-py3"),
+                oci=True,
+            ),
+        ),
+    ),
+    RepoSpec(
+        "cuda",
+        "CUDA",
+        "CUDA is a parallel computing platform and programming model.",
+        (
+            TagSpec(
+                "12.11.0-base-ubuntu22.04",
+                "2024-03-05T09:00:00.000Z",
+                ("ubuntu-22.04", "cuda-12.11-base"),
+                ("linux/amd64", "linux/arm64"),
+            ),
+        ),
+    ),
+    RepoSpec(
+        "clara-parabricks",
+        "Clara Parabricks",
+        "GPU-accelerated genomics analysis (a team image).",
+        (TagSpec("4.3.0-1", "2024-03-12T12:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "parabricks-4.3.0-1")),),
+        team="clara",
+    ),
 )
 
 
@@ -59,7 +85,9 @@ def references() -> list[str]:
     return [f"{repo.repository}:{tag.tag}" for repo in RELEASE for tag in repo.tags]
 
 
-def publish(registry_url: str, password: str, seed: int, scale: str, workdir: Path, username: str = USERNAME) -> list[dict[str, Any]]:
+def publish(
+    registry_url: str, password: str, seed: int, scale: str, workdir: Path, username: str = USERNAME
+) -> list[dict[str, Any]]:
     """Push RELEASE into the registry at registry_url (the test bed's source registry, seeded with ``seed`` and
     ``scale``); return one record per tag, as the seeder writes them into seed.json (reference, digest, platforms,
     config and layer digests, size)."""
@@ -79,12 +107,16 @@ def publish(registry_url: str, password: str, seed: int, scale: str, workdir: Pa
 
 def publish_on_testbed(info: dict[str, Any]) -> list[dict[str, Any]]:
     """publish() on the source registry of a running test bed, given its testbed.json."""
-    return publish(info["source_registry_url"], info["api_key"], int(info["seed"]), info["scale"], Path(info["workdir"]))
+    return publish(
+        info["source_registry_url"], info["api_key"], int(info["seed"]), info["scale"], Path(info["workdir"])
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("--testbed", required=True, type=Path, help="the directory of a running test bed (testbed.json)")
+    parser.add_argument(
+        "--testbed", required=True, type=Path, help="the directory of a running test bed (testbed.json)"
+    )
     args = parser.parse_args(argv)
     info = read_json(args.testbed / "testbed.json")
     for record in publish_on_testbed(info):

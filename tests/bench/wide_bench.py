@@ -30,6 +30,7 @@ Prints a table and writes JSON (``--out``). Uses requests, the standard library,
     python tests/bench/wide_bench.py --testbed DIR|--start-testbed DIR --collections BUILD_DIR --work DIR --tags 1000 [--tags 3000] \\
         [--latency 0.05] [--out FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,19 +62,28 @@ CATALOG = "ansible_collections.airgap.ngc.plugins.modules.ngc_catalog_info"
 STATE = "ansible_collections.airgap.ngc.plugins.module_utils._state.facts"
 TIME = "/usr/bin/time"
 SKOPEO_SYSTEM_CACHE = "/var/lib/containers/cache"
-ACCEPT = ", ".join((
-    "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
-))
+ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
 AIMS = {"first mirror": 0.5, "no-op": 0.2, "no-op requests per tag per side": 1.0}
 UNSIGNED_NOOP = "module, facts file, signatures off"
 """A no-op without any signature discovery."""
 RELISTED_NOOP = "module, relisting signatures"
 """A no-op that lists each repository's tags again (``signatures_relist_after: 0``): what relisting costs in requests."""
 SIDES = ("source", "ngc", "destination")
-KINDS = (("token", re.compile(r"^/(token|proxy_auth)$")), ("ping", re.compile(r"^/v2/$")),
-         ("manifests", re.compile(r"/manifests/")), ("blobs", re.compile(r"/blobs/")), ("tags", re.compile(r"/tags/list$")),
-         ("catalog API", re.compile(r"^/v2/(org|orgs|search)")))
+KINDS = (
+    ("token", re.compile(r"^/(token|proxy_auth)$")),
+    ("ping", re.compile(r"^/v2/$")),
+    ("manifests", re.compile(r"/manifests/")),
+    ("blobs", re.compile(r"/blobs/")),
+    ("tags", re.compile(r"/tags/list$")),
+    ("catalog API", re.compile(r"^/v2/(org|orgs|search)")),
+)
 
 
 class BenchError(Exception):
@@ -109,7 +119,9 @@ class Counters:
         for side in ("source", "ngc"):
             requests.delete(f"{self.urls[side]}/_testbed/faults", timeout=10).raise_for_status()
             if seconds > 0:
-                requests.post(f"{self.urls[side]}/_testbed/faults", json={"delay": seconds, "count": None}, timeout=10).raise_for_status()
+                requests.post(
+                    f"{self.urls[side]}/_testbed/faults", json={"delay": seconds, "count": None}, timeout=10
+                ).raise_for_status()
 
     def reset(self) -> None:
         for url in self.urls.values():
@@ -136,8 +148,12 @@ def start_destination_proxy(work: Path, upstream: str) -> tuple[str, ProcessReco
     ready, config = directory / "ready.json", directory / "config.json"
     ready.unlink(missing_ok=True)
     write_json(config, {"upstream": upstream, "ready_file": str(ready)})
-    proc = spawn(python_module_argv("tests.testbed.proxy", "--config", str(config)), directory / "proxy.log", cwd=directory,
-                 env=python_env())
+    proc = spawn(
+        python_module_argv("tests.testbed.proxy", "--config", str(config)),
+        directory / "proxy.log",
+        cwd=directory,
+        env=python_env(),
+    )
     record = ProcessRecord("destination-proxy", proc.pid, str(config))
     try:
         url = wait_ready_file(ready, proc, "destination proxy", directory / "proxy.log")["url"]
@@ -149,7 +165,9 @@ def start_destination_proxy(work: Path, upstream: str) -> tuple[str, ProcessReco
 
 
 # -- running things ----------------------------------------------------------------------------------------------------
-def timed(argv: list[str], work: Path, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float, int]:
+def timed(
+    argv: list[str], work: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, float, int]:
     """Run argv (under /usr/bin/time -v when there is one); the process, its seconds and its peak RSS in KiB."""
     timing = work / "time.txt"
     timing.unlink(missing_ok=True)
@@ -212,7 +230,7 @@ class WideBench:
         proc, case.seconds, rss = timed([sys.executable, "-m", module, str(args_file)], self.work, env)
         case.rss_mib = round(rss / 1024, 1)
         try:
-            result = json.loads(proc.stdout[proc.stdout.index("{"):])
+            result = json.loads(proc.stdout[proc.stdout.index("{") :])
         except ValueError:
             raise BenchError(f"the module printed no result (rc {proc.returncode}): {proc.stderr[-800:]}") from None
         if result.get("failed") or proc.returncode != 0:
@@ -220,12 +238,24 @@ class WideBench:
         return result
 
     def mirror_args(self, catalog: Catalog, prefix: str, facts: Path, **extra: Any) -> dict[str, Any]:
-        return {"registry_url": self.info.source_proxy_url, "images": catalog.references, "facts_file": str(facts),
-                "registry": {"url": self.dest_url, "prefix": prefix}, **extra}
+        return {
+            "registry_url": self.info.source_proxy_url,
+            "images": catalog.references,
+            "facts_file": str(facts),
+            "registry": {"url": self.dest_url, "prefix": prefix},
+            **extra,
+        }
 
     def module_list(self, case: Case, catalog: Catalog) -> None:
-        result = self.module(case, CATALOG, {"api_url": self.info.ngc_api_url, "registry_url": self.info.source_proxy_url,
-                                             "images": [f"wide-{catalog.tags}-"]})
+        result = self.module(
+            case,
+            CATALOG,
+            {
+                "api_url": self.info.ngc_api_url,
+                "registry_url": self.info.source_proxy_url,
+                "images": [f"wide-{catalog.tags}-"],
+            },
+        )
         got = {f"{i['name']}:{i['tag']}": i.get("digest") for i in result.get("images") or []}
         if got != catalog.digests:
             wrong = sorted(set(got.items()) ^ set(catalog.digests.items()))
@@ -242,7 +272,9 @@ class WideBench:
     def module_noop(self, case: Case, catalog: Catalog, prefix: str, facts: Path, **extra: Any) -> None:
         result = self.module(case, MIRROR, self.mirror_args(catalog, prefix, facts, **extra))
         acted = [i["reference"] for i in result.get("images") or [] if i.get("status") != "skipped"]
-        case.note = f"changed={str(bool(result.get('changed'))).lower()}, {catalog.tags - len(acted)}/{catalog.tags} skipped"
+        case.note = (
+            f"changed={str(bool(result.get('changed'))).lower()}, {catalog.tags - len(acted)}/{catalog.tags} skipped"
+        )
         if result.get("changed") or acted or len(result.get("images") or []) != catalog.tags:
             raise BenchError(f"the re-run was not a no-op: {', '.join(acted[:3]) or 'changed=true'}")
 
@@ -265,32 +297,67 @@ class WideBench:
 
     def skopeo_list(self, case: Case, catalog: Catalog, cache: Path) -> None:
         host = self.info.source_proxy_host
-        outputs = self.skopeo_each(case, catalog, lambda repo: [
-            "list-tags", "--authfile", str(self.authfile), "--tls-verify=false", f"docker://{host}/{repo}"], cache)
+        outputs = self.skopeo_each(
+            case,
+            catalog,
+            lambda repo: [
+                "list-tags",
+                "--authfile",
+                str(self.authfile),
+                "--tls-verify=false",
+                f"docker://{host}/{repo}",
+            ],
+            cache,
+        )
         for repository, output in zip(catalog.repositories, outputs):
             if set(json.loads(output)["Tags"]) != set(catalog.repositories[repository]):
                 raise BenchError(f"skopeo listed other tags for {repository}")
 
     def skopeo_sync(self, case: Case, catalog: Catalog, prefix: str, cache: Path) -> None:
         source, destination = self.info.source_proxy_host, self.dest_url.split("://", 1)[1]
-        self.skopeo_each(case, catalog, lambda repo: [
-            "sync", "--src", "docker", "--dest", "docker", "--src-authfile", str(self.authfile), "--src-tls-verify=false",
-            "--dest-tls-verify=false", f"{source}/{repo}", f"{destination}/{prefix}"], cache)
+        self.skopeo_each(
+            case,
+            catalog,
+            lambda repo: [
+                "sync",
+                "--src",
+                "docker",
+                "--dest",
+                "docker",
+                "--src-authfile",
+                str(self.authfile),
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                f"{source}/{repo}",
+                f"{destination}/{prefix}",
+            ],
+            cache,
+        )
         # skopeo sync names a destination repository by the source's last path component.
         self.check_destination(catalog, lambda repo: f"{prefix}/{repo.rsplit('/', 1)[1]}")
 
     # Checks -----------------------------------------------------------------------------
     def check_destination(self, catalog: Catalog, where: Callable[[str], str]) -> None:
         """Every tag at the destination (the open registry, directly) has the source's digest."""
+
         def wrong(item: tuple[str, str]) -> str | None:
             reference, digest = item
             repo, tag = reference.rsplit(":", 1)
-            response = requests.head(f"{self.open_url}/v2/{where(repo)}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=60)
-            return None if response.status_code == 200 and response.headers.get("Docker-Content-Digest") == digest else reference
+            response = requests.head(
+                f"{self.open_url}/v2/{where(repo)}/manifests/{tag}", headers={"Accept": ACCEPT}, timeout=60
+            )
+            return (
+                None
+                if response.status_code == 200 and response.headers.get("Docker-Content-Digest") == digest
+                else reference
+            )
+
         with ThreadPoolExecutor(max_workers=8) as pool:
             bad = [r for r in pool.map(wrong, catalog.digests.items()) if r]
         if bad:
-            raise BenchError(f"{len(bad)} of {catalog.tags} tags missing or with another digest at the destination, e.g. {bad[0]}")
+            raise BenchError(
+                f"{len(bad)} of {catalog.tags} tags missing or with another digest at the destination, e.g. {bad[0]}"
+            )
 
     # Measuring --------------------------------------------------------------------------
     def measure(self, case: Case, action: Callable[[Case], None]) -> Case:
@@ -304,16 +371,26 @@ class WideBench:
             case.note = (case.note + "; " if case.note else "") + f"FAILED: {exc}"
         case.requests, case.kinds = self.counters.read()
         case.per_tag = {side: round(count / case.tags, 2) for side, count in case.requests.items()}
-        print(f"wide: {case.name}: {case.seconds:.1f}s, requests {case.requests}{' (' + case.note + ')' if case.note else ''}",
-              file=sys.stderr, flush=True)
+        print(
+            f"wide: {case.name}: {case.seconds:.1f}s, requests {case.requests}{' (' + case.note + ')' if case.note else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
         self.cases.append(case)
         return case
 
     def seed(self, tags: int) -> Catalog:
         print(f"wide: seeding {tags} tiny tags ...", file=sys.stderr, flush=True)
         started = time.monotonic()
-        records = seed_wide(self.info.source_registry_url, tags, self.args.repos, self.info.seed, NGC_USERNAME, self.info.api_key,
-                            Path(self.info.seed_file))
+        records = seed_wide(
+            self.info.source_registry_url,
+            tags,
+            self.args.repos,
+            self.info.seed,
+            NGC_USERNAME,
+            self.info.api_key,
+            Path(self.info.seed_file),
+        )
         repositories = {r["repository"]: {t["tag"]: t["digest"] for t in r["tags"]} for r in records}
         return Catalog(tags, repositories, round(time.monotonic() - started, 1))
 
@@ -327,21 +404,59 @@ class WideBench:
         def case(name: str, group: str, client: str, action: Callable[[Case], None]) -> None:
             self.measure(Case(name, group, client, n, latency), action)
 
-        module_prefix, single_prefix, skopeo_prefix = (f"wide-{self.run_id}-{tag}-{what}" for what in ("module", "serial", "skopeo"))
+        module_prefix, single_prefix, skopeo_prefix = (
+            f"wide-{self.run_id}-{tag}-{what}" for what in ("module", "serial", "skopeo")
+        )
         facts = self.work / f"facts-{tag}.fact"
         case("module ngc_catalog_info", "list", "module", lambda c: self.module_list(c, catalog))
         case("skopeo list-tags per repository", "list", "skopeo", lambda c: self.skopeo_list(c, catalog, cache))
-        case("module, parallel_images default", "first mirror", "module", lambda c: self.module_mirror(c, catalog, module_prefix, facts))
+        case(
+            "module, parallel_images default",
+            "first mirror",
+            "module",
+            lambda c: self.module_mirror(c, catalog, module_prefix, facts),
+        )
         if latency == 0 or self.args.serial_at_latency:
-            case("module, parallel_images 1", "first mirror", "module variant",
-                 lambda c: self.module_mirror(c, catalog, single_prefix, self.work / f"facts-{tag}-serial.fact", parallel_images=1))
-        case("skopeo sync per repository", "first mirror", "skopeo", lambda c: self.skopeo_sync(c, catalog, skopeo_prefix, cache))
-        case("module, with the facts file", "no-op", "module", lambda c: self.module_noop(c, catalog, module_prefix, facts))
-        case(UNSIGNED_NOOP, "no-op", "module variant", lambda c: self.module_noop(c, catalog, module_prefix, facts, signatures=False))
-        case(RELISTED_NOOP, "no-op", "module variant",
-             lambda c: self.module_noop(c, catalog, module_prefix, facts, signatures_relist_after=0))
-        case("module, fresh facts file", "no-op", "module variant",
-             lambda c: self.module_noop(c, catalog, module_prefix, self.work / f"facts-{tag}-fresh-{time.monotonic_ns()}.fact"))
+            case(
+                "module, parallel_images 1",
+                "first mirror",
+                "module variant",
+                lambda c: self.module_mirror(
+                    c, catalog, single_prefix, self.work / f"facts-{tag}-serial.fact", parallel_images=1
+                ),
+            )
+        case(
+            "skopeo sync per repository",
+            "first mirror",
+            "skopeo",
+            lambda c: self.skopeo_sync(c, catalog, skopeo_prefix, cache),
+        )
+        case(
+            "module, with the facts file",
+            "no-op",
+            "module",
+            lambda c: self.module_noop(c, catalog, module_prefix, facts),
+        )
+        case(
+            UNSIGNED_NOOP,
+            "no-op",
+            "module variant",
+            lambda c: self.module_noop(c, catalog, module_prefix, facts, signatures=False),
+        )
+        case(
+            RELISTED_NOOP,
+            "no-op",
+            "module variant",
+            lambda c: self.module_noop(c, catalog, module_prefix, facts, signatures_relist_after=0),
+        )
+        case(
+            "module, fresh facts file",
+            "no-op",
+            "module variant",
+            lambda c: self.module_noop(
+                c, catalog, module_prefix, self.work / f"facts-{tag}-fresh-{time.monotonic_ns()}.fact"
+            ),
+        )
         case("skopeo sync again", "no-op", "skopeo", lambda c: self.skopeo_sync(c, catalog, skopeo_prefix, cache))
         self.counters.delay(0)
 
@@ -358,8 +473,12 @@ class WideBench:
             opened = time.monotonic()
             for index in range(count):
                 digest = f"sha256:{index:064x}"
-                store.record_destination(f"nvidia/wide-{index % 50}:1.{index}", digest, "registry:http://127.0.0.1:1/wide",
-                                         {"digest": digest, "reference": f"127.0.0.1:1/wide/nvidia/wide-{index % 50}:1.{index}"})
+                store.record_destination(
+                    f"nvidia/wide-{index % 50}:1.{index}",
+                    digest,
+                    "registry:http://127.0.0.1:1/wide",
+                    {"digest": digest, "reference": f"127.0.0.1:1/wide/nvidia/wide-{index % 50}:1.{index}"},
+                )
             recorded = time.monotonic()
             store.close()
             closed = time.monotonic()
@@ -367,9 +486,16 @@ class WideBench:
             if len(reopened_store.images()) != count:
                 raise BenchError(f"the facts file holds {len(reopened_store.images())} images, not {count}")
             reopened_store.close()
-            rows.append({"images": count, "record_seconds": round(recorded - opened, 3), "close_seconds": round(closed - recorded, 3),
-                         "total_seconds": round(closed - started, 3), "us_per_image": round((closed - started) / count * 1e6, 1),
-                         "file_bytes": path.stat().st_size})
+            rows.append(
+                {
+                    "images": count,
+                    "record_seconds": round(recorded - opened, 3),
+                    "close_seconds": round(closed - recorded, 3),
+                    "total_seconds": round(closed - started, 3),
+                    "us_per_image": round((closed - started) / count * 1e6, 1),
+                    "file_bytes": path.stat().st_size,
+                }
+            )
         return rows
 
     def run(self) -> dict[str, Any]:
@@ -392,17 +518,30 @@ class WideBench:
         facts = self.facts_cost(counts)
         score(self.cases)
         spread = {n: {"repositories": len(c.repositories), "seed_seconds": c.seed_seconds} for n, c in catalogs.items()}
-        return {"latency": self.args.latency, "catalogs": spread,
-                "aims": AIMS, "cases": [asdict(c) for c in self.cases], "facts_cost": facts,
-                "checks": verdict(self.cases, facts)}
+        return {
+            "latency": self.args.latency,
+            "catalogs": spread,
+            "aims": AIMS,
+            "cases": [asdict(c) for c in self.cases],
+            "facts_cost": facts,
+            "checks": verdict(self.cases, facts),
+        }
 
 
 # -- the report --------------------------------------------------------------------------------------------------------
 def score(cases: list[Case]) -> None:
     """Each case's seconds over skopeo's in the same group, tags and latency."""
     for case in cases:
-        skopeo = next((c for c in cases if c.client == "skopeo" and c.ok and (c.group, c.tags, c.latency) == (case.group, case.tags, case.latency)),
-                      None)
+        skopeo = next(
+            (
+                c
+                for c in cases
+                if c.client == "skopeo"
+                and c.ok
+                and (c.group, c.tags, c.latency) == (case.group, case.tags, case.latency)
+            ),
+            None,
+        )
         if case.ok and skopeo is not None and skopeo.seconds > 0:
             case.ratio = round(case.seconds / skopeo.seconds, 3)
 
@@ -412,47 +551,63 @@ def verdict(cases: list[Case], facts: list[dict[str, Any]]) -> list[str]:
     for case in cases:
         if case.name in (UNSIGNED_NOOP, RELISTED_NOOP) and case.ok:
             what = "signatures off" if case.name == UNSIGNED_NOOP else "signatures_relist_after 0"
-            lines.append(f"info: no-op {case.tags} tags, {case.latency * 1000:.0f} ms, {what}: requests per tag source "
-                         f"{case.per_tag.get('source')}, NGC {case.per_tag.get('ngc')}, destination {case.per_tag.get('destination')}")
+            lines.append(
+                f"info: no-op {case.tags} tags, {case.latency * 1000:.0f} ms, {what}: requests per tag source "
+                f"{case.per_tag.get('source')}, NGC {case.per_tag.get('ngc')}, destination {case.per_tag.get('destination')}"
+            )
         if case.client != "module" or case.ratio is None:
             continue
         at = f"{case.tags} tags, {case.latency * 1000:.0f} ms"
         if case.group == "first mirror":
-            lines.append(f"{'ok' if case.ratio <= AIMS['first mirror'] else 'MISSED'}: first mirror {at}: {case.ratio:.2f}x skopeo sync "
-                         f"(aim <= {AIMS['first mirror']}x)")
+            lines.append(
+                f"{'ok' if case.ratio <= AIMS['first mirror'] else 'MISSED'}: first mirror {at}: {case.ratio:.2f}x skopeo sync "
+                f"(aim <= {AIMS['first mirror']}x)"
+            )
         if case.group == "no-op":
             aim = AIMS["no-op"]
             mark = ("ok" if case.ratio <= aim else "MISSED") if case.latency > 0 else "info"
-            lines.append(f"{mark}: no-op {at}: {case.ratio:.2f}x skopeo sync again (aim <= {aim}x at the added latency)")
+            lines.append(
+                f"{mark}: no-op {at}: {case.ratio:.2f}x skopeo sync again (aim <= {aim}x at the added latency)"
+            )
             worst = max(case.per_tag.get("source", 0), case.per_tag.get("destination", 0))
-            lines.append(f"{'ok' if worst <= AIMS['no-op requests per tag per side'] else 'MISSED'}: no-op {at}: requests per tag "
-                         f"source {case.per_tag.get('source')}, NGC {case.per_tag.get('ngc')}, destination {case.per_tag.get('destination')} "
-                         f"(aim <= 1 per side)")
+            lines.append(
+                f"{'ok' if worst <= AIMS['no-op requests per tag per side'] else 'MISSED'}: no-op {at}: requests per tag "
+                f"source {case.per_tag.get('source')}, NGC {case.per_tag.get('ngc')}, destination {case.per_tag.get('destination')} "
+                f"(aim <= 1 per side)"
+            )
     for case in cases:
         if not case.ok:
             lines.append(f"FAILED: {case.name} ({case.tags} tags, {case.latency * 1000:.0f} ms): {case.note}")
     if len(facts) > 1:
         first, last = facts[0], facts[-1]
         growth = last["us_per_image"] / first["us_per_image"] if first["us_per_image"] else 0
-        lines.append(f"{'ok' if growth <= 1.5 else 'MISSED'}: facts cost per image {first['us_per_image']} us at {first['images']}, "
-                     f"{last['us_per_image']} us at {last['images']} ({growth:.2f}x; linear is 1x)")
+        lines.append(
+            f"{'ok' if growth <= 1.5 else 'MISSED'}: facts cost per image {first['us_per_image']} us at {first['images']}, "
+            f"{last['us_per_image']} us at {last['images']} ({growth:.2f}x; linear is 1x)"
+        )
     return lines
 
 
 def table(report: dict[str, Any]) -> str:
-    head = (f"{'tags':>5} {'ms':>4}  {'group':<13}{'case':<34}{'seconds':>9}{'x skopeo':>9}{'src req':>9}{'/tag':>6}"
-            f"{'ngc req':>8}{'/tag':>6}{'dst req':>8}{'/tag':>6}{'peak MiB':>9}")
+    head = (
+        f"{'tags':>5} {'ms':>4}  {'group':<13}{'case':<34}{'seconds':>9}{'x skopeo':>9}{'src req':>9}{'/tag':>6}"
+        f"{'ngc req':>8}{'/tag':>6}{'dst req':>8}{'/tag':>6}{'peak MiB':>9}"
+    )
     lines = [head]
     for c in report["cases"]:
         ratio = f"{c['ratio']:.2f}" if c["ratio"] is not None else ("FAILED" if not c["ok"] else "")
         req, per = c["requests"], c["per_tag"]
-        lines.append(f"{c['tags']:>5} {c['latency'] * 1000:>4.0f}  {c['group']:<13}{c['name']:<34}{c['seconds']:>9.2f}{ratio:>9}"
-                     f"{req.get('source', 0):>9}{per.get('source', 0):>6.2f}{req.get('ngc', 0):>8}{per.get('ngc', 0):>6.2f}"
-                     f"{req.get('destination', 0):>8}{per.get('destination', 0):>6.2f}{c['rss_mib'] or 0:>9.1f}")
+        lines.append(
+            f"{c['tags']:>5} {c['latency'] * 1000:>4.0f}  {c['group']:<13}{c['name']:<34}{c['seconds']:>9.2f}{ratio:>9}"
+            f"{req.get('source', 0):>9}{per.get('source', 0):>6.2f}{req.get('ngc', 0):>8}{per.get('ngc', 0):>6.2f}"
+            f"{req.get('destination', 0):>8}{per.get('destination', 0):>6.2f}{c['rss_mib'] or 0:>9.1f}"
+        )
     lines.append("")
     lines.append("facts store alone: images, record s, close (compaction) s, us per image, file bytes")
     for row in report["facts_cost"]:
-        lines.append(f"  {row['images']:>6} {row['record_seconds']:>8.3f} {row['close_seconds']:>8.3f} {row['us_per_image']:>8.1f} {row['file_bytes']:>10}")
+        lines.append(
+            f"  {row['images']:>6} {row['record_seconds']:>8.3f} {row['close_seconds']:>8.3f} {row['us_per_image']:>8.1f} {row['file_bytes']:>10}"
+        )
     return "\n".join(lines)
 
 
@@ -460,16 +615,30 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--testbed", type=Path, help="directory of a running test bed (the bench's own)")
-    where.add_argument("--start-testbed", type=Path, metavar="DIR",
-                       help="start a test bed without an engine in DIR, stop it at the end and empty its destination registry")
-    parser.add_argument("--collections", type=Path, default=REPO / "build",
-                        help="directory holding ansible_collections/airgap/ngc (scripts/collection-tree.sh builds one)")
+    where.add_argument(
+        "--start-testbed",
+        type=Path,
+        metavar="DIR",
+        help="start a test bed without an engine in DIR, stop it at the end and empty its destination registry",
+    )
+    parser.add_argument(
+        "--collections",
+        type=Path,
+        default=REPO / "build",
+        help="directory holding ansible_collections/airgap/ngc (scripts/collection-tree.sh builds one)",
+    )
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temporary one, removed at the end)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    parser.add_argument("--tags", type=int, action="append", help="tags of the wide catalog; repeat for several (default 1000)")
+    parser.add_argument(
+        "--tags", type=int, action="append", help="tags of the wide catalog; repeat for several (default 1000)"
+    )
     parser.add_argument("--repos", type=int, help="repositories to spread the tags over (default: one per 20 tags)")
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every source-side request in the second round")
-    parser.add_argument("--serial-at-latency", action="store_true", help="also run parallel_images 1 with the added latency (slow)")
+    parser.add_argument(
+        "--latency", type=float, default=0.05, help="seconds added to every source-side request in the second round"
+    )
+    parser.add_argument(
+        "--serial-at-latency", action="store_true", help="also run parallel_images 1 with the added latency (slow)"
+    )
     return parser
 
 
@@ -493,7 +662,9 @@ def main() -> int:
     else:
         info = running_testbed(args.testbed.resolve())
         if info is None:
-            raise SystemExit(f"no running test bed in {args.testbed}: start one with python -m tests.testbed up --dir {args.testbed} --no-engine")
+            raise SystemExit(
+                f"no running test bed in {args.testbed}: start one with python -m tests.testbed up --dir {args.testbed} --no-engine"
+            )
     work = (args.work or Path(tempfile.mkdtemp(prefix="wide-bench-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -506,8 +677,10 @@ def main() -> int:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     spread = ", ".join(f"{n} tags over {c['repositories']} repositories" for n, c in report["catalogs"].items())
-    print(f"wide catalog: {spread}; "
-          f"source side reached through the fault proxy, {args.latency * 1000:.0f} ms added per request in the second round")
+    print(
+        f"wide catalog: {spread}; "
+        f"source side reached through the fault proxy, {args.latency * 1000:.0f} ms added per request in the second round"
+    )
     print(table(report))
     print("\n".join(report["checks"]))
     if args.out:

@@ -5,6 +5,7 @@ hard links, special modes and owners, /dev entries, long paths and a symlink tha
 
 Built with tarfile, byte for byte the same on every run (fixed mtimes, gzip without a time stamp).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -91,8 +92,22 @@ def _content(label: str, size: int) -> bytes:
 def flatten_layers() -> list[Layer]:
     """Three layers, bottom first. What each one does to the ones below is said next to it."""
     base = _Writer(tarfile.GNU_FORMAT, MTIME)  # GNU long names (././@LongLink) for the long path
-    for directory in ("bin", "etc", "usr", "usr/bin", "usr/lib", "opt", "var", "var/log", "data", "gone-dir",
-                      "gone-dir/sub", "opaque", "opaque/old-sub", "real-target"):
+    for directory in (
+        "bin",
+        "etc",
+        "usr",
+        "usr/bin",
+        "usr/lib",
+        "opt",
+        "var",
+        "var/log",
+        "data",
+        "gone-dir",
+        "gone-dir/sub",
+        "opaque",
+        "opaque/old-sub",
+        "real-target",
+    ):
         base.dir(directory)
     base.dir("dev")
     base.dir("dev/pts")
@@ -112,7 +127,9 @@ def flatten_layers() -> list[Layer]:
     base.file("usr/bin/tool", _content("tool", 70000), mode=0o755)
     base.hardlink("usr/bin/tool-alias", "usr/bin/tool")  # a hard link within the layer
     base.file("usr/bin/su-like", _content("su-like", 3000), mode=0o4755)  # setuid
-    base.file("usr/bin/wall-like", _content("wall-like", 2000), mode=0o2711, gid=5)  # setgid, group tty, no u+r for others
+    base.file(
+        "usr/bin/wall-like", _content("wall-like", 2000), mode=0o2711, gid=5
+    )  # setgid, group tty, no u+r for others
     base.file("usr/lib/private.so", _content("private", 5000), mode=0o600)
     base.file("usr/lib/unreadable", b"mode 000: enroot's fixperms adds u+r\n", mode=0o000)
     base.file("usr/lib/exec-only", b"#!/bin/sh\n", mode=0o111)  # u+r and (already) u+x

@@ -14,6 +14,7 @@ and the minimal callback show it (see ``_as_the_controller_shows``). A call with
 goes through the real ``ansible`` ad hoc, as does every call when ``$AIRGAP_TEST_CONTROLLER`` is set. Playbooks, the
 role, ansible-runner and molecule always run the real Ansible.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,9 @@ ENV_CONTROLLER = "AIRGAP_TEST_CONTROLLER"
 
 
 def _build_tree() -> Path:
-    out = subprocess.run(["bash", str(REPO / "scripts" / "collection-tree.sh"), str(BUILD)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "collection-tree.sh"), str(BUILD)], capture_output=True, text=True, check=True
+    )
     return REPO / out.stdout.strip().splitlines()[-1]
 
 
@@ -74,11 +77,22 @@ class Ansible:
     def _run(self, argv: list[str], env: dict[str, str] | None = None, timeout: int = 900) -> Run:
         full_env = dict(self.env)
         full_env.update(env or {})
-        proc = subprocess.run(argv, env=full_env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            argv, env=full_env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout, check=False
+        )
         return Run(proc.returncode, proc.stdout, proc.stderr, _task_results(proc.stdout))
 
-    def module(self, name: str, args: dict[str, Any], check: bool = False, diff: bool = False, api_key: str | None = None,
-               verbosity: int = 0, env: dict[str, str] | None = None, controller: bool = False) -> Run:
+    def module(
+        self,
+        name: str,
+        args: dict[str, Any],
+        check: bool = False,
+        diff: bool = False,
+        api_key: str | None = None,
+        verbosity: int = 0,
+        env: dict[str, str] | None = None,
+        controller: bool = False,
+    ) -> Run:
         """Runs the module ``airgap.ngc.<name>`` once; the key goes through NGC_API_KEY. Through ``ansible localhost -m
         airgap.ngc.<name> -a <json>`` if asked (``controller``), for a diff or a verbosity, or if $AIRGAP_TEST_CONTROLLER
         is set; otherwise the module file runs without the controller and the same ``Run`` comes back."""
@@ -87,7 +101,14 @@ class Ansible:
             extra["NGC_API_KEY"] = api_key
         if not (controller or diff or verbosity or os.environ.get(ENV_CONTROLLER)):
             return self._module_alone(name, args, check, extra)
-        argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", f"airgap.ngc.{name}", "-a", json.dumps(args)]
+        argv = [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "-m",
+            f"airgap.ngc.{name}",
+            "-a",
+            json.dumps(args),
+        ]
         if check:
             argv.append("--check")
         if diff:
@@ -99,19 +120,40 @@ class Ansible:
     def _module_alone(self, name: str, args: dict[str, Any], check: bool, env: dict[str, str]) -> Run:
         """The module's file of the built collection run by Python, its arguments on stdin with the internal ones the
         controller adds (check mode, module name, temporary directory), as AnsiballZ runs it on the target."""
-        internal = {"_ansible_check_mode": check, "_ansible_diff": False, "_ansible_verbosity": 0, "_ansible_no_log": False,
-                    "_ansible_module_name": f"airgap.ngc.{name}", "_ansible_version": ANSIBLE_VERSION,
-                    "_ansible_remote_tmp": str(self.workdir / "remote-tmp"), "_ansible_keep_remote_files": False}
+        internal = {
+            "_ansible_check_mode": check,
+            "_ansible_diff": False,
+            "_ansible_verbosity": 0,
+            "_ansible_no_log": False,
+            "_ansible_module_name": f"airgap.ngc.{name}",
+            "_ansible_version": ANSIBLE_VERSION,
+            "_ansible_remote_tmp": str(self.workdir / "remote-tmp"),
+            "_ansible_keep_remote_files": False,
+        }
         full_env = dict(self.env, PYTHONPATH=str(self.collections))
         full_env.update(env)
         # -P: the working directory (the checkout) is not put on sys.path; the module comes from the built tree only.
         argv = [sys.executable, "-P", "-m", f"ansible_collections.airgap.ngc.plugins.modules.{name}"]
-        proc = subprocess.run(argv, input=json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, **internal)}), env=full_env,
-                              cwd=str(REPO), capture_output=True, text=True, timeout=900, check=False)
+        proc = subprocess.run(
+            argv,
+            input=json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, **internal)}),
+            env=full_env,
+            cwd=str(REPO),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         return _as_the_controller_shows(proc)
 
-    def playbook(self, playbook: Path | str, extra_vars: dict[str, Any] | None = None, check: bool = False,
-                 env: dict[str, str] | None = None, verbosity: int = 0) -> Run:
+    def playbook(
+        self,
+        playbook: Path | str,
+        extra_vars: dict[str, Any] | None = None,
+        check: bool = False,
+        env: dict[str, str] | None = None,
+        verbosity: int = 0,
+    ) -> Run:
         """``ansible-playbook``, extra vars from a mode-0600 file (they may hold passwords)."""
         argv = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook)]
         if extra_vars:
@@ -137,8 +179,13 @@ def _module_result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
             document = None
         if isinstance(document, dict):
             return document
-    return {"failed": True, "msg": "MODULE FAILURE: Module result deserialization failed. See stdout/stderr for the returned output.",
-            "module_stdout": proc.stdout, "module_stderr": proc.stderr, "rc": proc.returncode}
+    return {
+        "failed": True,
+        "msg": "MODULE FAILURE: Module result deserialization failed. See stdout/stderr for the returned output.",
+        "module_stdout": proc.stdout,
+        "module_stderr": proc.stderr,
+        "rc": proc.returncode,
+    }
 
 
 def _as_the_controller_shows(proc: subprocess.CompletedProcess[str]) -> Run:
@@ -161,7 +208,9 @@ def _as_the_controller_shows(proc: subprocess.CompletedProcess[str]) -> Run:
         for item in result.pop(key, None) or []:
             message = (item.get("msg") or item.get("event", {}).get("msg")) if isinstance(item, dict) else item
             stderr += f"[{label}]: {message}\n"
-    shown = _without_internal_keys({k: v for k, v in result.items() if k not in ("failed", "skipped", "invocation", "diff")})
+    shown = _without_internal_keys(
+        {k: v for k, v in result.items() if k not in ("failed", "skipped", "invocation", "diff")}
+    )
     stdout = f"[ERROR]: Task failed: Module failed: {result.get('msg', '')}\n\n" if failed else ""
     status = "FAILED!" if failed else "CHANGED" if result["changed"] else "SUCCESS"
     stdout += f"localhost | {status} => {json.dumps(shown, indent=4, ensure_ascii=False, sort_keys=True)}\n"
@@ -171,7 +220,11 @@ def _as_the_controller_shows(proc: subprocess.CompletedProcess[str]) -> Run:
 def _without_internal_keys(value: Any) -> Any:
     """The result without the ``_ansible_*`` keys, at any depth (ansible's ``strip_internal_keys``)."""
     if isinstance(value, dict):
-        return {k: _without_internal_keys(v) for k, v in value.items() if not (isinstance(k, str) and k.startswith("_ansible_"))}
+        return {
+            k: _without_internal_keys(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and k.startswith("_ansible_"))
+        }
     if isinstance(value, list):
         return [_without_internal_keys(v) for v in value]
     return value

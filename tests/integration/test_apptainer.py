@@ -4,6 +4,7 @@
 
 Judged by siftool (the SIF's header, descriptors and objects, Debian package siftool), unsquashfs (the partition
 dumped by siftool) against the layers themselves, and sh running the runscript and environment script."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,13 @@ import pytest
 
 from tests.integration.test_enroot import amd64_layers, expected_files
 
-IMAGES = {"nvidia/pytorch:24.01-py3": ("nvidia/pytorch:24.01-py3", "pytorch_24.01-py3.sif"),
-          "nvidia/cuda:12.10.0-base-ubuntu22.04": ("nvidia/cuda:12.10.0-base-ubuntu22.04", "cuda_12.10.0-base-ubuntu22.04.sif")}
+IMAGES = {
+    "nvidia/pytorch:24.01-py3": ("nvidia/pytorch:24.01-py3", "pytorch_24.01-py3.sif"),
+    "nvidia/cuda:12.10.0-base-ubuntu22.04": (
+        "nvidia/cuda:12.10.0-base-ubuntu22.04",
+        "cuda_12.10.0-base-ubuntu22.04.sif",
+    ),
+}
 
 
 def siftool(*args: str) -> str:
@@ -27,7 +33,9 @@ def siftool(*args: str) -> str:
 
 def descriptors(sif: Path) -> list[list[str]]:
     """``siftool list``'s table: ID, group, link, offsets, type (the header line left out)."""
-    rows = [[cell.strip() for cell in line.split("|")] for line in siftool("list", str(sif)).splitlines() if "|" in line]
+    rows = [
+        [cell.strip() for cell in line.split("|")] for line in siftool("list", str(sif)).splitlines() if "|" in line
+    ]
     return [row for row in rows if row[0].isdigit()]
 
 
@@ -36,14 +44,25 @@ def runs(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -
     """Export to a bundle; the registry to a SIF tree twice; the bundle to flat SIF files."""
     base = tmp_path_factory.mktemp("apptainer")
     common = {"registry_url": testbed.source_registry_url, "images": list(IMAGES)}
-    export = ansible.module("ngc_image_mirror", dict(common, facts_file=str(base / "export.fact"), bundle={"dir": str(base / "bundle")}),
-                            api_key=testbed.api_key)
+    export = ansible.module(
+        "ngc_image_mirror",
+        dict(common, facts_file=str(base / "export.fact"), bundle={"dir": str(base / "bundle")}),
+        api_key=testbed.api_key,
+    )
     assert export.rc == 0, export.stdout
     args = dict(common, facts_file=str(base / "mirror.fact"), apptainer={"dir": str(base / "tree")})
     first = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     second = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
-    flat = ansible.module("ngc_image_mirror", {"source": "bundle", "source_dir": str(base / "bundle"), "images": list(IMAGES),
-                                               "facts_file": str(base / "far.fact"), "apptainer": {"dir": str(base / "flat"), "layout": "flat"}})
+    flat = ansible.module(
+        "ngc_image_mirror",
+        {
+            "source": "bundle",
+            "source_dir": str(base / "bundle"),
+            "images": list(IMAGES),
+            "facts_file": str(base / "far.fact"),
+            "apptainer": {"dir": str(base / "flat"), "layout": "flat"},
+        },
+    )
     return {"base": base, "first": first, "second": second, "flat": flat}
 
 
@@ -71,17 +90,28 @@ def test_registry_images_become_a_sif_tree(runs: dict[str, Any], tmp_path: Path)
         kinds = [row[-1] for row in rows]
         assert kinds[0].startswith("Def.FILE"), rows
         assert kinds[1].startswith("JSON.Generic") and kinds[2].startswith("JSON.Generic"), rows
-        assert kinds[3].startswith("FS") and "Squashfs" in kinds[3] and "*System" in kinds[3] and "amd64" in kinds[3], rows
-        deffile = subprocess.run(["siftool", "dump", rows[0][0], str(sif)], capture_output=True, text=True, check=True).stdout
+        assert kinds[3].startswith("FS") and "Squashfs" in kinds[3] and "*System" in kinds[3] and "amd64" in kinds[3], (
+            rows
+        )
+        deffile = subprocess.run(
+            ["siftool", "dump", rows[0][0], str(sif)], capture_output=True, text=True, check=True
+        ).stdout
         assert deffile == f"bootstrap: docker\nfrom: {ref}\n\n" or deffile.endswith(f"/{ref}\n\n"), deffile
         layers, config = amd64_layers(base / "bundle", ref)
-        oci = json.loads(subprocess.run(["siftool", "dump", rows[2][0], str(sif)], capture_output=True, check=True).stdout)
+        oci = json.loads(
+            subprocess.run(["siftool", "dump", rows[2][0], str(sif)], capture_output=True, check=True).stdout
+        )
         assert oci["Env"] == config["config"]["Env"] and oci.get("Labels") == config["config"].get("Labels")
-        metadata = json.loads(subprocess.run(["siftool", "dump", rows[1][0], str(sif)], capture_output=True, check=True).stdout)
+        metadata = json.loads(
+            subprocess.run(["siftool", "dump", rows[1][0], str(sif)], capture_output=True, check=True).stdout
+        )
         assert metadata["type"] == "container" and metadata["data"]["attributes"]["deffile"] == deffile
         out = tmp_path / sif.name
         image = partition(sif, out)
-        assert "Compression gzip" in subprocess.run(["unsquashfs", "-s", str(image)], capture_output=True, text=True, check=True).stdout
+        assert (
+            "Compression gzip"
+            in subprocess.run(["unsquashfs", "-s", str(image)], capture_output=True, text=True, check=True).stdout
+        )
         for name, digest in expected_files(layers).items():
             if name not in ("etc/hosts", "etc/resolv.conf"):
                 assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
@@ -98,7 +128,9 @@ def test_registry_images_become_a_sif_tree(runs: dict[str, Any], tmp_path: Path)
         assert env.startswith("#!/bin/sh\n") and len(env.splitlines()) == 1 + len(config["config"]["Env"])
         assert (out / ".singularity.d/runscript").stat().st_mode & 0o111
     facts = json.loads((base / "mirror.fact").read_text())
-    records = [e for record in facts["images"].values() for e in record["destinations"].values() if e["type"] == "apptainer"]
+    records = [
+        e for record in facts["images"].values() for e in record["destinations"].values() if e["type"] == "apptainer"
+    ]
     assert len(records) == len(IMAGES)
     for record in records:
         data = Path(record["path"]).read_bytes()
@@ -124,8 +156,13 @@ def test_a_bundle_becomes_flat_files_with_the_same_content(runs: dict[str, Any])
 
 def test_check_mode_writes_nothing_and_a_changed_file_is_written_again(ansible: Any, runs: dict[str, Any]) -> None:
     base = runs["base"]
-    args = {"source": "bundle", "source_dir": str(base / "bundle"), "images": ["nvidia/pytorch:24.01-py3"],
-            "facts_file": str(base / "far.fact"), "apptainer": {"dir": str(base / "flat"), "layout": "flat"}}
+    args = {
+        "source": "bundle",
+        "source_dir": str(base / "bundle"),
+        "images": ["nvidia/pytorch:24.01-py3"],
+        "facts_file": str(base / "far.fact"),
+        "apptainer": {"dir": str(base / "flat"), "layout": "flat"},
+    }
     sif = base / "flat" / "pytorch_24.01-py3.sif"
     good = sif.read_bytes()
     sif.write_bytes(good[:40960])
@@ -139,9 +176,16 @@ def test_check_mode_writes_nothing_and_a_changed_file_is_written_again(ansible: 
 
 def test_an_arm64_platform_makes_an_arm64_sif(ansible: Any, runs: dict[str, Any]) -> None:
     base = runs["base"]
-    run = ansible.module("ngc_image_mirror", {"source": "bundle", "source_dir": str(base / "bundle"),
-                                              "images": ["nvidia/cuda:12.10.0-base-ubuntu22.04"], "facts_file": str(base / "arm.fact"),
-                                              "apptainer": {"dir": str(base / "arm"), "platform": "linux/arm64"}})
+    run = ansible.module(
+        "ngc_image_mirror",
+        {
+            "source": "bundle",
+            "source_dir": str(base / "bundle"),
+            "images": ["nvidia/cuda:12.10.0-base-ubuntu22.04"],
+            "facts_file": str(base / "arm.fact"),
+            "apptainer": {"dir": str(base / "arm"), "platform": "linux/arm64"},
+        },
+    )
     assert run.rc == 0, run.stdout
     sif = base / "arm" / "nvidia/cuda:12.10.0-base-ubuntu22.04"
     assert "arm64" in siftool("header", str(sif))

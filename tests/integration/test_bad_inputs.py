@@ -8,6 +8,7 @@ a batch of rows of the bad-input table (tests/unit/plugins/modules/bad_input_cas
 through the module) as tasks that may fail, and the request counters, the files and the registry are compared with
 what they were before.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,20 +22,37 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tests.unit.plugins.modules.bad_input_cases import CASES, IMAGES, M, PASSWORD, URL_PASSWORD, Case, call_args, fill, good_calls
+from tests.unit.plugins.modules.bad_input_cases import (
+    CASES,
+    IMAGES,
+    M,
+    PASSWORD,
+    URL_PASSWORD,
+    Case,
+    call_args,
+    fill,
+    good_calls,
+)
 
 # Rows run end to end (it holds the test bed alone: its request counters must stay at zero), a few that between them
 # hold a password, a password in a URL and the key, read the files an earlier run wrote, run in check mode, break a rule
 # of the argument spec, and call both modules; the unit test runs every row of the table through the module.
 BATCH = [
-    "registry.url userinfo", "registry.password trailing newline", "archive.dir is a file", "progress_file is a device",
-    "no destination", "catalog api_key trailing newline",
+    "registry.url userinfo",
+    "registry.password trailing newline",
+    "archive.dir is a file",
+    "progress_file is a device",
+    "no destination",
+    "catalog api_key trailing newline",
 ]
 
 
 def skopeo_digest(host: str, reference: str) -> str:
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/{reference}"],
-                         capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/{reference}"],
+        capture_output=True,
+        check=True,
+    ).stdout
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
@@ -54,8 +72,17 @@ def mirrored(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactor
     archive, facts, progress = root / "archives", root / "facts" / "ngc_mirror.fact", root / "progress.json"
     (root / "notes.txt").write_text("notes that are not a certificate, nor a progress file\n")
     ns = f"bad-inputs-{os.getpid()}-{int(time.time() * 1000) % 100000}"
-    places = {"proxy": testbed.source_proxy_url, "open": testbed.open_registry_url, "ngc": testbed.ngc_api_url, "ns": ns,
-              "archive": str(archive), "facts": str(facts), "progress": str(progress), "tmp": str(root), "key": testbed.api_key}
+    places = {
+        "proxy": testbed.source_proxy_url,
+        "open": testbed.open_registry_url,
+        "ngc": testbed.ngc_api_url,
+        "ns": ns,
+        "archive": str(archive),
+        "facts": str(facts),
+        "progress": str(progress),
+        "tmp": str(root),
+        "key": testbed.api_key,
+    }
     good = dict(good_calls(places)[M], registry_url=testbed.source_registry_url)
     run = ansible.module(M, good, api_key=testbed.api_key)
     assert run.rc == 0, run.stdout + run.stderr
@@ -66,8 +93,14 @@ def mirrored(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactor
 def snapshot(testbed: Any, mirrored: Mirrored) -> dict[str, Any]:
     """The facts and progress files' bytes, every name under the archive directory with its size and mtime, and the
     registry's digest of each mirrored image (read by skopeo)."""
-    listing = sorted((str(path.relative_to(mirrored.archive)), path.stat().st_size if path.is_file() else None, path.stat().st_mtime_ns)
-                     for path in mirrored.archive.rglob("*"))
+    listing = sorted(
+        (
+            str(path.relative_to(mirrored.archive)),
+            path.stat().st_size if path.is_file() else None,
+            path.stat().st_mtime_ns,
+        )
+        for path in mirrored.archive.rglob("*")
+    )
     ns = mirrored.places["ns"]
     return {
         "facts": mirrored.facts.read_bytes(),
@@ -80,20 +113,34 @@ def snapshot(testbed: Any, mirrored: Mirrored) -> dict[str, Any]:
 def task(case: Case, mirrored: Mirrored) -> dict[str, Any]:
     """The row as a task that may fail; the key reaches the module through NGC_API_KEY, from the 0600 vars file."""
     key = "good_key" if case.api_key == "{key}" else case.id.replace(" ", "_").replace(",", "")
-    return {"name": case.id, f"airgap.ngc.{case.module}": call_args(case, good_calls(mirrored.places), mirrored.places),
-            "check_mode": case.check, "ignore_errors": True, "environment": {"NGC_API_KEY": "{{ %s }}" % key}}
+    return {
+        "name": case.id,
+        f"airgap.ngc.{case.module}": call_args(case, good_calls(mirrored.places), mirrored.places),
+        "check_mode": case.check,
+        "ignore_errors": True,
+        "environment": {"NGC_API_KEY": "{{ %s }}" % key},
+    }
 
 
-def test_a_batch_of_bad_inputs_fails_at_the_door(ansible: Any, testbed: Any, faults: Any, mirrored: Mirrored,
-                                                 tmp_path: Path) -> None:
+def test_a_batch_of_bad_inputs_fails_at_the_door(
+    ansible: Any, testbed: Any, faults: Any, mirrored: Mirrored, tmp_path: Path
+) -> None:
     by_id = {case.id: case for case in CASES}
     batch = [by_id[name] for name in BATCH]
     assert {case.module for case in batch} == {case.module for case in CASES}
     before = snapshot(testbed, mirrored)
     keys = {"good_key": testbed.api_key}
-    keys.update({case.id.replace(" ", "_").replace(",", ""): fill(case.api_key, mirrored.places) for case in batch if case.api_key != "{key}"})
+    keys.update(
+        {
+            case.id.replace(" ", "_").replace(",", ""): fill(case.api_key, mirrored.places)
+            for case in batch
+            if case.api_key != "{key}"
+        }
+    )
     playbook = tmp_path / "bad-inputs.yml"
-    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [task(case, mirrored) for case in batch]}]))
+    playbook.write_text(
+        json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [task(case, mirrored) for case in batch]}])
+    )
     playbook.chmod(0o600)
     faults.reset()  # count from here: the good run and the snapshot are not the batch's requests
     run = ansible.playbook(playbook, extra_vars=keys)

@@ -3,6 +3,7 @@
 """Both sides of the air gap: export to a bundle, carry it, import it into a registry that never saw the source,
 an engine pulls from there and builds on it. Judged by a structural check written apart from the writer, skopeo
 and the Docker engine."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,18 @@ import pytest
 
 from tests.integration.test_image_mirror import REPO, kill_run, raw_digest, seeded, skopeo
 
-EXPORT = ["nvidia/pytorch:24.01-py3", "nvidia/pytorch:24.02-py3", "nvidia/cuda:12.2.0-base-ubuntu22.04",
-          "nvidia/cuda:12.10.0-base-ubuntu22.04", "nvidia/tensorflow:24.01-tf2-py3", "nvidia/clara/clara-parabricks:4.2.0-1"]
-OCI_TYPED = ["nvidia/cuda:12.2.0-base-ubuntu22.04", "nvidia/tensorflow:24.01-tf2-py3"]  # skopeo's oci: finds only these by name
+EXPORT = [
+    "nvidia/pytorch:24.01-py3",
+    "nvidia/pytorch:24.02-py3",
+    "nvidia/cuda:12.2.0-base-ubuntu22.04",
+    "nvidia/cuda:12.10.0-base-ubuntu22.04",
+    "nvidia/tensorflow:24.01-tf2-py3",
+    "nvidia/clara/clara-parabricks:4.2.0-1",
+]
+OCI_TYPED = [
+    "nvidia/cuda:12.2.0-base-ubuntu22.04",
+    "nvidia/tensorflow:24.01-tf2-py3",
+]  # skopeo's oci: finds only these by name
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
@@ -58,7 +68,10 @@ def check_bundle(directory: Path) -> dict[str, str]:
 
 
 def args_for(testbed: Any, tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    args: dict[str, Any] = {"registry_url": testbed.source_registry_url, "facts_file": str(tmp_path / "facts" / "mirror.fact")}
+    args: dict[str, Any] = {
+        "registry_url": testbed.source_registry_url,
+        "facts_file": str(tmp_path / "facts" / "mirror.fact"),
+    }
     args.update(extra)
     return args
 
@@ -103,23 +116,34 @@ def test_a_bundle_holds_each_blob_once_and_a_contents_record(exported: dict[str,
         unique[source[ref]["digest"]] = None
     blob_files = {f"sha256:{p.name}": p.stat().st_size for p in (directory / "blobs" / "sha256").iterdir()}
     assert not [p for p in directory.rglob("*") if ".partial-" in p.name]
-    layers = {d for ref in EXPORT for d in source[ref]["layer_digests"]} | {d for ref in EXPORT for d in source[ref]["config_digests"]}
+    layers = {d for ref in EXPORT for d in source[ref]["layer_digests"]} | {
+        d for ref in EXPORT for d in source[ref]["config_digests"]
+    }
     assert layers | set(unique) == set(blob_files)  # every blob once, nothing else
     contents = json.loads((directory / "contents.json").read_text())
     for name, entry in contents["files"].items():
         data = (directory / name).read_bytes()
         assert len(data) == entry["size"] and hashlib.sha256(data).hexdigest() == entry["sha256"], name
-    assert set(contents["files"]) == {"index.json", "oci-layout"} | {f"blobs/sha256/{d.split(':')[1]}" for d in blob_files}
+    assert set(contents["files"]) == {"index.json", "oci-layout"} | {
+        f"blobs/sha256/{d.split(':')[1]}" for d in blob_files
+    }
     assert {r: i["source_digest"] for r, i in contents["images"].items()} == {
-        f"{testbed.source_registry_host}/{ref}": source[ref]["digest"] for ref in EXPORT}
+        f"{testbed.source_registry_host}/{ref}": source[ref]["digest"] for ref in EXPORT
+    }
 
 
-def test_import_into_a_far_registry_keeps_every_digest(ansible: Any, testbed: Any, exported: dict[str, Any], tmp_path: Path, ns: str,
-                                                       faults: Any) -> None:
+def test_import_into_a_far_registry_keeps_every_digest(
+    ansible: Any, testbed: Any, exported: dict[str, Any], tmp_path: Path, ns: str, faults: Any
+) -> None:
     carried = tmp_path / "usb" / "bundle"
     shutil.copytree(exported["dir"], carried)  # the carry across the gap
-    args = {"source": "bundle", "source_dir": str(carried), "registry_url": "http://127.0.0.1:9",  # no source registry behind the gap
-            "registry": {"url": testbed.open_registry_url, "prefix": ns}, "facts_file": str(tmp_path / "far.fact")}
+    args = {
+        "source": "bundle",
+        "source_dir": str(carried),
+        "registry_url": "http://127.0.0.1:9",  # no source registry behind the gap
+        "registry": {"url": testbed.open_registry_url, "prefix": ns},
+        "facts_file": str(tmp_path / "far.fact"),
+    }
     run = ansible.module("ngc_image_mirror", args)
     assert run.rc == 0, run.stdout
     assert [i["status"] for i in run.result["images"]] == ["copied"] * len(EXPORT)
@@ -130,23 +154,39 @@ def test_import_into_a_far_registry_keeps_every_digest(ansible: Any, testbed: An
     again = ansible.module("ngc_image_mirror", args)
     assert again.rc == 0 and again.result["changed"] is False
     # Only some images, named without the host, as an operator would.
-    some = ansible.module("ngc_image_mirror", dict(args, images=["nvidia/cuda:12.10.0-base-ubuntu22.04"], registry={
-        "url": testbed.open_registry_url, "prefix": f"{ns}-some"}))
+    some = ansible.module(
+        "ngc_image_mirror",
+        dict(
+            args,
+            images=["nvidia/cuda:12.10.0-base-ubuntu22.04"],
+            registry={"url": testbed.open_registry_url, "prefix": f"{ns}-some"},
+        ),
+    )
     assert some.rc == 0, some.stdout
-    assert [i["reference"] for i in some.result["images"]] == [f"{testbed.source_registry_host}/nvidia/cuda:12.10.0-base-ubuntu22.04"]
+    assert [i["reference"] for i in some.result["images"]] == [
+        f"{testbed.source_registry_host}/nvidia/cuda:12.10.0-base-ubuntu22.04"
+    ]
 
 
-def test_a_tampered_blob_fails_its_image_only(ansible: Any, testbed: Any, exported: dict[str, Any], tmp_path: Path, ns: str) -> None:
+def test_a_tampered_blob_fails_its_image_only(
+    ansible: Any, testbed: Any, exported: dict[str, Any], tmp_path: Path, ns: str
+) -> None:
     carried = tmp_path / "bundle"
     shutil.copytree(exported["dir"], carried)
     source = seeded(testbed)
-    victim = source["nvidia/clara/clara-parabricks:4.2.0-1"]["layer_digests"][-1]  # its own layer, shared with no other image
+    victim = source["nvidia/clara/clara-parabricks:4.2.0-1"]["layer_digests"][
+        -1
+    ]  # its own layer, shared with no other image
     path = carried / "blobs" / "sha256" / victim.split(":")[1]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    args = {"source": "bundle", "source_dir": str(carried), "registry": {"url": testbed.open_registry_url, "prefix": ns},
-            "facts_file": str(tmp_path / "far.fact")}
+    args = {
+        "source": "bundle",
+        "source_dir": str(carried),
+        "registry": {"url": testbed.open_registry_url, "prefix": ns},
+        "facts_file": str(tmp_path / "far.fact"),
+    }
     run = ansible.module("ngc_image_mirror", args)
     assert run.rc != 0
     status = {i["reference"].split("/", 1)[1]: i for i in run.result["images"]}
@@ -159,35 +199,70 @@ def test_a_tampered_blob_fails_its_image_only(ansible: Any, testbed: Any, export
 
 @pytest.mark.engine
 def test_far_side_engine_pulls_from_the_site_registry_and_builds_on_it(
-        ansible: Any, testbed: Any, exported: dict[str, Any], tmp_path: Path, ns: str) -> None:
+    ansible: Any, testbed: Any, exported: dict[str, Any], tmp_path: Path, ns: str
+) -> None:
     if not testbed.docker_host:
         pytest.skip("this test bed was started without a Docker engine")
     ref = "nvidia/pytorch:24.01-py3"
-    args = {"source": "bundle", "source_dir": str(exported["dir"]), "images": [ref], "registry": {"url": testbed.open_registry_url, "prefix": ns},
-            "docker": {"host": testbed.docker_host, "source": "registry"}, "facts_file": str(tmp_path / "node.fact")}
+    args = {
+        "source": "bundle",
+        "source_dir": str(exported["dir"]),
+        "images": [ref],
+        "registry": {"url": testbed.open_registry_url, "prefix": ns},
+        "docker": {"host": testbed.docker_host, "source": "registry"},
+        "facts_file": str(tmp_path / "node.fact"),
+    }
     run = ansible.module("ngc_image_mirror", args)
     assert run.rc == 0, run.stdout
     env = dict(os.environ, DOCKER_HOST=testbed.docker_host)
     site = f"{testbed.open_registry_host}/{ns}/{ref}"
-    digests = subprocess.run(["docker", "image", "inspect", "-f", "{{json .RepoDigests}}", site], env=env, capture_output=True, text=True,
-                             check=True).stdout
+    digests = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{json .RepoDigests}}", site],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert seeded(testbed)[ref]["digest"] in digests
     context = tmp_path / "build"
     context.mkdir()
     (context / "train.py").write_text("print('hello from the far side')\n")
     (context / "Dockerfile").write_text(f"FROM {site}\nCOPY train.py /workspace/train.py\n")
-    subprocess.run(["docker", "rmi", "-f", site], env=env, capture_output=True, check=False)  # the build pulls its base itself
-    built = subprocess.run(["docker", "build", "-t", f"site/{ns}/train:1", str(context)], env=env, capture_output=True, text=True, check=False)
+    subprocess.run(
+        ["docker", "rmi", "-f", site], env=env, capture_output=True, check=False
+    )  # the build pulls its base itself
+    built = subprocess.run(
+        ["docker", "build", "-t", f"site/{ns}/train:1", str(context)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
-    layers = subprocess.run(["docker", "image", "inspect", "-f", "{{len .RootFS.Layers}}", f"site/{ns}/train:1"], env=env, capture_output=True,
-                            text=True, check=True).stdout.strip()
+    layers = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{len .RootFS.Layers}}", f"site/{ns}/train:1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert int(layers) == len(seeded(testbed)[ref]["layer_digests"]) + 1
     subprocess.run(["docker", "rmi", "-f", f"site/{ns}/train:1", site], env=env, capture_output=True, check=False)
 
 
-def test_catalog_info_lists_a_bundle_with_the_same_filters(ansible: Any, exported: dict[str, Any], testbed: Any) -> None:
-    run = ansible.module("ngc_catalog_info", {"source": "bundle", "source_dir": str(exported["dir"]), "images": ["pytorch"],
-                                              "strict_name_match": True, "latest": 1})
+def test_catalog_info_lists_a_bundle_with_the_same_filters(
+    ansible: Any, exported: dict[str, Any], testbed: Any
+) -> None:
+    run = ansible.module(
+        "ngc_catalog_info",
+        {
+            "source": "bundle",
+            "source_dir": str(exported["dir"]),
+            "images": ["pytorch"],
+            "strict_name_match": True,
+            "latest": 1,
+        },
+    )
     assert run.rc == 0, run.stdout
     images = run.result["images"]
     assert [i["reference"] for i in images] == [f"{testbed.source_registry_host}/nvidia/pytorch:24.02-py3"]
@@ -197,12 +272,25 @@ def test_catalog_info_lists_a_bundle_with_the_same_filters(ansible: Any, exporte
 
 
 def _run_and_kill(ansible: Any, args: dict[str, Any], progress: Path, api_key: str | None, watch: Path) -> None:
-    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
+    argv = [
+        str(Path(sys.executable).parent / "ansible"),
+        "localhost",
+        "-m",
+        "airgap.ngc.ngc_image_mirror",
+        "-a",
+        json.dumps(args),
+    ]
     env = dict(ansible.env, **({"NGC_API_KEY": api_key} if api_key else {}))
-    proc = subprocess.Popen(argv, env=env, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if progress.exists() and json.loads(progress.read_text() or "{}").get("images_done", 0) >= 1 and list(watch.rglob("*")):
+        if (
+            progress.exists()
+            and json.loads(progress.read_text() or "{}").get("images_done", 0) >= 1
+            and list(watch.rglob("*"))
+        ):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
@@ -213,8 +301,15 @@ def test_killed_export_and_import_converge(ansible: Any, testbed: Any, tmp_path:
     bundle = tmp_path / "bundle"
     progress = tmp_path / "progress.json"
     faults.registry(delay=1, count=None, path_contains="/blobs/sha256:")
-    export = args_for(testbed, tmp_path, registry_url=testbed.source_proxy_url, images=EXPORT, bundle={"dir": str(bundle)},
-                      progress_file=str(progress), parallel=1)
+    export = args_for(
+        testbed,
+        tmp_path,
+        registry_url=testbed.source_proxy_url,
+        images=EXPORT,
+        bundle={"dir": str(bundle)},
+        progress_file=str(progress),
+        parallel=1,
+    )
     _run_and_kill(ansible, export, progress, testbed.api_key, bundle)
     listed = check_bundle(bundle)  # killed mid-way: still a valid layout of what it lists
     assert len(listed) < len(EXPORT)
@@ -224,8 +319,14 @@ def test_killed_export_and_import_converge(ansible: Any, testbed: Any, tmp_path:
     assert len(check_bundle(bundle)) == len(EXPORT)
     assert not [p for p in bundle.rglob("*") if ".partial-" in p.name]
 
-    far = {"source": "bundle", "source_dir": str(bundle), "registry": {"url": testbed.open_registry_url, "prefix": ns}, "parallel": 1,
-           "facts_file": str(tmp_path / "far.fact"), "progress_file": str(tmp_path / "far-progress.json")}
+    far = {
+        "source": "bundle",
+        "source_dir": str(bundle),
+        "registry": {"url": testbed.open_registry_url, "prefix": ns},
+        "parallel": 1,
+        "facts_file": str(tmp_path / "far.fact"),
+        "progress_file": str(tmp_path / "far-progress.json"),
+    }
     registry_dir = Path(testbed.workdir) / "registry-open" / "data" / "docker" / "registry" / "v2" / "repositories" / ns
     _run_and_kill(ansible, far, tmp_path / "far-progress.json", None, registry_dir)
     imported = ansible.module("ngc_image_mirror", far)
@@ -238,16 +339,27 @@ def test_killed_export_and_import_converge(ansible: Any, testbed: Any, tmp_path:
 def test_per_tag_archives_are_imported_too(ansible: Any, testbed: Any, tmp_path: Path, ns: str) -> None:
     archives = tmp_path / "archives"
     refs = ["nvidia/cuda:12.10.0-base-ubuntu22.04", "nvidia/pytorch:24.01-py3"]
-    written = ansible.module("ngc_image_mirror", args_for(testbed, tmp_path, images=refs, archive={"dir": str(archives)}), api_key=testbed.api_key)
+    written = ansible.module(
+        "ngc_image_mirror",
+        args_for(testbed, tmp_path, images=refs, archive={"dir": str(archives)}),
+        api_key=testbed.api_key,
+    )
     assert written.rc == 0, written.stdout
-    args = {"source": "archive", "source_dir": str(archives), "registry": {"url": testbed.open_registry_url, "prefix": ns},
-            "facts_file": str(tmp_path / "far.fact")}
+    args = {
+        "source": "archive",
+        "source_dir": str(archives),
+        "registry": {"url": testbed.open_registry_url, "prefix": ns},
+        "facts_file": str(tmp_path / "far.fact"),
+    }
     run = ansible.module("ngc_image_mirror", args)
     assert run.rc == 0, run.stdout
     source = seeded(testbed)
     by_ref = {i["reference"].split("/", 1)[1]: i for i in run.result["images"]}
     # A single-platform image keeps its digest; a docker archive of a multi-platform one holds one platform, and says so.
-    assert raw_digest(testbed.open_registry_host, f"{ns}/nvidia/pytorch:24.01-py3") == source["nvidia/pytorch:24.01-py3"]["digest"]
+    assert (
+        raw_digest(testbed.open_registry_host, f"{ns}/nvidia/pytorch:24.01-py3")
+        == source["nvidia/pytorch:24.01-py3"]["digest"]
+    )
     amd64 = next(m for m in source[refs[0]]["manifests"] if m["platform"] == "linux/amd64")["digest"]
     assert raw_digest(testbed.open_registry_host, f"{ns}/{refs[0]}") == amd64
     assert "holds one platform of " + source[refs[0]]["digest"] in by_ref[refs[0]]["note"]

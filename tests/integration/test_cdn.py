@@ -6,6 +6,7 @@ credentials, several Range requests at once, a connection dropped mid-body, a to
 Judged by skopeo (the destination's manifest bytes), by hashing the bundle's blob file, and by what the CDN
 stand-in counted (requests, ranges, Authorization headers, bytes served).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,10 +39,18 @@ SLOW = 8_000_000  # bytes/s per connection: the 72 MiB blob takes a few seconds 
 def cdn(testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cdn]:
     """The test bed's CDN stand-in if it started one (AIRGAP_TESTBED_CDN=1), else one of this module's own."""
     if testbed.cdn_proxy_url:
-        yield Cdn(testbed.cdn_proxy_url, testbed.cdn_url, ProcessRecord("cdn", testbed.pids["cdn"], testbed.process_markers["cdn"]))
+        yield Cdn(
+            testbed.cdn_proxy_url,
+            testbed.cdn_url,
+            ProcessRecord("cdn", testbed.pids["cdn"], testbed.process_markers["cdn"]),
+        )
         return
-    stand_in = start_cdn(tmp_path_factory.mktemp("cdn"), testbed.source_registry_url, Path(testbed.workdir) / "registry-token" / "data",
-                         f"{testbed.ngc_api_url}/token")
+    stand_in = start_cdn(
+        tmp_path_factory.mktemp("cdn"),
+        testbed.source_registry_url,
+        Path(testbed.workdir) / "registry-token" / "data",
+        f"{testbed.ngc_api_url}/token",
+    )
     try:
         yield stand_in
     finally:
@@ -68,8 +77,12 @@ def ns(request: pytest.FixtureRequest) -> str:
 
 
 def mirror(ansible: Any, testbed: Any, cdn: Cdn, big: BigImage, tmp_path: Path, ns: str, **destinations: Any) -> Any:
-    args = {"registry_url": cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
-            **(destinations or {"registry": {"url": testbed.open_registry_url, "prefix": ns}})}
+    args = {
+        "registry_url": cdn.url,
+        "images": [f"{big.repository}:{big.tag}"],
+        "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+        **(destinations or {"registry": {"url": testbed.open_registry_url, "prefix": ns}}),
+    }
     run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert run.rc == 0, run.stdout + run.stderr
     assert [i["status"] for i in run.result["images"]] == ["copied"], run.result
@@ -77,8 +90,17 @@ def mirror(ansible: Any, testbed: Any, cdn: Cdn, big: BigImage, tmp_path: Path, 
 
 
 def dest_digest(testbed: Any, ns: str, big: BigImage) -> str:
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{testbed.open_registry_host}/{ns}/{big.repository}:{big.tag}"],
-                         capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            f"docker://{testbed.open_registry_host}/{ns}/{big.repository}:{big.tag}",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
@@ -93,27 +115,47 @@ def served(entries: list[dict[str, Any]]) -> int:
 def test_the_cdn_refuses_credentials_and_serves_ranges(testbed: Any, fresh_cdn: Cdn, big: BigImage) -> None:
     """The stand-in itself: what the collection is tested against behaves like nvcr.io and S3."""
     import requests  # pylint: disable=import-outside-toplevel
+
     challenge = requests.get(f"{fresh_cdn.url}/v2/", timeout=10).headers["WWW-Authenticate"]
     assert challenge.startswith("Bearer realm=") and "service=" not in challenge
-    token = requests.get(f"{testbed.ngc_api_url}/proxy_auth", params={"scope": f"repository:{big.repository}:pull"},
-                         auth=("$oauthtoken", testbed.api_key), timeout=10).json()["token"]
+    token = requests.get(
+        f"{testbed.ngc_api_url}/proxy_auth",
+        params={"scope": f"repository:{big.repository}:pull"},
+        auth=("$oauthtoken", testbed.api_key),
+        timeout=10,
+    ).json()["token"]
     auth = {"Authorization": f"Bearer {token}"}
-    redirect = requests.get(f"{fresh_cdn.url}/v2/{big.repository}/blobs/{big.layer_digest}", headers=auth, allow_redirects=False, timeout=10)
+    redirect = requests.get(
+        f"{fresh_cdn.url}/v2/{big.repository}/blobs/{big.layer_digest}", headers=auth, allow_redirects=False, timeout=10
+    )
     assert redirect.status_code == 307
     location = redirect.headers["Location"]
     assert location.startswith(fresh_cdn.cdn_url)
     assert requests.get(location, headers=auth, timeout=10).status_code == 400
     part = requests.get(location, headers={"Range": "bytes=100-199"}, timeout=10)
-    assert (part.status_code, part.headers["Content-Range"], len(part.content)) == (206, f"bytes 100-199/{big.layer_size}", 100)
+    assert (part.status_code, part.headers["Content-Range"], len(part.content)) == (
+        206,
+        f"bytes 100-199/{big.layer_size}",
+        100,
+    )
     assert requests.get(location.replace("signature=", "signature=0"), timeout=10).status_code == 403
 
 
 def test_big_blob_comes_in_parallel_ranges_without_credentials(
-        ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str) -> None:
+    ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str
+) -> None:
     fresh_cdn.settings(bandwidth=SLOW, latency=0.02)
     bundle = tmp_path / "bundle"
-    mirror(ansible, testbed, fresh_cdn, big, tmp_path, ns, registry={"url": testbed.open_registry_url, "prefix": ns},
-           bundle={"dir": str(bundle)})
+    mirror(
+        ansible,
+        testbed,
+        fresh_cdn,
+        big,
+        tmp_path,
+        ns,
+        registry={"url": testbed.open_registry_url, "prefix": ns},
+        bundle={"dir": str(bundle)},
+    )
     assert dest_digest(testbed, ns, big) == big.digest  # skopeo reads the destination's manifest: the digest is kept
     hex_digest = big.layer_digest.split(":", 1)[1]
     with open(bundle / "blobs" / "sha256" / hex_digest, "rb") as handle:
@@ -142,8 +184,17 @@ MIRROR_PLAYBOOK = """\
 
 
 @pytest.mark.parametrize("kind", ["open", "token"])
-def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage,
-                                                                        testbed_authfile: Path, tmp_path: Path, ns: str, kind: str) -> None:
+def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(
+    ansible: Any,
+    testbed: Any,
+    fresh_cdn: Cdn,
+    faults: Any,
+    big: BigImage,
+    testbed_authfile: Path,
+    tmp_path: Path,
+    ns: str,
+    kind: str,
+) -> None:
     """kill -9 once the registry holds half the big layer (its session recorded beside the facts file, distribution's
     own upload data that long): the next run asks the registry where the session stands, fetches only the rest from
     the CDN and sends only the rest; skopeo reads the source's manifest digest and the blob the registry stored hashes
@@ -152,23 +203,45 @@ def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible:
     on a PATCH is answered by a new token and the same piece, and the next run starts with none)."""
     fresh_cdn.settings(bandwidth=2_000_000)  # about 8 MB/s over 4 connections: a 32 MiB piece every 4 s
     destination: dict[str, Any] = {"url": testbed.open_registry_url, "prefix": ns}
-    host, data = testbed.open_registry_host, Path(testbed.workdir) / "registry-open" / "data" / "docker" / "registry" / "v2"
+    host, data = (
+        testbed.open_registry_host,
+        Path(testbed.workdir) / "registry-open" / "data" / "docker" / "registry" / "v2",
+    )
     if kind == "token":
         faults.ngc(token_lifetime=2)
-        faults.registry(rewrite_expired_realm=False)  # the proxy only counts: the registry's own realm renews its tokens
-        destination = {"url": testbed.source_proxy_url, "prefix": ns, "username": "$oauthtoken", "password": testbed.api_key}
-        host, data = testbed.source_proxy_host, Path(testbed.workdir) / "registry-token" / "data" / "docker" / "registry" / "v2"
+        faults.registry(
+            rewrite_expired_realm=False
+        )  # the proxy only counts: the registry's own realm renews its tokens
+        destination = {
+            "url": testbed.source_proxy_url,
+            "prefix": ns,
+            "username": "$oauthtoken",
+            "password": testbed.api_key,
+        }
+        host, data = (
+            testbed.source_proxy_host,
+            Path(testbed.workdir) / "registry-token" / "data" / "docker" / "registry" / "v2",
+        )
     playbook = tmp_path / "mirror.yml"
     playbook.write_text(MIRROR_PLAYBOOK)
-    variables = {"source": fresh_cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
-                 "destination": destination}
+    variables = {
+        "source": fresh_cdn.url,
+        "images": [f"{big.repository}:{big.tag}"],
+        "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+        "destination": destination,
+    }
     vars_file = tmp_path / "vars.json"  # the password goes in a file, not on a command line
     vars_file.write_text(json.dumps(variables))
     vars_file.chmod(0o600)
     (tmp_path / "facts").mkdir()
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-e", f"@{vars_file}"]
-    proc = subprocess.Popen(argv, env=dict(ansible.env, NGC_API_KEY=testbed.api_key), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        env=dict(ansible.env, NGC_API_KEY=testbed.api_key),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     record = tmp_path / "facts" / ".ngc_mirror.fact.uploads"
     uploads = data / "repositories" / ns / big.repository / "_uploads"
 
@@ -180,7 +253,11 @@ def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible:
         return max([e["offset"] for e in entries.values() if e["digest"] == big.layer_digest] or [0])
 
     def received() -> list[int]:  # what distribution holds of each upload session of the repository
-        return [(d / "data").stat().st_size for d in uploads.iterdir() if (d / "data").exists()] if uploads.is_dir() else []
+        return (
+            [(d / "data").stat().st_size for d in uploads.iterdir() if (d / "data").exists()]
+            if uploads.is_dir()
+            else []
+        )
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and confirmed() < big.layer_size // 2:
@@ -202,15 +279,36 @@ def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible:
     fetched = served(downloads(fresh_cdn, big))
     assert fetched <= big.layer_size - held + 2 * PART, (fetched, held, big.layer_size)  # the rest, not the whole layer
     if kind == "token":  # and only the rest was sent to the registry
-        sent = sum(r["bytes"] for r in faults.stats("registry")["requests"][before:] if r["method"] == "PATCH" and f"/{ns}/" in r["path"])
-        assert big.layer_size - held <= sent <= big.layer_size - held + big.layer_size // 10, (sent, held, big.layer_size)
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", str(testbed_authfile),
-                          f"docker://{host}/{ns}/{big.repository}:{big.tag}"], capture_output=True, check=True).stdout
+        sent = sum(
+            r["bytes"]
+            for r in faults.stats("registry")["requests"][before:]
+            if r["method"] == "PATCH" and f"/{ns}/" in r["path"]
+        )
+        assert big.layer_size - held <= sent <= big.layer_size - held + big.layer_size // 10, (
+            sent,
+            held,
+            big.layer_size,
+        )
+    raw = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--authfile",
+            str(testbed_authfile),
+            f"docker://{host}/{ns}/{big.repository}:{big.tag}",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == big.digest
     hexdigest = big.layer_digest.split(":", 1)[1]
     stored = data / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
     assert "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest() == big.layer_digest
-    assert (data / "repositories" / ns / big.repository / "_layers" / "sha256" / hexdigest / "link").exists()  # committed there
+    assert (
+        data / "repositories" / ns / big.repository / "_layers" / "sha256" / hexdigest / "link"
+    ).exists()  # committed there
     assert not record.exists() and not [p for p in (tmp_path / "facts").iterdir() if ".upload" in p.name]
     assert received() == []  # the session was committed, none left behind
     if kind == "token":  # tokens ran out during the upload and were renewed at the destination's realm
@@ -218,7 +316,8 @@ def test_a_registry_upload_killed_half_way_is_continued_by_the_next_run(ansible:
 
 
 def test_a_connection_dropped_mid_body_is_resumed_with_range(
-        ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str) -> None:
+    ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str
+) -> None:
     fresh_cdn.settings(bandwidth=SLOW)
     fresh_cdn.cdn_fault(abort_after_bytes=3 * 1024 * 1024 + 5, path_contains=big.layer_digest, count=1)
     mirror(ansible, testbed, fresh_cdn, big, tmp_path, ns)
@@ -231,7 +330,8 @@ def test_a_connection_dropped_mid_body_is_resumed_with_range(
 
 
 def test_a_token_that_expires_during_the_download_is_renewed(
-        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
+    ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str
+) -> None:
     # Presigned URLs live two seconds, registry tokens one; the download (4 connections of 3.8 MB/s) takes about five.
     fresh_cdn.settings(bandwidth=3_800_000, token_lifetime=1, url_lifetime=2)
     mirror(ansible, testbed, fresh_cdn, big, tmp_path, ns)
@@ -248,16 +348,25 @@ def test_a_token_that_expires_during_the_download_is_renewed(
 @pytest.fixture(scope="module")
 def big_tar(testbed: Any) -> BigImage:
     """A big image whose layer is a real tar (one file, /big.bin), for destinations that unpack layers."""
-    return seed_big_image(testbed.source_registry_url, "$oauthtoken", testbed.api_key, reference="nvidia/big-tar:1", size=SIZE, as_tar=True)
+    return seed_big_image(
+        testbed.source_registry_url,
+        "$oauthtoken",
+        testbed.api_key,
+        reference="nvidia/big-tar:1",
+        size=SIZE,
+        as_tar=True,
+    )
 
 
 def kept_file(kind: str, image: BigImage, out: Path) -> Path:
     """Where a destination keeps the bytes of a big blob a run was cut off in."""
     hex_digest = image.layer_digest.split(":")[1]
-    return {"bundle": out / "blobs" / "sha256" / f".{hex_digest}.resume",
-            "archive": out / image.repository / f".{image.tag}.tar.resume",
-            "enroot": out / f".enroot-sha256-{hex_digest}.resume",
-            "apptainer": out / f".apptainer-sha256-{hex_digest}.resume"}[kind]
+    return {
+        "bundle": out / "blobs" / "sha256" / f".{hex_digest}.resume",
+        "archive": out / image.repository / f".{image.tag}.tar.resume",
+        "enroot": out / f".enroot-sha256-{hex_digest}.resume",
+        "apptainer": out / f".apptainer-sha256-{hex_digest}.resume",
+    }[kind]
 
 
 def held_bytes(kind: str, kept: Path) -> int:
@@ -278,8 +387,11 @@ def judge(kind: str, image: BigImage, out: Path) -> None:
             member = tar.extractfile(f"blobs/sha256/{image.layer_digest.split(':')[1]}")
             assert member is not None
             assert "sha256:" + hashlib.file_digest(member, "sha256").hexdigest() == image.layer_digest
-        inspected = json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"], capture_output=True, text=True,
-                                              check=True).stdout)
+        inspected = json.loads(
+            subprocess.run(
+                ["skopeo", "inspect", f"docker-archive:{archive}"], capture_output=True, text=True, check=True
+            ).stdout
+        )
         assert inspected["Layers"] == [image.diff_id]  # skopeo names a docker archive's layers by what they unpack to
     else:
         if kind == "enroot":
@@ -288,7 +400,11 @@ def judge(kind: str, image: BigImage, out: Path) -> None:
             sqsh = out.with_suffix(".squashfs")
             sif = out / f"{image.repository}:{image.tag}"
             listed = subprocess.run(["siftool", "list", str(sif)], capture_output=True, text=True, check=True).stdout
-            fs_id = next(line.split("|")[0].strip() for line in listed.splitlines() if "|" in line and line.split("|")[-1].strip().startswith("FS"))
+            fs_id = next(
+                line.split("|")[0].strip()
+                for line in listed.splitlines()
+                if "|" in line and line.split("|")[-1].strip().startswith("FS")
+            )
             with open(sqsh, "wb") as handle:
                 subprocess.run(["siftool", "dump", fs_id, str(sif)], stdout=handle, check=True)
         data = subprocess.run(["unsquashfs", "-cat", str(sqsh), "big.bin"], capture_output=True, check=True).stdout
@@ -297,18 +413,35 @@ def judge(kind: str, image: BigImage, out: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["bundle", "archive", "enroot", "apptainer"])
 def test_a_run_killed_half_way_through_a_big_layer_is_continued_by_the_next_run(
-        ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, big_tar: BigImage, tmp_path: Path, kind: str) -> None:
+    ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, big_tar: BigImage, tmp_path: Path, kind: str
+) -> None:
     """kill -9 in the middle of the big layer: its bytes stay beside the destination, and the next run fetches only the
     rest (judged by the bytes the CDN served), then the result is whole and right."""
     image = big if kind == "bundle" else big_tar
     fresh_cdn.settings(bandwidth=4_000_000)
     out = tmp_path / kind
-    args = {"registry_url": fresh_cdn.url, "images": [f"{image.repository}:{image.tag}"],
-            "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"), kind: {"dir": str(out)}}
+    args = {
+        "registry_url": fresh_cdn.url,
+        "images": [f"{image.repository}:{image.tag}"],
+        "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+        kind: {"dir": str(out)},
+    }
     (tmp_path / "facts").mkdir()
-    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
-    proc = subprocess.Popen(argv, env=dict(ansible.env, NGC_API_KEY=testbed.api_key), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    argv = [
+        str(Path(sys.executable).parent / "ansible"),
+        "localhost",
+        "-m",
+        "airgap.ngc.ngc_image_mirror",
+        "-a",
+        json.dumps(args),
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env=dict(ansible.env, NGC_API_KEY=testbed.api_key),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     kept = kept_file(kind, image, out)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -331,24 +464,36 @@ def test_a_run_killed_half_way_through_a_big_layer_is_continued_by_the_next_run(
 
 
 def test_a_destination_registry_away_for_seven_seconds_mid_upload_costs_nothing(
-        ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str) -> None:
+    ansible: Any, testbed: Any, fresh_cdn: Cdn, big: BigImage, tmp_path: Path, ns: str
+) -> None:
     """The site registry stops right after it confirmed the first piece of the big layer and comes back 7 s later on
     the same port (a restart): at the defaults the run waits, continues the same upload session and copies the image;
     the registry holds the blob, whole, and no upload session is left behind."""
     from tests.testbed.registry import _launch, start_registry  # pylint: disable=import-outside-toplevel
+
     site = start_registry("open", tmp_path / "site")
     try:
         fresh_cdn.settings(bandwidth=2_000_000)  # about 8 MB/s over 4 connections: a 32 MiB piece every 4 s
         playbook = tmp_path / "mirror.yml"
         playbook.write_text(MIRROR_PLAYBOOK)
-        variables = {"source": fresh_cdn.url, "images": [f"{big.repository}:{big.tag}"], "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
-                     "destination": {"url": site.url, "prefix": ns}}
+        variables = {
+            "source": fresh_cdn.url,
+            "images": [f"{big.repository}:{big.tag}"],
+            "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+            "destination": {"url": site.url, "prefix": ns},
+        }
         vars_file = tmp_path / "vars.json"
         vars_file.write_text(json.dumps(variables))
         (tmp_path / "facts").mkdir()
         argv = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-e", f"@{vars_file}"]
-        proc = subprocess.Popen(argv, env=dict(ansible.env, NGC_API_KEY=testbed.api_key), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=dict(ansible.env, NGC_API_KEY=testbed.api_key),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         record = tmp_path / "facts" / ".ngc_mirror.fact.uploads"
 
         def confirmed() -> int:
@@ -368,8 +513,17 @@ def test_a_destination_registry_away_for_seven_seconds_mid_upload_costs_nothing(
         site = _launch("open", tmp_path / "site", None, site.port, 30)
         out = proc.communicate(timeout=600)[0]
         assert proc.returncode == 0, out
-        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{site.host}/{ns}/{big.repository}:{big.tag}"],
-                             capture_output=True, check=True).stdout
+        raw = subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                f"docker://{site.host}/{ns}/{big.repository}:{big.tag}",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == big.digest
         v2 = tmp_path / "site" / "data" / "docker" / "registry" / "v2"
         hexdigest = big.layer_digest.split(":", 1)[1]
@@ -387,8 +541,12 @@ def test_a_destination_registry_away_for_seven_seconds_mid_upload_costs_nothing(
 def export_bundle(ansible: Any, testbed: Any, cdn: Cdn, image: BigImage, tmp_path: Path) -> Path:
     """A bundle of ``image`` exported from the CDN stand-in at full speed (the connected side's run)."""
     bundle = tmp_path / "bundle"
-    args = {"registry_url": cdn.url, "images": [f"{image.repository}:{image.tag}"], "facts_file": str(tmp_path / "export.fact"),
-            "bundle": {"dir": str(bundle)}}
+    args = {
+        "registry_url": cdn.url,
+        "images": [f"{image.repository}:{image.tag}"],
+        "facts_file": str(tmp_path / "export.fact"),
+        "bundle": {"dir": str(bundle)},
+    }
     run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert run.rc == 0, run.stdout + run.stderr
     return bundle
@@ -419,7 +577,8 @@ def held_still_once(pid: int, reached: Any) -> None:
 
 @pytest.mark.parametrize("kind", ["enroot", "apptainer"])
 def test_a_cache_write_from_a_bundle_killed_half_way_is_continued_from_its_kept_bytes(
-        ansible: Any, testbed: Any, fresh_cdn: Cdn, big_tar: BigImage, tmp_path: Path, kind: str) -> None:
+    ansible: Any, testbed: Any, fresh_cdn: Cdn, big_tar: BigImage, tmp_path: Path, kind: str
+) -> None:
     """kill -9 half way through the big layer of an import from a bundle into an enroot or Apptainer cache: the
     layer's bytes stay in the cache's .resume file, and the next run reads only the rest from the bundle (its kept
     bytes are compared with the bundle's, not thrown away); the image is whole (unsquashfs, siftool)."""
@@ -428,8 +587,17 @@ def test_a_cache_write_from_a_bundle_killed_half_way_is_continued_from_its_kept_
     facts = tmp_path / "facts" / "ngc_mirror.fact"
     facts.parent.mkdir()
     args = {"source": "bundle", "source_dir": str(bundle), "facts_file": str(facts), kind: {"dir": str(out)}}
-    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
-    proc = subprocess.Popen(argv, env=ansible.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    argv = [
+        str(Path(sys.executable).parent / "ansible"),
+        "localhost",
+        "-m",
+        "airgap.ngc.ngc_image_mirror",
+        "-a",
+        json.dumps(args),
+    ]
+    proc = subprocess.Popen(
+        argv, env=ansible.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     kept = kept_file(kind, big_tar, out)
     lock = facts.parent / "ngc_mirror.fact.lock"
     held_still_once(module_pid(proc, lock), lambda: kept.exists() and kept.stat().st_size >= big_tar.layer_size // 2)
@@ -440,7 +608,9 @@ def test_a_cache_write_from_a_bundle_killed_half_way_is_continued_from_its_kept_
     assert run.rc == 0, run.stdout + run.stderr
     assert [i["status"] for i in run.result["images"]] == ["copied"], run.result
     assert run.result["bytes_reused"] >= held  # the kept bytes were used...
-    assert run.result["bytes_transferred"] <= big_tar.layer_size - held + big_tar.layer_size // 10  # ...and only the rest read
+    assert (
+        run.result["bytes_transferred"] <= big_tar.layer_size - held + big_tar.layer_size // 10
+    )  # ...and only the rest read
     judge(kind, big_tar, out)
     assert not kept.exists()
     assert not [p for p in out.rglob(".*") if p.is_file()]  # nothing left behind
@@ -474,7 +644,9 @@ class KilledImport:
     facts: Path
 
 
-def import_killed_after_one_piece(ansible: Any, testbed: Any, cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> KilledImport:
+def import_killed_after_one_piece(
+    ansible: Any, testbed: Any, cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str
+) -> KilledImport:
     """The import goes through the counting proxy, which refuses every PATCH after the first (503): the run waits to
     send the second piece again, and is killed -9 meanwhile. The registry then holds the first piece, as recorded."""
     bundle = export_bundle(ansible, testbed, cdn, big, tmp_path)
@@ -485,14 +657,24 @@ def import_killed_after_one_piece(ansible: Any, testbed: Any, cdn: Cdn, faults: 
     record = facts.parent / ".ngc_mirror.fact.uploads"
     playbook = tmp_path / "import.yml"
     playbook.write_text(IMPORT_PLAYBOOK)
-    variables = {"bundle": str(bundle), "facts_file": str(facts),
-                 "destination": {"url": testbed.source_proxy_url, "prefix": ns, "username": "$oauthtoken", "password": testbed.api_key}}
+    variables = {
+        "bundle": str(bundle),
+        "facts_file": str(facts),
+        "destination": {
+            "url": testbed.source_proxy_url,
+            "prefix": ns,
+            "username": "$oauthtoken",
+            "password": testbed.api_key,
+        },
+    }
     vars_file = tmp_path / "vars.json"  # the password goes in a file, not on a command line
     vars_file.write_text(json.dumps(variables))
     vars_file.chmod(0o600)
     faults.registry(status=503, method="PATCH", path_contains=f"/{ns}/", count=None, after=1)
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-e", f"@{vars_file}"]
-    proc = subprocess.Popen(argv, env=ansible.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=ansible.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
 
     def confirmed() -> int:
         try:
@@ -501,7 +683,11 @@ def import_killed_after_one_piece(ansible: Any, testbed: Any, cdn: Cdn, faults: 
             return 0
 
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and not (faults.stats("registry")["faults_served"] and confirmed()):
+    while (
+        time.monotonic() < deadline
+        and proc.poll() is None
+        and not (faults.stats("registry")["faults_served"] and confirmed())
+    ):
         time.sleep(0.05)
     assert proc.poll() is None, "the import ended before it could be cut off"
     kill_run(proc, facts.parent / "ngc_mirror.fact.lock")
@@ -513,7 +699,11 @@ def import_killed_after_one_piece(ansible: Any, testbed: Any, cdn: Cdn, faults: 
 
 def session_bytes(uploads: Path) -> list[int]:
     """What distribution holds of each open upload session of a repository (a cancelled one keeps an empty directory)."""
-    return [(d / "data").stat().st_size for d in uploads.iterdir() if (d / "startedat").exists()] if uploads.is_dir() else []
+    return (
+        [(d / "data").stat().st_size for d in uploads.iterdir() if (d / "startedat").exists()]
+        if uploads.is_dir()
+        else []
+    )
 
 
 def nothing_left(killed: KilledImport) -> None:
@@ -523,24 +713,30 @@ def nothing_left(killed: KilledImport) -> None:
 
 
 def test_a_registry_upload_from_a_bundle_killed_half_way_is_continued(
-        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
+    ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str
+) -> None:
     """The next run continues the session the killed import left: the bytes it sends (counted at the proxy) are the
     rest of the layer, under 10% of it more; the layer the registry stored is whole, and nothing is left behind."""
     killed = import_killed_after_one_piece(ansible, testbed, fresh_cdn, faults, big, tmp_path, ns)
     again = ansible.playbook(killed.playbook, killed.variables)
     assert again.rc == 0 and [i["status"] for i in again.result["images"]] == ["copied"], again.stdout + again.stderr
-    sent = sum(r["bytes"] for r in faults.stats("registry")["requests"] if r["method"] == "PATCH" and f"/{ns}/" in r["path"])
+    sent = sum(
+        r["bytes"] for r in faults.stats("registry")["requests"] if r["method"] == "PATCH" and f"/{ns}/" in r["path"]
+    )
     held = killed.held
     assert big.layer_size - held <= sent <= big.layer_size - held + big.layer_size // 10, (sent, held, big.layer_size)
     hexdigest = big.layer_digest.split(":", 1)[1]
     stored = killed.data / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
     assert "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest() == big.layer_digest
-    assert (killed.data / "repositories" / ns / big.repository / "_layers" / "sha256" / hexdigest / "link").exists()  # committed there
+    assert (
+        killed.data / "repositories" / ns / big.repository / "_layers" / "sha256" / hexdigest / "link"
+    ).exists()  # committed there
     nothing_left(killed)
 
 
 def test_a_damaged_bundle_blob_after_a_kill_cancels_the_kept_session(
-        ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str) -> None:
+    ansible: Any, testbed: Any, fresh_cdn: Cdn, faults: Any, big: BigImage, tmp_path: Path, ns: str
+) -> None:
     """The bundle's copy of the layer is damaged after the bytes the registry holds, before the next run: that run
     fails the image naming the damaged file, and the session it continued is cancelled at the registry (nothing of a
     blob that did not hash to its digest is kept), with no record or spool left."""

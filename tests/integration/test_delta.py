@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Delta bundles: a monthly refresh carries only the blobs the far side lacks, and its import says which bundle to
 import first when the far side lacks one. A new tag sharing base layers is published on the stand-in."""
+
 from __future__ import annotations
 
 import gzip
@@ -45,17 +46,39 @@ def publish_new_tag(testbed: Any, authfile: Path, base: str, tag: str) -> dict[s
     packed = gzip.compress(plain, mtime=0)
     layer = pusher.upload_bytes("nvidia/pytorch", packed)
     layers = [BlobInfo(d, s) for d, s in zip(old["layer_digests"], _sizes(testbed, authfile, base))] + [layer]
-    config = pusher.upload_bytes("nvidia/pytorch", image_config("amd64", "2024-03-20T00:00:00Z",
-                                                                ["sha256:" + hashlib.sha256(plain).hexdigest()] * len(layers),
-                                                                [str(n) for n in range(len(layers))], {}))
+    config = pusher.upload_bytes(
+        "nvidia/pytorch",
+        image_config(
+            "amd64",
+            "2024-03-20T00:00:00Z",
+            ["sha256:" + hashlib.sha256(plain).hexdigest()] * len(layers),
+            [str(n) for n in range(len(layers))],
+            {},
+        ),
+    )
     media_type, manifest = image_manifest(False, config, layers)
     digest = pusher.put_manifest("nvidia/pytorch", tag, media_type, manifest)
-    return {"digest": digest, "new_blobs": {layer.digest, config.digest}, "manifest": "sha256:" + hashlib.sha256(manifest).hexdigest()}
+    return {
+        "digest": digest,
+        "new_blobs": {layer.digest, config.digest},
+        "manifest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
+    }
 
 
 def _sizes(testbed: Any, authfile: Path, ref: str) -> list[int]:
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", str(authfile),
-                          f"docker://{testbed.source_registry_host}/{ref}"], capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--authfile",
+            str(authfile),
+            f"docker://{testbed.source_registry_host}/{ref}",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return [layer["size"] for layer in json.loads(raw)["layers"]]
 
 
@@ -65,21 +88,42 @@ def ns(request: pytest.FixtureRequest) -> str:
 
 
 def test_a_delta_bundle_carries_only_the_new_blobs_and_imports(
-        ansible: Any, testbed: Any, testbed_authfile: Path, tmp_path: Path, ns: str) -> None:
+    ansible: Any, testbed: Any, testbed_authfile: Path, tmp_path: Path, ns: str
+) -> None:
     facts = str(tmp_path / "connected.fact")
     first_dir, second_dir = tmp_path / "ngc-2026-11", tmp_path / "ngc-2026-12"
-    first = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": OLD, "bundle": {"dir": str(first_dir)},
-                                                "facts_file": facts}, api_key=testbed.api_key)
+    first = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": OLD,
+            "bundle": {"dir": str(first_dir)},
+            "facts_file": facts,
+        },
+        api_key=testbed.api_key,
+    )
     assert first.rc == 0, first.stdout
-    far = {"source": "bundle", "source_dir": str(first_dir), "registry": {"url": testbed.open_registry_url, "prefix": ns},
-           "facts_file": str(tmp_path / "far.fact")}
+    far = {
+        "source": "bundle",
+        "source_dir": str(first_dir),
+        "registry": {"url": testbed.open_registry_url, "prefix": ns},
+        "facts_file": str(tmp_path / "far.fact"),
+    }
     assert ansible.module("ngc_image_mirror", far).rc == 0
 
     tag = f"24.03-py3-{ns[-5:]}"
     new = publish_new_tag(testbed, testbed_authfile, OLD[1], tag)
     refs = OLD + [f"nvidia/pytorch:{tag}"]
-    delta = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": refs, "facts_file": facts,
-                                                "bundle": {"dir": str(second_dir), "since": "last"}}, api_key=testbed.api_key)
+    delta = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": refs,
+            "facts_file": facts,
+            "bundle": {"dir": str(second_dir), "since": "last"},
+        },
+        api_key=testbed.api_key,
+    )
     assert delta.rc == 0, delta.stdout
     names = check_bundle_listing(second_dir)
     assert names == {f"{testbed.source_registry_host}/{r}" for r in refs}  # the index names every image
@@ -92,10 +136,20 @@ def test_a_delta_bundle_carries_only_the_new_blobs_and_imports(
     assert "not complete on its own" in delta.result["images"][2]["message"]
 
     # The same delta from the earlier bundle's directory instead of the facts file.
-    by_path = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": refs, "facts_file": str(tmp_path / "other.fact"),
-                                                  "bundle": {"dir": str(tmp_path / "by-path"), "since": [str(first_dir)]}}, api_key=testbed.api_key)
+    by_path = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": refs,
+            "facts_file": str(tmp_path / "other.fact"),
+            "bundle": {"dir": str(tmp_path / "by-path"), "since": [str(first_dir)]},
+        },
+        api_key=testbed.api_key,
+    )
     assert by_path.rc == 0, by_path.stdout
-    assert {p.name for p in (tmp_path / "by-path" / "blobs" / "sha256").iterdir()} == {p.name for p in (second_dir / "blobs" / "sha256").iterdir()}
+    assert {p.name for p in (tmp_path / "by-path" / "blobs" / "sha256").iterdir()} == {
+        p.name for p in (second_dir / "blobs" / "sha256").iterdir()
+    }
 
     carried_copy = tmp_path / "usb" / "ngc-2026-12"
     shutil.copytree(second_dir, carried_copy)
@@ -106,8 +160,15 @@ def test_a_delta_bundle_carries_only_the_new_blobs_and_imports(
         assert raw_digest(testbed.open_registry_host, f"{ns}/{ref}") == seeded(testbed)[ref]["digest"]
 
     # A far side that never imported the first bundle: each image fails, naming a digest and the bundle to import first.
-    fresh = ansible.module("ngc_image_mirror", dict(far, source_dir=str(carried_copy), facts_file=str(tmp_path / "fresh.fact"),
-                                                    registry={"url": testbed.open_registry_url, "prefix": f"{ns}-fresh"}))
+    fresh = ansible.module(
+        "ngc_image_mirror",
+        dict(
+            far,
+            source_dir=str(carried_copy),
+            facts_file=str(tmp_path / "fresh.fact"),
+            registry={"url": testbed.open_registry_url, "prefix": f"{ns}-fresh"},
+        ),
+    )
     assert fresh.rc != 0
     for image in fresh.result["images"]:
         assert image["status"] == "failed"
@@ -128,8 +189,16 @@ def check_bundle_listing(directory: Path) -> set[str]:
 
 
 def test_a_full_bundle_stays_complete(ansible: Any, testbed: Any, tmp_path: Path) -> None:
-    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": OLD[:1], "bundle": {"dir": str(tmp_path / "b")},
-                                              "facts_file": str(tmp_path / "f.fact")}, api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": OLD[:1],
+            "bundle": {"dir": str(tmp_path / "b")},
+            "facts_file": str(tmp_path / "f.fact"),
+        },
+        api_key=testbed.api_key,
+    )
     assert run.rc == 0, run.stdout
     contents = json.loads((tmp_path / "b" / "contents.json").read_text())
     assert contents["delta"] is False and contents["expected"] == {}
@@ -138,19 +207,46 @@ def test_a_full_bundle_stays_complete(ansible: Any, testbed: Any, tmp_path: Path
 
 def test_a_far_side_inventory_tells_a_delta_what_is_there(ansible: Any, testbed: Any, tmp_path: Path, ns: str) -> None:
     first_dir = tmp_path / "ngc-2026-10"
-    assert ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": OLD[:1], "bundle": {"dir": str(first_dir)},
-                                               "facts_file": str(tmp_path / "a.fact")}, api_key=testbed.api_key).rc == 0
+    assert (
+        ansible.module(
+            "ngc_image_mirror",
+            {
+                "registry_url": testbed.source_registry_url,
+                "images": OLD[:1],
+                "bundle": {"dir": str(first_dir)},
+                "facts_file": str(tmp_path / "a.fact"),
+            },
+            api_key=testbed.api_key,
+        ).rc
+        == 0
+    )
     inventory = tmp_path / "far" / "inventory.json"
     inventory.parent.mkdir()
-    imported = ansible.module("ngc_image_mirror", {"source": "bundle", "source_dir": str(first_dir), "inventory_file": str(inventory),
-                                                   "registry": {"url": testbed.open_registry_url, "prefix": ns}, "facts_file": str(tmp_path / "far.fact")})
+    imported = ansible.module(
+        "ngc_image_mirror",
+        {
+            "source": "bundle",
+            "source_dir": str(first_dir),
+            "inventory_file": str(inventory),
+            "registry": {"url": testbed.open_registry_url, "prefix": ns},
+            "facts_file": str(tmp_path / "far.fact"),
+        },
+    )
     assert imported.rc == 0, imported.stdout
     recorded = json.loads(inventory.read_text())
     assert set(recorded["blobs"]) >= set(seeded(testbed)[OLD[0]]["layer_digests"])
     # Carried back: a delta for another connected-side host that has no record of the first export.
     delta_dir = tmp_path / "ngc-2026-11"
-    delta = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": OLD, "facts_file": str(tmp_path / "b.fact"),
-                                                "bundle": {"dir": str(delta_dir), "since": [str(inventory)]}}, api_key=testbed.api_key)
+    delta = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": OLD,
+            "facts_file": str(tmp_path / "b.fact"),
+            "bundle": {"dir": str(delta_dir), "since": [str(inventory)]},
+        },
+        api_key=testbed.api_key,
+    )
     assert delta.rc == 0, delta.stdout
     carried = {f"sha256:{p.name}" for p in (delta_dir / "blobs" / "sha256").iterdir()}
     assert not carried & set(seeded(testbed)[OLD[0]]["layer_digests"])  # nothing the far side already has

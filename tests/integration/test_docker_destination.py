@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The docker destination and the node pre-load playbook, against the test bed's real Docker engine."""
+
 from __future__ import annotations
 
 import json
@@ -49,13 +50,20 @@ def source_digest(testbed: Any, ref: str) -> str:
     raise KeyError(ref)
 
 
-def test_pull_from_the_mirror_registry_with_tag_as(ansible: Any, testbed: Any, engine: dict[str, str], tmp_path: Path) -> None:
+def test_pull_from_the_mirror_registry_with_tag_as(
+    ansible: Any, testbed: Any, engine: dict[str, str], tmp_path: Path
+) -> None:
     prefix = f"pull{os.getpid()}"
     mirrored = f"{testbed.open_registry_host}/{prefix}/{REF}"
     alias = f"nvcr.io/{REF}"
     remove(engine, mirrored, alias)
-    args = {"registry_url": testbed.source_registry_url, "images": [REF], "registry": {"url": testbed.open_registry_url, "prefix": prefix},
-            "docker": {"host": testbed.docker_host, "tag_as": ["nvcr.io"]}, "facts_file": str(tmp_path / "f.fact")}
+    args = {
+        "registry_url": testbed.source_registry_url,
+        "images": [REF],
+        "registry": {"url": testbed.open_registry_url, "prefix": prefix},
+        "docker": {"host": testbed.docker_host, "tag_as": ["nvcr.io"]},
+        "facts_file": str(tmp_path / "f.fact"),
+    }
     check = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key, check=True)
     assert check.rc == 0 and check.result["changed"] is True
     assert inspect(engine, mirrored) is None
@@ -63,15 +71,21 @@ def test_pull_from_the_mirror_registry_with_tag_as(ansible: Any, testbed: Any, e
     assert run.rc == 0, run.stdout
     pulled = inspect(engine, mirrored)
     assert pulled is not None
-    assert f"{testbed.open_registry_host}/{prefix}/nvidia/pytorch@{source_digest(testbed, REF)}" in pulled["RepoDigests"]
+    assert (
+        f"{testbed.open_registry_host}/{prefix}/nvidia/pytorch@{source_digest(testbed, REF)}" in pulled["RepoDigests"]
+    )
     assert inspect(engine, alias)["Id"] == pulled["Id"]  # type: ignore[index]
     again = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert again.result["changed"] is False
-    recorded = json.loads((tmp_path / "f.fact").read_text())["images"][f"{testbed.source_registry_host}/{REF}"]["destinations"]
+    recorded = json.loads((tmp_path / "f.fact").read_text())["images"][f"{testbed.source_registry_host}/{REF}"][
+        "destinations"
+    ]
     assert any(entry["type"] == "docker" and entry["image_id"] == pulled["Id"] for entry in recorded.values())
 
 
-def test_pull_from_the_token_registry_keeps_the_key_secret(ansible: Any, testbed: Any, engine: dict[str, str], tmp_path: Path) -> None:
+def test_pull_from_the_token_registry_keeps_the_key_secret(
+    ansible: Any, testbed: Any, engine: dict[str, str], tmp_path: Path
+) -> None:
     ref = "nvidia/clara/clara-parabricks:4.1.1-1"
     name = f"{testbed.source_registry_host}/{ref}"
     remove(engine, name)
@@ -88,7 +102,12 @@ def test_pull_from_the_token_registry_keeps_the_key_secret(ansible: Any, testbed
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        args = {"registry_url": testbed.source_registry_url, "images": [ref], "docker": {"host": testbed.docker_host}, "facts_file": str(tmp_path / "f.fact")}
+        args = {
+            "registry_url": testbed.source_registry_url,
+            "images": [ref],
+            "docker": {"host": testbed.docker_host},
+            "facts_file": str(tmp_path / "f.fact"),
+        }
         run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key, verbosity=4)
     finally:
         done.set()
@@ -104,13 +123,20 @@ def test_pull_from_the_token_registry_keeps_the_key_secret(ansible: Any, testbed
     assert testbed.api_key not in (tmp_path / "f.fact").read_text()
 
 
-def test_load_from_an_archive_then_offline_on_a_node(ansible: Any, testbed: Any, engine: dict[str, str], tmp_path: Path) -> None:
+def test_load_from_an_archive_then_offline_on_a_node(
+    ansible: Any, testbed: Any, engine: dict[str, str], tmp_path: Path
+) -> None:
     ref = "nvidia/cuda:12.2.0-base-ubuntu22.04"
     name = f"{testbed.source_registry_host}/{ref}"
     remove(engine, name)
     archive_dir = tmp_path / "shared"
-    args = {"registry_url": testbed.source_registry_url, "images": [ref], "archive": {"dir": str(archive_dir)},
-            "docker": {"host": testbed.docker_host, "source": "archive"}, "facts_file": str(tmp_path / "mirror.fact")}
+    args = {
+        "registry_url": testbed.source_registry_url,
+        "images": [ref],
+        "archive": {"dir": str(archive_dir)},
+        "docker": {"host": testbed.docker_host, "source": "archive"},
+        "facts_file": str(tmp_path / "mirror.fact"),
+    }
     run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert run.rc == 0, run.stdout
     loaded = inspect(engine, name)
@@ -119,8 +145,14 @@ def test_load_from_an_archive_then_offline_on_a_node(ansible: Any, testbed: Any,
 
     # A node that reaches no registry: only the shared archive directory, no key, an unreachable registry_url.
     remove(engine, name)
-    node = {"offline": True, "registry_url": "http://127.0.0.1:9", "images": [name], "archive": {"dir": str(archive_dir)},
-            "docker": {"host": testbed.docker_host, "source": "archive", "tag_as": ["site.example/"]}, "facts_file": str(tmp_path / "node.fact")}
+    node = {
+        "offline": True,
+        "registry_url": "http://127.0.0.1:9",
+        "images": [name],
+        "archive": {"dir": str(archive_dir)},
+        "docker": {"host": testbed.docker_host, "source": "archive", "tag_as": ["site.example/"]},
+        "facts_file": str(tmp_path / "node.fact"),
+    }
     first = ansible.module("ngc_image_mirror", node)
     assert first.rc == 0, first.stdout
     assert first.result["changed"] is True
@@ -129,9 +161,16 @@ def test_load_from_an_archive_then_offline_on_a_node(ansible: Any, testbed: Any,
     assert ansible.module("ngc_image_mirror", node).result["changed"] is False
 
 
-def test_missing_archive_and_stopped_engine_are_clear_errors(ansible: Any, testbed: Any, engine: dict[str, str], tmp_path: Path) -> None:
-    node = {"offline": True, "images": ["nvidia/pytorch:1.0"], "archive": {"dir": str(tmp_path / "empty")},
-            "docker": {"host": testbed.docker_host, "source": "archive"}, "facts_file": str(tmp_path / "f.fact")}
+def test_missing_archive_and_stopped_engine_are_clear_errors(
+    ansible: Any, testbed: Any, engine: dict[str, str], tmp_path: Path
+) -> None:
+    node = {
+        "offline": True,
+        "images": ["nvidia/pytorch:1.0"],
+        "archive": {"dir": str(tmp_path / "empty")},
+        "docker": {"host": testbed.docker_host, "source": "archive"},
+        "facts_file": str(tmp_path / "f.fact"),
+    }
     run = ansible.module("ngc_image_mirror", node)
     assert run.rc != 0 and "there is no archive" in run.result["msg"]
     stopped = dict(node, docker={"host": f"unix://{tmp_path}/stopped-engine.sock", "source": "archive"})
@@ -144,16 +183,30 @@ def test_missing_archive_and_stopped_engine_are_clear_errors(ansible: Any, testb
 def test_preload_nodes_playbook(ansible: Any, testbed: Any, engine: dict[str, str], tmp_path: Path) -> None:
     prefix = f"preload{os.getpid()}"
     ref = "nvidia/pytorch:23.12-py3"
-    seed = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": [ref],
-                                               "registry": {"url": testbed.open_registry_url, "prefix": prefix},
-                                               "facts_file": str(tmp_path / "seed.fact")}, api_key=testbed.api_key)
+    seed = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": [ref],
+            "registry": {"url": testbed.open_registry_url, "prefix": prefix},
+            "facts_file": str(tmp_path / "seed.fact"),
+        },
+        api_key=testbed.api_key,
+    )
     assert seed.rc == 0, seed.stdout
     name = f"{testbed.open_registry_host}/{prefix}/{ref}"
     remove(engine, name)
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text(f"gpu_nodes:\n  hosts:\n    node1:\n      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n")
-    variables = {"preload_images": [f"{prefix}/{ref}"], "preload_registry": {"url": testbed.open_registry_url},
-                 "preload_docker_host": testbed.docker_host, "preload_facts_file": str(tmp_path / "node.fact"), "preload_become": False}
+    inventory.write_text(
+        f"gpu_nodes:\n  hosts:\n    node1:\n      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n"
+    )
+    variables = {
+        "preload_images": [f"{prefix}/{ref}"],
+        "preload_registry": {"url": testbed.open_registry_url},
+        "preload_docker_host": testbed.docker_host,
+        "preload_facts_file": str(tmp_path / "node.fact"),
+        "preload_become": False,
+    }
     env = {"ANSIBLE_INVENTORY": str(inventory), "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"}
     run = ansible.playbook(REPO / "playbooks" / "preload_nodes.yml", variables, env=env)
     assert run.rc == 0, run.stdout + run.stderr

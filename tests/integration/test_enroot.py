@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The enroot destination: images from the test bed's registry and from a bundle become the .sqsh files enroot
 imports. Judged by unsquashfs (compression, owners, listing, extracted files) against the layers themselves."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,10 @@ from typing import Any
 
 import pytest
 
-IMAGES = {"nvidia/pytorch:24.01-py3": "nvidia+pytorch+24.01-py3.sqsh",
-          "nvidia/cuda:12.10.0-base-ubuntu22.04": "nvidia+cuda+12.10.0-base-ubuntu22.04.sqsh"}  # cuda: multi-platform
+IMAGES = {
+    "nvidia/pytorch:24.01-py3": "nvidia+pytorch+24.01-py3.sqsh",
+    "nvidia/cuda:12.10.0-base-ubuntu22.04": "nvidia+cuda+12.10.0-base-ubuntu22.04.sqsh",
+}  # cuda: multi-platform
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
@@ -31,29 +34,45 @@ def runs(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -
     """Export to a bundle; the registry to enroot twice; the bundle to enroot."""
     base = tmp_path_factory.mktemp("enroot")
     common = {"registry_url": testbed.source_registry_url, "images": list(IMAGES)}
-    export = ansible.module("ngc_image_mirror", dict(common, facts_file=str(base / "export.fact"), bundle={"dir": str(base / "bundle")}),
-                            api_key=testbed.api_key)
+    export = ansible.module(
+        "ngc_image_mirror",
+        dict(common, facts_file=str(base / "export.fact"), bundle={"dir": str(base / "bundle")}),
+        api_key=testbed.api_key,
+    )
     assert export.rc == 0, export.stdout
     args = dict(common, facts_file=str(base / "mirror.fact"), enroot={"dir": str(base / "sqsh")})
     first = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     second = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
-    imported = ansible.module("ngc_image_mirror", {"source": "bundle", "source_dir": str(base / "bundle"), "images": list(IMAGES),
-                                                   "facts_file": str(base / "far.fact"), "enroot": {"dir": str(base / "far")}})
+    imported = ansible.module(
+        "ngc_image_mirror",
+        {
+            "source": "bundle",
+            "source_dir": str(base / "bundle"),
+            "images": list(IMAGES),
+            "facts_file": str(base / "far.fact"),
+            "enroot": {"dir": str(base / "far")},
+        },
+    )
     return {"base": base, "first": first, "second": second, "imported": imported}
 
 
 def amd64_layers(bundle: Path, ref: str) -> tuple[list[Path], dict[str, Any]]:
     """The layer files and config of the image's linux/amd64 manifest, read from the bundle's OCI layout."""
+
     def blob(digest: str) -> Path:
         return bundle / "blobs" / digest.replace(":", "/")
 
     index = json.loads((bundle / "index.json").read_text())
-    entry = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"].endswith("/" + ref))
+    entry = next(
+        m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"].endswith("/" + ref)
+    )
     manifest = json.loads(blob(entry["digest"]).read_text())
     if entry["mediaType"] in INDEX_TYPES:
         child = next(m for m in manifest["manifests"] if m["platform"]["architecture"] == "amd64")
         manifest = json.loads(blob(child["digest"]).read_text())
-    return [blob(layer["digest"]) for layer in manifest["layers"]], json.loads(blob(manifest["config"]["digest"]).read_text())
+    return [blob(layer["digest"]) for layer in manifest["layers"]], json.loads(
+        blob(manifest["config"]["digest"]).read_text()
+    )
 
 
 def expected_files(layers: list[Path]) -> dict[str, str]:
@@ -91,10 +110,17 @@ def test_registry_images_become_enroot_squashfs_files(runs: dict[str, Any], tmp_
         labels = "".join(f"# {k} {v}\n" for k, v in config["config"]["Labels"].items())
         assert (out / "etc/rc").read_text() == labels + (
             '\nmkdir -p "/" 2> /dev/null\ncd "/" && unset OLDPWD || exit 1\n\nif [ -s /etc/rc.local ]; then\n    . /etc/rc.local\n'
-            'fi\n\nif [ $# -gt 0 ]; then\n    exec  "$@"\nelse\n    exec  \'/bin/sh\'\nfi\n')
-        assert (out / "etc/rc.local").read_text().startswith("# This file is sourced by /etc/rc when the container starts.\n")
+            "fi\n\nif [ $# -gt 0 ]; then\n    exec  \"$@\"\nelse\n    exec  '/bin/sh'\nfi\n"
+        )
+        assert (
+            (out / "etc/rc.local")
+            .read_text()
+            .startswith("# This file is sourced by /etc/rc when the container starts.\n")
+        )
     facts = json.loads((base / "mirror.fact").read_text())
-    records = [e for record in facts["images"].values() for e in record["destinations"].values() if e["type"] == "enroot"]
+    records = [
+        e for record in facts["images"].values() for e in record["destinations"].values() if e["type"] == "enroot"
+    ]
     assert sorted(Path(e["path"]).name for e in records) == sorted(IMAGES.values())
     assert all(e["size"] == Path(e["path"]).stat().st_size for e in records)
 
@@ -114,10 +140,17 @@ def test_an_import_from_a_bundle_makes_the_same_files(runs: dict[str, Any]) -> N
         assert (base / "far" / name).read_bytes() == (base / "sqsh" / name).read_bytes()
 
 
-def test_a_changed_file_is_written_again_and_check_mode_writes_nothing(ansible: Any, testbed: Any, runs: dict[str, Any]) -> None:
+def test_a_changed_file_is_written_again_and_check_mode_writes_nothing(
+    ansible: Any, testbed: Any, runs: dict[str, Any]
+) -> None:
     base = runs["base"]
-    args = {"source": "bundle", "source_dir": str(base / "bundle"), "images": ["nvidia/pytorch:24.01-py3"],
-            "facts_file": str(base / "far.fact"), "enroot": {"dir": str(base / "far")}}
+    args = {
+        "source": "bundle",
+        "source_dir": str(base / "bundle"),
+        "images": ["nvidia/pytorch:24.01-py3"],
+        "facts_file": str(base / "far.fact"),
+        "enroot": {"dir": str(base / "far")},
+    }
     sqsh = base / "far" / IMAGES["nvidia/pytorch:24.01-py3"]
     good = sqsh.read_bytes()
     sqsh.write_bytes(good[:4096])
@@ -133,9 +166,16 @@ def test_bad_squash_options_fail_and_leave_nothing(ansible: Any, runs: dict[str,
     """Options of the allowed shape that mksquashfs still refuses (an xz dictionary under 8 KiB) fail the image."""
     base = runs["base"]
     target = base / "bad"
-    run = ansible.module("ngc_image_mirror", {"source": "bundle", "source_dir": str(base / "bundle"), "images": ["nvidia/pytorch:24.01-py3"],
-                                              "facts_file": str(base / "bad.fact"),
-                                              "enroot": {"dir": str(target), "squash_options": "-comp xz -Xdict-size 3K"}})
+    run = ansible.module(
+        "ngc_image_mirror",
+        {
+            "source": "bundle",
+            "source_dir": str(base / "bundle"),
+            "images": ["nvidia/pytorch:24.01-py3"],
+            "facts_file": str(base / "bad.fact"),
+            "enroot": {"dir": str(target), "squash_options": "-comp xz -Xdict-size 3K"},
+        },
+    )
     assert run.rc != 0
     assert "mksquashfs" in run.stdout and "squash_options" in run.stdout
     assert not target.exists()  # made by the run, left empty: removed again

@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The facts file under kill -9: Ansible's setup still reads one JSON document, and the next run skips every image
 the killed one finished (its record was journaled), judged by the archives on disk and by setup's ansible_local."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,19 @@ from tests.integration.test_image_mirror import REPO, TAGS, kill_run, mirror_arg
 
 def local_facts(ansible: Any, facts_dir: Path) -> dict[str, Any]:
     """ansible_local as Ansible's setup module reads it from the directory (each *.fact file one JSON document)."""
-    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "ansible.builtin.setup", "-a",
-            json.dumps({"fact_path": str(facts_dir), "filter": "ansible_local"})]
-    proc = subprocess.run(argv, env=ansible.env, cwd=str(REPO), capture_output=True, text=True, timeout=300, check=False)
+    argv = [
+        str(Path(sys.executable).parent / "ansible"),
+        "localhost",
+        "-m",
+        "ansible.builtin.setup",
+        "-a",
+        json.dumps({"fact_path": str(facts_dir), "filter": "ansible_local"}),
+    ]
+    proc = subprocess.run(
+        argv, env=ansible.env, cwd=str(REPO), capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    found = json.loads(proc.stdout[proc.stdout.index("{"):])
+    found = json.loads(proc.stdout[proc.stdout.index("{") :])
     return found["ansible_facts"]["ansible_local"]
 
 
@@ -42,13 +51,21 @@ def archives(archive_dir: Path) -> tuple[set[str], set[str]]:
 
 
 def test_killed_mirror_keeps_one_json_document_and_the_rerun_skips_what_it_finished(
-        ansible: Any, testbed: Any, tmp_path: Path, faults: Any) -> None:
+    ansible: Any, testbed: Any, tmp_path: Path, faults: Any
+) -> None:
     facts_dir = tmp_path / "facts"
     facts_file = facts_dir / "ngc_mirror.fact"
     archive_dir = tmp_path / "archives"
     # Through the proxy from the start: the facts are keyed by the source reference, host included.
-    args = mirror_args(testbed, tmp_path, TAGS[:1], registry_url=testbed.source_proxy_url, archive={"dir": str(archive_dir)}, parallel=1,
-                       parallel_images=1)
+    args = mirror_args(
+        testbed,
+        tmp_path,
+        TAGS[:1],
+        registry_url=testbed.source_proxy_url,
+        archive={"dir": str(archive_dir)},
+        parallel=1,
+        parallel_images=1,
+    )
     first = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert first.rc == 0 and first.result["changed"] is True, first.stdout
     before = local_facts(ansible, facts_dir)["ngc_mirror"]
@@ -59,9 +76,22 @@ def test_killed_mirror_keeps_one_json_document_and_the_rerun_skips_what_it_finis
     # archive is in place were recorded (the record follows the archive's rename, before the next image starts).
     faults.registry(delay=1, count=None, path_contains="/blobs/sha256:")
     args = dict(args, images=TAGS)
-    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
-    proc = subprocess.Popen(argv, env=dict(ansible.env, NGC_API_KEY=testbed.api_key), cwd=str(REPO), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    argv = [
+        str(Path(sys.executable).parent / "ansible"),
+        "localhost",
+        "-m",
+        "airgap.ngc.ngc_image_mirror",
+        "-a",
+        json.dumps(args),
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env=dict(ansible.env, NGC_API_KEY=testbed.api_key),
+        cwd=str(REPO),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         done, partial = archives(archive_dir)
@@ -90,7 +120,9 @@ def test_killed_mirror_keeps_one_json_document_and_the_rerun_skips_what_it_finis
         archive = Path(entry["path"])
         assert archive.stat().st_size == entry["size"], key
         assert json.loads(skopeo("inspect", f"docker-archive:{archive}"))["Digest"]
-    assert not [p for p in facts_dir.iterdir() if p.name not in ("ngc_mirror.fact", "ngc_mirror.fact.lock")], "the journal is compacted"
+    assert not [p for p in facts_dir.iterdir() if p.name not in ("ngc_mirror.fact", "ngc_mirror.fact.lock")], (
+        "the journal is compacted"
+    )
 
     again = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert again.rc == 0 and again.result["changed"] is False, again.stdout

@@ -4,6 +4,7 @@
 (opaque), hold symlinks, hard links, setuid and non-root files, /dev entries and long paths is pushed to the test bed's
 token registry; the module writes its enroot .sqsh; ``skopeo copy`` + ``umoci unpack`` of the same image is the
 reference rootfs. The extracted .sqsh must match it entry for entry, apart from what enroot itself changes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +30,14 @@ ENROOT_FILES = {"etc/rc", "etc/rc.local", "etc/environment", "etc/fstab"}
 # What apptainer's build adds to the image's root (its base environment): directories where the image has none,
 # symlinks into /.singularity.d, and empty files for the host's name resolution.
 APPTAINER_DIRS = ("dev", "proc", "root", "var", "var/tmp", "tmp", "etc", "sys", "home")
-APPTAINER_LINKS = {"singularity": ".singularity.d/runscript", ".run": ".singularity.d/actions/run", ".exec": ".singularity.d/actions/exec",
-                   ".test": ".singularity.d/actions/test", ".shell": ".singularity.d/actions/shell",
-                   "environment": ".singularity.d/env/90-environment.sh"}
+APPTAINER_LINKS = {
+    "singularity": ".singularity.d/runscript",
+    ".run": ".singularity.d/actions/run",
+    ".exec": ".singularity.d/actions/exec",
+    ".test": ".singularity.d/actions/test",
+    ".shell": ".singularity.d/actions/shell",
+    "environment": ".singularity.d/env/90-environment.sh",
+}
 APPTAINER_FILES = ("etc/hosts", "etc/resolv.conf")
 
 
@@ -60,8 +66,15 @@ def entry(path: Path) -> tuple[Entry, tuple[int, int], int]:
     """The Entry of a path (never followed), its inode and its link count."""
     st = os.lstat(path)
     fmt = stat.S_IFMT(st.st_mode)
-    kind = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink", stat.S_IFCHR: "char", stat.S_IFBLK: "block",
-            stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket"}[fmt]
+    kind = {
+        stat.S_IFDIR: "dir",
+        stat.S_IFREG: "file",
+        stat.S_IFLNK: "symlink",
+        stat.S_IFCHR: "char",
+        stat.S_IFBLK: "block",
+        stat.S_IFIFO: "fifo",
+        stat.S_IFSOCK: "socket",
+    }[fmt]
     size = st.st_size if kind == "file" else 0
     target = os.readlink(path) if kind == "symlink" else ""
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if kind == "file" else ""
@@ -129,7 +142,9 @@ def run(*argv: str) -> str:
 
 def recorded(facts: Path, testbed: Any, path: Path) -> dict[str, Any]:
     """The facts file's record of the one file written for the image."""
-    (record,) = json.loads(facts.read_text())["images"][f"{testbed.source_registry_host}/{REF}"]["destinations"].values()
+    (record,) = json.loads(facts.read_text())["images"][f"{testbed.source_registry_host}/{REF}"][
+        "destinations"
+    ].values()
     assert record["path"] == str(path) and record["size"] == path.stat().st_size
     assert record["sha256"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     return record
@@ -139,8 +154,11 @@ def differences(ours: Tree, reference: Tree) -> list[str]:
     """What differs, one line a path, for an assertion message a person can read."""
     lines = [f"missing {p}: {reference.entries[p]}" for p in sorted(reference.entries.keys() - ours.entries.keys())]
     lines += [f"extra {p}: {ours.entries[p]}" for p in sorted(ours.entries.keys() - reference.entries.keys())]
-    lines += [f"{p}: {ours.entries[p]} != umoci's {reference.entries[p]}" for p in sorted(ours.entries.keys() & reference.entries.keys())
-              if ours.entries[p] != reference.entries[p]]
+    lines += [
+        f"{p}: {ours.entries[p]} != umoci's {reference.entries[p]}"
+        for p in sorted(ours.entries.keys() & reference.entries.keys())
+        if ours.entries[p] != reference.entries[p]
+    ]
     if ours.links != reference.links:
         lines.append(f"hard links {sorted(map(sorted, ours.links))} != umoci's {sorted(map(sorted, reference.links))}")
     return lines
@@ -152,8 +170,16 @@ def pushed(testbed: Any) -> str:
     pusher = Pusher(testbed.source_registry_url, "$oauthtoken", testbed.api_key)
     layers = flatten_layers()
     blobs = [pusher.upload_bytes(REPOSITORY, layer.blob) for layer in layers]
-    config = pusher.upload_bytes(REPOSITORY, image_config("amd64", "2024-05-01T00:00:00Z", [layer.diff_id for layer in layers],
-                                                          ["base", "middle", "top"], {"com.nvidia.testbed.image": REF}))
+    config = pusher.upload_bytes(
+        REPOSITORY,
+        image_config(
+            "amd64",
+            "2024-05-01T00:00:00Z",
+            [layer.diff_id for layer in layers],
+            ["base", "middle", "top"],
+            {"com.nvidia.testbed.image": REF},
+        ),
+    )
     media_type, manifest = image_manifest(True, config, blobs)
     return pusher.put_manifest(REPOSITORY, TAG, media_type, manifest)
 
@@ -162,9 +188,24 @@ def pushed(testbed: Any) -> str:
 def umoci_rootfs(pushed: str, testbed: Any, testbed_authfile: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: skopeo copies the image into an OCI layout (credentials from the auth file), umoci unpacks it."""
     base = tmp_path_factory.mktemp("umoci")
-    run("skopeo", "copy", "--quiet", "--src-tls-verify=false", "--authfile", str(testbed_authfile),
-        f"docker://{testbed.source_registry_host}/{REPOSITORY}@{pushed}", f"oci:{base / 'layout'}:{TAG}")
-    run("umoci", "unpack", *([] if os.geteuid() == 0 else ["--rootless"]), "--image", f"{base / 'layout'}:{TAG}", str(base / "bundle"))
+    run(
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        "--authfile",
+        str(testbed_authfile),
+        f"docker://{testbed.source_registry_host}/{REPOSITORY}@{pushed}",
+        f"oci:{base / 'layout'}:{TAG}",
+    )
+    run(
+        "umoci",
+        "unpack",
+        *([] if os.geteuid() == 0 else ["--rootless"]),
+        "--image",
+        f"{base / 'layout'}:{TAG}",
+        str(base / "bundle"),
+    )
     return base / "bundle" / "rootfs"
 
 
@@ -172,9 +213,16 @@ def umoci_rootfs(pushed: str, testbed: Any, testbed_authfile: Path, tmp_path_fac
 def enroot(pushed: str, ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The module writes the .sqsh from the registry; unsquashfs extracts it."""
     base = tmp_path_factory.mktemp("flatten-enroot")
-    result = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": [REF],
-                                                 "facts_file": str(base / "mirror.fact"), "enroot": {"dir": str(base / "sqsh")}},
-                            api_key=testbed.api_key)
+    result = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": [REF],
+            "facts_file": str(base / "mirror.fact"),
+            "enroot": {"dir": str(base / "sqsh")},
+        },
+        api_key=testbed.api_key,
+    )
     assert result.rc == 0, result.stdout
     sqsh = base / "sqsh" / SQSH
     assert recorded(base / "mirror.fact", testbed, sqsh)["digest"] == pushed
@@ -186,10 +234,16 @@ def enroot(pushed: str, ansible: Any, testbed: Any, tmp_path_factory: pytest.Tem
 def apptainer(pushed: str, ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The module writes the SIF from the registry; siftool dumps its system partition, unsquashfs extracts that."""
     base = tmp_path_factory.mktemp("flatten-apptainer")
-    result = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": [REF],
-                                                 "facts_file": str(base / "mirror.fact"),
-                                                 "apptainer": {"dir": str(base / "sif"), "layout": "flat"}},
-                            api_key=testbed.api_key)
+    result = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": [REF],
+            "facts_file": str(base / "mirror.fact"),
+            "apptainer": {"dir": str(base / "sif"), "layout": "flat"},
+        },
+        api_key=testbed.api_key,
+    )
     assert result.rc == 0, result.stdout
     sif = base / "sif" / f"{REPOSITORY.rsplit('/', 1)[1]}_{TAG}.sif"  # the flat layout: apptainer pull's name
     assert recorded(base / "mirror.fact", testbed, sif)["digest"] == pushed
@@ -199,16 +253,29 @@ def apptainer(pushed: str, ansible: Any, testbed: Any, tmp_path_factory: pytest.
     with open(base / "partition.sqsh", "wb") as out:
         subprocess.run(["siftool", "dump", partitions[0], str(sif)], stdout=out, check=True)
     run("unsquashfs", "-no-progress", "-d", str(base / "rootfs"), str(base / "partition.sqsh"))
-    return {"result": result, "listed": listed, "header": run("siftool", "header", str(sif)), "partition": base / "partition.sqsh",
-            "rootfs": base / "rootfs"}
+    return {
+        "result": result,
+        "listed": listed,
+        "header": run("siftool", "header", str(sif)),
+        "partition": base / "partition.sqsh",
+        "rootfs": base / "rootfs",
+    }
 
 
 def test_the_image_exercises_flattening(umoci_rootfs: Path) -> None:
     """The reference itself shows what the layers do, so that a match below means something."""
     reference = Tree.read(umoci_rootfs)
     entries = reference.entries
-    assert not {"gone-file.txt", "gone-dir", "opaque/old.txt", "opaque/old-sub", "data/short-lived.txt"} & entries.keys()
-    assert {"opaque/new-sub/d.txt", "sbin/init", "mixed/inside.txt", "real-target/under-target.txt", "was-file/child"} <= entries.keys()
+    assert (
+        not {"gone-file.txt", "gone-dir", "opaque/old.txt", "opaque/old-sub", "data/short-lived.txt"} & entries.keys()
+    )
+    assert {
+        "opaque/new-sub/d.txt",
+        "sbin/init",
+        "mixed/inside.txt",
+        "real-target/under-target.txt",
+        "was-file/child",
+    } <= entries.keys()
     assert (umoci_rootfs / "opaque/kept-name.txt").read_text() == "new content of the opaque layer\n"
     assert entries["was-dir"].kind == "file" and entries["type-changes"].kind == "symlink"
     assert entries["dev/null"].kind == "char" or os.geteuid() != 0
@@ -227,7 +294,9 @@ def test_the_sqsh_is_the_image_flattened_as_enroot_does(enroot: dict[str, Any], 
     assert ours.entries["dev"].kind == "dir"
     assert not [p for p in ours.entries if in_dev(p)], "the entries under /dev are left out"
     assert ours.entries["usr/bin/su-like"].mode & stat.S_ISUID, "a setuid file of root's stays setuid"
-    assert not ours.entries["home/user/setuid-user"].mode & stat.S_ISUID, "a file of uid 1000 does not become setuid root"
+    assert not ours.entries["home/user/setuid-user"].mode & stat.S_ISUID, (
+        "a file of uid 1000 does not become setuid root"
+    )
     assert not ours.entries["usr/bin/wall-like"].mode & stat.S_ISGID, "a file of gid 5 does not become setgid root"
     (image,) = enroot["result"].result["images"]
     assert "dropped the setuid/setgid bit of 2 file(s)" in image["note"], image
@@ -252,7 +321,9 @@ def test_the_squashfs_has_enroot_s_options(enroot: dict[str, Any]) -> None:
     assert "Inodes are compressed" in superblock
 
 
-def test_the_sif_partition_is_the_image_flattened_as_apptainer_does(apptainer: dict[str, Any], umoci_rootfs: Path) -> None:
+def test_the_sif_partition_is_the_image_flattened_as_apptainer_does(
+    apptainer: dict[str, Any], umoci_rootfs: Path
+) -> None:
     """Owners as the layers have them (the module runs as root here), modes unchanged, /dev entries left out, and
     apptainer's /.singularity.d and base environment on top."""
     assert apptainer["result"].result["changed"] is True
@@ -272,6 +343,8 @@ def test_the_sif_partition_is_the_image_flattened_as_apptainer_does(apptainer: d
         return path in added or path == ".singularity.d" or path.startswith(".singularity.d/")
 
     if os.geteuid() != 0:  # a build by a user: the files are root's in the SIF, the user's in umoci's rootless unpack
-        ours, reference = (Tree({p: as_root(e) for p, e in tree.entries.items()}, tree.links) for tree in (ours, reference))
+        ours, reference = (
+            Tree({p: as_root(e) for p, e in tree.entries.items()}, tree.links) for tree in (ours, reference)
+        )
     problems = differences(ours.without(apptainers), reference.without(in_dev))
     assert not problems, "\n".join(problems)

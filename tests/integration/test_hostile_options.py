@@ -4,6 +4,7 @@
 prune and the archive writer never follow a symbolic link out of their directory; manifests and configs over 4 MiB are
 refused from a registry and from a bundle before they are read whole; an inventory_file that is another file is left
 alone; parallel_images is bounded by the module; a team that holds nothing is named."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,10 @@ MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 REF_NAME = "org.opencontainers.image.ref.name"
 # Runs the command in its arguments and reports the largest resident size of its process tree on stderr.
-PEAK_RSS = ("import resource, subprocess, sys\nrc = subprocess.run(sys.argv[1:], check=False).returncode\n"
-            "print(f'PEAK_RSS_KB={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)\nsys.exit(rc)\n")
+PEAK_RSS = (
+    "import resource, subprocess, sys\nrc = subprocess.run(sys.argv[1:], check=False).returncode\n"
+    "print(f'PEAK_RSS_KB={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)\nsys.exit(rc)\n"
+)
 
 
 def facts_of(path: Path) -> dict[str, Any]:
@@ -42,8 +45,13 @@ def pruned(ansible: Any, testbed: Any, base: Path) -> dict[str, Any]:
     where = base / "prune"
     outside = where / "outside"
     outside.mkdir(parents=True)
-    args = {"registry_url": testbed.source_registry_url, "facts_file": str(where / "mirror.fact"), "images": [IMAGE],
-            "archive": {"dir": str(where / "archives")}, "enroot": {"dir": str(where / "sqsh")}}
+    args = {
+        "registry_url": testbed.source_registry_url,
+        "facts_file": str(where / "mirror.fact"),
+        "images": [IMAGE],
+        "archive": {"dir": str(where / "archives")},
+        "enroot": {"dir": str(where / "sqsh")},
+    }
     first = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert first.rc == 0, first.stdout
     facts = facts_of(where / "mirror.fact")
@@ -53,8 +61,14 @@ def pruned(ansible: Any, testbed: Any, base: Path) -> dict[str, Any]:
         victim.write_bytes(b"precious " + kind.encode())
         (top / "link").symlink_to(outside)
         path = str(top / "link" / victim.name)
-        record["destinations"][f"{kind}:{path}"] = {"type": kind, "path": path, "size": victim.stat().st_size, "format": "docker",
-                                                    "digest": "sha256:" + "1" * 64, "written": "2026-01-01T00:00:00Z"}
+        record["destinations"][f"{kind}:{path}"] = {
+            "type": kind,
+            "path": path,
+            "size": victim.stat().st_size,
+            "format": "docker",
+            "digest": "sha256:" + "1" * 64,
+            "written": "2026-01-01T00:00:00Z",
+        }
     facts["images"][f"{testbed.source_registry_host}/nvidia/gone:1"] = record
     (where / "mirror.fact").write_text(json.dumps(facts))
     check = ansible.module("ngc_image_mirror", dict(args, prune=True), check=True, api_key=testbed.api_key)
@@ -77,35 +91,73 @@ def test_prune_removes_nothing_a_link_in_its_directory_leads_out_to(pruned: dict
     assert pruned["second"].result["bytes_freed"] == 0
 
 
-def test_the_archive_writer_writes_nothing_through_a_link_out_of_archive_dir(ansible: Any, testbed: Any, base: Path) -> None:
+def test_the_archive_writer_writes_nothing_through_a_link_out_of_archive_dir(
+    ansible: Any, testbed: Any, base: Path
+) -> None:
     where = base / "write"
     outside, archives = where / "outside", where / "archives"
     outside.mkdir(parents=True)
     archives.mkdir()
     (archives / "nvidia").symlink_to(outside)  # <archive.dir>/nvidia/cuda/<tag>.tar would land in outside/
-    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "facts_file": str(where / "mirror.fact"),
-                                              "images": [IMAGE], "archive": {"dir": str(archives)}, "save_readme": True},
-                         api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "facts_file": str(where / "mirror.fact"),
+            "images": [IMAGE],
+            "archive": {"dir": str(archives)},
+            "save_readme": True,
+        },
+        api_key=testbed.api_key,
+    )
     assert run.rc != 0, run.stdout
     assert run.result["failed_images"] == [f"{testbed.source_registry_host}/{IMAGE}"]
     message = run.result["msg"]
-    assert "refused to touch the" in message and str(archives / "nvidia" / "cuda") in message and "it is not inside" in message
+    assert (
+        "refused to touch the" in message
+        and str(archives / "nvidia" / "cuda") in message
+        and "it is not inside" in message
+    )
     assert list(outside.iterdir()) == []
 
 
-def test_a_config_over_4_mib_in_the_source_registry_is_refused_naming_it(ansible: Any, testbed: Any, base: Path) -> None:
+def test_a_config_over_4_mib_in_the_source_registry_is_refused_naming_it(
+    ansible: Any, testbed: Any, base: Path
+) -> None:
     pusher = Pusher(testbed.source_registry_url, "$oauthtoken", testbed.api_key)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
-                         "config": {"Labels": {"pad": "x" * (5 * MIB)}}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": {"Labels": {"pad": "x" * (5 * MIB)}},
+        }
+    ).encode()
     blob = pusher.upload_bytes("nvidia/bigconfig", config)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "layers": [],
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob.digest,
-                                      "size": len(config)}}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "layers": [],
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": blob.digest,
+                "size": len(config),
+            },
+        }
+    ).encode()
     pusher.put_manifest("nvidia/bigconfig", "1", MEDIA_MANIFEST, manifest)
     where = base / "bigconfig"
-    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "facts_file": str(where / "mirror.fact"),
-                                              "images": ["nvidia/bigconfig:1"], "archive": {"dir": str(where / "archives")}},
-                         api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "facts_file": str(where / "mirror.fact"),
+            "images": ["nvidia/bigconfig:1"],
+            "archive": {"dir": str(where / "archives")},
+        },
+        api_key=testbed.api_key,
+    )
     assert run.rc != 0, run.stdout
     assert f"its config {blob.digest} has {len(config)} bytes, more than the 4194304 (4 MiB)" in run.stdout
     assert not list((where / "archives").rglob("*.tar"))
@@ -117,8 +169,16 @@ def big_bundle(ansible: Any, testbed: Any, base: Path) -> dict[str, Any]:
     annotation fills it) with the right digest and size, recorded in contents.json as carried."""
     where = base / "bundle"
     bundle = where / "bundle"
-    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "facts_file": str(where / "export.fact"),
-                                              "images": [IMAGE], "bundle": {"dir": str(bundle)}}, api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "facts_file": str(where / "export.fact"),
+            "images": [IMAGE],
+            "bundle": {"dir": str(bundle)},
+        },
+        api_key=testbed.api_key,
+    )
     assert run.rc == 0, run.stdout
     index = json.loads((bundle / "index.json").read_text())
     entry = next(e for e in index["manifests"] if e["annotations"][REF_NAME].endswith(IMAGE))
@@ -126,8 +186,13 @@ def big_bundle(ansible: Any, testbed: Any, base: Path) -> dict[str, Any]:
     if entry["mediaType"] in INDEX_TYPES:
         child = data["manifests"][0]["digest"]
         data = json.loads((bundle / "blobs" / "sha256" / child.split(":")[1]).read_bytes())
-    data = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "config": data["config"], "layers": data["layers"],
-            "annotations": {"pad": "x" * (200 * MIB)}}
+    data = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": data["config"],
+        "layers": data["layers"],
+        "annotations": {"pad": "x" * (200 * MIB)},
+    }
     raw = json.dumps(data).encode()
     hex_digest = hashlib.sha256(raw).hexdigest()
     (bundle / "blobs" / "sha256" / hex_digest).write_bytes(raw)
@@ -146,31 +211,61 @@ def big_bundle(ansible: Any, testbed: Any, base: Path) -> dict[str, Any]:
     return {"dir": bundle, "where": where, "size": len(raw), "digest": f"sha256:{hex_digest}"}
 
 
-def test_a_bundle_manifest_over_4_mib_is_refused_before_it_is_read_whole(ansible: Any, big_bundle: dict[str, Any]) -> None:
+def test_a_bundle_manifest_over_4_mib_is_refused_before_it_is_read_whole(
+    ansible: Any, big_bundle: dict[str, Any]
+) -> None:
     where = big_bundle["where"]
-    args = {"source": "bundle", "source_dir": str(big_bundle["dir"]), "facts_file": str(where / "import.fact"),
-            "archive": {"dir": str(where / "archives")}}
-    argv = [sys.executable, "-c", PEAK_RSS, str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror",
-            "-a", json.dumps(args)]
+    args = {
+        "source": "bundle",
+        "source_dir": str(big_bundle["dir"]),
+        "facts_file": str(where / "import.fact"),
+        "archive": {"dir": str(where / "archives")},
+    }
+    argv = [
+        sys.executable,
+        "-c",
+        PEAK_RSS,
+        str(Path(sys.executable).parent / "ansible"),
+        "localhost",
+        "-m",
+        "airgap.ngc.ngc_image_mirror",
+        "-a",
+        json.dumps(args),
+    ]
     run = ansible._run(argv)  # pylint: disable=protected-access
     assert run.rc != 0, run.stdout
-    assert f"manifest {big_bundle['digest']} in the bundle" in run.stdout and "more than the 4194304 (4 MiB)" in run.stdout
+    assert (
+        f"manifest {big_bundle['digest']} in the bundle" in run.stdout and "more than the 4194304 (4 MiB)" in run.stdout
+    )
     assert not list((where / "archives").rglob("*.tar"))
     peak = int(run.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()[0]) * 1024
     assert peak < 160 * MIB, f"{peak / MIB:.0f} MiB resident for a {big_bundle['size'] / MIB:.0f} MiB manifest"
 
 
-def test_an_inventory_file_that_is_another_json_file_is_refused_and_left_alone(ansible: Any, big_bundle: dict[str, Any]) -> None:
+def test_an_inventory_file_that_is_another_json_file_is_refused_and_left_alone(
+    ansible: Any, big_bundle: dict[str, Any]
+) -> None:
     where = big_bundle["where"]
     other = where / "settings.json"
     other.write_text('{"site": "precious settings"}')
-    args = {"source": "bundle", "source_dir": str(big_bundle["dir"]), "facts_file": str(where / "inventory.fact"),
-            "archive": {"dir": str(where / "inv-archives")}, "inventory_file": str(other)}
+    args = {
+        "source": "bundle",
+        "source_dir": str(big_bundle["dir"]),
+        "facts_file": str(where / "inventory.fact"),
+        "archive": {"dir": str(where / "inv-archives")},
+        "inventory_file": str(other),
+    }
     run = ansible.module("ngc_image_mirror", args)
     assert run.rc != 0
-    assert run.result["msg"].startswith(f"invalid inventory_file '{other}': it exists and is not an inventory of ngc_image_mirror")
+    assert run.result["msg"].startswith(
+        f"invalid inventory_file '{other}': it exists and is not an inventory of ngc_image_mirror"
+    )
     for same in (where / "inventory.fact", None):
-        clash = dict(args, inventory_file=str(same) if same else str(where / "progress.json"), progress_file=str(where / "progress.json"))
+        clash = dict(
+            args,
+            inventory_file=str(same) if same else str(where / "progress.json"),
+            progress_file=str(where / "progress.json"),
+        )
         refused = ansible.module("ngc_image_mirror", clash)
         assert refused.rc != 0 and "invalid inventory_file" in refused.result["msg"]
         assert ("it is the facts_file" if same else "it is the progress_file") in refused.result["msg"]
@@ -179,12 +274,25 @@ def test_an_inventory_file_that_is_another_json_file_is_refused_and_left_alone(a
 
 
 @pytest.mark.parametrize("value", [0, -3, 10000])
-def test_parallel_images_out_of_bounds_is_refused_by_the_module(ansible: Any, testbed: Any, base: Path, value: int) -> None:
-    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "facts_file": str(base / "p.fact"),
-                                              "images": [IMAGE], "archive": {"dir": str(base / "p")}, "parallel_images": value},
-                         api_key=testbed.api_key)
+def test_parallel_images_out_of_bounds_is_refused_by_the_module(
+    ansible: Any, testbed: Any, base: Path, value: int
+) -> None:
+    run = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "facts_file": str(base / "p.fact"),
+            "images": [IMAGE],
+            "archive": {"dir": str(base / "p")},
+            "parallel_images": value,
+        },
+        api_key=testbed.api_key,
+    )
     assert run.rc != 0
-    assert run.result["msg"] == f"invalid parallel_images {value}: expected how many images are planned at once, from 1 to 64"
+    assert (
+        run.result["msg"]
+        == f"invalid parallel_images {value}: expected how many images are planned at once, from 1 to 64"
+    )
 
 
 def test_a_team_that_holds_nothing_is_named_in_a_warning(ansible: Any, big_bundle: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ngc_image_mirror against real registries, judged by skopeo and the Docker engine."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +18,12 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TAGS = ["nvidia/pytorch:24.01-py3", "nvidia/pytorch:24.02-py3", "nvidia/cuda:12.2.0-base-ubuntu22.04", "nvidia/clara/clara-parabricks:4.2.0-1"]
+TAGS = [
+    "nvidia/pytorch:24.01-py3",
+    "nvidia/pytorch:24.02-py3",
+    "nvidia/cuda:12.2.0-base-ubuntu22.04",
+    "nvidia/clara/clara-parabricks:4.2.0-1",
+]
 
 
 def seeded(testbed: Any) -> dict[str, dict[str, Any]]:
@@ -39,7 +45,11 @@ def raw_digest(host: str, reference: str, authfile: Any = None) -> str:
 
 
 def mirror_args(testbed: Any, tmp_path: Path, images: list[Any], **extra: Any) -> dict[str, Any]:
-    args: dict[str, Any] = {"registry_url": testbed.source_registry_url, "images": images, "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact")}
+    args: dict[str, Any] = {
+        "registry_url": testbed.source_registry_url,
+        "images": images,
+        "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+    }
     args.update(extra)
     return args
 
@@ -47,7 +57,9 @@ def mirror_args(testbed: Any, tmp_path: Path, images: list[Any], **extra: Any) -
 @pytest.fixture
 def ns(request: pytest.FixtureRequest) -> str:
     """A destination namespace of this test's own, so that reruns against a reused test bed start empty."""
-    return f"t{os.getpid()}-{request.node.name.split('[')[0][5:25].replace('_', '-')}-{int(time.time() * 1000) % 100000}"
+    return (
+        f"t{os.getpid()}-{request.node.name.split('[')[0][5:25].replace('_', '-')}-{int(time.time() * 1000) % 100000}"
+    )
 
 
 def kill_run(proc: subprocess.Popen[Any], lock_file: Path) -> None:
@@ -69,7 +81,9 @@ def facts(tmp_path: Path) -> dict[str, Any]:
     return json.loads((tmp_path / "facts" / "ngc_mirror.fact").read_text())
 
 
-def test_registry_copy_keeps_every_digest_and_is_idempotent(ansible: Any, testbed: Any, tmp_path: Path, ns: str, faults: Any) -> None:
+def test_registry_copy_keeps_every_digest_and_is_idempotent(
+    ansible: Any, testbed: Any, tmp_path: Path, ns: str, faults: Any
+) -> None:
     dest = {"url": testbed.open_registry_url, "prefix": ns}
     args = mirror_args(testbed, tmp_path, TAGS, registry=dest, registry_url=testbed.source_proxy_url)
     first = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
@@ -110,7 +124,13 @@ def test_registry_copy_keeps_every_digest_and_is_idempotent(ansible: Any, testbe
 
 def test_check_mode_writes_nothing(ansible: Any, testbed: Any, tmp_path: Path, ns: str) -> None:
     archive_dir = tmp_path / "archives"
-    args = mirror_args(testbed, tmp_path, TAGS[:2], registry={"url": testbed.open_registry_url, "prefix": ns}, archive={"dir": str(archive_dir)})
+    args = mirror_args(
+        testbed,
+        tmp_path,
+        TAGS[:2],
+        registry={"url": testbed.open_registry_url, "prefix": ns},
+        archive={"dir": str(archive_dir)},
+    )
     run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key, check=True, diff=True)
     assert run.rc == 0, run.stdout
     assert run.result["changed"] is True
@@ -135,17 +155,25 @@ def test_docker_archive_loads_in_the_engine(ansible: Any, testbed: Any, tmp_path
         pytest.skip("this test bed was started without a Docker engine")
     archive_dir = tmp_path / "archives"
     images = ["nvidia/pytorch:24.01-py3", "nvidia/cuda:12.2.0-base-ubuntu22.04"]
-    run = ansible.module("ngc_image_mirror", mirror_args(testbed, tmp_path, images, archive={"dir": str(archive_dir)}), api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_image_mirror",
+        mirror_args(testbed, tmp_path, images, archive={"dir": str(archive_dir)}),
+        api_key=testbed.api_key,
+    )
     assert run.rc == 0, run.stdout
     env = dict(os.environ, DOCKER_HOST=testbed.docker_host)
     source = seeded(testbed)
     for ref in images:
         path = archive_dir / f"{ref.replace(':', '/')}.tar"
         assert path.is_file()
-        loaded = subprocess.run(["docker", "load", "-i", str(path)], env=env, capture_output=True, text=True, check=True).stdout
+        loaded = subprocess.run(
+            ["docker", "load", "-i", str(path)], env=env, capture_output=True, text=True, check=True
+        ).stdout
         name = f"{testbed.source_registry_host}/{ref}"
         assert name in loaded
-        image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", name], env=env, capture_output=True, text=True, check=True).stdout.strip()
+        image_id = subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Id}}", name], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
         manifest = source[ref]["manifests"][0]  # amd64 is the first platform seeded
         assert image_id == manifest["config_digest"]
         inspected = json.loads(skopeo("inspect", f"docker-archive:{path}"))
@@ -160,8 +188,11 @@ def test_docker_archive_loads_in_the_engine(ansible: Any, testbed: Any, tmp_path
 def test_oci_archive_holds_all_platforms(ansible: Any, testbed: Any, tmp_path: Path) -> None:
     archive_dir = tmp_path / "oci"
     ref = "nvidia/cuda:12.2.0-base-ubuntu22.04"
-    run = ansible.module("ngc_image_mirror", mirror_args(testbed, tmp_path, [ref], archive={"dir": str(archive_dir), "format": "oci"}),
-                         api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_image_mirror",
+        mirror_args(testbed, tmp_path, [ref], archive={"dir": str(archive_dir), "format": "oci"}),
+        api_key=testbed.api_key,
+    )
     assert run.rc == 0, run.stdout
     path = archive_dir / "nvidia/cuda/12.2.0-base-ubuntu22.04.oci.tar"
     with tarfile.open(path) as archive:
@@ -171,15 +202,21 @@ def test_oci_archive_holds_all_platforms(ansible: Any, testbed: Any, tmp_path: P
         out = tmp_path / f"copy-{arch}"
         skopeo("--override-arch", arch, "copy", f"oci-archive:{path}", f"dir:{out}")
         assert (out / "manifest.json").is_file()
-    second = ansible.module("ngc_image_mirror", mirror_args(testbed, tmp_path, [ref], archive={"dir": str(archive_dir), "format": "oci"}),
-                            api_key=testbed.api_key)
+    second = ansible.module(
+        "ngc_image_mirror",
+        mirror_args(testbed, tmp_path, [ref], archive={"dir": str(archive_dir), "format": "oci"}),
+        api_key=testbed.api_key,
+    )
     assert second.result["changed"] is False
 
 
-def test_platform_subset_and_prefix_on_a_basic_auth_registry(ansible: Any, testbed: Any, tmp_path: Path, ns: str) -> None:
+def test_platform_subset_and_prefix_on_a_basic_auth_registry(
+    ansible: Any, testbed: Any, tmp_path: Path, ns: str
+) -> None:
     ref = "nvidia/cuda:12.10.0-base-ubuntu22.04"
     playbook = tmp_path / "mirror.yml"
-    playbook.write_text("""
+    playbook.write_text(
+        """
 - hosts: localhost
   gather_facts: false
   tasks:
@@ -193,17 +230,38 @@ def test_platform_subset_and_prefix_on_a_basic_auth_registry(ansible: Any, testb
           username: "{{ user }}"
           password: "{{ password }}"
           prefix: "{{ prefix }}"
-""" % ref)
-    variables = {"src": testbed.source_registry_url, "dest": testbed.basic_registry_url, "user": testbed.basic_username,
-                 "password": testbed.basic_password, "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"), "prefix": f"site/{ns}"}
+"""
+        % ref
+    )
+    variables = {
+        "src": testbed.source_registry_url,
+        "dest": testbed.basic_registry_url,
+        "user": testbed.basic_username,
+        "password": testbed.basic_password,
+        "facts_file": str(tmp_path / "facts" / "ngc_mirror.fact"),
+        "prefix": f"site/{ns}",
+    }
     env = {"NGC_API_KEY": testbed.api_key}
     run = ansible.playbook(playbook, variables, env=env, verbosity=4)
     assert run.rc == 0, run.stdout + run.stderr
     assert testbed.basic_password not in run.stdout + run.stderr
     assert testbed.api_key not in run.stdout + run.stderr
     authfile = tmp_path / "auth.json"
-    authfile.write_text(json.dumps({"auths": {testbed.basic_registry_host: {"auth": _basic(testbed.basic_username, testbed.basic_password)}}}))
-    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", "--authfile", str(authfile), f"docker://{testbed.basic_registry_host}/site/{ns}/{ref}"))
+    authfile.write_text(
+        json.dumps(
+            {"auths": {testbed.basic_registry_host: {"auth": _basic(testbed.basic_username, testbed.basic_password)}}}
+        )
+    )
+    raw = json.loads(
+        skopeo(
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--authfile",
+            str(authfile),
+            f"docker://{testbed.basic_registry_host}/site/{ns}/{ref}",
+        )
+    )
     assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["arm64"]
     again = ansible.playbook(playbook, variables, env=env)
     assert again.rc == 0 and again.result["changed"] is False
@@ -224,7 +282,10 @@ def test_bad_image_fails_alone_and_loses_nothing(ansible: Any, testbed: Any, tmp
     result = run.result
     assert "nvidia/pytorch:99.99-nope" in result["msg"] and "does not exist" in result["msg"]
     assert [i["status"] for i in result["images"]] == ["copied", "failed", "copied"]
-    assert raw_digest(testbed.open_registry_host, f"{ns}/nvidia/clara/clara-parabricks:4.2.0-1") == seeded(testbed)[images[2]]["digest"]
+    assert (
+        raw_digest(testbed.open_registry_host, f"{ns}/nvidia/clara/clara-parabricks:4.2.0-1")
+        == seeded(testbed)[images[2]]["digest"]
+    )
     recorded = facts(tmp_path)["images"]
     assert recorded[f"{testbed.source_registry_host}/{images[0]}"]["destinations"]
     assert "last_error" in recorded[f"{testbed.source_registry_host}/{images[1]}"]
@@ -240,7 +301,11 @@ def test_clear_errors(ansible: Any, testbed: Any, tmp_path: Path, ns: str, case:
     if case == "wrong key":
         key, expect = "wrong-key-123", "check the NGC API key"
     elif case == "push refused":
-        args["registry"] = {"url": testbed.basic_registry_url, "username": testbed.basic_username, "password": "wrong-password-456"}
+        args["registry"] = {
+            "url": testbed.basic_registry_url,
+            "username": testbed.basic_username,
+            "password": "wrong-password-456",
+        }
         expect = "401"
     elif case == "archive dir unwritable":
         blocker = tmp_path / "a-file"
@@ -261,17 +326,36 @@ def test_clear_errors(ansible: Any, testbed: Any, tmp_path: Path, ns: str, case:
     assert "wrong-key-123" not in run.stdout and "wrong-password-456" not in run.stdout
 
 
-def test_interrupted_run_leaves_no_partial_file_and_resumes(ansible: Any, testbed: Any, tmp_path: Path, ns: str, faults: Any) -> None:
+def test_interrupted_run_leaves_no_partial_file_and_resumes(
+    ansible: Any, testbed: Any, tmp_path: Path, ns: str, faults: Any
+) -> None:
     ref = "nvidia/pytorch:24.02-py3"
     archive_dir = tmp_path / "archives"
     progress = tmp_path / "progress.json"
     # Slow every blob download down so that the run can be killed in the middle of a layer.
     faults.registry(delay=3, count=None, path_contains="/blobs/sha256:")
-    args = mirror_args(testbed, tmp_path, [ref], registry_url=testbed.source_proxy_url, archive={"dir": str(archive_dir)},
-                       registry={"url": testbed.open_registry_url, "prefix": ns}, progress_file=str(progress), parallel=1)
-    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "airgap.ngc.ngc_image_mirror", "-a", json.dumps(args)]
+    args = mirror_args(
+        testbed,
+        tmp_path,
+        [ref],
+        registry_url=testbed.source_proxy_url,
+        archive={"dir": str(archive_dir)},
+        registry={"url": testbed.open_registry_url, "prefix": ns},
+        progress_file=str(progress),
+        parallel=1,
+    )
+    argv = [
+        str(Path(sys.executable).parent / "ansible"),
+        "localhost",
+        "-m",
+        "airgap.ngc.ngc_image_mirror",
+        "-a",
+        json.dumps(args),
+    ]
     env = dict(ansible.env, NGC_API_KEY=testbed.api_key)
-    proc = subprocess.Popen(argv, env=env, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     seen_running = False
     while time.monotonic() < deadline and proc.poll() is None:
@@ -288,7 +372,9 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(ansible: Any, testbe
     visible = [p for p in archive_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert visible == []
     faults.reset()
-    resumed = ansible.module("ngc_image_mirror", dict(args, registry_url=testbed.source_registry_url), api_key=testbed.api_key)
+    resumed = ansible.module(
+        "ngc_image_mirror", dict(args, registry_url=testbed.source_registry_url), api_key=testbed.api_key
+    )
     assert resumed.rc == 0, resumed.stdout
     final = archive_dir / "nvidia/pytorch/24.02-py3.tar"
     assert final.is_file()
@@ -299,10 +385,25 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(ansible: Any, testbe
 
 def test_secrets_never_written(ansible: Any, testbed: Any, tmp_path: Path) -> None:
     archive_dir = tmp_path / "archives"
-    catalog = ansible.module("ngc_catalog_info", {"api_url": testbed.ngc_api_url, "registry_url": testbed.source_registry_url, "images": ["clara"],
-                                                  "include_descriptions": True, "latest": 1}, api_key=testbed.api_key)
-    args = mirror_args(testbed, tmp_path, catalog.result["images"], archive={"dir": str(archive_dir)}, save_readme=True,
-                       progress_file=str(tmp_path / "progress.json"))
+    catalog = ansible.module(
+        "ngc_catalog_info",
+        {
+            "api_url": testbed.ngc_api_url,
+            "registry_url": testbed.source_registry_url,
+            "images": ["clara"],
+            "include_descriptions": True,
+            "latest": 1,
+        },
+        api_key=testbed.api_key,
+    )
+    args = mirror_args(
+        testbed,
+        tmp_path,
+        catalog.result["images"],
+        archive={"dir": str(archive_dir)},
+        save_readme=True,
+        progress_file=str(tmp_path / "progress.json"),
+    )
     run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key, verbosity=4)
     assert run.rc == 0, run.stdout
     assert testbed.api_key not in run.stdout + run.stderr
@@ -319,7 +420,12 @@ def small_disk(tmp_path: Path) -> Any:
     """A 600 KiB tmpfs: smaller than one test image."""
     mountpoint = tmp_path / "small-disk"
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mountpoint)], capture_output=True, text=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -328,9 +434,17 @@ def small_disk(tmp_path: Path) -> Any:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
-def test_full_disk_is_a_clear_error_before_anything_is_written_there(ansible: Any, testbed: Any, tmp_path: Path, ns: str, small_disk: Path) -> None:
+def test_full_disk_is_a_clear_error_before_anything_is_written_there(
+    ansible: Any, testbed: Any, tmp_path: Path, ns: str, small_disk: Path
+) -> None:
     ref = "nvidia/pytorch:24.01-py3"
-    args = mirror_args(testbed, tmp_path, [ref], registry={"url": testbed.open_registry_url, "prefix": ns}, archive={"dir": str(small_disk)})
+    args = mirror_args(
+        testbed,
+        tmp_path,
+        [ref],
+        registry={"url": testbed.open_registry_url, "prefix": ns},
+        archive={"dir": str(small_disk)},
+    )
     run = ansible.module("ngc_image_mirror", args, api_key=testbed.api_key)
     assert run.rc != 0
     msg = run.result["msg"]
@@ -338,6 +452,9 @@ def test_full_disk_is_a_clear_error_before_anything_is_written_there(ansible: An
     assert "Traceback" not in run.stdout
     assert [p for p in small_disk.rglob("*") if p.is_file()] == []
     # Each destination fails alone: the registry copy beside the full disk went ahead.
-    present = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{testbed.open_registry_host}/{ns}/{ref}"],
-                             capture_output=True, check=False)
+    present = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{testbed.open_registry_host}/{ns}/{ref}"],
+        capture_output=True,
+        check=False,
+    )
     assert present.returncode == 0

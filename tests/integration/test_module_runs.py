@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Each module through the real ``ansible`` ad hoc (AnsiballZ packs the module_utils layer sub-packages), and the same
 call through the tests' fast path (the module file alone): both show the operator the same thing."""
+
 from __future__ import annotations
 
 import json
@@ -14,19 +15,60 @@ import pytest
 Args = Callable[[Any, Path], dict[str, Any]]
 
 CASES: dict[str, tuple[str, Args, bool]] = {
-    "a listing with a warning": ("ngc_catalog_info", lambda bed, tmp: {
-        "source": "registry", "registry_url": bed.source_registry_url, "teams": ["nosuchteam"], "allow_empty": True}, False),
-    "a listing": ("ngc_catalog_info", lambda bed, tmp: {
-        "api_url": bed.ngc_api_url, "registry_url": bed.source_registry_url, "images": ["pytorch"], "latest": 1}, False),
-    "an unknown option": ("ngc_catalog_info", lambda bed, tmp: {"api_url": bed.ngc_api_url, "imagez": ["pytorch"]}, False),
-    "a copy planned in check mode": ("ngc_image_mirror", lambda bed, tmp: {
-        "registry_url": bed.source_registry_url, "images": ["nvidia/pytorch:24.02-py3"], "facts_file": str(tmp / "m.fact"),
-        "archive": {"dir": str(tmp / "archives")}}, True),
-    "a copy": ("ngc_image_mirror", lambda bed, tmp: {
-        "registry_url": bed.source_registry_url, "images": ["nvidia/pytorch:24.02-py3"], "facts_file": str(tmp / "c.fact"),
-        "archive": {"dir": str(tmp / "copied")}}, False),
-    "a bad destination": ("ngc_image_mirror", lambda bed, tmp: {
-        "registry_url": bed.source_registry_url, "images": ["nvidia/pytorch:24.02-py3"], "archive": {"dir": "/"}}, False),
+    "a listing with a warning": (
+        "ngc_catalog_info",
+        lambda bed, tmp: {
+            "source": "registry",
+            "registry_url": bed.source_registry_url,
+            "teams": ["nosuchteam"],
+            "allow_empty": True,
+        },
+        False,
+    ),
+    "a listing": (
+        "ngc_catalog_info",
+        lambda bed, tmp: {
+            "api_url": bed.ngc_api_url,
+            "registry_url": bed.source_registry_url,
+            "images": ["pytorch"],
+            "latest": 1,
+        },
+        False,
+    ),
+    "an unknown option": (
+        "ngc_catalog_info",
+        lambda bed, tmp: {"api_url": bed.ngc_api_url, "imagez": ["pytorch"]},
+        False,
+    ),
+    "a copy planned in check mode": (
+        "ngc_image_mirror",
+        lambda bed, tmp: {
+            "registry_url": bed.source_registry_url,
+            "images": ["nvidia/pytorch:24.02-py3"],
+            "facts_file": str(tmp / "m.fact"),
+            "archive": {"dir": str(tmp / "archives")},
+        },
+        True,
+    ),
+    "a copy": (
+        "ngc_image_mirror",
+        lambda bed, tmp: {
+            "registry_url": bed.source_registry_url,
+            "images": ["nvidia/pytorch:24.02-py3"],
+            "facts_file": str(tmp / "c.fact"),
+            "archive": {"dir": str(tmp / "copied")},
+        },
+        False,
+    ),
+    "a bad destination": (
+        "ngc_image_mirror",
+        lambda bed, tmp: {
+            "registry_url": bed.source_registry_url,
+            "images": ["nvidia/pytorch:24.02-py3"],
+            "archive": {"dir": "/"},
+        },
+        False,
+    ),
 }
 # What differs from one run to the next whichever way it runs (times, the free space of a disk others write to).
 VARYING = re.compile(r"seconds|elapsed|duration|_at$|^started|^finished|free|available")
@@ -43,7 +85,9 @@ def comparable(value: Any) -> Any:
 def shown(run: Any) -> tuple[list[str], list[str]]:
     """The status lines and the warnings the operator sees."""
     output = run.stdout + run.stderr
-    return re.findall(r"^localhost \| [A-Z]+!? =>|^\[ERROR\]: .*", run.stdout, re.MULTILINE), re.findall(r"^\[WARNING\]: .*", output, re.MULTILINE)
+    return re.findall(r"^localhost \| [A-Z]+!? =>|^\[ERROR\]: .*", run.stdout, re.MULTILINE), re.findall(
+        r"^\[WARNING\]: .*", output, re.MULTILINE
+    )
 
 
 @pytest.mark.parametrize("case", list(CASES))

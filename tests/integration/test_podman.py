@@ -6,6 +6,7 @@ events), judged by skopeo reading the source registry: the loaded image has the 
 manifest and config digests, the name it was mirrored from, and the layers' files; ``skopeo copy oci-archive:`` of
 the same files gives the source's manifest bytes. Running a container is not checked: runc cannot set the rlimits
 podman asks for inside this test container."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,12 +21,18 @@ from typing import Any, Iterator
 import pytest
 
 # Docker schema 2, a Docker manifest list, an OCI index and a team image: the media types an NGC mirror holds.
-IMAGES = ["nvidia/pytorch:24.01-py3", "nvidia/cuda:12.10.0-base-ubuntu22.04", "nvidia/cuda:12.2.0-base-ubuntu22.04",
-          "nvidia/clara/clara-parabricks:4.2.0-1"]
+IMAGES = [
+    "nvidia/pytorch:24.01-py3",
+    "nvidia/cuda:12.10.0-base-ubuntu22.04",
+    "nvidia/cuda:12.2.0-base-ubuntu22.04",
+    "nvidia/clara/clara-parabricks:4.2.0-1",
+]
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
-pytestmark = pytest.mark.skipif(shutil.which("podman") is None,
-                                reason="podman is not installed (the Debian package podman; scripts/bootstrap.sh adds it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("podman") is None,
+    reason="podman is not installed (the Debian package podman; scripts/bootstrap.sh adds it)",
+)
 
 
 def sha256(data: bytes) -> str:
@@ -43,8 +50,21 @@ class Podman:
 
     def __init__(self, base: Path, runroot: Path) -> None:
         self.base = base
-        self.argv = ["podman", "--root", str(base / "root"), "--runroot", str(runroot), "--tmpdir", str(base / "tmp"),
-                     "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+        self.argv = [
+            "podman",
+            "--root",
+            str(base / "root"),
+            "--runroot",
+            str(runroot),
+            "--tmpdir",
+            str(base / "tmp"),
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ]
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.argv, *args], capture_output=True, text=True, check=False, timeout=300)
@@ -53,9 +73,16 @@ class Podman:
 @pytest.fixture(scope="module")
 def archives(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("podman")
-    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": IMAGES,
-                                              "facts_file": str(base / "mirror.fact"),
-                                              "archive": {"dir": str(base / "oci"), "format": "oci"}}, api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": IMAGES,
+            "facts_file": str(base / "mirror.fact"),
+            "archive": {"dir": str(base / "oci"), "format": "oci"},
+        },
+        api_key=testbed.api_key,
+    )
     assert run.rc == 0, run.stdout
     files = {ref: base / "oci" / (ref.rsplit(":", 1)[0] + "/" + ref.rsplit(":", 1)[1] + ".oci.tar") for ref in IMAGES}
     assert all(path.is_file() for path in files.values()), sorted(str(p) for p in (base / "oci").rglob("*"))
@@ -64,11 +91,15 @@ def archives(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="module")
 def podman(archives: dict[str, Any]) -> Iterator[Podman]:
-    runroot = Path(tempfile.mkdtemp(prefix="podman-run-"))  # podman refuses a run root over 50 characters (a worker's tmp_path is longer)
+    runroot = Path(
+        tempfile.mkdtemp(prefix="podman-run-")
+    )  # podman refuses a run root over 50 characters (a worker's tmp_path is longer)
     try:
         tool = Podman(archives["base"] / "podman", runroot)
         probe = tool("info", "--format", "{{.Store.GraphDriverName}}")
-        assert probe.returncode == 0 and probe.stdout.strip() == "vfs", probe.stderr  # podman is installed: it must run here
+        assert probe.returncode == 0 and probe.stdout.strip() == "vfs", (
+            probe.stderr
+        )  # podman is installed: it must run here
         yield tool
     finally:
         shutil.rmtree(runroot, ignore_errors=True)
@@ -83,11 +114,18 @@ def source(testbed: Any, authfile: Path, ref: str) -> dict[str, Any]:
     if json.loads(top).get("mediaType") in INDEX_TYPES:
         child = next(m for m in json.loads(top)["manifests"] if m["platform"]["architecture"] == "amd64")
         repository = ref.rsplit(":", 1)[0]
-        manifest = skopeo("inspect", "--raw", *options, f"docker://{testbed.source_registry_host}/{repository}@{child['digest']}")
+        manifest = skopeo(
+            "inspect", "--raw", *options, f"docker://{testbed.source_registry_host}/{repository}@{child['digest']}"
+        )
         assert child["digest"] == sha256(manifest)
     config = skopeo("inspect", "--config", "--raw", "--override-os", "linux", "--override-arch", "amd64", *where)
     assert json.loads(manifest)["config"]["digest"] == sha256(config)
-    return {"digest": sha256(top), "manifest": manifest, "manifest_digest": sha256(manifest), "config_digest": sha256(config)}
+    return {
+        "digest": sha256(top),
+        "manifest": manifest,
+        "manifest_digest": sha256(manifest),
+        "config_digest": sha256(config),
+    }
 
 
 def layer_files(layers: list[Path]) -> dict[str, str]:
@@ -103,7 +141,8 @@ def layer_files(layers: list[Path]) -> dict[str, str]:
 
 @pytest.mark.parametrize("ref", IMAGES)
 def test_podman_loads_the_oci_archive_with_the_source_digests(
-        ref: str, archives: dict[str, Any], podman: Podman, testbed: Any, testbed_authfile: Path) -> None:
+    ref: str, archives: dict[str, Any], podman: Podman, testbed: Any, testbed_authfile: Path
+) -> None:
     name = f"{testbed.source_registry_host}/{ref}"
     loaded = podman("load", "-i", str(archives["files"][ref]))
     assert loaded.returncode == 0, loaded.stderr
@@ -121,12 +160,21 @@ def test_podman_loads_the_oci_archive_with_the_source_digests(
 
 @pytest.mark.parametrize("ref", IMAGES)
 def test_the_loaded_root_filesystem_holds_the_layers_files(
-        ref: str, archives: dict[str, Any], podman: Podman, testbed: Any, tmp_path: Path) -> None:
+    ref: str, archives: dict[str, Any], podman: Podman, testbed: Any, tmp_path: Path
+) -> None:
     name = f"{testbed.source_registry_host}/{ref}"
     if podman("image", "exists", name).returncode != 0:
         assert podman("load", "-i", str(archives["files"][ref])).returncode == 0
     copied = tmp_path / "dir"
-    skopeo("copy", "--override-os", "linux", "--override-arch", "amd64", f"oci-archive:{archives['files'][ref]}", f"dir:{copied}")
+    skopeo(
+        "copy",
+        "--override-os",
+        "linux",
+        "--override-arch",
+        "amd64",
+        f"oci-archive:{archives['files'][ref]}",
+        f"dir:{copied}",
+    )
     manifest = json.loads((copied / "manifest.json").read_bytes())
     files = layer_files([copied / layer["digest"].split(":", 1)[1] for layer in manifest["layers"]])
     assert files
@@ -142,10 +190,19 @@ def test_the_loaded_root_filesystem_holds_the_layers_files(
 
 @pytest.mark.parametrize("ref", IMAGES)
 def test_skopeo_copies_the_oci_archive_with_the_source_manifest(
-        ref: str, archives: dict[str, Any], testbed: Any, testbed_authfile: Path, tmp_path: Path) -> None:
+    ref: str, archives: dict[str, Any], testbed: Any, testbed_authfile: Path, tmp_path: Path
+) -> None:
     judge = source(testbed, testbed_authfile, ref)
     copied = tmp_path / "dir"
-    skopeo("copy", "--override-os", "linux", "--override-arch", "amd64", f"oci-archive:{archives['files'][ref]}", f"dir:{copied}")
+    skopeo(
+        "copy",
+        "--override-os",
+        "linux",
+        "--override-arch",
+        "amd64",
+        f"oci-archive:{archives['files'][ref]}",
+        f"dir:{copied}",
+    )
     assert (copied / "manifest.json").read_bytes() == judge["manifest"]
     manifest = json.loads(judge["manifest"])
     for descriptor in [manifest["config"], *manifest["layers"]]:

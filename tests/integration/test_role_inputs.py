@@ -9,6 +9,7 @@ with ``ngc_mirror_run: false`` so no registry is needed; each case is then judge
 failed for that host, the message names the variable (and the value, unless it is a secret), and
 the host's directory holds nothing it did not hold before.
 """
+
 from __future__ import annotations
 
 import json
@@ -106,8 +107,13 @@ CASES = [
     Case("delay_newline", "ngc_mirror_randomized_delay_sec", "15min\nExecStartPre=/bin/true"),
     # names and paths of the files written
     Case("unit_name_dotdot", "ngc_mirror_unit_name", "../../x"),
-    Case("unit_name_dotdot_schedule_none", "ngc_mirror_unit_name", "../../x", {"ngc_mirror_schedule": "none"},
-         keep=["etc/x.timer", "etc/x.service"]),
+    Case(
+        "unit_name_dotdot_schedule_none",
+        "ngc_mirror_unit_name",
+        "../../x",
+        {"ngc_mirror_schedule": "none"},
+        keep=["etc/x.timer", "etc/x.service"],
+    ),
     Case("unit_name_slash", "ngc_mirror_unit_name", "a/b"),
     Case("unit_name_dict", "ngc_mirror_unit_name", {"name": "x"}),
     Case("wrapper_relative", "ngc_mirror_wrapper_path", "usr/local/sbin/ngc-mirror"),
@@ -126,20 +132,44 @@ CASES = [
     Case("no_selections_with_schedule", "ngc_mirror_selections", [], expect=["Nothing to do", "ngc_mirror_selections"]),
     Case("no_destination_with_cron", "ngc_mirror_archive", {}, CRON, expect=["Nothing to do", "ngc_mirror_archive"]),
     # selections, checked against ngc_catalog_info's options
-    Case("selection_latest_zero", "ngc_mirror_selections", [dict(SELECTION, latest=0)],
-         expect=["ngc_mirror_selections[0].latest", "not 0"]),
-    Case("selection_latest_word", "ngc_mirror_selections", [dict(SELECTION, latest="two")],
-         expect=["ngc_mirror_selections", "latest", "two"]),
-    Case("selection_images_string", "ngc_mirror_selections", [{"images": "pytorch"}],
-         expect=["ngc_mirror_selections[0].images", '"pytorch"']),
-    Case("selection_regex_dict", "ngc_mirror_selections", [dict(SELECTION, tag_regex={"re": "x"})],
-         expect=["ngc_mirror_selections[0].tag_regex", '{"re": "x"}']),
-    Case("selection_unknown_option", "ngc_mirror_selections", [{"image": "pytorch"}],
-         expect=["ngc_mirror_selections", "image"]),
+    Case(
+        "selection_latest_zero",
+        "ngc_mirror_selections",
+        [dict(SELECTION, latest=0)],
+        expect=["ngc_mirror_selections[0].latest", "not 0"],
+    ),
+    Case(
+        "selection_latest_word",
+        "ngc_mirror_selections",
+        [dict(SELECTION, latest="two")],
+        expect=["ngc_mirror_selections", "latest", "two"],
+    ),
+    Case(
+        "selection_images_string",
+        "ngc_mirror_selections",
+        [{"images": "pytorch"}],
+        expect=["ngc_mirror_selections[0].images", '"pytorch"'],
+    ),
+    Case(
+        "selection_regex_dict",
+        "ngc_mirror_selections",
+        [dict(SELECTION, tag_regex={"re": "x"})],
+        expect=["ngc_mirror_selections[0].tag_regex", '{"re": "x"}'],
+    ),
+    Case(
+        "selection_unknown_option",
+        "ngc_mirror_selections",
+        [{"image": "pytorch"}],
+        expect=["ngc_mirror_selections", "image"],
+    ),
     Case("selection_not_a_dict", "ngc_mirror_selections", ["pytorch"], expect=["ngc_mirror_selections", "dict"]),
     # destinations
-    Case("archive_dir_relative", "ngc_mirror_archive", {"dir": "srv/ngc-archives"},
-         expect=["ngc_mirror_archive.dir", '"srv/ngc-archives"']),
+    Case(
+        "archive_dir_relative",
+        "ngc_mirror_archive",
+        {"dir": "srv/ngc-archives"},
+        expect=["ngc_mirror_archive.dir", '"srv/ngc-archives"'],
+    ),
     # where the images come from: the far side of the air gap
     Case("source_unknown", "ngc_mirror_source", "bundel", expect=["ngc_mirror_source", "bundel"]),
     Case("source_list", "ngc_mirror_source", ["bundle"], expect=["ngc_mirror_source", "bundle"]),
@@ -147,33 +177,90 @@ CASES = [
     Case("source_dir_newline", "ngc_mirror_source_dir", f"{ROOT}/drop\nExecStartPre=/bin/sh -c id", BUNDLE_SOURCE),
     Case("source_dir_dotdot", "ngc_mirror_source_dir", f"{ROOT}/drop/../../etc", BUNDLE_SOURCE),
     Case("source_dir_empty_with_bundle_source", "ngc_mirror_source_dir", "", BUNDLE_SOURCE),
-    Case("source_dir_with_registry_source", "ngc_mirror_source_dir", f"{ROOT}/drop",
-         expect=["ngc_mirror_source_dir", "ngc_mirror_source bundle or archive", f'"{ROOT}/drop"']),
-    Case("bundle_source_without_destination", "ngc_mirror_archive", {}, FAR,
-         expect=["Nothing to do", "ngc_mirror_registry", "ngc_mirror_bundle"]),
-    Case("archive_source_with_selections", "ngc_mirror_selections", [SELECTION], dict(FAR, ngc_mirror_source="archive"),
-         expect=["ngc_mirror_selections", "archive"]),
-    Case("bundle_source_with_readme", "ngc_mirror_save_readme", True, FAR,
-         expect=["ngc_mirror_save_readme", "ngc_mirror_source bundle"]),
-    Case("bundle_dir_relative", "ngc_mirror_bundle", {"dir": "media/transfer/ngc"},
-         expect=["ngc_mirror_bundle.dir", '"media/transfer/ngc"']),
-    Case("bundle_dir_newline", "ngc_mirror_bundle", {"dir": f"{ROOT}/transfer\nngc"},
-         expect=["ngc_mirror_bundle.dir", json.dumps(f"{ROOT}/transfer\nngc")]),
+    Case(
+        "source_dir_with_registry_source",
+        "ngc_mirror_source_dir",
+        f"{ROOT}/drop",
+        expect=["ngc_mirror_source_dir", "ngc_mirror_source bundle or archive", f'"{ROOT}/drop"'],
+    ),
+    Case(
+        "bundle_source_without_destination",
+        "ngc_mirror_archive",
+        {},
+        FAR,
+        expect=["Nothing to do", "ngc_mirror_registry", "ngc_mirror_bundle"],
+    ),
+    Case(
+        "archive_source_with_selections",
+        "ngc_mirror_selections",
+        [SELECTION],
+        dict(FAR, ngc_mirror_source="archive"),
+        expect=["ngc_mirror_selections", "archive"],
+    ),
+    Case(
+        "bundle_source_with_readme",
+        "ngc_mirror_save_readme",
+        True,
+        FAR,
+        expect=["ngc_mirror_save_readme", "ngc_mirror_source bundle"],
+    ),
+    Case(
+        "bundle_dir_relative",
+        "ngc_mirror_bundle",
+        {"dir": "media/transfer/ngc"},
+        expect=["ngc_mirror_bundle.dir", '"media/transfer/ngc"'],
+    ),
+    Case(
+        "bundle_dir_newline",
+        "ngc_mirror_bundle",
+        {"dir": f"{ROOT}/transfer\nngc"},
+        expect=["ngc_mirror_bundle.dir", json.dumps(f"{ROOT}/transfer\nngc")],
+    ),
     Case("bundle_not_a_dict", "ngc_mirror_bundle", "/media/transfer/ngc", expect=["ngc_mirror_bundle"]),
-    Case("bundle_since_not_last_or_paths", "ngc_mirror_bundle", {"dir": "/media/transfer/ngc", "since": "yesterday"},
-         expect=["ngc_mirror_bundle.since", '"yesterday"']),
-    Case("bundle_since_relative_path", "ngc_mirror_bundle", {"dir": "/media/transfer/ngc", "since": ["ngc-2026-11"]},
-         expect=["ngc_mirror_bundle.since", "ngc-2026-11"]),
-    Case("bundle_volume_size_multiline", "ngc_mirror_bundle", {"dir": "/media/transfer/ngc", "volume_size": "4GiB\nx"},
-         expect=["ngc_mirror_bundle.volume_size"]),
-    Case("bundle_unknown_option", "ngc_mirror_bundle", {"path": "/media/transfer/ngc"}, expect=["ngc_mirror_bundle", "path"]),
-    Case("bundle_dir_is_archive_dir", "ngc_mirror_bundle", {"dir": f"{ROOT}/srv/ngc-archives/"},
-         expect=["ngc_mirror_bundle.dir", "ngc_mirror_archive.dir", f'"{ROOT}/srv/ngc-archives/"']),
-    Case("bundle_dir_in_source_dir", "ngc_mirror_bundle", {"dir": f"{ROOT}/drop//out"}, FAR,
-         expect=["ngc_mirror_bundle.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop//out"']),
-    Case("archive_dir_is_source_dir", "ngc_mirror_archive", {"dir": f"{ROOT}/drop"},
-         dict(FAR, ngc_mirror_source="archive", ngc_mirror_selections=[]),
-         expect=["ngc_mirror_archive.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop"']),
+    Case(
+        "bundle_since_not_last_or_paths",
+        "ngc_mirror_bundle",
+        {"dir": "/media/transfer/ngc", "since": "yesterday"},
+        expect=["ngc_mirror_bundle.since", '"yesterday"'],
+    ),
+    Case(
+        "bundle_since_relative_path",
+        "ngc_mirror_bundle",
+        {"dir": "/media/transfer/ngc", "since": ["ngc-2026-11"]},
+        expect=["ngc_mirror_bundle.since", "ngc-2026-11"],
+    ),
+    Case(
+        "bundle_volume_size_multiline",
+        "ngc_mirror_bundle",
+        {"dir": "/media/transfer/ngc", "volume_size": "4GiB\nx"},
+        expect=["ngc_mirror_bundle.volume_size"],
+    ),
+    Case(
+        "bundle_unknown_option",
+        "ngc_mirror_bundle",
+        {"path": "/media/transfer/ngc"},
+        expect=["ngc_mirror_bundle", "path"],
+    ),
+    Case(
+        "bundle_dir_is_archive_dir",
+        "ngc_mirror_bundle",
+        {"dir": f"{ROOT}/srv/ngc-archives/"},
+        expect=["ngc_mirror_bundle.dir", "ngc_mirror_archive.dir", f'"{ROOT}/srv/ngc-archives/"'],
+    ),
+    Case(
+        "bundle_dir_in_source_dir",
+        "ngc_mirror_bundle",
+        {"dir": f"{ROOT}/drop//out"},
+        FAR,
+        expect=["ngc_mirror_bundle.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop//out"'],
+    ),
+    Case(
+        "archive_dir_is_source_dir",
+        "ngc_mirror_archive",
+        {"dir": f"{ROOT}/drop"},
+        dict(FAR, ngc_mirror_source="archive", ngc_mirror_selections=[]),
+        expect=["ngc_mirror_archive.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop"'],
+    ),
     # retention: prune and keep (a value Ansible cannot convert is refused by the argument spec, naming it)
     Case("prune_word", "ngc_mirror_prune", "sometimes", expect=["ngc_mirror_prune", "sometimes"]),
     Case("keep_zero", "ngc_mirror_keep", 0, expect=["ngc_mirror_keep", "at least 1", "not 0."]),
@@ -181,40 +268,111 @@ CASES = [
     Case("keep_boolean", "ngc_mirror_keep", True, expect=["ngc_mirror_keep", "not true."]),
     Case("keep_word", "ngc_mirror_keep", "two", expect=["ngc_mirror_keep", "two"]),
     # how the module works
-    Case("parallel_images_zero", "ngc_mirror_parallel_images", 0, expect=["ngc_mirror_parallel_images", "from 1 to 64", "not 0."]),
+    Case(
+        "parallel_images_zero",
+        "ngc_mirror_parallel_images",
+        0,
+        expect=["ngc_mirror_parallel_images", "from 1 to 64", "not 0."],
+    ),
     Case("parallel_images_65", "ngc_mirror_parallel_images", 65, expect=["ngc_mirror_parallel_images", "not 65."]),
-    Case("parallel_images_string_65", "ngc_mirror_parallel_images", "65", expect=["ngc_mirror_parallel_images", 'not "65".']),
-    Case("relist_after_negative", "ngc_mirror_signatures_relist_after", -1,
-         expect=["ngc_mirror_signatures_relist_after", "from 0 to 31622400", "not -1."]),
-    Case("relist_after_words", "ngc_mirror_signatures_relist_after", "an hour", expect=["ngc_mirror_signatures_relist_after", "an hour"]),
+    Case(
+        "parallel_images_string_65",
+        "ngc_mirror_parallel_images",
+        "65",
+        expect=["ngc_mirror_parallel_images", 'not "65".'],
+    ),
+    Case(
+        "relist_after_negative",
+        "ngc_mirror_signatures_relist_after",
+        -1,
+        expect=["ngc_mirror_signatures_relist_after", "from 0 to 31622400", "not -1."],
+    ),
+    Case(
+        "relist_after_words",
+        "ngc_mirror_signatures_relist_after",
+        "an hour",
+        expect=["ngc_mirror_signatures_relist_after", "an hour"],
+    ),
     Case("signatures_word", "ngc_mirror_signatures", "maybe", expect=["ngc_mirror_signatures", "maybe"]),
     # the HPC caches
-    Case("enroot_dir_relative", "ngc_mirror_enroot", {"dir": "shared/enroot"}, expect=["ngc_mirror_enroot.dir", '"shared/enroot"']),
-    Case("enroot_without_dir", "ngc_mirror_enroot", {"platform": "linux/arm64"}, expect=["ngc_mirror_enroot.dir must be set"]),
-    Case("enroot_squash_options_newline", "ngc_mirror_enroot", {"dir": f"{ROOT}/sqsh", "squash_options": "-comp lzo\n-noD"},
-         expect=["ngc_mirror_enroot.squash_options", json.dumps("-comp lzo\n-noD")]),
-    Case("enroot_platform_word", "ngc_mirror_enroot", {"dir": f"{ROOT}/sqsh", "platform": "arm64"},
-         expect=["ngc_mirror_enroot.platform", "linux/amd64", '"arm64"']),
+    Case(
+        "enroot_dir_relative",
+        "ngc_mirror_enroot",
+        {"dir": "shared/enroot"},
+        expect=["ngc_mirror_enroot.dir", '"shared/enroot"'],
+    ),
+    Case(
+        "enroot_without_dir",
+        "ngc_mirror_enroot",
+        {"platform": "linux/arm64"},
+        expect=["ngc_mirror_enroot.dir must be set"],
+    ),
+    Case(
+        "enroot_squash_options_newline",
+        "ngc_mirror_enroot",
+        {"dir": f"{ROOT}/sqsh", "squash_options": "-comp lzo\n-noD"},
+        expect=["ngc_mirror_enroot.squash_options", json.dumps("-comp lzo\n-noD")],
+    ),
+    Case(
+        "enroot_platform_word",
+        "ngc_mirror_enroot",
+        {"dir": f"{ROOT}/sqsh", "platform": "arm64"},
+        expect=["ngc_mirror_enroot.platform", "linux/amd64", '"arm64"'],
+    ),
     Case("enroot_not_a_dict", "ngc_mirror_enroot", "/shared/enroot", expect=["ngc_mirror_enroot"]),
-    Case("enroot_dir_is_archive_dir", "ngc_mirror_enroot", {"dir": f"{ROOT}/srv//ngc-archives"},
-         expect=["ngc_mirror_archive.dir", "ngc_mirror_enroot.dir", f'"{ROOT}/srv//ngc-archives"', "one directory"]),
-    Case("apptainer_layout_unknown", "ngc_mirror_apptainer", {"dir": f"{ROOT}/sif", "layout": "nested"},
-         expect=["ngc_mirror_apptainer", "layout", "nested"]),
-    Case("apptainer_unknown_option", "ngc_mirror_apptainer", {"dir": f"{ROOT}/sif", "format": "sif"},
-         expect=["ngc_mirror_apptainer", "format"]),
-    Case("apptainer_dir_is_enroot_dir", "ngc_mirror_apptainer", {"dir": f"{ROOT}/hpc/"}, {"ngc_mirror_enroot": {"dir": f"{ROOT}/hpc"}},
-         expect=["ngc_mirror_enroot.dir", "ngc_mirror_apptainer.dir", f'"{ROOT}/hpc/"', "one directory"]),
-    Case("apptainer_dir_in_source_dir", "ngc_mirror_apptainer", {"dir": f"{ROOT}/drop/sif"}, FAR,
-         expect=["ngc_mirror_apptainer.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop/sif"']),
-    Case("no_destination_names_the_hpc_caches", "ngc_mirror_archive", {},
-         expect=["Nothing to do", "ngc_mirror_enroot", "ngc_mirror_apptainer"]),
+    Case(
+        "enroot_dir_is_archive_dir",
+        "ngc_mirror_enroot",
+        {"dir": f"{ROOT}/srv//ngc-archives"},
+        expect=["ngc_mirror_archive.dir", "ngc_mirror_enroot.dir", f'"{ROOT}/srv//ngc-archives"', "one directory"],
+    ),
+    Case(
+        "apptainer_layout_unknown",
+        "ngc_mirror_apptainer",
+        {"dir": f"{ROOT}/sif", "layout": "nested"},
+        expect=["ngc_mirror_apptainer", "layout", "nested"],
+    ),
+    Case(
+        "apptainer_unknown_option",
+        "ngc_mirror_apptainer",
+        {"dir": f"{ROOT}/sif", "format": "sif"},
+        expect=["ngc_mirror_apptainer", "format"],
+    ),
+    Case(
+        "apptainer_dir_is_enroot_dir",
+        "ngc_mirror_apptainer",
+        {"dir": f"{ROOT}/hpc/"},
+        {"ngc_mirror_enroot": {"dir": f"{ROOT}/hpc"}},
+        expect=["ngc_mirror_enroot.dir", "ngc_mirror_apptainer.dir", f'"{ROOT}/hpc/"', "one directory"],
+    ),
+    Case(
+        "apptainer_dir_in_source_dir",
+        "ngc_mirror_apptainer",
+        {"dir": f"{ROOT}/drop/sif"},
+        FAR,
+        expect=["ngc_mirror_apptainer.dir", "ngc_mirror_source_dir", f'"{ROOT}/drop/sif"'],
+    ),
+    Case(
+        "no_destination_names_the_hpc_caches",
+        "ngc_mirror_archive",
+        {},
+        expect=["Nothing to do", "ngc_mirror_enroot", "ngc_mirror_apptainer"],
+    ),
     # secrets: named, never shown
     Case("api_key_dict", "ngc_mirror_api_key", {"token": SECRET}, expect=["ngc_mirror_api_key"], secret=SECRET),
-    Case("registry_url_without_scheme", "ngc_mirror_registry", {"url": "registry.site.example:5000"},
-         expect=["ngc_mirror_registry.url", "a URL with its scheme", "http://host:5000"]),
-    Case("registry_password_newline", "ngc_mirror_registry",
-         {"url": "https://registry.site.example", "password": f"{SECRET}\nsecond line"},
-         expect=["ngc_mirror_registry.password"], secret=SECRET),
+    Case(
+        "registry_url_without_scheme",
+        "ngc_mirror_registry",
+        {"url": "registry.site.example:5000"},
+        expect=["ngc_mirror_registry.url", "a URL with its scheme", "http://host:5000"],
+    ),
+    Case(
+        "registry_password_newline",
+        "ngc_mirror_registry",
+        {"url": "https://registry.site.example", "password": f"{SECRET}\nsecond line"},
+        expect=["ngc_mirror_registry.password"],
+        secret=SECRET,
+    ),
 ]
 
 
@@ -250,8 +408,11 @@ class HostRun:
         found: list[str] = []
         for status, result in zip(self.statuses, self.results):
             if status == "FAILED!":
-                found += [item["msg"] for item in [result, *result.get("results", [])]
-                          if (item is result or item.get("failed")) and isinstance(item.get("msg"), str)]
+                found += [
+                    item["msg"]
+                    for item in [result, *result.get("results", [])]
+                    if (item is result or item.get("failed")) and isinstance(item.get("msg"), str)
+                ]
         return found
 
 
@@ -292,10 +453,18 @@ class RolePlay:
     def run(self, name: str, hosts: dict[str, dict[str, Any]], env: dict[str, str] | None = None) -> dict[str, HostRun]:
         """Run the play with these host variables; the cwd is an empty directory (relative paths land there)."""
         inventory = self.work / f"{name}.inventory.json"
-        inventory.write_text(json.dumps({"all": {"hosts": {
-            host: dict(values, ansible_connection="local", ansible_python_interpreter=sys.executable)
-            for host, values in hosts.items()
-        }}}))
+        inventory.write_text(
+            json.dumps(
+                {
+                    "all": {
+                        "hosts": {
+                            host: dict(values, ansible_connection="local", ansible_python_interpreter=sys.executable)
+                            for host, values in hosts.items()
+                        }
+                    }
+                }
+            )
+        )
         inventory.chmod(0o600)
         cwd = self.work / f"{name}.cwd"
         cwd.mkdir()
@@ -335,8 +504,15 @@ def play(ansible: Any, tmp_path_factory: pytest.TempPathFactory) -> RolePlay:
 
 
 # What the pattern accepts where systemd-analyze is missing; systemd-analyze (if present) agrees.
-CALENDAR_SPECS = ["*-*-* 02:00:00", "Mon..Fri *-*-* 02:00:00", "Sat,Sun 04:30", "weekly", "2026-01-01 00:00:00 UTC",
-                  "*-*-01/2 03:15:00", "Tuesday *-*-* 01:00:00"]
+CALENDAR_SPECS = [
+    "*-*-* 02:00:00",
+    "Mon..Fri *-*-* 02:00:00",
+    "Sat,Sun 04:30",
+    "weekly",
+    "2026-01-01 00:00:00 UTC",
+    "*-*-01/2 03:15:00",
+    "Tuesday *-*-* 01:00:00",
+]
 FALLBACK = "fallback_accepts"
 # host -> its run, its directory, and the files it held before the run
 BadRuns = dict[str, tuple[HostRun, Path, set[str]]]

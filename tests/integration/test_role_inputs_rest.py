@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The other half of test_role_inputs' rows (the role refuses bad input before it writes anything), in a file of its
 own so that a parallel run gives the two long playbook runs to two workers."""
+
 from __future__ import annotations
 
 from typing import Any

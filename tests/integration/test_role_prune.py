@@ -10,6 +10,7 @@ frees its size (measured here, before), leaves the cuda archive untouched, and t
 the archive that stays and its config is the source's. A third run prunes nothing. The far side of the air gap is in
 test_role_prune_far_side.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,15 +63,23 @@ class RoleRun:
 
     def __init__(self, run: Any) -> None:
         self.rc, self.output = run.rc, run.stdout + run.stderr
-        facts = [r["ansible_facts"]["ngc_mirror_summary"] for r in run.results
-                 if isinstance(r.get("ansible_facts"), dict) and "ngc_mirror_summary" in r["ansible_facts"]]
+        facts = [
+            r["ansible_facts"]["ngc_mirror_summary"]
+            for r in run.results
+            if isinstance(r.get("ansible_facts"), dict) and "ngc_mirror_summary" in r["ansible_facts"]
+        ]
         self.summary: dict[str, Any] = facts[-1] if facts else {}
-        shown = [r["msg"] for r in run.results if isinstance(r.get("msg"), list) and r["msg"]
-                 and str(r["msg"][0]).startswith(("NGC mirror", "NGC import"))]
+        shown = [
+            r["msg"]
+            for r in run.results
+            if isinstance(r.get("msg"), list) and r["msg"] and str(r["msg"][0]).startswith(("NGC mirror", "NGC import"))
+        ]
         self.lines: list[str] = shown[-1] if shown else []
         decoder = json.JSONDecoder()
-        self.failures = [decoder.raw_decode(run.stdout, m.end())[0].get("msg", "")
-                         for m in re.finditer(r"^\S+ \| FAILED! => ", run.stdout, re.MULTILINE)]
+        self.failures = [
+            decoder.raw_decode(run.stdout, m.end())[0].get("msg", "")
+            for m in re.finditer(r"^\S+ \| FAILED! => ", run.stdout, re.MULTILINE)
+        ]
 
     def pruned(self, ref: str) -> list[dict[str, Any]]:
         return [r for r in self.summary.get("pruned", []) if r["image"].endswith("/" + ref)]
@@ -81,8 +90,13 @@ def runs(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -
     root = tmp_path_factory.mktemp("role-prune")
     playbook = root / "role.yml"
     playbook.write_text(PLAYBOOK)
-    common = {"ngc_mirror_api_url": testbed.ngc_api_url, "ngc_mirror_source_registry_url": testbed.source_registry_url,
-              "ngc_mirror_archive": {"dir": str(root / "archives")}, "ngc_mirror_keep": 1, "ngc_mirror_prune": True}
+    common = {
+        "ngc_mirror_api_url": testbed.ngc_api_url,
+        "ngc_mirror_source_registry_url": testbed.source_registry_url,
+        "ngc_mirror_archive": {"dir": str(root / "archives")},
+        "ngc_mirror_keep": 1,
+        "ngc_mirror_prune": True,
+    }
     env = {"NGC_API_KEY": testbed.api_key}  # the role's default ngc_mirror_api_key reads it on the controller
 
     def apply(selections: list[dict[str, Any]], check: bool = False) -> RoleRun:
@@ -100,8 +114,17 @@ def runs(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -
     after_check = archives()
     second = apply(LATER)
     third = apply(LATER)
-    return {"root": root, "first": first, "check": check, "second": second, "third": third, "before": before,
-            "after_first": after_first, "after_check": after_check, "after_third": archives()}
+    return {
+        "root": root,
+        "first": first,
+        "check": check,
+        "second": second,
+        "third": third,
+        "before": before,
+        "after_first": after_first,
+        "after_check": after_check,
+        "after_third": archives(),
+    }
 
 
 def test_first_run_mirrors_the_selection_and_prunes_nothing(runs: dict[str, Any]) -> None:
@@ -147,8 +170,11 @@ def test_prune_removes_the_archive_keep_drops_and_the_summary_says_so(runs: dict
     facts = json.loads((root / "etc/ansible/facts.d/ngc_mirror.fact").read_text())
     assert not any(key.endswith("/" + OLD) for key in facts["images"]), sorted(facts["images"])
     # skopeo reads the archive that stays, and its config is the one seeded in the source registry.
-    config = subprocess.run(["skopeo", "inspect", "--raw", "--config", f"docker-archive:{archive(root, NEW)}"],
-                            capture_output=True, check=True).stdout
+    config = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--config", f"docker-archive:{archive(root, NEW)}"],
+        capture_output=True,
+        check=True,
+    ).stdout
     assert "sha256:" + hashlib.sha256(config).hexdigest() == seeded(testbed)[NEW]["manifests"][0]["config_digest"]
 
 

@@ -6,6 +6,7 @@ what it no longer holds, and prune with a drop directory of two bundles is refus
 A file of its own beside test_role_prune (whose role runs follow one another), so that a parallel run can give it to
 the other worker.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,18 +19,30 @@ def test_far_side_prunes_what_the_newer_bundle_no_longer_holds(ansible: Any, tes
     """The far side imports one bundle, then the next one in its place (without 24.01-py3): prune removes that
     archive there too, and the summary shows it under the bundle it imported."""
     for name, images in (("2026-01", [OLD, OTHER]), ("2026-02", [NEW, OTHER])):
-        export = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": images,
-                                                     "facts_file": str(tmp_path / f"export-{name}.fact"),
-                                                     "bundle": {"dir": str(tmp_path / "carried" / name)}},
-                                api_key=testbed.api_key)
+        export = ansible.module(
+            "ngc_image_mirror",
+            {
+                "registry_url": testbed.source_registry_url,
+                "images": images,
+                "facts_file": str(tmp_path / f"export-{name}.fact"),
+                "bundle": {"dir": str(tmp_path / "carried" / name)},
+            },
+            api_key=testbed.api_key,
+        )
         assert export.rc == 0, export.stdout
     playbook = tmp_path / "role.yml"
     playbook.write_text(PLAYBOOK)
     far = tmp_path / "far"
 
     def apply(bundle: str) -> RoleRun:
-        values = role_vars(far, ngc_mirror_source="bundle", ngc_mirror_source_dir=str(tmp_path / "carried" / bundle),
-                           ngc_mirror_prune=True, ngc_mirror_archive={"dir": str(far / "archives")}, ngc_mirror_api_key="")
+        values = role_vars(
+            far,
+            ngc_mirror_source="bundle",
+            ngc_mirror_source_dir=str(tmp_path / "carried" / bundle),
+            ngc_mirror_prune=True,
+            ngc_mirror_archive={"dir": str(far / "archives")},
+            ngc_mirror_api_key="",
+        )
         return RoleRun(ansible.playbook(playbook, values))
 
     first = apply("2026-01")
@@ -54,8 +67,14 @@ def test_far_side_prune_refuses_a_drop_directory_of_several_bundles(ansible: Any
         (drop / name / "index.json").write_text('{"schemaVersion": 2, "manifests": []}\n')
     playbook = tmp_path / "role.yml"
     playbook.write_text(PLAYBOOK)
-    values = role_vars(tmp_path, ngc_mirror_source="bundle", ngc_mirror_source_dir=str(drop), ngc_mirror_prune=True,
-                       ngc_mirror_archive={"dir": str(tmp_path / "archives")}, ngc_mirror_api_key="")
+    values = role_vars(
+        tmp_path,
+        ngc_mirror_source="bundle",
+        ngc_mirror_source_dir=str(drop),
+        ngc_mirror_prune=True,
+        ngc_mirror_archive={"dir": str(tmp_path / "archives")},
+        ngc_mirror_api_key="",
+    )
     run = RoleRun(ansible.playbook(playbook, values))
     assert run.rc != 0
     message = "\n".join(str(m) for m in run.failures)

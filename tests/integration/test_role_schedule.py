@@ -6,6 +6,7 @@ As in test_role_inputs (whose helpers this uses; a file of its own so that a par
 to two workers): every host of the inventory is a name for this machine, with the paths the role writes redirected
 into a directory of its own. systemd-analyze and sh judge the files written.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -41,25 +42,45 @@ def good_runs(play: RolePlay) -> GoodRuns:
     cron_root = base / "good_cron" / "with space %n"
     same = f"{cron_root}/etc/ngc-mirror"
     hosts = {
-        "good_systemd": base_vars(base / "good_systemd" / "with space %n",
-                                  ngc_mirror_on_calendar=["Mon..Fri *-*-* 02:00:00", "weekly"],
-                                  ngc_mirror_randomized_delay_sec="1h 30min"),
-        "good_cron": base_vars(cron_root, ngc_mirror_schedule="cron", ngc_mirror_cron_minute="15",
-                               ngc_mirror_cron_hour="3", ngc_mirror_cron_weekday="mon-fri",
-                               ngc_mirror_config_dir=same, ngc_mirror_state_dir=same),
+        "good_systemd": base_vars(
+            base / "good_systemd" / "with space %n",
+            ngc_mirror_on_calendar=["Mon..Fri *-*-* 02:00:00", "weekly"],
+            ngc_mirror_randomized_delay_sec="1h 30min",
+        ),
+        "good_cron": base_vars(
+            cron_root,
+            ngc_mirror_schedule="cron",
+            ngc_mirror_cron_minute="15",
+            ngc_mirror_cron_hour="3",
+            ngc_mirror_cron_weekday="mon-fri",
+            ngc_mirror_config_dir=same,
+            ngc_mirror_state_dir=same,
+        ),
         # The far side of the air gap: a timer that imports the bundles dropped in a directory, with no
         # selections; the key is set (as a controller's NGC_API_KEY would set it) but must not be written.
-        "good_far": base_vars(base / "good_far", ngc_mirror_source="bundle", ngc_mirror_selections=[],
-                              ngc_mirror_source_dir=str(base / "good_far" / "media" / "drop")),
+        "good_far": base_vars(
+            base / "good_far",
+            ngc_mirror_source="bundle",
+            ngc_mirror_selections=[],
+            ngc_mirror_source_dir=str(base / "good_far" / "media" / "drop"),
+        ),
         # Retention and the HPC caches as the only destinations, with values as a survey or an inventory gives
         # them (a number as a string, a yes/no word): the scheduled run must get them as the module takes them.
-        "good_retention": base_vars(base / "good_retention", ngc_mirror_archive={},
-                                    ngc_mirror_enroot={"dir": str(base / "good_retention" / "shared" / "enroot"),
-                                                       "squash_options": "-comp xz", "platform": "linux/arm64"},
-                                    ngc_mirror_apptainer={"dir": str(base / "good_retention" / "shared" / "sif"),
-                                                          "layout": "flat"},
-                                    ngc_mirror_prune="yes", ngc_mirror_keep="2", ngc_mirror_parallel_images="16",
-                                    ngc_mirror_signatures="no", ngc_mirror_signatures_relist_after="0"),
+        "good_retention": base_vars(
+            base / "good_retention",
+            ngc_mirror_archive={},
+            ngc_mirror_enroot={
+                "dir": str(base / "good_retention" / "shared" / "enroot"),
+                "squash_options": "-comp xz",
+                "platform": "linux/arm64",
+            },
+            ngc_mirror_apptainer={"dir": str(base / "good_retention" / "shared" / "sif"), "layout": "flat"},
+            ngc_mirror_prune="yes",
+            ngc_mirror_keep="2",
+            ngc_mirror_parallel_images="16",
+            ngc_mirror_signatures="no",
+            ngc_mirror_signatures_relist_after="0",
+        ),
     }
     first = play.run("good-1", hosts)
     for name, run in first.items():
@@ -80,8 +101,12 @@ def test_good_units_are_valid_and_quote_the_wrapper(good_runs: GoodRuns) -> None
     # The judge: systemd-analyze finds both units valid and the quoted wrapper executable.
     if shutil.which("systemd-analyze") is None:
         pytest.skip("no systemd-analyze to verify the units")
-    verify = subprocess.run(["systemd-analyze", "verify", str(units / "ngc-mirror.timer"),
-                             str(units / "ngc-mirror.service")], capture_output=True, text=True, check=False)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(units / "ngc-mirror.timer"), str(units / "ngc-mirror.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert verify.returncode == 0, verify.stderr
 
 
@@ -100,8 +125,12 @@ def test_far_side_schedule_imports_from_the_drop_directory_without_the_key(good_
     assert "carried across the air gap" in (units / "ngc-mirror.service").read_text()
     if shutil.which("systemd-analyze") is None:
         pytest.skip("no systemd-analyze to verify the units")
-    verify = subprocess.run(["systemd-analyze", "verify", str(units / "ngc-mirror.timer"),
-                             str(units / "ngc-mirror.service")], capture_output=True, text=True, check=False)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(units / "ngc-mirror.timer"), str(units / "ngc-mirror.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert verify.returncode == 0, verify.stderr
 
 
@@ -114,7 +143,9 @@ def test_scheduled_run_gets_retention_and_the_hpc_caches(good_runs: GoodRuns) ->
     assert scheduled["ngc_mirror_keep"] == 2 and scheduled["ngc_mirror_parallel_images"] == 16
     assert scheduled["ngc_mirror_signatures_relist_after"] == 0
     # The defaults reach it as such: keep null (no limit), prune off, signatures on.
-    defaults = yaml.safe_load((Path(good_runs.hosts["good_systemd"]["ngc_mirror_config_dir"]) / "mirror-vars.yml").read_text())
+    defaults = yaml.safe_load(
+        (Path(good_runs.hosts["good_systemd"]["ngc_mirror_config_dir"]) / "mirror-vars.yml").read_text()
+    )
     assert defaults["ngc_mirror_keep"] is None and defaults["ngc_mirror_prune"] is False
     assert defaults["ngc_mirror_signatures"] is True and defaults["ngc_mirror_parallel_images"] == 8
     assert defaults["ngc_mirror_signatures_relist_after"] == 3600
@@ -123,8 +154,11 @@ def test_scheduled_run_gets_retention_and_the_hpc_caches(good_runs: GoodRuns) ->
 
 def test_good_cron_job_runs_the_wrapper_as_written(good_runs: GoodRuns, play: RolePlay) -> None:
     values = good_runs.hosts["good_cron"]
-    lines = [line for line in (Path(values["ngc_mirror_cron_dir"]) / "ngc-mirror").read_text().splitlines()
-             if line and not line.startswith("#") and "=" not in line.split()[0]]
+    lines = [
+        line
+        for line in (Path(values["ngc_mirror_cron_dir"]) / "ngc-mirror").read_text().splitlines()
+        if line and not line.startswith("#") and "=" not in line.split()[0]
+    ]
     assert len(lines) == 1, lines
     fields = lines[0].split(None, 6)
     assert fields[:6] == ["15", "3", "*", "*", "mon-fri", "root"]
@@ -134,8 +168,14 @@ def test_good_cron_job_runs_the_wrapper_as_written(good_runs: GoodRuns, play: Ro
     assert shlex.split(command) == [values["ngc_mirror_wrapper_path"], ">>" + values["ngc_mirror_cron_log"], "2>&1"]
     log = Path(values["ngc_mirror_cron_log"])
     log.parent.mkdir(parents=True, exist_ok=True)
-    ran = subprocess.run(["sh", "-c", command + " --syntax-check"], env=play.env, capture_output=True, text=True,
-                         check=False, timeout=300)
+    ran = subprocess.run(
+        ["sh", "-c", command + " --syntax-check"],
+        env=play.env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert ran.returncode == 0, log.read_text()
     assert "playbook: " in log.read_text()
 

@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What ngc_catalog_info says when the NGC API, its token endpoint, the registry or the TLS settings fail:
 one line naming the host, the status and the attempts, the server's reason, never a secret."""
+
 from __future__ import annotations
 
 import time
@@ -62,7 +63,9 @@ def test_a_storm_without_retry_after_is_given_up_in_seconds(ansible: Any, testbe
 def test_wrong_key_keeps_the_servers_reason(ansible: Any, testbed: Any) -> None:
     run = ansible.module("ngc_catalog_info", base_args(testbed), api_key="not-the-key")
     msg = failure(run, testbed)
-    assert msg.startswith(f"401 from {ngc_host(testbed)} when exchanging the NGC API key for a token: check the NGC API key")
+    assert msg.startswith(
+        f"401 from {ngc_host(testbed)} when exchanging the NGC API key for a token: check the NGC API key"
+    )
     assert "invalid NGC API key" in msg
     assert "not-the-key" not in run.stdout + run.stderr
 
@@ -78,14 +81,20 @@ def test_revoked_token_is_not_blamed_on_the_key(ansible: Any, testbed: Any, faul
 
 
 def test_unknown_team_is_an_error_naming_team_and_org(ansible: Any, testbed: Any) -> None:
-    run = ansible.module("ngc_catalog_info", base_args(testbed, teams=["clara", "no-such-team"]), api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_catalog_info", base_args(testbed, teams=["clara", "no-such-team"]), api_key=testbed.api_key
+    )
     msg = failure(run, testbed)
     assert "no-such-team" in msg and "'nvidia'" in msg
     assert msg.startswith(f"404 from {ngc_host(testbed)}: team 'no-such-team' of org 'nvidia' not found")
 
 
-@pytest.mark.parametrize("option, value, what", [("teams", ["../.."], "team"), ("org", "../../etc", "org"), ("org", "nvidia/clara", "org")])
-def test_path_segments_from_input_are_refused(ansible: Any, testbed: Any, faults: Any, option: str, value: Any, what: str) -> None:
+@pytest.mark.parametrize(
+    "option, value, what", [("teams", ["../.."], "team"), ("org", "../../etc", "org"), ("org", "nvidia/clara", "org")]
+)
+def test_path_segments_from_input_are_refused(
+    ansible: Any, testbed: Any, faults: Any, option: str, value: Any, what: str
+) -> None:
     run = ansible.module("ngc_catalog_info", base_args(testbed, **{option: value}), api_key=testbed.api_key)
     msg = failure(run, testbed)
     shown = value[0] if isinstance(value, list) else value
@@ -95,7 +104,9 @@ def test_path_segments_from_input_are_refused(ansible: Any, testbed: Any, faults
 
 def test_plain_http_api_over_https_says_it_does_not_speak_https(ansible: Any, testbed: Any) -> None:
     api_url = testbed.ngc_api_url.replace("http://", "https://")
-    run = ansible.module("ngc_catalog_info", base_args(testbed, api_url=api_url, validate_certs=False), api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_catalog_info", base_args(testbed, api_url=api_url, validate_certs=False), api_key=testbed.api_key
+    )
     msg = failure(run, testbed)
     assert msg.startswith(f"TLS error talking to {ngc_host(testbed)}")
     assert "does not speak HTTPS" in msg
@@ -106,7 +117,9 @@ def test_garbage_ca_file_is_one_short_line_naming_it(ansible: Any, testbed: Any,
     ca = tmp_path / "not-a-ca.pem"
     ca.write_text("-----BEGIN GARBAGE-----\nnot a certificate\n")
     api_url = testbed.ngc_api_url.replace("http://", "https://")
-    run = ansible.module("ngc_catalog_info", base_args(testbed, api_url=api_url, ca_path=str(ca)), api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_catalog_info", base_args(testbed, api_url=api_url, ca_path=str(ca)), api_key=testbed.api_key
+    )
     msg = failure(run, testbed)
     assert str(ca) in msg and "ca_path" in msg
     assert len(msg) - len(str(ca)) < 200
@@ -114,7 +127,9 @@ def test_garbage_ca_file_is_one_short_line_naming_it(ansible: Any, testbed: Any,
 
 def test_registry_refusing_the_catalog_scope_does_not_blame_the_key(ansible: Any, testbed: Any, faults: Any) -> None:
     faults.ngc(deny_catalog=True)
-    run = ansible.module("ngc_catalog_info", {"source": "registry", "registry_url": testbed.source_registry_url}, api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_catalog_info", {"source": "registry", "registry_url": testbed.source_registry_url}, api_key=testbed.api_key
+    )
     msg = failure(run, testbed)
     assert msg.startswith(f"401 from {testbed.source_registry_host} for the catalog: the credentials were accepted")
     assert "may not list" in msg and "source=ngc" in msg

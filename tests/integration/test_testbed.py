@@ -4,6 +4,7 @@
 
 Run: ``python3 -m pytest -p tests.testbed.pytest_plugin tests/integration/test_testbed.py``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,12 +43,18 @@ def skopeo_inspect(authfile: Path, reference: str, raw: bool = False) -> subproc
 
 def docker(info: TestbedInfo, config_dir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "DOCKER_HOST": info.docker_host, "DOCKER_CONFIG": str(config_dir)}
-    return subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True, check=False, env=env, timeout=600)
+    return subprocess.run(
+        ["docker", *args], input=stdin, capture_output=True, text=True, check=False, env=env, timeout=600
+    )
 
 
 def ngc_token(info: TestbedInfo) -> str:
-    response = requests.get(f"{info.ngc_api_url}/token", params={"service": "ngc", "scope": "group/ngc"},
-                            auth=(NGC_USER, info.api_key), timeout=10)
+    response = requests.get(
+        f"{info.ngc_api_url}/token",
+        params={"service": "ngc", "scope": "group/ngc"},
+        auth=(NGC_USER, info.api_key),
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     return response.json()["token"]
 
@@ -58,8 +65,12 @@ def ngc_get(info: TestbedInfo, path: str, **params: Any) -> requests.Response:
 
 
 def registry_token(info: TestbedInfo, repository: str) -> str:
-    response = requests.get(info.token_realm, params={"service": info.registry_service, "scope": f"repository:{repository}:pull"},
-                            auth=(NGC_USER, info.api_key), timeout=10)
+    response = requests.get(
+        info.token_realm,
+        params={"service": info.registry_service, "scope": f"repository:{repository}:pull"},
+        auth=(NGC_USER, info.api_key),
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     return response.json()["token"]
 
@@ -79,7 +90,9 @@ def test_skopeo_sees_seeded_digest(testbed: TestbedInfo, testbed_authfile: Path)
     inspected = json.loads(result.stdout)
     assert inspected["Digest"] == expected["digest"]
     assert inspected["Layers"] == expected["layer_digests"]
-    assert {"23.10-py3", "23.12-py3", "24.01-py3", "24.02-py3", "24.02-py3-igpu", "19.09-py2"} <= set(inspected["RepoTags"])
+    assert {"23.10-py3", "23.12-py3", "24.01-py3", "24.02-py3", "24.02-py3-igpu", "19.09-py2"} <= set(
+        inspected["RepoTags"]
+    )
 
 
 def test_skopeo_wrong_key_is_refused(testbed: TestbedInfo, tmp_path: Path) -> None:
@@ -90,15 +103,25 @@ def test_skopeo_wrong_key_is_refused(testbed: TestbedInfo, tmp_path: Path) -> No
 
 
 def test_skopeo_without_credentials_is_refused(testbed: TestbedInfo) -> None:
-    result = skopeo("inspect", "--tls-verify=false", "--no-creds", f"docker://{testbed.source_registry_host}/nvidia/cuda:11.8.0-runtime-ubuntu20.04")
+    result = skopeo(
+        "inspect",
+        "--tls-verify=false",
+        "--no-creds",
+        f"docker://{testbed.source_registry_host}/nvidia/cuda:11.8.0-runtime-ubuntu20.04",
+    )
     assert result.returncode != 0
 
 
-@pytest.mark.parametrize("tag, media_type", [
-    ("12.2.0-base-ubuntu22.04", OCI_INDEX),
-    ("12.10.0-base-ubuntu22.04", DOCKER_LIST),
-])
-def test_multi_arch_raw_manifest_is_an_index(testbed: TestbedInfo, testbed_authfile: Path, tag: str, media_type: str) -> None:
+@pytest.mark.parametrize(
+    "tag, media_type",
+    [
+        ("12.2.0-base-ubuntu22.04", OCI_INDEX),
+        ("12.10.0-base-ubuntu22.04", DOCKER_LIST),
+    ],
+)
+def test_multi_arch_raw_manifest_is_an_index(
+    testbed: TestbedInfo, testbed_authfile: Path, tag: str, media_type: str
+) -> None:
     expected = find_tag(testbed.seed_document(), f"nvidia/cuda:{tag}")
     result = skopeo_inspect(testbed_authfile, f"{testbed.source_proxy_host}/nvidia/cuda:{tag}", raw=True)
     assert result.returncode == 0, result.stderr
@@ -109,12 +132,17 @@ def test_multi_arch_raw_manifest_is_an_index(testbed: TestbedInfo, testbed_authf
     assert f"sha256:{hashlib.sha256(result.stdout).hexdigest()}" == expected["digest"]
 
 
-@pytest.mark.parametrize("reference, media_type", [
-    ("nvidia/tensorflow:24.01-tf2-py3", OCI_MANIFEST),
-    ("nvidia/tensorflow:23.12-tf2-py3", DOCKER_MANIFEST),
-    ("nvidia/clara/clara-parabricks:4.2.0-1", DOCKER_MANIFEST),
-])
-def test_single_arch_manifest_types(testbed: TestbedInfo, testbed_authfile: Path, reference: str, media_type: str) -> None:
+@pytest.mark.parametrize(
+    "reference, media_type",
+    [
+        ("nvidia/tensorflow:24.01-tf2-py3", OCI_MANIFEST),
+        ("nvidia/tensorflow:23.12-tf2-py3", DOCKER_MANIFEST),
+        ("nvidia/clara/clara-parabricks:4.2.0-1", DOCKER_MANIFEST),
+    ],
+)
+def test_single_arch_manifest_types(
+    testbed: TestbedInfo, testbed_authfile: Path, reference: str, media_type: str
+) -> None:
     expected = find_tag(testbed.seed_document(), reference)
     result = skopeo_inspect(testbed_authfile, f"{testbed.source_registry_host}/{reference}", raw=True)
     assert result.returncode == 0, result.stderr
@@ -124,7 +152,10 @@ def test_single_arch_manifest_types(testbed: TestbedInfo, testbed_authfile: Path
 
 def test_pytorch_tags_share_a_base_layer(testbed: TestbedInfo) -> None:
     document = testbed.seed_document()
-    layer_sets = [set(find_tag(document, f"nvidia/pytorch:{t}")["layer_digests"]) for t in ("23.10-py3", "23.12-py3", "24.01-py3", "24.02-py3")]
+    layer_sets = [
+        set(find_tag(document, f"nvidia/pytorch:{t}")["layer_digests"])
+        for t in ("23.10-py3", "23.12-py3", "24.01-py3", "24.02-py3")
+    ]
     shared = set.intersection(*layer_sets)
     assert len(shared) == 2  # the OS layer and the big pytorch base
     assert all(len(s - shared) == 1 for s in layer_sets)
@@ -133,7 +164,9 @@ def test_pytorch_tags_share_a_base_layer(testbed: TestbedInfo) -> None:
 def test_registry_flavours(testbed: TestbedInfo) -> None:
     assert requests.get(f"{testbed.open_registry_url}/v2/", timeout=10).status_code == 200
     assert requests.get(f"{testbed.basic_registry_url}/v2/", timeout=10).status_code == 401
-    ok = requests.get(f"{testbed.basic_registry_url}/v2/", auth=(testbed.basic_username, testbed.basic_password), timeout=10)
+    ok = requests.get(
+        f"{testbed.basic_registry_url}/v2/", auth=(testbed.basic_username, testbed.basic_password), timeout=10
+    )
     assert ok.status_code == 200
     challenge = requests.get(f"{testbed.source_registry_url}/v2/", timeout=10).headers["WWW-Authenticate"]
     assert challenge.startswith(f'Bearer realm="{testbed.token_realm}"')
@@ -142,8 +175,15 @@ def test_registry_flavours(testbed: TestbedInfo) -> None:
 def test_skopeo_copies_between_registries(testbed: TestbedInfo, testbed_authfile: Path) -> None:
     expected = find_tag(testbed.seed_document(), "nvidia/cuda:11.8.0-runtime-ubuntu20.04")
     destination = f"{testbed.basic_registry_host}/mirror/cuda:11.8.0-runtime-ubuntu20.04"
-    result = skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--authfile", str(testbed_authfile),
-                    f"docker://{testbed.source_proxy_host}/nvidia/cuda:11.8.0-runtime-ubuntu20.04", f"docker://{destination}")
+    result = skopeo(
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--authfile",
+        str(testbed_authfile),
+        f"docker://{testbed.source_proxy_host}/nvidia/cuda:11.8.0-runtime-ubuntu20.04",
+        f"docker://{destination}",
+    )
     assert result.returncode == 0, result.stderr
     inspected = skopeo_inspect(testbed_authfile, destination)
     assert json.loads(inspected.stdout)["Digest"] == expected["digest"]
@@ -168,21 +208,35 @@ def test_docker_pull_from_token_registry(testbed: TestbedInfo, docker_config: Pa
 def test_docker_pull_multi_arch_through_proxy(testbed: TestbedInfo, docker_config: Path) -> None:
     expected = find_tag(testbed.seed_document(), "nvidia/cuda:12.2.0-base-ubuntu22.04")
     host = testbed.source_proxy_host
-    assert docker(testbed, docker_config, "login", "-u", NGC_USER, "--password-stdin", host, stdin=testbed.api_key).returncode == 0
+    assert (
+        docker(
+            testbed, docker_config, "login", "-u", NGC_USER, "--password-stdin", host, stdin=testbed.api_key
+        ).returncode
+        == 0
+    )
     pull = docker(testbed, docker_config, "pull", f"{host}/nvidia/cuda:12.2.0-base-ubuntu22.04")
     assert pull.returncode == 0, pull.stderr
     assert expected["digest"] in pull.stdout
-    image = json.loads(docker(testbed, docker_config, "image", "inspect", f"{host}/nvidia/cuda:12.2.0-base-ubuntu22.04").stdout)[0]
+    image = json.loads(
+        docker(testbed, docker_config, "image", "inspect", f"{host}/nvidia/cuda:12.2.0-base-ubuntu22.04").stdout
+    )[0]
     assert image["Architecture"] == "amd64"
 
 
 @pytest.mark.engine
-def test_docker_loads_a_skopeo_archive(testbed: TestbedInfo, testbed_authfile: Path, docker_config: Path, tmp_path: Path) -> None:
+def test_docker_loads_a_skopeo_archive(
+    testbed: TestbedInfo, testbed_authfile: Path, docker_config: Path, tmp_path: Path
+) -> None:
     expected = find_tag(testbed.seed_document(), "nvidia/clara/clara-parabricks:4.2.0-1")
     archive = tmp_path / "parabricks.tar"
-    copy = skopeo("copy", "--src-tls-verify=false", "--authfile", str(testbed_authfile),
-                  f"docker://{testbed.source_registry_host}/nvidia/clara/clara-parabricks:4.2.0-1",
-                  f"docker-archive:{archive}:testbed/parabricks:4.2.0-1")
+    copy = skopeo(
+        "copy",
+        "--src-tls-verify=false",
+        "--authfile",
+        str(testbed_authfile),
+        f"docker://{testbed.source_registry_host}/nvidia/clara/clara-parabricks:4.2.0-1",
+        f"docker-archive:{archive}:testbed/parabricks:4.2.0-1",
+    )
     assert copy.returncode == 0, copy.stderr
     load = docker(testbed, docker_config, "load", "-i", str(archive))
     assert load.returncode == 0, load.stderr
@@ -197,7 +251,9 @@ def test_ngc_token_accepts_basic_and_apikey(testbed: TestbedInfo) -> None:
     basic = requests.get(url, params=params, auth=(NGC_USER, testbed.api_key), timeout=10)
     assert basic.status_code == 200 and basic.json()["expires_in"] > 0
     apikey = base64.b64encode(f"{NGC_USER}:{testbed.api_key}".encode()).decode()
-    assert requests.get(url, params=params, headers={"Authorization": f"ApiKey {apikey}"}, timeout=10).status_code == 200
+    assert (
+        requests.get(url, params=params, headers={"Authorization": f"ApiKey {apikey}"}, timeout=10).status_code == 200
+    )
     assert requests.get(url, params=params, auth=(NGC_USER, "wrong"), timeout=10).status_code == 401
 
 
@@ -215,8 +271,11 @@ def test_ngc_repos_paging_and_teams(testbed: TestbedInfo) -> None:
     found: list[str] = []
     page, total_pages = 0, 1
     while page < total_pages:
-        body = ngc_get(testbed, "/v2/org/nvidia/repos", **{"include-teams": "true", "include-public": "true",
-                                                           "page-size": 2, "page-number": page}).json()
+        body = ngc_get(
+            testbed,
+            "/v2/org/nvidia/repos",
+            **{"include-teams": "true", "include-public": "true", "page-size": 2, "page-number": page},
+        ).json()
         assert body["requestStatus"]["statusCode"] == "SUCCESS"
         assert len(body["repositories"]) <= 2
         total_pages = body["paginationInfo"]["totalPages"]
@@ -256,7 +315,11 @@ def test_ngc_repository_detail(testbed: TestbedInfo) -> None:
 
 
 def test_ngc_not_found(testbed: TestbedInfo) -> None:
-    for path in ("/v2/org/nosuchorg/repos", "/v2/org/nvidia/repos/nosuchrepo/images", "/v2/org/nvidia/team/nosuchteam/repos"):
+    for path in (
+        "/v2/org/nosuchorg/repos",
+        "/v2/org/nvidia/repos/nosuchrepo/images",
+        "/v2/org/nvidia/team/nosuchteam/repos",
+    ):
         response = ngc_get(testbed, path)
         assert response.status_code == 404, path
         assert response.json()["requestStatus"]["statusCode"] == "NOT_FOUND"
@@ -265,11 +328,15 @@ def test_ngc_not_found(testbed: TestbedInfo) -> None:
 def test_ngc_search(testbed: TestbedInfo) -> None:
     url = f"{testbed.ngc_api_url}/v2/search/catalog/resources/CONTAINER"
     assert requests.get(url, params={"q": "{not json"}, timeout=10).status_code == 400
-    body = requests.get(url, params={"q": json.dumps({"query": "tensorflow", "page": 0, "pageSize": 25})}, timeout=10).json()
+    body = requests.get(
+        url, params={"q": json.dumps({"query": "tensorflow", "page": 0, "pageSize": 25})}, timeout=10
+    ).json()
     ids = {r["resourceId"] for r in body["results"][0]["resources"]}
     assert ids == {"nvidia/tensorflow", "nvidia/l4t-tensorflow"}
     assert body["resultTotal"] == 2
-    team = requests.get(url, params={"q": json.dumps({"query": "parabricks"})}, timeout=10).json()["results"][0]["resources"][0]
+    team = requests.get(url, params={"q": json.dumps({"query": "parabricks"})}, timeout=10).json()["results"][0][
+        "resources"
+    ][0]
     assert team["resourceId"] == "nvidia/clara/clara-parabricks" and team["teamName"] == "clara"
     assert {"key": "latestTag", "value": "4.2.0-1"} in team["attributes"]
 
@@ -286,7 +353,9 @@ def test_ngc_fault_429_then_recovers(testbed: TestbedInfo, faults: FaultSwitch) 
     assert stats["paths"]["/v2/orgs"] == 3 and stats["faults_served"] == 2
 
 
-def test_registry_fault_seen_by_skopeo_which_retries(testbed: TestbedInfo, testbed_authfile: Path, faults: FaultSwitch) -> None:
+def test_registry_fault_seen_by_skopeo_which_retries(
+    testbed: TestbedInfo, testbed_authfile: Path, faults: FaultSwitch
+) -> None:
     expected = find_tag(testbed.seed_document(), "nvidia/pytorch:23.12-py3")
     faults.registry(status=429, count=1, retry_after=1, path_contains="/manifests/")
     result = skopeo_inspect(testbed_authfile, f"{testbed.source_proxy_host}/nvidia/pytorch:23.12-py3")
@@ -308,12 +377,25 @@ def test_registry_fault_503_with_retry_after(testbed: TestbedInfo, faults: Fault
 
 
 def test_proxy_rewrites_upload_location(testbed: TestbedInfo) -> None:
-    token = requests.get(testbed.token_realm, params={"service": testbed.registry_service, "scope": "repository:scratch/upload:pull,push,delete"},
-                         auth=(NGC_USER, testbed.api_key), timeout=10).json()["token"]
-    response = requests.post(f"{testbed.source_proxy_url}/v2/scratch/upload/blobs/uploads/", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    token = requests.get(
+        testbed.token_realm,
+        params={"service": testbed.registry_service, "scope": "repository:scratch/upload:pull,push,delete"},
+        auth=(NGC_USER, testbed.api_key),
+        timeout=10,
+    ).json()["token"]
+    response = requests.post(
+        f"{testbed.source_proxy_url}/v2/scratch/upload/blobs/uploads/",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert response.status_code == 202
     assert response.headers["Location"].startswith(f"{testbed.source_proxy_url}/v2/scratch/upload/blobs/uploads/")
-    assert requests.delete(response.headers["Location"], headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 204
+    assert (
+        requests.delete(
+            response.headers["Location"], headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ).status_code
+        == 204
+    )
 
 
 def test_proxy_aborts_a_blob_mid_body(testbed: TestbedInfo, faults: FaultSwitch) -> None:
@@ -341,11 +423,18 @@ def test_anonymous_pull_setting(testbed: TestbedInfo, faults: FaultSwitch) -> No
 def test_short_token_lifetime_expires_at_the_registry(testbed: TestbedInfo, faults: FaultSwitch) -> None:
     faults.ngc(token_lifetime=1)
     catalog_headers = {"Authorization": f"Bearer {ngc_token(testbed)}"}
-    answer = requests.get(testbed.token_realm, params={"service": testbed.registry_service, "scope": "repository:nvidia/cuda:pull"},
-                          auth=(NGC_USER, testbed.api_key), timeout=10).json()
+    answer = requests.get(
+        testbed.token_realm,
+        params={"service": testbed.registry_service, "scope": "repository:nvidia/cuda:pull"},
+        auth=(NGC_USER, testbed.api_key),
+        timeout=10,
+    ).json()
     assert answer["expires_in"] == 1
     headers = {"Authorization": f"Bearer {answer['token']}"}
-    assert requests.get(f"{testbed.source_proxy_url}/v2/nvidia/cuda/tags/list", headers=headers, timeout=10).status_code == 200
+    assert (
+        requests.get(f"{testbed.source_proxy_url}/v2/nvidia/cuda/tags/list", headers=headers, timeout=10).status_code
+        == 200
+    )
     time.sleep(2.5)  # expires_in 1 s; the registry may honour it up to 1 s longer
     expired = requests.get(f"{testbed.source_proxy_url}/v2/nvidia/cuda/tags/list", headers=headers, timeout=10)
     assert expired.status_code == 401
@@ -357,7 +446,9 @@ def test_short_token_lifetime_expires_at_the_registry(testbed: TestbedInfo, faul
     assert stale.status_code == 401 and stale.json()["requestStatus"]["statusDescription"] == "token expired"
 
 
-def test_helm_repository_wants_the_key_and_sends_archives_elsewhere(testbed: TestbedInfo, helm_charts: ChartOracle) -> None:
+def test_helm_repository_wants_the_key_and_sends_archives_elsewhere(
+    testbed: TestbedInfo, helm_charts: ChartOracle
+) -> None:
     index = f"{testbed.helm_url}/nvidia/index.yaml"
     refused = requests.get(index, timeout=10)
     assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic ")
@@ -372,8 +463,12 @@ def test_helm_repository_wants_the_key_and_sends_archives_elsewhere(testbed: Tes
     assert gpu_operator_chart(helm_charts.versions[0]) == data  # the same bytes on every run
 
 
-def test_chart_images_are_in_their_registries(testbed: TestbedInfo, helm_charts: ChartOracle, testbed_authfile: Path) -> None:
-    assert requests.get(f"{testbed.k8s_registry_url}/v2/", timeout=10).status_code == 200  # anonymous, like registry.k8s.io
+def test_chart_images_are_in_their_registries(
+    testbed: TestbedInfo, helm_charts: ChartOracle, testbed_authfile: Path
+) -> None:
+    assert (
+        requests.get(f"{testbed.k8s_registry_url}/v2/", timeout=10).status_code == 200
+    )  # anonymous, like registry.k8s.io
     for version in helm_charts.versions:
         for record in helm_charts.records(version):
             host, _sep, path = record["reference"].partition("/")
@@ -382,11 +477,19 @@ def test_chart_images_are_in_their_registries(testbed: TestbedInfo, helm_charts:
             assert raw.returncode == 0, raw.stderr
             assert "sha256:" + hashlib.sha256(raw.stdout).hexdigest() == record["digest"]
     driver = [r for r in helm_charts.records(helm_charts.versions[-1]) if r["from"] == "driver"]
-    assert sorted(r["os"] for r in driver) == sorted(helm_charts.driver_os) and helm_charts.missing_os not in helm_charts.driver_os
+    assert (
+        sorted(r["os"] for r in driver) == sorted(helm_charts.driver_os)
+        and helm_charts.missing_os not in helm_charts.driver_os
+    )
 
 
 def test_cli_reports_the_running_testbed(testbed: TestbedInfo) -> None:
-    result = subprocess.run([sys.executable, "-m", "tests.testbed", "info", "--dir", testbed.workdir],
-                            capture_output=True, text=True, check=False, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.testbed", "info", "--dir", testbed.workdir],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["source_registry_url"] == testbed.source_registry_url

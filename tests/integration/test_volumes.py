@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Bundles in volumes of a fixed size: none larger than the medium takes, a blob larger than a volume split into parts,
 volumes imported in any order from several mount points, a missing volume named, a corrupt part failing its image."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,16 @@ def tree_bytes(path: Path) -> int:
 @pytest.fixture(scope="module")
 def volumes(ansible: Any, testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("volumes")
-    run = ansible.module("ngc_image_mirror", {"registry_url": testbed.source_registry_url, "images": IMAGES, "facts_file": str(base / "f.fact"),
-                                              "bundle": {"dir": str(base / "ngc-vol"), "volume_size": "1MiB"}}, api_key=testbed.api_key)
+    run = ansible.module(
+        "ngc_image_mirror",
+        {
+            "registry_url": testbed.source_registry_url,
+            "images": IMAGES,
+            "facts_file": str(base / "f.fact"),
+            "bundle": {"dir": str(base / "ngc-vol"), "volume_size": "1MiB"},
+        },
+        api_key=testbed.api_key,
+    )
     assert run.rc == 0, run.stdout
     return base / "ngc-vol"
 
@@ -50,13 +59,19 @@ def test_no_volume_is_larger_than_volume_size_and_big_blobs_are_split(volumes: P
     assert {f"{testbed.source_registry_host}/{ref}" for ref in IMAGES} == set(contents["images"])
 
 
-def test_volumes_import_in_any_order_from_two_mount_points(ansible: Any, testbed: Any, volumes: Path, tmp_path: Path, ns: str) -> None:
+def test_volumes_import_in_any_order_from_two_mount_points(
+    ansible: Any, testbed: Any, volumes: Path, tmp_path: Path, ns: str
+) -> None:
     media = tmp_path / "media"
     dirs = sorted(p for p in volumes.iterdir() if p.is_dir())
     for position, directory in enumerate(reversed(dirs)):
         shutil.copytree(directory, media / f"usb{position % 2}" / directory.name)
-    args = {"source": "bundle", "source_dir": str(media), "registry": {"url": testbed.open_registry_url, "prefix": ns},
-            "facts_file": str(tmp_path / "far.fact")}
+    args = {
+        "source": "bundle",
+        "source_dir": str(media),
+        "registry": {"url": testbed.open_registry_url, "prefix": ns},
+        "facts_file": str(tmp_path / "far.fact"),
+    }
     run = ansible.module("ngc_image_mirror", args)
     assert run.rc == 0, run.stdout
     for ref in IMAGES:
@@ -66,16 +81,24 @@ def test_volumes_import_in_any_order_from_two_mount_points(ansible: Any, testbed
     assert listed.result["problems"] == []
 
 
-def test_a_missing_volume_is_named_and_a_corrupt_part_fails_its_image(ansible: Any, testbed: Any, volumes: Path, tmp_path: Path, ns: str) -> None:
+def test_a_missing_volume_is_named_and_a_corrupt_part_fails_its_image(
+    ansible: Any, testbed: Any, volumes: Path, tmp_path: Path, ns: str
+) -> None:
     contents = json.loads((volumes / "vol-0001" / "contents.json").read_text())
-    split_digest, split_entry = next((f"sha256:{k.rsplit('/', 1)[1]}", e) for k, e in contents["files"].items() if e.get("parts"))
+    split_digest, split_entry = next(
+        (f"sha256:{k.rsplit('/', 1)[1]}", e) for k, e in contents["files"].items() if e.get("parts")
+    )
     last = split_entry["parts"][-1]
     carried = tmp_path / "carried"
     shutil.copytree(volumes, carried)
     missing_volume = carried / f"vol-{last['volume']:04d}"
     shutil.rmtree(missing_volume)
-    args = {"source": "bundle", "source_dir": str(carried), "registry": {"url": testbed.open_registry_url, "prefix": ns},
-            "facts_file": str(tmp_path / "far.fact")}
+    args = {
+        "source": "bundle",
+        "source_dir": str(carried),
+        "registry": {"url": testbed.open_registry_url, "prefix": ns},
+        "facts_file": str(tmp_path / "far.fact"),
+    }
     run = ansible.module("ngc_image_mirror", args)
     assert run.rc != 0
     messages = " ".join(i["message"] for i in run.result["images"] if i["status"] == "failed")
@@ -90,9 +113,13 @@ def test_a_missing_volume_is_named_and_a_corrupt_part_fails_its_image(ansible: A
     users = {ref for ref, image in contents["images"].items() if split_digest in image["blobs"]}
     checked = ansible.module("ngc_catalog_info", {"source": "bundle", "source_dir": str(carried), "verify": True})
     assert checked.rc == 0, checked.stdout
-    assert [(p["path"], p["problem"]) for p in checked.result["problems"]] == [(f"blobs/sha256/{split_digest.split(':')[1]}", "corrupt")]
+    assert [(p["path"], p["problem"]) for p in checked.result["problems"]] == [
+        (f"blobs/sha256/{split_digest.split(':')[1]}", "corrupt")
+    ]
     assert {i["reference"] for i in checked.result["images"] if not i["verified"]} == users
-    run = ansible.module("ngc_image_mirror", dict(args, registry={"url": testbed.open_registry_url, "prefix": f"{ns}-c"}))
+    run = ansible.module(
+        "ngc_image_mirror", dict(args, registry={"url": testbed.open_registry_url, "prefix": f"{ns}-c"})
+    )
     assert run.rc != 0
     failed = {i["reference"] for i in run.result["images"] if i["status"] == "failed"}
     assert failed == users, (failed, users)

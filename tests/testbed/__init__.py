@@ -5,6 +5,7 @@
 Independent of the collection's own code (it is the judge): uses requests, cryptography and the
 standard library only. See README.md.
 """
+
 from __future__ import annotations
 
 from ._common import TestbedError

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Command line: ``python -m tests.testbed up|down|fault|info --dir DIR ...`` (see README.md)."""
+
 from __future__ import annotations
 
 import argparse

@@ -6,6 +6,7 @@ A layer is a tar archive of incompressible pseudo-random files (AES-CTR keystrea
 seed and the layer name), gzip-compressed on the fly. Nothing is held in memory beyond one chunk:
 the stream reports its digest, size and diff_id (sha256 of the uncompressed tar) once consumed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -125,7 +126,9 @@ def dump_manifest(data: dict[str, Any]) -> bytes:
     return json.dumps(data, indent=3).encode("utf-8")
 
 
-def image_config(architecture: str, created: str, diff_ids: list[str], layer_names: list[str], labels: dict[str, str]) -> bytes:
+def image_config(
+    architecture: str, created: str, diff_ids: list[str], layer_names: list[str], labels: dict[str, str]
+) -> bytes:
     config = {
         "architecture": architecture,
         "os": "linux",
@@ -149,7 +152,9 @@ def image_manifest(oci: bool, config: BlobInfo, layers: list[BlobInfo]) -> tuple
         "schemaVersion": 2,
         "mediaType": media_type,
         "config": {"mediaType": OCI_CONFIG if oci else DOCKER_CONFIG, "size": config.size, "digest": config.digest},
-        "layers": [{"mediaType": OCI_LAYER if oci else DOCKER_LAYER, "size": b.size, "digest": b.digest} for b in layers],
+        "layers": [
+            {"mediaType": OCI_LAYER if oci else DOCKER_LAYER, "size": b.size, "digest": b.digest} for b in layers
+        ],
     }
     return media_type, dump_manifest(manifest)
 
@@ -160,6 +165,12 @@ def image_index(oci: bool, children: list[tuple[str, str, BlobInfo]]) -> tuple[s
     manifests = []
     for platform, child_type, blob in children:
         os_name, architecture = platform.split("/")[:2]
-        manifests.append({"mediaType": child_type, "size": blob.size, "digest": blob.digest,
-                          "platform": {"architecture": architecture, "os": os_name}})
+        manifests.append(
+            {
+                "mediaType": child_type,
+                "size": blob.size,
+                "digest": blob.digest,
+                "platform": {"architecture": architecture, "os": os_name},
+            }
+        )
     return media_type, dump_manifest({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests})

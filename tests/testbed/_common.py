@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: process, port and file helpers shared by the test bed components."""
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,14 @@ def spawn(argv: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(  # pylint: disable=consider-using-with
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=str(cwd), env=env, start_new_session=True, close_fds=True,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(cwd),
+            env=env,
+            start_new_session=True,
+            close_fds=True,
         )
 
 
@@ -110,8 +117,13 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, alive: Callable[[], bool] | None = None,
-               log_path: Path | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    alive: Callable[[], bool] | None = None,
+    log_path: Path | None = None,
+) -> None:
     """Poll check() until it is true; fail early if alive() turns false."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,7 +132,9 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, alive: Call
         if alive is not None and not alive():
             raise TestbedError(f"{what} exited during start-up; log:\n{log_tail(log_path) if log_path else ''}")
         time.sleep(0.05)
-    raise TestbedError(f"timed out after {timeout:.0f}s waiting for {what}; log:\n{log_tail(log_path) if log_path else ''}")
+    raise TestbedError(
+        f"timed out after {timeout:.0f}s waiting for {what}; log:\n{log_tail(log_path) if log_path else ''}"
+    )
 
 
 def http_answers(url: str) -> bool:
@@ -132,7 +146,9 @@ def http_answers(url: str) -> bool:
     return True
 
 
-def wait_ready_file(path: Path, proc: subprocess.Popen, what: str, log_path: Path, timeout: float = 30) -> dict[str, Any]:
+def wait_ready_file(
+    path: Path, proc: subprocess.Popen, what: str, log_path: Path, timeout: float = 30
+) -> dict[str, Any]:
     """Wait for a component to write its ready file ({"port": ..., "pid": ...}) and return it."""
     wait_until(path.exists, timeout, what, alive=lambda: proc.poll() is None, log_path=log_path)
     return read_json(path)

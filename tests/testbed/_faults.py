@@ -21,6 +21,7 @@ Control API (same on both servers, never faulted or counted itself):
   "requests": [{"method", "path", "status", "fault"}]}`` (path without query string; the last
   2000 requests). ``DELETE /_testbed/stats``: zero them.
 """
+
 from __future__ import annotations
 
 import threading

@@ -5,6 +5,7 @@
 It answers the fault-switch control API (see _faults), counts requests and applies
 queued faults before a subclass sees the request.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,9 @@ class TestbedServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], config: dict[str, Any], setting_defaults: dict[str, Any]) -> None:
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], config: dict[str, Any], setting_defaults: dict[str, Any]
+    ) -> None:
         super().__init__((config.get("host", LOOPBACK), int(config.get("port", 0))), handler)
         self.config = config
         self.faults = FaultBook(setting_defaults)
@@ -95,7 +98,9 @@ class TestbedHandler(BaseHTTPRequestHandler):
     # Control API ---------------------------------------------------------------------
     def _control(self, path: str) -> None:
         body = self.read_body()
-        target = {"/_testbed/faults": self._control_faults, "/_testbed/stats": self._control_stats}.get(path.rstrip("/"))
+        target = {"/_testbed/faults": self._control_faults, "/_testbed/stats": self._control_stats}.get(
+            path.rstrip("/")
+        )
         if target is None:
             self.send_json(404, {"error": f"no control endpoint {path}"})
             return
@@ -181,7 +186,10 @@ def run_server(handler: type[TestbedHandler], setting_defaults: dict[str, Any], 
     server = TestbedServer(handler, config, setting_defaults)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     if config.get("ready_file"):
-        write_json(Path(config["ready_file"]), {"port": server.port, "pid": os.getpid(), "url": f"http://{LOOPBACK}:{server.port}"})
+        write_json(
+            Path(config["ready_file"]),
+            {"port": server.port, "pid": os.getpid(), "url": f"http://{LOOPBACK}:{server.port}"},
+        )
     try:
         server.serve_forever(poll_interval=0.2)
     except (KeyboardInterrupt, SystemExit):

@@ -5,6 +5,7 @@
 Handles no auth, Basic and Bearer token challenges; uploads blobs by streaming a chunked PATCH
 and closing the session with ``PUT ?digest=``; mounts blobs across repositories.
 """
+
 from __future__ import annotations
 
 import re
@@ -69,15 +70,18 @@ class Pusher:
         headers = dict(kwargs.pop("headers", {}))
         headers.update(self._auth(repo, extra_pull))
         auth = (self.username, self.password) if self._scheme == "basic" else None
-        return self.session.request(method, urljoin(f"{self.base_url}/", url), headers=headers, auth=auth, timeout=600, **kwargs)
+        return self.session.request(
+            method, urljoin(f"{self.base_url}/", url), headers=headers, auth=auth, timeout=600, **kwargs
+        )
 
     def blob_exists(self, repo: str, digest: str) -> bool:
         return self._request("HEAD", f"/v2/{repo}/blobs/{digest}", repo).status_code == 200
 
     def mount(self, repo: str, digest: str, source: str) -> str | None:
         """Mount `digest` from `source`; None when done, else the upload session's Location."""
-        response = self._request("POST", f"/v2/{repo}/blobs/uploads/", repo, extra_pull=source,
-                                 params={"mount": digest, "from": source})
+        response = self._request(
+            "POST", f"/v2/{repo}/blobs/uploads/", repo, extra_pull=source, params={"mount": digest, "from": source}
+        )
         if response.status_code == 201:
             return None
         _expect(response, 202, f"mount {digest} into {repo}")
@@ -88,11 +92,14 @@ class Pusher:
         _expect(response, 202, f"start upload to {repo}")
         return response.headers["Location"]
 
-    def upload_stream(self, repo: str, pieces: Iterable[bytes], digest_of: Callable[[], str], location: str | None = None) -> None:
+    def upload_stream(
+        self, repo: str, pieces: Iterable[bytes], digest_of: Callable[[], str], location: str | None = None
+    ) -> None:
         """Stream `pieces` as one chunked PATCH, then close the upload with the digest `digest_of()` reports."""
         location = location or self.start_upload(repo)
-        response = self._request("PATCH", location, repo, data=iter(pieces),
-                                 headers={"Content-Type": "application/octet-stream"})
+        response = self._request(
+            "PATCH", location, repo, data=iter(pieces), headers={"Content-Type": "application/octet-stream"}
+        )
         _expect(response, 202, f"upload to {repo}")
         self._finish(repo, response.headers["Location"], digest_of(), b"")
 
@@ -105,17 +112,25 @@ class Pusher:
 
     def _finish(self, repo: str, location: str, digest: str, data: bytes) -> None:
         separator = "&" if "?" in location else "?"
-        response = self._request("PUT", f"{location}{separator}digest={digest}", repo, data=data,
-                                 headers={"Content-Type": "application/octet-stream"})
+        response = self._request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            repo,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         _expect(response, 201, f"finish upload of {digest} to {repo}")
 
     def put_manifest(self, repo: str, reference: str, media_type: str, body: bytes) -> str:
-        response = self._request("PUT", f"/v2/{repo}/manifests/{reference}", repo, data=body,
-                                 headers={"Content-Type": media_type})
+        response = self._request(
+            "PUT", f"/v2/{repo}/manifests/{reference}", repo, data=body, headers={"Content-Type": media_type}
+        )
         _expect(response, 201, f"push manifest {repo}:{reference}")
         digest = sha256_digest(body)
         if response.headers.get("Docker-Content-Digest", digest) != digest:
-            raise PushError(f"{repo}:{reference}: registry computed {response.headers['Docker-Content-Digest']}, expected {digest}")
+            raise PushError(
+                f"{repo}:{reference}: registry computed {response.headers['Docker-Content-Digest']}, expected {digest}"
+            )
         return digest
 
 

@@ -35,6 +35,7 @@ whole blob), and the proxy's ``rewrite_expired_realm``. Fault rules go to the po
 entry per blob request with ``digest``, ``range`` (the header, or null), ``status``, ``bytes`` (sent) and
 ``authorization`` (whether the request carried one).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,16 @@ from urllib.parse import SplitResult, parse_qs, urlsplit
 import requests
 
 from ._blobs import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, _keystream, dump_manifest
-from ._common import LOOPBACK, ProcessRecord, python_env, python_module_argv, read_json, spawn, wait_ready_file, write_json
+from ._common import (
+    LOOPBACK,
+    ProcessRecord,
+    python_env,
+    python_module_argv,
+    read_json,
+    spawn,
+    wait_ready_file,
+    write_json,
+)
 from ._faults import FaultRule
 from ._httpd import TestbedHandler, TestbedServer
 from ._jwt import decode_claims
@@ -68,8 +78,13 @@ from .proxy import SETTINGS as PROXY_SETTINGS
 from .proxy import ProxyHandler
 
 SETTINGS: dict[str, Any] = {
-    **PROXY_SETTINGS, "bandwidth": 0, "latency": 0.0, "token_lifetime": None, "url_lifetime": 300,
-    "redirect_blobs": True, "ignore_range": False,
+    **PROXY_SETTINGS,
+    "bandwidth": 0,
+    "latency": 0.0,
+    "token_lifetime": None,
+    "url_lifetime": 300,
+    "redirect_blobs": True,
+    "ignore_range": False,
 }
 BLOB_PATH_RE = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 CDN_PATH_RE = re.compile(r"^/cdn/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
@@ -104,7 +119,12 @@ class FrontHandler(ProxyHandler):
             self._refuse_expired(url.path)
             return
         match = BLOB_PATH_RE.match(url.path)
-        if match and self.command == "GET" and _setting(self.server, "redirect_blobs") and self._upstream_has_blob(url.path):
+        if (
+            match
+            and self.command == "GET"
+            and _setting(self.server, "redirect_blobs")
+            and self._upstream_has_blob(url.path)
+        ):
             self._redirect(match.group("digest"))
             return
         super().handle_request(url, rule)
@@ -125,7 +145,9 @@ class FrontHandler(ProxyHandler):
         match = re.match(r"^/v2/(.+)/(?:blobs|manifests|tags)/", path)
         scope = f',scope="repository:{match.group(1)}:pull"' if match else ""
         challenge = f'Bearer realm="{realm}"{scope},error="invalid_token"'
-        body = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required: token expired", "detail": None}]}
+        body = {
+            "errors": [{"code": "UNAUTHORIZED", "message": "authentication required: token expired", "detail": None}]
+        }
         self.send_json(401, body, {"WWW-Authenticate": challenge})
 
     def _upstream_has_blob(self, path: str) -> bool:
@@ -163,18 +185,30 @@ class CdnHandler(TestbedHandler):
     """Presigned-URL blob storage: no Authorization allowed, signature and expiry checked, Range served, paced."""
 
     def fault_body(self, status: int) -> dict[str, Any]:
-        return {"Error": {"Code": "ServiceUnavailable" if status >= 500 else "SlowDown", "Message": f"testbed fault {status}"}}
+        return {
+            "Error": {
+                "Code": "ServiceUnavailable" if status >= 500 else "SlowDown",
+                "Message": f"testbed fault {status}",
+            }
+        }
 
     def handle_request(self, url: SplitResult, rule: FaultRule | None) -> None:
         _wait_latency(self.server)
         self.drain_body()
         match = CDN_PATH_RE.match(url.path)
         if self.command not in ("GET", "HEAD") or not match:
-            self._error(404 if match is None else 405, "NoSuchKey" if match is None else "MethodNotAllowed", "no such object")
+            self._error(
+                404 if match is None else 405, "NoSuchKey" if match is None else "MethodNotAllowed", "no such object"
+            )
             return
         digest = match.group("digest")
-        entry: dict[str, Any] = {"digest": digest, "range": self.headers.get("Range"), "status": 0, "bytes": 0,
-                                 "authorization": "Authorization" in self.headers}
+        entry: dict[str, Any] = {
+            "digest": digest,
+            "range": self.headers.get("Range"),
+            "status": 0,
+            "bytes": 0,
+            "authorization": "Authorization" in self.headers,
+        }
         try:
             self._serve(url, digest, rule, entry)
         finally:
@@ -183,13 +217,23 @@ class CdnHandler(TestbedHandler):
 
     def _serve(self, url: SplitResult, digest: str, rule: FaultRule | None, entry: dict[str, Any]) -> None:
         if entry["authorization"]:
-            self._error(400, "InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
-                        "Signature query string parameter or the Authorization header should be specified")
+            self._error(
+                400,
+                "InvalidArgument",
+                "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+                "Signature query string parameter or the Authorization header should be specified",
+            )
             return
         query = parse_qs(url.query)
         expires, signature = (query.get("expires") or [""])[0], (query.get("signature") or [""])[0]
-        if not expires.isdigit() or not hmac.compare_digest(signature, sign(self.server.secret, url.path, int(expires))):
-            self._error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided")
+        if not expires.isdigit() or not hmac.compare_digest(
+            signature, sign(self.server.secret, url.path, int(expires))
+        ):
+            self._error(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided",
+            )
             return
         if time.time() > int(expires):
             self._error(403, "AccessDenied", "Request has expired")
@@ -232,7 +276,7 @@ class CdnHandler(TestbedHandler):
                 if not piece:
                     break
                 if abort_after is not None and sent + len(piece) >= abort_after:
-                    piece = piece[:max(0, abort_after - sent)]
+                    piece = piece[: max(0, abort_after - sent)]
                     self._write_counted(piece, entry)
                     self._drop_connection()
                     return
@@ -262,8 +306,10 @@ class CdnHandler(TestbedHandler):
             pass
 
     def _error(self, status: int, code: str, message: str) -> None:
-        data = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
-                f"<RequestId>{secrets.token_hex(8)}</RequestId></Error>").encode("utf-8")
+        data = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+            f"<RequestId>{secrets.token_hex(8)}</RequestId></Error>"
+        ).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(data)))
@@ -323,7 +369,11 @@ class CdnServer(TestbedServer):
 
     def downloads_snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"bytes_served": self._bytes, "authorization_refused": self._refused, "downloads": list(self._downloads[-2000:])}
+            return {
+                "bytes_served": self._bytes,
+                "authorization_refused": self._refused,
+                "downloads": list(self._downloads[-2000:]),
+            }
 
 
 def serve(config: dict[str, Any]) -> None:
@@ -337,10 +387,16 @@ def serve(config: dict[str, Any]) -> None:
     thread = threading.Thread(target=cdn.serve_forever, kwargs={"poll_interval": 0.2}, name="cdn", daemon=True)
     thread.start()
     if config.get("ready_file"):
-        write_json(Path(config["ready_file"]), {
-            "port": front.port, "cdn_port": cdn.port, "pid": os.getpid(),
-            "url": f"http://{LOOPBACK}:{front.port}", "cdn_url": f"http://{LOOPBACK}:{cdn.port}",
-        })
+        write_json(
+            Path(config["ready_file"]),
+            {
+                "port": front.port,
+                "cdn_port": cdn.port,
+                "pid": os.getpid(),
+                "url": f"http://{LOOPBACK}:{front.port}",
+                "cdn_url": f"http://{LOOPBACK}:{cdn.port}",
+            },
+        )
     try:
         front.serve_forever(poll_interval=0.2)
     except (KeyboardInterrupt, SystemExit):
@@ -403,9 +459,19 @@ def start_cdn(directory: Path, upstream: str, storage_root: Path, expired_realm:
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         raise ValueError(f"unknown CDN settings: {', '.join(sorted(unknown))}")
-    write_json(config_path, {"upstream": upstream, "storage_root": str(storage_root), "expired_realm": expired_realm,
-                             "ready_file": str(ready), **settings})
-    proc = spawn(python_module_argv("tests.testbed.cdn", "--config", str(config_path)), log_path, cwd=directory, env=python_env())
+    write_json(
+        config_path,
+        {
+            "upstream": upstream,
+            "storage_root": str(storage_root),
+            "expired_realm": expired_realm,
+            "ready_file": str(ready),
+            **settings,
+        },
+    )
+    proc = spawn(
+        python_module_argv("tests.testbed.cdn", "--config", str(config_path)), log_path, cwd=directory, env=python_env()
+    )
     found = wait_ready_file(ready, proc, "cdn", log_path)
     return Cdn(url=found["url"], cdn_url=found["cdn_url"], record=ProcessRecord("cdn", proc.pid, str(config_path)))
 
@@ -455,6 +521,7 @@ def _hashed(pieces: Any, hasher: Any) -> Any:
 def _push_big_layer(pusher: Pusher, repository: str, seed: int, size: int, as_tar: bool) -> dict[str, Any]:
     """The big layer (generated once to hash it), pushed unless the registry holds it: its digest and size, what it
     unpacks to (diff_id) and, as a tar, the sha256 of its one file."""
+
     def uncompressed(content: Any = None, diff: Any = None) -> Any:
         pieces = _keystream(seed, f"big:{size}", size)
         if content is not None:
@@ -470,12 +537,24 @@ def _push_big_layer(pusher: Pusher, repository: str, seed: int, size: int, as_ta
     digest = f"sha256:{hasher.hexdigest()}"
     if not pusher.blob_exists(repository, digest):
         pusher.upload_stream(repository, _gzip_stored(uncompressed()), lambda: digest)
-    return {"digest": digest, "size": length, "diff_id": f"sha256:{diff.hexdigest() if as_tar else hashlib.sha256(b'').hexdigest()}",
-            "content": content.hexdigest() if as_tar else ""}
+    return {
+        "digest": digest,
+        "size": length,
+        "diff_id": f"sha256:{diff.hexdigest() if as_tar else hashlib.sha256(b'').hexdigest()}",
+        "content": content.hexdigest() if as_tar else "",
+    }
 
 
-def seed_big_image(registry_url: str, username: str, password: str, reference: str = BIG_REFERENCE, size: int = BIG_SIZE,
-                   seed: int = 1, as_tar: bool = False, cache_file: Path | None = None) -> BigImage:
+def seed_big_image(
+    registry_url: str,
+    username: str,
+    password: str,
+    reference: str = BIG_REFERENCE,
+    size: int = BIG_SIZE,
+    seed: int = 1,
+    as_tar: bool = False,
+    cache_file: Path | None = None,
+) -> BigImage:
     """Push (once: an existing layer is not sent again) an image whose one layer is `size` deterministic random bytes, gzip'd
     at level 0 (so that skopeo, which compresses layers it finds uncompressed, copies it unchanged). ``as_tar``: the
     bytes are the file ``/big.bin`` of a real layer tar (for destinations that unpack layers: enroot, Apptainer).
@@ -486,24 +565,47 @@ def seed_big_image(registry_url: str, username: str, password: str, reference: s
     cache = read_json(cache_file) if cache_file is not None and cache_file.exists() else {}
     pusher = Pusher(registry_url, username, password)
     layer = cache.get(key)
-    if not (isinstance(layer, dict) and {"digest", "size", "diff_id", "content"} <= set(layer) and pusher.blob_exists(repository, layer["digest"])):
+    if not (
+        isinstance(layer, dict)
+        and {"digest", "size", "diff_id", "content"} <= set(layer)
+        and pusher.blob_exists(repository, layer["digest"])
+    ):
         layer = _push_big_layer(pusher, repository, seed, size, as_tar)
         if cache_file is not None:
             write_json(cache_file, {**cache, key: layer}, mode=0o644)
-    config = dump_manifest({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-                            "rootfs": {"type": "layers", "diff_ids": [layer["diff_id"]]}, "config": {}})
+    config = dump_manifest(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "2024-01-01T00:00:00Z",
+            "rootfs": {"type": "layers", "diff_ids": [layer["diff_id"]]},
+            "config": {},
+        }
+    )
     config_info = pusher.upload_bytes(repository, config)
-    manifest = dump_manifest({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "size": config_info.size, "digest": config_info.digest},
-        "layers": [{"mediaType": OCI_LAYER, "size": layer["size"], "digest": layer["digest"]}],
-    })
-    return BigImage(repository, tag, pusher.put_manifest(repository, tag, OCI_MANIFEST, manifest), layer["digest"], layer["size"],
-                    layer["content"], layer["diff_id"])
+    manifest = dump_manifest(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "size": config_info.size, "digest": config_info.digest},
+            "layers": [{"mediaType": OCI_LAYER, "size": layer["size"], "digest": layer["digest"]}],
+        }
+    )
+    return BigImage(
+        repository,
+        tag,
+        pusher.put_manifest(repository, tag, OCI_MANIFEST, manifest),
+        layer["digest"],
+        layer["size"],
+        layer["content"],
+        layer["diff_id"],
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="nvcr.io-like registry front with a presigned-URL CDN, for the test bed")
+    parser = argparse.ArgumentParser(
+        description="nvcr.io-like registry front with a presigned-URL CDN, for the test bed"
+    )
     parser.add_argument("--config", required=True, type=Path, help="JSON configuration file")
     serve(read_json(parser.parse_args().config))
     sys.exit(0)

@@ -19,6 +19,7 @@ v26.7.0 differs from v26.3.0 by its operator and validator (their tag is the app
 driver (one tag per OS) and a new device plugin (also GFD's).
 Archives are byte-for-byte the same on every run (fixed mtimes, sorted members, gzip without a time stamp).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -91,7 +92,9 @@ def components(version: str) -> list[Component]:
         Component("dcgmExporter", f"{NGC_HOST}/nvidia/k8s", "dcgm-exporter", "4.2.3-4.1.3-ubuntu22.04"),
         Component("gfd", f"{NGC_HOST}/nvidia", "k8s-device-plugin", plugin),
         Component("migManager", f"{NGC_HOST}/nvidia/cloud-native", "k8s-mig-manager", "v0.12.2-ubuntu20.04"),
-        Component("nodeStatusExporter", f"{NGC_HOST}/nvidia/cloud-native", "gpu-operator-validator", None, enabled=False),
+        Component(
+            "nodeStatusExporter", f"{NGC_HOST}/nvidia/cloud-native", "gpu-operator-validator", None, enabled=False
+        ),
         Component("gds", f"{NGC_HOST}/nvidia/cloud-native", "nvidia-fs", "2.20.5", enabled=False, os_suffixed=True),
         Component("gdrcopy", f"{NGC_HOST}/nvidia/cloud-native", "gdrdrv", "v2.5", enabled=False, os_suffixed=True),
         Component("vgpuManager", "", "vgpu-manager", "", enabled=False, pushed=False),
@@ -113,8 +116,12 @@ def _values(version: str) -> dict[str, Any]:
         "cdi": {"enabled": True, "default": False},
         "sandboxWorkloads": {"enabled": False, "defaultWorkload": "container"},
         "hostPaths": {"rootFS": "/", "driverInstallDir": "/run/nvidia/driver"},
-        "daemonsets": {"labels": {}, "annotations": {}, "priorityClassName": "system-node-critical",
-                       "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+        "daemonsets": {
+            "labels": {},
+            "annotations": {},
+            "priorityClassName": "system-node-critical",
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
     }
     for component in components(version):
         head, _sep, tail = component.path.partition(".")
@@ -129,18 +136,36 @@ def _values(version: str) -> dict[str, Any]:
             node["version"] = component.version
         node["imagePullPolicy"] = "IfNotPresent"
         node.setdefault("env", [])
-    values["operator"].update({"priorityClassName": "system-node-critical", "defaultRuntime": "docker",
-                               "runtimeClass": "nvidia", "initContainer": {}, "resources": {"limits": {"cpu": "500m"}}})
+    values["operator"].update(
+        {
+            "priorityClassName": "system-node-critical",
+            "defaultRuntime": "docker",
+            "runtimeClass": "nvidia",
+            "initContainer": {},
+            "resources": {"limits": {"cpu": "500m"}},
+        }
+    )
     values["validator"]["plugin"] = {"env": [{"name": "WITH_WORKLOAD", "value": "false"}]}
-    values["driver"].update({"usePrecompiled": False, "kernelModuleType": "auto", "upgradePolicy": {"autoUpgrade": True},
-                             "licensingConfig": {"configMapName": ""}, "repoConfig": {"configMapName": ""}})
+    values["driver"].update(
+        {
+            "usePrecompiled": False,
+            "kernelModuleType": "auto",
+            "upgradePolicy": {"autoUpgrade": True},
+            "licensingConfig": {"configMapName": ""},
+            "repoConfig": {"configMapName": ""},
+        }
+    )
     values["toolkit"]["installDir"] = "/usr/local/nvidia"
     values["devicePlugin"]["config"] = {"name": "", "default": ""}
     values["dcgmExporter"]["serviceMonitor"] = {"enabled": False}
     values["migManager"]["config"] = {"name": "default-mig-parted-config", "default": "all-disabled"}
-    values[NFD] = {"enableNodeFeatureApi": True, "priorityClassName": "system-node-critical",
-                   "worker": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
-                                               "effect": "NoSchedule"}]}}
+    values[NFD] = {
+        "enableNodeFeatureApi": True,
+        "priorityClassName": "system-node-critical",
+        "worker": {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
+        },
+    }
     return values
 
 
@@ -240,36 +265,63 @@ def _yaml(data: Any) -> bytes:
 
 
 def nfd_chart() -> bytes:
-    chart = {"apiVersion": "v2", "name": NFD, "version": NFD_VERSION[0], "appVersion": NFD_VERSION[1],
-             "description": "Detects hardware features available on each node in a Kubernetes cluster, and advertises "
-                            "those features using node labels", "type": "application"}
-    values = {"image": {"repository": f"{K8S_HOST}/nfd/node-feature-discovery", "pullPolicy": "IfNotPresent", "tag": ""},
-              "enableNodeFeatureApi": False, "priorityClassName": "",
-              "worker": {"tolerations": [], "config": {"sources": {"pci": {"deviceLabelFields": ["vendor"]}}}}}
-    return _tgz({f"{NFD}/Chart.yaml": _yaml(chart), f"{NFD}/values.yaml": _yaml(values),
-                 f"{NFD}/templates/worker.yaml": _NFD_TEMPLATE.encode("utf-8")})
+    chart = {
+        "apiVersion": "v2",
+        "name": NFD,
+        "version": NFD_VERSION[0],
+        "appVersion": NFD_VERSION[1],
+        "description": "Detects hardware features available on each node in a Kubernetes cluster, and advertises "
+        "those features using node labels",
+        "type": "application",
+    }
+    values = {
+        "image": {"repository": f"{K8S_HOST}/nfd/node-feature-discovery", "pullPolicy": "IfNotPresent", "tag": ""},
+        "enableNodeFeatureApi": False,
+        "priorityClassName": "",
+        "worker": {"tolerations": [], "config": {"sources": {"pci": {"deviceLabelFields": ["vendor"]}}}},
+    }
+    return _tgz(
+        {
+            f"{NFD}/Chart.yaml": _yaml(chart),
+            f"{NFD}/values.yaml": _yaml(values),
+            f"{NFD}/templates/worker.yaml": _NFD_TEMPLATE.encode("utf-8"),
+        }
+    )
 
 
 def chart_metadata(version: str) -> dict[str, Any]:
     return {
-        "apiVersion": "v2", "name": CHART, "version": version, "appVersion": version, "kubeVersion": ">= 1.16.0-0",
+        "apiVersion": "v2",
+        "name": CHART,
+        "version": version,
+        "appVersion": version,
+        "kubeVersion": ">= 1.16.0-0",
         "description": "NVIDIA GPU Operator creates/configures/manages GPUs atop Kubernetes",
-        "home": "https://github.com/NVIDIA/gpu-operator", "icon": "https://assets.nvidiagrid.net/ngc/logos/GPUoperator.png",
+        "home": "https://github.com/NVIDIA/gpu-operator",
+        "icon": "https://assets.nvidiagrid.net/ngc/logos/GPUoperator.png",
         "keywords": ["gpu", "cuda", "compute", "operator", "deep learning", "monitoring", "tesla"],
-        "dependencies": [{"name": NFD, "version": NFD_VERSION[0], "condition": "nfd.enabled",
-                          "repository": "https://kubernetes-sigs.github.io/node-feature-discovery/charts"}],
+        "dependencies": [
+            {
+                "name": NFD,
+                "version": NFD_VERSION[0],
+                "condition": "nfd.enabled",
+                "repository": "https://kubernetes-sigs.github.io/node-feature-discovery/charts",
+            }
+        ],
     }
 
 
 def gpu_operator_chart(version: str) -> bytes:
     """The chart archive of one version."""
-    return _tgz({
-        f"{CHART}/Chart.yaml": _yaml(chart_metadata(version)),
-        f"{CHART}/values.yaml": _yaml(_values(version)),
-        f"{CHART}/templates/operator.yaml": _OPERATOR_TEMPLATE.encode("utf-8"),
-        f"{CHART}/templates/clusterpolicy.yaml": _CLUSTERPOLICY_TEMPLATE.replace("\\\n", "").encode("utf-8"),
-        f"{CHART}/charts/{NFD}-{NFD_VERSION[0]}.tgz": nfd_chart(),
-    })
+    return _tgz(
+        {
+            f"{CHART}/Chart.yaml": _yaml(chart_metadata(version)),
+            f"{CHART}/values.yaml": _yaml(_values(version)),
+            f"{CHART}/templates/operator.yaml": _OPERATOR_TEMPLATE.encode("utf-8"),
+            f"{CHART}/templates/clusterpolicy.yaml": _CLUSTERPOLICY_TEMPLATE.replace("\\\n", "").encode("utf-8"),
+            f"{CHART}/charts/{NFD}-{NFD_VERSION[0]}.tgz": nfd_chart(),
+        }
+    )
 
 
 def chart_file(version: str) -> str:
@@ -291,8 +343,13 @@ def write_repository(helm_dir: Path, helm_url: str) -> dict[str, dict[str, Any]]
         url = f"{helm_url}/{ORG}/{relative}" if version == VERSIONS[-1] else relative
         metadata = chart_metadata(version)
         entries.append({**metadata, "created": CREATED[version], "digest": digest, "urls": [url]})
-        facts[version] = {"file": chart_file(version), "digest": f"sha256:{digest}", "size": len(data),
-                          "url": f"{helm_url}/{ORG}/{relative}", "app_version": version}
+        facts[version] = {
+            "file": chart_file(version),
+            "digest": f"sha256:{digest}",
+            "size": len(data),
+            "url": f"{helm_url}/{ORG}/{relative}",
+            "app_version": version,
+        }
     index = {"apiVersion": "v1", "entries": {CHART: entries}, "generated": "2026-07-21T12:00:00.000000000Z"}
     (org_dir / "index.yaml").write_bytes(_yaml(index))
     return facts
@@ -325,32 +382,51 @@ class _ImagePusher:
     def push(self, repository: str, tag: str) -> str:
         base = self._base(repository)
         name = f"{repository}:{tag}"
-        stream = LayerStream(self.seed, LayerSpec(name=name.replace("/", "_").replace(":", "_"), size=OWN_LAYER_BYTES,
-                                                  file_max=OWN_LAYER_BYTES, level=1))
+        stream = LayerStream(
+            self.seed,
+            LayerSpec(
+                name=name.replace("/", "_").replace(":", "_"), size=OWN_LAYER_BYTES, file_max=OWN_LAYER_BYTES, level=1
+            ),
+        )
         data = b"".join(stream)
         if stream.info is None:
             raise PushError(f"layer of {name} did not generate")
         own = self.pusher.upload_bytes(repository, data)
         own.diff_id = stream.info.diff_id
         labels = {"com.nvidia.testbed.image": name, "com.nvidia.testbed.seed": str(self.seed)}
-        config = self.pusher.upload_bytes(repository, image_config("amd64", "2026-07-01T00:00:00Z", [base.diff_id, own.diff_id],
-                                                                   ["chart-base", name], labels))
+        config = self.pusher.upload_bytes(
+            repository,
+            image_config("amd64", "2026-07-01T00:00:00Z", [base.diff_id, own.diff_id], ["chart-base", name], labels),
+        )
         media_type, body = image_manifest(False, config, [base, own])
         return self.pusher.put_manifest(repository, tag, media_type, body)
 
 
-def seed_charts(helm_dir: Path, helm_url: str, ngc_registry_url: str, k8s_registry_url: str, api_key: str,
-                out: Path, seed: int = 1, workers: int = 4) -> dict[str, Any]:
+def seed_charts(
+    helm_dir: Path,
+    helm_url: str,
+    ngc_registry_url: str,
+    k8s_registry_url: str,
+    api_key: str,
+    out: Path,
+    seed: int = 1,
+    workers: int = 4,
+) -> dict[str, Any]:
     """Write the Helm repository, push every image the chart's versions can name, write the oracle to ``out``."""
     archives = write_repository(helm_dir, helm_url)
-    logins = {NGC_HOST: (ngc_registry_url.rstrip("/"), "$oauthtoken", api_key), K8S_HOST: (k8s_registry_url.rstrip("/"), "", "")}
+    logins = {
+        NGC_HOST: (ngc_registry_url.rstrip("/"), "$oauthtoken", api_key),
+        K8S_HOST: (k8s_registry_url.rstrip("/"), "", ""),
+    }
     wanted: dict[str, tuple[str, str, str]] = {}  # reference -> (host, repository path, tag)
     for version in VERSIONS:
         for component in components(version) + [NFD_IMAGE]:
             host, _sep, path = component.repository.partition("/")
             for tag, _system in component.tags(NFD_VERSION[1] if component is NFD_IMAGE else version):
                 if component.pushed:
-                    wanted.setdefault(f"{component.repository}/{component.image}:{tag}", (host, f"{path}/{component.image}", tag))
+                    wanted.setdefault(
+                        f"{component.repository}/{component.image}:{tag}", (host, f"{path}/{component.image}", tag)
+                    )
     first = {host: _ImagePusher(Pusher(*logins[host]), seed) for host in logins}
     local = threading.local()
     made: list[Pusher] = [item.pusher for item in first.values()]
@@ -386,18 +462,39 @@ def seed_charts(helm_dir: Path, helm_url: str, ngc_registry_url: str, k8s_regist
             for tag, system in component.tags(NFD_VERSION[1] if component is NFD_IMAGE else version):
                 reference = f"{component.repository}/{component.image}:{tag}"
                 if component.pushed:
-                    records.append({"reference": reference, "digest": pushed[reference], "from": component.path,
-                                    "enabled": component.enabled, "os": system})
+                    records.append(
+                        {
+                            "reference": reference,
+                            "digest": pushed[reference],
+                            "from": component.path,
+                            "enabled": component.enabled,
+                            "os": system,
+                        }
+                    )
         charts[version] = {**archives[version], "images": records}
-    document = {"helm_url": helm_url, "org": ORG, "name": f"{ORG}/{CHART}", "chart": CHART, "versions": list(VERSIONS),
-                "driver_os": list(DRIVER_OS), "missing_os": MISSING_OS, "ngc_host": NGC_HOST, "k8s_host": K8S_HOST,
-                "charts": charts}
+    document = {
+        "helm_url": helm_url,
+        "org": ORG,
+        "name": f"{ORG}/{CHART}",
+        "chart": CHART,
+        "versions": list(VERSIONS),
+        "driver_os": list(DRIVER_OS),
+        "missing_os": MISSING_OS,
+        "ngc_host": NGC_HOST,
+        "k8s_host": K8S_HOST,
+        "charts": charts,
+    }
     write_json(out, document, mode=0o644)
     return document
 
 
-def expected_images(document: dict[str, Any], version: str, driver_os: list[str],
-                    enabled: tuple[str, ...] = (), disabled: tuple[str, ...] = ()) -> dict[str, str]:
+def expected_images(
+    document: dict[str, Any],
+    version: str,
+    driver_os: list[str],
+    enabled: tuple[str, ...] = (),
+    disabled: tuple[str, ...] = (),
+) -> dict[str, str]:
     """The oracle: reference -> digest of every image the chart at ``version`` deploys for ``driver_os``, with the
     components (values paths) in ``enabled`` switched on and those in ``disabled`` off."""
     found: dict[str, str] = {}
@@ -449,7 +546,8 @@ class ChartOracle:
         """Every image record of one version: ``reference``, ``digest``, ``from``, ``enabled``, ``os``."""
         return list(self.document["charts"][version]["images"])
 
-    def images(self, version: str, driver_os: list[str], enabled: tuple[str, ...] = (),
-               disabled: tuple[str, ...] = ()) -> dict[str, str]:
+    def images(
+        self, version: str, driver_os: list[str], enabled: tuple[str, ...] = (), disabled: tuple[str, ...] = ()
+    ) -> dict[str, str]:
         """reference -> digest of every image the version deploys (see ``expected_images``)."""
         return expected_images(self.document, version, driver_os, enabled, disabled)

@@ -8,6 +8,7 @@ plugin's registry ``config_path = "D/certs.d"``), the log and the socket. Client
 ``ctr --address D/c.sock -n k8s.io ...``. ``stop()`` ends it by its pid, unmounts everything under
 D (``umount -R``) and removes D. Must run as root.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -61,8 +62,13 @@ class Containerd(Daemon):
 
     def ctr(self, *args: str, namespace: str = "k8s.io", check: bool = True, timeout: float = 300) -> str:
         """Run ``ctr --address SOCKET -n NAMESPACE ARGS``; its stdout (raises with stderr if check and it fails)."""
-        proc = subprocess.run([CTR, "--address", self.address, "-n", namespace, *args], capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            [CTR, "--address", self.address, "-n", namespace, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and proc.returncode != 0:
             raise TestbedError(f"ctr {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
@@ -120,8 +126,12 @@ def start_containerd(timeout: float = 60) -> Containerd:
     node = start_daemon(Containerd, [CONTAINERD, "--config", str(config)], directory)
 
     def answers() -> bool:
-        return subprocess.run([CTR, "--address", node.address, "version"], capture_output=True, check=False,
-                              timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                [CTR, "--address", node.address, "version"], capture_output=True, check=False, timeout=10
+            ).returncode
+            == 0
+        )
 
     try:
         node.wait_until(answers, timeout, "containerd")

@@ -8,6 +8,7 @@
 Clients use ``DOCKER_HOST=unix://D/docker.sock``. The engine treats registries on
 127.0.0.0/8 as insecure (plain HTTP) without configuration. Must run as root.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -70,10 +71,22 @@ def ping(socket_path: Path) -> bool:
 
 def dockerd_argv(directory: Path) -> list[str]:
     return [
-        DOCKERD, "--config-file", str(directory / "daemon.json"),
-        "--data-root", str(directory / "root"), "--exec-root", str(directory / "exec"),
-        "--pidfile", str(directory / "docker.pid"), "-H", f"unix://{directory / 'docker.sock'}",
-        "--storage-driver", "vfs", "--iptables=false", "--ip6tables=false", "--bridge=none",
+        DOCKERD,
+        "--config-file",
+        str(directory / "daemon.json"),
+        "--data-root",
+        str(directory / "root"),
+        "--exec-root",
+        str(directory / "exec"),
+        "--pidfile",
+        str(directory / "docker.pid"),
+        "-H",
+        f"unix://{directory / 'docker.sock'}",
+        "--storage-driver",
+        "vfs",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
     ]
 
 

@@ -29,6 +29,7 @@ answers ``/v2/_catalog`` with 401 ``insufficient_scope`` to a valid key). The se
 ``seed.seed_unresolved`` returns) adds repositories to the catalog until the faults are reset:
 the catalog then lists tags the registry may not hold, as NGC sometimes does.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,8 +54,13 @@ from ._jwt import TokenSigner
 NGC_USERNAME = "$oauthtoken"
 DISTRIBUTION_LEEWAY = 60  # distribution 2.8 accepts a JWT until exp + 60 s; exp is set back by this much
 DEFAULT_LIFETIME = 300
-SETTINGS = {"token_lifetime": None, "anonymous_pull": False, "revoke_ngc_tokens": False, "deny_catalog": False,
-            "extra_repositories": None}
+SETTINGS = {
+    "token_lifetime": None,
+    "anonymous_pull": False,
+    "revoke_ngc_tokens": False,
+    "deny_catalog": False,
+    "extra_repositories": None,
+}
 
 _TEAM = r"(?:/team/(?P<team>[^/]+))?"
 ROUTES: list[tuple[re.Pattern[str], str]] = [
@@ -69,10 +75,14 @@ ROUTES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
-HELM_RE = re.compile(r"^/helm/(?P<namespace>[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)?)/"
-                     r"(?:(?P<index>index\.yaml)|charts/(?P<file>[A-Za-z0-9][A-Za-z0-9._+-]*\.tgz))$")
-HELM_CDN_RE = re.compile(r"^/helm-cdn/(?P<namespace>[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)?)/"
-                         r"charts/(?P<file>[A-Za-z0-9][A-Za-z0-9._+-]*\.tgz)$")
+HELM_RE = re.compile(
+    r"^/helm/(?P<namespace>[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)?)/"
+    r"(?:(?P<index>index\.yaml)|charts/(?P<file>[A-Za-z0-9][A-Za-z0-9._+-]*\.tgz))$"
+)
+HELM_CDN_RE = re.compile(
+    r"^/helm-cdn/(?P<namespace>[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)?)/"
+    r"charts/(?P<file>[A-Za-z0-9][A-Za-z0-9._+-]*\.tgz)$"
+)
 CDN_HOST = "localhost"
 
 
@@ -135,8 +145,12 @@ class SeedCatalog:
 
 def _variants(tag: dict[str, Any]) -> list[dict[str, Any]]:
     return [
-        {"os": m["platform"].split("/")[0], "architecture": m["platform"].split("/")[1],
-         "digest": m["digest"], "compressedSize": m["size"]}
+        {
+            "os": m["platform"].split("/")[0],
+            "architecture": m["platform"].split("/")[1],
+            "digest": m["digest"],
+            "compressedSize": m["size"],
+        }
         for m in tag["manifests"]
     ]
 
@@ -151,11 +165,21 @@ def _latest(repo: dict[str, Any]) -> dict[str, Any] | None:
 def repo_summary(repo: dict[str, Any]) -> dict[str, Any]:
     """A repository as the org listing shows it."""
     summary: dict[str, Any] = {
-        "namespace": repo["namespace"], "name": repo["name"], "orgName": repo["org"],
-        "displayName": repo["display_name"], "shortDescription": repo["short_description"],
-        "description": repo["description"], "isPublic": True, "isReadOnly": True, "canGuestDownload": True,
-        "updatedDate": repo["updated_date"], "labels": repo["labels"], "publisher": "NVIDIA", "builtBy": "NVIDIA",
-        "sharedWithOrgs": [], "sharedWithTeams": [],
+        "namespace": repo["namespace"],
+        "name": repo["name"],
+        "orgName": repo["org"],
+        "displayName": repo["display_name"],
+        "shortDescription": repo["short_description"],
+        "description": repo["description"],
+        "isPublic": True,
+        "isReadOnly": True,
+        "canGuestDownload": True,
+        "updatedDate": repo["updated_date"],
+        "labels": repo["labels"],
+        "publisher": "NVIDIA",
+        "builtBy": "NVIDIA",
+        "sharedWithOrgs": [],
+        "sharedWithTeams": [],
     }
     if repo.get("team"):
         summary["teamName"] = repo["team"]
@@ -180,19 +204,31 @@ def image_entries(repo: dict[str, Any]) -> list[dict[str, Any]]:
     """Tags newest first, the way NGC lists them."""
     tags = sorted(repo["tags"], key=lambda t: t["updated_date"], reverse=True)
     return [
-        {"id": t["digest"], "tag": t["tag"], "updatedDate": t["updated_date"], "size": t["size"],
-         "architectureVariants": _variants(t)}
+        {
+            "id": t["digest"],
+            "tag": t["tag"],
+            "updatedDate": t["updated_date"],
+            "size": t["size"],
+            "architectureVariants": _variants(t),
+        }
         for t in tags
     ]
 
 
 def search_resource(repo: dict[str, Any]) -> dict[str, Any]:
     latest = _latest(repo)
-    attributes = [{"key": "latestTag", "value": latest["tag"]}, {"key": "size", "value": str(latest["size"])}] if latest else []
+    attributes = (
+        [{"key": "latestTag", "value": latest["tag"]}, {"key": "size", "value": str(latest["size"])}] if latest else []
+    )
     resource: dict[str, Any] = {
-        "resourceId": repo["repository"], "resourceType": "CONTAINER", "name": repo["name"],
-        "displayName": repo["display_name"], "orgName": repo["org"], "description": repo["short_description"],
-        "labels": [{"key": "general", "values": repo["labels"]}], "attributes": attributes,
+        "resourceId": repo["repository"],
+        "resourceType": "CONTAINER",
+        "name": repo["name"],
+        "displayName": repo["display_name"],
+        "orgName": repo["org"],
+        "description": repo["short_description"],
+        "labels": [{"key": "general", "values": repo["labels"]}],
+        "attributes": attributes,
         "dateModified": repo["updated_date"],
     }
     if repo.get("team"):
@@ -230,7 +266,7 @@ def presented_api_key(header: str) -> str | None:
         except (binascii.Error, UnicodeDecodeError):
             return None
         prefix = f"{NGC_USERNAME}:"
-        return decoded[len(prefix):] if decoded.startswith(prefix) else decoded
+        return decoded[len(prefix) :] if decoded.startswith(prefix) else decoded
     return None
 
 
@@ -264,7 +300,9 @@ class NgcHandler(TestbedHandler):
     def catalog(self) -> SeedCatalog:
         if NgcHandler._catalog is None:
             faults = self.server.faults
-            NgcHandler._catalog = SeedCatalog(Path(self.server.config["seed_file"]), lambda: faults.setting("extra_repositories"))
+            NgcHandler._catalog = SeedCatalog(
+                Path(self.server.config["seed_file"]), lambda: faults.setting("extra_repositories")
+            )
         return NgcHandler._catalog
 
     @property
@@ -302,8 +340,12 @@ class NgcHandler(TestbedHandler):
         if name != "search" and not self._bearer_ok():
             return
         handlers: dict[str, Callable[[dict[str, Any], dict[str, list[str]]], None]] = {
-            "orgs": self._orgs, "teams": self._teams, "repos": self._repos, "images": self._images,
-            "detail": self._detail, "search": self._search,
+            "orgs": self._orgs,
+            "teams": self._teams,
+            "repos": self._repos,
+            "images": self._images,
+            "detail": self._detail,
+            "search": self._search,
         }
         handlers[name](params, query)
 
@@ -334,7 +376,10 @@ class NgcHandler(TestbedHandler):
             return
         port = self.server.server_address[1]
         self.send_response(302)
-        self.send_header("Location", f"http://{CDN_HOST}:{port}/helm-cdn/{namespace}/charts/{match.group('file')}?sig={uuid.uuid4().hex}")
+        self.send_header(
+            "Location",
+            f"http://{CDN_HOST}:{port}/helm-cdn/{namespace}/charts/{match.group('file')}?sig={uuid.uuid4().hex}",
+        )
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -358,16 +403,27 @@ class NgcHandler(TestbedHandler):
 
     def _token(self, endpoint: str, query: dict[str, list[str]]) -> None:
         scopes = query.get("scope", [])
-        registry = endpoint == "proxy_auth" or query.get("service", [""])[0] == self.server.config["service"] \
+        registry = (
+            endpoint == "proxy_auth"
+            or query.get("service", [""])[0] == self.server.config["service"]
             or any(s.startswith(("repository:", "registry:")) for s in scopes)
+        )
         key = presented_api_key(self.headers.get("Authorization", ""))
         valid = key is not None and secrets.compare_digest(key, self.server.config["api_key"])
-        if registry and not valid and not self.headers.get("Authorization") and self.server.faults.setting("anonymous_pull"):
+        if (
+            registry
+            and not valid
+            and not self.headers.get("Authorization")
+            and self.server.faults.setting("anonymous_pull")
+        ):
             self._registry_token(query, {"pull"}, "anonymous")
             return
         if not valid:
-            body = {"errors": [{"code": "UNAUTHORIZED", "message": "invalid NGC API key"}]} if registry else \
-                _status_body("UNAUTHORIZED", "invalid NGC API key")
+            body = (
+                {"errors": [{"code": "UNAUTHORIZED", "message": "invalid NGC API key"}]}
+                if registry
+                else _status_body("UNAUTHORIZED", "invalid NGC API key")
+            )
             self.send_json(401, body, {"WWW-Authenticate": 'Basic realm="testbed NGC"'})
             return
         if registry:
@@ -393,8 +449,13 @@ class NgcHandler(TestbedHandler):
         if self.server.faults.setting("deny_catalog"):
             access = [item for item in access if item["type"] != "registry"]
         claims = {  # exp rounds up: a token may live up to a second longer than expires_in, never shorter
-            "iss": config["issuer"], "sub": subject, "aud": (query.get("service") or [config["service"]])[0],
-            "iat": int(now), "nbf": int(now) - 1, "exp": math.ceil(now) + lifetime - DISTRIBUTION_LEEWAY, "jti": uuid.uuid4().hex,
+            "iss": config["issuer"],
+            "sub": subject,
+            "aud": (query.get("service") or [config["service"]])[0],
+            "iat": int(now),
+            "nbf": int(now) - 1,
+            "exp": math.ceil(now) + lifetime - DISTRIBUTION_LEEWAY,
+            "jti": uuid.uuid4().hex,
             "access": access,
         }
         token = self.signer.sign(claims)
@@ -408,7 +469,9 @@ class NgcHandler(TestbedHandler):
         revoked = expiry is not None and self.server.faults.setting("revoke_ngc_tokens")
         if expiry is not None and expiry >= time.time() and not revoked:
             return True
-        reason = "token revoked" if revoked else "token expired" if expiry is not None else "missing or invalid bearer token"
+        reason = (
+            "token revoked" if revoked else "token expired" if expiry is not None else "missing or invalid bearer token"
+        )
         self.send_json(401, _status_body("UNAUTHORIZED", reason), {"WWW-Authenticate": 'Bearer realm="/token"'})
         return False
 
@@ -426,8 +489,13 @@ class NgcHandler(TestbedHandler):
         repos = sorted(repos, key=lambda r: r["repository"])
         size = max(1, _int_param(query, "page-size", int(self.server.config.get("page_size", 5))))
         number = _int_param(query, "page-number", 0)
-        page = repos[number * size:(number + 1) * size]
-        pagination = {"index": number, "size": size, "totalPages": math.ceil(len(repos) / size), "totalResults": len(repos)}
+        page = repos[number * size : (number + 1) * size]
+        pagination = {
+            "index": number,
+            "size": size,
+            "totalPages": math.ceil(len(repos) / size),
+            "totalResults": len(repos),
+        }
         self._ok({"repositories": [repo_summary(r) for r in page], "paginationInfo": pagination})
 
     def _images(self, params: dict[str, Any], query: dict[str, list[str]]) -> None:
@@ -447,14 +515,27 @@ class NgcHandler(TestbedHandler):
         except (ValueError, TypeError) as exc:
             self.send_json(400, _status_body("INVALID_REQUEST", f"bad q parameter: {exc}"))
             return
-        found = [r for r in sorted(self.catalog.repositories(), key=lambda r: r["repository"])
-                 if search_matches(r, str(search.get("query", "")))]
-        chunk = found[page * page_size:(page + 1) * page_size]
-        self.send_json(200, {
-            "resultTotal": len(found), "resultPageTotal": math.ceil(len(found) / page_size),
-            "params": search, "results": [{"groupValue": "CONTAINER", "totalCount": len(found),
-                                           "resources": [search_resource(r) for r in chunk]}],
-        })
+        found = [
+            r
+            for r in sorted(self.catalog.repositories(), key=lambda r: r["repository"])
+            if search_matches(r, str(search.get("query", "")))
+        ]
+        chunk = found[page * page_size : (page + 1) * page_size]
+        self.send_json(
+            200,
+            {
+                "resultTotal": len(found),
+                "resultPageTotal": math.ceil(len(found) / page_size),
+                "params": search,
+                "results": [
+                    {
+                        "groupValue": "CONTAINER",
+                        "totalCount": len(found),
+                        "resources": [search_resource(r) for r in chunk],
+                    }
+                ],
+            },
+        )
 
     def _ok(self, body: dict[str, Any]) -> None:
         self.send_json(200, {"requestStatus": {"statusCode": "SUCCESS", "requestId": uuid.uuid4().hex}, **body})

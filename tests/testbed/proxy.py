@@ -13,6 +13,7 @@ is configured (the NGC stand-in's ``/token``); switch that off with the fault se
 ``{"rewrite_expired_realm": false}``. Faults and stats: see ``_faults``; a rule with
 ``abort_after_bytes`` forwards that many response-body bytes and then drops the connection.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -25,8 +26,20 @@ from ._faults import FaultRule
 from ._httpd import COPY_CHUNK, TestbedHandler, run_server
 
 HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "expect", "host", "date", "server", "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "host",
+    "date",
+    "server",
+    "content-length",
 }
 SETTINGS = {"rewrite_expired_realm": True}
 REALM_RE = re.compile(r'realm="[^"]*"')
@@ -52,7 +65,9 @@ class ProxyHandler(TestbedHandler):
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            self.send_json(502, {"errors": [{"code": "UNAVAILABLE", "message": f"testbed proxy: upstream failed: {exc}"}]})
+            self.send_json(
+                502, {"errors": [{"code": "UNAVAILABLE", "message": f"testbed proxy: upstream failed: {exc}"}]}
+            )
             return
         try:
             self._relay_response(response, upstream.netloc, rule)
@@ -97,10 +112,14 @@ class ProxyHandler(TestbedHandler):
         if lower == "location":
             for scheme in ("http://", "https://"):
                 if value.startswith(f"{scheme}{netloc}"):
-                    return f"http://{self.headers.get('Host', '')}{value[len(scheme) + len(netloc):]}"
+                    return f"http://{self.headers.get('Host', '')}{value[len(scheme) + len(netloc) :]}"
         expired_realm = self.server.config.get("expired_realm")
-        if lower == "www-authenticate" and expired_realm and 'error="invalid_token"' in value \
-                and self.server.faults.setting("rewrite_expired_realm"):
+        if (
+            lower == "www-authenticate"
+            and expired_realm
+            and 'error="invalid_token"' in value
+            and self.server.faults.setting("rewrite_expired_realm")
+        ):
             return REALM_RE.sub(f'realm="{expired_realm}"', value, count=1)
         return value
 
@@ -111,7 +130,7 @@ class ProxyHandler(TestbedHandler):
             if not piece:
                 break
             if limit is not None and sent + len(piece) >= limit:
-                self._write(piece[:max(0, limit - sent)], chunked)
+                self._write(piece[: max(0, limit - sent)], chunked)
                 self._drop_connection()
                 return
             self._write(piece, chunked)

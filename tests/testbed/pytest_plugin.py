@@ -27,6 +27,7 @@ fixture runs once. (``--dist loadgroup`` does not group with pytest 9: xdist 3.8
 safe in parallel if its names (registry namespaces, engine tags) are its own, e.g. hold
 ``os.getpid()``, and its paths are under ``tmp_path``.
 """
+
 from __future__ import annotations
 
 import fcntl

@@ -12,6 +12,7 @@ Three flavours, each with its own directory holding ``config.yml``, ``data/`` an
 
 All listen on 127.0.0.1, log at ``warn`` and have ``storage.delete.enabled: true``.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -88,13 +89,18 @@ def bcrypt_hash(password: str) -> str:
             return hashed.decode("ascii")
     try:
         import bcrypt  # pylint: disable=import-outside-toplevel
+
         return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(BCRYPT_COST)).decode("ascii")
     except ImportError:
         pass
     if shutil.which("htpasswd"):
-        out = subprocess.run(["htpasswd", "-nbBC", str(BCRYPT_COST), "x", password], check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            ["htpasswd", "-nbBC", str(BCRYPT_COST), "x", password], check=True, capture_output=True, text=True
+        )
         return out.stdout.strip().split(":", 1)[1]
-    raise TestbedError("no bcrypt implementation: need libcrypt with bcrypt, the Python bcrypt package or apache2-utils")
+    raise TestbedError(
+        "no bcrypt implementation: need libcrypt with bcrypt, the Python bcrypt package or apache2-utils"
+    )
 
 
 def _http_secret(directory: Path) -> str:
@@ -117,19 +123,31 @@ def registry_config(directory: Path, port: int, auth: dict[str, Any] | None) -> 
             "delete": {"enabled": True},
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
-        "http": {"addr": f"{LOOPBACK}:{port}", "secret": _http_secret(directory), "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        "http": {
+            "addr": f"{LOOPBACK}:{port}",
+            "secret": _http_secret(directory),
+            "headers": {"X-Content-Type-Options": ["nosniff"]},
+        },
     }
     if auth:
         config["auth"] = auth
     return config
 
 
-def _auth_section(flavour: str, directory: Path, token: TokenAuth | None, basic: BasicAuth | None) -> dict[str, Any] | None:
+def _auth_section(
+    flavour: str, directory: Path, token: TokenAuth | None, basic: BasicAuth | None
+) -> dict[str, Any] | None:
     if flavour == "token":
         if token is None:
             raise TestbedError("the token registry needs TokenAuth")
-        return {"token": {"realm": token.realm, "service": token.service, "issuer": token.issuer,
-                          "rootcertbundle": str(token.rootcertbundle)}}
+        return {
+            "token": {
+                "realm": token.realm,
+                "service": token.service,
+                "issuer": token.issuer,
+                "rootcertbundle": str(token.rootcertbundle),
+            }
+        }
     if flavour == "basic":
         if basic is None:
             raise TestbedError("the basic registry needs BasicAuth")
@@ -139,8 +157,9 @@ def _auth_section(flavour: str, directory: Path, token: TokenAuth | None, basic:
     return None
 
 
-def start_registry(flavour: str, directory: Path, token: TokenAuth | None = None, basic: BasicAuth | None = None,
-                   timeout: float = 30) -> Registry:
+def start_registry(
+    flavour: str, directory: Path, token: TokenAuth | None = None, basic: BasicAuth | None = None, timeout: float = 30
+) -> Registry:
     """Start one registry in `directory` (kept across restarts: its data survives) and wait until it answers."""
     if flavour not in FLAVOURS:
         raise TestbedError(f"unknown registry flavour {flavour!r}; use one of {FLAVOURS}")
@@ -162,8 +181,13 @@ def _launch(flavour: str, directory: Path, auth: dict[str, Any] | None, port: in
     log_path = directory / "registry.log"
     proc = spawn([REGISTRY_BINARY, "serve", str(config_path)], log_path, cwd=directory)
     try:
-        wait_until(lambda: http_answers(f"http://{LOOPBACK}:{port}/v2/"), timeout, f"{flavour} registry",
-                   alive=lambda: proc.poll() is None, log_path=log_path)
+        wait_until(
+            lambda: http_answers(f"http://{LOOPBACK}:{port}/v2/"),
+            timeout,
+            f"{flavour} registry",
+            alive=lambda: proc.poll() is None,
+            log_path=log_path,
+        )
     except TestbedError:
         if proc.poll() is None:
             proc.kill()

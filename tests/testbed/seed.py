@@ -22,6 +22,7 @@ image one shared base layer (pushed once, mounted into the other repositories) a
 layer and config of its own, and merges their records into the seed file given as ``--out``
 (the NGC stand-in re-reads it), leaving the other repositories in it as they are.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,9 @@ class Scale:
 SCALES = {
     "small": Scale("small", 0, 128 * KIB, 1),
     "bench": Scale("bench", 1, 256 * MIB, 0),
-    "medium": Scale("medium", 1, 64 * MIB, 0, divisor=4),  # the bench data at a quarter of the size (BENCH_SCALE=medium)
+    "medium": Scale(
+        "medium", 1, 64 * MIB, 0, divisor=4
+    ),  # the bench data at a quarter of the size (BENCH_SCALE=medium)
 }
 
 # Layer name prefix -> (small, bench) bytes of random content; the longest matching prefix wins.
@@ -109,43 +112,124 @@ def _py3(tag: str, date: str) -> TagSpec:
 
 
 CATALOG: tuple[RepoSpec, ...] = (
-    RepoSpec("pytorch", "PyTorch", "PyTorch is a GPU accelerated tensor computational framework.", (
-        TagSpec("19.09-py2", "2019-09-30T21:05:11.000Z", ("ubuntu-20.04", "pytorch-19.09-py2")),
-        _py3("23.10-py3", "2023-10-25T17:40:02.000Z"),
-        _py3("23.12-py3", "2023-12-20T16:12:45.000Z"),
-        _py3("24.01-py3", "2024-01-24T18:30:00.000Z"),
-        _py3("24.02-py3", "2024-02-21T19:02:33.000Z"),
-        TagSpec("24.02-py3-igpu", "2024-02-20T08:15:00.000Z", ("ubuntu-22.04", "pytorch-24.02-py3-igpu"), ("linux/arm64",)),
-    ), labels=("Deep Learning", "Framework", "NVIDIA AI Enterprise Supported")),
-    RepoSpec("tensorflow", "TensorFlow", "TensorFlow is an open source platform for machine learning.", (
-        TagSpec("23.12-tf2-py3", "2023-12-19T11:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "tensorflow-23.12-tf2-py3")),
-        TagSpec("24.01-tf2-py3", "2024-01-23T11:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "tensorflow-24.01-tf2-py3"), oci=True),
-    ), labels=("Deep Learning", "Framework")),
-    RepoSpec("l4t-tensorflow", "NVIDIA L4T TensorFlow", "TensorFlow for Jetson (L4T); its name contains 'tensorflow'.", (
-        TagSpec("r32.7.1-tf2.7-py3", "2022-02-01T10:00:00.000Z", ("ubuntu-20.04", "l4t-base", "l4t-tensorflow-r32.7.1"), ("linux/arm64",)),
-        TagSpec("r35.3.1-tf2.11-py3", "2023-06-01T10:00:00.000Z", ("ubuntu-20.04", "l4t-base", "l4t-tensorflow-r35.3.1"), ("linux/arm64",)),
-    ), labels=("Jetson", "Framework")),
-    RepoSpec("cuda", "CUDA", "CUDA is a parallel computing platform and programming model.", (
-        TagSpec("11.8.0-runtime-ubuntu20.04", "2023-11-10T09:00:00.000Z", ("ubuntu-20.04", "cuda-11.8-runtime")),
-        TagSpec("12.2.0-base-ubuntu22.04", "2023-10-05T09:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base"),
-                ("linux/amd64", "linux/arm64"), oci=True),
-        TagSpec("12.10.0-base-ubuntu22.04", "2024-03-01T09:00:00.000Z", ("ubuntu-22.04", "cuda-12.10-base"),
-                ("linux/amd64", "linux/arm64")),
-    ), labels=("HPC", "Base Image")),
-    RepoSpec("clara-parabricks", "Clara Parabricks", "GPU-accelerated genomics analysis (a team image).", (
-        TagSpec("4.1.1-1", "2023-08-01T12:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "parabricks-4.1.1-1")),
-        TagSpec("4.2.0-1", "2023-11-15T12:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "parabricks-4.2.0-1")),
-    ), team="clara", labels=("Healthcare", "Genomics")),
-    RepoSpec("empty-repo", "Empty Repository", "A repository in the catalog with no images at all.", (),
-             labels=("Test",), date="2023-01-01T00:00:00.000Z"),
+    RepoSpec(
+        "pytorch",
+        "PyTorch",
+        "PyTorch is a GPU accelerated tensor computational framework.",
+        (
+            TagSpec("19.09-py2", "2019-09-30T21:05:11.000Z", ("ubuntu-20.04", "pytorch-19.09-py2")),
+            _py3("23.10-py3", "2023-10-25T17:40:02.000Z"),
+            _py3("23.12-py3", "2023-12-20T16:12:45.000Z"),
+            _py3("24.01-py3", "2024-01-24T18:30:00.000Z"),
+            _py3("24.02-py3", "2024-02-21T19:02:33.000Z"),
+            TagSpec(
+                "24.02-py3-igpu",
+                "2024-02-20T08:15:00.000Z",
+                ("ubuntu-22.04", "pytorch-24.02-py3-igpu"),
+                ("linux/arm64",),
+            ),
+        ),
+        labels=("Deep Learning", "Framework", "NVIDIA AI Enterprise Supported"),
+    ),
+    RepoSpec(
+        "tensorflow",
+        "TensorFlow",
+        "TensorFlow is an open source platform for machine learning.",
+        (
+            TagSpec(
+                "23.12-tf2-py3",
+                "2023-12-19T11:00:00.000Z",
+                ("ubuntu-22.04", "cuda-12.2-base", "tensorflow-23.12-tf2-py3"),
+            ),
+            TagSpec(
+                "24.01-tf2-py3",
+                "2024-01-23T11:00:00.000Z",
+                ("ubuntu-22.04", "cuda-12.2-base", "tensorflow-24.01-tf2-py3"),
+                oci=True,
+            ),
+        ),
+        labels=("Deep Learning", "Framework"),
+    ),
+    RepoSpec(
+        "l4t-tensorflow",
+        "NVIDIA L4T TensorFlow",
+        "TensorFlow for Jetson (L4T); its name contains 'tensorflow'.",
+        (
+            TagSpec(
+                "r32.7.1-tf2.7-py3",
+                "2022-02-01T10:00:00.000Z",
+                ("ubuntu-20.04", "l4t-base", "l4t-tensorflow-r32.7.1"),
+                ("linux/arm64",),
+            ),
+            TagSpec(
+                "r35.3.1-tf2.11-py3",
+                "2023-06-01T10:00:00.000Z",
+                ("ubuntu-20.04", "l4t-base", "l4t-tensorflow-r35.3.1"),
+                ("linux/arm64",),
+            ),
+        ),
+        labels=("Jetson", "Framework"),
+    ),
+    RepoSpec(
+        "cuda",
+        "CUDA",
+        "CUDA is a parallel computing platform and programming model.",
+        (
+            TagSpec("11.8.0-runtime-ubuntu20.04", "2023-11-10T09:00:00.000Z", ("ubuntu-20.04", "cuda-11.8-runtime")),
+            TagSpec(
+                "12.2.0-base-ubuntu22.04",
+                "2023-10-05T09:00:00.000Z",
+                ("ubuntu-22.04", "cuda-12.2-base"),
+                ("linux/amd64", "linux/arm64"),
+                oci=True,
+            ),
+            TagSpec(
+                "12.10.0-base-ubuntu22.04",
+                "2024-03-01T09:00:00.000Z",
+                ("ubuntu-22.04", "cuda-12.10-base"),
+                ("linux/amd64", "linux/arm64"),
+            ),
+        ),
+        labels=("HPC", "Base Image"),
+    ),
+    RepoSpec(
+        "clara-parabricks",
+        "Clara Parabricks",
+        "GPU-accelerated genomics analysis (a team image).",
+        (
+            TagSpec("4.1.1-1", "2023-08-01T12:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "parabricks-4.1.1-1")),
+            TagSpec("4.2.0-1", "2023-11-15T12:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base", "parabricks-4.2.0-1")),
+        ),
+        team="clara",
+        labels=("Healthcare", "Genomics"),
+    ),
+    RepoSpec(
+        "empty-repo",
+        "Empty Repository",
+        "A repository in the catalog with no images at all.",
+        (),
+        labels=("Test",),
+        date="2023-01-01T00:00:00.000Z",
+    ),
 )
 
 
-UNRESOLVED = RepoSpec("testbed-unresolved", "Unresolved Tags", "A repository whose catalog lists tags the registry cannot resolve.", (
-    TagSpec("1.0-good", "2024-04-01T10:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base")),
-    TagSpec("1.0-broken-index", "2024-04-02T10:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base"), ("linux/amd64", "linux/arm64")),
-    TagSpec("1.0-missing", "2024-04-03T10:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base")),
-), labels=("Test",))
+UNRESOLVED = RepoSpec(
+    "testbed-unresolved",
+    "Unresolved Tags",
+    "A repository whose catalog lists tags the registry cannot resolve.",
+    (
+        TagSpec("1.0-good", "2024-04-01T10:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base")),
+        TagSpec(
+            "1.0-broken-index",
+            "2024-04-02T10:00:00.000Z",
+            ("ubuntu-22.04", "cuda-12.2-base"),
+            ("linux/amd64", "linux/arm64"),
+        ),
+        TagSpec("1.0-missing", "2024-04-03T10:00:00.000Z", ("ubuntu-22.04", "cuda-12.2-base")),
+    ),
+    labels=("Test",),
+)
 """Tags of ``UNRESOLVED``: ``1.0-good`` resolves; the arm64 child of ``1.0-broken-index`` is deleted; ``1.0-missing`` is never pushed.
 ``UNRESOLVED_ALIAS`` is one more tag of 1.0-good's very manifest (so the two share one image config)."""
 UNRESOLVED_ALIAS = ("1.0-alias", "1.0-good")
@@ -162,13 +246,27 @@ def platform_layer(name: str, platform: str) -> str:
 def layer_spec(name: str, scale: Scale) -> LayerSpec:
     base = name.rsplit("-arm64", 1)[0] if name.endswith("-arm64") else name
     prefix = max((p for p in LAYER_SIZES if base.startswith(p)), key=len)
-    return LayerSpec(name=name, size=LAYER_SIZES[prefix][scale.column] // scale.divisor, file_max=scale.file_max, level=scale.level)
+    return LayerSpec(
+        name=name, size=LAYER_SIZES[prefix][scale.column] // scale.divisor, file_max=scale.file_max, level=scale.level
+    )
 
 
 def description(repo: RepoSpec) -> str:
     """The repository README, markdown like NGC's (with non-ASCII on purpose)."""
-    lines = [f"# {repo.display_name}", "", f"{repo.short_description} — generated by the airgap.ngc test bed™.", "",
-             "## Pull", "", "```console", f"docker pull nvcr.io/{repo.repository}:<tag>", "```", "", "## Tags", ""]
+    lines = [
+        f"# {repo.display_name}",
+        "",
+        f"{repo.short_description} — generated by the airgap.ngc test bed™.",
+        "",
+        "## Pull",
+        "",
+        "```console",
+        f"docker pull nvcr.io/{repo.repository}:<tag>",
+        "```",
+        "",
+        "## Tags",
+        "",
+    ]
     lines += [f"- `{t.tag}` ({', '.join(t.platforms)})" for t in repo.tags] or ["_No images yet._"]
     return "\n".join(lines) + "\n"
 
@@ -210,14 +308,23 @@ class Seeder:
         names = [platform_layer(n, platform) for n in tag.layers]
         layers = [self.layer(repo.repository, n) for n in names]
         labels = {"com.nvidia.testbed.image": f"{repo.repository}:{tag.tag}", "com.nvidia.testbed.seed": str(self.seed)}
-        config = self.pusher.upload_bytes(repo.repository, image_config(
-            platform.split("/")[1], tag.date, [b.diff_id for b in layers], names, labels))
+        config = self.pusher.upload_bytes(
+            repo.repository, image_config(platform.split("/")[1], tag.date, [b.diff_id for b in layers], names, labels)
+        )
         self._note(config)
         media_type, body = image_manifest(tag.oci, config, layers)
-        digest = self.pusher.put_manifest(repo.repository, tag.tag if len(tag.platforms) == 1 else sha256_digest(body), media_type, body)
-        return {"platform": platform, "digest": digest, "media_type": media_type, "manifest_size": len(body),
-                "config_digest": config.digest, "layer_digests": [b.digest for b in layers],
-                "size": config.size + sum(b.size for b in layers)}
+        digest = self.pusher.put_manifest(
+            repo.repository, tag.tag if len(tag.platforms) == 1 else sha256_digest(body), media_type, body
+        )
+        return {
+            "platform": platform,
+            "digest": digest,
+            "media_type": media_type,
+            "manifest_size": len(body),
+            "config_digest": config.digest,
+            "layer_digests": [b.digest for b in layers],
+            "size": config.size + sum(b.size for b in layers),
+        }
 
     def tag(self, repo: RepoSpec, tag: TagSpec) -> dict[str, Any]:
         manifests = [self.platform_image(repo, tag, p) for p in tag.platforms]
@@ -230,9 +337,15 @@ class Seeder:
         layer_digests = list(dict.fromkeys(d for m in manifests for d in m["layer_digests"]))
         unique = {m["config_digest"] for m in manifests} | set(layer_digests)
         return {
-            "tag": tag.tag, "reference": f"{repo.repository}:{tag.tag}", "digest": digest, "media_type": media_type,
-            "platforms": list(tag.platforms), "config_digests": [m["config_digest"] for m in manifests],
-            "layer_digests": layer_digests, "size": sum(self.blobs[d] for d in unique), "updated_date": tag.date,
+            "tag": tag.tag,
+            "reference": f"{repo.repository}:{tag.tag}",
+            "digest": digest,
+            "media_type": media_type,
+            "platforms": list(tag.platforms),
+            "config_digests": [m["config_digest"] for m in manifests],
+            "layer_digests": layer_digests,
+            "size": sum(self.blobs[d] for d in unique),
+            "updated_date": tag.date,
             "manifests": manifests,
         }
 
@@ -240,23 +353,43 @@ class Seeder:
         tags = [self.tag(repo, t) for t in repo.tags]
         latest = max(tags, key=lambda t: t["updated_date"]) if tags else None
         return {
-            "org": ORG, "team": repo.team, "name": repo.name, "namespace": repo.namespace, "repository": repo.repository,
-            "display_name": repo.display_name, "short_description": repo.short_description, "description": description(repo),
-            "labels": list(repo.labels), "updated_date": latest["updated_date"] if latest else repo.date,
-            "latest_tag": latest["tag"] if latest else None, "tags": tags,
+            "org": ORG,
+            "team": repo.team,
+            "name": repo.name,
+            "namespace": repo.namespace,
+            "repository": repo.repository,
+            "display_name": repo.display_name,
+            "short_description": repo.short_description,
+            "description": description(repo),
+            "labels": list(repo.labels),
+            "updated_date": latest["updated_date"] if latest else repo.date,
+            "latest_tag": latest["tag"] if latest else None,
+            "tags": tags,
         }
 
     def run(self, registry_host: str) -> dict[str, Any]:
         repositories = [self.repository(r) for r in CATALOG]
         return {
-            "schema_version": SCHEMA_VERSION, "seed": self.seed, "scale": self.scale.name, "registry": registry_host,
-            "org": ORG, "blob_count": len(self.blobs), "total_bytes": sum(self.blobs.values()),
+            "schema_version": SCHEMA_VERSION,
+            "seed": self.seed,
+            "scale": self.scale.name,
+            "registry": registry_host,
+            "org": ORG,
+            "blob_count": len(self.blobs),
+            "total_bytes": sum(self.blobs.values()),
             "repositories": repositories,
         }
 
 
-def seed_registry(registry_url: str, out: Path, scale: str = "small", seed: int = 1, username: str = "", password: str = "",
-                  cache_file: Path | None = None) -> dict[str, Any]:
+def seed_registry(
+    registry_url: str,
+    out: Path,
+    scale: str = "small",
+    seed: int = 1,
+    username: str = "",
+    password: str = "",
+    cache_file: Path | None = None,
+) -> dict[str, Any]:
     """Push CATALOG into the registry at registry_url and write the description to `out`."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
@@ -280,23 +413,35 @@ def _delete_manifest(pusher: Pusher, repo: str, digest: str) -> None:
         token, _expiry = pusher._fetch_token([f"repository:{repo}:delete"])  # pylint: disable=protected-access
         headers["Authorization"] = f"Bearer {token}"
     auth = (pusher.username, pusher.password) if pusher._scheme == "basic" else None  # pylint: disable=protected-access
-    response = pusher.session.delete(f"{pusher.base_url}/v2/{repo}/manifests/{digest}", headers=headers, auth=auth, timeout=60)
+    response = pusher.session.delete(
+        f"{pusher.base_url}/v2/{repo}/manifests/{digest}", headers=headers, auth=auth, timeout=60
+    )
     if response.status_code not in (202, 404):
         raise PushError(f"delete manifest {repo}@{digest}: HTTP {response.status_code}: {response.text[:300]}")
 
 
 def _alias(pusher: Pusher, repo: str, record: dict[str, Any], alias: str) -> dict[str, Any]:
     """Tag the manifest of a tag record once more as ``alias``; the alias's record."""
-    response = pusher._request("GET", f"/v2/{repo}/manifests/{record['digest']}", repo,  # pylint: disable=protected-access
-                               headers={"Accept": record["media_type"]})
+    response = pusher._request(
+        "GET",
+        f"/v2/{repo}/manifests/{record['digest']}",
+        repo,  # pylint: disable=protected-access
+        headers={"Accept": record["media_type"]},
+    )
     if response.status_code != 200:
         raise PushError(f"get manifest {repo}@{record['digest']}: HTTP {response.status_code}")
     pusher.put_manifest(repo, alias, record["media_type"], response.content)
     return {**record, "tag": alias, "reference": f"{repo}:{alias}"}
 
 
-def seed_unresolved(registry_url: str, seed: int = 1, scale: str = "small", username: str = "", password: str = "",
-                    cache_file: Path | None = None) -> dict[str, Any]:
+def seed_unresolved(
+    registry_url: str,
+    seed: int = 1,
+    scale: str = "small",
+    username: str = "",
+    password: str = "",
+    cache_file: Path | None = None,
+) -> dict[str, Any]:
     """Push ``UNRESOLVED`` into the registry (again: it is idempotent) and return its repository record.
 
     The record is in the seed file's schema, so the NGC stand-in lists all three tags; a tag record has
@@ -321,19 +466,38 @@ def seed_unresolved(registry_url: str, seed: int = 1, scale: str = "small", user
             if spec.tag == UNRESOLVED_ALIAS[1]:
                 tags.append(_alias(seeder.pusher, UNRESOLVED.repository, record, UNRESOLVED_ALIAS[0]))
         missing = next(t for t in UNRESOLVED.tags if t.tag == UNRESOLVED_MISSING_TAG)
-        tags.append({
-            "tag": missing.tag, "reference": f"{UNRESOLVED.repository}:{missing.tag}", "digest": None, "media_type": None,
-            "platforms": list(missing.platforms), "config_digests": [], "layer_digests": [], "size": 0,
-            "updated_date": missing.date, "manifests": [], "in_registry": False, "missing_manifests": [],
-        })
+        tags.append(
+            {
+                "tag": missing.tag,
+                "reference": f"{UNRESOLVED.repository}:{missing.tag}",
+                "digest": None,
+                "media_type": None,
+                "platforms": list(missing.platforms),
+                "config_digests": [],
+                "layer_digests": [],
+                "size": 0,
+                "updated_date": missing.date,
+                "manifests": [],
+                "in_registry": False,
+                "missing_manifests": [],
+            }
+        )
     finally:
         seeder.pusher.session.close()
     latest = max(tags, key=lambda t: t["updated_date"])
     return {
-        "org": ORG, "team": UNRESOLVED.team, "name": UNRESOLVED.name, "namespace": UNRESOLVED.namespace,
-        "repository": UNRESOLVED.repository, "display_name": UNRESOLVED.display_name,
-        "short_description": UNRESOLVED.short_description, "description": description(UNRESOLVED),
-        "labels": list(UNRESOLVED.labels), "updated_date": latest["updated_date"], "latest_tag": latest["tag"], "tags": tags,
+        "org": ORG,
+        "team": UNRESOLVED.team,
+        "name": UNRESOLVED.name,
+        "namespace": UNRESOLVED.namespace,
+        "repository": UNRESOLVED.repository,
+        "display_name": UNRESOLVED.display_name,
+        "short_description": UNRESOLVED.short_description,
+        "description": description(UNRESOLVED),
+        "labels": list(UNRESOLVED.labels),
+        "updated_date": latest["updated_date"],
+        "latest_tag": latest["tag"],
+        "tags": tags,
     }
 
 
@@ -355,8 +519,16 @@ def wide_repositories(tags: int, repositories: int | None = None) -> tuple[RepoS
         day = datetime.date(2020, 1, 1) + datetime.timedelta(days=number)
         names[number % count].append(TagSpec(f"1.{number}", f"{day.isoformat()}T12:00:00.000Z", ("wide-base",)))
     width = len(str(count - 1))
-    return tuple(RepoSpec(f"wide-{tags}-{index:0{width}d}", f"Wide {tags} #{index}", "A tiny image of the wide catalog (scale benchmark).",
-                          tuple(specs), labels=("Test",)) for index, specs in enumerate(names))
+    return tuple(
+        RepoSpec(
+            f"wide-{tags}-{index:0{width}d}",
+            f"Wide {tags} #{index}",
+            "A tiny image of the wide catalog (scale benchmark).",
+            tuple(specs),
+            labels=("Test",),
+        )
+        for index, specs in enumerate(names)
+    )
 
 
 class WideSeeder(Seeder):
@@ -390,13 +562,21 @@ class WideSeeder(Seeder):
         if stream.info is None:
             raise PushError("the wide base layer did not generate")
         self.pusher.upload_bytes(repository, data)
-        self.base = {"digest": stream.info.digest, "size": stream.info.size, "diff_id": stream.info.diff_id, "repo": repository}
+        self.base = {
+            "digest": stream.info.digest,
+            "size": stream.info.size,
+            "diff_id": stream.info.diff_id,
+            "repo": repository,
+        }
 
     def layer(self, repo: str, name: str) -> BlobInfo:
         pusher = self._pusher()
         base = self.base
         if name == WIDE_BASE.name:
-            if not pusher.blob_exists(repo, base["digest"]) and pusher.mount(repo, base["digest"], base["repo"]) is not None:
+            if (
+                not pusher.blob_exists(repo, base["digest"])
+                and pusher.mount(repo, base["digest"], base["repo"]) is not None
+            ):
                 raise PushError(f"the registry would not mount the wide base layer into {repo}")
             return self._note(BlobInfo(base["digest"], base["size"], base["diff_id"]))
         stream = LayerStream(self.seed, LayerSpec(name=name, size=WIDE_LAYER_BYTES, file_max=WIDE_LAYER_BYTES, level=1))
@@ -412,21 +592,39 @@ class WideSeeder(Seeder):
         names = [WIDE_BASE.name, f"{repo.name}-{tag.tag}"]
         layers = [self.layer(repo.repository, n) for n in names]
         labels = {"com.nvidia.testbed.image": f"{repo.repository}:{tag.tag}", "com.nvidia.testbed.seed": str(self.seed)}
-        config = self._note(pusher.upload_bytes(repo.repository, image_config(
-            platform.split("/")[1], tag.date, [b.diff_id for b in layers], names, labels)))
+        config = self._note(
+            pusher.upload_bytes(
+                repo.repository,
+                image_config(platform.split("/")[1], tag.date, [b.diff_id for b in layers], names, labels),
+            )
+        )
         media_type, body = image_manifest(tag.oci, config, layers)
         digest = pusher.put_manifest(repo.repository, tag.tag, media_type, body)
-        return {"platform": platform, "digest": digest, "media_type": media_type, "manifest_size": len(body),
-                "config_digest": config.digest, "layer_digests": [b.digest for b in layers],
-                "size": config.size + sum(b.size for b in layers)}
+        return {
+            "platform": platform,
+            "digest": digest,
+            "media_type": media_type,
+            "manifest_size": len(body),
+            "config_digest": config.digest,
+            "layer_digests": [b.digest for b in layers],
+            "size": config.size + sum(b.size for b in layers),
+        }
 
     def close(self) -> None:
         for pusher in self._pushers:
             pusher.session.close()
 
 
-def seed_wide(registry_url: str, tags: int, repositories: int | None = None, seed: int = 1, username: str = "",
-              password: str = "", seed_file: Path | None = None, workers: int = 8) -> list[dict[str, Any]]:
+def seed_wide(
+    registry_url: str,
+    tags: int,
+    repositories: int | None = None,
+    seed: int = 1,
+    username: str = "",
+    password: str = "",
+    seed_file: Path | None = None,
+    workers: int = 8,
+) -> list[dict[str, Any]]:
     """Push a wide catalog (see ``wide_repositories``) and return its repository records (seed file schema).
 
     With seed_file, the records are merged into it (replacing repositories of the same name), so the NGC stand-in
@@ -441,9 +639,20 @@ def seed_wide(registry_url: str, tags: int, repositories: int | None = None, see
     finally:
         seeder.close()
     if seed_file is not None:
-        document = read_json(seed_file) if seed_file.exists() else {
-            "schema_version": SCHEMA_VERSION, "seed": seed, "scale": "wide", "registry": registry_url.split("://", 1)[-1].rstrip("/"),
-            "org": ORG, "blob_count": 0, "total_bytes": 0, "repositories": []}
+        document = (
+            read_json(seed_file)
+            if seed_file.exists()
+            else {
+                "schema_version": SCHEMA_VERSION,
+                "seed": seed,
+                "scale": "wide",
+                "registry": registry_url.split("://", 1)[-1].rstrip("/"),
+                "org": ORG,
+                "blob_count": 0,
+                "total_bytes": 0,
+                "repositories": [],
+            }
+        )
         names = {r["repository"] for r in records}
         document["repositories"] = [r for r in document["repositories"] if r["repository"] not in names] + records
         write_json(seed_file, document, mode=0o644)
@@ -471,10 +680,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default=1, type=int)
     parser.add_argument("--username", default="$oauthtoken")
     parser.add_argument("--cache", type=Path, help="layer digest cache (JSON) to skip regenerating layers")
-    parser.add_argument("--unresolved", type=Path, help="also push the unresolved-tags repository and write its record here")
-    parser.add_argument("--wide", type=int, metavar="N",
-                        help="instead of the catalog, push N tiny tags (a wide catalog) and merge them into the --out file")
-    parser.add_argument("--wide-repos", type=int, metavar="M", help=f"spread --wide over M repositories (default N/{WIDE_TAGS_PER_REPO})")
+    parser.add_argument(
+        "--unresolved", type=Path, help="also push the unresolved-tags repository and write its record here"
+    )
+    parser.add_argument(
+        "--wide",
+        type=int,
+        metavar="N",
+        help="instead of the catalog, push N tiny tags (a wide catalog) and merge them into the --out file",
+    )
+    parser.add_argument(
+        "--wide-repos",
+        type=int,
+        metavar="M",
+        help=f"spread --wide over M repositories (default N/{WIDE_TAGS_PER_REPO})",
+    )
     args = parser.parse_args(argv)
     password = os.environ.get("TESTBED_REGISTRY_PASSWORD", "")
     if args.wide is not None:
@@ -482,12 +702,22 @@ def main(argv: list[str] | None = None) -> int:
             records = seed_wide(args.registry, args.wide, args.wide_repos, args.seed, args.username, password, args.out)
         except ValueError as exc:
             parser.error(str(exc))
-        print(f"seeded {sum(len(r['tags']) for r in records)} tags over {len(records)} repositories into {args.out}", file=sys.stderr)
+        print(
+            f"seeded {sum(len(r['tags']) for r in records)} tags over {len(records)} repositories into {args.out}",
+            file=sys.stderr,
+        )
         return 0
     document = seed_registry(args.registry, args.out, args.scale, args.seed, args.username, password, args.cache)
     if args.unresolved is not None:
-        write_json(args.unresolved, seed_unresolved(args.registry, args.seed, args.scale, args.username, password, args.cache), mode=0o644)
-    print(f"seeded {document['blob_count']} blobs, {document['total_bytes']} bytes into {document['registry']}", file=sys.stderr)
+        write_json(
+            args.unresolved,
+            seed_unresolved(args.registry, args.seed, args.scale, args.username, password, args.cache),
+            mode=0o644,
+        )
+    print(
+        f"seeded {document['blob_count']} blobs, {document['total_bytes']} bytes into {document['registry']}",
+        file=sys.stderr,
+    )
     return 0
 
 

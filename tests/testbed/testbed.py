@@ -7,6 +7,7 @@ and charts.
 registry and writes ``<workdir>/testbed.json`` (a ``TestbedInfo``); ``down()`` stops them by pid.
 ``Testbed.stop(workdir)`` stops a test bed another process started.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,7 +24,16 @@ from typing import Any
 import requests
 
 from .charts import HELM_PATH, seed_charts
-from ._common import ProcessRecord, TestbedError, python_env, python_module_argv, read_json, spawn, wait_ready_file, write_json
+from ._common import (
+    ProcessRecord,
+    TestbedError,
+    python_env,
+    python_module_argv,
+    read_json,
+    spawn,
+    wait_ready_file,
+    write_json,
+)
 from ._jwt import create_signing_identity
 from .cdn import start_cdn
 from .engine import Engine, launch_engine, wait_engine
@@ -37,7 +47,17 @@ NGC_USERNAME = "$oauthtoken"
 BASIC_USERNAME = "testbed"
 ENV_CDN = "AIRGAP_TESTBED_CDN"
 """Set (to anything but empty or 0) to make up() start the CDN stand-in too (tests/testbed/cdn.py)."""
-STOP_ORDER = ("cdn", "proxy", "registry-basic", "registry-open", "registry-k8s", "registry-token", "ngc", "dockerd", "containerd")
+STOP_ORDER = (
+    "cdn",
+    "proxy",
+    "registry-basic",
+    "registry-open",
+    "registry-k8s",
+    "registry-token",
+    "ngc",
+    "dockerd",
+    "containerd",
+)
 
 
 def _stop_all(records: list[ProcessRecord]) -> None:
@@ -159,7 +179,9 @@ class Testbed:
         self._workdir: Path | None = None
 
     # Start-up ---------------------------------------------------------------------------
-    def up(self, workdir: Path, scale: str = "small", engine: bool = True, seed: int = 1, cdn: bool | None = None) -> TestbedInfo:
+    def up(
+        self, workdir: Path, scale: str = "small", engine: bool = True, seed: int = 1, cdn: bool | None = None
+    ) -> TestbedInfo:
         """Start everything; with cdn (default: $AIRGAP_TESTBED_CDN set) also the CDN stand-in in front of the token registry."""
         if cdn is None:
             cdn = os.environ.get(ENV_CDN, "") not in ("", "0")
@@ -188,11 +210,25 @@ class Testbed:
         clock = _Clock()
         services = self._start_services(workdir, auth_dir, secrets_)
         clock.lap("services")
-        seed_registry(services.token.url, workdir / "seed.json", scale, seed, NGC_USERNAME, secrets_.api_key,
-                      workdir / "seed-cache.json")
+        seed_registry(
+            services.token.url,
+            workdir / "seed.json",
+            scale,
+            seed,
+            NGC_USERNAME,
+            secrets_.api_key,
+            workdir / "seed-cache.json",
+        )
         clock.lap("seed")
-        seed_charts(workdir / "helm", f"{services.ngc_url}{HELM_PATH}", services.token.url, services.k8s.url, secrets_.api_key,
-                    workdir / "charts.json", seed)
+        seed_charts(
+            workdir / "helm",
+            f"{services.ngc_url}{HELM_PATH}",
+            services.token.url,
+            services.k8s.url,
+            secrets_.api_key,
+            workdir / "charts.json",
+            seed,
+        )
         clock.lap("charts")
         if self._engine is not None:
             wait_engine(self._engine)
@@ -201,26 +237,49 @@ class Testbed:
             clock.lap("engine_wait")
         info = self._describe(workdir, scale, seed, services, secrets_)
         if cdn:
-            stand_in = start_cdn(workdir / "cdn", services.token.url, services.token.directory / "data", f"{services.ngc_url}/token")
+            stand_in = start_cdn(
+                workdir / "cdn", services.token.url, services.token.directory / "data", f"{services.ngc_url}/token"
+            )
             self._track(stand_in.record, None)
-            info.pids, info.process_markers = {r.name: r.pid for r in self._records}, {r.name: r.marker for r in self._records}
+            info.pids, info.process_markers = (
+                {r.name: r.pid for r in self._records},
+                {r.name: r.marker for r in self._records},
+            )
             info.cdn_proxy_url, info.cdn_proxy_host, info.cdn_url = stand_in.url, stand_in.host, stand_in.cdn_url
         info.timings = clock.laps
         info.save()
         return info
 
     def _start_services(self, workdir: Path, auth_dir: Path, secrets_: _Secrets) -> _Services:
-        ngc_url = self._start_python("ngc", "tests.testbed.ngc_server", workdir, {
-            "api_key": secrets_.api_key, "seed_file": str(workdir / "seed.json"), "signing_key": str(auth_dir / "token.key"),
-            "issuer": ISSUER, "service": SERVICE, "helm_dir": str(workdir / "helm"),
-        })
+        ngc_url = self._start_python(
+            "ngc",
+            "tests.testbed.ngc_server",
+            workdir,
+            {
+                "api_key": secrets_.api_key,
+                "seed_file": str(workdir / "seed.json"),
+                "signing_key": str(auth_dir / "token.key"),
+                "issuer": ISSUER,
+                "service": SERVICE,
+                "helm_dir": str(workdir / "helm"),
+            },
+        )
         token_auth = TokenAuth(f"{ngc_url}/proxy_auth", SERVICE, ISSUER, auth_dir / "token.crt")
         token = self._start_registry("token", workdir, token=token_auth)
-        proxy_url = self._start_python("proxy", "tests.testbed.proxy", workdir, {
-            "upstream": token.url, "expired_realm": f"{ngc_url}/token",
-        })
+        proxy_url = self._start_python(
+            "proxy",
+            "tests.testbed.proxy",
+            workdir,
+            {
+                "upstream": token.url,
+                "expired_realm": f"{ngc_url}/token",
+            },
+        )
         return _Services(
-            ngc_url=ngc_url, realm=token_auth.realm, token=token, proxy_url=proxy_url,
+            ngc_url=ngc_url,
+            realm=token_auth.realm,
+            token=token,
+            proxy_url=proxy_url,
             open=self._start_registry("open", workdir),
             basic=self._start_registry("basic", workdir, basic=BasicAuth(BASIC_USERNAME, secrets_.basic_password)),
             k8s=self._start_registry("k8s", workdir),
@@ -228,17 +287,33 @@ class Testbed:
 
     def _describe(self, workdir: Path, scale: str, seed: int, services: _Services, secrets_: _Secrets) -> TestbedInfo:
         return TestbedInfo(
-            ngc_api_url=services.ngc_url, source_registry_url=services.token.url, source_proxy_url=services.proxy_url,
-            source_registry_host=services.token.host, source_proxy_host=services.proxy_url.split("://", 1)[1],
-            open_registry_url=services.open.url, open_registry_host=services.open.host,
-            basic_registry_url=services.basic.url, basic_registry_host=services.basic.host,
-            basic_username=BASIC_USERNAME, basic_password=secrets_.basic_password, api_key=secrets_.api_key,
-            docker_host=self._engine.docker_host if self._engine else "", seed_file=str(workdir / "seed.json"),
-            workdir=str(workdir), scale=scale, seed=seed, ngc_org=ORG, registry_service=SERVICE,
-            registry_issuer=ISSUER, token_realm=services.realm,
-            pids={r.name: r.pid for r in self._records}, process_markers={r.name: r.marker for r in self._records},
+            ngc_api_url=services.ngc_url,
+            source_registry_url=services.token.url,
+            source_proxy_url=services.proxy_url,
+            source_registry_host=services.token.host,
+            source_proxy_host=services.proxy_url.split("://", 1)[1],
+            open_registry_url=services.open.url,
+            open_registry_host=services.open.host,
+            basic_registry_url=services.basic.url,
+            basic_registry_host=services.basic.host,
+            basic_username=BASIC_USERNAME,
+            basic_password=secrets_.basic_password,
+            api_key=secrets_.api_key,
+            docker_host=self._engine.docker_host if self._engine else "",
+            seed_file=str(workdir / "seed.json"),
+            workdir=str(workdir),
+            scale=scale,
+            seed=seed,
+            ngc_org=ORG,
+            registry_service=SERVICE,
+            registry_issuer=ISSUER,
+            token_realm=services.realm,
+            pids={r.name: r.pid for r in self._records},
+            process_markers={r.name: r.marker for r in self._records},
             engine_dir=str(self._engine.directory) if self._engine else "",
-            helm_url=f"{services.ngc_url}{HELM_PATH}", k8s_registry_url=services.k8s.url, k8s_registry_host=services.k8s.host,
+            helm_url=f"{services.ngc_url}{HELM_PATH}",
+            k8s_registry_url=services.k8s.url,
+            k8s_registry_host=services.k8s.host,
             chart_file=str(workdir / "charts.json"),
         )
 
@@ -259,7 +334,9 @@ class Testbed:
         ready, config_path, log_path = directory / "ready.json", directory / "config.json", directory / f"{name}.log"
         ready.unlink(missing_ok=True)
         write_json(config_path, {**config, "ready_file": str(ready)})
-        proc = spawn(python_module_argv(module, "--config", str(config_path)), log_path, cwd=directory, env=python_env())
+        proc = spawn(
+            python_module_argv(module, "--config", str(config_path)), log_path, cwd=directory, env=python_env()
+        )
         self._track(ProcessRecord(name, proc.pid, str(config_path)), proc)
         return wait_ready_file(ready, proc, name, log_path)["url"]
 

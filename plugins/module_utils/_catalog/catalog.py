@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: what ``ngc_catalog_info`` lists: catalog, then filters, then registry digests. Not a public API."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Sequence
 
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import BundleReader
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, AuthError, NotFoundError, redact, shorten
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    AuthError,
+    NotFoundError,
+    redact,
+    shorten,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.filters import ImageFilter, TagCandidate, tag_sort_key
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.ngc import NgcClient, NgcRepository, path_segment
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
@@ -43,14 +50,24 @@ class CatalogEntry:
     verified: bool | None = None  # set only when a bundle was verified
     signed: bool | None = None  # with digests: a cosign signature (sha256-<hex>.sig) of its digest is in its repository
     unreadable: str | None = None  # why its details could not be read (only with CatalogQuery.keep_unreadable)
-    unresolved: str | None = None  # why the registry could not resolve it (without keep_unreadable): not listed, reported
-    variants: dict[str, str] = field(default_factory=dict, compare=False)  # platform by manifest digest, as the catalog says
+    unresolved: str | None = (
+        None  # why the registry could not resolve it (without keep_unreadable): not listed, reported
+    )
+    variants: dict[str, str] = field(
+        default_factory=dict, compare=False
+    )  # platform by manifest digest, as the catalog says
 
     def as_dict(self) -> dict[str, Any]:
         result = {
-            "name": self.name, "tag": self.tag, "reference": self.reference, "digest": self.digest,
-            "media_type": self.media_type, "platforms": self.platforms, "size": self.size,
-            "updated": self.updated, "description": self.description,
+            "name": self.name,
+            "tag": self.tag,
+            "reference": self.reference,
+            "digest": self.digest,
+            "media_type": self.media_type,
+            "platforms": self.platforms,
+            "size": self.size,
+            "updated": self.updated,
+            "description": self.description,
         }
         if self.verified is not None:
             result["verified"] = self.verified
@@ -60,8 +77,12 @@ class CatalogEntry:
 
     def unresolved_dict(self, secrets: Iterable[str | None] = ()) -> dict[str, Any]:
         """The tag as ``unresolved`` lists it: image, tag, reference and a short reason without a secret."""
-        return {"image": self.name, "tag": self.tag, "reference": self.reference,
-                "reason": shorten(redact(self.unresolved or "", secrets))}
+        return {
+            "image": self.name,
+            "tag": self.tag,
+            "reference": self.reference,
+            "reason": shorten(redact(self.unresolved or "", secrets)),
+        }
 
 
 class _Memo:
@@ -163,23 +184,31 @@ class Catalog:
         if self.ngc is None:
             raise AirgapError("source=ngc needs the NGC API (api_url)")
         org = self.query.org
-        teams = [team for team in dict.fromkeys(self.query.teams or ()) if team != ""]  # "" stands for the org's own images
+        teams = [
+            team for team in dict.fromkeys(self.query.teams or ()) if team != ""
+        ]  # "" stands for the org's own images
         for team in teams:
             path_segment(team, "team")  # refused before any request, like the org in repositories()
         repositories = list(self.ngc.repositories(org))
         listed = {repo.team for repo in repositories if repo.team}
         for team in teams:
             if team not in listed:
-                self.ngc.require_team(org, team)  # an unknown team is an error, like an unknown org; a known one may be empty
+                self.ngc.require_team(
+                    org, team
+                )  # an unknown team is an error, like an unknown org; a known one may be empty
         self._warn_empty_teams({repo.team or "" for repo in repositories})
-        selected = [repo for repo in repositories if self._team_selected(repo) and self.query.image_filter.match_name(repo.path)]
+        selected = [
+            repo for repo in repositories if self._team_selected(repo) and self.query.image_filter.match_name(repo.path)
+        ]
         entries: list[CatalogEntry] = []
         for repo, images in zip(selected, self._map(self.ngc.images, selected)):
             by_tag = {image.tag: image for image in images}
             candidates = [TagCandidate(image.tag, image.updated) for image in images]
             for chosen in self.query.image_filter.select_tags(candidates):
                 image = by_tag[chosen.tag]
-                entry = self._entry(repo.path, image.tag, image.updated, image.size, repo.description or repo.short_description)
+                entry = self._entry(
+                    repo.path, image.tag, image.updated, image.size, repo.description or repo.short_description
+                )
                 entry.variants = image.platforms_by_digest()
                 entries.append(entry)
         return entries
@@ -193,7 +222,9 @@ class Catalog:
         entries = []
         for name, tags in zip(names, self._map(self.registry.list_tags, names)):
             self._tags.get(name, lambda tags=tags: set(tags))
-            images = (TagCandidate(tag) for tag in tags if not is_companion_tag(tag))  # signatures travel with their image
+            images = (
+                TagCandidate(tag) for tag in tags if not is_companion_tag(tag)
+            )  # signatures travel with their image
             for chosen in self.query.image_filter.select_tags(images):
                 entries.append(self._entry(name, chosen.tag, "", None, None))
         return entries
@@ -210,8 +241,10 @@ class Catalog:
         for position, team in enumerate(self.query.teams or (), start=1):
             if team not in held:
                 whose = "its own images (team '')" if team == "" else f"team {team!r}"
-                self.warnings.append(f"teams item {position}: org {self.query.org!r} has no repository in {whose} at "
-                                     f"{self.query.source_name}, so nothing is listed for it; check the name")
+                self.warnings.append(
+                    f"teams item {position}: org {self.query.org!r} has no repository in {whose} at "
+                    f"{self.query.source_name}, so nothing is listed for it; check the name"
+                )
 
     def _team_selected(self, repo: NgcRepository) -> bool:
         if self.query.teams is None:
@@ -220,7 +253,11 @@ class Catalog:
 
     def _entry(self, name: str, tag: str, updated: str, size: int | None, description: str | None) -> CatalogEntry:
         return CatalogEntry(
-            name=name, tag=tag, reference=f"{self.registry_host}/{name}:{tag}", updated=updated, size=size,
+            name=name,
+            tag=tag,
+            reference=f"{self.registry_host}/{name}:{tag}",
+            updated=updated,
+            size=size,
             description=description if self.query.include_descriptions else None,
         )
 
@@ -285,13 +322,17 @@ class Catalog:
                 continue
             digest = child.get("digest")
             if not isinstance(digest, str):
-                raise AirgapError(f"{self.registry_host}/{name}: an index lists a manifest for {platform} without a digest")
+                raise AirgapError(
+                    f"{self.registry_host}/{name}: an index lists a manifest for {platform} without a digest"
+                )
             platforms.append(platform)
             try:
                 manifests.append(self._manifest_data(name, digest))
             except NotFoundError:
-                raise AirgapError(f"{self.registry_host}/{name}: its index lists a manifest for {platform} ({digest}) "
-                                  "that the registry does not have") from None
+                raise AirgapError(
+                    f"{self.registry_host}/{name}: its index lists a manifest for {platform} ({digest}) "
+                    "that the registry does not have"
+                ) from None
         return platforms, sum(blob_sizes(manifests).values())
 
     def _manifest_data(self, name: str, digest: str) -> dict[str, Any]:
@@ -383,15 +424,25 @@ def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
     )
 
     image_filter = ImageFilter.create(
-        images=params.get("images"), strict_name_match=params.get("strict_name_match", False), image_regex=params.get("image_regex"),
-        min_version=params.get("min_version"), py_version=params.get("py_version"), tag_regex=params.get("tag_regex"),
-        tag_exclude_regex=params.get("tag_exclude_regex"), latest=params.get("latest"),
+        images=params.get("images"),
+        strict_name_match=params.get("strict_name_match", False),
+        image_regex=params.get("image_regex"),
+        min_version=params.get("min_version"),
+        py_version=params.get("py_version"),
+        tag_regex=params.get("tag_regex"),
+        tag_exclude_regex=params.get("tag_exclude_regex"),
+        latest=params.get("latest"),
     )
     verify = bool(params.get("verify")) and params.get("source") == "bundle"
     query = CatalogQuery(
-        image_filter=image_filter, source=params.get("source") or "ngc", org=params.get("org") or "nvidia", teams=params.get("teams"),
-        include_digests=params.get("include_digests", True), include_descriptions=params.get("include_descriptions", False),
-        parallel=max(int(params.get("parallel") or 1), 1), keep_unreadable=verify,
+        image_filter=image_filter,
+        source=params.get("source") or "ngc",
+        org=params.get("org") or "nvidia",
+        teams=params.get("teams"),
+        include_digests=params.get("include_digests", True),
+        include_descriptions=params.get("include_descriptions", False),
+        parallel=max(int(params.get("parallel") or 1), 1),
+        keep_unreadable=verify,
     )
     problems = verify_bundle(params["source_dir"], sizes_only=params.get("verify_mode") == "sizes") if verify else None
     if query.source == "bundle":  # a carried bundle lists like a registry of its own
@@ -415,9 +466,11 @@ def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
         if transport is not None:
             transport.close()
     secrets = (params.get("api_key"),)
-    result: dict[str, Any] = {"images": [entry.as_dict() for entry in entries],
-                              "unresolved": [entry.unresolved_dict(secrets) for entry in catalog.unresolved],
-                              "warnings": catalog.warnings}
+    result: dict[str, Any] = {
+        "images": [entry.as_dict() for entry in entries],
+        "unresolved": [entry.unresolved_dict(secrets) for entry in catalog.unresolved],
+        "warnings": catalog.warnings,
+    }
     if problems is None:
         return result
     _mark_verified(entries, problems, registry)
@@ -427,8 +480,17 @@ def inspect_catalog(params: dict[str, Any]) -> dict[str, Any]:
 
 
 # The filters an empty selection names, in the order the module documents them.
-_FILTERS = ("teams", "images", "strict_name_match", "image_regex", "min_version", "py_version", "tag_regex", "tag_exclude_regex",
-            "latest")
+_FILTERS = (
+    "teams",
+    "images",
+    "strict_name_match",
+    "image_regex",
+    "min_version",
+    "py_version",
+    "tag_regex",
+    "tag_exclude_regex",
+    "latest",
+)
 
 
 def empty_selection(params: dict[str, Any], result: dict[str, Any]) -> str | None:
@@ -442,14 +504,20 @@ def empty_selection(params: dict[str, Any], result: dict[str, Any]) -> str | Non
     if params.get("allow_empty") or result.get("images") or result.get("unresolved") or result.get("problems"):
         return None
     source = params.get("source") or "ngc"
-    where = {"ngc": f"the NGC catalog at {params.get('api_url')} (org {params.get('org') or 'nvidia'})",
-             "registry": f"the registry {params.get('registry_url')}",
-             "bundle": f"the bundle {params.get('source_dir')}"}[source]
-    filters = [f"{name} {json.dumps(params[name])}" for name in _FILTERS if params.get(name) not in (None, [], "", False)]
+    where = {
+        "ngc": f"the NGC catalog at {params.get('api_url')} (org {params.get('org') or 'nvidia'})",
+        "registry": f"the registry {params.get('registry_url')}",
+        "bundle": f"the bundle {params.get('source_dir')}",
+    }[source]
+    filters = [
+        f"{name} {json.dumps(params[name])}" for name in _FILTERS if params.get(name) not in (None, [], "", False)
+    ]
     label = f"Selection {json.dumps(params['label'])}" if params.get("label") else "The selection"
-    return (f"{label} picked no image from {where} with {', '.join(filters) if filters else 'no filters'}: nothing would be "
-            "mirrored. Check the names and patterns, or set allow_empty (the role: ngc_mirror_allow_empty_selection) "
-            "where an empty selection is expected.")
+    return (
+        f"{label} picked no image from {where} with {', '.join(filters) if filters else 'no filters'}: nothing would be "
+        "mirrored. Check the names and patterns, or set allow_empty (the role: ngc_mirror_allow_empty_selection) "
+        "where an empty selection is expected."
+    )
 
 
 def _mark_verified(entries: list[CatalogEntry], problems: list[dict[str, Any]], view: BundleView) -> None:
@@ -464,4 +532,6 @@ def _mark_verified(entries: list[CatalogEntry], problems: list[dict[str, Any]], 
         if entry.unreadable is not None and (entry.name, entry.tag) not in damaged:
             found = view.reader.find(f"{entry.name}:{entry.tag}")
             path = blob_path(found["digest"]) if found else "index.json"
-            problems.append({"path": path, "problem": "corrupt", "detail": shorten(entry.unreadable), "images": [entry.reference]})
+            problems.append(
+                {"path": path, "problem": "corrupt", "detail": shorten(entry.unreadable), "images": [entry.reference]}
+            )

@@ -8,6 +8,7 @@ untrusted media and its images discovered with the site's ``values`` and ``drive
 up in its own registry: ``nvcr.io`` is ``registry_url`` with the NGC key, another host its ``upstream_registries``
 entry (by default ``https://<host>``, anonymous). Nothing is rendered, no cluster and no ``helm`` binary is needed.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,10 +55,14 @@ def check_chart_options(params: dict[str, Any]) -> None:
     if charts is None:
         for option in CHART_ONLY_OPTIONS:
             if params.get(option) not in (None, [], {}):
-                raise ConfigError(f"{option} is used only with charts: give charts (such as [nvidia/gpu-operator]) as well")
+                raise ConfigError(
+                    f"{option} is used only with charts: give charts (such as [nvidia/gpu-operator]) as well"
+                )
     else:
         if (params.get("source") or "ngc") != "ngc":
-            raise ConfigError(f"charts are listed from NGC's Helm repository (helm_url), not with source={params.get('source')}")
+            raise ConfigError(
+                f"charts are listed from NGC's Helm repository (helm_url), not with source={params.get('source')}"
+            )
         for position, item in enumerate(charts, start=1):
             _chart_item(item, f"charts item {position}", params.get("org") or "nvidia")
     validate_values(params.get("values"), "values")
@@ -65,8 +70,14 @@ def check_chart_options(params: dict[str, Any]) -> None:
     url = params.get("helm_url")
     if url is not None:
         shown = redact_url(url) if isinstance(url, str) else url
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
-            raise ConfigError(f"invalid helm_url {shown!r}: expected an http or https URL such as https://helm.ngc.nvidia.com")
+        if (
+            not isinstance(url, str)
+            or not url.startswith(("http://", "https://"))
+            or len(url.split("://", 1)[1].strip("/")) == 0
+        ):
+            raise ConfigError(
+                f"invalid helm_url {shown!r}: expected an http or https URL such as https://helm.ngc.nvidia.com"
+            )
         if "@" in url.split("://", 1)[1].split("/", 1)[0]:
             raise ConfigError(f"invalid helm_url {shown!r}: no user name or password in it; give the key in api_key")
     parse_upstream_registries(params.get("upstream_registries"))
@@ -75,12 +86,16 @@ def check_chart_options(params: dict[str, Any]) -> None:
 def _chart_item(item: Any, option: str, org: str) -> ChartRef | None:
     """A ``charts`` item: a ChartRef for ``<org>[/<team>]/<name>:<version>`` (one exact version), None for a name filter."""
     if not isinstance(item, str) or not item.strip():
-        raise ConfigError(f"invalid {option} {item!r}: give a chart name such as gpu-operator, nvidia/gpu-operator, or "
-                          "one version such as nvidia/gpu-operator:v26.7.0")
+        raise ConfigError(
+            f"invalid {option} {item!r}: give a chart name such as gpu-operator, nvidia/gpu-operator, or "
+            "one version such as nvidia/gpu-operator:v26.7.0"
+        )
     if ":" in item:
         return ChartRef.parse(item, option=option, default_org=org)
     if any(char not in "abcdefghijklmnopqrstuvwxyz0123456789._-/" for char in item):
-        raise ConfigError(f"invalid {option} {item!r}: a chart name is lower-case letters, digits, '.', '_', '-' and '/'")
+        raise ConfigError(
+            f"invalid {option} {item!r}: a chart name is lower-case letters, digits, '.', '_', '-' and '/'"
+        )
     return None
 
 
@@ -109,8 +124,14 @@ class ChartEntry:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.path, "version": self.version, "app_version": self.app_version, "digest": self.digest,
-            "size": self.size, "url": self.url, "description": self.description, "created": self.created,
+            "name": self.path,
+            "version": self.version,
+            "app_version": self.app_version,
+            "digest": self.digest,
+            "size": self.size,
+            "url": self.url,
+            "description": self.description,
+            "created": self.created,
             "images": [image.as_dict() for image in self.images],
         }
 
@@ -123,8 +144,13 @@ class ChartCatalog:
     and the values path. Refused credentials fail the listing.
     """
 
-    def __init__(self, params: dict[str, Any], repository_for: Callable[[str, str | None], HelmRepository],
-                 registry_for: Callable[[str], RegistryClient], parallel: int = 4) -> None:
+    def __init__(
+        self,
+        params: dict[str, Any],
+        repository_for: Callable[[str, str | None], HelmRepository],
+        registry_for: Callable[[str], RegistryClient],
+        parallel: int = 4,
+    ) -> None:
         self.params = params
         self.org = params.get("org") or "nvidia"
         self.repository_for = repository_for
@@ -137,13 +163,20 @@ class ChartCatalog:
         self._repositories: dict[tuple[str, str | None], HelmRepository] = {}
         self._lock = threading.Lock()
         items = params.get("charts") or []
-        parsed = [(item, _chart_item(item, f"charts item {position}", self.org)) for position, item in enumerate(items, start=1)]
+        parsed = [
+            (item, _chart_item(item, f"charts item {position}", self.org))
+            for position, item in enumerate(items, start=1)
+        ]
         self.exact = [ref for _item, ref in parsed if ref is not None]
         names = [item for item, ref in parsed if ref is None]
         self.by_name = bool(names) or not items  # [] lists every chart
         self.filter = ImageFilter.create(
-            images=names, strict_name_match=params.get("strict_name_match", False), min_version=params.get("min_version"),
-            tag_regex=params.get("tag_regex"), tag_exclude_regex=params.get("tag_exclude_regex"), latest=params.get("latest"),
+            images=names,
+            strict_name_match=params.get("strict_name_match", False),
+            min_version=params.get("min_version"),
+            tag_regex=params.get("tag_regex"),
+            tag_exclude_regex=params.get("tag_exclude_regex"),
+            latest=params.get("latest"),
         )
 
     def _repository(self, org: str, team: str | None) -> HelmRepository:
@@ -171,9 +204,13 @@ class ChartCatalog:
                     if not self.filter.match_name(f"{repository.namespace}/{name}"):
                         continue
                     by_version = {str(entry["version"]): entry for entry in versions}
-                    candidates = [TagCandidate(version, str(entry.get("created") or "")) for version, entry in by_version.items()]
+                    candidates = [
+                        TagCandidate(version, str(entry.get("created") or "")) for version, entry in by_version.items()
+                    ]
                     for candidate in self.filter.select_tags(candidates):
-                        chosen.setdefault((repository.namespace, name, candidate.tag), (repository, by_version[candidate.tag]))
+                        chosen.setdefault(
+                            (repository.namespace, name, candidate.tag), (repository, by_version[candidate.tag])
+                        )
         return list(chosen.values())
 
     def charts(self) -> list[ChartEntry]:
@@ -190,17 +227,23 @@ class ChartCatalog:
 
     def _read(self, repository: HelmRepository, entry: dict[str, Any], workdir: str) -> ChartEntry:
         found = ChartEntry(
-            namespace=repository.namespace, name=str(entry["name"] if entry.get("name") else ""), version=str(entry["version"]),
-            app_version=str(entry.get("appVersion") or ""), description=str(entry.get("description") or ""),
-            created=str(entry.get("created") or ""), url=repository.chart_url(entry),
+            namespace=repository.namespace,
+            name=str(entry["name"] if entry.get("name") else ""),
+            version=str(entry["version"]),
+            app_version=str(entry.get("appVersion") or ""),
+            description=str(entry.get("description") or ""),
+            created=str(entry.get("created") or ""),
+            url=repository.chart_url(entry),
         )
         if not found.name:
             raise AirgapError(f"the Helm repository {repository.url} lists a version {found.version} without a name")
         path = repository.fetch(entry, workdir)
         chart = ChartPackage.open(path, found.label)
         if chart.name != found.name or chart.version != found.version:
-            raise AirgapError(f"{found.label} from {found.url} holds the chart {chart.name} {chart.version}, not the one the "
-                              "index names")
+            raise AirgapError(
+                f"{found.label} from {found.url} holds the chart {chart.name} {chart.version}, not the one the "
+                "index names"
+            )
         found.digest = chart.digest  # fetch() checked it against the index's
         found.size = chart.size
         found.app_version = chart.app_version or found.app_version
@@ -214,7 +257,9 @@ class ChartCatalog:
                 wanted.setdefault(image.reference, (entry, image))
         digests = dict(zip(wanted, self._map(lambda pair: self._digest(*pair), list(wanted.values()))))
         for entry in entries:
-            entry.images = [ChartImage(image.reference, image.from_path, digests[image.reference]) for image in entry.images]
+            entry.images = [
+                ChartImage(image.reference, image.from_path, digests[image.reference]) for image in entry.images
+            ]
 
     def _digest(self, entry: ChartEntry, image: ChartImage) -> str:
         ref = ImageReference.parse(image.reference)
@@ -225,8 +270,10 @@ class ChartCatalog:
         except AirgapError as exc:
             raise AirgapError(f"{named} cannot be looked up: {exc}") from None
         if descriptor is None:
-            raise AirgapError(f"{named} is missing upstream: {registry.host} has no such manifest; check the values and "
-                              "driver_os, or mirror that image first")
+            raise AirgapError(
+                f"{named} is missing upstream: {registry.host} has no such manifest; check the values and "
+                "driver_os, or mirror that image first"
+            )
         return descriptor.digest
 
     def _map(self, function: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
@@ -270,8 +317,12 @@ def inspect_charts(params: dict[str, Any]) -> dict[str, Any]:
     transport = transport_from(params)
     registries = RegistryPool(lambda host: upstream_registry_from(params, host, upstream))
     try:
-        catalog = ChartCatalog(params, lambda org, team: helm_repository_from(params, transport, org, team), registries,
-                               parallel=int(params.get("parallel") or 1))
+        catalog = ChartCatalog(
+            params,
+            lambda org, team: helm_repository_from(params, transport, org, team),
+            registries,
+            parallel=int(params.get("parallel") or 1),
+        )
         entries = catalog.charts()
     finally:
         registries.close()
@@ -283,8 +334,12 @@ def empty_chart_selection(params: dict[str, Any], charts: list[dict[str, Any]]) 
     """Why ``ngc_catalog_info`` fails for a chart selection that picked nothing, or None (see ``empty_selection``)."""
     if params.get("allow_empty") or params.get("charts") is None or charts:
         return None
-    filters = [f"{name} {json.dumps(params[name])}" for name in _FILTERS if params.get(name) not in (None, [], "", False)]
+    filters = [
+        f"{name} {json.dumps(params[name])}" for name in _FILTERS if params.get(name) not in (None, [], "", False)
+    ]
     label = f"Selection {json.dumps(params['label'])}" if params.get("label") else "The selection"
     where = f"the Helm repository {params.get('helm_url')}/{params.get('org') or 'nvidia'}"
-    return (f"{label} picked no chart from {where} with {', '.join(filters) if filters else 'no filters'}: nothing would be "
-            "mirrored. Check the names and patterns, or set allow_empty where an empty selection is expected.")
+    return (
+        f"{label} picked no chart from {where} with {', '.join(filters) if filters else 'no filters'}: nothing would be "
+        "mirrored. Check the names and patterns, or set allow_empty where an empty selection is expected."
+    )

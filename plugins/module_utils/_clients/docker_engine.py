@@ -10,6 +10,7 @@ Credentials go to the engine only in the SDK's auth config (the ``X-Registry-Aut
 one API request): never on a command line, never in a message. Progress the engine streams
 back is read and discarded, because a module prints nothing but its JSON result.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, AuthError, ConfigError, NotFoundError, redact, shorten
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    AuthError,
+    ConfigError,
+    NotFoundError,
+    redact,
+    shorten,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
 
@@ -51,7 +59,9 @@ _AUTH_WORDS_RE = re.compile(
     r"access to the resource is denied|access denied|forbidden|\b401\b|\b403\b",
     re.IGNORECASE,
 )
-_NOT_FOUND_WORDS_RE = re.compile(r"manifest unknown|not found|name unknown|does not exist|no such image|\b404\b", re.IGNORECASE)
+_NOT_FOUND_WORDS_RE = re.compile(
+    r"manifest unknown|not found|name unknown|does not exist|no such image|\b404\b", re.IGNORECASE
+)
 
 Reference = Union[str, ImageReference]
 
@@ -121,8 +131,13 @@ class EngineImage:
         return frozenset(entry.rpartition("@")[2] for entry in self.repo_digests if "@" in entry)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "repo_tags": list(self.repo_tags), "repo_digests": list(self.repo_digests),
-                "architecture": self.architecture, "os": self.os}
+        return {
+            "id": self.id,
+            "repo_tags": list(self.repo_tags),
+            "repo_digests": list(self.repo_digests),
+            "architecture": self.architecture,
+            "os": self.os,
+        }
 
 
 @dataclass(frozen=True)
@@ -154,8 +169,15 @@ class EngineStatus:
         return self.present and not self.missing_tags
 
     def as_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference, "present": self.present, "reason": self.reason, "image_id": self.image_id,
-                "matched_by": self.matched_by, "tag_targets": list(self.tag_targets), "missing_tags": list(self.missing_tags)}
+        return {
+            "reference": self.reference,
+            "present": self.present,
+            "reason": self.reason,
+            "image_id": self.image_id,
+            "matched_by": self.matched_by,
+            "tag_targets": list(self.tag_targets),
+            "missing_tags": list(self.missing_tags),
+        }
 
 
 # -- pure helpers ----------------------------------------------------------------------------------------------------
@@ -188,7 +210,7 @@ def familiar_name(reference: ImageReference) -> str:
     if reference.registry is None or reference.registry in DOCKER_HUB_HOSTS:
         repository = reference.repository
         if repository.startswith("library/") and repository.count("/") == 1:
-            repository = repository[len("library/"):]
+            repository = repository[len("library/") :]
         return repository
     return f"{reference.registry}/{reference.repository}"
 
@@ -225,10 +247,14 @@ def tag_targets(reference: ImageReference, tag_as: Iterable[str] | None) -> tupl
             text = f"{text}{reference.repository}"
         target = ImageReference.parse(text)
         if target.digest:
-            raise ConfigError(f"docker.tag_as {item!r}: give a registry host, a prefix ending in / or a repository, not a digest")
+            raise ConfigError(
+                f"docker.tag_as {item!r}: give a registry host, a prefix ending in / or a repository, not a digest"
+            )
         tag = target.tag or reference.tag
         if not tag:
-            raise ConfigError(f"docker.tag_as {item!r}: {reference} has no tag to keep, so give one ({target.name}:TAG)")
+            raise ConfigError(
+                f"docker.tag_as {item!r}: {reference} has no tag to keep, so give one ({target.name}:TAG)"
+            )
         name = f"{familiar_name(target)}:{tag}"
         if name != own and name not in targets:
             targets.append(name)
@@ -253,7 +279,9 @@ def decide_status(
     wanted = tuple(targets)
     tagged = tagged or {}
     if image is None:
-        return EngineStatus(reference=key, present=False, reason="not in the engine", tag_targets=wanted, missing_tags=wanted)
+        return EngineStatus(
+            reference=key, present=False, reason="not in the engine", tag_targets=wanted, missing_tags=wanted
+        )
     matched_by = None
     if source_digest and f"{familiar_name(reference)}@{source_digest}" in image.repo_digests:
         matched_by, reason = "repo_digest", f"pulled as {source_digest}"
@@ -267,12 +295,21 @@ def decide_status(
         expected = source_digest or config_digest
         held = ", ".join(sorted(image.digests)) or "no registry digest"
         reason = f"holds image {image.id} ({held}), source is {expected}"
-        return EngineStatus(reference=key, present=False, reason=reason, image_id=image.id, tag_targets=wanted, missing_tags=wanted)
+        return EngineStatus(
+            reference=key, present=False, reason=reason, image_id=image.id, tag_targets=wanted, missing_tags=wanted
+        )
     missing = tuple(target for target in wanted if getattr(tagged.get(target), "id", None) != image.id)
     if missing:
         reason += f"; not yet tagged as {', '.join(missing)}"
-    return EngineStatus(reference=key, present=True, reason=reason, image_id=image.id, matched_by=matched_by,
-                        tag_targets=wanted, missing_tags=missing)
+    return EngineStatus(
+        reference=key,
+        present=True,
+        reason=reason,
+        image_id=image.id,
+        matched_by=matched_by,
+        tag_targets=wanted,
+        missing_tags=missing,
+    )
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -303,7 +340,9 @@ def unreachable_message(host: str, detail: str | None = None) -> str:
     return f"cannot reach the Docker engine at {host}{why}: is dockerd running? Set docker.host (or DOCKER_HOST) to its address"
 
 
-def pull_error(host: str, reference: ImageReference, status: int | None, detail: str, secrets: Iterable[str | None] = ()) -> AirgapError:
+def pull_error(
+    host: str, reference: ImageReference, status: int | None, detail: str, secrets: Iterable[str | None] = ()
+) -> AirgapError:
     """The error for a refused or failed pull, with credentials masked out of the engine's message."""
     detail = _short(scrub(detail, secrets))
     registry = reference.registry or "docker.io"
@@ -344,7 +383,11 @@ def drain(stream: Iterable[Mapping[str, Any]]) -> list[str]:
             continue
         if message.get("error") or message.get("errorDetail"):
             detail = message.get("errorDetail") or {}
-            text = (detail.get("message") if isinstance(detail, Mapping) else None) or message.get("error") or "unknown error"
+            text = (
+                (detail.get("message") if isinstance(detail, Mapping) else None)
+                or message.get("error")
+                or "unknown error"
+            )
             code = detail.get("code") if isinstance(detail, Mapping) else None
             raise _StreamError(str(text), code if isinstance(code, int) else None)
         for key in ("status", "stream"):
@@ -380,8 +423,13 @@ class DockerEngine:
     ``client`` is for tests: any object with the ``api`` of a docker.DockerClient.
     """
 
-    def __init__(self, host: str | None = None, timeout: float = DEFAULT_TIMEOUT, client: Any = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        host: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        client: Any = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self._environ = os.environ if environ is None else environ
         self.host = resolve_host(host, self._environ)
         self.timeout = timeout
@@ -404,9 +452,13 @@ class DockerEngine:
         if not HAS_DOCKER:
             raise DockerSdkMissingError(
                 "the docker Python SDK is required for the docker destination: install it (pip install docker) "
-                "on the host that runs the module", DOCKER_IMPORT_ERROR)
+                "on the host that runs the module",
+                DOCKER_IMPORT_ERROR,
+            )
         kwargs: dict[str, Any] = {"base_url": self.host, "timeout": self.timeout, "version": "auto"}
-        if self.host.startswith(("tcp://", "https://")) and (self._environ.get("DOCKER_TLS_VERIFY") or self._environ.get("DOCKER_CERT_PATH")):
+        if self.host.startswith(("tcp://", "https://")) and (
+            self._environ.get("DOCKER_TLS_VERIFY") or self._environ.get("DOCKER_CERT_PATH")
+        ):
             tls = kwargs_from_env(environment=dict(self._environ)).get("tls")
             if tls:
                 kwargs["tls"] = tls
@@ -442,13 +494,21 @@ class DockerEngine:
                 raise
             if isinstance(exc, requests_errors.ReadTimeout):
                 raise EngineUnreachableError(
-                    f"the Docker engine at {self.host} sent nothing for {self.timeout:g} seconds during {action}", self.host) from None
+                    f"the Docker engine at {self.host} sent nothing for {self.timeout:g} seconds during {action}",
+                    self.host,
+                ) from None
             if isinstance(exc, (requests_errors.ConnectionError, requests_errors.Timeout)):
-                raise EngineUnreachableError(unreachable_message(self.host, _connection_detail(exc)), self.host) from None
+                raise EngineUnreachableError(
+                    unreachable_message(self.host, _connection_detail(exc)), self.host
+                ) from None
             if api_errors and isinstance(exc, docker_errors.APIError):
                 if exc.status_code == 404 or isinstance(exc, docker_errors.NotFound):
-                    raise EngineNotFoundError(f"the Docker engine at {self.host} could not {action}: {_short(_explanation(exc))}", status=404) from None
-                raise EngineError(f"the Docker engine at {self.host} could not {action}: {_short(_explanation(exc))}") from None
+                    raise EngineNotFoundError(
+                        f"the Docker engine at {self.host} could not {action}: {_short(_explanation(exc))}", status=404
+                    ) from None
+                raise EngineError(
+                    f"the Docker engine at {self.host} could not {action}: {_short(_explanation(exc))}"
+                ) from None
             if api_errors and isinstance(exc, docker_errors.DockerException):
                 raise EngineError(f"the Docker engine at {self.host} could not {action}: {_short(str(exc))}") from None
             raise
@@ -472,8 +532,13 @@ class DockerEngine:
             return None
         return EngineImage.from_inspect(data)
 
-    def status(self, reference: Reference, source_digest: str | None, config_digest: str | None = None,
-               tag_as: Iterable[str] | None = None) -> EngineStatus:
+    def status(
+        self,
+        reference: Reference,
+        source_digest: str | None,
+        config_digest: str | None = None,
+        tag_as: Iterable[str] | None = None,
+    ) -> EngineStatus:
         """Whether the engine already holds ``reference`` as the source image, and which ``tag_as`` names it lacks."""
         ref = as_reference(reference)
         targets = tag_targets(ref, tag_as)
@@ -484,8 +549,13 @@ class DockerEngine:
         return decide_status(ref, source_digest, config_digest, image, tagged, targets)
 
     # -- act -----------------------------------------------------------------------------------------------------
-    def pull(self, reference: Reference, username: str | None = None, password: str | None = None,
-             platform: str | None = None) -> str:
+    def pull(
+        self,
+        reference: Reference,
+        username: str | None = None,
+        password: str | None = None,
+        platform: str | None = None,
+    ) -> str:
         """Have the engine pull ``reference``; returns the manifest digest it pulled.
 
         A reference with a digest is pulled by digest (then tagged with its tag, if it has one),
@@ -508,7 +578,9 @@ class DockerEngine:
             if HAS_DOCKER and isinstance(exc, docker_errors.APIError):
                 raise pull_error(self.host, ref, exc.status_code, _explanation(exc), secrets) from None
             if HAS_DOCKER and isinstance(exc, docker_errors.DockerException):
-                raise EngineError(f"the Docker engine at {self.host} could not pull {ref}: {_short(scrub(str(exc), secrets))}") from None
+                raise EngineError(
+                    f"the Docker engine at {self.host} could not pull {ref}: {_short(scrub(str(exc), secrets))}"
+                ) from None
             raise
         digest = ref.digest or digest_from_status(lines)
         if ref.digest and ref.tag:
@@ -516,7 +588,10 @@ class DockerEngine:
         if digest is None:
             image = self.inspect(ref)
             prefix = f"{name}@"
-            digest = next((entry[len(prefix):] for entry in (image.repo_digests if image else ()) if entry.startswith(prefix)), None)
+            digest = next(
+                (entry[len(prefix) :] for entry in (image.repo_digests if image else ()) if entry.startswith(prefix)),
+                None,
+            )
         if digest is None:
             raise EngineError(f"the Docker engine at {self.host} pulled {ref} but reports no digest for it")
         return digest
@@ -531,7 +606,9 @@ class DockerEngine:
         if not os.path.isfile(path):
             raise ArchiveMissingError(
                 f"the docker archive {path} does not exist: source: archive loads what an archive destination wrote, "
-                "so write it first (archive.dir, format docker) or check archive.dir", path)
+                "so write it first (archive.dir, format docker) or check archive.dir",
+                path,
+            )
         api = self.api
         try:
             with open(path, "rb") as body, self._engine_call(f"load {path}"):
@@ -539,10 +616,14 @@ class DockerEngine:
         except OSError as exc:
             raise EngineError(f"cannot read the docker archive {path}: {exc.strerror or exc}") from None
         except _StreamError as exc:
-            raise EngineError(f"the Docker engine at {self.host} could not load {path}: {_short(str(exc))}; is it a docker archive (docker save)?") from None
+            raise EngineError(
+                f"the Docker engine at {self.host} could not load {path}: {_short(str(exc))}; is it a docker archive (docker save)?"
+            ) from None
         loaded = loaded_from_status(lines)
         if not loaded:
-            raise EngineError(f"the Docker engine at {self.host} loaded {path} but reports no image from it; is it a docker archive (docker save)?")
+            raise EngineError(
+                f"the Docker engine at {self.host} loaded {path} but reports no image from it; is it a docker archive (docker save)?"
+            )
         return loaded
 
     def tag(self, source_ref: Reference, target_ref: Reference) -> None:
@@ -600,7 +681,11 @@ class _Blocks:
 
 
 def _key(reference: Reference) -> str:
-    return reference if isinstance(reference, str) and reference.startswith("sha256:") else engine_key(as_reference(reference))
+    return (
+        reference
+        if isinstance(reference, str) and reference.startswith("sha256:")
+        else engine_key(as_reference(reference))
+    )
 
 
 def _explanation(exc: Any) -> str:

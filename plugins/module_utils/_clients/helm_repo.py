@@ -10,6 +10,7 @@ never along a redirect to another host (the redirects are followed here, one by 
 appears in a message. The index is read up to ``MAX_INDEX_BYTES`` and checked field by field; a chart archive is
 streamed to a temporary file that is renamed into place only once its sha256 is the index's ``digest``.
 """
+
 from __future__ import annotations
 
 import errno
@@ -123,7 +124,9 @@ def _schema_problem(index: Any) -> str | None:
 class HelmRepository:
     """One org's (or team's) Helm repository: its index, and its chart archives fetched to files checked by digest."""
 
-    def __init__(self, transport: HttpTransport, url: str, org: str, team: str | None = None, api_key: str | None = None) -> None:
+    def __init__(
+        self, transport: HttpTransport, url: str, org: str, team: str | None = None, api_key: str | None = None
+    ) -> None:
         for what, part in (("org", org), ("team", team)):
             if part is not None and path_component_problem(part):
                 raise AirgapError(f"invalid {what} {part!r} for the Helm repository: {path_component_problem(part)}")
@@ -148,13 +151,16 @@ class HelmRepository:
         for _hop in range(MAX_REDIRECTS + 1):
             own = _origin(url) == self._origin
             auth = (HELM_USERNAME, self._api_key) if self._api_key and own else None
-            response, attempts = self._http.send("GET", url, what=what, error=NgcError, secrets=secrets, auth=auth,
-                                                 allow_redirects=False, stream=True)
+            response, attempts = self._http.send(
+                "GET", url, what=what, error=NgcError, secrets=secrets, auth=auth, allow_redirects=False, stream=True
+            )
             if response.status_code in _REDIRECTS and response.headers.get("Location"):
                 location = urljoin(url, response.headers["Location"])
                 response.close()
                 if urlsplit(location).scheme not in ("http", "https"):
-                    raise NgcError(f"{self.host} redirected {what} to a URL that is not http or https", url=strip_query(url))
+                    raise NgcError(
+                        f"{self.host} redirected {what} to a URL that is not http or https", url=strip_query(url)
+                    )
                 url = location
                 continue
             if response.status_code >= 400:
@@ -190,14 +196,19 @@ class HelmRepository:
         try:
             response = self._get(url, what)
         except NotFoundError:
-            raise NotFoundError(f"{self.host} has no Helm repository for {self.namespace} ({strip_query(url)} not found)",
-                                status=404, url=strip_query(url)) from None
+            raise NotFoundError(
+                f"{self.host} has no Helm repository for {self.namespace} ({strip_query(url)} not found)",
+                status=404,
+                url=strip_query(url),
+            ) from None
         with response:
             data = _read_bounded(response, MAX_INDEX_BYTES, f"{what} ({strip_query(url)})")
         index = load_yaml(data, f"{what} ({strip_query(url)})")
         problem = _schema_problem(index)
         if problem:
-            raise NgcError(f"{what} ({strip_query(url)}) is not a Helm repository index: {problem}", url=strip_query(url))
+            raise NgcError(
+                f"{what} ({strip_query(url)}) is not a Helm repository index: {problem}", url=strip_query(url)
+            )
         self._index = index
         return index
 
@@ -210,15 +221,18 @@ class HelmRepository:
         """The index entry of ``ref`` at its version; NotFoundError naming the chart (and the versions there are)."""
         versions = self.versions(ref.name)
         if not versions:
-            raise NotFoundError(f"chart {ref.path} not found: the Helm repository {self.url} has no chart {ref.name!r}",
-                                status=404)
+            raise NotFoundError(
+                f"chart {ref.path} not found: the Helm repository {self.url} has no chart {ref.name!r}", status=404
+            )
         if ref.version is None:
             raise AirgapError(f"chart {ref.path}: give a version")
         for entry in versions:
             if entry.get("version") == ref.version:
                 return entry
         known = ", ".join(str(entry.get("version")) for entry in versions[:10])
-        raise NotFoundError(f"chart {ref.path} has no version {ref.version!r} in {self.url} (it has {known})", status=404)
+        raise NotFoundError(
+            f"chart {ref.path} has no version {ref.version!r} in {self.url} (it has {known})", status=404
+        )
 
     def chart_url(self, entry: dict[str, Any]) -> str:
         """The absolute URL of an entry's archive (its first ``urls`` item, relative to the repository)."""
@@ -232,7 +246,9 @@ class HelmRepository:
         name, version = str(entry.get("name")), str(entry.get("version"))
         filename = f"{name}-{version}.tgz"
         if path_component_problem(name) or version_problem(version) or "/" in filename:
-            raise AirgapError(f"the Helm repository {self.url} lists a chart {name!r} version {version!r} that cannot be a file name")
+            raise AirgapError(
+                f"the Helm repository {self.url} lists a chart {name!r} version {version!r} that cannot be a file name"
+            )
         url = self.chart_url(entry)
         what = f"chart {self.namespace}/{name} {version}"
         expected = sha256_of_index(entry.get("digest"))
@@ -283,7 +299,9 @@ def _chunks(response: Any, what: str) -> Any:
     try:
         yield from response.iter_content(CHUNK_SIZE)
     except TRANSIENT_EXCEPTIONS as exc:
-        raise NgcError(f"the answer from {host_of(response.url)} for {what} broke off: {exception_reason(exc)}") from None
+        raise NgcError(
+            f"the answer from {host_of(response.url)} for {what} broke off: {exception_reason(exc)}"
+        ) from None
 
 
 def _read_bounded(response: Any, limit: int, what: str) -> bytes:

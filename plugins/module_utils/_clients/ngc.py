@@ -9,6 +9,7 @@ sending empty lists. Every path segment built from input (org, team, repository 
 percent-encoded and must be one segment: ``..`` or a ``/`` never reaches another API path
 with the bearer token.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,7 +84,9 @@ class NgcImage:
             digest, system, arch, variant = (item.get(key) for key in ("digest", "os", "architecture", "variant"))
             if not all(isinstance(value, str) and value for value in (digest, system, arch)):
                 continue
-            found[str(digest)] = f"{system}/{arch}/{variant}" if isinstance(variant, str) and variant else f"{system}/{arch}"
+            found[str(digest)] = (
+                f"{system}/{arch}/{variant}" if isinstance(variant, str) and variant else f"{system}/{arch}"
+            )
         return found
 
 
@@ -120,8 +123,13 @@ class NgcClient:
         what = "a token (/token)"
         secrets = (self._api_key,)
         response, attempts = self._http.send(
-            "GET", url, what=what, error=NgcError, secrets=secrets,
-            params={"service": "ngc", "scope": "group/ngc"}, auth=(NGC_USERNAME, self._api_key or ""),
+            "GET",
+            url,
+            what=what,
+            error=NgcError,
+            secrets=secrets,
+            params={"service": "ngc", "scope": "group/ngc"},
+            auth=(NGC_USERNAME, self._api_key or ""),
         )
         status = response.status_code
         if status >= 400:
@@ -135,7 +143,9 @@ class NgcClient:
         body = self._json(response, what)
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
-            raise NgcError(f"{self.host} answered {what} with HTTP {status} but without a token", status=status, url=url)
+            raise NgcError(
+                f"{self.host} answered {what} with HTTP {status} but without a token", status=status, url=url
+            )
         lifetime = body.get("expires_in")
         if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or lifetime <= 0:
             lifetime = DEFAULT_TOKEN_LIFETIME
@@ -149,7 +159,13 @@ class NgcClient:
         bearer = _Bearer(self) if self._api_key is not None else None
         token = self._bearer()
         response, attempts = self._http.send(
-            "GET", url, what=what, error=NgcError, secrets=(self._api_key, token), params=params, credentials=bearer,
+            "GET",
+            url,
+            what=what,
+            error=NgcError,
+            secrets=(self._api_key, token),
+            params=params,
+            credentials=bearer,
         )
         if response.status_code >= 400:
             raise self._error(response, attempts, what, url, bearer.token if bearer else None)
@@ -180,15 +196,21 @@ class NgcClient:
         finally:
             response.close()
         if not isinstance(body, dict):
-            raise NgcError(f"{self.host} answered {what} with something that is not a JSON object (HTTP {response.status_code})",
-                           status=response.status_code)
+            raise NgcError(
+                f"{self.host} answered {what} with something that is not a JSON object (HTTP {response.status_code})",
+                status=response.status_code,
+            )
         return body
 
     # Catalog ---------------------------------------------------------------------------------
 
     def orgs(self) -> list[str]:
         body = self._get("/v2/orgs", what="the list of organisations")
-        return [str(org["name"]) for org in _list(body, "organizations", self.host) if isinstance(org, dict) and org.get("name")]
+        return [
+            str(org["name"])
+            for org in _list(body, "organizations", self.host)
+            if isinstance(org, dict) and org.get("name")
+        ]
 
     def repositories(self, org: str, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[NgcRepository]:
         """Every repository of ``org``, its teams' included, across all pages."""
@@ -221,11 +243,14 @@ class NgcClient:
             if not isinstance(tag, (str, int)) or isinstance(tag, bool) or not str(tag):
                 continue
             size = item.get("size")
-            images.append(NgcImage(
-                tag=str(tag), updated=str(item.get("updatedDate") or ""),
-                size=int(size) if isinstance(size, (int, float)) and not isinstance(size, bool) else None,
-                extra={k: v for k, v in item.items() if k not in ("tag", "updatedDate", "size")},
-            ))
+            images.append(
+                NgcImage(
+                    tag=str(tag),
+                    updated=str(item.get("updatedDate") or ""),
+                    size=int(size) if isinstance(size, (int, float)) and not isinstance(size, bool) else None,
+                    extra={k: v for k, v in item.items() if k not in ("tag", "updatedDate", "size")},
+                )
+            )
         return images
 
     def repository(self, repo: NgcRepository) -> dict[str, Any]:

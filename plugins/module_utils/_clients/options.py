@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: the argument spec of the source options and the clients built from them. Not a public API."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,7 +10,12 @@ from typing import Any
 from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import redact_url, registry_host, registry_url, valid_host
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import (
+    redact_url,
+    registry_host,
+    registry_url,
+    valid_host,
+)
 
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import DEFAULT_RETRY_BUDGET, HttpTransport
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.helm_repo import DEFAULT_HELM_URL, HelmRepository
@@ -39,7 +45,9 @@ def chart_source_argument_spec() -> dict[str, Any]:
     )
 
 
-def transport_from(params: dict[str, Any], validate_certs: bool | None = None, ca_path: str | None = None) -> HttpTransport:
+def transport_from(
+    params: dict[str, Any], validate_certs: bool | None = None, ca_path: str | None = None
+) -> HttpTransport:
     """An HTTP transport with the TLS and retry settings of ``params`` (optionally overridden)."""
     return HttpTransport(
         validate_certs=params["validate_certs"] if validate_certs is None else validate_certs,
@@ -50,8 +58,14 @@ def transport_from(params: dict[str, Any], validate_certs: bool | None = None, c
     )
 
 
-def registry_from(params: dict[str, Any], url: str, username: str | None, password: str | None,
-                  validate_certs: bool | None = None, ca_path: str | None = None) -> RegistryClient:
+def registry_from(
+    params: dict[str, Any],
+    url: str,
+    username: str | None,
+    password: str | None,
+    validate_certs: bool | None = None,
+    ca_path: str | None = None,
+) -> RegistryClient:
     """A registry client with the timeout and retry settings of ``params``."""
     return RegistryClient(
         url,
@@ -95,20 +109,28 @@ def parse_upstream_registries(value: Any, option: str = "upstream_registries") -
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"invalid {option}: expected a mapping of registry hosts (such as registry.k8s.io) to "
-                          "{url, username, password, validate_certs, ca_path}")
+        raise ConfigError(
+            f"invalid {option}: expected a mapping of registry hosts (such as registry.k8s.io) to "
+            "{url, username, password, validate_certs, ca_path}"
+        )
     found: dict[str, UpstreamRegistry] = {}
     for host, spec in value.items():
         where = f"{option}[{host!r}]"
         if not isinstance(host, str) or not valid_host(host):
-            raise ConfigError(f"invalid {option}: the key {redact_url(str(host))!r} is not a registry host[:port] such as "
-                              "registry.k8s.io")
+            raise ConfigError(
+                f"invalid {option}: the key {redact_url(str(host))!r} is not a registry host[:port] such as "
+                "registry.k8s.io"
+            )
         if host == NGC_REGISTRY_HOST:
-            raise ConfigError(f"invalid {where}: images of {NGC_REGISTRY_HOST} come from registry_url (with api_key); "
-                              "set registry_url instead")
+            raise ConfigError(
+                f"invalid {where}: images of {NGC_REGISTRY_HOST} come from registry_url (with api_key); "
+                "set registry_url instead"
+            )
         spec = {} if spec is None else spec
         if not isinstance(spec, dict):
-            raise ConfigError(f"invalid {where}: expected a mapping with url, username, password, validate_certs, ca_path")
+            raise ConfigError(
+                f"invalid {where}: expected a mapping with url, username, password, validate_certs, ca_path"
+            )
         unknown = [key for key in spec if key not in _UPSTREAM_KEYS]
         if unknown:
             raise ConfigError(f"invalid {where}: unknown key {str(unknown[0])!r}; use {', '.join(_UPSTREAM_KEYS)}")
@@ -118,8 +140,9 @@ def parse_upstream_registries(value: Any, option: str = "upstream_registries") -
         if "://" not in url:
             raise ConfigError(f"invalid {where}.url {redact_url(url)!r}: give the scheme, such as https://{url}")
         if "@" in url.split("://", 1)[1].split("/", 1)[0]:
-            raise ConfigError(f"invalid {where}.url {redact_url(url)!r}: no user name or password in it; give username and "
-                              "password")
+            raise ConfigError(
+                f"invalid {where}.url {redact_url(url)!r}: no user name or password in it; give username and password"
+            )
         url = registry_url(url, option=f"{where}.url")
         username, password = spec.get("username"), spec.get("password")
         for key, item in (("username", username), ("password", password)):
@@ -127,8 +150,10 @@ def parse_upstream_registries(value: Any, option: str = "upstream_registries") -
                 raise ConfigError(f"invalid {where}.{key}: expected a string")
         if bool(username) != bool(password):
             missing = "password" if username else "username"
-            raise ConfigError(f"invalid {where}: give {missing} with {'username' if username else 'password'}, or neither "
-                              "for anonymous pulls")
+            raise ConfigError(
+                f"invalid {where}: give {missing} with {'username' if username else 'password'}, or neither "
+                "for anonymous pulls"
+            )
         validate = spec.get("validate_certs")
         if validate is not None and not isinstance(validate, bool):
             raise ConfigError(f"invalid {where}.validate_certs: expected true or false")
@@ -139,7 +164,9 @@ def parse_upstream_registries(value: Any, option: str = "upstream_registries") -
     return found
 
 
-def upstream_registry_from(params: dict[str, Any], host: str, upstream: dict[str, UpstreamRegistry] | None = None) -> RegistryClient:
+def upstream_registry_from(
+    params: dict[str, Any], host: str, upstream: dict[str, UpstreamRegistry] | None = None
+) -> RegistryClient:
     """The registry client for images a chart or a reference names on ``host``: ``nvcr.io`` (or the host of
     ``registry_url``) is the source registry with the NGC key; another host is its ``upstream_registries`` entry, by
     default ``https://<host>`` without credentials (the NGC key is never sent there)."""
@@ -155,10 +182,15 @@ def upstream_secrets(params: dict[str, Any]) -> list[str]:
     value = params.get("upstream_registries")
     if not isinstance(value, dict):
         return []
-    return [spec["password"] for spec in value.values() if isinstance(spec, dict) and isinstance(spec.get("password"), str)
-            and spec["password"]]
+    return [
+        spec["password"]
+        for spec in value.values()
+        if isinstance(spec, dict) and isinstance(spec.get("password"), str) and spec["password"]
+    ]
 
 
-def helm_repository_from(params: dict[str, Any], transport: HttpTransport, org: str, team: str | None = None) -> HelmRepository:
+def helm_repository_from(
+    params: dict[str, Any], transport: HttpTransport, org: str, team: str | None = None
+) -> HelmRepository:
     """NGC's Helm repository of ``org`` (and ``team``) at ``helm_url``, with the NGC key."""
     return HelmRepository(transport, params.get("helm_url") or DEFAULT_HELM_URL, org, team, params.get("api_key"))

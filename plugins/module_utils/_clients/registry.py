@@ -5,6 +5,7 @@
 Authentication (challenges, tokens per scope) is ``_auth.RegistryAuth``, the blob streams are in
 ``_blobs``, the retries are ``_http.send_with_retries``; the OCI vocabulary is ``_oci``.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,16 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 from urllib.parse import quote, urljoin, urlsplit
 
-from ansible_collections.airgap.ngc.plugins.module_utils._http.auth import RegistryAuth, parse_challenges, select_challenge
-from ansible_collections.airgap.ngc.plugins.module_utils._http.blob_reads import DEFAULT_CHUNK_SIZE, UploadBody, open_reader
+from ansible_collections.airgap.ngc.plugins.module_utils._http.auth import (
+    RegistryAuth,
+    parse_challenges,
+    select_challenge,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._http.blob_reads import (
+    DEFAULT_CHUNK_SIZE,
+    UploadBody,
+    open_reader,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
     AirgapError,
     AuthError,
@@ -53,7 +62,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     guess_media_type,
     read_small,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import is_digest, registry_url, validate_digest, validate_repository, validate_tag
+from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import (
+    is_digest,
+    registry_url,
+    validate_digest,
+    validate_repository,
+    validate_tag,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.version import USER_AGENT
 
 try:
@@ -184,8 +199,20 @@ class RegistryClient(RegistryAuth):
 
     # -- the one request path ----------------------------------------------------------------
 
-    def _send(self, method: str, url: str, *, what: str, scope: str | None, repository: str | None, headers: Optional[Dict[str, str]],
-              params: Any, data: Any, stream: bool, replayable: bool) -> Tuple[Any, int]:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        scope: str | None,
+        repository: str | None,
+        headers: Optional[Dict[str, str]],
+        params: Any,
+        data: Any,
+        stream: bool,
+        replayable: bool,
+    ) -> Tuple[Any, int]:
         """Send one request through the shared retry loop; return (response, attempts). No redirects followed.
 
         To the registry's own origin it carries the credentials earlier challenges taught, and a 401 is
@@ -193,10 +220,25 @@ class RegistryClient(RegistryAuth):
         """
         credentials = self._credentials(scope, repository, url) if _origin(url) == self._origin else None
         return send_with_retries(
-            self._session, method, url, policy=self._policy, sleep=self._sleep, what=what, error=RegistryError,
-            replayable=replayable, secrets=(self._password,), credentials=credentials, reason=self._error_detail,
-            headers={"User-Agent": USER_AGENT, **(headers or {})}, params=params, data=data, stream=stream,
-            timeout=self.timeout, verify=self._verify, allow_redirects=False, auth=no_netrc,
+            self._session,
+            method,
+            url,
+            policy=self._policy,
+            sleep=self._sleep,
+            what=what,
+            error=RegistryError,
+            replayable=replayable,
+            secrets=(self._password,),
+            credentials=credentials,
+            reason=self._error_detail,
+            headers={"User-Agent": USER_AGENT, **(headers or {})},
+            params=params,
+            data=data,
+            stream=stream,
+            timeout=self.timeout,
+            verify=self._verify,
+            allow_redirects=False,
+            auth=no_netrc,
         )
 
     def _request(
@@ -223,14 +265,28 @@ class RegistryClient(RegistryAuth):
         follow = method in ("GET", "HEAD")
         hops = 0
         while True:
-            response, attempts = self._send(method, url, what=what, scope=scope, repository=repository, headers=headers,
-                                            params=params, data=data, stream=stream, replayable=replayable)
+            response, attempts = self._send(
+                method,
+                url,
+                what=what,
+                scope=scope,
+                repository=repository,
+                headers=headers,
+                params=params,
+                data=data,
+                stream=stream,
+                replayable=replayable,
+            )
             status = response.status_code
             if follow and status in REDIRECT_STATUSES and response.headers.get("Location"):
                 response.close()
                 hops += 1
                 if hops > MAX_REDIRECTS:
-                    raise RegistryError(f"too many redirects (more than {MAX_REDIRECTS}) from {self.host} for {what}", status=status, url=strip_query(url))
+                    raise RegistryError(
+                        f"too many redirects (more than {MAX_REDIRECTS}) from {self.host} for {what}",
+                        status=status,
+                        url=strip_query(url),
+                    )
                 url = urljoin(response.url, response.headers["Location"])
                 params = None
                 continue
@@ -243,17 +299,28 @@ class RegistryClient(RegistryAuth):
             host = urlsplit(response.url).netloc
             if status in (401, 403) and _origin(response.url) != self._origin:
                 raise AuthError(
-                    f"{status} from {host}, where {self.host} redirected the {what}" + (f": {detail}" if detail else ""),
+                    f"{status} from {host}, where {self.host} redirected the {what}"
+                    + (f": {detail}" if detail else ""),
                     status=status,
                     url=strip_query(response.url),
                 )
             if status in (401, 403):
                 challenge = select_challenge(parse_challenges(response.headers.get("WWW-Authenticate")))
-                raise self._auth_error(status, repository, scope, detail, response.url, challenge.error if challenge else None)
+                raise self._auth_error(
+                    status, repository, scope, detail, response.url, challenge.error if challenge else None
+                )
             if status == 404:
-                raise NotFoundError(f"404 from {host}: {what} not found" + (f" ({detail})" if detail else ""), status=404, url=strip_query(response.url))
+                raise NotFoundError(
+                    f"404 from {host}: {what} not found" + (f" ({detail})" if detail else ""),
+                    status=404,
+                    url=strip_query(response.url),
+                )
             tried = f" after {attempts} attempts" if attempts > 1 else ""
-            raise RegistryError(f"{status} from {host} for {what}{tried}" + (f": {detail}" if detail else ""), status=status, url=strip_query(response.url))
+            raise RegistryError(
+                f"{status} from {host} for {what}{tried}" + (f": {detail}" if detail else ""),
+                status=status,
+                url=strip_query(response.url),
+            )
 
     def _json(self, response: Any, what: str, small: bool = False) -> Dict[str, Any]:
         """The JSON object of an answer; ``small``: an index, read in chunks and refused past MAX_MANIFEST_BYTES."""
@@ -263,17 +330,22 @@ class RegistryClient(RegistryAuth):
             else:
                 data = response.json()
         except requests.exceptions.RequestException as exc:
-            raise RegistryError(f"reading {what} from {self.host} failed: {exception_reason(exc)}",
-                                url=strip_query(response.url)) from exc
+            raise RegistryError(
+                f"reading {what} from {self.host} failed: {exception_reason(exc)}", url=strip_query(response.url)
+            ) from exc
         except ValueError:
             data = None
         if not isinstance(data, dict):
             raise RegistryError(
-                f"{self.host} answered {what} with something that is not a JSON object", status=response.status_code, url=strip_query(response.url)
+                f"{self.host} answered {what} with something that is not a JSON object",
+                status=response.status_code,
+                url=strip_query(response.url),
             )
         return data
 
-    def _paginate(self, url: str, params: Any, key: str, what: str, scope: str | None, repository: str | None) -> List[str]:
+    def _paginate(
+        self, url: str, params: Any, key: str, what: str, scope: str | None, repository: str | None
+    ) -> List[str]:
         items: List[str] = []
         seen: set[str] = set()
         for _page in range(MAX_PAGES):
@@ -281,7 +353,9 @@ class RegistryClient(RegistryAuth):
             data = self._json(response, what)
             values = data.get(key) or []
             if not isinstance(values, list):
-                raise RegistryError(f"{self.host} answered {what} with a {key!r} that is not a list", url=strip_query(response.url))
+                raise RegistryError(
+                    f"{self.host} answered {what} with a {key!r} that is not a list", url=strip_query(response.url)
+                )
             items.extend(str(value) for value in values)
             following = parse_link_header(response.headers.get("Link")).get("next")
             if not following:
@@ -303,13 +377,17 @@ class RegistryClient(RegistryAuth):
     def catalog(self, page_size: int | None = None) -> List[str]:
         """All repository names (GET /v2/_catalog, following pagination)."""
         params = {"n": str(page_size)} if page_size else None
-        return self._paginate(self._url("/v2/_catalog"), params, "repositories", "the catalog", "registry:catalog:*", None)
+        return self._paginate(
+            self._url("/v2/_catalog"), params, "repositories", "the catalog", "registry:catalog:*", None
+        )
 
     def list_tags(self, name: str, page_size: int | None = None) -> List[str]:
         """All tags of repository name (GET /v2/<name>/tags/list with n/last and Link pagination)."""
         validate_repository(name)
         params = {"n": str(page_size)} if page_size else None
-        return self._paginate(self._url(f"/v2/{name}/tags/list"), params, "tags", f"the tags of {name}", self._pull_scope(name), name)
+        return self._paginate(
+            self._url(f"/v2/{name}/tags/list"), params, "tags", f"the tags of {name}", self._pull_scope(name), name
+        )
 
     def _manifest_url(self, name: str, reference: str) -> str:
         validate_repository(name)
@@ -326,7 +404,13 @@ class RegistryClient(RegistryAuth):
         url = self._manifest_url(name, reference)
         what = f"manifest {self._show(name, reference)}"
         response = self._request(
-            "HEAD", url, what=what, scope=self._pull_scope(name), repository=name, headers={"Accept": MANIFEST_ACCEPT}, allow_404=True
+            "HEAD",
+            url,
+            what=what,
+            scope=self._pull_scope(name),
+            repository=name,
+            headers={"Accept": MANIFEST_ACCEPT},
+            allow_404=True,
         )
         response.close()
         if response.status_code == 404:
@@ -345,7 +429,15 @@ class RegistryClient(RegistryAuth):
         """GET a manifest (by tag or digest) with its exact bytes, verified against the digest asked for or announced."""
         url = self._manifest_url(name, reference)
         what = f"manifest {self._show(name, reference)}"
-        response = self._request("GET", url, what=what, scope=self._pull_scope(name), repository=name, headers={"Accept": MANIFEST_ACCEPT}, stream=True)
+        response = self._request(
+            "GET",
+            url,
+            what=what,
+            scope=self._pull_scope(name),
+            repository=name,
+            headers={"Accept": MANIFEST_ACCEPT},
+            stream=True,
+        )
         try:
             check_small(content_length(response), f"{what} on {self.host}")
             raw = read_small(response.iter_content(MANIFEST_CHUNK), f"{what} on {self.host}")
@@ -353,10 +445,15 @@ class RegistryClient(RegistryAuth):
             announced = response.headers.get("Docker-Content-Digest")
             content_type = _media_type_of(response.headers.get("Content-Type"))
         except requests.exceptions.RequestException as exc:
-            raise RegistryError(f"reading {what} from {self.host} failed: {exception_reason(exc)}", url=strip_query(url)) from exc
+            raise RegistryError(
+                f"reading {what} from {self.host} failed: {exception_reason(exc)}", url=strip_query(url)
+            ) from exc
         finally:
             response.close()
-        for source, expected in (("the digest asked for", reference), ("the registry's Docker-Content-Digest", announced)):
+        for source, expected in (
+            ("the digest asked for", reference),
+            ("the registry's Docker-Content-Digest", announced),
+        ):
             if not is_digest(expected):
                 continue
             actual = compute_digest(raw, expected.split(":", 1)[0])
@@ -374,7 +471,11 @@ class RegistryClient(RegistryAuth):
             raise RegistryError(f"{what} from {self.host} is not a JSON object", url=strip_query(final_url))
         check_named_sizes(data, f"{what} on {self.host}")
         media_type = content_type if content_type in MANIFEST_MEDIA_TYPES else (guess_media_type(data) or content_type)
-        digest = reference if is_digest(reference) else (announced if announced and is_digest(announced) else compute_digest(raw))
+        digest = (
+            reference
+            if is_digest(reference)
+            else (announced if announced and is_digest(announced) else compute_digest(raw))
+        )
         return Manifest(raw=raw, media_type=media_type, digest=digest, data=data)
 
     def put_manifest(self, name: str, reference: str, raw: bytes, media_type: str) -> str:
@@ -384,12 +485,23 @@ class RegistryClient(RegistryAuth):
         digest = compute_digest(raw)
         if is_digest(reference) and compute_digest(raw, reference.split(":", 1)[0]) != reference:
             raise DigestMismatchError(f"{what}: the manifest bytes hash to {digest}, not {reference}")
-        response = self._request("PUT", url, what=what, scope=self._push_scope(name), repository=name, expected=(200, 201, 202),
-                                 headers={"Content-Type": media_type}, data=bytes(raw))
+        response = self._request(
+            "PUT",
+            url,
+            what=what,
+            scope=self._push_scope(name),
+            repository=name,
+            expected=(200, 201, 202),
+            headers={"Content-Type": media_type},
+            data=bytes(raw),
+        )
         reported = response.headers.get("Docker-Content-Digest")
         response.close()
         if reported and is_digest(reported) and reported.split(":", 1)[0] == "sha256" and reported != digest:
-            raise DigestMismatchError(f"{what} to {self.host}: the registry stored it as {reported}, but its bytes hash to {digest}", url=strip_query(url))
+            raise DigestMismatchError(
+                f"{what} to {self.host}: the registry stored it as {reported}, but its bytes hash to {digest}",
+                url=strip_query(url),
+            )
         return digest
 
     def delete_manifest(self, name: str, digest: str) -> bool:
@@ -399,12 +511,23 @@ class RegistryClient(RegistryAuth):
         validate_digest(digest)
         what = f"delete of manifest {self._show(name, digest)}"
         try:
-            response = self._request("DELETE", self._manifest_url(name, digest), what=what, scope=f"repository:{name}:delete",
-                                     repository=name, expected=(200, 202, 204), allow_404=True, replayable=True)
+            response = self._request(
+                "DELETE",
+                self._manifest_url(name, digest),
+                what=what,
+                scope=f"repository:{name}:delete",
+                repository=name,
+                expected=(200, 202, 204),
+                allow_404=True,
+                replayable=True,
+            )
         except RegistryError as exc:
             if getattr(exc, "status", None) in (405, 400):
-                raise RegistryError(f"{self.host} does not allow deletes ({what}): enable them (for distribution, "
-                                    "storage.delete.enabled) or prune without this registry", status=exc.status) from None
+                raise RegistryError(
+                    f"{self.host} does not allow deletes ({what}): enable them (for distribution, "
+                    "storage.delete.enabled) or prune without this registry",
+                    status=exc.status,
+                ) from None
             raise
         response.close()
         return response.status_code != 404
@@ -419,19 +542,33 @@ class RegistryClient(RegistryAuth):
         found: List[Dict[str, Any]] = []
         seen: set[str] = set()
         for _page in range(MAX_PAGES):
-            response = self._request("GET", url, what=what, scope=self._pull_scope(name), repository=name, expected=(200, 400, 405, 501),
-                                     allow_404=True, headers={"Accept": MEDIA_OCI_INDEX}, stream=True)
+            response = self._request(
+                "GET",
+                url,
+                what=what,
+                scope=self._pull_scope(name),
+                repository=name,
+                expected=(200, 400, 405, 501),
+                allow_404=True,
+                headers={"Accept": MEDIA_OCI_INDEX},
+                stream=True,
+            )
             if response.status_code != 200:
                 response.close()
                 if seen:  # a later page
-                    raise RegistryError(f"{response.status_code} from {self.host} for a later page of {what}", status=response.status_code,
-                                        url=strip_query(response.url))
+                    raise RegistryError(
+                        f"{response.status_code} from {self.host} for a later page of {what}",
+                        status=response.status_code,
+                        url=strip_query(response.url),
+                    )
                 return None
             data = self._json(response, what, small=True)
             response.close()
             manifests = data.get("manifests") or []
             if not isinstance(manifests, list):
-                raise RegistryError(f"{self.host} answered {what} with a 'manifests' that is not a list", url=strip_query(response.url))
+                raise RegistryError(
+                    f"{self.host} answered {what} with a 'manifests' that is not a list", url=strip_query(response.url)
+                )
             found.extend(entry for entry in manifests if isinstance(entry, dict))
             following = parse_link_header(response.headers.get("Link")).get("next")
             if not following:
@@ -450,33 +587,64 @@ class RegistryClient(RegistryAuth):
     def head_blob(self, name: str, digest: str) -> Optional[int]:
         """The size of a blob in repository name, or None if it is not there."""
         url = self._blob_url(name, digest)
-        response = self._request("HEAD", url, what=f"blob {digest} in {name}", scope=self._pull_scope(name), repository=name, allow_404=True)
+        response = self._request(
+            "HEAD", url, what=f"blob {digest} in {name}", scope=self._pull_scope(name), repository=name, allow_404=True
+        )
         response.close()
         if response.status_code == 404:
             return None
         size = content_length(response)
         return size if size is not None else 0
 
-    def _blob_response(self, name: str, digest: str, offset: int = 0, end: int | None = None, location: str | None = None) -> Any:
+    def _blob_response(
+        self, name: str, digest: str, offset: int = 0, end: int | None = None, location: str | None = None
+    ) -> Any:
         """The streamed GET of a blob from byte offset to byte end (inclusive; None: to its end), from the registry or from
         location (where it redirected an earlier GET: no credentials go there unless it is the registry itself)."""
         headers = {"Accept-Encoding": "identity"}
         if offset or end is not None:
             headers["Range"] = f"bytes={offset}-{'' if end is None else end}"
-        return self._request("GET", location or self._blob_url(name, digest), what=f"blob {digest} in {name}", scope=self._pull_scope(name),
-                             repository=name, expected=(200, 206) if "Range" in headers else (200,), headers=headers, stream=True)
+        return self._request(
+            "GET",
+            location or self._blob_url(name, digest),
+            what=f"blob {digest} in {name}",
+            scope=self._pull_scope(name),
+            repository=name,
+            expected=(200, 206) if "Range" in headers else (200,),
+            headers=headers,
+            stream=True,
+        )
 
-    def open_blob(self, name: str, digest: str, chunk_size: int = DEFAULT_CHUNK_SIZE, expected_size: int | None = None,
-                  start: int = 0, held: Any = ()) -> Any:
+    def open_blob(
+        self,
+        name: str,
+        digest: str,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        expected_size: int | None = None,
+        start: int = 0,
+        held: Any = (),
+    ) -> Any:
         """Start downloading a blob; the reader streams it in chunks and verifies its digest (and size) at the end.
 
         A big blob of known size is fetched as several Range requests at once (``_blobs.open_reader``). With
         ``start``, from that byte on: ``held`` gives the bytes before it, for the digest (None: the digest is not checked
         here, only the size; the caller's destinations check it)."""
-        return open_reader(lambda offset, end=None, location=None: self._blob_response(name, digest, offset, end, location),
-                           self.host, name, digest, expected_size, chunk_size, self._policy, self._sleep, start=start, held=held)
+        return open_reader(
+            lambda offset, end=None, location=None: self._blob_response(name, digest, offset, end, location),
+            self.host,
+            name,
+            digest,
+            expected_size,
+            chunk_size,
+            self._policy,
+            self._sleep,
+            start=start,
+            held=held,
+        )
 
-    def _start_upload(self, name: str, mount: str | None = None, from_repo: str | None = None) -> Tuple[int, Optional[str]]:
+    def _start_upload(
+        self, name: str, mount: str | None = None, from_repo: str | None = None
+    ) -> Tuple[int, Optional[str]]:
         params = None
         scope = self._push_scope(name)
         what = f"start of a blob upload to {name}"
@@ -485,20 +653,38 @@ class RegistryClient(RegistryAuth):
             scope = f"{scope} {self._pull_scope(from_repo)}"
             what = f"mount of blob {mount} from {from_repo} into {name}"
         response = self._request(
-            "POST", self._url(f"/v2/{name}/blobs/uploads/"), what=what, scope=scope, repository=name, expected=(201, 202), params=params, data=b""
+            "POST",
+            self._url(f"/v2/{name}/blobs/uploads/"),
+            what=what,
+            scope=scope,
+            repository=name,
+            expected=(201, 202),
+            params=params,
+            data=b"",
         )
         response.close()
         location = response.headers.get("Location")
         if response.status_code == 202 and not location:
-            raise RegistryError(f"{self.host} answered the {what} without a Location for the upload", status=202, url=strip_query(response.url))
+            raise RegistryError(
+                f"{self.host} answered the {what} without a Location for the upload",
+                status=202,
+                url=strip_query(response.url),
+            )
         return response.status_code, (urljoin(response.url, location) if location else None)
 
     def _cancel_upload(self, name: str, location: str) -> None:
         """Best effort: DELETE an upload session so the registry can free it (distribution wants the delete action for
         it: a token for pull,push is refused, and the session would stay until the registry's purge)."""
         try:
-            response = self._request("DELETE", location, what=f"cancel of a blob upload to {name}", scope=f"repository:{name}:delete",
-                                     repository=name, expected=(200, 202, 204), allow_404=True)
+            response = self._request(
+                "DELETE",
+                location,
+                what=f"cancel of a blob upload to {name}",
+                scope=f"repository:{name}:delete",
+                repository=name,
+                expected=(200, 202, 204),
+                allow_404=True,
+            )
             response.close()
         except AirgapError:
             pass
@@ -537,7 +723,15 @@ class RegistryClient(RegistryAuth):
         """
         what = f"status of a blob upload to {name}"
         try:
-            response = self._request("GET", location, what=what, scope=self._push_scope(name), repository=name, expected=(204,), allow_404=True)
+            response = self._request(
+                "GET",
+                location,
+                what=what,
+                scope=self._push_scope(name),
+                repository=name,
+                expected=(204,),
+                allow_404=True,
+            )
         except (NotFoundError, AuthError):
             return None
         except RegistryError as exc:
@@ -561,18 +755,34 @@ class RegistryClient(RegistryAuth):
         a registry that answers without a Location or with another Range raises RegistryError.
         """
         what = f"upload of bytes {offset}-{offset + length - 1} to {name}"
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length), "Content-Range": f"{offset}-{offset + length - 1}"}
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(length),
+            "Content-Range": f"{offset}-{offset + length - 1}",
+        }
         # Sent in chunks of DEFAULT_CHUNK_SIZE: a file body would go 16 KiB at a time.
         data = UploadBody(iter(lambda: body.read(DEFAULT_CHUNK_SIZE), b""), length, "", what, verify=False)
-        response = self._request("PATCH", location, what=what, scope=self._push_scope(name), repository=name, expected=(202, 204),
-                                 headers=headers, data=data, replayable=False)
+        response = self._request(
+            "PATCH",
+            location,
+            what=what,
+            scope=self._push_scope(name),
+            repository=name,
+            expected=(202, 204),
+            headers=headers,
+            data=data,
+            replayable=False,
+        )
         response.close()
         following = response.headers.get("Location")
         received = response.headers.get("Range")
         if not following or (received and received.strip() != f"0-{offset + length - 1}"):
-            raise RegistryError(f"{self.host} answered the {what} with {'Range ' + received if received else 'no Location'}: "
-                                "it does not keep upload sessions as the distribution spec says", status=response.status_code,
-                                url=strip_query(response.url))
+            raise RegistryError(
+                f"{self.host} answered the {what} with {'Range ' + received if received else 'no Location'}: "
+                "it does not keep upload sessions as the distribution spec says",
+                status=response.status_code,
+                url=strip_query(response.url),
+            )
         return urljoin(response.url, following)
 
     def finish_upload(self, name: str, location: str, digest: str) -> None:
@@ -580,12 +790,24 @@ class RegistryClient(RegistryAuth):
         commits the blob. DigestMismatchError if it refuses the digest (400 DIGEST_INVALID) or reports another one."""
         what = f"upload of blob {digest} to {name}"
         try:
-            response = self._request("PUT", _add_query(location, "digest", digest), what=what, scope=self._push_scope(name), repository=name,
-                                     expected=(201, 204), headers={"Content-Type": "application/octet-stream"}, data=b"", replayable=False)
+            response = self._request(
+                "PUT",
+                _add_query(location, "digest", digest),
+                what=what,
+                scope=self._push_scope(name),
+                repository=name,
+                expected=(201, 204),
+                headers={"Content-Type": "application/octet-stream"},
+                data=b"",
+                replayable=False,
+            )
         except RegistryError as exc:
             if exc.status == 400 and "DIGEST_INVALID" in str(exc).upper().replace(" ", "_"):
-                raise DigestMismatchError(f"{self.host} refused the {what}: what it received does not hash to the digest", status=400,
-                                          url=exc.url) from None
+                raise DigestMismatchError(
+                    f"{self.host} refused the {what}: what it received does not hash to the digest",
+                    status=400,
+                    url=exc.url,
+                ) from None
             raise
         reported = response.headers.get("Docker-Content-Digest")
         response.close()
@@ -619,14 +841,25 @@ class RegistryClient(RegistryAuth):
             source: Any = factory() if factory is not None else chunks
             _status, location = self._start_upload(name)
             if location is None:
-                raise RegistryError(f"{self.host} answered the start of the {what} without a Location", url=self._url(f"/v2/{name}/blobs/uploads/"))
+                raise RegistryError(
+                    f"{self.host} answered the start of the {what} without a Location",
+                    url=self._url(f"/v2/{name}/blobs/uploads/"),
+                )
             body = UploadBody(source, size, digest, what, verify=verify)
             try:
                 # An empty blob is checked here and sent as b"" (requests would send a zero-length iterable chunked).
                 data: Any = b"".join(body) if size == 0 else body
-                response = self._request("PUT", _add_query(location, "digest", digest), what=what, scope=self._push_scope(name),
-                                         repository=name, expected=(201, 204), headers={"Content-Type": "application/octet-stream"},
-                                         data=data, replayable=False)
+                response = self._request(
+                    "PUT",
+                    _add_query(location, "digest", digest),
+                    what=what,
+                    scope=self._push_scope(name),
+                    repository=name,
+                    expected=(201, 204),
+                    headers={"Content-Type": "application/octet-stream"},
+                    data=data,
+                    replayable=False,
+                )
             except (DigestMismatchError, AuthError, NotFoundError):
                 self._cancel_upload(name, location)
                 raise
@@ -647,5 +880,7 @@ class RegistryClient(RegistryAuth):
             reported = response.headers.get("Docker-Content-Digest")
             response.close()
             if reported and reported != digest:
-                raise DigestMismatchError(f"{what}: the registry stored it as {reported}", url=strip_query(response.url))
+                raise DigestMismatchError(
+                    f"{what}: the registry stored it as {reported}", url=strip_query(response.url)
+                )
             return digest

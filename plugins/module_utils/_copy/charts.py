@@ -8,6 +8,7 @@ have: the selections (``charts``), the Helm repository and the upstream registri
 per chart, ``<values_dir>/<name>-<version>.values.yaml`` (the site's overrides with every image pointed at the
 registry destination) for ``helm install -f``.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,9 @@ def chart_selections(params: dict[str, Any]) -> list[ChartSelection]:
     """The ``charts`` option: each item a reference or a dict ``{name, version, values, driver_os}``; no duplicates."""
     items = params.get("charts") or []
     if not isinstance(items, list):
-        raise ConfigError(f"charts must be a list of charts such as nvidia/gpu-operator:v26.7.0, not {type(items).__name__}")
+        raise ConfigError(
+            f"charts must be a list of charts such as nvidia/gpu-operator:v26.7.0, not {type(items).__name__}"
+        )
     found: list[ChartSelection] = []
     for position, item in enumerate(items, start=1):
         selection = ChartSelection.from_value(item, f"charts item {position}")
@@ -70,8 +73,13 @@ def charts_source(params: dict[str, Any], base: Any) -> Any:
             return helm_repository_from(params, transport, selection.ref.org, selection.ref.team)
 
     upstream = parse_upstream_registries(params.get("upstream_registries"))
-    return ChartSources(base, selections, helm=helm, upstream=lambda host: upstream_source(params, host, upstream),
-                        helm_host=registry_host(params.get("helm_url") or DEFAULT_HELM_URL))
+    return ChartSources(
+        base,
+        selections,
+        helm=helm,
+        upstream=lambda host: upstream_source(params, host, upstream),
+        helm_host=registry_host(params.get("helm_url") or DEFAULT_HELM_URL),
+    )
 
 
 def _values_path(directory: str, chart: Chart) -> str:
@@ -89,7 +97,9 @@ def chart_outcome(chart: Chart, plans: dict[str, ImagePlan], check_mode: bool) -
     return "skipped", None
 
 
-def write_values(params: dict[str, Any], source: Any, plans: list[ImagePlan], check_mode: bool) -> dict[str, tuple[str, bool]]:
+def write_values(
+    params: dict[str, Any], source: Any, plans: list[ImagePlan], check_mode: bool
+) -> dict[str, tuple[str, bool]]:
     """For each chart that did not fail, with ``values_dir`` and a registry destination:
     ``<values_dir>/<name>-<version>.values.yaml``; returns {chart key: (path, changed)}."""
     directory, spec = params.get("values_dir"), params.get("registry")
@@ -104,7 +114,9 @@ def write_values(params: dict[str, Any], source: Any, plans: list[ImagePlan], ch
             continue
         selection = chart.selection
         values = source.package_of(chart).site_values(selection.values if selection else {}, registry, prefix)
-        data = f"# helm install -f this file: {chart.label} from {registry}\n".encode("utf-8") + dump_yaml(values, "a values file")
+        data = f"# helm install -f this file: {chart.label} from {registry}\n".encode("utf-8") + dump_yaml(
+            values, "a values file"
+        )
         path = _values_path(directory, chart)
         try:
             with open(path, "rb") as handle:
@@ -121,7 +133,9 @@ def write_values(params: dict[str, Any], source: Any, plans: list[ImagePlan], ch
     return written
 
 
-def charts_result(source: Any, plans: list[ImagePlan], values: dict[str, tuple[str, bool]], check_mode: bool) -> list[dict[str, Any]]:
+def charts_result(
+    source: Any, plans: list[ImagePlan], values: dict[str, tuple[str, bool]], check_mode: bool
+) -> list[dict[str, Any]]:
     """The result's ``charts``: each chart with its version, artifact, status, values file, and every image it deploys
     with the values path that names it."""
     if not isinstance(source, ChartSources):
@@ -134,11 +148,23 @@ def charts_result(source: Any, plans: list[ImagePlan], values: dict[str, tuple[s
         images = []
         for image, source_image in chart.images:
             own = by_key.get(source_image.key)
-            images.append({"reference": source_image.key, "from": image.from_path, "digest": own.digest if own else None,
-                           "status": _status(own, check_mode)})
-        entry = {"name": chart.label.rsplit(":", 1)[0], "version": chart.version, "reference": chart.artifact.key,
-                 "digest": plan.digest if plan else None, "status": status, "images": images,
-                 "destinations": [step.as_dict() for step in plan.steps] if plan else []}
+            images.append(
+                {
+                    "reference": source_image.key,
+                    "from": image.from_path,
+                    "digest": own.digest if own else None,
+                    "status": _status(own, check_mode),
+                }
+            )
+        entry = {
+            "name": chart.label.rsplit(":", 1)[0],
+            "version": chart.version,
+            "reference": chart.artifact.key,
+            "digest": plan.digest if plan else None,
+            "status": status,
+            "images": images,
+            "destinations": [step.as_dict() for step in plan.steps] if plan else [],
+        }
         if why:
             entry["message"] = why
         if chart.artifact.key in values:

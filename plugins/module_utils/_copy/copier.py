@@ -5,6 +5,7 @@
 It is written against the transport interface (``_transports/base.py``) and knows no kind by name; it is the only
 writer of the facts file. See docs/design/transports.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,19 +36,52 @@ from ansible_collections.airgap.ngc.plugins.module_utils._transports.destination
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.apptainer import ApptainerDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.enroot import EnrootDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, no_room
-from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import atomic_write, cleanup_stale_partials, cleanup_tree
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent, Manifest, blob_sizes, select_children
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
+    atomic_write,
+    cleanup_stale_partials,
+    cleanup_tree,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
+    ImageContent,
+    Manifest,
+    blob_sizes,
+    select_children,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.options import registry_from, source_registry_from
-from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, ImagePlan, SourceImage, Step, plan_result
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import (
+    COPY,
+    ImagePlan,
+    SourceImage,
+    Step,
+    plan_result,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._state.progress import ProgressReporter
-from ansible_collections.airgap.ngc.plugins.module_utils._copy.prune import REMOVED, WOULD_REMOVE, Removal, keep_newest, prune, prune_result
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.prune import (
+    REMOVED,
+    WOULD_REMOVE,
+    Removal,
+    keep_newest,
+    prune,
+    prune_result,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import registry_host
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import ArchiveSource, BundleSource, RegistrySource
-from ansible_collections.airgap.ngc.plugins.module_utils._copy.read_slots import BlobClaims, ReadSlots, share_malloc_arenas
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import (
+    ArchiveSource,
+    BundleSource,
+    RegistrySource,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._copy.read_slots import (
+    BlobClaims,
+    ReadSlots,
+    share_malloc_arenas,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.space import SpaceNeed, space_report, space_shortfalls
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import RunLock, StateStore, seconds_since, utc_now
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, Totals, sinks_of, transfer
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import UploadSessions, sessions_path
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import (
+    UploadSessions,
+    sessions_path,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import inventory_problem
 
 
@@ -64,14 +98,20 @@ def source_from(params: dict[str, Any]) -> Source:
     return RegistrySource(source_registry_from(params), params["registry_url"])
 
 
-def destinations_from(params: dict[str, Any], source: Source, registry_client: Any, totals: Totals) -> list[Destination]:
+def destinations_from(
+    params: dict[str, Any], source: Source, registry_client: Any, totals: Totals
+) -> list[Destination]:
     """The destinations the options ask for, in the order their writes commit (an engine last: it may pull or load
     what the others wrote). ``registry_client`` is the client for ``registry.url``."""
     platforms = params.get("platforms") or None
     offline = bool(params.get("offline"))
     origins = source.origins()
     sessions = UploadSessions(params["facts_file"]) if params.get("facts_file") else None
-    registry = RegistryDestination(params["registry"], registry_client, platforms, totals, origins, sessions) if params.get("registry") else None
+    registry = (
+        RegistryDestination(params["registry"], registry_client, platforms, totals, origins, sessions)
+        if params.get("registry")
+        else None
+    )
     if registry is not None:
         registry.referrers_from = source.referrers_index  # its referrers tag indexes, copied as is
         source.read_also_from(registry)  # what a delta bundle left out, where an earlier import put it
@@ -93,8 +133,14 @@ def destinations_from(params: dict[str, Any], source: Source, registry_client: A
         spec = params["docker"]  # its rules across options are validate_mirror's
         archive_of = archive.target if archive is not None else source.path_of if source.carries_archives else None
         source_host = registry_host(params["registry_url"]) if source.kind == "registry" else None
-        found.append(EngineDestination(spec, registry, archive_of, credentials_matcher(
-            registry, source_host, (params.get("username"), params.get("api_key")))))
+        found.append(
+            EngineDestination(
+                spec,
+                registry,
+                archive_of,
+                credentials_matcher(registry, source_host, (params.get("username"), params.get("api_key"))),
+            )
+        )
     return found
 
 
@@ -117,7 +163,9 @@ def write_inventory(path: str, source: Source, done: list[ImagePlan]) -> None:
     except FileNotFoundError:
         pass
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise AirgapError(f"inventory_file {path} is not an inventory this collection wrote ({exc}): move it away") from None
+        raise AirgapError(
+            f"inventory_file {path} is not an inventory this collection wrote ({exc}): move it away"
+        ) from None
     for plan in done:
         inventory["images"][plan.source.key] = plan.digest
         for digest in source.image_blobs(plan.source):
@@ -144,15 +192,31 @@ class Mirror:
             self.source.close()
             raise
         spec = params.get("registry")
-        client = registry_from(params, spec["url"], spec.get("username"), spec.get("password"), validate_certs=spec.get("validate_certs", True),
-                               ca_path=spec.get("ca_path")) if spec else None
+        client = (
+            registry_from(
+                params,
+                spec["url"],
+                spec.get("username"),
+                spec.get("password"),
+                validate_certs=spec.get("validate_certs", True),
+                ca_path=spec.get("ca_path"),
+            )
+            if spec
+            else None
+        )
         self.destinations = destinations_from(params, self.source, client, self.totals)
-        self.engine = CopyEngine(self.source, self.destinations, self.totals, force=bool(params.get("force")),
-                                 parallel=max(int(params.get("parallel") or 1), 1), check_mode=check_mode,
-                                 progress=ProgressReporter(None if check_mode else params.get("progress_file")),
-                                 companions=bool(params.get("signatures", True)),
-                                 relist_after=int(params.get("signatures_relist_after") or 0),
-                                 plan_parallel=int(params.get("parallel_images") or 8))
+        self.engine = CopyEngine(
+            self.source,
+            self.destinations,
+            self.totals,
+            force=bool(params.get("force")),
+            parallel=max(int(params.get("parallel") or 1), 1),
+            check_mode=check_mode,
+            progress=ProgressReporter(None if check_mode else params.get("progress_file")),
+            companions=bool(params.get("signatures", True)),
+            relist_after=int(params.get("signatures_relist_after") or 0),
+            plan_parallel=int(params.get("parallel_images") or 8),
+        )
 
     def run(self) -> dict[str, Any]:
         locks: list[RunLock] = []
@@ -234,9 +298,19 @@ class CopyEngine:
     mode, executes the plans (``plan_parallel`` images at once) and records each in ``store`` as it finishes.
     """
 
-    def __init__(self, source: Source, destinations: list[Destination], totals: Totals, force: bool = False, parallel: int = 4,
-                 check_mode: bool = False, progress: ProgressReporter | None = None, companions: bool = False,
-                 plan_parallel: int = 1, relist_after: int = 0) -> None:
+    def __init__(
+        self,
+        source: Source,
+        destinations: list[Destination],
+        totals: Totals,
+        force: bool = False,
+        parallel: int = 4,
+        check_mode: bool = False,
+        progress: ProgressReporter | None = None,
+        companions: bool = False,
+        plan_parallel: int = 1,
+        relist_after: int = 0,
+    ) -> None:
         self.source, self.destinations, self.totals = source, destinations, totals
         self.companions = companions
         self.relist_after = relist_after  # seconds an earlier run's listing of an image's companions is trusted
@@ -250,7 +324,9 @@ class CopyEngine:
         self.force, self.parallel, self.check_mode = force, parallel, check_mode
         self.progress = progress or ProgressReporter(None)
         self.local_blobs: dict[str, LocalBlob] = {}
-        self._placed: set[str] = set()  # blobs an image copied this run put at every destination: no copy reads them again
+        self._placed: set[str] = (
+            set()
+        )  # blobs an image copied this run put at every destination: no copy reads them again
         self._manifests: dict[str, Manifest] = {}  # by digest: content-addressed, so safe to keep for the run
         self._media_types: dict[str, str | None] = {}
         self.space: list[dict[str, Any]] = []
@@ -263,13 +339,19 @@ class CopyEngine:
         ctx = PlanContext(store, self.force, self.check_mode, self._top)
         plans = self._plan_all(images, ctx)
         tops = list(plans)
-        plans += [plan for plan in self._plan_all(self._companions(plans, store), ctx, companion=True) if plan.steps or plan.error]
+        plans += [
+            plan
+            for plan in self._plan_all(self._companions(plans, store), ctx, companion=True)
+            if plan.steps or plan.error
+        ]
         self._prefetch_all(plans)
         self.space = self._space(plans)
-        self._short = {option[:-len(".dir")]: message for option, message in space_shortfalls(self.space).items()}
+        self._short = {option[: -len(".dir")]: message for option, message in space_shortfalls(self.space).items()}
         if self.check_mode:
             for plan in plans:
-                short = [self._short[step.kind] for step in plan.steps if step.action == COPY and step.kind in self._short]
+                short = [
+                    self._short[step.kind] for step in plan.steps if step.action == COPY and step.kind in self._short
+                ]
                 plan.error = plan.error or (short[0] if short else None)
         else:
             self.progress.start(0, len(plans))
@@ -317,12 +399,16 @@ class CopyEngine:
         """True if the image was copied, without error, to every destination that takes blobs, and each of them keeps
         the blobs it holds (``keeps_blobs``: a later image finds them there and reads none of them again)."""
         copied = {step.kind for step in plan.steps if step.action == COPY}
-        return plan.error is None and plan.written and all(
-            dest.kind in copied and dest.keeps_blobs for dest in self.destinations if dest.needs_content)
+        return (
+            plan.error is None
+            and plan.written
+            and all(dest.kind in copied and dest.keeps_blobs for dest in self.destinations if dest.needs_content)
+        )
 
     def _prefetch_all(self, plans: list[ImagePlan]) -> None:
         """The manifests of every image to copy, ``plan_parallel`` at once, before the space check and the copies use them.
         An index the plan fetched still needs its children (they name its blobs)."""
+
         def fetched(plan: ImagePlan) -> bool:
             top = self._manifests.get(plan.digest or "")
             return top is not None and not top.is_index
@@ -330,7 +416,9 @@ class CopyEngine:
         wanted = [plan for plan in plans if plan.needs_copy and not fetched(plan)]
         if self.plan_parallel <= 1 or len(wanted) <= 1:
             return  # fetched when needed, one after another
-        with ThreadPoolExecutor(max_workers=min(self.plan_parallel, len(wanted)), thread_name_prefix="manifests") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self.plan_parallel, len(wanted)), thread_name_prefix="manifests"
+        ) as pool:
             list(pool.map(self._prefetch, wanted))
 
     def _prefetch(self, plan: ImagePlan) -> None:
@@ -354,7 +442,9 @@ class CopyEngine:
         top = self._manifests.get(plan.digest or "")
         if top is None:
             return {}  # nothing to fetch (an engine), or the fetch failed: the copy reports it
-        manifests = [self._manifests[e["digest"]] for e in top.data.get("manifests") or [] if e.get("digest") in self._manifests]
+        manifests = [
+            self._manifests[e["digest"]] for e in top.data.get("manifests") or [] if e.get("digest") in self._manifests
+        ]
         return blob_sizes(m.data for m in ([top] if not top.is_index else manifests))
 
     # Plan --------------------------------------------------------------------------------------
@@ -364,7 +454,9 @@ class CopyEngine:
         workers = min(self.plan_parallel, len(images) - 1)
         if workers <= 1:
             return [self._plan(image, ctx, companion) for image in images]
-        first = self._plan(images[0], ctx, companion)  # alone: it learns each registry's auth challenge once for all the others
+        first = self._plan(
+            images[0], ctx, companion
+        )  # alone: it learns each registry's auth challenge once for all the others
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="plan") as pool:
             return [first] + list(pool.map(lambda image: self._plan(image, ctx, companion), images[1:]))
 
@@ -390,7 +482,9 @@ class CopyEngine:
                 if step is None:
                     continue
                 plan.steps.append(step)
-                if step.record is not None and not self.check_mode:  # it holds the image already, the facts did not say so
+                if (
+                    step.record is not None and not self.check_mode
+                ):  # it holds the image already, the facts did not say so
                     ctx.store.record_destination(image.key, found.digest, step.dest_key, step.record)
         except (AirgapError, OSError) as exc:
             plan.error = _message(exc)
@@ -429,7 +523,9 @@ class CopyEngine:
         A listing only saves requests: should the write fail, the next run lists again and nothing else is lost.
         """
         listed = self.source.listings
-        keep = {plan.source.key: listed[plan.source.key] for plan in plans if not plan.error and plan.source.key in listed}
+        keep = {
+            plan.source.key: listed[plan.source.key] for plan in plans if not plan.error and plan.source.key in listed
+        }
         if keep:
             try:
                 store.record_companions(keep)
@@ -472,7 +568,9 @@ class CopyEngine:
             return
         image = plan.source
         by_kind = {dest.kind: dest for dest in self.destinations}
-        copies = [(by_kind[step.kind], step) for step in plan.steps if step.action == COPY and step.kind not in self._short]
+        copies = [
+            (by_kind[step.kind], step) for step in plan.steps if step.action == COPY and step.kind not in self._short
+        ]
         blocked = [self._short[step.kind] for step in plan.steps if step.action == COPY and step.kind in self._short]
         self.progress.image(str(image.ref))
         writes: list[tuple[Step, ImageWrite]] = []
@@ -490,10 +588,17 @@ class CopyEngine:
             self.source.check_left_out(image, needed)  # a delta whose earlier bundles are missing: nothing is pushed
             self.progress.add_total(sum(needed.values()))
             owners = [write for _step, write in writes]
-            transfer(needed, lambda digest, size: sinks_of(owners, digest, size),
-                     lambda digest, size, start=0, held=(): self._read(image, digest, size, start, held),
-                     self.local_blobs, self.parallel, self.totals, self.progress.advance, resumes=self.source.resumes,
-                     claim=lambda digest, size: self._claim(owners, digest, size))
+            transfer(
+                needed,
+                lambda digest, size: sinks_of(owners, digest, size),
+                lambda digest, size, start=0, held=(): self._read(image, digest, size, start, held),
+                self.local_blobs,
+                self.parallel,
+                self.totals,
+                self.progress.advance,
+                resumes=self.source.resumes,
+                claim=lambda digest, size: self._claim(owners, digest, size),
+            )
             for step, write in writes:
                 if write.error is None:
                     try:
@@ -559,8 +664,9 @@ class CopyEngine:
             return False
 
     @contextmanager
-    def _read(self, image: SourceImage, digest: str, size: int, start: int = 0,
-              held: Iterable[bytes] | None = ()) -> Iterator[Iterable[bytes]]:
+    def _read(
+        self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()
+    ) -> Iterator[Iterable[bytes]]:
         """A blob from the source (from byte ``start`` on, ``held`` giving the bytes before), holding one of the
         ``parallel`` read slots shared by the images copied at once (the largest blob waiting takes the next)."""
         with self._reads.held(size - start):
@@ -586,6 +692,8 @@ def _message(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
-        full = no_room(exc, str(exc.filename or "a file"), os.path.dirname(str(exc.filename or "")) or "the destination")
+        full = no_room(
+            exc, str(exc.filename or "a file"), os.path.dirname(str(exc.filename or "")) or "the destination"
+        )
         return str(full) if full is not None else f"{exc.strerror or exc}{where}"
     return str(exc)

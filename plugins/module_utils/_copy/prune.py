@@ -9,6 +9,7 @@ before removing that what is there is still what was written (a re-pushed tag, a
 image the run selects, or ``keep`` keeps, is never removed. Removing is skipped when a copy of the run failed, so a
 failed refresh never leaves fewer images than before. Check mode lists the same removals and removes nothing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,14 @@ class Removal:
     bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"image": self.image, "kind": self.kind, "target": self.target, "action": self.action, "reason": self.reason,
-                "bytes": self.bytes}
+        return {
+            "image": self.image,
+            "kind": self.kind,
+            "target": self.target,
+            "action": self.action,
+            "reason": self.reason,
+            "bytes": self.bytes,
+        }
 
 
 def _repository_key(key: str) -> tuple[str, str | None]:
@@ -53,7 +60,9 @@ def _repository_key(key: str) -> tuple[str, str | None]:
     return f"{ref.registry or ''}/{ref.repository}", ref.tag
 
 
-def keep_newest(images: list[SourceImage], recorded: Iterable[str], keep: int | None) -> tuple[list[SourceImage], set[str]]:
+def keep_newest(
+    images: list[SourceImage], recorded: Iterable[str], keep: int | None
+) -> tuple[list[SourceImage], set[str]]:
     """The selected images ``keep`` leaves to copy, and the keys of every image it keeps (selected or recorded):
     per repository the run selects, the ``keep`` newest tags by version order. Without ``keep``: all selected."""
     if not keep:
@@ -74,7 +83,9 @@ def keep_newest(images: list[SourceImage], recorded: Iterable[str], keep: int | 
     return wanted, {image.key for image in wanted} | {key for key in recorded if kept(key)}
 
 
-def prune(destinations: list[Destination], store: StateStore, wanted: set[str], plans: list[ImagePlan], check_mode: bool) -> list[Removal]:
+def prune(
+    destinations: list[Destination], store: StateStore, wanted: set[str], plans: list[ImagePlan], check_mode: bool
+) -> list[Removal]:
     """Remove (or in check mode list) every record of these destinations whose image is not wanted."""
     failed = [plan for plan in plans if plan.error]
     removals: list[Removal] = []
@@ -89,12 +100,20 @@ def prune(destinations: list[Destination], store: StateStore, wanted: set[str], 
                 continue
             target = dest_key.split(":", 1)[1]
             if failed:
-                removals.append(Removal(key, dest.kind, target, KEPT, f"not pruned: {len(failed)} image(s) of this run failed to copy"))
+                removals.append(
+                    Removal(
+                        key, dest.kind, target, KEPT, f"not pruned: {len(failed)} image(s) of this run failed to copy"
+                    )
+                )
                 continue
             try:
                 action, reason, freed = dest.remove(key, record, wanted_records, check_mode)
             except (AirgapError, OSError) as exc:
-                action, reason, freed = KEPT, f"could not remove it: {(exc.strerror if isinstance(exc, OSError) else None) or exc}", 0
+                action, reason, freed = (
+                    KEPT,
+                    f"could not remove it: {(exc.strerror if isinstance(exc, OSError) else None) or exc}",
+                    0,
+                )
             removals.append(Removal(key, dest.kind, target, action, reason, freed))
             if action in (REMOVED, GONE) or (action == KEPT and reason.startswith("re-pushed")):
                 if not check_mode:
@@ -110,6 +129,10 @@ def prune_result(removals: list[Removal], diff_mode: bool) -> dict[str, Any]:
     done = [r for r in removals if r.action in (REMOVED, WOULD_REMOVE)]
     result: dict[str, Any] = {"pruned": [r.as_dict() for r in removals], "bytes_freed": sum(r.bytes for r in done)}
     if diff_mode and done:
-        result["prune_diff"] = {"before_header": "pruned", "after_header": "pruned",
-                                "before": "".join(f"{r.kind}: {r.target}\n" for r in done), "after": ""}
+        result["prune_diff"] = {
+            "before_header": "pruned",
+            "after_header": "pruned",
+            "before": "".join(f"{r.kind}: {r.target}\n" for r in done),
+            "after": "",
+        }
     return result

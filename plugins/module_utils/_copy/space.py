@@ -8,6 +8,7 @@ bytes that stay (archives, bundle blobs, the finished files) and bytes needed on
 compares it, with a margin, with what that filesystem has free, before anything is written. A destination whose
 filesystem is short writes nothing; the others go ahead.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,14 +60,25 @@ def space_report(needs: list[SpaceNeed]) -> list[dict[str, Any]]:
             continue
         path = _existing(need.directory)
         stat = os.statvfs(path)
-        entry = filesystems.setdefault(os.stat(path).st_dev, _Filesystem(free=stat.f_bavail * stat.f_frsize, size=stat.f_blocks * stat.f_frsize))
+        entry = filesystems.setdefault(
+            os.stat(path).st_dev, _Filesystem(free=stat.f_bavail * stat.f_frsize, size=stat.f_blocks * stat.f_frsize)
+        )
         entry.needs.append(need)
     report = []
     for entry in filesystems.values():
         needed = sum(n.lasting for n in entry.needs) + max(n.transient for n in entry.needs)
         margin = min(int(entry.size * MARGIN_SHARE), MARGIN_CAP)
-        report.append({"dirs": [n.directory for n in entry.needs], "options": [n.option for n in entry.needs], "images": sum(n.images for n in entry.needs),
-                       "needed": needed, "margin": margin, "free": entry.free, "enough": needed + margin <= entry.free})
+        report.append(
+            {
+                "dirs": [n.directory for n in entry.needs],
+                "options": [n.option for n in entry.needs],
+                "images": sum(n.images for n in entry.needs),
+                "needed": needed,
+                "margin": margin,
+                "free": entry.free,
+                "enough": needed + margin <= entry.free,
+            }
+        )
     return report
 
 
@@ -78,9 +90,11 @@ def space_shortfalls(report: list[dict[str, Any]]) -> dict[str, str]:
         if entry["enough"]:
             continue
         where = " and ".join(f"{option} {directory}" for option, directory in zip(entry["options"], entry["dirs"]))
-        message = (f"not enough disk space, so nothing was written to {where}: {size_text(entry['needed'])} needed for "
-                   f"{entry['images']} image write(s) (and {size_text(entry['margin'])} kept free), but {size_text(entry['free'])} "
-                   "is free there. Free space or choose another directory, or select fewer images")
+        message = (
+            f"not enough disk space, so nothing was written to {where}: {size_text(entry['needed'])} needed for "
+            f"{entry['images']} image write(s) (and {size_text(entry['margin'])} kept free), but {size_text(entry['free'])} "
+            "is free there. Free space or choose another directory, or select fewer images"
+        )
         for option in entry["options"]:
             short[option] = message
     return short

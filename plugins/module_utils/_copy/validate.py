@@ -8,6 +8,7 @@ line that names the option and the bad value, never a secret (``api_key``, ``reg
 user info of a URL). They look at the file system (does a path exist, what an existing progress file
 holds) but write nothing and open no connection, so a module calls one right after AnsibleModule().
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,9 @@ def _has_space_or_control(text: str) -> bool:
 
 
 # -- scalars -------------------------------------------------------------------------------------------------------
-def check_number(option: str, value: Any, low: float, high: float, what: str, low_inclusive: bool = True,
-                 integer: bool = False) -> None:
+def check_number(
+    option: str, value: Any, low: float, high: float, what: str, low_inclusive: bool = True, integer: bool = False
+) -> None:
     """value is a number in [low, high] (or (low, high] with low_inclusive=False), finite, and whole if integer."""
     bounds = f"{'from' if low_inclusive else 'more than'} {low:g} {'to' if low_inclusive else 'and at most'} {high:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -105,8 +107,10 @@ def check_secret(option: str, value: Any) -> None:
     if not isinstance(value, str):
         raise ConfigError(f"invalid {option}: expected a string (the value is not shown)")
     if _has_control(value):
-        raise ConfigError(f"invalid {option}: it holds a control character, such as the line break a file or lookup "
-                          "leaves at the end; give the secret alone (the value is not shown)")
+        raise ConfigError(
+            f"invalid {option}: it holds a control character, such as the line break a file or lookup "
+            "leaves at the end; give the secret alone (the value is not shown)"
+        )
 
 
 def check_username(option: str, value: Any) -> None:
@@ -120,13 +124,15 @@ def check_username(option: str, value: Any) -> None:
 def check_platform(option: str, value: Any) -> None:
     """``os/architecture[/variant]`` as image indexes spell them: linux/amd64, linux/arm64/v8."""
     if not isinstance(value, str) or not _PLATFORM_RE.match(value):
-        raise _bad(option, value, "expected os/architecture[/variant] in lower case, "
-                                  "such as linux/amd64 or linux/arm64/v8")
+        raise _bad(
+            option, value, "expected os/architecture[/variant] in lower case, such as linux/amd64 or linux/arm64/v8"
+        )
 
 
 # -- URLs ----------------------------------------------------------------------------------------------------------
-def check_url(option: str, value: Any, *, example: str, bare_host: bool = False, path: bool = False,
-              credentials: str = "") -> None:
+def check_url(
+    option: str, value: Any, *, example: str, bare_host: bool = False, path: bool = False, credentials: str = ""
+) -> None:
     """Raise ConfigError unless value is an http(s) URL ``scheme://host[:port][/path]``.
 
     ``bare_host`` accepts a host without a scheme (https is assumed); ``path`` accepts a path (the
@@ -164,8 +170,11 @@ def check_url(option: str, value: Any, *, example: str, bare_host: bool = False,
     if parts.query or parts.fragment or "?" in text or "#" in text:
         raise _bad(option, value, "a query or fragment ('?', '#') is not allowed")
     if not path and parts.path not in _REGISTRY_ROOT_PATHS:
-        raise _bad(option, value, "a path is not supported, the registry API is always at /v2/ of the host: "
-                                  "give scheme://host[:port] only")
+        raise _bad(
+            option,
+            value,
+            "a path is not supported, the registry API is always at /v2/ of the host: give scheme://host[:port] only",
+        )
 
 
 def check_docker_host(option: str, value: Any) -> None:
@@ -194,11 +203,15 @@ def check_docker_host(option: str, value: Any) -> None:
     netloc = rest.split("/", 1)[0]
     user, at, host = netloc.rpartition("@")
     if at and (scheme != "ssh" or ":" in user or not user):
-        raise _bad(option, shown, "a password in the address would be shown in logs and is not used: for ssh:// give "
-                                  "user@host and use an SSH key; tcp:// takes no user")
+        raise _bad(
+            option,
+            shown,
+            "a password in the address would be shown in logs and is not used: for ssh:// give "
+            "user@host and use an SSH key; tcp:// takes no user",
+        )
     if not valid_host(host):
         raise _bad(option, shown, f"{host!r} is not a host[:port] (the port from 1 to {MAX_PORT})")
-    if rest[len(netloc):] not in ("", "/"):
+    if rest[len(netloc) :] not in ("", "/"):
         raise _bad(option, shown, "a path is not supported: give scheme://host[:port]")
 
 
@@ -213,13 +226,17 @@ def check_path(option: str, value: Any, kind: str, required: bool = True) -> str
     if _has_control(value):
         raise _bad(option, value, "the path holds a control character")
     if not os.path.isabs(value):
-        raise _bad(option, value, "a relative path depends on the directory the module runs in: "
-                                  f"give the absolute path of a {noun}")
+        raise _bad(
+            option,
+            value,
+            f"a relative path depends on the directory the module runs in: give the absolute path of a {noun}",
+        )
     normal = os.path.normpath(value)
     if kind == "dir":
         if normal == "/":
-            raise _bad(option, value, "that is the filesystem root: give a directory of its own, "
-                                      "such as /srv/ngc-archives")
+            raise _bad(
+                option, value, "that is the filesystem root: give a directory of its own, such as /srv/ngc-archives"
+            )
         if os.path.exists(value) and not os.path.isdir(value):
             raise _bad(option, value, "it exists and is not a directory")
     else:
@@ -260,8 +277,12 @@ def check_progress_file(option: str, value: Any, facts_file: str | None) -> None
     if path is None:
         return
     if facts_file and any(_same_path(path, f) for f in (facts_file, facts_file + ".lock", journal_path(facts_file))):
-        raise _bad(option, value, "it is the facts_file (or its lock or journal): the progress would overwrite the records; "
-                                  "give a file of its own")
+        raise _bad(
+            option,
+            value,
+            "it is the facts_file (or its lock or journal): the progress would overwrite the records; "
+            "give a file of its own",
+        )
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise _bad(option, value, f"the directory {directory} does not exist: create it first")
@@ -281,8 +302,12 @@ def check_progress_file(option: str, value: Any, facts_file: str | None) -> None
     except ValueError:
         document = None
     if not isinstance(document, dict) or not _PROGRESS_KEYS <= set(document) or document.get("state") not in STATES:
-        raise _bad(option, value, "it exists and is not a progress file of ngc_image_mirror, so it would be overwritten: "
-                                  "give another path, or remove the file")
+        raise _bad(
+            option,
+            value,
+            "it exists and is not a progress file of ngc_image_mirror, so it would be overwritten: "
+            "give another path, or remove the file",
+        )
 
 
 def inventory_problem(path: str) -> str | None:
@@ -313,11 +338,16 @@ def _check_inventory_file(params: dict[str, Any]) -> None:
     value = params["inventory_file"]
     facts_file = params.get("facts_file")
     if facts_file and any(_same_path(value, f) for f in (facts_file, facts_file + ".lock", journal_path(facts_file))):
-        raise _bad("inventory_file", value, "it is the facts_file (or its lock or journal): the inventory would overwrite "
-                                            "the records; give a file of its own")
+        raise _bad(
+            "inventory_file",
+            value,
+            "it is the facts_file (or its lock or journal): the inventory would overwrite "
+            "the records; give a file of its own",
+        )
     if _same_path(value, params.get("progress_file")):
-        raise _bad("inventory_file", value, "it is the progress_file: each would overwrite the other; "
-                                            "give a file of its own")
+        raise _bad(
+            "inventory_file", value, "it is the progress_file: each would overwrite the other; give a file of its own"
+        )
     problem = inventory_problem(value)
     if problem:
         raise _bad("inventory_file", value, f"{problem}: give another path, or remove the file")
@@ -328,20 +358,31 @@ def validate_source(params: dict[str, Any]) -> None:
     """The ``airgap.ngc.source`` options: api_key, username, registry_url, ca_path, timeout, retries, retry_budget."""
     check_secret("api_key", params.get("api_key"))
     check_username("username", params.get("username"))
-    check_url("registry_url", params.get("registry_url"), example="https://nvcr.io", bare_host=True,
-              credentials="give them in username and api_key")
+    check_url(
+        "registry_url",
+        params.get("registry_url"),
+        example="https://nvcr.io",
+        bare_host=True,
+        credentials="give them in username and api_key",
+    )
     check_ca_path("ca_path", params.get("ca_path"))
     check_number("timeout", params.get("timeout"), 0, MAX_TIMEOUT, "the seconds to wait", low_inclusive=False)
     if params.get("retries") is not None:
         check_number("retries", params.get("retries"), 0, MAX_RETRIES, "how many times to try again", integer=True)
     if params.get("retry_budget") is not None:
-        check_number("retry_budget", params.get("retry_budget"), 0, MAX_RETRY_BUDGET,
-                     "the seconds a failing request may wait between attempts")
+        check_number(
+            "retry_budget",
+            params.get("retry_budget"),
+            0,
+            MAX_RETRY_BUDGET,
+            "the seconds a failing request may wait between attempts",
+        )
 
 
 def _check_parallel(params: dict[str, Any]) -> None:
-    check_number("parallel", params.get("parallel"), 1, MAX_PARALLEL, "how many requests or transfers run at once",
-                 integer=True)
+    check_number(
+        "parallel", params.get("parallel"), 1, MAX_PARALLEL, "how many requests or transfers run at once", integer=True
+    )
 
 
 # -- ngc_image_mirror ----------------------------------------------------------------------------------------------
@@ -350,15 +391,19 @@ def _image_text(item: Any, option: str) -> str:
     if isinstance(item, str):
         return item
     if not isinstance(item, dict):
-        raise ConfigError(f"{option} is a {_kind(item)} ({_show(item)}): give a reference such as nvidia/pytorch:24.01-py3 "
-                          "or a dict with name and tag")
+        raise ConfigError(
+            f"{option} is a {_kind(item)} ({_show(item)}): give a reference such as nvidia/pytorch:24.01-py3 "
+            "or a dict with name and tag"
+        )
     if item.get("reference") not in (None, ""):
         if not isinstance(item["reference"], str):
             raise _bad(f"{option} reference", item["reference"], f"expected a string, not a {_kind(item['reference'])}")
         return item["reference"]
     name = item.get("name")
     if name is not None and not isinstance(name, str):
-        raise _bad(f"{option} name", name, f"expected a string (a repository such as nvidia/pytorch), not a {_kind(name)}")
+        raise _bad(
+            f"{option} name", name, f"expected a string (a repository such as nvidia/pytorch), not a {_kind(name)}"
+        )
     if not isinstance(name, str) or not name.strip():
         raise _bad(option, item, "a dict needs a name (or a reference), as ngc_catalog_info returns them")
     tag, digest = item.get("tag"), item.get("digest")
@@ -391,8 +436,12 @@ def check_mirror_images(value: Any, default_registry: str) -> list[ImageReferenc
 
 
 def _check_registry(spec: dict[str, Any], params: dict[str, Any], images: list[ImageReference]) -> None:
-    check_url("registry.url", spec.get("url"), example="https://registry.example.com, or http://host:5000 for a plain-HTTP registry",
-              credentials="give them in registry.username and registry.password")
+    check_url(
+        "registry.url",
+        spec.get("url"),
+        example="https://registry.example.com, or http://host:5000 for a plain-HTTP registry",
+        credentials="give them in registry.username and registry.password",
+    )
     username, password = spec.get("username"), spec.get("password")
     check_secret("registry.password", password)
     if username is not None:
@@ -400,8 +449,10 @@ def _check_registry(spec: dict[str, Any], params: dict[str, Any], images: list[I
         if not password:
             raise _bad("registry.username", username, "it is given without registry.password: give both, or neither")
     elif password:
-        raise ConfigError("invalid registry.password: it is given without registry.username; give both, or neither "
-                          "(the value is not shown)")
+        raise ConfigError(
+            "invalid registry.password: it is given without registry.username; give both, or neither "
+            "(the value is not shown)"
+        )
     check_ca_path("registry.ca_path", spec.get("ca_path"))
     prefix = spec.get("prefix")
     namespace = ""
@@ -409,12 +460,20 @@ def _check_registry(spec: dict[str, Any], params: dict[str, Any], images: list[I
         namespace = validate_namespace(prefix, option="registry.prefix")
         for position, ref in enumerate(images, start=1):
             if len(f"{namespace}/{ref.repository}") > NAME_MAX_LENGTH:
-                raise _bad("registry.prefix", prefix, f"with it the name of images item {position} ({ref.repository}) "
-                                                      f"is longer than {NAME_MAX_LENGTH} characters")
+                raise _bad(
+                    "registry.prefix",
+                    prefix,
+                    f"with it the name of images item {position} ({ref.repository}) "
+                    f"is longer than {NAME_MAX_LENGTH} characters",
+                )
     source, destination = registry_host(params["registry_url"]), registry_host(spec["url"])
     if source == destination and not namespace:
-        raise _bad("registry.url", spec["url"], "it is the source registry (registry_url) and registry.prefix is not "
-                                                "set: the images would be written over themselves")
+        raise _bad(
+            "registry.url",
+            spec["url"],
+            "it is the source registry (registry_url) and registry.prefix is not "
+            "set: the images would be written over themselves",
+        )
 
 
 def _check_archive(spec: dict[str, Any]) -> None:
@@ -448,8 +507,12 @@ def _check_tag_as(value: Any, images: list[ImageReference]) -> None:
         if tag is None:
             for number, ref in enumerate(images, start=1):
                 if not ref.tag and ref.digest:
-                    raise _bad(option, item, f"images item {number} ({ref}) has no tag to keep: give a repository with "
-                                             "a tag (registry.example.com/name:TAG), or name the image by tag")
+                    raise _bad(
+                        option,
+                        item,
+                        f"images item {number} ({ref}) has no tag to keep: give a repository with "
+                        "a tag (registry.example.com/name:TAG), or name the image by tag",
+                    )
 
 
 def _check_docker(spec: dict[str, Any], images: list[ImageReference]) -> None:
@@ -465,7 +528,11 @@ def _check_since(since: Any, directory: str) -> None:
         raise _bad("bundle.since", since, "give last, or a list of earlier bundles' directories or contents.json files")
     for position, path in enumerate(since, start=1):
         option = f"bundle.since item {position}"
-        normal = check_path(option, path, "file") if isinstance(path, str) and not os.path.isdir(path) else check_path(option, path, "dir")
+        normal = (
+            check_path(option, path, "file")
+            if isinstance(path, str) and not os.path.isdir(path)
+            else check_path(option, path, "dir")
+        )
         if normal and not os.path.exists(normal):
             raise _bad(option, path, "there is no such bundle directory or contents.json")
         if normal and _same_path(normal, directory):
@@ -478,12 +545,18 @@ def _check_source(params: dict[str, Any], source: str) -> None:
         if params.get("source_dir") is not None:
             raise _bad("source_dir", params["source_dir"], "it is read only with source=bundle or source=archive")
         if not params.get("images") and not params.get("offline") and not params.get("charts"):
-            raise ConfigError("invalid images: it is required with source=registry (unless charts names charts); name the images to copy, "
-                              "such as nvidia/pytorch:24.01-py3")
+            raise ConfigError(
+                "invalid images: it is required with source=registry (unless charts names charts); name the images to copy, "
+                "such as nvidia/pytorch:24.01-py3"
+            )
         return
     if params.get("offline"):
-        raise _bad("source", source, "offline reads the archives of archive.dir itself: leave source out, or use "
-                                     "source=archive with source_dir and no offline")
+        raise _bad(
+            "source",
+            source,
+            "offline reads the archives of archive.dir itself: leave source out, or use "
+            "source=archive with source_dir and no offline",
+        )
     check_carried_dir(params, source)
 
 
@@ -492,8 +565,17 @@ def check_carried_dir(params: dict[str, Any], source: str) -> None:
     directory = check_path("source_dir", params.get("source_dir"), "dir")
     if directory and not os.path.isdir(directory):
         raise _bad("source_dir", params["source_dir"], f"there is no such directory: give the {source} carried across")
-    if source == "bundle" and directory and not os.path.isfile(os.path.join(directory, "index.json")) and not find_volumes(directory, None):
-        raise _bad("source_dir", params["source_dir"], "it holds no index.json nor bundle volumes, so it is not a bundle (an OCI image layout)")
+    if (
+        source == "bundle"
+        and directory
+        and not os.path.isfile(os.path.join(directory, "index.json"))
+        and not find_volumes(directory, None)
+    ):
+        raise _bad(
+            "source_dir",
+            params["source_dir"],
+            "it holds no index.json nor bundle volumes, so it is not a bundle (an OCI image layout)",
+        )
 
 
 def _check_signatures(params: dict[str, Any]) -> None:
@@ -502,9 +584,14 @@ def _check_signatures(params: dict[str, Any]) -> None:
     if not isinstance(value, bool):
         raise _bad("signatures", value, "give true (copy each image's signatures and attestations with it) or false")
     if params.get("signatures_relist_after") is not None:
-        check_number("signatures_relist_after", params["signatures_relist_after"], 0, MAX_RELIST_AFTER,
-                     "the seconds an earlier run's listing of an unchanged image's signatures is trusted (0: list every run)",
-                     integer=True)
+        check_number(
+            "signatures_relist_after",
+            params["signatures_relist_after"],
+            0,
+            MAX_RELIST_AFTER,
+            "the seconds an earlier run's listing of an unchanged image's signatures is trusted (0: list every run)",
+            integer=True,
+        )
 
 
 def _check_charts(params: dict[str, Any]) -> None:
@@ -512,21 +599,35 @@ def _check_charts(params: dict[str, Any]) -> None:
     selections = chart_selections(params)
     source = params.get("source") or "registry"
     if selections and (source == "archive" or params.get("offline")):
-        raise _bad("charts", params.get("charts"), "charts are read from NGC's Helm repository or a bundle, not from per-tag archives")
+        raise _bad(
+            "charts",
+            params.get("charts"),
+            "charts are read from NGC's Helm repository or a bundle, not from per-tag archives",
+        )
     if params.get("helm_url") is not None:
         check_url("helm_url", params["helm_url"], example="https://helm.ngc.nvidia.com", path=True)
     parse_upstream_registries(params.get("upstream_registries"))
     if params.get("values_dir") is not None:
         check_path("values_dir", params["values_dir"], "dir")
         if params.get("registry") is None:
-            raise _bad("values_dir", params["values_dir"],
-                       "its values files point the charts' images at the registry destination: set registry")
+            raise _bad(
+                "values_dir",
+                params["values_dir"],
+                "its values files point the charts' images at the registry destination: set registry",
+            )
     if params.get("chart_repo") is not None:
         directory = check_path("chart_repo.dir", params["chart_repo"].get("dir"), "dir")
-        for option, other in (("source_dir", params.get("source_dir")), ("bundle.dir", (params.get("bundle") or {}).get("dir")),
-                              ("archive.dir", (params.get("archive") or {}).get("dir"))):
+        for option, other in (
+            ("source_dir", params.get("source_dir")),
+            ("bundle.dir", (params.get("bundle") or {}).get("dir")),
+            ("archive.dir", (params.get("archive") or {}).get("dir")),
+        ):
             if other and _same_path(other, directory):
-                raise _bad("chart_repo.dir", directory, f"it is also {option}: give the chart repository a directory of its own")
+                raise _bad(
+                    "chart_repo.dir",
+                    directory,
+                    f"it is also {option}: give the chart repository a directory of its own",
+                )
 
 
 def validate_mirror(params: dict[str, Any]) -> None:
@@ -543,17 +644,25 @@ def validate_mirror(params: dict[str, Any]) -> None:
         _check_docker(docker, images)
     if params.get("offline"):
         if registry is not None:
-            raise ConfigError("invalid offline true: it contacts no registry, so there can be no registry destination; "
-                              "remove registry or set offline=false")
+            raise ConfigError(
+                "invalid offline true: it contacts no registry, so there can be no registry destination; "
+                "remove registry or set offline=false"
+            )
         if archive is None or docker is None or docker.get("source") != "archive":
-            raise ConfigError("invalid offline true: it loads archives written earlier into the engine; set archive "
-                              "(where they are) and docker with docker.source=archive")
+            raise ConfigError(
+                "invalid offline true: it loads archives written earlier into the engine; set archive "
+                "(where they are) and docker with docker.source=archive"
+            )
     source = params.get("source") or "registry"
     _check_source(params, source)
     if params.get("inventory_file") is not None:
         check_path("inventory_file", params["inventory_file"], "file")
         if source != "bundle":
-            raise _bad("inventory_file", params["inventory_file"], "it records what an import from a bundle brought: use it with source=bundle")
+            raise _bad(
+                "inventory_file",
+                params["inventory_file"],
+                "it records what an import from a bundle brought: use it with source=bundle",
+            )
         _check_inventory_file(params)
     if params.get("bundle") is not None:
         check_path("bundle.dir", params["bundle"].get("dir"), "dir")
@@ -565,7 +674,11 @@ def validate_mirror(params: dict[str, Any]) -> None:
         for option in ("archive.dir", "source_dir"):
             other = (archive or {}).get("dir") if option == "archive.dir" else params.get("source_dir")
             if other and _same_path(other, params["bundle"]["dir"]):
-                raise _bad("bundle.dir", params["bundle"]["dir"], f"it is also {option}: give the bundle a directory of its own")
+                raise _bad(
+                    "bundle.dir",
+                    params["bundle"]["dir"],
+                    f"it is also {option}: give the bundle a directory of its own",
+                )
     for kind in ("enroot", "apptainer"):
         spec = params.get(kind)
         if spec is None:
@@ -574,26 +687,43 @@ def validate_mirror(params: dict[str, Any]) -> None:
         if spec.get("platform") is not None:
             check_platform(f"{kind}.platform", spec["platform"])
         if kind == "apptainer" and spec.get("platform") and spec["platform"].split("/")[1] not in ARCH_CODES:
-            raise _bad("apptainer.platform", spec["platform"], f"SIF knows the architectures {', '.join(sorted(ARCH_CODES))}")
+            raise _bad(
+                "apptainer.platform", spec["platform"], f"SIF knows the architectures {', '.join(sorted(ARCH_CODES))}"
+            )
         problem = squash_options_problem(spec.get("squash_options") or "")
         if problem:
             raise _bad(f"{kind}.squash_options", spec.get("squash_options"), problem)
         for option in ("archive.dir", "source_dir", "bundle.dir", "enroot.dir"):
-            other = {"archive.dir": (archive or {}).get("dir"), "source_dir": params.get("source_dir"),
-                     "bundle.dir": (params.get("bundle") or {}).get("dir"), "enroot.dir": (params.get("enroot") or {}).get("dir")}[option]
+            other = {
+                "archive.dir": (archive or {}).get("dir"),
+                "source_dir": params.get("source_dir"),
+                "bundle.dir": (params.get("bundle") or {}).get("dir"),
+                "enroot.dir": (params.get("enroot") or {}).get("dir"),
+            }[option]
             if option != f"{kind}.dir" and other and _same_path(other, spec["dir"]):
                 raise _bad(f"{kind}.dir", spec["dir"], f"it is also {option}: give it a directory of its own")
     if docker is not None and docker.get("source") == "archive" and archive is None and source != "archive":
         raise ConfigError("invalid docker.source 'archive': it loads the archives of archive.dir; set archive")
-    if docker is not None and (docker.get("source") or "registry") == "registry" and registry is None and source != "registry":
-        raise ConfigError(f"docker.source=registry pulls from a registry, but the source is the {source} "
-                          f"{os.path.abspath(params['source_dir'])}: set registry (the engine then pulls from it), "
-                          "or archive with docker.source=archive")
+    if (
+        docker is not None
+        and (docker.get("source") or "registry") == "registry"
+        and registry is None
+        and source != "registry"
+    ):
+        raise ConfigError(
+            f"docker.source=registry pulls from a registry, but the source is the {source} "
+            f"{os.path.abspath(params['source_dir'])}: set registry (the engine then pulls from it), "
+            "or archive with docker.source=archive"
+        )
     for position, platform in enumerate(params.get("platforms") or [], start=1):
         check_platform(f"platforms item {position}", platform)
     if params.get("platforms") and registry is None and params.get("bundle") is None:
-        raise _bad("platforms", params["platforms"], "it chooses what is copied to registry and bundle; registry is not set, "
-                                                     "nor bundle (for archives use archive.platform)")
+        raise _bad(
+            "platforms",
+            params["platforms"],
+            "it chooses what is copied to registry and bundle; registry is not set, "
+            "nor bundle (for archives use archive.platform)",
+        )
     if params.get("save_readme") and archive is None:
         raise ConfigError("invalid save_readme true: it writes README.md next to the archives; set archive")
     facts_file = check_path("facts_file", params.get("facts_file"), "file")
@@ -602,11 +732,21 @@ def validate_mirror(params: dict[str, Any]) -> None:
         raise _bad("facts_file", params.get("facts_file"), "it is archive.dir: give a file outside the archives")
     _check_parallel(params)
     if params.get("parallel_images") is not None:  # the argument spec's default (8) where a caller leaves it out
-        check_number("parallel_images", params["parallel_images"], 1, MAX_PARALLEL, "how many images are planned at once",
-                     integer=True)
+        check_number(
+            "parallel_images",
+            params["parallel_images"],
+            1,
+            MAX_PARALLEL,
+            "how many images are planned at once",
+            integer=True,
+        )
     _check_signatures(params)
-    if params.get("keep") is not None and (isinstance(params["keep"], bool) or not isinstance(params["keep"], int) or params["keep"] < 1):
-        raise _bad("keep", params["keep"], "keep the newest N tags of each repository: give a whole number of at least 1")
+    if params.get("keep") is not None and (
+        isinstance(params["keep"], bool) or not isinstance(params["keep"], int) or params["keep"] < 1
+    ):
+        raise _bad(
+            "keep", params["keep"], "keep the newest N tags of each repository: give a whole number of at least 1"
+        )
     _check_writes_outside_carried(params, "archive" if params.get("offline") else source)
 
 
@@ -620,8 +760,10 @@ def _check_writes_outside_carried(params: dict[str, Any], source: str) -> None:
     for kind in (("archive",) if source == "bundle" else ()) + ("bundle", "enroot", "apptainer"):
         directory = (params.get(kind) or {}).get("dir")
         if directory and os.path.commonpath([medium, os.path.realpath(directory)]) == medium:
-            raise ConfigError(f"{kind}.dir {os.path.abspath(directory)} is inside source_dir {carried}: it would write into the "
-                              f"carried {source}; give {kind}.dir a directory outside it")
+            raise ConfigError(
+                f"{kind}.dir {os.path.abspath(directory)} is inside source_dir {carried}: it would write into the "
+                f"carried {source}; give {kind}.dir a directory outside it"
+            )
 
 
 # -- ngc_catalog_info ----------------------------------------------------------------------------------------------
@@ -630,13 +772,17 @@ def _check_catalog_name(option: str, value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise _bad(option, value, "an empty name would select every image: leave images out for that")
     if ":" in value or "@" in value:
-        raise _bad(option, value, "images selects by repository name, not by tag or digest: use tag_regex, "
-                                  "min_version or latest for tags")
+        raise _bad(
+            option,
+            value,
+            "images selects by repository name, not by tag or digest: use tag_regex, min_version or latest for tags",
+        )
     if set(value) - _NAME_CHARS:
         if set(value.lower()) - _NAME_CHARS:
             bad = sorted(set(value.lower()) - _NAME_CHARS)[0]
-            raise _bad(option, value, f"it holds {bad!r}: image names are lower-case letters, digits, "
-                                      "'.', '_', '-' and '/'")
+            raise _bad(
+                option, value, f"it holds {bad!r}: image names are lower-case letters, digits, '.', '_', '-' and '/'"
+            )
         raise _bad(option, value, "image names are lower case")
 
 
@@ -644,14 +790,20 @@ def _check_verify(params: dict[str, Any]) -> None:
     """``verify``, ``verify_mode`` and ``fail_on_problems``: a bundle's check, so only with source=bundle and verify."""
     verify, mode, fail = params.get("verify"), params.get("verify_mode"), params.get("fail_on_problems")
     if verify and params.get("source") != "bundle":
-        raise _bad("verify", verify, f"it checks a bundle against its contents record, so it needs source=bundle "
-                                     f"(source is {params.get('source') or 'ngc'})")
+        raise _bad(
+            "verify",
+            verify,
+            f"it checks a bundle against its contents record, so it needs source=bundle "
+            f"(source is {params.get('source') or 'ngc'})",
+        )
     if mode not in (None, "full", "sizes"):
         raise _bad("verify_mode", mode, "expected full or sizes")
     if mode == "sizes" and not verify:
         raise _bad("verify_mode", mode, "it says how verify checks the bundle: set verify=true with it")
     if fail and not verify:
-        raise _bad("fail_on_problems", fail, "it fails on what verify finds: set verify=true (and source=bundle) with it")
+        raise _bad(
+            "fail_on_problems", fail, "it fails on what verify finds: set verify=true (and source=bundle) with it"
+        )
 
 
 def validate_catalog(params: dict[str, Any]) -> None:
@@ -662,8 +814,13 @@ def validate_catalog(params: dict[str, Any]) -> None:
     elif params.get("source_dir") is not None:
         raise _bad("source_dir", params["source_dir"], "it is read only with source=bundle")
     _check_verify(params)
-    check_url("api_url", params.get("api_url"), example="https://api.ngc.nvidia.com", path=True,
-              credentials="give the key in api_key")
+    check_url(
+        "api_url",
+        params.get("api_url"),
+        example="https://api.ngc.nvidia.com",
+        path=True,
+        credentials="give the key in api_key",
+    )
     org = params.get("org")
     if not isinstance(org, str) or not org or "/" in org:
         raise _bad("org", org, "give one NGC organisation, such as nvidia")
@@ -674,17 +831,25 @@ def validate_catalog(params: dict[str, Any]) -> None:
         if team == "":
             continue  # the organisation's own images
         if not isinstance(team, str) or "/" in team:
-            raise _bad(f"teams item {position}", team, "give a team name such as clara, "
-                                                       "or '' for the organisation's own images")
+            raise _bad(
+                f"teams item {position}",
+                team,
+                "give a team name such as clara, or '' for the organisation's own images",
+            )
         problem = path_component_problem(team)
         if problem:
             raise _bad(f"teams item {position}", team, problem)
     for position, name in enumerate(params.get("images") or [], start=1):
         _check_catalog_name(f"images item {position}", name)
     ImageFilter.create(
-        images=params.get("images"), strict_name_match=params.get("strict_name_match", False),
-        image_regex=params.get("image_regex"), min_version=params.get("min_version"), py_version=params.get("py_version"),
-        tag_regex=params.get("tag_regex"), tag_exclude_regex=params.get("tag_exclude_regex"), latest=params.get("latest"),
+        images=params.get("images"),
+        strict_name_match=params.get("strict_name_match", False),
+        image_regex=params.get("image_regex"),
+        min_version=params.get("min_version"),
+        py_version=params.get("py_version"),
+        tag_regex=params.get("tag_regex"),
+        tag_exclude_regex=params.get("tag_exclude_regex"),
+        latest=params.get("latest"),
     )
     _check_parallel(params)
     _check_fail_on_unresolved(params)
@@ -698,5 +863,9 @@ def _check_fail_on_unresolved(params: dict[str, Any]) -> None:
     if not isinstance(fail, bool):
         raise _bad("fail_on_unresolved", fail, "expected true or false")
     if fail and params.get("include_digests") is False:
-        raise _bad("fail_on_unresolved", fail, "it fails on tags the registry lookups could not resolve, and "
-                                               "include_digests=false makes none: set include_digests=true with it")
+        raise _bad(
+            "fail_on_unresolved",
+            fail,
+            "it fails on tags the registry lookups could not resolve, and "
+            "include_digests=false makes none: set include_digests=true with it",
+        )

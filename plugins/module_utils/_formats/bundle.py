@@ -9,6 +9,7 @@ Blobs are written under temporary names and renamed once their digest is checked
 ``contents.json`` are replaced atomically after each image, so a bundle is at every moment a valid layout of the
 images its index lists.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +35,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import
     writer_of,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    ConfigError,
+    DigestMismatchError,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     BlobFile,
     atomic_write,
@@ -78,10 +83,14 @@ def _load_json(path: str, what: str) -> Any:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise AirgapError(f"{path} is not a valid {what} ({getattr(exc, 'strerror', None) or exc}): write the bundle again") from None
+        raise AirgapError(
+            f"{path} is not a valid {what} ({getattr(exc, 'strerror', None) or exc}): write the bundle again"
+        ) from None
 
 
-def read_blob_chunks(pieces: list[tuple[str, str]], digest: str, size: int | None, what: str, limit: int | None = None) -> Iterator[bytes]:
+def read_blob_chunks(
+    pieces: list[tuple[str, str]], digest: str, size: int | None, what: str, limit: int | None = None
+) -> Iterator[bytes]:
     """A blob's bytes in chunks (from one file, or its parts in order: each ``(medium directory, path inside it)``),
     hashed as they go: the last chunk is held back until the digest is checked. Every file is opened at once (see
     ``open_inside``): one that is missing, not a plain name or not a regular file is reported before any chunk; so is
@@ -92,13 +101,17 @@ def read_blob_chunks(pieces: list[tuple[str, str]], digest: str, size: int | Non
             try:
                 handles.append(os.fdopen(open_inside(root, relative), "rb"))
             except CarriedMissing:
-                raise CarriedMissing(f"blob {digest} is missing from {what}: {os.path.join(root, relative)} does not exist") from None
+                raise CarriedMissing(
+                    f"blob {digest} is missing from {what}: {os.path.join(root, relative)} does not exist"
+                ) from None
             except CarriedError as exc:
                 raise CarriedError(f"blob {digest} of {what} cannot be read: {exc}") from None
         total = sum(os.fstat(h.fileno()).st_size for h in handles)
         if limit is not None and total > limit:
-            raise CarriedError(f"manifest {digest} in {what} has {total} bytes, more than the {limit} (4 MiB) a manifest, an index "
-                               "or an image config may have: refused")
+            raise CarriedError(
+                f"manifest {digest} in {what} has {total} bytes, more than the {limit} (4 MiB) a manifest, an index "
+                "or an image config may have: refused"
+            )
     except BaseException:
         for handle in handles:
             handle.close()
@@ -132,7 +145,9 @@ def _verified(handles: list[Any], paths: list[str], digest: str, size: int | Non
     if size is not None and total != size:
         raise DigestMismatchError(f"blob {digest} in {path} has {total} bytes, {size} expected: the file is damaged")
     if hasher.hexdigest() != expected:
-        raise DigestMismatchError(f"blob {digest} in {path} hashes to {algorithm}:{hasher.hexdigest()}: the file is damaged")
+        raise DigestMismatchError(
+            f"blob {digest} in {path} hashes to {algorithm}:{hasher.hexdigest()}: the file is damaged"
+        )
     if held:
         yield held
 
@@ -156,15 +171,27 @@ def find_volumes(directory: str, name: str | None) -> dict[int, str]:
     found: dict[int, str] = {}
     levels = [[directory]]
     for _depth in (1, 2):
-        levels.append([os.path.join(base, entry) for base in levels[-1] if os.path.isdir(base)
-                       for entry in sorted(os.listdir(base)) if plain_directory(os.path.join(base, entry))])
+        levels.append(
+            [
+                os.path.join(base, entry)
+                for base in levels[-1]
+                if os.path.isdir(base)
+                for entry in sorted(os.listdir(base))
+                if plain_directory(os.path.join(base, entry))
+            ]
+        )
     for base in (b for level in levels for b in level):
         try:
             record = json.loads(read_inside(base, VOLUME_FILE, 64 * 1024, "volume record").decode("utf-8"))
         except (CarriedError, UnicodeDecodeError, ValueError):
             continue
-        if isinstance(record, dict) and isinstance(record.get("volume"), int) and not isinstance(record["volume"], bool) \
-                and record["volume"] >= 1 and (name is None or record.get("bundle") == name):
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("volume"), int)
+            and not isinstance(record["volume"], bool)
+            and record["volume"] >= 1
+            and (name is None or record.get("bundle") == name)
+        ):
             found.setdefault(record["volume"], base)
     return found
 
@@ -172,8 +199,16 @@ def find_volumes(directory: str, name: str | None) -> dict[int, str]:
 def bundle_entry(directory: str, reference: str) -> dict[str, Any] | None:
     """The index.json entry of ``reference`` in a bundle directory, read without creating anything."""
     index = _load_json(os.path.join(metadata_dir(directory), INDEX_FILE), "OCI index")
-    for entry in (index or {}).get("manifests") or [] if isinstance(index, dict) and isinstance(index.get("manifests"), list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("annotations"), dict) and entry["annotations"].get(ANNOTATION_REF_NAME) == reference:
+    for entry in (
+        (index or {}).get("manifests") or []
+        if isinstance(index, dict) and isinstance(index.get("manifests"), list)
+        else []
+    ):
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("annotations"), dict)
+            and entry["annotations"].get(ANNOTATION_REF_NAME) == reference
+        ):
             return entry
     return None
 
@@ -185,7 +220,12 @@ def removable_blobs(directory: str, reference: str) -> dict[str, int]:
     images = (contents or {}).get("images") if isinstance(contents, dict) else None
     if not isinstance(images, dict) or not isinstance(images.get(reference), dict):
         return {}
-    used = {d for ref, image in images.items() if ref != reference and isinstance(image, dict) for d in image.get("blobs") or []}
+    used = {
+        d
+        for ref, image in images.items()
+        if ref != reference and isinstance(image, dict)
+        for d in image.get("blobs") or []
+    }
     found = {}
     for digest in images[reference].get("blobs") or []:
         if digest in used or not is_digest(digest):
@@ -203,15 +243,38 @@ DIGEST = Check(is_digest, "a digest (sha256:<64 hex>)")
 SIZE = Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a size in bytes")
 VOLUME = Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a volume number (1, 2, ...)")
 INDEX_ENTRY = {"digest": Required(DIGEST), "mediaType": str, "size": SIZE, "annotations": MapOf(str), "platform": dict}
-IMAGE_RECORD = {"digest": Required(DIGEST), "source_digest": DIGEST, "media_type": Check(lambda v: v is None or isinstance(v, str), "a media type"),
-                "blobs": [DIGEST], "expected": MapOf(str, key=DIGEST), "written": str}
-FILE_RECORD = {"size": Required(SIZE), "sha256": Required(Check(lambda v: isinstance(v, str) and bool(_HEX_RE.match(v)), "a sha256 in hex")),
-               "volume": VOLUME, "parts": [{"volume": Required(VOLUME), "path": Required(Check(plain_name, "a plain name inside a volume")),
-                                            "size": SIZE}]}
+IMAGE_RECORD = {
+    "digest": Required(DIGEST),
+    "source_digest": DIGEST,
+    "media_type": Check(lambda v: v is None or isinstance(v, str), "a media type"),
+    "blobs": [DIGEST],
+    "expected": MapOf(str, key=DIGEST),
+    "written": str,
+}
+FILE_RECORD = {
+    "size": Required(SIZE),
+    "sha256": Required(Check(lambda v: isinstance(v, str) and bool(_HEX_RE.match(v)), "a sha256 in hex")),
+    "volume": VOLUME,
+    "parts": [
+        {"volume": Required(VOLUME), "path": Required(Check(plain_name, "a plain name inside a volume")), "size": SIZE}
+    ],
+}
 EXPECTED_RECORD = {"bundle": str, "image": str, "size": SIZE}
-CONTENTS_RECORD = {"schema": Required(Check(lambda v: v == CONTENTS_SCHEMA and not isinstance(v, bool), f"{CONTENTS_SCHEMA} (this collection's schema)")),
-                   "files": Required(dict), "images": Required(dict), "expected": dict, "volumes": VOLUME, "bundle": str, "source": str,
-                   "delta": bool, "updated": str}
+CONTENTS_RECORD = {
+    "schema": Required(
+        Check(
+            lambda v: v == CONTENTS_SCHEMA and not isinstance(v, bool), f"{CONTENTS_SCHEMA} (this collection's schema)"
+        )
+    ),
+    "files": Required(dict),
+    "images": Required(dict),
+    "expected": dict,
+    "volumes": VOLUME,
+    "bundle": str,
+    "source": str,
+    "delta": bool,
+    "updated": str,
+}
 
 
 @dataclass
@@ -251,7 +314,11 @@ def contents_from(record: Any, where: str) -> Contents:
     found = Contents(record={k: v for k, v in record.items() if k not in ("files", "images", "expected")})
     files, images, expected = {}, {}, {}
     for path, entry in record["files"].items():
-        problem = None if plain_name(path) else f"{CONTENTS_FILE} lists a file {path[:200]!r} that is not a plain name inside the bundle"
+        problem = (
+            None
+            if plain_name(path)
+            else f"{CONTENTS_FILE} lists a file {path[:200]!r} that is not a plain name inside the bundle"
+        )
         problem = problem or schema_problem(entry, FILE_RECORD, f"{CONTENTS_FILE} files[{path!r}]")
         digest = path_digest(path)
         if not problem and digest and digest.startswith("sha256:") and digest != f"sha256:{entry['sha256']}":
@@ -267,8 +334,9 @@ def contents_from(record: Any, where: str) -> Contents:
         else:
             images[ref] = image
     for digest, entry in (record.get("expected") or {}).items():
-        problem = DIGEST.problem(digest, f"a key of {CONTENTS_FILE} expected") \
-            or schema_problem(entry, EXPECTED_RECORD, f"{CONTENTS_FILE} expected[{digest!r}]")
+        problem = DIGEST.problem(digest, f"a key of {CONTENTS_FILE} expected") or schema_problem(
+            entry, EXPECTED_RECORD, f"{CONTENTS_FILE} expected[{digest!r}]"
+        )
         if problem:
             found.bad_files[f"expected[{digest}]"] = problem
             for ref, image in images.items():
@@ -281,7 +349,9 @@ def contents_from(record: Any, where: str) -> Contents:
         for ref, image in images.items():
             if digest and (digest in (image.get("blobs") or []) or digest == image.get("digest")):
                 found.rejected.setdefault(ref, problem)
-    found.record.update(files=files, images={r: i for r, i in images.items() if r not in found.rejected}, expected=expected)
+    found.record.update(
+        files=files, images={r: i for r, i in images.items() if r not in found.rejected}, expected=expected
+    )
     return found
 
 
@@ -345,14 +415,21 @@ def read_index(directory: str, contents: Contents | None = None) -> Index:
         if name in rejected_by_record:
             index.rejected.setdefault(name, rejected_by_record[name])
         elif record is not None and name not in recorded:
-            index.rejected.setdefault(name, f"{INDEX_FILE} names {name}, which {CONTENTS_FILE} does not record: the index was changed")
+            index.rejected.setdefault(
+                name, f"{INDEX_FILE} names {name}, which {CONTENTS_FILE} does not record: the index was changed"
+            )
         elif record is not None and recorded[name]["digest"] != entry["digest"]:
-            index.rejected.setdefault(name, f"{INDEX_FILE} names {name} with the manifest {entry['digest']}, but {CONTENTS_FILE} records "
-                                            f"{recorded[name]['digest']} for it: the index was changed (tampered or damaged)")
+            index.rejected.setdefault(
+                name,
+                f"{INDEX_FILE} names {name} with the manifest {entry['digest']}, but {CONTENTS_FILE} records "
+                f"{recorded[name]['digest']} for it: the index was changed (tampered or damaged)",
+            )
     for name, numbers in seen.items():
         if len(numbers) > 1:
-            index.rejected[name] = (f"{INDEX_FILE} names {name} {len(numbers)} times (manifests[{'], manifests['.join(map(str, numbers))}]): "
-                                    "which one is meant is not known")
+            index.rejected[name] = (
+                f"{INDEX_FILE} names {name} {len(numbers)} times (manifests[{'], manifests['.join(map(str, numbers))}]): "
+                "which one is meant is not known"
+            )
     if contents is not None and contents.problem:
         for name in seen:
             index.rejected.setdefault(name, contents.problem)
@@ -366,8 +443,10 @@ def refuse_unfinished(root: str, directory: str) -> None:
     for place in dict.fromkeys([root, directory]):
         writer = writer_of(place)
         if writer:
-            raise ConfigError(f"the bundle {root} is still being written: {writer}. Wait for the export to finish "
-                              "(a bundle is complete once its export ended), then import or verify it")
+            raise ConfigError(
+                f"the bundle {root} is still being written: {writer}. Wait for the export to finish "
+                "(a bundle is complete once its export ended), then import or verify it"
+            )
 
 
 class BundleReader:
@@ -381,21 +460,27 @@ class BundleReader:
     def __init__(self, directory: str) -> None:
         root = os.path.abspath(directory)
         if not os.path.isdir(root):
-            raise ConfigError(f"source_dir {directory} does not exist: give the directory of a bundle (it holds index.json)")
+            raise ConfigError(
+                f"source_dir {directory} does not exist: give the directory of a bundle (it holds index.json)"
+            )
         self.dir = metadata_dir(root)
         self.volumes: dict[int, str] = {}
         if not os.path.lexists(os.path.join(self.dir, INDEX_FILE)):
             first = find_volumes(root, None).get(1)
             if first is None and find_volumes(root, None):
-                raise ConfigError(f"source_dir {directory}: volume 1 ({FIRST_VOLUME}, which holds the bundle's index) is missing: "
-                                  "mount it or copy it there")
+                raise ConfigError(
+                    f"source_dir {directory}: volume 1 ({FIRST_VOLUME}, which holds the bundle's index) is missing: "
+                    "mount it or copy it there"
+                )
             self.dir = first or self.dir
         refuse_unfinished(root, self.dir)
         self.contents_read = read_contents(self.dir)
         try:
             self.index = read_index(self.dir, self.contents_read)
         except CarriedMissing:
-            raise ConfigError(f"source_dir {directory} is not a bundle: it has no {INDEX_FILE} (an OCI image layout)") from None
+            raise ConfigError(
+                f"source_dir {directory} is not a bundle: it has no {INDEX_FILE} (an OCI image layout)"
+            ) from None
         except CarriedError as exc:
             raise ConfigError(f"source_dir {directory} is not a usable bundle: {exc}") from None
         for name in list(self.index.names):
@@ -427,8 +512,10 @@ class BundleReader:
         for piece in pieces:
             base = self.volumes.get(piece["volume"])
             if base is None:
-                raise AirgapError(f"blob {digest} is in volume {piece['volume']} of {self.contents.get('volumes')} "
-                                  f"({volume_name(piece['volume'])}), which is not in the source: mount it or copy it there")
+                raise AirgapError(
+                    f"blob {digest} is in volume {piece['volume']} of {self.contents.get('volumes')} "
+                    f"({volume_name(piece['volume'])}), which is not in the source: mount it or copy it there"
+                )
             paths.append((base, piece["path"]))
         return paths
 
@@ -451,15 +538,19 @@ class BundleReader:
         return None
 
     def manifest(self, digest: str, media_type: str | None = None) -> Manifest:
-        raw = b"".join(read_blob_chunks(self.blob_paths(digest), digest, None, f"the bundle {self.dir}", MAX_MANIFEST_BYTES))
+        raw = b"".join(
+            read_blob_chunks(self.blob_paths(digest), digest, None, f"the bundle {self.dir}", MAX_MANIFEST_BYTES)
+        )
         return parse_manifest(raw, digest, f"manifest {digest} in the bundle {self.dir}", media_type)
 
     def holds(self, digest: str, size: int | None = None) -> bool:
         """The blob's file (or every part of it) is here, of ``size`` bytes if given (the read checks its digest)."""
         try:
             paths = [os.path.join(root, relative) for root, relative in self.blob_paths(digest)]
-            return (all(os.path.isfile(p) and not os.path.islink(p) for p in paths)
-                    and size in (None, sum(os.path.getsize(p) for p in paths)))
+            return all(os.path.isfile(p) and not os.path.islink(p) for p in paths) and size in (
+                None,
+                sum(os.path.getsize(p) for p in paths),
+            )
         except (AirgapError, OSError):
             return False
 
@@ -472,8 +563,10 @@ class BundleReader:
         pieces = self.blob_paths(digest)
         carried = (self.contents.get("expected") or {}).get(digest)
         if carried and len(pieces) == 1 and not os.path.lexists(os.path.join(*pieces[0])):
-            raise AirgapError(f"blob {digest} is not in the delta bundle {self.dir}, nor on the destination: it was carried by "
-                              f"bundle {carried.get('bundle')}; import bundle {carried.get('bundle')} first")
+            raise AirgapError(
+                f"blob {digest} is not in the delta bundle {self.dir}, nor on the destination: it was carried by "
+                f"bundle {carried.get('bundle')}; import bundle {carried.get('bundle')} first"
+            )
         return read_blob_chunks(pieces, digest, size, f"the bundle {self.dir}")
 
     def origins(self) -> dict[str, str]:
@@ -501,7 +594,7 @@ def bundles_beside(directory: str) -> list[str]:
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4}
+_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
 
 
 def parse_size(value: Any) -> int:
@@ -509,7 +602,9 @@ def parse_size(value: Any) -> int:
     text = str(value)
     match = _SIZE_RE.match(text)
     if isinstance(value, bool) or not match:
-        raise ConfigError(f"invalid bundle.volume_size {value!r}: give a size such as 4GiB, 700MiB or a number of bytes")
+        raise ConfigError(
+            f"invalid bundle.volume_size {value!r}: give a size such as 4GiB, 700MiB or a number of bytes"
+        )
     unit = (match.group(2) or "").upper()
     factor = 1024 ** (" KMGT".index(unit[0])) if "I" in unit else _UNITS[unit[:1] if unit != "B" else "B"]
     return int(match.group(1)) * factor
@@ -526,8 +621,10 @@ class _Volumes:
         self.root, self.size, self.name = root, size, name
         self.reserve = max(64 * 1024, size // 100)
         if size < 4 * self.reserve:
-            raise ConfigError(f"invalid bundle.volume_size {size}: too small for a volume with room for the bundle's index; "
-                              "give at least 1MiB")
+            raise ConfigError(
+                f"invalid bundle.volume_size {size}: too small for a volume with room for the bundle's index; "
+                "give at least 1MiB"
+            )
         self._lock = threading.Lock()
         self.used: dict[int, int] = {}
         self.present: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -536,14 +633,18 @@ class _Volumes:
             if not match:
                 continue
             number, base = int(match.group(1)), os.path.join(root, entry)
-            self.used[number] = sum(os.path.getsize(os.path.join(d, f)) for d, _s, files in os.walk(base) for f in files)
+            self.used[number] = sum(
+                os.path.getsize(os.path.join(d, f)) for d, _s, files in os.walk(base) for f in files
+            )
             blobs = os.path.join(base, "blobs", "sha256")
             for name_ in os.listdir(blobs) if os.path.isdir(blobs) else []:
                 if not name_.startswith("."):
                     self.present[f"sha256:{name_}"] = (os.path.getsize(os.path.join(blobs, name_)), {"volume": number})
         for path, entry in (contents.get("files") or {}).items():
             parts = entry.get("parts") if isinstance(entry, dict) else None
-            if parts and all(os.path.isfile(os.path.join(self.directory(p["volume"], create=False), p["path"])) for p in parts):
+            if parts and all(
+                os.path.isfile(os.path.join(self.directory(p["volume"], create=False), p["path"])) for p in parts
+            ):
                 self.present["sha256:" + path.rsplit("/", 1)[-1]] = (entry["size"], {"parts": parts})
 
     def directory(self, number: int, create: bool = True) -> str:
@@ -560,7 +661,9 @@ class _Volumes:
         return max(self.used) if self.used else 1
 
     def _room(self, number: int) -> int:
-        return self.size - (self.reserve if number == 1 else 0) - self.used.get(number, 0) - 4096  # 4096: its volume.json
+        return (
+            self.size - (self.reserve if number == 1 else 0) - self.used.get(number, 0) - 4096
+        )  # 4096: its volume.json
 
     def allocate(self, digest: str, size: int) -> list[tuple[str, int, dict[str, Any]]]:
         """Where a blob of ``size`` bytes goes: [(file path, bytes, placement of that piece)], in order."""
@@ -579,7 +682,9 @@ class _Volumes:
                 if take > 0:
                     self.used[number] = self.used.get(number, 0) + take
                     rel = f"parts/{encoded}.{len(pieces) + 1:03d}"
-                    pieces.append((os.path.join(self.directory(number), rel), take, {"volume": number, "path": rel, "size": take}))
+                    pieces.append(
+                        (os.path.join(self.directory(number), rel), take, {"volume": number, "path": rel, "size": take})
+                    )
                     left -= take
                 number += 1
             return pieces
@@ -624,7 +729,9 @@ class BundleWriter:
     def __init__(self, directory: str, source: str, volume_size: int | None = None) -> None:
         self.root = os.path.abspath(directory)
         if volume_size and os.path.isfile(os.path.join(self.root, INDEX_FILE)):
-            raise ConfigError(f"bundle.dir {self.root} holds a bundle without volumes: write the volumes into a new directory")
+            raise ConfigError(
+                f"bundle.dir {self.root} holds a bundle without volumes: write the volumes into a new directory"
+            )
         self.dir = os.path.join(self.root, FIRST_VOLUME) if volume_size else self.root
         self.source = source
         self.blob_dir = os.path.join(self.dir, "blobs", "sha256")
@@ -637,12 +744,19 @@ class BundleWriter:
             atomic_write(layout, OCI_LAYOUT, what="OCI layout file")
         index = _load_json(os.path.join(self.dir, INDEX_FILE), "OCI index")
         if index is not None and not (isinstance(index, dict) and isinstance(index.get("manifests"), list)):
-            raise ConfigError(f"bundle.dir {self.dir} holds an {INDEX_FILE} that is not an OCI index: choose another directory")
+            raise ConfigError(
+                f"bundle.dir {self.dir} holds an {INDEX_FILE} that is not an OCI index: choose another directory"
+            )
         self.index: dict[str, Any] = index or {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": []}
         contents = _load_json(os.path.join(self.dir, CONTENTS_FILE), "bundle contents record")
-        self.contents: dict[str, Any] = contents if isinstance(contents, dict) and contents.get("schema") == CONTENTS_SCHEMA \
+        self.contents: dict[str, Any] = (
+            contents
+            if isinstance(contents, dict) and contents.get("schema") == CONTENTS_SCHEMA
             else {"schema": CONTENTS_SCHEMA, "images": {}, "files": {}}
-        self.volumes = _Volumes(self.root, volume_size, os.path.basename(self.root), self.contents) if volume_size else None
+        )
+        self.volumes = (
+            _Volumes(self.root, volume_size, os.path.basename(self.root), self.contents) if volume_size else None
+        )
         if self.volumes is not None:
             self.volumes.directory(1)
         self._placed: dict[str, dict[str, Any]] = {}
@@ -703,9 +817,13 @@ class BundleWriter:
         """Take an image out of index.json and contents.json (both atomically), then delete the blobs no other
         image needs; returns the bytes freed. A crash in between leaves unused blobs, never a missing one."""
         if self.volumes is not None:
-            raise ConfigError(f"bundle.dir {self.root} is written in volumes: such a bundle is not pruned, write a new one")
+            raise ConfigError(
+                f"bundle.dir {self.root} is written in volumes: such a bundle is not pruned, write a new one"
+            )
         doomed = removable_blobs(self.dir, reference)
-        self.index["manifests"] = [e for e in self.index["manifests"] if (e.get("annotations") or {}).get(ANNOTATION_REF_NAME) != reference]
+        self.index["manifests"] = [
+            e for e in self.index["manifests"] if (e.get("annotations") or {}).get(ANNOTATION_REF_NAME) != reference
+        ]
         self.contents["images"].pop(reference, None)
         files = self.contents.setdefault("files", {})
         for digest in doomed:
@@ -714,8 +832,11 @@ class BundleWriter:
         files[INDEX_FILE] = {"size": len(index_bytes), "sha256": hashlib.sha256(index_bytes).hexdigest()}
         self.contents["updated"] = written
         atomic_write(os.path.join(self.dir, INDEX_FILE), index_bytes, what="bundle index")
-        atomic_write(os.path.join(self.dir, CONTENTS_FILE), (json.dumps(self.contents, indent=2, sort_keys=True) + "\n").encode("utf-8"),
-                     what="bundle contents record")
+        atomic_write(
+            os.path.join(self.dir, CONTENTS_FILE),
+            (json.dumps(self.contents, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+            what="bundle contents record",
+        )
         for digest in doomed:
             remove_quietly(blob_file(self.dir, digest))
         fsync_dir(self.blob_dir)
@@ -732,9 +853,13 @@ class BundleWriter:
         missing = [d for d, size in present.items() if not self.has_blob(d, size)]
         if missing:
             raise AirgapError(f"bundle {self.dir}: blob {missing[0]} of {reference} is not there after writing it")
-        entries = [e for e in self.index["manifests"] if (e.get("annotations") or {}).get(ANNOTATION_REF_NAME) != reference]
+        entries = [
+            e for e in self.index["manifests"] if (e.get("annotations") or {}).get(ANNOTATION_REF_NAME) != reference
+        ]
         # by name: the same index whatever order the images were written in (they may be written side by side)
-        self.index["manifests"] = sorted(entries + [top], key=lambda e: str((e.get("annotations") or {}).get(ANNOTATION_REF_NAME) or ""))
+        self.index["manifests"] = sorted(
+            entries + [top], key=lambda e: str((e.get("annotations") or {}).get(ANNOTATION_REF_NAME) or "")
+        )
         files = self.contents.setdefault("files", {})
         for digest, size in present.items():
             files[blob_path(digest)] = dict(self._placed.get(digest) or {}, size=size, sha256=digest.split(":", 1)[1])
@@ -747,13 +872,16 @@ class BundleWriter:
         waiting.update(expected)
         for digest in present:
             waiting.pop(digest, None)
-        self.contents["images"][reference] = dict(record, blobs=sorted(blobs), expected={d: i["bundle"] for d, i in expected.items()},
-                                                  written=written)
+        self.contents["images"][reference] = dict(
+            record, blobs=sorted(blobs), expected={d: i["bundle"] for d, i in expected.items()}, written=written
+        )
         self.contents.update(source=self.source, updated=written, bundle=name, delta=bool(waiting))
         atomic_write(os.path.join(self.dir, INDEX_FILE), index_bytes, what="bundle index")
         record = (json.dumps(self.contents, indent=2, sort_keys=True) + "\n").encode("utf-8")
         if self.volumes is not None and len(record) + len(index_bytes) > self.volumes.reserve:
-            raise AirgapError(f"bundle.volume_size {self.volumes.size} leaves too little room in {FIRST_VOLUME} for the bundle's index "
-                              f"({len(record) + len(index_bytes)} bytes): give a larger volume_size")
+            raise AirgapError(
+                f"bundle.volume_size {self.volumes.size} leaves too little room in {FIRST_VOLUME} for the bundle's index "
+                f"({len(record) + len(index_bytes)} bytes): give a larger volume_size"
+            )
         atomic_write(os.path.join(self.dir, CONTENTS_FILE), record, what="bundle contents record")
         fsync_dir(self.blob_dir)

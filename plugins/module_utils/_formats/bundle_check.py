@@ -17,6 +17,7 @@ file that is a link, a FIFO or a device is ``corrupt``; a wrong entry of ``conte
 that does not follow its schema, a name given twice, an entry that differs from the record) names the images the
 import refuses for it; a record that cannot be used at all names every image. One verdict for both.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,9 +37,19 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import 
     ref_of,
     refuse_unfinished,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import CarriedError, CarriedMissing, open_inside
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import (
+    CarriedError,
+    CarriedMissing,
+    open_inside,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE, INDEX_MEDIA_TYPES, MAX_MANIFEST_BYTES, blob_descriptors, blob_path
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
+    CHUNK_SIZE,
+    INDEX_MEDIA_TYPES,
+    MAX_MANIFEST_BYTES,
+    blob_descriptors,
+    blob_path,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import is_digest
 
 CONTENTS_FILE = "contents.json"
@@ -65,7 +76,9 @@ class _Verifier:
     def __init__(self, directory: str, sizes_only: bool) -> None:
         self.root = os.path.abspath(directory)
         self.dir = metadata_dir(self.root)
-        self.volumes = find_volumes(self.root, None) if not os.path.lexists(os.path.join(self.dir, "index.json")) else {}
+        self.volumes = (
+            find_volumes(self.root, None) if not os.path.lexists(os.path.join(self.dir, "index.json")) else {}
+        )
         if self.volumes.get(1):
             self.dir = self.volumes[1]
         self.placement: dict[str, Any] = {}  # logical path -> the record's volume or parts, for a bundle in volumes
@@ -88,7 +101,11 @@ class _Verifier:
         refuse_unfinished(self.root, self.dir)
         record = self._record()
         if record is not None:
-            self.placement = {path: entry for path, entry in (record.get("files") or {}).items() if entry.get("volume") or entry.get("parts")}
+            self.placement = {
+                path: entry
+                for path, entry in (record.get("files") or {}).items()
+                if entry.get("volume") or entry.get("parts")
+            }
             self.expected = {blob_path(d) for d in record.get("expected") or {}}
             for ref, image in (record.get("images") or {}).items():
                 self.refs.append(ref)
@@ -118,13 +135,19 @@ class _Verifier:
             self._problem(CONTENTS_FILE, "missing", f"the bundle has no contents record: {fallback}")
             return None
         if self.contents.problem:
-            self._problem(CONTENTS_FILE, "corrupt", f"not a usable contents record ({self.contents.problem}): {fallback}; "
-                                                    "no image is imported from the bundle while it is so")
+            self._problem(
+                CONTENTS_FILE,
+                "corrupt",
+                f"not a usable contents record ({self.contents.problem}): {fallback}; "
+                "no image is imported from the bundle while it is so",
+            )
             return None
         wrong = {**self.contents.bad_files, **self.contents.bad_images}
         if wrong:
             more = f" (and {len(wrong) - 1} more entries)" if len(wrong) > 1 else ""
-            self._problem(CONTENTS_FILE, "corrupt", f"{next(iter(wrong.values()))}{more}: the images it concerns are not imported")
+            self._problem(
+                CONTENTS_FILE, "corrupt", f"{next(iter(wrong.values()))}{more}: the images it concerns are not imported"
+            )
         return self.contents.record
 
     def _walk_index(self) -> None:
@@ -143,7 +166,12 @@ class _Verifier:
             if name not in self.refs:
                 self.refs.append(name)
         for number, why in enumerate(self.index.unnamed):
-            self._problem(INDEX_FILE, "corrupt", f"{why}: the entry names no image, none is imported from it", key=f"{INDEX_FILE}#{number}")
+            self._problem(
+                INDEX_FILE,
+                "corrupt",
+                f"{why}: the entry names no image, none is imported from it",
+                key=f"{INDEX_FILE}#{number}",
+            )
         for entry in self.index.entries:
             ref = ref_of(entry) or f"{INDEX_FILE} entry {entry.get('digest')}"
             if ref not in self.refs:
@@ -173,7 +201,9 @@ class _Verifier:
             self.small.add(blob_path(config["digest"]))
         for blob in blob_descriptors(data):
             if not is_digest(blob.get("digest")):
-                self._problem(path, "corrupt", f"it names a blob without a valid digest ({str(blob.get('digest'))[:80]!r})", ref)
+                self._problem(
+                    path, "corrupt", f"it names a blob without a valid digest ({str(blob.get('digest'))[:80]!r})", ref
+                )
                 continue
             blob_at = blob_path(blob["digest"])
             self.users.setdefault(blob_at, set()).add(ref)
@@ -240,7 +270,9 @@ class _Verifier:
             raise
         return handles
 
-    def _check_file(self, path: str, size: int | None, hex_digest: str, against: str, algorithm: str = "sha256") -> None:
+    def _check_file(
+        self, path: str, size: int | None, hex_digest: str, against: str, algorithm: str = "sha256"
+    ) -> None:
         """One file (or its pieces) against a size and a hash (the hash skipped with sizes_only, except for manifests and
         configs)."""
         if path in self.checked:
@@ -251,8 +283,16 @@ class _Verifier:
             handles = self._open(path)
         except CarriedMissing as exc:
             if path not in self.expected:
-                listed = f"the contents record lists it ({size} bytes)" if against == RECORD else "a manifest of the images names it"
-                where = f"{exc} (is its volume mounted?)" if len(pieces) > 1 or pieces[0] != (self.dir, path) else "not there"
+                listed = (
+                    f"the contents record lists it ({size} bytes)"
+                    if against == RECORD
+                    else "a manifest of the images names it"
+                )
+                where = (
+                    f"{exc} (is its volume mounted?)"
+                    if len(pieces) > 1 or pieces[0] != (self.dir, path)
+                    else "not there"
+                )
                 self._problem(path, "missing", f"{where}; {listed}")
             return
         except CarriedError as exc:
@@ -261,7 +301,11 @@ class _Verifier:
         try:
             total = sum(os.fstat(h.fileno()).st_size for h in handles)
             if size is not None and total != size:
-                self._problem(path, "size", f"{total} bytes{f' in {len(handles)} piece(s)' if len(handles) > 1 else ''}, {against} says {size}")
+                self._problem(
+                    path,
+                    "size",
+                    f"{total} bytes{f' in {len(handles)} piece(s)' if len(handles) > 1 else ''}, {against} says {size}",
+                )
                 return
             if self.sizes_only and path not in self.small:
                 return
@@ -274,7 +318,11 @@ class _Verifier:
                 self._problem(path, "corrupt", "cannot be read to the end")
                 return
             if hasher.hexdigest() != hex_digest:
-                self._problem(path, "corrupt", f"hashes to {algorithm}:{hasher.hexdigest()}, {against} says {algorithm}:{hex_digest}")
+                self._problem(
+                    path,
+                    "corrupt",
+                    f"hashes to {algorithm}:{hasher.hexdigest()}, {against} says {algorithm}:{hex_digest}",
+                )
         finally:
             for handle in handles:
                 handle.close()
@@ -286,7 +334,10 @@ class _Verifier:
         if not entry:
             return [(self.dir, path)]
         pieces = entry.get("parts") or [{"volume": entry["volume"], "path": path}]
-        return [(self.volumes.get(p["volume"], os.path.join(self.root, f"vol-{p['volume']:04d}")), p["path"]) for p in pieces]
+        return [
+            (self.volumes.get(p["volume"], os.path.join(self.root, f"vol-{p['volume']:04d}")), p["path"])
+            for p in pieces
+        ]
 
     def _extras(self, record: dict[str, Any] | None) -> None:
         """Files under blobs/ that nothing accounts for; blob files nobody listed are also checked against their name."""
@@ -312,7 +363,9 @@ class _Verifier:
 
     # -- results -------------------------------------------------------------------------------------------------------
     def _problem(self, path: str, problem: str, detail: str, ref: str | None = None, key: str | None = None) -> None:
-        found = self.problems.setdefault(key or path, {"path": path, "problem": problem, "detail": detail, "refs": set()})
+        found = self.problems.setdefault(
+            key or path, {"path": path, "problem": problem, "detail": detail, "refs": set()}
+        )
         if ref:
             found["refs"].add(ref)
 
@@ -320,20 +373,33 @@ class _Verifier:
         """The problems, contents.json first. A damaged index.json or contents.json names every image when nothing can
         be read from it, else the images whose entries it cannot vouch for (those the import refuses)."""
         result = []
-        index_rejected = {n for n, why in (self.index.rejected if self.index else {}).items()
-                          if n not in self.contents.rejected and why != self.contents.problem}
+        index_rejected = {
+            n
+            for n, why in (self.index.rejected if self.index else {}).items()
+            if n not in self.contents.rejected and why != self.contents.problem
+        }
         for key in sorted(self.problems, key=lambda k: (k != CONTENTS_FILE, k)):
             problem = self.problems[key]
             path = problem["path"]
             if path == INDEX_FILE:
                 whole = key == INDEX_FILE
-                refs = set(self.refs) if whole and self.index is None else set(problem["refs"]) | (index_rejected if whole else set())
+                refs = (
+                    set(self.refs)
+                    if whole and self.index is None
+                    else set(problem["refs"]) | (index_rejected if whole else set())
+                )
             elif path in (CONTENTS_FILE, LAYOUT_FILE):
                 refs = set(self.refs) if key == CONTENTS_FILE and self.contents.problem else set(problem["refs"])
             else:
                 refs = set(problem["refs"]) | self.users.get(path, set())
-            result.append({"path": path, "problem": problem["problem"], "detail": problem["detail"],
-                           "images": [ref for ref in self.refs if ref in refs] + sorted(refs - set(self.refs))})
+            result.append(
+                {
+                    "path": path,
+                    "problem": problem["problem"],
+                    "detail": problem["detail"],
+                    "images": [ref for ref in self.refs if ref in refs] + sorted(refs - set(self.refs)),
+                }
+            )
         return result
 
 

@@ -14,6 +14,7 @@ both reach one verdict on it:
 - ``writer_of`` says which run is still writing a bundle (its directory lock, or a temporary file a live process
   holds open).
 """
+
 from __future__ import annotations
 
 import errno
@@ -31,8 +32,14 @@ RECORD_LIMIT = 256 * 1024 * 1024
 """The largest index.json, contents.json or inventory read from a carried medium."""
 
 _PARTIAL_RE = re.compile(r"^\..+\.partial-(?P<pid>\d+)(?:\.[A-Za-z0-9_-]+)?$")
-_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
 
 
 class CarriedError(AirgapError):
@@ -64,7 +71,9 @@ def open_inside(root: str, relative: str) -> int:
     directories and a regular file.
     """
     if not plain_name(relative):
-        raise CarriedError(f"{str(relative)[:200]!r} is not a plain name inside {root}: a carried bundle names only its own files")
+        raise CarriedError(
+            f"{str(relative)[:200]!r} is not a plain name inside {root}: a carried bundle names only its own files"
+        )
     full = os.path.join(root, relative)
     parts = relative.split("/")
     nofollow = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -77,19 +86,27 @@ def open_inside(root: str, relative: str) -> int:
     try:
         for number, part in enumerate(parts):
             last = number == len(parts) - 1
-            here = os.path.join(root, *parts[:number + 1])
+            here = os.path.join(root, *parts[: number + 1])
             try:
                 info = os.stat(part, dir_fd=current, follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError):
                 raise CarriedMissing(f"{full} does not exist") from None
             wanted = stat.S_ISREG(info.st_mode) if last else stat.S_ISDIR(info.st_mode)
             if not wanted:
-                raise CarriedError(f"{here} is {kind_of(info.st_mode)}, not {'a regular file' if last else 'a directory'}: "
-                                   "a carried bundle holds only directories and regular files")
+                raise CarriedError(
+                    f"{here} is {kind_of(info.st_mode)}, not {'a regular file' if last else 'a directory'}: "
+                    "a carried bundle holds only directories and regular files"
+                )
             try:
-                opened = os.open(part, nofollow | (os.O_NONBLOCK if last else getattr(os, "O_DIRECTORY", 0)), dir_fd=current)
+                opened = os.open(
+                    part, nofollow | (os.O_NONBLOCK if last else getattr(os, "O_DIRECTORY", 0)), dir_fd=current
+                )
             except OSError as exc:
-                why = "it changed while it was opened" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc.strerror or str(exc)
+                why = (
+                    "it changed while it was opened"
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                    else exc.strerror or str(exc)
+                )
                 raise CarriedError(f"cannot read {here}: {why}") from None
             os.close(current)
             current = opened
@@ -110,7 +127,9 @@ def read_inside(root: str, relative: str, limit: int, what: str) -> bytes:
     with os.fdopen(fd, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > limit:
-            raise CarriedError(f"{os.path.join(root, relative)} has {size} bytes, more than a {what} may have ({limit})")
+            raise CarriedError(
+                f"{os.path.join(root, relative)} has {size} bytes, more than a {what} may have ({limit})"
+            )
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise CarriedError(f"{os.path.join(root, relative)} grew past {limit} bytes while it was read: not a {what}")
@@ -128,6 +147,7 @@ def chunks_inside(root: str, relative: str) -> Iterator[bytes]:
                 if not data:
                     return
                 yield data
+
     return chunks()
 
 
@@ -178,8 +198,17 @@ class MapOf:
 
 def describe(value: Any) -> str:
     """A value in a message: what it is, and the value itself if short."""
-    kinds = ((bool, "true/false"), (int, "a number"), (float, "a number"), (str, "a string"), (list, "a list"), (dict, "an object"))
-    kind = "null" if value is None else next((name for cls, name in kinds if isinstance(value, cls)), type(value).__name__)
+    kinds = (
+        (bool, "true/false"),
+        (int, "a number"),
+        (float, "a number"),
+        (str, "a string"),
+        (list, "a list"),
+        (dict, "an object"),
+    )
+    kind = (
+        "null" if value is None else next((name for cls, name in kinds if isinstance(value, cls)), type(value).__name__)
+    )
     shown = repr(value) if isinstance(value, (str, int, float, bool)) and len(repr(value)) <= 60 else ""
     return f"{kind} {shown}".rstrip()
 
@@ -199,7 +228,9 @@ def schema_problem(value: Any, schema: Any, where: str) -> str | None:
     if isinstance(schema, list):
         if not isinstance(value, list):
             return f"{where} is {describe(value)}, not a list"
-        return next((p for i, item in enumerate(value) if (p := schema_problem(item, schema[0], f"{where}[{i}]"))), None)
+        return next(
+            (p for i, item in enumerate(value) if (p := schema_problem(item, schema[0], f"{where}[{i}]"))), None
+        )
     if not isinstance(value, dict):
         return f"{where} is {describe(value)}, not an object"
     if isinstance(schema, MapOf):

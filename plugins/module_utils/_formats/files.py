@@ -6,6 +6,7 @@ Every file this collection writes goes first to ``.<name>.partial-<pid>[.<suffix
 renamed into place once complete and synced. A killed run leaves only such names behind, which the next run
 removes (the pid tells a dead writer from a live one).
 """
+
 from __future__ import annotations
 
 import errno
@@ -114,7 +115,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, what: str = "file", 
         temp = None
     except OSError as exc:
         raise no_room(exc, f"the {what} {path}", directory) or AirgapError(
-            f"cannot write the {what} {path}: {exc.strerror or exc} (is {directory} writable?)") from None
+            f"cannot write the {what} {path}: {exc.strerror or exc} (is {directory} writable?)"
+        ) from None
     finally:
         if temp is not None:
             remove_quietly(temp)
@@ -132,7 +134,9 @@ def safe_path(directory: str, path: str, what: str = "file") -> str:
     return full
 
 
-def os_error(exc: OSError, doing: str, path: str, what: str = "", refused: type[AirgapError] = AirgapError) -> AirgapError:
+def os_error(
+    exc: OSError, doing: str, path: str, what: str = "", refused: type[AirgapError] = AirgapError
+) -> AirgapError:
     """One line for a failed file operation on ``path`` (a ``what``: "archive"): a full disk (``no_room``) and a
     place that is not writable (raised as ``refused``) are named as such."""
     directory, target = os.path.dirname(path), f"{what} {path}".lstrip()
@@ -213,10 +217,19 @@ class BlobFile(BlobSink):
     def __init__(self, path: str, digest: str, size: int, keep: str | None = None, sync: bool = True) -> None:
         self.path, self.digest, self.size, self.sync = path, digest, size, sync
         self.resumable = keep is not None and size >= RESUME_MIN
-        self.temp = keep if keep is not None and self.resumable else os.path.join(os.path.dirname(path), partial_name(os.path.basename(path)))
+        self.temp = (
+            keep
+            if keep is not None and self.resumable
+            else os.path.join(os.path.dirname(path), partial_name(os.path.basename(path)))
+        )
         self.written = self.resume_from = 0
         try:
-            if self.resumable and os.path.isfile(self.temp) and not os.path.islink(self.temp) and 0 < os.path.getsize(self.temp) < size:
+            if (
+                self.resumable
+                and os.path.isfile(self.temp)
+                and not os.path.islink(self.temp)
+                and 0 < os.path.getsize(self.temp) < size
+            ):
                 self.written = self.resume_from = os.path.getsize(self.temp)  # what a run that was cut off received
                 self._file = open(self.temp, "r+b")  # pylint: disable=consider-using-with
                 self._file.seek(self.written)
@@ -255,7 +268,9 @@ class BlobFile(BlobSink):
     def close(self) -> None:
         if self.written != self.size:
             self.abort()
-            raise DigestMismatchError(f"blob {self.digest} for {self.path}: got {self.written} bytes, {self.size} expected")
+            raise DigestMismatchError(
+                f"blob {self.digest} for {self.path}: got {self.written} bytes, {self.size} expected"
+            )
         try:
             self._file.flush()
             if self.sync:

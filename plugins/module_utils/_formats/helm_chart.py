@@ -24,6 +24,7 @@ repository path kept: ``nvcr.io/nvidia/cloud-native`` becomes ``<site>[/<prefix>
 ``registry.k8s.io/nfd/node-feature-discovery`` becomes ``<site>[/<prefix>]/nfd/node-feature-discovery``): the file
 ``helm install -f`` takes on the far side. ``helm_oci_config`` is the config blob of the chart as an OCI artifact.
 """
+
 from __future__ import annotations
 
 import copy
@@ -106,13 +107,17 @@ def merge_values(base: dict[str, Any], overrides: dict[str, Any], what: str, pat
             continue
         current = base.get(key)
         if key in _IMAGE_FIELDS and not isinstance(value, str) and not isinstance(value, dict):
-            raise ConfigError(f"{what}: values.{where} is {_kind(value)} {_show(value)}: expected a string "
-                              "(quote it in YAML: 1.10 is the number 1.1)")
+            raise ConfigError(
+                f"{what}: values.{where} is {_kind(value)} {_show(value)}: expected a string "
+                "(quote it in YAML: 1.10 is the number 1.1)"
+            )
         if key == "enabled" and not isinstance(value, bool):
             raise ConfigError(f"{what}: values.{where} is {_kind(value)} {_show(value)}: expected true or false")
         if current is not None and not _same_kind(current, value):
-            raise ConfigError(f"{what}: values.{where} is {_kind(value)} {_show(value)}: expected {_kind(current)}, "
-                              "as the chart's values.yaml has it")
+            raise ConfigError(
+                f"{what}: values.{where} is {_kind(value)} {_show(value)}: expected {_kind(current)}, "
+                "as the chart's values.yaml has it"
+            )
         merged[key] = merge_values(current, value, what, where) if isinstance(current, dict) else copy.deepcopy(value)
     return merged
 
@@ -252,7 +257,9 @@ class ChartPackage:
         try:
             ref = ImageReference.parse(text, DEFAULT_REGISTRY)
         except ConfigError as exc:
-            raise ConfigError(f"{self.what}: values.{'.'.join(path)} names an image that is not a valid reference: {exc}") from None
+            raise ConfigError(
+                f"{self.what}: values.{'.'.join(path)} names an image that is not a valid reference: {exc}"
+            ) from None
         if ref.registry == DEFAULT_REGISTRY and "/" not in ref.repository:
             ref = ImageReference(ref.registry, f"library/{ref.repository}", ref.tag, ref.digest)
         return ref
@@ -261,8 +268,10 @@ class ChartPackage:
         """A version or tag field, or the chart's appVersion when it is unset or empty."""
         if value is None or value == "":
             if not self.app_version:
-                raise ConfigError(f"{self.what}: values.{'.'.join(path)} gives no {key} and the chart {self.name} "
-                                  "has no appVersion to default to")
+                raise ConfigError(
+                    f"{self.what}: values.{'.'.join(path)} gives no {key} and the chart {self.name} "
+                    "has no appVersion to default to"
+                )
             return self.app_version
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ConfigError(f"{self.what}: values.{'.'.join(path)}.{key} is {_kind(value)}: expected a string")
@@ -275,17 +284,25 @@ class ChartPackage:
         dotted = ".".join(path)
         if isinstance(node.get("image"), str):  # the GPU Operator's repository + image + version
             if not repository or not node["image"]:
-                raise ConfigError(f"{self.what}: values.{dotted} is enabled but its repository or image is empty: give "
-                                  f"values.{dotted}.repository and .image, or set values.{dotted}.enabled to false")
+                raise ConfigError(
+                    f"{self.what}: values.{dotted} is enabled but its repository or image is empty: give "
+                    f"values.{dotted}.repository and .image, or set values.{dotted}.enabled to false"
+                )
             version = self._version(node.get("version"), path, "version")
             sep = "@" if version.startswith("sha256:") else ":"
             ref = self._reference(f"{repository.rstrip('/')}/{node['image']}{sep}{version}", path)
             suffixed = operator_top and len(path) == 1 and path[0] in OS_SUFFIXED and ref.digest is None
             if suffixed and node.get("usePrecompiled") is True:
-                raise ConfigError(f"{self.what}: values.{dotted}.usePrecompiled is true: precompiled drivers are tagged "
-                                  "<branch>-<kernel>-<os>, which needs the nodes' kernels; mirror them as images instead")
+                raise ConfigError(
+                    f"{self.what}: values.{dotted}.usePrecompiled is true: precompiled drivers are tagged "
+                    "<branch>-<kernel>-<os>, which needs the nodes' kernels; mirror them as images instead"
+                )
             image = node["image"].strip("/")
-            directory = ref.repository[:-len(image) - 1] if ref.repository.endswith(f"/{image}") else ref.repository.rpartition("/")[0]
+            directory = (
+                ref.repository[: -len(image) - 1]
+                if ref.repository.endswith(f"/{image}")
+                else ref.repository.rpartition("/")[0]
+            )
             return _Found(path, "fields", ref, suffixed, directory)
         if not repository or "image" in node and not isinstance(node["image"], (str, type(None))):
             return None
@@ -295,8 +312,11 @@ class ChartPackage:
         if isinstance(digest, str) and digest:
             ref = self._reference(f"{text}@{digest}", path)
             tag = node.get("tag")
-            return _Found(path, "helm", ImageReference(ref.registry, ref.repository, tag if isinstance(tag, str) and tag else None,
-                                                       ref.digest))
+            return _Found(
+                path,
+                "helm",
+                ImageReference(ref.registry, ref.repository, tag if isinstance(tag, str) and tag else None, ref.digest),
+            )
         tag = self._version(node.get("tag"), path, "tag")
         return _Found(path, "helm", self._reference(f"{text}:{tag}", path))
 
@@ -316,9 +336,11 @@ class ChartPackage:
         for item in self._found(self.merged_values(overrides)):
             if item.suffixed:
                 if not systems:
-                    raise ConfigError(f"{self.what}: values.{item.dotted} ({item.reference}) is tagged with the OS of each "
-                                      "GPU node at run time: give driver_os (such as [ubuntu22.04]), or set "
-                                      f"values.{item.dotted}.enabled to false")
+                    raise ConfigError(
+                        f"{self.what}: values.{item.dotted} ({item.reference}) is tagged with the OS of each "
+                        "GPU node at run time: give driver_os (such as [ubuntu22.04]), or set "
+                        f"values.{item.dotted}.enabled to false"
+                    )
                 references = [str(item.reference.with_tag(f"{item.reference.tag}-{system}")) for system in systems]
             else:
                 references = [str(item.reference)]
@@ -346,7 +368,9 @@ class ChartPackage:
             elif item.style == "helm":
                 if isinstance(_lookup_path(merged, item.path + ("registry",)), str):
                     node["registry"] = host
-                    node["repository"] = f"{prefix.strip('/')}/{ref.repository}" if prefix and prefix.strip("/") else ref.repository
+                    node["repository"] = (
+                        f"{prefix.strip('/')}/{ref.repository}" if prefix and prefix.strip("/") else ref.repository
+                    )
                 else:
                     node["repository"] = f"{base}/{ref.repository}"
             else:
@@ -369,8 +393,10 @@ def _lookup_path(values: dict[str, Any], path: tuple[str, ...]) -> Any:
 def _child(node: Any, key: str) -> Any:
     """The mapping at ``key`` of a values node (created when missing); ``name[3]`` is an item of a list."""
     if "[" in key:
-        raise ConfigError(f"an image inside a list ({key}) cannot be pointed at the site registry by values; "
-                          "give that list in the chart's values overrides")
+        raise ConfigError(
+            f"an image inside a list ({key}) cannot be pointed at the site registry by values; "
+            "give that list in the chart's values overrides"
+        )
     if not isinstance(node.get(key), dict):
         node[key] = {}
     return node[key]
@@ -395,14 +421,20 @@ def _read_archive(data: bytes, what: str, budget: list[int]) -> tuple[str, dict[
             name = member.name
             parts = name.split("/")
             if name.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\\" in name:
-                raise AirgapError(f"{what} holds the path {name[:120]!r}, which leads outside the chart's directory: refused")
+                raise AirgapError(
+                    f"{what} holds the path {name[:120]!r}, which leads outside the chart's directory: refused"
+                )
             if top is None:
                 top = parts[0]
             if parts[0] != top or (len(parts) == 1 and not member.isdir()):
-                raise AirgapError(f"{what} holds {name[:120]!r} outside its directory {top}/: a chart keeps all its "
-                                  "files under <name>/: refused")
+                raise AirgapError(
+                    f"{what} holds {name[:120]!r} outside its directory {top}/: a chart keeps all its "
+                    "files under <name>/: refused"
+                )
             if member.issym() or member.islnk():
-                raise AirgapError(f"{what} holds a link {name[:120]!r}: a chart has only files and directories: refused")
+                raise AirgapError(
+                    f"{what} holds a link {name[:120]!r}: a chart has only files and directories: refused"
+                )
             if member.isdir():
                 continue
             if not member.isfile():
@@ -414,7 +446,9 @@ def _read_archive(data: bytes, what: str, budget: list[int]) -> tuple[str, dict[
             if _wanted(relative):
                 limit = MAX_CHART_BYTES if relative.endswith(".tgz") else MAX_YAML_BYTES
                 if member.size > limit:
-                    raise AirgapError(f"{what}: {name[:120]} has {member.size} bytes, more than the {limit} allowed: refused")
+                    raise AirgapError(
+                        f"{what}: {name[:120]} has {member.size} bytes, more than the {limit} allowed: refused"
+                    )
                 handle = archive.extractfile(member)
                 files[relative] = handle.read() if handle is not None else b""
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
@@ -429,10 +463,18 @@ def _read_archive(data: bytes, what: str, budget: list[int]) -> tuple[str, dict[
 def _wanted(relative: str) -> bool:
     """Whether discovery reads this file: a chart's (or a directory subchart's) YAML, or a nested subchart archive."""
     parts = relative.split("/")
-    if parts[-1] in _READ_NAMES and all(parts[i] == "charts" for i in range(0, len(parts) - 1, 2)) and len(parts) % 2 == 1:
-        return True
-    return len(parts) >= 2 and parts[-2] == "charts" and parts[-1].endswith(".tgz") \
+    if (
+        parts[-1] in _READ_NAMES
         and all(parts[i] == "charts" for i in range(0, len(parts) - 1, 2))
+        and len(parts) % 2 == 1
+    ):
+        return True
+    return (
+        len(parts) >= 2
+        and parts[-2] == "charts"
+        and parts[-1].endswith(".tgz")
+        and all(parts[i] == "charts" for i in range(0, len(parts) - 1, 2))
+    )
 
 
 def _yaml_file(files: dict[str, bytes], top: str, path: str, what: str, required: bool) -> dict[str, Any]:
@@ -454,7 +496,9 @@ def _build(files: dict[str, bytes], top: str, prefix: str, what: str, depth: int
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         raise AirgapError(f"{what}: {top}/{prefix}Chart.yaml has no name")
-    problem = version_problem(str(metadata.get("version"))) if metadata.get("version") is not None else "it has no version"
+    problem = (
+        version_problem(str(metadata.get("version"))) if metadata.get("version") is not None else "it has no version"
+    )
     if problem:
         raise AirgapError(f"{what}: {top}/{prefix}Chart.yaml: {problem}")
     if not prefix and name != top:
@@ -468,7 +512,7 @@ def _build(files: dict[str, bytes], top: str, prefix: str, what: str, depth: int
     for path in sorted(files):
         if not path.startswith(f"{prefix}charts/"):
             continue
-        rest = path[len(prefix) + len("charts/"):]
+        rest = path[len(prefix) + len("charts/") :]
         if "/" not in rest and rest.endswith(".tgz"):
             if depth >= MAX_NESTING:
                 raise AirgapError(f"{what} nests subcharts more than {MAX_NESTING} deep: refused")
@@ -498,15 +542,34 @@ def _nested(data: bytes, what: str, depth: int, budget: list[int]) -> ChartPacka
 
 # The chart as an OCI artifact ------------------------------------------------------------------
 
-_METADATA_FIELDS = ("name", "home", "sources", "version", "description", "keywords", "maintainers", "icon", "apiVersion",
-                    "condition", "tags", "appVersion", "deprecated", "annotations", "kubeVersion", "dependencies", "type")
+_METADATA_FIELDS = (
+    "name",
+    "home",
+    "sources",
+    "version",
+    "description",
+    "keywords",
+    "maintainers",
+    "icon",
+    "apiVersion",
+    "condition",
+    "tags",
+    "appVersion",
+    "deprecated",
+    "annotations",
+    "kubeVersion",
+    "dependencies",
+    "type",
+)
 _MAINTAINER_FIELDS = ("name", "email", "url")
 _DEPENDENCY_FIELDS = ("name", "version", "repository", "condition", "tags", "enabled", "import-values", "alias")
 _LIST_FIELDS = frozenset(("sources", "keywords"))
 
 
 def _ordered(value: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    return {key: value[key] for key in fields if isinstance(value, dict) and value.get(key) not in (None, "", [], {}, False)}
+    return {
+        key: value[key] for key in fields if isinstance(value, dict) and value.get(key) not in (None, "", [], {}, False)
+    }
 
 
 def helm_oci_config(metadata: dict[str, Any]) -> bytes:
@@ -526,6 +589,12 @@ def helm_oci_config(metadata: dict[str, Any]) -> bytes:
             value = str(value)
         config[key] = value
     text = json.dumps(config, separators=(",", ":"), ensure_ascii=False, sort_keys=False, default=str)
-    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escaped in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escaped)
     return text.encode("utf-8")

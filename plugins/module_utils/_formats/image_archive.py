@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: streaming docker-archive / OCI image layout tar writers (push-style blob sinks). Not a public API."""
+
 from __future__ import annotations
 
 import errno
@@ -14,7 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    ConfigError,
+    DigestMismatchError,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
     RESUME_MIN,
     claim_live,
@@ -103,7 +108,9 @@ class ArchiveBlobSink(BlobSink):
         if self.written + len(data) > self.size:
             self.bad = True
             self.abort()
-            raise AirgapError(f"blob {self.digest} for archive {self.writer.path}: more than the declared {self.size} bytes were written")
+            raise AirgapError(
+                f"blob {self.digest} for archive {self.writer.path}: more than the declared {self.size} bytes were written"
+            )
         self._write(data)
         self.written += len(data)
         if self._hash is not None:
@@ -115,7 +122,9 @@ class ArchiveBlobSink(BlobSink):
         if self.written != self.size:
             self.bad = True
             self.abort()
-            raise AirgapError(f"blob {self.digest} for archive {self.writer.path}: got {self.written} bytes, expected {self.size}")
+            raise AirgapError(
+                f"blob {self.digest} for archive {self.writer.path}: got {self.written} bytes, expected {self.size}"
+            )
         if self._hash is not None and f"{self._hash.name}:{self._hash.hexdigest()}" != self.digest:
             self.bad = True
             self.abort()
@@ -268,7 +277,7 @@ class _HashingFile:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class ArchiveWriter:
@@ -289,8 +298,16 @@ class ArchiveWriter:
     that is not is cut off. Until that blob begins, other blobs are spooled (it holds the end of the tar).
     """
 
-    def __init__(self, path: str, fmt: str = "docker", verify_digests: bool = False, mtime: int = 0,
-                 spool_budget: int | None = None, resumable: bool = False, wanted: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        fmt: str = "docker",
+        verify_digests: bool = False,
+        mtime: int = 0,
+        spool_budget: int | None = None,
+        resumable: bool = False,
+        wanted: dict[str, int] | None = None,
+    ) -> None:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown archive format {fmt!r}: use one of {', '.join(FORMATS)}")
         if not path or path.endswith(os.sep):
@@ -419,7 +436,9 @@ class ArchiveWriter:
             return True
 
     # -- image metadata --------------------------------------------------------------------------------------------
-    def set_docker_image(self, config_digest: str, layer_digests: list[str], repo_tags: list[str] | None = None) -> None:
+    def set_docker_image(
+        self, config_digest: str, layer_digests: list[str], repo_tags: list[str] | None = None
+    ) -> None:
         """Add an entry to manifest.json (what docker load reads); call once per image, tags of one image merge."""
         _check_digest(config_digest)
         for digest in layer_digests:
@@ -428,7 +447,9 @@ class ArchiveWriter:
         for tag in tags:
             last = tag.rsplit("/", 1)[-1]
             if "@" in tag or ":" not in last:
-                raise ConfigError(f"docker archive tag {tag!r} must be name:tag (docker load cannot use a digest reference)")
+                raise ConfigError(
+                    f"docker archive tag {tag!r} must be name:tag (docker load cannot use a digest reference)"
+                )
         config = blob_path(config_digest)
         layers = [blob_path(digest) for digest in layer_digests]
         with self._lock:
@@ -463,7 +484,9 @@ class ArchiveWriter:
                 except OSError as exc:
                     raise self._fail(exc, "writing") from None
             if self._pending or self._direct is not None:
-                raise AirgapError(f"archive {self.path}: blobs still being written: {', '.join(sorted(self._pending)[:5])}")
+                raise AirgapError(
+                    f"archive {self.path}: blobs still being written: {', '.join(sorted(self._pending)[:5])}"
+                )
             docker = [dict(entry) for entry in self._docker]
             index = self._index
             if self.fmt == "docker" and not docker:
@@ -543,7 +566,9 @@ class ArchiveWriter:
             except FileExistsError:
                 if attempt == 2:
                     unregister_live(self.temp_path)
-                    raise ConfigError(f"cannot write archive {self.path}: {self.temp_path} exists and cannot be replaced") from None
+                    raise ConfigError(
+                        f"cannot write archive {self.path}: {self.temp_path} exists and cannot be replaced"
+                    ) from None
                 # Our pid, but not one of our writers: left by a killed process that had the same pid.
                 try:
                     os.unlink(self.temp_path)
@@ -559,7 +584,11 @@ class ArchiveWriter:
         if not claim_live(self.temp_path):
             raise ConfigError(f"archive {self.path} is already being written by this run")
         try:
-            fd = os.open(self.temp_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(
+                self.temp_path,
+                os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                0o644,
+            )
         except OSError as exc:
             unregister_live(self.temp_path)
             raise _os_error(exc, "creating", self.path) from None
@@ -724,7 +753,9 @@ class ArchiveWriter:
             return None
         return parsed if isinstance(parsed, dict) else None
 
-    def _image_manifests(self, descs: list[dict[str, Any]], depth: int = 0) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    def _image_manifests(
+        self, descs: list[dict[str, Any]], depth: int = 0
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
         """(descriptor, parsed manifest or None) for every image manifest reachable from descs, attestations skipped."""
         found: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
         for desc in descs:
@@ -762,14 +793,22 @@ class ArchiveWriter:
             body = self._json_blob(digest)
             config = body.get("config") if body else None
             if body and isinstance(config, dict) and is_digest(config.get("digest")):
-                manifests[blob_path(config["digest"])] = (digest, body.get("mediaType") or MEDIA_OCI_MANIFEST, len(data))
+                manifests[blob_path(config["digest"])] = (
+                    digest,
+                    body.get("mediaType") or MEDIA_OCI_MANIFEST,
+                    len(data),
+                )
         entries = []
         for image in docker:
             if image["Config"] not in manifests:
                 return None
             digest, media_type, size = manifests[image["Config"]]
             for tag in image["RepoTags"] or [None]:
-                entries.append(descriptor(media_type, digest, size, ref_name=tag.rsplit(":", 1)[1] if tag else None, image_name=tag))
+                entries.append(
+                    descriptor(
+                        media_type, digest, size, ref_name=tag.rsplit(":", 1)[1] if tag else None, image_name=tag
+                    )
+                )
         return entries
 
     def _check_complete(self, docker: list[dict[str, Any]], index: list[dict[str, Any]]) -> None:
@@ -792,7 +831,9 @@ class ArchiveWriter:
                     missing.append(digest)
                     continue
                 if isinstance(desc.get("size"), int) and desc["size"] != self._blobs[digest]:
-                    raise AirgapError(f"archive {self.path}: {digest} is {self._blobs[digest]} bytes but a descriptor says {desc['size']}")
+                    raise AirgapError(
+                        f"archive {self.path}: {digest} is {self._blobs[digest]} bytes but a descriptor says {desc['size']}"
+                    )
                 body = self._json_blob(digest)
                 if body is None or depth > 4:
                     continue
@@ -848,7 +889,11 @@ def _scan_kept(fd: int, wanted: dict[str, int]) -> _Kept:
             pass  # the tar ends early: what was read so far is all there is
     for member in members:
         name, start, size = member.name.rstrip("/"), member.offset_data, member.size
-        if member.isdir() and (name == "blobs" or (name.startswith("blobs/") and name.count("/") == 1)) and start <= length:
+        if (
+            member.isdir()
+            and (name == "blobs" or (name.startswith("blobs/") and name.count("/") == 1))
+            and start <= length
+        ):
             kept.sha.update(b"".join(_read_range(fd, kept.end, start - kept.end, "")))
             kept.end = start
             kept.dirs.add(name + "/")

@@ -6,6 +6,7 @@ Layers are applied in order as overlayfs would show them (OCI whiteouts ``.wh.NA
 entries left out, no path followed out of the root); ``mksquashfs`` makes the file. Why a directory rather than a
 tar stream into ``tar2sqfs``: docs/design/flattened.md.
 """
+
 from __future__ import annotations
 
 import errno
@@ -46,14 +47,20 @@ def check_config_platform(config: dict[str, Any], wanted: str, option: str, name
         return
     parts = wanted.split("/")
     have = platform_string(config)
-    if config.get("os") == parts[0] and config.get("architecture") == parts[1] and (
-            len(parts) < 3 or not config.get("variant") or config.get("variant") == parts[2]):
+    if (
+        config.get("os") == parts[0]
+        and config.get("architecture") == parts[1]
+        and (len(parts) < 3 or not config.get("variant") or config.get("variant") == parts[2])
+    ):
         return
     if from_index:
-        raise AirgapError(f"the index of {name} lists a {wanted} image whose config says {have}: a wrong or "
-                          f"tampered index, not written as {wanted}")
-    raise AirgapError(f"{name} has only the platform {have}, not {option} {wanted}: set {option} to {have} "
-                      "or leave this image out")
+        raise AirgapError(
+            f"the index of {name} lists a {wanted} image whose config says {have}: a wrong or "
+            f"tampered index, not written as {wanted}"
+        )
+    raise AirgapError(
+        f"{name} has only the platform {have}, not {option} {wanted}: set {option} to {have} or leave this image out"
+    )
 
 
 def image_config(conf: dict[str, Any]) -> dict[str, Any]:
@@ -138,11 +145,15 @@ class Rootfs:
         """What the image's result says of the flattening: device nodes left out, setuid/setgid bits dropped."""
         said = []
         if self.devices:
-            said.append(f"left out {len(self.devices)} device node(s) of the layers ({_listed(self.devices)}): "
-                        "no device node is written into an image")
+            said.append(
+                f"left out {len(self.devices)} device node(s) of the layers ({_listed(self.devices)}): "
+                "no device node is written into an image"
+            )
         if self.unprivileged:
-            said.append(f"dropped the setuid/setgid bit of {len(self.unprivileged)} file(s) the layers give to another "
-                        f"user or group than root ({_listed(self.unprivileged)}), as every file becomes root's")
+            said.append(
+                f"dropped the setuid/setgid bit of {len(self.unprivileged)} file(s) the layers give to another "
+                f"user or group than root ({_listed(self.unprivileged)}), as every file becomes root's"
+            )
         return "; ".join(said) or None
 
     def path(self, parts: list[str]) -> str:
@@ -151,14 +162,14 @@ class Rootfs:
     def _lower(self, parts: list[str]) -> str | None:
         """The path of an entry if every parent of it is a real directory (never a symlink), else None."""
         for i in range(len(parts) - 1):
-            if not is_dir(self.path(parts[:i + 1])):
+            if not is_dir(self.path(parts[: i + 1])):
                 return None
         return self.path(parts)
 
     def parents(self, parts: list[str], mtime: float) -> None:
         """Make every parent a real directory: what overlayfs shows when an upper layer has a directory there."""
         for i in range(len(parts) - 1):
-            path = self.path(parts[:i + 1])
+            path = self.path(parts[: i + 1])
             if not is_dir(path):
                 _remove(path)
                 os.mkdir(path, 0o755)
@@ -176,10 +187,15 @@ class Rootfs:
                 parts = layer_member_parts(member.name)
                 if parts is None or parts[0] == "dev" and len(parts) > 1 or not parts[-1].startswith(WHITEOUT):
                     continue
-                if parts[-1] != OPAQUE and not parts[-1].startswith(WHITEOUT + WHITEOUT) \
-                        and parts[-1][len(WHITEOUT):] in ("", ".", ".."):
-                    raise AirgapError(f"the whiteout {member.name!r} names {parts[-1][len(WHITEOUT):] or 'nothing'!r}, "
-                                      "not an entry of its directory: a hostile or broken layer")
+                if (
+                    parts[-1] != OPAQUE
+                    and not parts[-1].startswith(WHITEOUT + WHITEOUT)
+                    and parts[-1][len(WHITEOUT) :] in ("", ".", "..")
+                ):
+                    raise AirgapError(
+                        f"the whiteout {member.name!r} names {parts[-1][len(WHITEOUT) :] or 'nothing'!r}, "
+                        "not an entry of its directory: a hostile or broken layer"
+                    )
                 target = self._lower(parts[:-1] + [""])
                 if target is None:
                     continue
@@ -188,7 +204,7 @@ class Rootfs:
                     for child in os.listdir(directory) if is_dir(directory) else []:
                         _remove(os.path.join(directory, child))
                 elif not parts[-1].startswith(WHITEOUT + WHITEOUT):
-                    _remove(os.path.join(os.path.dirname(target), parts[-1][len(WHITEOUT):]))
+                    _remove(os.path.join(os.path.dirname(target), parts[-1][len(WHITEOUT) :]))
         with tarfile.open(path, mode="r|*") as layer:
             for member in layer:
                 parts = layer_member_parts(member.name)
@@ -215,7 +231,9 @@ class Rootfs:
             link_parts = layer_member_parts(member.linkname, f"hard link {member.name!r} to")
             source = self._lower(link_parts) if link_parts else None
             if source is None or not os.path.lexists(source) or is_dir(source):
-                raise AirgapError(f"the layer's hard link {member.name} points to {member.linkname}, which no layer holds")
+                raise AirgapError(
+                    f"the layer's hard link {member.name} points to {member.linkname}, which no layer holds"
+                )
             if os.path.lexists(path) and os.path.samestat(os.lstat(path), os.lstat(source)):
                 return
             _remove(path)
@@ -287,22 +305,37 @@ class Rootfs:
                 os.utime(path, (self.dir_times[path], self.dir_times[path]), follow_symlinks=False)
 
 
-def squash(rootfs: str, output: str, options: list[str], mkfs_time: int = 0, offset: int = 0, all_root: bool = True,
-           option_name: str = "squash_options") -> None:
+def squash(
+    rootfs: str,
+    output: str,
+    options: list[str],
+    mkfs_time: int = 0,
+    offset: int = 0,
+    all_root: bool = True,
+    option_name: str = "squash_options",
+) -> None:
     """mksquashfs the rootfs into ``output`` (at ``offset`` bytes into it); an error names what mksquashfs said."""
     command = ["mksquashfs", rootfs, output, "-noappend", "-no-progress", "-mkfs-time", str(mkfs_time)]
     command += (["-all-root"] if all_root else []) + (["-o", str(offset)] if offset else []) + options
     try:
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        result = subprocess.run(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
+        )
     except FileNotFoundError:
-        raise AirgapError("mksquashfs was not found: install squashfs-tools for the enroot and apptainer destinations") from None
+        raise AirgapError(
+            "mksquashfs was not found: install squashfs-tools for the enroot and apptainer destinations"
+        ) from None
     if result.returncode != 0:
         said = result.stdout.decode("utf-8", "replace").strip().splitlines()
         for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)):
-            if code is not None and any(os.strerror(code) in line for line in said):  # "Write failed because No space left on device"
+            if code is not None and any(
+                os.strerror(code) in line for line in said
+            ):  # "Write failed because No space left on device"
                 raise os_error(OSError(code, os.strerror(code)), "squashing the image into", output) from None
-        raise AirgapError(f"mksquashfs {' '.join(options)} failed for {output} (exit {result.returncode}): "
-                          f"{shorten(' '.join(said[-3:]) or 'no output')}; check {option_name} and the free space")
+        raise AirgapError(
+            f"mksquashfs {' '.join(options)} failed for {output} (exit {result.returncode}): "
+            f"{shorten(' '.join(said[-3:]) or 'no output')}; check {option_name} and the free space"
+        )
 
 
 def sha256_file(path: str) -> str:

@@ -10,6 +10,7 @@ image is never copied.
 
 All integers are little endian and the structures packed, as Go's ``encoding/binary`` writes them.
 """
+
 from __future__ import annotations
 
 import struct
@@ -17,8 +18,12 @@ from dataclasses import dataclass
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
 
-HEADER = struct.Struct("<32s10s3s3s16sqqqqqqqq")  # launch script, magic, version, arch, id, times, descriptor and data bounds
-DESCRIPTOR = struct.Struct("<i?IIIqqqqqqq128s384s")  # type, used, id, group, link, offset, size, padded size, times, uid, gid
+HEADER = struct.Struct(
+    "<32s10s3s3s16sqqqqqqqq"
+)  # launch script, magic, version, arch, id, times, descriptor and data bounds
+DESCRIPTOR = struct.Struct(
+    "<i?IIIqqqqqqq128s384s"
+)  # type, used, id, group, link, offset, size, padded size, times, uid, gid
 PARTITION = struct.Struct("<ii3s")  # file system type, partition type, arch
 LAUNCH_SCRIPT = b"#!/usr/bin/env run-singularity\n"
 MAGIC = b"SIF_MAGIC\x00"
@@ -36,15 +41,28 @@ FS_SQUASHFS = 1
 PART_PRIMARY_SYSTEM = 2
 
 # SIF's architecture codes by OCI/Go architecture name.
-ARCH_CODES = {"386": "01", "amd64": "02", "arm": "03", "arm64": "04", "ppc64": "05", "ppc64le": "06", "mips": "07",
-              "mipsle": "08", "mips64": "09", "mips64le": "10", "s390x": "11"}
+ARCH_CODES = {
+    "386": "01",
+    "amd64": "02",
+    "arm": "03",
+    "arm64": "04",
+    "ppc64": "05",
+    "ppc64le": "06",
+    "mips": "07",
+    "mipsle": "08",
+    "mips64": "09",
+    "mips64le": "10",
+    "s390x": "11",
+}
 
 
 def arch_code(architecture: str) -> bytes:
     """The header's code of an OCI architecture (``amd64`` -> ``02``)."""
     code = ARCH_CODES.get(architecture)
     if code is None:
-        raise ConfigError(f"SIF has no architecture code for {architecture!r} (it knows {', '.join(sorted(ARCH_CODES))})")
+        raise ConfigError(
+            f"SIF has no architecture code for {architecture!r} (it knows {', '.join(sorted(ARCH_CODES))})"
+        )
     return code.encode() + b"\x00"
 
 
@@ -72,12 +90,28 @@ class SifLayout:
         self.objects_end = offset
         self.partition_offset = -(-offset // PARTITION_ALIGNMENT) * PARTITION_ALIGNMENT
 
-    def _descriptor(self, ident: int, data_type: int, name: str, offset: int, size: int, padding: int, extra: bytes) -> bytes:
+    def _descriptor(
+        self, ident: int, data_type: int, name: str, offset: int, size: int, padding: int, extra: bytes
+    ) -> bytes:
         encoded = name.encode("utf-8")
         if len(encoded) > 128:
             raise ValueError(f"SIF object name too long: {name}")
-        return DESCRIPTOR.pack(data_type, True, ident, GROUP, 0, offset, size, size + padding, self.created, self.created,
-                               0, 0, encoded, extra)
+        return DESCRIPTOR.pack(
+            data_type,
+            True,
+            ident,
+            GROUP,
+            0,
+            offset,
+            size,
+            size + padding,
+            self.created,
+            self.created,
+            0,
+            0,
+            encoded,
+            extra,
+        )
 
     def head(self, partition_size: int) -> bytes:
         """Header, descriptor table and small objects: exactly ``partition_offset`` bytes."""
@@ -87,18 +121,39 @@ class SifLayout:
             table.append(self._descriptor(ident, obj.data_type, obj.name, offset, len(obj.data), offset - end, b""))
             end = offset + len(obj.data)
         extra = PARTITION.pack(FS_SQUASHFS, PART_PRIMARY_SYSTEM, self.arch)
-        table.append(self._descriptor(len(self.objects) + 1, DATA_PARTITION, "", self.partition_offset, partition_size,
-                                      self.partition_offset - end, extra))
+        table.append(
+            self._descriptor(
+                len(self.objects) + 1,
+                DATA_PARTITION,
+                "",
+                self.partition_offset,
+                partition_size,
+                self.partition_offset - end,
+                extra,
+            )
+        )
         used = len(table)
         table_bytes = b"".join(table) + bytes(DESCRIPTOR.size * (DESCRIPTOR_CAPACITY - used))
-        header = HEADER.pack(LAUNCH_SCRIPT, MAGIC, SPEC_VERSION, self.arch, self.ident, self.created, self.created,
-                             DESCRIPTOR_CAPACITY - used, DESCRIPTOR_CAPACITY, DESCRIPTORS_OFFSET, len(table_bytes),
-                             DATA_OFFSET, self.partition_offset + partition_size - DATA_OFFSET)
+        header = HEADER.pack(
+            LAUNCH_SCRIPT,
+            MAGIC,
+            SPEC_VERSION,
+            self.arch,
+            self.ident,
+            self.created,
+            self.created,
+            DESCRIPTOR_CAPACITY - used,
+            DESCRIPTOR_CAPACITY,
+            DESCRIPTORS_OFFSET,
+            len(table_bytes),
+            DATA_OFFSET,
+            self.partition_offset + partition_size - DATA_OFFSET,
+        )
         head = bytearray(self.partition_offset)
-        head[:len(header)] = header
-        head[DESCRIPTORS_OFFSET:DESCRIPTORS_OFFSET + len(table_bytes)] = table_bytes
+        head[: len(header)] = header
+        head[DESCRIPTORS_OFFSET : DESCRIPTORS_OFFSET + len(table_bytes)] = table_bytes
         for obj, offset in zip(self.objects, self.offsets):
-            head[offset:offset + len(obj.data)] = obj.data
+            head[offset : offset + len(obj.data)] = obj.data
         return bytes(head)
 
 
@@ -107,8 +162,15 @@ def read_descriptors(data: bytes) -> list[dict[str, object]]:
     found = []
     for i in range(DESCRIPTOR_CAPACITY):
         start = DESCRIPTORS_OFFSET + i * DESCRIPTOR.size
-        fields = DESCRIPTOR.unpack(data[start:start + DESCRIPTOR.size])
+        fields = DESCRIPTOR.unpack(data[start : start + DESCRIPTOR.size])
         if fields[1]:
-            found.append({"type": fields[0], "id": fields[2], "offset": fields[5], "size": fields[6],
-                          "name": fields[12].rstrip(b"\x00").decode("utf-8", "replace")})
+            found.append(
+                {
+                    "type": fields[0],
+                    "id": fields[2],
+                    "offset": fields[5],
+                    "size": fields[6],
+                    "name": fields[12].rstrip(b"\x00").decode("utf-8", "replace"),
+                }
+            )
     return found

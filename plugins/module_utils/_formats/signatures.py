@@ -8,6 +8,7 @@ its ``subject``; a registry lists such artifacts at ``/v2/<name>/referrers/<dige
 the client that pushes an artifact keeps an index of them under the tag ``sha256-<hex>`` (the referrers tag schema of
 the OCI distribution spec 1.1). The rules are pure; ``update_referrers_tag`` is the one write, through a registry client.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,7 @@ def cosign_subject(tag: str | None) -> str | None:
     """The digest a cosign tag is about (``sha256-<hex>.sig`` -> ``sha256:<hex>``), or None for any other tag."""
     for suffix in COSIGN_SUFFIXES:
         if tag and tag.endswith(suffix):
-            stem = tag[:-len(suffix)]
+            stem = tag[: -len(suffix)]
             algorithm, _sep, encoded = stem.partition("-")
             candidate = f"{algorithm}:{encoded}"
             return candidate if is_digest(candidate) and digest_tag(candidate) == stem else None
@@ -122,8 +123,9 @@ def index_bytes(index: dict[str, Any]) -> bytes:
     return json.dumps(index, separators=(",", ":")).encode("utf-8")
 
 
-def update_referrers_tag(client: Any, repository: str, manifest: Manifest,
-                         source_index: Callable[[str], Manifest | None] | None = None) -> bool:
+def update_referrers_tag(
+    client: Any, repository: str, manifest: Manifest, source_index: Callable[[str], Manifest | None] | None = None
+) -> bool:
     """After pushing ``manifest`` to ``repository``: if it has a ``subject`` and the registry has no referrers API,
     list it in the referrers index tagged ``sha256-<subject hex>`` there. True if the index was written.
 
@@ -143,9 +145,11 @@ def update_referrers_tag(client: Any, repository: str, manifest: Manifest,
     except NotFoundError:
         current = None
     if current is not None and current.media_type != MEDIA_OCI_INDEX:
-        raise AirgapError(f"{client.host}/{repository}:{tag} is a {current.media_type or 'manifest of unknown type'}, not the OCI index "
-                          f"that lists the referrers of {subject} on a registry without the referrers API: remove that tag, "
-                          "or set signatures: false")
+        raise AirgapError(
+            f"{client.host}/{repository}:{tag} is a {current.media_type or 'manifest of unknown type'}, not the OCI index "
+            f"that lists the referrers of {subject} on a registry without the referrers API: remove that tag, "
+            "or set signatures: false"
+        )
     theirs = source_index(subject) if source_index is not None else None
     if theirs is not None and _copyable(client, repository, theirs, current, manifest.digest):
         if current is not None and current.digest == theirs.digest:

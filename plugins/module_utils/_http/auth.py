@@ -5,6 +5,7 @@
 The parsing, the cache and ``fetch_token`` do no I/O of their own; ``RegistryAuth``, the half of the
 registry client that answers challenges, fetches its tokens through ``_http.send_with_retries``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -15,7 +16,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AuthError, RegistryError, answer_reason, redact
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AuthError,
+    RegistryError,
+    answer_reason,
+    redact,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import (
     RetryPolicy,
     content_length,
@@ -264,7 +270,8 @@ def fetch_token(
         detail = _safe_detail(data, secrets)
         who = "refused the credentials" if username is not None else "refused anonymous access"
         raise AuthError(
-            f"token service {host} {who} for scope {scope or '(none)'} with {status}" + (f": {detail}" if detail else ""),
+            f"token service {host} {who} for scope {scope or '(none)'} with {status}"
+            + (f": {detail}" if detail else ""),
             status=status,
             url=realm.split("?", 1)[0],
         )
@@ -276,7 +283,9 @@ def fetch_token(
             url=realm.split("?", 1)[0],
         )
     if not isinstance(data, dict):
-        raise AuthError(f"token service {host} answered without a JSON object", status=status, url=realm.split("?", 1)[0])
+        raise AuthError(
+            f"token service {host} answered without a JSON object", status=status, url=realm.split("?", 1)[0]
+        )
     value = data.get("token") or data.get("access_token")
     if not isinstance(value, str) or not value:
         raise AuthError(f"token service {host} answered without a token", status=status, url=realm.split("?", 1)[0])
@@ -304,8 +313,17 @@ class RegistryAuth:
     realm and, for Basic, to the registry itself (the client sends credentials to its own origin only).
     """
 
-    def __init__(self, host: str, username: str | None, password: str | None, session: Any, verify: Union[bool, str],
-                 timeout: Any, policy: RetryPolicy, sleep: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        host: str,
+        username: str | None,
+        password: str | None,
+        session: Any,
+        verify: Union[bool, str],
+        timeout: Any,
+        policy: RetryPolicy,
+        sleep: Callable[[float], None],
+    ) -> None:
         self.host = host
         self.username = username
         self._password = password
@@ -357,8 +375,10 @@ class RegistryAuth:
         nvcr = self.host.lower().endswith("nvcr.io")
         first_scope = (scope or "").split(" ", 1)[0]
         if first_scope.startswith("registry:catalog:") and (status == 403 or challenge_error == "insufficient_scope"):
-            return ("the credentials were accepted, but this account may not list the registry's catalog (scope registry:catalog:*); "
-                    "list the images from the NGC API (source=ngc) or use an account that may read the catalog")
+            return (
+                "the credentials were accepted, but this account may not list the registry's catalog (scope registry:catalog:*); "
+                "list the images from the NGC API (source=ngc) or use an account that may read the catalog"
+            )
         if status == 401 and challenge_error == "insufficient_scope":
             action = "push to" if "push" in first_scope.rpartition(":")[2] else "pull from"
             return f"the credentials were accepted, but the token grants no access for {first_scope}; check that the account may {action} this repository"
@@ -372,9 +392,20 @@ class RegistryAuth:
             return "check the NGC API key (user name $oauthtoken, password the API key)"
         return "check the user name and password"
 
-    def _auth_error(self, status: int, repository: str | None, scope: str | None, detail: str, url: str,
-                    challenge_error: str | None = None) -> AuthError:
-        target = f" for {repository}" if repository else (" for the catalog" if (scope or "").startswith("registry:catalog:") else "")
+    def _auth_error(
+        self,
+        status: int,
+        repository: str | None,
+        scope: str | None,
+        detail: str,
+        url: str,
+        challenge_error: str | None = None,
+    ) -> AuthError:
+        target = (
+            f" for {repository}"
+            if repository
+            else (" for the catalog" if (scope or "").startswith("registry:catalog:") else "")
+        )
         hint = self._auth_hint(status, scope, challenge_error)
         if target == " for the catalog" and "catalog" not in hint:
             hint += "; if they are right, this account may not list the catalog: list the images from the NGC API (source=ngc)"
@@ -389,14 +420,26 @@ class RegistryAuth:
         """GET from a token service through the shared retry loop (Retry-After honoured; a 429/5xx that outlasts the
         retries is raised naming the status and the attempts); requests drops Basic credentials on a cross-host redirect."""
         response, _attempts = send_with_retries(
-            self._session, "GET", url, policy=self._policy, sleep=self._sleep, what="a registry token", error=RegistryError,
-            secrets=(self._password,), params=params, auth=auth or no_netrc, headers={"User-Agent": USER_AGENT},
-            timeout=self.timeout, verify=self._verify,
+            self._session,
+            "GET",
+            url,
+            policy=self._policy,
+            sleep=self._sleep,
+            what="a registry token",
+            error=RegistryError,
+            secrets=(self._password,),
+            params=params,
+            auth=auth or no_netrc,
+            headers={"User-Agent": USER_AGENT},
+            timeout=self.timeout,
+            verify=self._verify,
         )
         return response
 
     def _fetch_token(self, realm: str, service: str, scope: str) -> Token:
-        return fetch_token(self._token_get, realm, service, scope, self.username, self._password, clock=self._tokens.clock)
+        return fetch_token(
+            self._token_get, realm, service, scope, self.username, self._password, clock=self._tokens.clock
+        )
 
     def _current_auth(self, scope: str | None, repository: str | None, url: str) -> Optional[_SentAuth]:
         """The Authorization to send before being challenged, from what earlier challenges taught."""
@@ -414,7 +457,9 @@ class RegistryAuth:
             return _SentAuth(header=basic_auth_header(self.username, self._password or ""))
         return None
 
-    def _answer_challenge(self, response: Any, scope: str | None, sent: Optional[_SentAuth], repository: str | None) -> _SentAuth:
+    def _answer_challenge(
+        self, response: Any, scope: str | None, sent: Optional[_SentAuth], repository: str | None
+    ) -> _SentAuth:
         """Authorization for a retry after a 401, or AuthError if there is nothing better to send."""
         url = response.url
         challenge = select_challenge(parse_challenges(response.headers.get("WWW-Authenticate")))

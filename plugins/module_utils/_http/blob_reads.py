@@ -18,6 +18,7 @@ URL) is reused for the following parts, without credentials; once it is refused 
 next part asks the registry again, which re-authenticates on its 401 (the new challenge's realm may differ) and
 redirects anew. A part whose connection breaks continues with Range from the byte it reached.
 """
+
 from __future__ import annotations
 
 import collections
@@ -26,7 +27,12 @@ import re
 import threading
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError, RegistryError, exception_reason
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    DigestMismatchError,
+    RegistryError,
+    exception_reason,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import CHUNK_SIZE
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import (
     TRANSIENT_EXCEPTIONS,
@@ -116,16 +122,31 @@ def parse_content_range(value: str | None) -> Optional[Tuple[int, int, Optional[
     return int(match.group(1)), int(match.group(2)), (int(match.group(3)) if match.group(3) != "*" else None)
 
 
-def wants_ranges(size: int | None, connections: int = RANGE_CONNECTIONS, threshold: int = RANGE_THRESHOLD,
-                 part_size: int = RANGE_PART_SIZE) -> bool:
+def wants_ranges(
+    size: int | None,
+    connections: int = RANGE_CONNECTIONS,
+    threshold: int = RANGE_THRESHOLD,
+    part_size: int = RANGE_PART_SIZE,
+) -> bool:
     """Whether a blob of this size is worth downloading as several Range requests at once."""
     return size is not None and connections > 1 and part_size > 0 and size >= threshold and size > part_size
 
 
-def open_reader(fetch: Fetch, host: str, name: str, digest: str, expected_size: int | None, chunk_size: int,
-                policy: RetryPolicy, sleep: Callable[[float], None], connections: int = RANGE_CONNECTIONS,
-                threshold: int = RANGE_THRESHOLD, part_size: int = RANGE_PART_SIZE, start: int = 0,
-                held: Iterable[bytes] | None = ()) -> Any:
+def open_reader(
+    fetch: Fetch,
+    host: str,
+    name: str,
+    digest: str,
+    expected_size: int | None,
+    chunk_size: int,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None],
+    connections: int = RANGE_CONNECTIONS,
+    threshold: int = RANGE_THRESHOLD,
+    part_size: int = RANGE_PART_SIZE,
+    start: int = 0,
+    held: Iterable[bytes] | None = (),
+) -> Any:
     """A reader of a blob: a RangedBlobReader for a big one whose server honours Range, else a BlobReader.
 
     The first part is asked for with Range: a 206 starts the ranged download, a 200 (the server ignores Range) is
@@ -138,7 +159,9 @@ def open_reader(fetch: Fetch, host: str, name: str, digest: str, expected_size: 
     for chunk in held or ():
         hasher.update(chunk)
     if expected_size is None or not wants_ranges(expected_size - start, connections, threshold, part_size):
-        return BlobReader(fetch, host, name, digest, expected_size, chunk_size, policy, sleep, start=start, hasher=hasher)
+        return BlobReader(
+            fetch, host, name, digest, expected_size, chunk_size, policy, sleep, start=start, hasher=hasher
+        )
     first = fetch(start, min(start + part_size, expected_size) - 1)
     if first.status_code != 206:
         pending = [first]
@@ -146,9 +169,24 @@ def open_reader(fetch: Fetch, host: str, name: str, digest: str, expected_size: 
         def again(offset: int, end: int | None = None, location: str | None = None) -> Any:
             return pending.pop() if pending and offset == start else fetch(offset)
 
-        return BlobReader(again, host, name, digest, expected_size, chunk_size, policy, sleep, start=start, hasher=hasher)
-    return RangedBlobReader(fetch, first, host, name, digest, expected_size, chunk_size, policy, sleep, connections, part_size,
-                            start=start, hasher=hasher)
+        return BlobReader(
+            again, host, name, digest, expected_size, chunk_size, policy, sleep, start=start, hasher=hasher
+        )
+    return RangedBlobReader(
+        fetch,
+        first,
+        host,
+        name,
+        digest,
+        expected_size,
+        chunk_size,
+        policy,
+        sleep,
+        connections,
+        part_size,
+        start=start,
+        hasher=hasher,
+    )
 
 
 class _NoHash:
@@ -166,8 +204,10 @@ def check_received(digest: str, host: str, name: str, received: int, size: int |
         return
     actual = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
     if actual != digest:
-        raise DigestMismatchError(f"blob {digest} from {host} for {name} hashed to {actual}: "
-                                  "the download was corrupted or the registry served other content")
+        raise DigestMismatchError(
+            f"blob {digest} from {host} for {name} hashed to {actual}: "
+            "the download was corrupted or the registry served other content"
+        )
 
 
 class _ChunkStream:
@@ -186,7 +226,7 @@ class _ChunkStream:
     def __iter__(self) -> Iterator[bytes]:
         while True:
             if self._position < len(self._current):
-                chunk = self._current[self._position:]
+                chunk = self._current[self._position :]
                 self._current, self._position = b"", 0
                 yield chunk
                 continue
@@ -198,7 +238,7 @@ class _ChunkStream:
     def read(self, size: int = -1) -> bytes:
         """Up to size bytes (all the rest if size < 0); b"" at the end."""
         if size is None or size < 0:
-            parts = [self._current[self._position:]]
+            parts = [self._current[self._position :]]
             self._current, self._position = b"", 0
             parts.extend(iter(self._next_chunk, b""))
             return b"".join(parts)
@@ -209,7 +249,7 @@ class _ChunkStream:
                 self._current, self._position = self._next_chunk(), 0
                 if not self._current:
                     break
-            piece = self._current[self._position:self._position + wanted]
+            piece = self._current[self._position : self._position + wanted]
             self._position += len(piece)
             wanted -= len(piece)
             parts.append(piece)
@@ -240,8 +280,19 @@ class BlobReader(_ChunkStream):
     ``fetch(offset)`` returns the streamed answer (200, or 206 for an offset) of a GET of the blob.
     """
 
-    def __init__(self, fetch: Fetch, host: str, name: str, digest: str, expected_size: int | None,
-                 chunk_size: int, policy: RetryPolicy, sleep: Callable[[float], None], start: int = 0, hasher: Any = None) -> None:
+    def __init__(
+        self,
+        fetch: Fetch,
+        host: str,
+        name: str,
+        digest: str,
+        expected_size: int | None,
+        chunk_size: int,
+        policy: RetryPolicy,
+        sleep: Callable[[float], None],
+        start: int = 0,
+        hasher: Any = None,
+    ) -> None:
         self.name = name
         self.digest = digest
         self.size: Optional[int] = expected_size
@@ -403,10 +454,24 @@ class RangedBlobReader(_ChunkStream):
     ``first`` is the answer (206) to the request for the first part.
     """
 
-    def __init__(self, fetch: Fetch, first: Any, host: str, name: str, digest: str, size: int, chunk_size: int,
-                 policy: RetryPolicy, sleep: Callable[[float], None], connections: int = RANGE_CONNECTIONS,
-                 part_size: int = RANGE_PART_SIZE, start: int = 0, hasher: Any = None, ahead: int = RANGE_AHEAD,
-                 budget: AheadBudget | None = None) -> None:
+    def __init__(
+        self,
+        fetch: Fetch,
+        first: Any,
+        host: str,
+        name: str,
+        digest: str,
+        size: int,
+        chunk_size: int,
+        policy: RetryPolicy,
+        sleep: Callable[[float], None],
+        connections: int = RANGE_CONNECTIONS,
+        part_size: int = RANGE_PART_SIZE,
+        start: int = 0,
+        hasher: Any = None,
+        ahead: int = RANGE_AHEAD,
+        budget: AheadBudget | None = None,
+    ) -> None:
         self.name = name
         self.digest = digest
         self.size: Optional[int] = size
@@ -441,7 +506,12 @@ class RangedBlobReader(_ChunkStream):
         self._check_range(first, start, self._parts[0].end)
         self._remember(first)
         self._threads = [
-            threading.Thread(target=self._work, args=(first if index == 0 else None,), name=f"range {digest[7:19]} #{index}", daemon=True)
+            threading.Thread(
+                target=self._work,
+                args=(first if index == 0 else None,),
+                name=f"range {digest[7:19]} #{index}",
+                daemon=True,
+            )
             for index in range(min(max(1, connections), len(self._parts)))
         ]
         for thread in self._threads:
@@ -470,7 +540,9 @@ class RangedBlobReader(_ChunkStream):
     def _take(self) -> Optional[_Part]:
         """The next part to fetch, once it is within the window of the part being read; None when there is none."""
         with self._cond:
-            while not self._closed and self._error is None and self._head + self._window <= self._next < len(self._parts):
+            while (
+                not self._closed and self._error is None and self._head + self._window <= self._next < len(self._parts)
+            ):
                 self._cond.wait()
             if self._closed or self._error is not None or self._next >= len(self._parts):
                 return None
@@ -528,6 +600,7 @@ class RangedBlobReader(_ChunkStream):
     def _keep(self, part: _Part, chunk: bytes) -> bool:
         """Hand a chunk of ``part`` to the reader; a part ahead of the one being read first waits until the chunk fits in
         ``ahead`` and in the budget (its connection is not read meanwhile). False if the reader closed."""
+
         def stopped() -> bool:
             return self._closed or self._error is not None or part is self._parts[self._head]
 
@@ -542,8 +615,10 @@ class RangedBlobReader(_ChunkStream):
                 return False
             if part.received + len(chunk) > part.length:
                 self._budget.give(len(chunk) if counted else 0)
-                raise DigestMismatchError(f"blob {self.digest} from {self._host} for {self.name}: the answer for bytes "
-                                          f"{part.start}-{part.end} is longer than asked for")
+                raise DigestMismatchError(
+                    f"blob {self.digest} from {self._host} for {self.name}: the answer for bytes "
+                    f"{part.start}-{part.end} is longer than asked for"
+                )
             if counted and part is self._parts[self._head]:  # it became the part being read meanwhile
                 self._budget.give(len(chunk))
                 counted = False
@@ -592,12 +667,15 @@ class RangedBlobReader(_ChunkStream):
             raise RegistryError(
                 f"blob {self.digest} in {self.name} on {self._host}: asked for bytes {offset}-{end}, the server answered "
                 f"{response.status_code} with {'the range ' + response.headers.get('Content-Range', '') if found else 'another range'}",
-                status=response.status_code, url=strip_query(getattr(response, "url", "") or ""),
+                status=response.status_code,
+                url=strip_query(getattr(response, "url", "") or ""),
             )
         if found[2] is not None and found[2] != self.size:
             response.close()
-            raise DigestMismatchError(f"blob {self.digest} in {self.name} on {self._host} is {found[2]} bytes, expected {self.size}",
-                                      url=strip_query(getattr(response, "url", "") or ""))
+            raise DigestMismatchError(
+                f"blob {self.digest} in {self.name} on {self._host} is {found[2]} bytes, expected {self.size}",
+                url=strip_query(getattr(response, "url", "") or ""),
+            )
 
     # -- reader ------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ Every session reads the proxy environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``AL
 ``NO_PROXY``) and ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` once per scheme and host, not on every
 request as a plain requests session does (``EnvironmentOnceSession``).
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -70,11 +71,16 @@ MAX_ERROR_BODY = 65536
 """Error answers longer than this are not read for a reason."""
 
 _NOT_HTTPS_MARKERS = (
-    "wrong version number", "record layer failure", "http request", "packet length too long", "unknown protocol",
+    "wrong version number",
+    "record layer failure",
+    "http request",
+    "packet length too long",
+    "unknown protocol",
 )
 TRANSIENT_EXCEPTIONS: Tuple[type[BaseException], ...] = (
     (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError)
-    if HAS_REQUESTS else ()
+    if HAS_REQUESTS
+    else ()
 )
 """A connection that broke, timed out or ended mid-answer: worth another attempt."""
 
@@ -211,8 +217,10 @@ class EnvironmentOnceSession(requests.Session if HAS_REQUESTS else object):  # t
         if verify is True or verify is None:
             verify = bundle or verify
         return {
-            "proxies": merge_setting(merged, self.proxies), "stream": merge_setting(stream, self.stream),
-            "verify": merge_setting(verify, self.verify), "cert": merge_setting(cert, self.cert),
+            "proxies": merge_setting(merged, self.proxies),
+            "stream": merge_setting(stream, self.stream),
+            "verify": merge_setting(verify, self.verify),
+            "cert": merge_setting(cert, self.cert),
         }
 
 
@@ -381,7 +389,9 @@ def send_with_retries(
             continue
         why = redact(reason(response), secrets) if reason is not None else reason_of(response, secrets)
         response.close()
-        raise error(status_message(response.status_code, host, what, attempt, why), status=response.status_code, url=plain_url)
+        raise error(
+            status_message(response.status_code, host, what, attempt, why), status=response.status_code, url=plain_url
+        )
 
 
 class HttpTransport:
@@ -401,8 +411,11 @@ class HttpTransport:
         if not HAS_REQUESTS:
             raise RuntimeError("the requests library is required")
         self.timeout = timeout
-        self.policy = RetryPolicy(retries=None if retries is None else max(int(retries), 0), backoff=backoff,
-                                  budget=max(0.0, float(retry_budget)))
+        self.policy = RetryPolicy(
+            retries=None if retries is None else max(int(retries), 0),
+            backoff=backoff,
+            budget=max(0.0, float(retry_budget)),
+        )
         self.sleep = sleep
         self.session = new_session(validate_certs, pool_size)
         self.session.headers["User-Agent"] = USER_AGENT
@@ -429,6 +442,14 @@ class HttpTransport:
         if kwargs.get("auth") is None:
             kwargs["auth"] = no_netrc
         return send_with_retries(
-            self.session, method, url, policy=self.policy, sleep=self.sleep, what=what, error=error, replayable=retry,
-            secrets=secrets, **kwargs,
+            self.session,
+            method,
+            url,
+            policy=self.policy,
+            sleep=self.sleep,
+            what=what,
+            error=error,
+            replayable=retry,
+            secrets=secrets,
+            **kwargs,
         )

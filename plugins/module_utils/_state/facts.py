@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: the facts file (ansible_local.ngc_mirror): run lock, journal and compaction, per-image records. Not a public API."""
+
 from __future__ import annotations
 
 import copy
@@ -75,8 +76,10 @@ class RunLock:
         try:
             fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
         except OSError as exc:
-            raise AirgapError(f"cannot open the lock file {self.path}: {exc.strerror or exc} "
-                              f"(is {os.path.dirname(self.path)} writable?)") from None
+            raise AirgapError(
+                f"cannot open the lock file {self.path}: {exc.strerror or exc} "
+                f"(is {os.path.dirname(self.path)} writable?)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -84,7 +87,9 @@ class RunLock:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 who = f" (pid {holder})" if holder else ""
-                raise AirgapError(f"another ngc_image_mirror run holds the lock on {self.what}{who}; wait for it to finish") from None
+                raise AirgapError(
+                    f"another ngc_image_mirror run holds the lock on {self.what}{who}; wait for it to finish"
+                ) from None
             raise AirgapError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
         if not directory:
             try:
@@ -106,10 +111,12 @@ class RunLock:
 
 def _serialised(method: _Method) -> _Method:
     """Run a StateStore method under the store's own (re-entrant) lock."""
+
     @functools.wraps(method)
     def locked(self: StateStore, *args: Any, **kwargs: Any) -> Any:
         with self._mutex:
             return method(self, *args, **kwargs)
+
     return cast(_Method, locked)
 
 
@@ -133,7 +140,9 @@ class StateStore:
     process the methods are thread-safe: each change is journaled whole, one at a time, in the order of the calls.
     """
 
-    def __init__(self, path: str = DEFAULT_FACTS_PATH, read_only: bool = False, now: Callable[[], str] = utc_now) -> None:
+    def __init__(
+        self, path: str = DEFAULT_FACTS_PATH, read_only: bool = False, now: Callable[[], str] = utc_now
+    ) -> None:
         if not path or path.endswith(os.sep):
             raise AirgapError(f"state file path {path!r} must name a file")
         self.path = os.path.abspath(path)
@@ -332,7 +341,9 @@ class StateStore:
         try:
             os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
         except OSError as exc:
-            raise AirgapError(f"cannot create the directory {directory} for the state file {self.path}: {exc.strerror or exc}") from None
+            raise AirgapError(
+                f"cannot create the directory {directory} for the state file {self.path}: {exc.strerror or exc}"
+            ) from None
         if not os.path.isdir(directory):
             raise AirgapError(f"cannot use the state file {self.path}: {directory} is not a directory")
 
@@ -382,7 +393,9 @@ class StateStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise AirgapError(f"cannot read the journal {self.journal_path} of the state file {self.path}: {exc.strerror or exc}") from None
+            raise AirgapError(
+                f"cannot read the journal {self.journal_path} of the state file {self.path}: {exc.strerror or exc}"
+            ) from None
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
         fix = "fix it or remove it (it is rebuilt as images are mirrored again)"
@@ -396,9 +409,13 @@ class StateStore:
             raise AirgapError(f"state file {self.path} does not hold a JSON object: {fix}")
         schema = doc.get("schema")
         if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA:
-            raise AirgapError(f"state file {self.path} has schema {schema}, written by a newer airgap.ngc; upgrade the collection")
+            raise AirgapError(
+                f"state file {self.path} has schema {schema}, written by a newer airgap.ngc; upgrade the collection"
+            )
         if schema != SCHEMA or not isinstance(doc.get("images"), dict):
-            raise AirgapError(f"state file {self.path} is not an ngc_mirror state file (schema {SCHEMA} with an 'images' mapping): {fix}")
+            raise AirgapError(
+                f"state file {self.path} is not an ngc_mirror state file (schema {SCHEMA} with an 'images' mapping): {fix}"
+            )
         for key, record in doc["images"].items():
             if not _is_record(record):
                 raise AirgapError(f"state file {self.path}: the record of {key!r} is malformed: {fix}")
@@ -424,8 +441,13 @@ class StateStore:
             if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA:
                 raise AirgapError(f"{where} has schema {schema}, written by a newer airgap.ngc; upgrade the collection")
             key = entry.get("key") if isinstance(entry, dict) else None
-            if schema != SCHEMA or not isinstance(key, str) or not key or "record" not in entry \
-                    or not (entry["record"] is None or _is_record(entry["record"])):
+            if (
+                schema != SCHEMA
+                or not isinstance(key, str)
+                or not key
+                or "record" not in entry
+                or not (entry["record"] is None or _is_record(entry["record"]))
+            ):
                 raise AirgapError(f"{where} is not an ngc_mirror state record: {fix}")
             if entry["record"] is None:
                 doc["images"].pop(key, None)
@@ -469,8 +491,15 @@ class StateStore:
         starts on a line of its own. Only the lock holder appends, so lines never interleave.
         """
         updated = self._doc()["updated"]
-        data = "".join(json.dumps({"schema": SCHEMA, "updated": updated, "key": key, "record": record},
-                                  sort_keys=True, separators=(",", ":")) + "\n" for key, record in records).encode("utf-8")
+        data = "".join(
+            json.dumps(
+                {"schema": SCHEMA, "updated": updated, "key": key, "record": record},
+                sort_keys=True,
+                separators=(",", ":"),
+            )
+            + "\n"
+            for key, record in records
+        ).encode("utf-8")
         try:
             self._open_journal()
             if self._journal_torn:
@@ -549,7 +578,8 @@ class StateStore:
     def _write_error(self, exc: OSError, path: str) -> AirgapError:
         directory = os.path.dirname(path)
         return no_room(exc, f"the state file {self.path} (its journal {path})", directory) or AirgapError(
-            f"cannot write the state file {self.path} (its journal {path}): {exc.strerror or exc} (is {directory} writable?)")
+            f"cannot write the state file {self.path} (its journal {path}): {exc.strerror or exc} (is {directory} writable?)"
+        )
 
 
 def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
@@ -570,7 +600,9 @@ def _refuse_secrets(value: Any, where: str) -> None:
         for name, item in value.items():
             lowered = str(name).lower().replace("-", "_")
             if any(lowered == bad or lowered.endswith("_" + bad) for bad in _SECRET_KEYS):
-                raise AirgapError(f"refusing to store {name!r} for {where} in the state file: it is world-readable and must hold no secrets")
+                raise AirgapError(
+                    f"refusing to store {name!r} for {where} in the state file: it is world-readable and must hold no secrets"
+                )
             _refuse_secrets(item, where)
     elif isinstance(value, (list, tuple)):
         for item in value:

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: a small JSON progress file for long mirror runs (modules cannot print progress). Not a public API."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ class ProgressReporter:
     A write that fails after start() is remembered in .error and further writes stop: progress never fails a run.
     """
 
-    def __init__(self, path: str | None, min_interval: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, window: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | None,
+        min_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        window: float = 30.0,
+    ) -> None:
         self.path = os.path.abspath(path) if path else None
         self.min_interval = float(min_interval)
         self.window = float(window)
@@ -163,7 +170,12 @@ class ProgressReporter:
         if self.path is None:
             return
         # No fsync: the progress file is rewritten every second and only ever a hint.
-        atomic_write(self.path, (json.dumps(self._body(now, record=True), sort_keys=True) + "\n").encode("utf-8"), 0o644,
-                     "progress file", sync=False)
+        atomic_write(
+            self.path,
+            (json.dumps(self._body(now, record=True), sort_keys=True) + "\n").encode("utf-8"),
+            0o644,
+            "progress file",
+            sync=False,
+        )
         self._last_write = now
         self.writes += 1

@@ -13,6 +13,7 @@ run as root, ``/dev`` entries left out) with apptainer's base environment and ``
 environment scripts), squashed with gzip. The time of everything added is the image's ``created`` time and the SIF's
 id is derived from the image's digest, so one image always makes the same file.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,20 @@ from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage
-from ansible_collections.airgap.ngc.plugins.module_utils._formats.layers import Rootfs, created_time, image_config, layer_mode, squash
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.layers import (
+    Rootfs,
+    created_time,
+    image_config,
+    layer_mode,
+    squash,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.rootfs import FlattenedDestination
-from ansible_collections.airgap.ngc.plugins.module_utils._formats.sif import DATA_DEFFILE, DATA_GENERIC_JSON, SifLayout, SifObject
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.sif import (
+    DATA_DEFFILE,
+    DATA_GENERIC_JSON,
+    SifLayout,
+    SifObject,
+)
 
 DEFAULT_SQUASH_OPTIONS = "-comp gzip"  # what apptainer build gives mksquashfs
 LAYOUTS = ("tree", "flat")
@@ -37,20 +49,41 @@ def sif_path(directory: str, repository: str, tag: str | None, digest: str | Non
     if layout == "flat":
         name = repository.rsplit("/", 1)[-1]
         return os.path.join(directory, f"{name}_{tag}.sif" if tag else f"{name}_{(digest or '').replace(':', '-')}.sif")
-    return os.path.join(directory, *repository.split("/")[:-1], repository.rsplit("/", 1)[-1] + (f":{tag}" if tag else f"@{digest}"))
+    return os.path.join(
+        directory, *repository.split("/")[:-1], repository.rsplit("/", 1)[-1] + (f":{tag}" if tag else f"@{digest}")
+    )
 
 
 # JSON as Go's encoding/json writes it (map keys sorted, <, > and & escaped) ------------------------------------
 
+
 def go_json(value: Any, indent: str | None = None) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    text = json.dumps(
+        value, sort_keys=True, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":")
+    )
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def go_quote(text: str) -> str:
     """Go's ``%q`` of a string (strconv.Quote)."""
     out = ['"']
-    short = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+    short = {
+        "\a": "\\a",
+        "\b": "\\b",
+        "\f": "\\f",
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+        "\v": "\\v",
+        "\\": "\\\\",
+        '"': '\\"',
+    }
     for char in text:
         code = ord(char)
         if char in short:
@@ -81,6 +114,7 @@ def _strings(value: Any) -> list[str]:
 
 
 # The texts apptainer's OCI conveyor and build stage write ------------------------------------------------------
+
 
 def env_script(conf: dict[str, Any]) -> str:
     """``/.singularity.d/env/10-docker2singularity.sh``: the config's Env, each kept if already set at run time but PATH."""
@@ -147,32 +181,44 @@ def runscript(conf: dict[str, Any]) -> str:
     head = f"#!/bin/sh\nOCI_ENTRYPOINT='{quoted(entrypoint)}'\nOCI_CMD='{quoted(cmd)}'\n"
     body = RUNSCRIPT_BODY.replace("{prepend_entrypoint}", prepend(entrypoint, "        "), 1)
     body = body.replace("{prepend_cmd}", prepend(cmd, "            "), 1)
-    body = body.replace("{prepend_cmd}", prepend(cmd, "        "), 1).replace("{prepend_entrypoint}", prepend(entrypoint, "    "), 1)
+    body = body.replace("{prepend_cmd}", prepend(cmd, "        "), 1).replace(
+        "{prepend_entrypoint}", prepend(entrypoint, "    "), 1
+    )
     return head + body
 
 
 def _go_time_label(moment: time.struct_time) -> str:
     """apptainer's build-date label: ``Tuesday_2_January_2024_3:4:5_UTC`` (Go's numbers, not zero padded)."""
-    return (f"{time.strftime('%A', moment)}_{moment.tm_mday}_{time.strftime('%B', moment)}_{moment.tm_year}_"
-            f"{moment.tm_hour}:{moment.tm_min}:{moment.tm_sec}_UTC")
+    return (
+        f"{time.strftime('%A', moment)}_{moment.tm_mday}_{time.strftime('%B', moment)}_{moment.tm_year}_"
+        f"{moment.tm_hour}:{moment.tm_min}:{moment.tm_sec}_UTC"
+    )
 
 
-def labels(config: dict[str, Any], reference: str, digest: str, architecture: str, variant: str | None) -> dict[str, str]:
+def labels(
+    config: dict[str, Any], reference: str, digest: str, architecture: str, variant: str | None
+) -> dict[str, str]:
     """``/.singularity.d/labels.json``: the image's labels, then the ones apptainer's build adds."""
     conf = image_config(config)
-    found = {k: v for k, v in (conf.get("Labels") or {}).items() if isinstance(v, str)} if isinstance(conf.get("Labels"), dict) else {}
+    found = (
+        {k: v for k, v in (conf.get("Labels") or {}).items() if isinstance(v, str)}
+        if isinstance(conf.get("Labels"), dict)
+        else {}
+    )
     moment = time.gmtime(created_time(config))
-    found.update({
-        "org.label-schema.schema-version": "1.0",
-        "org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", moment),
-        "org.label-schema.build-date": _go_time_label(moment),
-        "org.label-schema.usage.singularity.deffile.bootstrap": "docker",
-        "org.label-schema.usage.singularity.deffile.from": reference,
-        "org.opencontainers.image.base.name": reference,
-        "org.opencontainers.image.base.digest": digest,
-        "org.opencontainers.image.architecture": architecture,
-        "org.label-schema.build-arch": architecture,
-    })
+    found.update(
+        {
+            "org.label-schema.schema-version": "1.0",
+            "org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", moment),
+            "org.label-schema.build-date": _go_time_label(moment),
+            "org.label-schema.usage.singularity.deffile.bootstrap": "docker",
+            "org.label-schema.usage.singularity.deffile.from": reference,
+            "org.opencontainers.image.base.name": reference,
+            "org.opencontainers.image.base.digest": digest,
+            "org.opencontainers.image.architecture": architecture,
+            "org.label-schema.build-arch": architecture,
+        }
+    )
     if variant:
         found["org.opencontainers.image.variant"] = variant
     return found
@@ -183,9 +229,32 @@ def deffile(reference: str) -> str:
     return f"bootstrap: docker\nfrom: {reference}\n\n"
 
 
-OCI_CONFIG_FIELDS = ("AttachStderr", "AttachStdin", "AttachStdout", "Cmd", "Healthcheck", "Domainname", "Entrypoint", "Env",
-                     "Hostname", "Image", "Labels", "OnBuild", "OpenStdin", "StdinOnce", "Tty", "User", "Volumes", "WorkingDir",
-                     "ExposedPorts", "ArgsEscaped", "NetworkDisabled", "MacAddress", "StopSignal", "Shell")
+OCI_CONFIG_FIELDS = (
+    "AttachStderr",
+    "AttachStdin",
+    "AttachStdout",
+    "Cmd",
+    "Healthcheck",
+    "Domainname",
+    "Entrypoint",
+    "Env",
+    "Hostname",
+    "Image",
+    "Labels",
+    "OnBuild",
+    "OpenStdin",
+    "StdinOnce",
+    "Tty",
+    "User",
+    "Volumes",
+    "WorkingDir",
+    "ExposedPorts",
+    "ArgsEscaped",
+    "NetworkDisabled",
+    "MacAddress",
+    "StopSignal",
+    "Shell",
+)
 
 
 def oci_config(conf: dict[str, Any]) -> bytes:
@@ -213,7 +282,10 @@ done
 
 def _app_action(script: str, no_app_script: str, fallback_message: str, fallback: str) -> str:
     """The run and test actions: a SCIF app's own script with --app, else the image's, else the fallback."""
-    return "#!/bin/sh\n\n" + _SOURCE_ENV + f"""
+    return (
+        "#!/bin/sh\n\n"
+        + _SOURCE_ENV
+        + f"""
 app="${{APPTAINER_APPNAME:-}}"
 if [ -n "$app" ]; then
     for found in "/scif/apps/$app/scif/{script}" /scif/apps/singularity/scif/{script}; do
@@ -229,13 +301,20 @@ fi
 echo "{fallback_message}"
 {fallback}
 """
+    )
 
 
 ACTIONS = {
     "exec": "#!/bin/sh\n\n" + _SOURCE_ENV + '\nexec "$@"\n',
-    "run": _app_action("runscript", "No Apptainer runscript for contained app", "No Apptainer runscript found, executing /bin/sh",
-                       'exec /bin/sh "$@"'),
-    "shell": "#!/bin/sh\n\n" + _SOURCE_ENV + """
+    "run": _app_action(
+        "runscript",
+        "No Apptainer runscript for contained app",
+        "No Apptainer runscript found, executing /bin/sh",
+        'exec /bin/sh "$@"',
+    ),
+    "shell": "#!/bin/sh\n\n"
+    + _SOURCE_ENV
+    + """
 if [ -n "$APPTAINER_SHELL" ] && [ -x "$APPTAINER_SHELL" ]; then
     exec $APPTAINER_SHELL "$@"
     echo "ERROR: Failed running shell as defined by '\\$APPTAINER_SHELL'" 1>&2
@@ -253,13 +332,19 @@ fi
 echo "ERROR: /bin/sh does not exist in container" 1>&2
 exit 1
 """,
-    "start": "#!/bin/sh\n\n# Tell the instance's first process to go on (do not remove).\nkill -CONT 1\n\n" + _SOURCE_ENV + """
+    "start": "#!/bin/sh\n\n# Tell the instance's first process to go on (do not remove).\nkill -CONT 1\n\n"
+    + _SOURCE_ENV
+    + """
 if [ -x /.singularity.d/startscript ]; then
     exec /.singularity.d/startscript
 fi
 """,
-    "test": _app_action("test", "No tests for contained app", "No test found in container, executing /bin/sh -c true",
-                        "exec /bin/sh -c true"),
+    "test": _app_action(
+        "test",
+        "No tests for contained app",
+        "No test found in container, executing /bin/sh -c true",
+        "exec /bin/sh -c true",
+    ),
 }
 ENV_SCRIPTS = {
     "01-base.sh": "#!/bin/sh\n",
@@ -317,27 +402,49 @@ unset SING_USER_DEFINED_PREPEND_PATH SING_USER_DEFINED_APPEND_PATH SING_USER_DEF
 export PATH
 """,
 }
-BASE_DIRS = (".singularity.d/libs", ".singularity.d/actions", ".singularity.d/env", "dev", "proc", "root", "var/tmp", "tmp",
-             "etc", "sys", "home")
-BASE_LINKS = {"singularity": ".singularity.d/runscript", ".run": ".singularity.d/actions/run", ".exec": ".singularity.d/actions/exec",
-              ".test": ".singularity.d/actions/test", ".shell": ".singularity.d/actions/shell",
-              "environment": ".singularity.d/env/90-environment.sh"}
+BASE_DIRS = (
+    ".singularity.d/libs",
+    ".singularity.d/actions",
+    ".singularity.d/env",
+    "dev",
+    "proc",
+    "root",
+    "var/tmp",
+    "tmp",
+    "etc",
+    "sys",
+    "home",
+)
+BASE_LINKS = {
+    "singularity": ".singularity.d/runscript",
+    ".run": ".singularity.d/actions/run",
+    ".exec": ".singularity.d/actions/exec",
+    ".test": ".singularity.d/actions/test",
+    ".shell": ".singularity.d/actions/shell",
+    "environment": ".singularity.d/env/90-environment.sh",
+}
 STARTSCRIPT = "#!/bin/sh\n"
 
 
-def singularity_files(config: dict[str, Any], reference: str, digest: str, architecture: str, variant: str | None) -> dict[str, str]:
+def singularity_files(
+    config: dict[str, Any], reference: str, digest: str, architecture: str, variant: str | None
+) -> dict[str, str]:
     """Every file the build adds, by path in the rootfs (mode 0755 but labels.json, Singularity, hosts, resolv.conf)."""
     conf = image_config(config)
     files = {"etc/hosts": "", "etc/resolv.conf": ""}
     files.update({f".singularity.d/actions/{name}": text for name, text in ACTIONS.items()})
     files.update({f".singularity.d/env/{name}": text for name, text in ENV_SCRIPTS.items()})
-    files.update({
-        ".singularity.d/env/10-docker2singularity.sh": env_script(conf),
-        ".singularity.d/runscript": runscript(conf),
-        ".singularity.d/startscript": STARTSCRIPT,
-        ".singularity.d/labels.json": go_json(labels(config, reference, digest, architecture, variant), indent="\t"),
-        ".singularity.d/Singularity": deffile(reference),
-    })
+    files.update(
+        {
+            ".singularity.d/env/10-docker2singularity.sh": env_script(conf),
+            ".singularity.d/runscript": runscript(conf),
+            ".singularity.d/startscript": STARTSCRIPT,
+            ".singularity.d/labels.json": go_json(
+                labels(config, reference, digest, architecture, variant), indent="\t"
+            ),
+            ".singularity.d/Singularity": deffile(reference),
+        }
+    )
     return files
 
 
@@ -347,7 +454,10 @@ PLAIN_FILES = ("etc/hosts", "etc/resolv.conf", ".singularity.d/labels.json", ".s
 def inspect_metadata(files: dict[str, str], labels_json: dict[str, str]) -> bytes:
     """``inspect-metadata.json``: what ``apptainer inspect --all`` says of the image, as the build stores it."""
     attributes = {
-        "environment": {f"/.singularity.d/env/{n}": files[f".singularity.d/env/{n}"] for n in ("10-docker2singularity.sh", "90-environment.sh")},
+        "environment": {
+            f"/.singularity.d/env/{n}": files[f".singularity.d/env/{n}"]
+            for n in ("10-docker2singularity.sh", "90-environment.sh")
+        },
         "labels": labels_json,
         "runscript": files[".singularity.d/runscript"],
         "deffile": files[".singularity.d/Singularity"],
@@ -359,6 +469,7 @@ def inspect_metadata(files: dict[str, str], labels_json: dict[str, str]) -> byte
 
 
 # The destination ---------------------------------------------------------------------------------------------
+
 
 class ApptainerDestination(FlattenedDestination):
     """SIF files under a directory, as a tree of references or flat ``<image>_<tag>.sif`` files."""
@@ -396,26 +507,40 @@ class ApptainerDestination(FlattenedDestination):
         for name in BASE_DIRS:
             parts = name.split("/")
             for i in range(len(parts)):
-                rootfs.make_dir(parts[:i + 1], now, replace=False)
+                rootfs.make_dir(parts[: i + 1], now, replace=False)
         for name, target in BASE_LINKS.items():
             rootfs.add_symlink(name, target, now)
         for name, text in singularity_files(config, reference, digest, architecture, variant).items():
             rootfs.add_file(name, text, now, 0o644 if name in PLAIN_FILES else 0o755)
         rootfs.finish(now)
 
-    def package(self, rootfs: Rootfs, temp: str, config: dict[str, Any], image: SourceImage, content: ImageContent, staging: str) -> None:
+    def package(
+        self, rootfs: Rootfs, temp: str, config: dict[str, Any], image: SourceImage, content: ImageContent, staging: str
+    ) -> None:
         """The squashfs at its place in the SIF (mksquashfs -o), then the head written over the first bytes."""
         reference, digest = self._facts(image, content)
         architecture, variant = self._platform()
         files = singularity_files(config, reference, digest, architecture, variant)
-        objects = [SifObject(DATA_DEFFILE, "", deffile(reference).encode("utf-8")),
-                   SifObject(DATA_GENERIC_JSON, "inspect-metadata.json",
-                             inspect_metadata(files, labels(config, reference, digest, architecture, variant))),
-                   SifObject(DATA_GENERIC_JSON, "oci-config.json", oci_config(image_config(config)))]
+        objects = [
+            SifObject(DATA_DEFFILE, "", deffile(reference).encode("utf-8")),
+            SifObject(
+                DATA_GENERIC_JSON,
+                "inspect-metadata.json",
+                inspect_metadata(files, labels(config, reference, digest, architecture, variant)),
+            ),
+            SifObject(DATA_GENERIC_JSON, "oci-config.json", oci_config(image_config(config))),
+        ]
         ident = uuid.uuid5(SIF_NAMESPACE, f"{digest} {self.platform} {' '.join(self.options)}").bytes
         layout = SifLayout(objects, architecture, created_time(config), ident)
-        squash(rootfs.root, temp, self.options, created_time(config), offset=layout.partition_offset,
-               all_root=not rootfs.keep_owner, option_name="apptainer.squash_options")
+        squash(
+            rootfs.root,
+            temp,
+            self.options,
+            created_time(config),
+            offset=layout.partition_offset,
+            all_root=not rootfs.keep_owner,
+            option_name="apptainer.squash_options",
+        )
         size = os.stat(temp).st_size - layout.partition_offset
         with open(temp, "r+b") as handle:
             handle.seek(layout.partition_offset)

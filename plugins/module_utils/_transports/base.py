@@ -7,6 +7,7 @@ each blob it lacks and commits. Every optional ability is declared here once wit
 ``internal/imagedestination/stubs`` do the same): a kind that has one overrides it, and the copier never probes for
 it. See docs/design/transports.md.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -22,7 +23,17 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import Ai
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent, Manifest
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SourceImage, Step, decide
 
-__all__ = ["BlobSink", "Committed", "Destination", "FailedWrite", "ResolvedImage", "ImageWrite", "PlanContext", "Source", "fetched"]
+__all__ = [
+    "BlobSink",
+    "Committed",
+    "Destination",
+    "FailedWrite",
+    "ResolvedImage",
+    "ImageWrite",
+    "PlanContext",
+    "Source",
+    "fetched",
+]
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,16 @@ class PlanContext:
     def step(self, kind: str, target: str, want: str | None, have: str | None, missing_reason: str = "missing") -> Step:
         """One destination's step. ``after`` is what it holds: the wanted digest only in check mode's plan, or once written."""
         action, reason = decide(want, have, self.force, missing_reason)
-        return Step(kind=kind, dest_key=f"{kind}:{target}", target=target, action=action, reason=reason, before=have,
-                    after=want if action == COPY and self.check_mode else have, want=want)
+        return Step(
+            kind=kind,
+            dest_key=f"{kind}:{target}",
+            target=target,
+            action=action,
+            reason=reason,
+            before=have,
+            after=want if action == COPY and self.check_mode else have,
+            want=want,
+        )
 
 
 class Source(ABC):
@@ -88,8 +107,9 @@ class Source(ABC):
         """A manifest of the image by digest, as its exact bytes."""
 
     @abstractmethod
-    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0,
-                  held: Iterable[bytes] | None = ()) -> AbstractContextManager[Iterable[bytes]]:
+    def open_blob(
+        self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()
+    ) -> AbstractContextManager[Iterable[bytes]]:
         """A blob's chunks, checked against its digest as they stream (from ``start`` only if ``resumes``)."""
 
     @abstractmethod
@@ -221,7 +241,9 @@ class Destination(ABC):
         """True for a facts record of an image this destination wrote (prune may then ``remove`` it)."""
         return False
 
-    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+    def remove(
+        self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool
+    ) -> tuple[str, str, int]:
         """Remove an image it ``owns``: (action, reason, bytes freed)."""
         raise NotImplementedError(f"the {self.kind} destination removes no images")
 

@@ -7,6 +7,7 @@ and ``contents.json``, but holds only the blobs the far side lacks; the others a
 earlier bundle that carried them. What the far side has comes from the facts file's record of earlier exports
 (``since: last``) or from earlier bundles' contents records given by path.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,14 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import 
     parse_size,
     removable_blobs,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import RECORD_LIMIT, CarriedError, MapOf, Required, read_inside, schema_problem
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.carried import (
+    RECORD_LIMIT,
+    CarriedError,
+    MapOf,
+    Required,
+    read_inside,
+    schema_problem,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import (
     BlobSink,
     Committed,
@@ -50,8 +58,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import Sta
 
 
 INVENTORY_KIND = "airgap.ngc far-side inventory"
-INVENTORY_RECORD = {"kind": Required(str), "schema": int, "images": Required(MapOf(DIGEST)), "blobs": Required(MapOf(str, key=DIGEST)),
-                    "written": str}
+INVENTORY_RECORD = {
+    "kind": Required(str),
+    "schema": int,
+    "images": Required(MapOf(DIGEST)),
+    "blobs": Required(MapOf(str, key=DIGEST)),
+    "written": str,
+}
 
 
 def bundle_name(directory: str) -> str:
@@ -66,13 +79,22 @@ def known_from_facts(store: StateStore, directory: str) -> dict[str, dict[str, s
     """
     known: dict[str, dict[str, str]] = {}
     here = os.path.abspath(directory)
-    records = sorted(((entry.get("written") or "", key, entry) for key, record in store.images().items()
-                      for entry in (record.get("destinations") or {}).values()
-                      if isinstance(entry, dict) and entry.get("type") == "bundle" and entry.get("dir") != here), key=lambda r: r[0])
+    records = sorted(
+        (
+            (entry.get("written") or "", key, entry)
+            for key, record in store.images().items()
+            for entry in (record.get("destinations") or {}).values()
+            if isinstance(entry, dict) and entry.get("type") == "bundle" and entry.get("dir") != here
+        ),
+        key=lambda r: r[0],
+    )
     for _when, key, entry in records:  # oldest first: a blob is credited to the bundle that first carried it
         expected = entry.get("expected") or {}
         for digest in entry.get("blobs") or []:
-            known.setdefault(digest, {"bundle": expected.get(digest) or entry.get("bundle") or bundle_name(entry["dir"]), "image": key})
+            known.setdefault(
+                digest,
+                {"bundle": expected.get(digest) or entry.get("bundle") or bundle_name(entry["dir"]), "image": key},
+            )
     return known
 
 
@@ -87,21 +109,29 @@ def known_from_paths(paths: list[str]) -> dict[str, dict[str, str]]:
         record_path = os.path.join(directory, name)
         hint = "give an earlier bundle's directory, its contents.json, or an inventory_file of the far side"
         try:
-            record = json.loads(read_inside(directory, name, RECORD_LIMIT, "contents record or inventory").decode("utf-8"))
+            record = json.loads(
+                read_inside(directory, name, RECORD_LIMIT, "contents record or inventory").decode("utf-8")
+            )
         except CarriedError as exc:
             raise ConfigError(f"bundle.since: cannot read {path}: {exc}; {hint}") from None
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(f"bundle.since: {record_path} is not JSON ({str(exc).splitlines()[0]}): it is damaged or cut short; {hint}") from None
+            raise ConfigError(
+                f"bundle.since: {record_path} is not JSON ({str(exc).splitlines()[0]}): it is damaged or cut short; {hint}"
+            ) from None
         if isinstance(record, dict) and record.get("kind") == INVENTORY_KIND:
             problem = schema_problem(record, INVENTORY_RECORD, os.path.basename(record_path))
             if problem:
-                raise ConfigError(f"bundle.since: {record_path} is not a usable far-side inventory: {problem}; write it again on the far side")
+                raise ConfigError(
+                    f"bundle.since: {record_path} is not a usable far-side inventory: {problem}; write it again on the far side"
+                )
             where = f"the far side (inventory {os.path.basename(record_path)} of {record.get('written')})"
             for digest, ref in record["blobs"].items():
                 known.setdefault(digest, {"bundle": where, "image": ref})
             continue
         if not isinstance(record, dict) or "images" not in record:
-            raise ConfigError(f"bundle.since: {record_path} is neither a bundle contents record nor a far-side inventory; {hint}")
+            raise ConfigError(
+                f"bundle.since: {record_path} is neither a bundle contents record nor a far-side inventory; {hint}"
+            )
         contents = contents_from(record, record_path)
         problem = contents.problem or next(iter({**contents.bad_files, **contents.bad_images}.values()), None)
         if problem or contents.record is None:
@@ -116,8 +146,11 @@ def known_from_paths(paths: list[str]) -> dict[str, dict[str, str]]:
 
 def held_blob(directory: str, digest: str, size: int) -> bool:
     """A blob file of that size is in the bundle directory or one of its volume directories (read only)."""
-    places = [directory] + [os.path.join(directory, v) for v in sorted(os.listdir(directory)) if v.startswith("vol-")] \
-        if os.path.isdir(directory) else []
+    places = (
+        [directory] + [os.path.join(directory, v) for v in sorted(os.listdir(directory)) if v.startswith("vol-")]
+        if os.path.isdir(directory)
+        else []
+    )
     for place in places:
         try:
             if os.stat(blob_file(place, digest)).st_size == size:
@@ -146,7 +179,9 @@ class BundleDestination(Selection):
         self.source_name = source_name
         self._writer: BundleWriter | None = None
         # earlier records given by path are read now: one that cannot be used fails the run before anything is planned
-        self._known: dict[str, dict[str, str]] | None = known_from_paths(list(self.since)) if self.since and self.since != "last" else None
+        self._known: dict[str, dict[str, str]] | None = (
+            known_from_paths(list(self.since)) if self.since and self.since != "last" else None
+        )
         self._counted: set[str] = set()
 
     def writer(self) -> BundleWriter:
@@ -171,19 +206,27 @@ class BundleDestination(Selection):
     def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step:
         self.known(ctx.store)
         entry = bundle_entry(self.dir, str(image.ref))
-        return ctx.step(self.kind, self.target(image), self.want(image, found.digest, ctx), entry["digest"] if entry else None)
+        return ctx.step(
+            self.kind, self.target(image), self.want(image, found.digest, ctx), entry["digest"] if entry else None
+        )
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
         return record.get("type") == "bundle" and dest_key.startswith(f"{self.kind}:{self.dir}#")
 
-    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+    def remove(
+        self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool
+    ) -> tuple[str, str, int]:
         """Take the image out of the bundle's index, and the blobs no other image of the bundle needs."""
         reference = record.get("reference") or key
         entry = bundle_entry(self.dir, reference)
         if entry is None:
             return "already gone", f"{reference} is no longer in the bundle", 0
         if record.get("digest") and entry.get("digest") != record["digest"]:
-            return "kept", f"re-pushed since: the bundle's {reference} is {entry.get('digest')}, not the {record['digest']} written", 0
+            return (
+                "kept",
+                f"re-pushed since: the bundle's {reference} is {entry.get('digest')}, not the {record['digest']} written",
+                0,
+            )
         if find_volumes(self.dir, None):
             return "kept", "the bundle is written in volumes: such a bundle is not pruned, write a new one", 0
         if check_mode:
@@ -196,8 +239,11 @@ class BundleDestination(Selection):
         """The blobs the bundle does not hold yet, nor expects on the far side, counted once a run; and the manifests."""
         _entries, manifests, raw = content.selection(self.platforms)
         known = self._known or {}
-        new = {d: s for d, s in blob_sizes(m.data for m in manifests).items()
-               if d not in known and d not in self._counted and not held_blob(self.dir, d, s)}
+        new = {
+            d: s
+            for d, s in blob_sizes(m.data for m in manifests).items()
+            if d not in known and d not in self._counted and not held_blob(self.dir, d, s)
+        }
         self._counted.update(new)
         return sum(new.values()) + sum(m.size for m in manifests) + len(raw), 0
 
@@ -216,11 +262,26 @@ class BundleDestination(Selection):
 
 
 class _BundleWrite(ImageWrite):
-    def __init__(self, dest: BundleDestination, content: ImageContent, manifests: list[Manifest], top_raw: bytes,
-                 missing: dict[str, int], every: dict[str, int], expected: dict[str, dict[str, str]]) -> None:
+    def __init__(
+        self,
+        dest: BundleDestination,
+        content: ImageContent,
+        manifests: list[Manifest],
+        top_raw: bytes,
+        missing: dict[str, int],
+        every: dict[str, int],
+        expected: dict[str, dict[str, str]],
+    ) -> None:
         super().__init__()
         self.dest, self.writer = dest, dest.writer()
-        self.content, self.manifests, self.top_raw, self.blobs, self.every, self.expected = content, manifests, top_raw, missing, every, expected
+        self.content, self.manifests, self.top_raw, self.blobs, self.every, self.expected = (
+            content,
+            manifests,
+            top_raw,
+            missing,
+            every,
+            expected,
+        )
 
     def sink(self, digest: str, size: int) -> BlobSink | None:
         return self.writer.blob_sink(digest, size) if digest in self.blobs else None
@@ -240,14 +301,34 @@ class _BundleWrite(ImageWrite):
         when = utc_now()
         notes = {ANNOTATION_REF_NAME: str(image.ref), SOURCE_DIGEST_ANNOTATION: top.digest}
         expected: dict[str, dict[str, Any]] = {d: dict(info, size=self.every[d]) for d, info in self.expected.items()}
-        self.writer.add_image(str(image.ref), descriptor(top.media_type, digest, len(self.top_raw), annotations=notes), {
-            "digest": digest, "source_digest": top.digest, "media_type": top.media_type, "blobs": held, "expected": expected,
-        }, when, self.dest.name)
-        record = {"type": "bundle", "dir": self.writer.dir, "bundle": self.dest.name, "reference": str(image.ref), "digest": digest,
-                  "written": when, "blobs": sorted(held), "expected": {d: info["bundle"] for d, info in expected.items()}}
+        self.writer.add_image(
+            str(image.ref),
+            descriptor(top.media_type, digest, len(self.top_raw), annotations=notes),
+            {
+                "digest": digest,
+                "source_digest": top.digest,
+                "media_type": top.media_type,
+                "blobs": held,
+                "expected": expected,
+            },
+            when,
+            self.dest.name,
+        )
+        record = {
+            "type": "bundle",
+            "dir": self.writer.dir,
+            "bundle": self.dest.name,
+            "reference": str(image.ref),
+            "digest": digest,
+            "written": when,
+            "blobs": sorted(held),
+            "expected": {d: info["bundle"] for d, info in expected.items()},
+        }
         if expected:
             step.relies_on = sorted({info["bundle"] for info in expected.values()})
             step.carries_blobs = len(expected) < len(self.every)
-            step.reason = (f"written as a delta: {len(expected)} of its {len(self.every)} blobs are not in this bundle but expected "
-                           f"on the far side from bundle {', '.join(step.relies_on)}; the bundle is not complete on its own")
+            step.reason = (
+                f"written as a delta: {len(expected)} of its {len(self.every)} blobs are not in this bundle but expected "
+                f"on the far side from bundle {', '.join(step.relies_on)}; the bundle is not complete on its own"
+            )
         return Committed(digest, record)

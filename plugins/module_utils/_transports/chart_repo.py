@@ -7,6 +7,7 @@ It takes charts only (the copy engine hands it nothing else): each chart's .tgz 
 repository for ``helm repo add``. The .tgz appears whole (written beside, synced, renamed), then the index is written
 whole (``atomic_write``): a reader sees a chart in the index only once its file is complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -110,8 +111,10 @@ class ChartRepoDestination(Destination):
             if not isinstance(index, dict) or not isinstance(index.get("entries") or {}, dict):
                 raise AirgapError("it is not a Helm repository index (no entries mapping)")
         except AirgapError as exc:
-            raise AirgapError(f"chart_repo.dir {self.dir}: {INDEX_FILE} cannot be read as a Helm repository index ({exc}): "
-                              "move it away, or give another directory") from None
+            raise AirgapError(
+                f"chart_repo.dir {self.dir}: {INDEX_FILE} cannot be read as a Helm repository index ({exc}): "
+                "move it away, or give another directory"
+            ) from None
         index.setdefault("entries", {})
         return index
 
@@ -124,22 +127,33 @@ class ChartRepoDestination(Destination):
 
     def _write_index(self, update: Any) -> None:
         index = self._read_index()
-        entries: dict[str, list[dict[str, Any]]] = {name: [e for e in versions or [] if isinstance(e, dict)]
-                                                    for name, versions in index["entries"].items()}
+        entries: dict[str, list[dict[str, Any]]] = {
+            name: [e for e in versions or [] if isinstance(e, dict)] for name, versions in index["entries"].items()
+        }
         update(entries)
         document = repository_index({name: versions for name, versions in entries.items() if versions}, utc_now())
         atomic_write(self.index_path, dump_yaml(document, "a Helm repository index"), what="Helm repository index")
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
-        return record.get("type") == self.kind and dest_key.startswith(f"{self.kind}:") and under(record.get("path"), self.dir)
+        return (
+            record.get("type") == self.kind
+            and dest_key.startswith(f"{self.kind}:")
+            and under(record.get("path"), self.dir)
+        )
 
-    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+    def remove(
+        self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool
+    ) -> tuple[str, str, int]:
         """The chart's .tgz (unless it changed since) and its index entry."""
         action, reason, freed = remove_recorded_file(record, self.dir, check_mode)
         if action in (KEPT,) or check_mode:
             return action, reason, freed
         name, version = str(record.get("chart")), str(record.get("version"))
-        self._write_index(lambda entries: entries.__setitem__(name, [e for e in entries.get(name, []) if str(e.get("version")) != version]))
+        self._write_index(
+            lambda entries: entries.__setitem__(
+                name, [e for e in entries.get(name, []) if str(e.get("version")) != version]
+            )
+        )
         return action, reason + (f" and its entry in {INDEX_FILE}" if action != GONE else ""), freed
 
     def begin(self, image: SourceImage, content: ImageContent | None, step: Step) -> ImageWrite:
@@ -200,18 +214,33 @@ class _ChartRepoWrite(ImageWrite):
         except (UnicodeDecodeError, ValueError) as exc:
             raise AirgapError(f"{image.ref}: its Helm config is not JSON ({exc})") from None
         name, version = chart_name_version(image)
-        if not isinstance(metadata, dict) or str(metadata.get("name")) != name or str(metadata.get("version")) != version:
-            raise AirgapError(f"{image.ref}: its Helm config names {metadata.get('name') if isinstance(metadata, dict) else metadata} "
-                              f"{metadata.get('version') if isinstance(metadata, dict) else ''}, not {name} {version}")
+        if (
+            not isinstance(metadata, dict)
+            or str(metadata.get("name")) != name
+            or str(metadata.get("version")) != version
+        ):
+            raise AirgapError(
+                f"{image.ref}: its Helm config names {metadata.get('name') if isinstance(metadata, dict) else metadata} "
+                f"{metadata.get('version') if isinstance(metadata, dict) else ''}, not {name} {version}"
+            )
         entry = index_entry(metadata, self.layer["digest"], utc_now())
 
         def update(entries: dict[str, list[dict[str, Any]]]) -> None:
             entries[name] = [e for e in entries.get(name, []) if str(e.get("version")) != version] + [entry]
 
         self.dest._write_index(update)  # pylint: disable=protected-access
-        return Committed(source_digest, {
-            "type": self.dest.kind, "path": self.path, "size": int(self.layer["size"]), "digest": source_digest,
-            "chart": name, "version": version, "written": utc_now()})
+        return Committed(
+            source_digest,
+            {
+                "type": self.dest.kind,
+                "path": self.path,
+                "size": int(self.layer["size"]),
+                "digest": source_digest,
+                "chart": name,
+                "version": version,
+                "written": utc_now(),
+            },
+        )
 
     def abort(self) -> None:
         """The .tgz sink removes its partial file itself; nothing else was written."""

@@ -14,6 +14,7 @@ Read from the site registry (or from media exported there), an image is named as
 (the registry it stands for, ``nvcr.io``) and ``strip_prefix`` (the path the site registry keeps it under): the site's
 ``registry.site:5000/ngc/nvidia/pytorch:24.01-py3`` becomes ``nvcr.io/nvidia/pytorch:24.01-py3``, at the same digest.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,12 @@ from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.image_archive import ArchiveWriter
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import SOURCE_DIGEST_ANNOTATION, ImageContent, blob_sizes, descriptor
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
+    SOURCE_DIGEST_ANNOTATION,
+    ImageContent,
+    blob_sizes,
+    descriptor,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, Step
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import valid_host, validate_namespace
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import utc_now
@@ -58,8 +64,19 @@ class Ctr:
     def run(self, *args: str, what: str) -> str:
         """ctr's output; an AirgapError naming the socket, the namespace and ctr's own reason if it fails."""
         if self.binary is None:
-            raise ConfigError("ctr (containerd's client) is not on the PATH: install containerd on the node, or drop containerd")
-        argv = [self.binary, "--address", self.address, "--namespace", self.namespace, "--connect-timeout", CONNECT_TIMEOUT, *args]
+            raise ConfigError(
+                "ctr (containerd's client) is not on the PATH: install containerd on the node, or drop containerd"
+            )
+        argv = [
+            self.binary,
+            "--address",
+            self.address,
+            "--namespace",
+            self.namespace,
+            "--connect-timeout",
+            CONNECT_TIMEOUT,
+            *args,
+        ]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -100,18 +117,28 @@ class ContainerdDestination(Destination):
         self.address = spec.get("address") or DEFAULT_ADDRESS
         self.namespace = spec.get("namespace") or DEFAULT_NAMESPACE
         if not os.path.isabs(self.address):
-            raise ConfigError(f"invalid containerd.address {self.address!r}: give the socket's absolute path, as in {DEFAULT_ADDRESS}")
+            raise ConfigError(
+                f"invalid containerd.address {self.address!r}: give the socket's absolute path, as in {DEFAULT_ADDRESS}"
+            )
         if not NAMESPACE.match(self.namespace):
-            raise ConfigError(f"invalid containerd.namespace {self.namespace!r}: letters, digits, '.', '_' and '-', "
-                              "starting and ending with a letter or digit, at most 76 characters")
+            raise ConfigError(
+                f"invalid containerd.namespace {self.namespace!r}: letters, digits, '.', '_' and '-', "
+                "starting and ending with a letter or digit, at most 76 characters"
+            )
         self.name_as = spec.get("name_as") or None
         if self.name_as is not None and not valid_host(self.name_as):
-            raise ConfigError(f"invalid containerd.name_as {self.name_as!r}: give the registry host[:port] the pods name, "
-                              "such as nvcr.io or registry.k8s.io")
-        self.strip_prefix = validate_namespace(spec["strip_prefix"], "containerd.strip_prefix") if spec.get("strip_prefix") else ""
+            raise ConfigError(
+                f"invalid containerd.name_as {self.name_as!r}: give the registry host[:port] the pods name, "
+                "such as nvcr.io or registry.k8s.io"
+            )
+        self.strip_prefix = (
+            validate_namespace(spec["strip_prefix"], "containerd.strip_prefix") if spec.get("strip_prefix") else ""
+        )
         if self.strip_prefix and self.name_as is None:
-            raise ConfigError(f"containerd.strip_prefix {self.strip_prefix!r} needs containerd.name_as: the registry the "
-                              "names without the prefix stand for (nvcr.io)")
+            raise ConfigError(
+                f"containerd.strip_prefix {self.strip_prefix!r} needs containerd.name_as: the registry the "
+                "names without the prefix stand for (nvcr.io)"
+            )
         self.ctr = Ctr(self.address, self.namespace)
         self._listed: dict[str, str] | None = None
 
@@ -121,9 +148,11 @@ class ContainerdDestination(Destination):
         ref = image.ref
         if self.strip_prefix:
             if not ref.repository.startswith(self.strip_prefix + "/"):
-                raise ConfigError(f"{ref} is not under containerd.strip_prefix {self.strip_prefix!r}: name the images "
-                                  f"as the registry keeps them ({self.strip_prefix}/{ref.repository}), or change the prefix")
-            ref = replace(ref, repository=ref.repository[len(self.strip_prefix) + 1:])
+                raise ConfigError(
+                    f"{ref} is not under containerd.strip_prefix {self.strip_prefix!r}: name the images "
+                    f"as the registry keeps them ({self.strip_prefix}/{ref.repository}), or change the prefix"
+                )
+            ref = replace(ref, repository=ref.repository[len(self.strip_prefix) + 1 :])
         return str(replace(ref, registry=self.name_as) if self.name_as else ref)
 
     def target(self, image: SourceImage) -> str:
@@ -139,10 +168,16 @@ class ContainerdDestination(Destination):
         return ctx.step(self.kind, self.target(image), found.digest, self.listed().get(self.name(image)))
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
-        return (record.get("type") == self.kind and record.get("address") == self.address
-                and record.get("namespace") == self.namespace and dest_key.startswith(f"{self.kind}:"))
+        return (
+            record.get("type") == self.kind
+            and record.get("address") == self.address
+            and record.get("namespace") == self.namespace
+            and dest_key.startswith(f"{self.kind}:")
+        )
 
-    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+    def remove(
+        self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool
+    ) -> tuple[str, str, int]:
         """Remove the name this collection imported, unless it now names another image."""
         name = str(record.get("reference"))
         have = self.listed().get(name)
@@ -172,12 +207,28 @@ class ContainerdDestination(Destination):
 
 
 class _ContainerdWrite(ImageWrite):
-    def __init__(self, dest: ContainerdDestination, writer: ArchiveWriter, directory: str, content: ImageContent,
-                 manifests: list[Any], blobs: dict[str, int]) -> None:
-        self.dest, self.writer, self.directory, self.content, self.manifests, self.blobs = dest, writer, directory, content, manifests, blobs
+    def __init__(
+        self,
+        dest: ContainerdDestination,
+        writer: ArchiveWriter,
+        directory: str,
+        content: ImageContent,
+        manifests: list[Any],
+        blobs: dict[str, int],
+    ) -> None:
+        self.dest, self.writer, self.directory, self.content, self.manifests, self.blobs = (
+            dest,
+            writer,
+            directory,
+            content,
+            manifests,
+            blobs,
+        )
 
     def sink(self, digest: str, size: int) -> BlobSink | None:
-        return None if digest not in self.blobs or self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
+        return (
+            None if digest not in self.blobs or self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
+        )
 
     def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         """Write the archive's manifests and index.json (naming the image), import it, check containerd's digest, record."""
@@ -186,8 +237,18 @@ class _ContainerdWrite(ImageWrite):
             for manifest in self.manifests:
                 writer.add_bytes_blob(manifest.digest, manifest.raw)
             writer.add_bytes_blob(top.digest, top.raw)
-            writer.set_oci_index([descriptor(top.media_type, top.digest, top.size, ref_name=image.ref.tag, image_name=name,
-                                             annotations={SOURCE_DIGEST_ANNOTATION: top.digest})])
+            writer.set_oci_index(
+                [
+                    descriptor(
+                        top.media_type,
+                        top.digest,
+                        top.size,
+                        ref_name=image.ref.tag,
+                        image_name=name,
+                        annotations={SOURCE_DIGEST_ANNOTATION: top.digest},
+                    )
+                ]
+            )
             result = writer.commit()
             self.dest.ctr.import_archive(result.path)
         finally:
@@ -195,11 +256,20 @@ class _ContainerdWrite(ImageWrite):
         self.dest._listed = None  # pylint: disable=protected-access
         have = self.dest.listed().get(name)
         if have != top.digest:
-            raise AirgapError(f"containerd at {self.dest.address} holds {name} at {have or 'no digest'} after the import, not {top.digest}")
-        return Committed(top.digest, {
-            "type": self.dest.kind, "address": self.dest.address, "namespace": self.dest.namespace, "reference": name,
-            "digest": top.digest, "written": utc_now(),
-        })
+            raise AirgapError(
+                f"containerd at {self.dest.address} holds {name} at {have or 'no digest'} after the import, not {top.digest}"
+            )
+        return Committed(
+            top.digest,
+            {
+                "type": self.dest.kind,
+                "address": self.dest.address,
+                "namespace": self.dest.namespace,
+                "reference": name,
+                "digest": top.digest,
+                "written": utc_now(),
+            },
+        )
 
     def abort(self) -> None:
         try:

@@ -3,6 +3,7 @@
 """Private: destinations of the transport interface (``base.Destination``): registry, per-tag archive, README, Docker
 engine. The bundle, enroot, Apptainer and containerd destinations have files of their own. Not a public API.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     filtered_index,
     select_children,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SourceImage, Step, archive_path, registry_target
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import (
+    COPY,
+    SourceImage,
+    Step,
+    archive_path,
+    registry_target,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import remove_recorded_file, under
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference, registry_host
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures import update_referrers_tag
@@ -44,8 +51,16 @@ from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import
     ResolvedImage,
     fetched,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, Totals, UploadSink, index_archive_blobs
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import SessionUpload, UploadSessions
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import (
+    LocalBlob,
+    Totals,
+    UploadSink,
+    index_archive_blobs,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import (
+    SessionUpload,
+    UploadSessions,
+)
 
 TAR_OVERHEAD = 1024  # a tar member header and its padding, at most
 SPOOL_SHARE = 0.5  # of the free space an archive leaves on its filesystem, at most, for blobs spooled meanwhile
@@ -78,7 +93,11 @@ class Selection(Destination):
         if not self.platforms:
             return digest
         top = ctx.top(image, digest)
-        return compute_digest(filtered_index(top.raw, top.data, select_children(top.data, self.platforms))) if top.is_index else digest
+        return (
+            compute_digest(filtered_index(top.raw, top.data, select_children(top.data, self.platforms)))
+            if top.is_index
+            else digest
+        )
 
 
 class RegistryDestination(Selection):
@@ -94,9 +113,22 @@ class RegistryDestination(Selection):
     concurrent = True  # begin and commit may run for several images at once: a registry takes pushes side by side
     shares_blobs = True  # a blob another image put here is mounted, not sent again (``_RegistryWrite.holds``)
 
-    def __init__(self, spec: dict[str, Any], client: Any, platforms: list[str] | None, totals: Totals,
-                 origins: dict[str, SourceImage] | None = None, sessions: UploadSessions | None = None) -> None:
-        self.url, self.prefix, self.client, self.platforms, self.totals = spec["url"], spec.get("prefix"), client, platforms, totals
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        client: Any,
+        platforms: list[str] | None,
+        totals: Totals,
+        origins: dict[str, SourceImage] | None = None,
+        sessions: UploadSessions | None = None,
+    ) -> None:
+        self.url, self.prefix, self.client, self.platforms, self.totals = (
+            spec["url"],
+            spec.get("prefix"),
+            client,
+            platforms,
+            totals,
+        )
         self.sessions = sessions
         self.credentials = (spec.get("username"), spec.get("password"))
         self.known_blobs: dict[str, str] = {}  # digest -> a repository of this registry that holds it
@@ -104,7 +136,9 @@ class RegistryDestination(Selection):
         self.referrers_lock = threading.Lock()  # a referrers tag is read, changed and written back: one image at a time
         self._blob_locks: dict[tuple[str, str], threading.Lock] = {}  # (repository, digest) -> its look and mount
         self._blob_locks_lock = threading.Lock()
-        self.referrers_from: Callable[[SourceImage, str], Manifest | None] | None = None  # a source's referrers tag index
+        self.referrers_from: Callable[[SourceImage, str], Manifest | None] | None = (
+            None  # a source's referrers tag index
+        )
         for digest, image in (origins or {}).items():  # blobs an earlier import put here, under another image
             self.known_blobs[digest] = self.reference(image).repository
 
@@ -133,12 +167,18 @@ class RegistryDestination(Selection):
     def _blobs(self, repository: str, digest: str) -> dict[str, int]:
         """Every blob of a manifest or index held here (children's too)."""
         top = self.client.get_manifest(repository, digest)
-        manifests = [self.client.get_manifest(repository, e["digest"]) for e in top.data.get("manifests") or []] if top.is_index else [top]
+        manifests = (
+            [self.client.get_manifest(repository, e["digest"]) for e in top.data.get("manifests") or []]
+            if top.is_index
+            else [top]
+        )
         found = blob_sizes(m.data for m in manifests)
         found.update({m.digest: m.size for m in manifests})
         return found
 
-    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+    def remove(
+        self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool
+    ) -> tuple[str, str, int]:
         """DELETE the manifest by digest, only if the tag still points at the digest written and no wanted image
         shares it; what it frees is the blobs no wanted image of the repository uses, once the registry collects garbage."""
         ref = ImageReference.parse(record["reference"])
@@ -147,8 +187,12 @@ class RegistryDestination(Selection):
             return "already gone", f"{ref} is no longer there", 0
         if record.get("digest") and have.digest != record["digest"]:
             return "kept", f"re-pushed since: {ref} points at {have.digest}, not the {record['digest']} written", 0
-        others = [(k, e) for k, r in wanted.items() for dk, e in (r.get("destinations") or {}).items()
-                  if self.owns(dk, e) and ImageReference.parse(e["reference"]).repository == ref.repository]
+        others = [
+            (k, e)
+            for k, r in wanted.items()
+            for dk, e in (r.get("destinations") or {}).items()
+            if self.owns(dk, e) and ImageReference.parse(e["reference"]).repository == ref.repository
+        ]
         for other, entry in others:
             if entry.get("digest") == have.digest:
                 return "kept", f"{other} is wanted and is the same manifest there (a registry deletes by digest)", 0
@@ -221,7 +265,9 @@ class RegistryDestination(Selection):
         for digest, size in blob_sizes(m.data for m in manifests).items():
             if self._has_blob(ref.repository, digest, size):
                 self.totals.add(reused=size)
-                if self.sessions is not None and size >= RESUME_MIN:  # committed by a run cut off before it forgot the session
+                if (
+                    self.sessions is not None and size >= RESUME_MIN
+                ):  # committed by a run cut off before it forgot the session
                     self.sessions.drop(UploadSessions.key(self.client.host, ref.repository, digest))
             else:
                 missing[digest] = size
@@ -229,9 +275,16 @@ class RegistryDestination(Selection):
 
     def upload_sink(self, repository: str, digest: str, size: int) -> Any:
         if self.sessions is not None and size >= RESUME_MIN:
-            return SessionUpload(self.client, self.sessions, repository, digest, size,
-                                 committed=lambda: self._placed(repository, digest), policy=self.client.retry_policy,
-                                 sleep=self.client.sleep)
+            return SessionUpload(
+                self.client,
+                self.sessions,
+                repository,
+                digest,
+                size,
+                committed=lambda: self._placed(repository, digest),
+                policy=self.client.retry_policy,
+                sleep=self.client.sleep,
+            )
 
         def upload(chunks: Iterator[bytes]) -> Any:
             # The reader ends the chunks only after it has checked the digest (until then the upload holds back its
@@ -247,10 +300,24 @@ class RegistryDestination(Selection):
 
 
 class _RegistryWrite(ImageWrite):
-    def __init__(self, dest: RegistryDestination, ref: ImageReference, content: ImageContent, manifests: list[Manifest],
-                 top_raw: bytes, missing: dict[str, int]) -> None:
+    def __init__(
+        self,
+        dest: RegistryDestination,
+        ref: ImageReference,
+        content: ImageContent,
+        manifests: list[Manifest],
+        top_raw: bytes,
+        missing: dict[str, int],
+    ) -> None:
         super().__init__()
-        self.dest, self.ref, self.content, self.manifests, self.top_raw, self.blobs = dest, ref, content, manifests, top_raw, missing
+        self.dest, self.ref, self.content, self.manifests, self.top_raw, self.blobs = (
+            dest,
+            ref,
+            content,
+            manifests,
+            top_raw,
+            missing,
+        )
 
     def sink(self, digest: str, size: int) -> BlobSink | None:
         return self.dest.upload_sink(self.ref.repository, digest, size) if digest in self.blobs else None
@@ -265,9 +332,15 @@ class _RegistryWrite(ImageWrite):
         client, top = self.dest.client, self.content.top
         for manifest in self.manifests if top.is_index else []:
             client.put_manifest(self.ref.repository, manifest.digest, manifest.raw, manifest.media_type)
-        digest = client.put_manifest(self.ref.repository, self.ref.manifest_reference if self.ref.tag else compute_digest(self.top_raw),
-                                     self.top_raw, top.media_type)
-        if self.top_raw == top.raw:  # an artifact with a subject is listed in the referrers tag, where the registry has no API
+        digest = client.put_manifest(
+            self.ref.repository,
+            self.ref.manifest_reference if self.ref.tag else compute_digest(self.top_raw),
+            self.top_raw,
+            top.media_type,
+        )
+        if (
+            self.top_raw == top.raw
+        ):  # an artifact with a subject is listed in the referrers tag, where the registry has no API
             source_index = self.dest.referrers_from
             theirs = (lambda subject: source_index(image, subject)) if source_index is not None else None
             with self.dest.referrers_lock:
@@ -287,7 +360,9 @@ class ArchiveDestination(Selection):
         self.fmt = spec.get("format") or "docker"
         self.platform = spec.get("platform") or "linux/amd64"
         self.platforms = [self.platform] if self.fmt == "docker" else None
-        self.carries_companions = self.fmt == "oci"  # an OCI archive can hold a signature's manifest, a docker one cannot
+        self.carries_companions = (
+            self.fmt == "oci"
+        )  # an OCI archive can hold a signature's manifest, a docker one cannot
 
     def target(self, image: SourceImage) -> str:
         return archive_path(self.dir, image, self.fmt)
@@ -312,9 +387,15 @@ class ArchiveDestination(Selection):
         return recorded.get("digest"), "missing"
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
-        return record.get("type") == "archive" and dest_key.startswith(f"{self.kind}:") and under(record.get("path"), self.dir)
+        return (
+            record.get("type") == "archive"
+            and dest_key.startswith(f"{self.kind}:")
+            and under(record.get("path"), self.dir)
+        )
 
-    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+    def remove(
+        self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool
+    ) -> tuple[str, str, int]:
         return remove_recorded_file(record, self.dir, check_mode)
 
     def space_needed(self, image: SourceImage, content: ImageContent, step: Step) -> tuple[int, int]:
@@ -334,8 +415,16 @@ class ArchiveDestination(Selection):
             raise ConfigError(f"cannot create archive directory {directory}: {exc.strerror or exc}") from None
         _entries, manifests, _raw = content.selection(self.platforms)
         blobs = blob_sizes(m.data for m in manifests)
-        wanted = dict(blobs, **{m.digest: m.size for m in manifests})  # what a tar an earlier run was cut off in may keep
-        writer = ArchiveWriter(step.target, self.fmt, spool_budget=spool_budget(directory, sum(blobs.values())), resumable=True, wanted=wanted)
+        wanted = dict(
+            blobs, **{m.digest: m.size for m in manifests}
+        )  # what a tar an earlier run was cut off in may keep
+        writer = ArchiveWriter(
+            step.target,
+            self.fmt,
+            spool_budget=spool_budget(directory, sum(blobs.values())),
+            resumable=True,
+            wanted=wanted,
+        )
         return _ArchiveWrite(self, writer, content, manifests, blobs)
 
     def close(self) -> None:
@@ -343,15 +432,23 @@ class ArchiveDestination(Selection):
 
 
 class _ArchiveWrite(ImageWrite):
-    def __init__(self, dest: ArchiveDestination, writer: ArchiveWriter, content: ImageContent, manifests: list[Manifest],
-                 blobs: dict[str, int]) -> None:
+    def __init__(
+        self,
+        dest: ArchiveDestination,
+        writer: ArchiveWriter,
+        content: ImageContent,
+        manifests: list[Manifest],
+        blobs: dict[str, int],
+    ) -> None:
         super().__init__()
         self.dest, self.writer, self.content, self.manifests, self.blobs = dest, writer, content, manifests, blobs
         self.path: str | None = None
 
     def sink(self, digest: str, size: int) -> BlobSink | None:
         """Only the blobs of the archive's own manifests (another destination may read other platforms' too)."""
-        return None if digest not in self.blobs or self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
+        return (
+            None if digest not in self.blobs or self.writer.has_blob(digest) else self.writer.begin_blob(digest, size)
+        )
 
     def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
         writer, top, manifests = self.writer, self.content.top, self.manifests
@@ -360,20 +457,42 @@ class _ArchiveWrite(ImageWrite):
             writer.add_bytes_blob(manifest.digest, manifest.raw)
         if self.dest.fmt == "docker":
             entry = manifests[0]
-            writer.set_docker_image(entry.data["config"]["digest"], [b["digest"] for b in entry.data.get("layers") or []],
-                                    [name] if name else [])
+            writer.set_docker_image(
+                entry.data["config"]["digest"],
+                [b["digest"] for b in entry.data.get("layers") or []],
+                [name] if name else [],
+            )
         else:
             writer.add_bytes_blob(top.digest, top.raw)
             entry = top
-        writer.set_oci_index([descriptor(entry.media_type, entry.digest, entry.size, ref_name=image.ref.tag, image_name=name,
-                                         annotations={SOURCE_DIGEST_ANNOTATION: top.digest})])
+        writer.set_oci_index(
+            [
+                descriptor(
+                    entry.media_type,
+                    entry.digest,
+                    entry.size,
+                    ref_name=image.ref.tag,
+                    image_name=name,
+                    annotations={SOURCE_DIGEST_ANNOTATION: top.digest},
+                )
+            ]
+        )
         result = writer.commit()
         self.path = result.path
-        return Committed(top.digest, {
-            "type": "archive", "path": result.path, "format": self.dest.fmt, "size": result.size, "sha256": result.sha256,
-            "digest": top.digest, "config_digest": manifests[0].data["config"]["digest"], "written": utc_now(),
-            "platform": self.dest.platform if self.dest.fmt == "docker" and top.is_index else None,
-        })
+        return Committed(
+            top.digest,
+            {
+                "type": "archive",
+                "path": result.path,
+                "format": self.dest.fmt,
+                "size": result.size,
+                "sha256": result.sha256,
+                "digest": top.digest,
+                "config_digest": manifests[0].data["config"]["digest"],
+                "written": utc_now(),
+                "platform": self.dest.platform if self.dest.fmt == "docker" and top.is_index else None,
+            },
+        )
 
     def local_blobs(self) -> dict[str, LocalBlob]:
         """Where the committed archive holds each blob: later images of the run copy shared layers from there."""
@@ -433,10 +552,17 @@ class EngineDestination(Destination):
     kind = "docker"
     needs_content = False
 
-    def __init__(self, spec: dict[str, Any], registry: RegistryDestination | None, archive_of: Callable[[SourceImage], str] | None,
-                 credentials_for: Callable[[str | None], tuple[str | None, str | None]]) -> None:
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        registry: RegistryDestination | None,
+        archive_of: Callable[[SourceImage], str] | None,
+        credentials_for: Callable[[str | None], tuple[str | None, str | None]],
+    ) -> None:
         if not HAS_DOCKER:
-            raise DockerSdkMissingError("the docker Python SDK is required for the docker destination", DOCKER_IMPORT_ERROR)
+            raise DockerSdkMissingError(
+                "the docker Python SDK is required for the docker destination", DOCKER_IMPORT_ERROR
+            )
         self.source = spec.get("source") or "registry"
         self.tag_as = spec.get("tag_as") or []
         self.engine = DockerEngine(spec.get("host"))
@@ -456,9 +582,15 @@ class EngineDestination(Destination):
         return image.ref
 
     def plan(self, image: SourceImage, found: ResolvedImage, ctx: PlanContext) -> Step:
-        want = self.registry.want(image, found.digest, ctx) if self.source == "registry" and self.registry else found.digest
+        want = (
+            self.registry.want(image, found.digest, ctx)
+            if self.source == "registry" and self.registry
+            else found.digest
+        )
         recorded = ctx.store.destination(image.key, f"{self.kind}:{self.target(image)}") or {}
-        config = found.config_digest or (recorded.get("config_digest") if recorded.get("source_digest") == found.digest else None)
+        config = found.config_digest or (
+            recorded.get("config_digest") if recorded.get("source_digest") == found.digest else None
+        )
         status = self.engine.status(self.reference(image), want, config, self.tags_for(image))
         step = ctx.step(self.kind, self.target(image), want, want if status.up_to_date else None)
         if not status.up_to_date and not ctx.force:
@@ -466,9 +598,15 @@ class EngineDestination(Destination):
         return step
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
-        return record.get("type") == "docker" and record.get("host") == self.engine.host and dest_key.startswith(f"{self.kind}:")
+        return (
+            record.get("type") == "docker"
+            and record.get("host") == self.engine.host
+            and dest_key.startswith(f"{self.kind}:")
+        )
 
-    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+    def remove(
+        self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool
+    ) -> tuple[str, str, int]:
         """Remove the names this collection gave the image, unless they now name another image or a container uses it."""
         names = [record["reference"]] + [t for t in record.get("tags") or [] if t != record["reference"]]
         inspected = [(name, self.engine.inspect(name)) for name in names]
@@ -477,7 +615,11 @@ class EngineDestination(Destination):
             return "already gone", f"{record['reference']} is no longer in the engine", 0
         ours = [name for name, image in held if image.id == record.get("image_id")]
         if not ours:
-            return "kept", f"re-pushed since: {held[0][0]} now names image {held[0][1].id}, not the {record.get('image_id')} loaded", 0
+            return (
+                "kept",
+                f"re-pushed since: {held[0][0]} now names image {held[0][1].id}, not the {record.get('image_id')} loaded",
+                0,
+            )
         users = self.engine.containers_using(str(record.get("image_id")))
         if users:
             return "kept", f"the container(s) {', '.join(users[:3])} use it", 0
@@ -519,12 +661,23 @@ class _EngineWrite(ImageWrite):
             engine.tag(reference, target)
         final = engine.status(reference, want, config_digest, dest.tags_for(image))
         if not final.up_to_date:
-            raise AirgapError(f"the Docker engine at {engine.host} does not hold {reference} with digest {want} after the "
-                              f"{'load' if dest.source == 'archive' else 'pull'}: {final.reason}")
-        return Committed(want, {
-            "type": "docker", "host": engine.host, "reference": str(reference), "digest": want, "image_id": final.image_id,
-            "config_digest": final.image_id, "tags": list(final.tag_targets), "written": utc_now(),
-        })
+            raise AirgapError(
+                f"the Docker engine at {engine.host} does not hold {reference} with digest {want} after the "
+                f"{'load' if dest.source == 'archive' else 'pull'}: {final.reason}"
+            )
+        return Committed(
+            want,
+            {
+                "type": "docker",
+                "host": engine.host,
+                "reference": str(reference),
+                "digest": want,
+                "image_id": final.image_id,
+                "config_digest": final.image_id,
+                "tags": list(final.tag_targets),
+                "written": utc_now(),
+            },
+        )
 
 
 def archive_config(path: str) -> str:
@@ -535,9 +688,11 @@ def archive_config(path: str) -> str:
     return "sha256:" + str(docker[0]["Config"]).rsplit("/", 1)[-1]
 
 
-def credentials_matcher(registry: RegistryDestination | None, source_host: str | None, source_credentials: tuple[str | None, str | None]
-                        ) -> Callable[[str | None], tuple[str | None, str | None]]:
+def credentials_matcher(
+    registry: RegistryDestination | None, source_host: str | None, source_credentials: tuple[str | None, str | None]
+) -> Callable[[str | None], tuple[str | None, str | None]]:
     """For a registry host, the credentials given for exactly that host, or none: a password never goes to another host."""
+
     def credentials_for(host: str | None) -> tuple[str | None, str | None]:
         if registry and registry.credentials[1] and host == registry_host(registry.url):
             return registry.credentials

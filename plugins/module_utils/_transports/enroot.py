@@ -7,6 +7,7 @@ staging rootfs there with OCI whiteouts (``.wh.NAME``, ``.wh..wh..opq``), ``/dev
 enroot's ``docker::configure`` writes (``/etc/rc``, ``/etc/rc.local``, ``/etc/environment``, ``/etc/fstab``) are
 added from the config, and ``mksquashfs -all-root`` makes the image under a temporary name, renamed when complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,19 @@ from typing import Any
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import ImageContent
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage
-from ansible_collections.airgap.ngc.plugins.module_utils._formats.layers import Rootfs, created_time, image_config, member_parts
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.layers import (
+    Rootfs,
+    created_time,
+    image_config,
+    member_parts,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.rootfs import FlattenedDestination
 
 DEFAULT_SQUASH_OPTIONS = "-comp lzo -noD"  # enroot's ENROOT_SQUASH_OPTIONS
-RC_LOCAL = ("# This file is sourced by /etc/rc when the container starts.\n"
-            "# It can be used to manipulate the entrypoint or the command of the container.\n")
+RC_LOCAL = (
+    "# This file is sourced by /etc/rc when the container starts.\n"
+    "# It can be used to manipulate the entrypoint or the command of the container.\n"
+)
 
 
 def sqsh_name(repository: str, tag: str | None) -> str:
@@ -30,11 +38,16 @@ def sqsh_name(repository: str, tag: str | None) -> str:
 
 # The texts of enroot's docker::configure (src/docker.sh) -----------------------------------------------------
 
+
 def _jq_values(value: Any) -> list[str]:
     """What ``jq -r '(X[])? // empty'`` prints for X: the array's items but null and false, strings raw."""
     if not isinstance(value, list):
         return []
-    return [v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in value if v is not None and v is not False]
+    return [
+        v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+        for v in value
+        if v is not None and v is not False
+    ]
 
 
 def _lines(values: list[str]) -> list[str]:
@@ -43,11 +56,21 @@ def _lines(values: list[str]) -> list[str]:
 
 
 def _printable(char: str) -> bool:
-    return 0x20 <= ord(char) < 0x7f if ord(char) < 0x80 else char.isprintable()
+    return 0x20 <= ord(char) < 0x7F if ord(char) < 0x80 else char.isprintable()
 
 
-_ANSIC = {"\x1b": "\\E", "\a": "\\a", "\v": "\\v", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-          "\\": "\\\\", "'": "\\'"}
+_ANSIC = {
+    "\x1b": "\\E",
+    "\a": "\\a",
+    "\v": "\\v",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\\": "\\\\",
+    "'": "\\'",
+}
 
 
 def bash_quote(word: str) -> str:
@@ -74,7 +97,9 @@ def enroot_files(config: dict[str, Any]) -> dict[str, str]:
     volumes = volumes if isinstance(volumes, dict) else {}
     labels = conf.get("Labels")
     labels = labels if isinstance(labels, dict) else {}
-    rc = "".join(f"# {k} {v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}\n" for k, v in labels.items())
+    rc = "".join(
+        f"# {k} {v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}\n" for k, v in labels.items()
+    )
     if rc:
         rc += "\n"
     workdir_value = conf.get("WorkingDir")
@@ -85,20 +110,24 @@ def enroot_files(config: dict[str, Any]) -> dict[str, str]:
     if not entrypoint and not cmd_words:
         cmd_words = ["/bin/sh"]
     cmd = " ".join(bash_quote(w) for w in cmd_words)
-    rc += (f'mkdir -p "{workdir}" 2> /dev/null\n'
-           f'cd "{workdir}" && unset OLDPWD || exit 1\n'
-           "\n"
-           "if [ -s /etc/rc.local ]; then\n"
-           "    . /etc/rc.local\n"
-           "fi\n"
-           "\n"
-           "if [ $# -gt 0 ]; then\n"
-           f'    exec {entrypoint} "$@"\n'
-           "else\n"
-           f"    exec {entrypoint} {cmd}\n"
-           "fi\n")
+    rc += (
+        f'mkdir -p "{workdir}" 2> /dev/null\n'
+        f'cd "{workdir}" && unset OLDPWD || exit 1\n'
+        "\n"
+        "if [ -s /etc/rc.local ]; then\n"
+        "    . /etc/rc.local\n"
+        "fi\n"
+        "\n"
+        "if [ $# -gt 0 ]; then\n"
+        f'    exec {entrypoint} "$@"\n'
+        "else\n"
+        f"    exec {entrypoint} {cmd}\n"
+        "fi\n"
+    )
     return {
-        "etc/fstab": "".join(f"${{ENROOT_ROOTFS}}{k} {k} none x-create=dir,bind,rw,nosuid,nodev\n" for k in sorted(volumes)),
+        "etc/fstab": "".join(
+            f"${{ENROOT_ROOTFS}}{k} {k} none x-create=dir,bind,rw,nosuid,nodev\n" for k in sorted(volumes)
+        ),
         "etc/environment": "".join(f"{line}\n" for line in _jq_values(conf.get("Env"))),
         "etc/rc": rc,
         "etc/rc.local": RC_LOCAL,
@@ -107,6 +136,7 @@ def enroot_files(config: dict[str, Any]) -> dict[str, str]:
 
 
 # The destination ---------------------------------------------------------------------------------------------
+
 
 class EnrootDestination(FlattenedDestination):
     """enroot squashfs images under a directory: ``<dir>/nvidia+pytorch+24.01-py3.sqsh``."""
@@ -123,7 +153,7 @@ class EnrootDestination(FlattenedDestination):
         files = enroot_files(config)
         now = created_time(config)
         workdir = member_parts(files.pop("workdir")) or []
-        for parts in [["etc"]] + [workdir[:i + 1] for i in range(len(workdir))]:
+        for parts in [["etc"]] + [workdir[: i + 1] for i in range(len(workdir))]:
             rootfs.make_dir(parts, now)
         os.chmod(rootfs.root, 0o755)
         for name, text in files.items():

@@ -7,6 +7,7 @@ and every chunk goes to each sink: registry uploads (each on its own thread, fed
 small bounded queue) and archive writers. Memory is bounded by the chunk size times the
 queue depth per sink, whatever the blob's size.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -135,15 +136,19 @@ class LocalBlob:
             while left > 0:
                 data = handle.read(min(chunk_size, left))
                 if not data:
-                    raise AirgapError(f"{self.path} ended before blob {self.digest} it holds: the archive changed during the run")
+                    raise AirgapError(
+                        f"{self.path} ended before blob {self.digest} it holds: the archive changed during the run"
+                    )
                 left -= len(data)
                 hasher.update(data)
                 if held:
                     yield held
                 held = data
         if hasher.hexdigest() != expected:
-            raise DigestMismatchError(f"blob {self.digest} read back from {self.path} hashes to {algorithm}:{hasher.hexdigest()}: "
-                                      "the file was changed; run again to rewrite it")
+            raise DigestMismatchError(
+                f"blob {self.digest} read back from {self.path} hashes to {algorithm}:{hasher.hexdigest()}: "
+                "the file was changed; run again to rewrite it"
+            )
         if held:
             yield held
 
@@ -342,8 +347,10 @@ def continued(chunks: Iterator[bytes], start: int, held: Iterable[bytes] | None,
                                 raise DigestMismatchError(f"{what}: the kept bytes end before byte {start}")
                         size = min(len(pending), len(view))
                         if pending[:size] != view[:size]:
-                            raise DigestMismatchError(f"{what}: the bytes kept from a run that was cut off are not the "
-                                                      f"blob's (they differ before byte {start}); it is read whole again")
+                            raise DigestMismatchError(
+                                f"{what}: the bytes kept from a run that was cut off are not the "
+                                f"blob's (they differ before byte {start}); it is read whole again"
+                            )
                         pending, view = pending[size:], view[size:]
                 skipped += take
                 data = data[take:]
@@ -358,9 +365,17 @@ def continued(chunks: Iterator[bytes], start: int, held: Iterable[bytes] | None,
             close()
 
 
-def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], open_blob: Callable[..., Any],
-             local: dict[str, LocalBlob], parallel: int, totals: Totals, advance: Callable[[int], None], resumes: bool = False,
-             claim: Callable[[str, int], AbstractContextManager[Any]] | None = None) -> None:
+def transfer(
+    blobs: dict[str, int],
+    sinks_for: Callable[[str, int], list[Any]],
+    open_blob: Callable[..., Any],
+    local: dict[str, LocalBlob],
+    parallel: int,
+    totals: Totals,
+    advance: Callable[[int], None],
+    resumes: bool = False,
+    claim: Callable[[str, int], AbstractContextManager[Any]] | None = None,
+) -> None:
     """Read each blob once and feed it to its sinks, ``parallel`` blobs at a time, largest first.
 
     ``open_blob(digest, size)`` is a context manager of verified chunks from the source; a blob in ``local`` (an
@@ -372,6 +387,7 @@ def transfer(blobs: dict[str, int], sinks_for: Callable[[str, int], list[Any]], 
     the digest themselves, see ``resume_point``). ``claim(digest, size)``, when given, is held from before the sinks
     are asked for until the blob's read and its sinks ended (the copier: one read of a blob at a time in the run).
     """
+
     def one(item: tuple[str, int]) -> None:
         with claim(*item) if claim is not None else nullcontext():
             claimed(item)

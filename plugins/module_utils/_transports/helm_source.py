@@ -9,6 +9,7 @@ deploys with the selection's values (``_formats/helm_chart``). An image outside 
 subchart's ``registry.k8s.io/...``) is read from its own registry (``upstream``), never with the NGC key. Everything
 else is the wrapped source's: the copy engine sees one source and one list of images. Not a public API.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.helm_chart import ChartPackage, helm_oci_config
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import ResolvedImage, Source
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import BundleSource
-from ansible_collections.airgap.ngc.plugins.module_utils._types.chart_artifact import chart_layer, chart_manifest, is_chart
+from ansible_collections.airgap.ngc.plugins.module_utils._types.chart_artifact import (
+    chart_layer,
+    chart_manifest,
+    is_chart,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.charts import (
     CHARTS_PATH,
     ChartImage,
@@ -54,7 +59,7 @@ class Chart:
 
     @property
     def label(self) -> str:
-        return f"{self.artifact.ref.repository[len(CHARTS_PATH) + 1:]}:{self.version}"
+        return f"{self.artifact.ref.repository[len(CHARTS_PATH) + 1 :]}:{self.version}"
 
 
 @dataclass
@@ -88,8 +93,14 @@ class ChartSources(Source):
     ``upstream(host)`` the source for images of a registry host (None: the wrapped source's registry).
     """
 
-    def __init__(self, base: Any, selections: list[ChartSelection], helm: Callable[[ChartSelection], Any] | None = None,
-                 upstream: Callable[[str], Any] | None = None, helm_host: str | None = None) -> None:
+    def __init__(
+        self,
+        base: Any,
+        selections: list[ChartSelection],
+        helm: Callable[[ChartSelection], Any] | None = None,
+        upstream: Callable[[str], Any] | None = None,
+        helm_host: str | None = None,
+    ) -> None:
         self.base, self.selections, self.helm, self.upstream = base, selections, helm, upstream
         self.helm_host = helm_host
         self.charts: list[Chart] = []
@@ -169,8 +180,10 @@ class ChartSources(Source):
         versions = [e for e in repository.versions(ref.name) if isinstance(e, dict)]
         if not versions:
             names = sorted(repository.index().get("entries") or {})
-            raise ConfigError(f"chart {ref.path} does not exist in the Helm repository {repository.url}: it holds "
-                              f"{', '.join(names[:8]) or 'no chart'}{' ...' if len(names) > 8 else ''}; check the charts item's name")
+            raise ConfigError(
+                f"chart {ref.path} does not exist in the Helm repository {repository.url}: it holds "
+                f"{', '.join(names[:8]) or 'no chart'}{' ...' if len(names) > 8 else ''}; check the charts item's name"
+            )
         entry = self._version(ref.path, ref.version, {str(e.get("version")): e for e in versions}, repository.url)
         path = repository.fetch(entry, self._dir())
         package = self._open(path, ref.path)
@@ -178,8 +191,11 @@ class ChartSources(Source):
         config = helm_oci_config(package.metadata)
         digest, size = _file_digest(path)
         manifest = chart_manifest(config, digest, size)
-        artifact = SourceImage(ref=ImageReference(registry=self.helm_host, repository=oci_chart_repository(None, ref),
-                                                  tag=oci_chart_tag(version)))
+        artifact = SourceImage(
+            ref=ImageReference(
+                registry=self.helm_host, repository=oci_chart_repository(None, ref), tag=oci_chart_tag(version)
+            )
+        )
         self._held[artifact.key] = _Held(manifest, config, path)
         return Chart(selection, artifact, ref.name, version, package)
 
@@ -189,8 +205,10 @@ class ChartSources(Source):
             return versions[sorted(versions, key=tag_sort_key)[-1]]
         if wanted not in versions:
             shown = sorted(versions, key=tag_sort_key, reverse=True)
-            raise ConfigError(f"chart {chart} has no version {wanted} in {where}: it has {', '.join(shown[:8])}"
-                              f"{' ...' if len(shown) > 8 else ''}; check the charts item's version")
+            raise ConfigError(
+                f"chart {chart} has no version {wanted} in {where}: it has {', '.join(shown[:8])}"
+                f"{' ...' if len(shown) > 8 else ''}; check the charts item's version"
+            )
         return versions[wanted]
 
     def _carried_chart(self, selection: ChartSelection) -> Chart:
@@ -200,11 +218,15 @@ class ChartSources(Source):
         held = [ImageReference.parse(name) for name in self._carried_names()]
         tags = {r.tag: r for r in held if r.repository == repository and r.tag}
         if not tags:
-            raise ConfigError(f"chart {ref.path} is not in {self.base.kind} {self.base.name}: export it with charts first")
+            raise ConfigError(
+                f"chart {ref.path} is not in {self.base.kind} {self.base.name}: export it with charts first"
+            )
         wanted = None if ref.version is None else oci_chart_tag(ref.version)
         if wanted is not None and wanted not in tags:
-            raise ConfigError(f"chart {ref.path} has no version {ref.version} in {self.base.kind} {self.base.name}: it has "
-                              f"{', '.join(t.replace('_', '+') for t in sorted(tags, key=tag_sort_key, reverse=True))}")
+            raise ConfigError(
+                f"chart {ref.path} has no version {ref.version} in {self.base.kind} {self.base.name}: it has "
+                f"{', '.join(t.replace('_', '+') for t in sorted(tags, key=tag_sort_key, reverse=True))}"
+            )
         tag = wanted or sorted(tags, key=tag_sort_key)[-1]
         artifact = SourceImage(ref=tags[tag])
         found = self.base.resolve(artifact)
@@ -223,7 +245,9 @@ class ChartSources(Source):
 
     def _carried_names(self) -> list[str]:
         if not isinstance(self.base, BundleSource):
-            raise ConfigError(f"charts are read from NGC's Helm repository or a bundle, not from the {self.base.kind} {self.base.name}")
+            raise ConfigError(
+                f"charts are read from NGC's Helm repository or a bundle, not from the {self.base.kind} {self.base.name}"
+            )
         return list(self.base.reader.references())
 
     @staticmethod
@@ -270,8 +294,9 @@ class ChartSources(Source):
             return held.manifest
         return self._owner(image).manifest(image, digest, media_type)
 
-    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0,
-                  held: Iterable[bytes] | None = ()) -> Any:
+    def open_blob(
+        self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()
+    ) -> Any:
         chart = self._held.get(image.key)
         if chart is None:
             return self._owner(image).open_blob(image, digest, size, start, held)
@@ -324,4 +349,4 @@ class ChartSources(Source):
 
 
 def _ref_of(chart: Chart) -> ChartRef:
-    return ChartRef.parse(f"{chart.artifact.ref.repository[len(CHARTS_PATH) + 1:]}:{chart.version}")
+    return ChartRef.parse(f"{chart.artifact.ref.repository[len(CHARTS_PATH) + 1 :]}:{chart.version}")

@@ -6,6 +6,7 @@ The layers of one platform's image are spooled under the destination directory, 
 rootfs there (``_formats/layers.py``), the destination adds its own files, and ``mksquashfs`` makes the image under
 a temporary name, renamed when complete; the copier records it with its size and sha256.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,7 +116,7 @@ class FlattenedDestination(Destination):
         self._swept = True
         for entry in os.listdir(directory) if os.path.isdir(directory) else []:
             prefix = next((p for p in OLD_STAGING_PREFIXES if entry.startswith(p)), None)
-            pid = entry[len(prefix):].split("-", 1)[0] if prefix else ""
+            pid = entry[len(prefix) :].split("-", 1)[0] if prefix else ""
             if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
 
@@ -132,16 +133,24 @@ class FlattenedDestination(Destination):
         return FlattenedWrite(self, content, manifests[0], staging)
 
     def owns(self, dest_key: str, record: dict[str, Any]) -> bool:
-        return record.get("type") == self.kind and dest_key.startswith(f"{self.kind}:") and under(record.get("path"), self.dir)
+        return (
+            record.get("type") == self.kind
+            and dest_key.startswith(f"{self.kind}:")
+            and under(record.get("path"), self.dir)
+        )
 
-    def remove(self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool) -> tuple[str, str, int]:
+    def remove(
+        self, key: str, record: dict[str, Any], wanted: dict[str, dict[str, Any]], check_mode: bool
+    ) -> tuple[str, str, int]:
         return remove_recorded_file(record, self.dir, check_mode)
 
     def space_needed(self, image: SourceImage, content: ImageContent, step: Step) -> tuple[int, int]:
         """An estimate from the layers' compressed sizes: the file stays (about the unpacked size, UNPACKED_RATIO
         times the layers), the spooled layers and the unpacked rootfs only while the image is written."""
         _entries, manifests, _raw = content.selection(self.platforms)
-        layers = sum(int(layer.get("size") or 0) for layer in manifests[0].data.get("layers") or [] if isinstance(layer, dict))
+        layers = sum(
+            int(layer.get("size") or 0) for layer in manifests[0].data.get("layers") or [] if isinstance(layer, dict)
+        )
         return UNPACKED_RATIO * layers, layers + UNPACKED_RATIO * layers
 
     def rootfs(self, root: str) -> Rootfs:
@@ -150,7 +159,9 @@ class FlattenedDestination(Destination):
     def configure(self, rootfs: Rootfs, config: dict[str, Any], image: SourceImage, content: ImageContent) -> None:
         """Add the destination's files to the applied layers."""
 
-    def package(self, rootfs: Rootfs, temp: str, config: dict[str, Any], image: SourceImage, content: ImageContent, staging: str) -> None:
+    def package(
+        self, rootfs: Rootfs, temp: str, config: dict[str, Any], image: SourceImage, content: ImageContent, staging: str
+    ) -> None:
         """Write the file to ``temp`` (it exists, empty)."""
         squash(rootfs.root, temp, self.options, created_time(config), option_name=f"{self.kind}.squash_options")
 
@@ -181,7 +192,9 @@ class FlattenedWrite(ImageWrite):
         super().__init__()
         self.dest, self.content, self.manifest, self.staging = dest, content, manifest, staging
         self.config = manifest.data["config"]
-        self.layers = [layer for layer in manifest.data.get("layers") or [] if isinstance(layer, dict) and layer.get("digest")]
+        self.layers = [
+            layer for layer in manifest.data.get("layers") or [] if isinstance(layer, dict) and layer.get("digest")
+        ]
         self.blobs = {b["digest"]: int(b.get("size") or 0) for b in [self.config] + self.layers}
         self.temp: str | None = None
         self.note: str | None = None  # what flattening left out or changed, said in the image's result
@@ -207,7 +220,9 @@ class FlattenedWrite(ImageWrite):
             if not isinstance(config, dict):
                 raise ValueError("not a JSON object")
         except (UnicodeDecodeError, ValueError) as exc:
-            raise AirgapError(f"the config {self.config['digest']} of {image.ref} is not an image config ({exc})") from None
+            raise AirgapError(
+                f"the config {self.config['digest']} of {image.ref} is not an image config ({exc})"
+            ) from None
         return config
 
     def commit(self, image: SourceImage, step: Step, source_digest: str) -> Committed:
@@ -221,8 +236,10 @@ class FlattenedWrite(ImageWrite):
             try:
                 rootfs.apply(self._blob(layer["digest"]))
             except (tarfile.TarError, EOFError, OSError, AirgapError) as exc:
-                raise AirgapError(f"cannot apply layer {index + 1} ({layer['digest']}) of {image.ref}: "
-                                  f"{(exc.strerror if isinstance(exc, OSError) else None) or exc}") from None
+                raise AirgapError(
+                    f"cannot apply layer {index + 1} ({layer['digest']}) of {image.ref}: "
+                    f"{(exc.strerror if isinstance(exc, OSError) else None) or exc}"
+                ) from None
         dest.configure(rootfs, config, image, self.content)
         self.note = rootfs.note()
         safe_path(dest.dir, path, f"{dest.kind} file")
@@ -238,11 +255,23 @@ class FlattenedWrite(ImageWrite):
         size, sha256 = os.stat(self.temp).st_size, sha256_file(self.temp)
         publish(self.temp, path)  # mksquashfs closed the file: the rename and the directory are made durable
         self.temp = None
-        return Committed(top.digest, dict({
-            "type": dest.kind, "path": path, "size": size, "sha256": sha256, "digest": top.digest,
-            "config_digest": self.config["digest"], "platform": dest.platform if top.is_index else None,
-            "selected_platform": dest.platform, "written": utc_now(),
-        }, **dest.record_extra()))
+        return Committed(
+            top.digest,
+            dict(
+                {
+                    "type": dest.kind,
+                    "path": path,
+                    "size": size,
+                    "sha256": sha256,
+                    "digest": top.digest,
+                    "config_digest": self.config["digest"],
+                    "platform": dest.platform if top.is_index else None,
+                    "selected_platform": dest.platform,
+                    "written": utc_now(),
+                },
+                **dest.record_extra(),
+            ),
+        )
 
     def abort(self) -> None:
         """Remove the staging directory and an unfinished file (also after a commit: the staging is not needed)."""

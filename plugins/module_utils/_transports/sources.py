@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: sources of the transport interface (``base.Source``): a registry, a bundle, or per-tag archives. Not a public API."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,12 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
     parse_manifest,
     read_small,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, archive_path, requested_images, source_images
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import (
+    SourceImage,
+    archive_path,
+    requested_images,
+    source_images,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference, is_digest
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures import (
     MAX_DEPTH,
@@ -34,7 +40,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._formats.signatures imp
     subject_of,
 )
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import ResolvedImage, Source
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlob, continued, index_archive_blobs
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import (
+    LocalBlob,
+    continued,
+    index_archive_blobs,
+)
 
 
 class RegistrySource(Source):
@@ -65,7 +75,9 @@ class RegistrySource(Source):
             except NotFoundError:
                 return None
             return ResolvedImage(top.digest, top.media_type, note=note, manifest=top)
-        found = self._heads.get(image.key) or self.client.head_manifest(image.ref.repository, image.ref.manifest_reference)
+        found = self._heads.get(image.key) or self.client.head_manifest(
+            image.ref.repository, image.ref.manifest_reference
+        )
         return ResolvedImage(found.digest, found.media_type, note=note) if found else None
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
@@ -73,7 +85,9 @@ class RegistrySource(Source):
 
     resumes = True  # a blob can be read from part way (a download a run cut off is continued)
 
-    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
+    def open_blob(
+        self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()
+    ) -> Any:
         return self.client.open_blob(image.ref.repository, digest, expected_size=size, start=start, held=held)
 
     def missing(self, image: SourceImage) -> str:
@@ -108,7 +122,9 @@ class RegistrySource(Source):
                         found.append(companion)
                         following.append((companion.ref, companion_digest))
                         self._notes.setdefault(companion.key, f"travels with {ref} as {kind}")
-                        listing.append({"ref": str(companion.ref), "digest": companion_digest, "kind": kind, "about": str(ref)})
+                        listing.append(
+                            {"ref": str(companion.ref), "digest": companion_digest, "kind": kind, "about": str(ref)}
+                        )
             level = following
         self.listings[image.key] = {"digest": digest, "found": listing}
         return found
@@ -139,8 +155,10 @@ class RegistrySource(Source):
         return found
 
     def _listing_error(self, where: str, exc: AirgapError) -> AirgapError:
-        return AirgapError(f"listing the signatures and attestations of {where} on {self.name} failed: {exc}; "
-                           "set signatures: false to mirror the images without them")
+        return AirgapError(
+            f"listing the signatures and attestations of {where} on {self.name} failed: {exc}; "
+            "set signatures: false to mirror the images without them"
+        )
 
     def _companions_of(self, ref: ImageReference, digest: str) -> list[tuple[SourceImage, str, str]]:
         """One level: each companion of ``digest`` in ``ref``'s repository, with its own digest and what it is."""
@@ -157,8 +175,13 @@ class RegistrySource(Source):
                     self._heads[companion.key] = head
                     found.append((companion, head.digest, companion_kind(tag)))
             for entry in self._referrers(repository, digest, tags):
-                found.append((SourceImage(ref=ImageReference(ref.registry, repository, digest=entry["digest"])), entry["digest"],
-                              companion_kind(None, entry.get("artifactType"))))
+                found.append(
+                    (
+                        SourceImage(ref=ImageReference(ref.registry, repository, digest=entry["digest"])),
+                        entry["digest"],
+                        companion_kind(None, entry.get("artifactType")),
+                    )
+                )
             return found
         except AirgapError as exc:
             raise self._listing_error(f"{ref.name}@{digest}", exc) from None
@@ -201,8 +224,14 @@ def _select(names: list[str], items: list[Any] | None) -> list[SourceImage]:
         return [SourceImage(ref=ref) for ref in held.values()]
     chosen: list[SourceImage] = []
     for wanted in requested_images(items):
-        match = next((ref for ref in held.values() if ref == wanted.ref
-                      or (wanted.ref.registry is None and replace(ref, registry=None) == wanted.ref)), None)
+        match = next(
+            (
+                ref
+                for ref in held.values()
+                if ref == wanted.ref or (wanted.ref.registry is None and replace(ref, registry=None) == wanted.ref)
+            ),
+            None,
+        )
         image = SourceImage(ref=match, description=wanted.description) if match else wanted
         if image not in chosen:
             chosen.append(image)
@@ -272,7 +301,9 @@ class BundleSource(Source):
             following = []
             for ref, subject, entry in level:
                 original = (entry.get("annotations") or {}).get(SOURCE_DIGEST_ANNOTATION)
-                listed = table.get((ref.name, subject), []) + (table.get((ref.name, original), []) if original and original != subject else [])
+                listed = table.get((ref.name, subject), []) + (
+                    table.get((ref.name, original), []) if original and original != subject else []
+                )
                 for text, kind in listed:
                     companion = SourceImage(ref=ImageReference.parse(text))
                     if text in self.reader.index.rejected and companion.key not in keys:
@@ -290,21 +321,27 @@ class BundleSource(Source):
 
     def resolve(self, image: SourceImage, fetch: bool = False) -> ResolvedImage | None:  # pylint: disable=unused-argument
         entry = self.reader.find(str(image.ref))
-        return ResolvedImage(entry["digest"], entry.get("mediaType"), note=self._notes.get(image.key)) if entry else None
+        return (
+            ResolvedImage(entry["digest"], entry.get("mediaType"), note=self._notes.get(image.key)) if entry else None
+        )
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         return self.reader.manifest(digest, media_type)
 
     resumes = True  # a blob can be read from part way (a run cut off in it is continued: ``continued``)
 
-    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
+    def open_blob(
+        self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()
+    ) -> Any:
         """The blob's verified chunks (from byte ``start`` on, ``held`` the sinks' bytes before it: ``continued``)."""
         carrier = self.reader.carrier(digest)
         if carrier is None or self.reader.holds(digest):
             return _local(self.reader.open_blob(digest, size), start, held, f"blob {digest} in the bundle {self.name}")
         return self._left_out(image, digest, size, carrier, start, held)
 
-    def _left_out(self, image: SourceImage, digest: str, size: int, carrier: str, start: int = 0, held: Any = ()) -> Any:
+    def _left_out(
+        self, image: SourceImage, digest: str, size: int, carrier: str, start: int = 0, held: Any = ()
+    ) -> Any:
         """A blob this delta bundle left out: from the earlier bundle that carried it, or another one beside it in the
         drop directory, else from where an earlier import put it (``read_also_from``); the first that holds it."""
         beside = self._bundles_beside()
@@ -314,7 +351,11 @@ class BundleSource(Source):
         tried = []
         for holder in self._also:
             try:
-                found = holder.open_held_blob(image, digest, size, start, held) if start else holder.open_held_blob(image, digest, size)
+                found = (
+                    holder.open_held_blob(image, digest, size, start, held)
+                    if start
+                    else holder.open_held_blob(image, digest, size)
+                )
             except AirgapError as exc:
                 tried.append(f"{holder.name} could not be asked ({exc})")
                 continue
@@ -323,9 +364,11 @@ class BundleSource(Source):
             tried.append(f"{holder.name} does not hold it")
         where = os.path.dirname(os.path.abspath(self.directory))
         also = "".join(f", and {said}" for said in tried)
-        raise AirgapError(f"blob {digest} of {image.ref} is not in the delta bundle {self.name}: it was carried by "
-                          f"bundle {carrier}, which is not beside it in {where}{also}; import bundle {carrier} first, "
-                          f"or copy it into {where} beside this one")
+        raise AirgapError(
+            f"blob {digest} of {image.ref} is not in the delta bundle {self.name}: it was carried by "
+            f"bundle {carrier}, which is not beside it in {where}{also}; import bundle {carrier} first, "
+            f"or copy it into {where} beside this one"
+        )
 
     def check_left_out(self, image: SourceImage, needed: Mapping[str, int]) -> None:
         """Before anything of the image is written: every blob of ``needed`` this delta bundle left out is in a bundle
@@ -344,11 +387,16 @@ class BundleSource(Source):
         if missing:
             where = os.path.dirname(os.path.abspath(self.directory))
             elsewhere = "".join(f" nor in {holder.name}" for holder in self._also)
-            bases = ", ".join(f"bundle {carrier} ({len(digests)} blob(s), such as {digests[0]})" for carrier, digests in sorted(missing.items()))
+            bases = ", ".join(
+                f"bundle {carrier} ({len(digests)} blob(s), such as {digests[0]})"
+                for carrier, digests in sorted(missing.items())
+            )
             first = sorted(missing)[0]
-            raise AirgapError(f"{image.ref} is in the delta bundle {self.name}, which relies on {bases}: not beside it in "
-                              f"{where}{elsewhere}; import bundle {first} first, or copy it into {where} beside this one "
-                              f"(nothing of {image.ref} was written)")
+            raise AirgapError(
+                f"{image.ref} is in the delta bundle {self.name}, which relies on {bases}: not beside it in "
+                f"{where}{elsewhere}; import bundle {first} first, or copy it into {where} beside this one "
+                f"(nothing of {image.ref} was written)"
+            )
 
     @staticmethod
     def _holds_elsewhere(holder: Any, image: SourceImage, digest: str) -> bool:
@@ -408,10 +456,15 @@ def read_archive_head(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise AirgapError(f"there is no archive {path}: mirror the image to the archive directory first") from None
     except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
         raise AirgapError(f"{path} is not an archive written by ngc_image_mirror ({exc}): write it again") from None
-    problem = schema_problem(index, {"manifests": Required([{"digest": Required(DIGEST), "mediaType": str, "annotations": MapOf(str)}])},
-                             "index.json") or schema_problem(docker, [{"Config": str}], "manifest.json")
+    problem = schema_problem(
+        index,
+        {"manifests": Required([{"digest": Required(DIGEST), "mediaType": str, "annotations": MapOf(str)}])},
+        "index.json",
+    ) or schema_problem(docker, [{"Config": str}], "manifest.json")
     if problem or not index["manifests"]:
-        raise AirgapError(f"{path} is not an archive written by ngc_image_mirror ({problem or 'its index.json names no image'}): write it again")
+        raise AirgapError(
+            f"{path} is not an archive written by ngc_image_mirror ({problem or 'its index.json names no image'}): write it again"
+        )
     return index, docker
 
 
@@ -424,10 +477,19 @@ class ArchiveSource(Source):
     def __init__(self, directory: str) -> None:
         self.dir = os.path.abspath(directory)
         self.name = self.dir
-        held = next((name for name in ("index.json", "oci-layout", "contents.json", "vol-0001") if os.path.lexists(os.path.join(self.dir, name))), None)
+        held = next(
+            (
+                name
+                for name in ("index.json", "oci-layout", "contents.json", "vol-0001")
+                if os.path.lexists(os.path.join(self.dir, name))
+            ),
+            None,
+        )
         if held:
-            raise ConfigError(f"source_dir {directory} is a bundle (it holds {held}), not a directory of per-tag archives: "
-                              "import it with source: bundle")
+            raise ConfigError(
+                f"source_dir {directory} is a bundle (it holds {held}), not a directory of per-tag archives: "
+                "import it with source: bundle"
+            )
         self._archives: dict[str, dict[str, Any]] = {}  # by path: index, manifest.json, blobs
 
     def _open(self, path: str) -> dict[str, Any]:
@@ -485,7 +547,9 @@ class ArchiveSource(Source):
 
     resumes = True  # a blob can be read from part way (a run cut off in it is continued: ``continued``)
 
-    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
+    def open_blob(
+        self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()
+    ) -> Any:
         """The blob's verified chunks (from byte ``start`` on, ``held`` the sinks' bytes before it: ``continued``)."""
         blob = self._blob(image, digest)
         return _local(blob.open(), start, held, f"blob {digest} in the archive {blob.path}")

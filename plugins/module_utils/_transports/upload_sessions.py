@@ -23,6 +23,7 @@ sent, the next is gathered, so the download does not pause for the upload unless
 Digest: the registry checks the whole upload against the digest at the final PUT (400 DIGEST_INVALID), so a sink of
 this kind ``verifies_digest`` and a resumed read needs no bytes from here to hash (``_transfer.resume_point``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -82,7 +83,7 @@ class UploadSessions:
         return f"{host}/{repository}@{digest}"
 
     def _stem(self, key: str) -> str:
-        return f"{self._name[:-len('.uploads')]}.upload-{hashlib.sha256(key.encode()).hexdigest()[:16]}."
+        return f"{self._name[: -len('.uploads')]}.upload-{hashlib.sha256(key.encode()).hexdigest()[:16]}."
 
     def spool(self, key: str, start: int) -> str:
         """The spool file of an entry's piece that starts at byte ``start`` of the blob:
@@ -94,8 +95,8 @@ class UploadSessions:
         stem = self._stem(key)
         found = {}
         for name in self._names():
-            if name.startswith(stem) and name[len(stem):].isdigit():
-                found[int(name[len(stem):])] = os.path.join(self._directory, name)
+            if name.startswith(stem) and name[len(stem) :].isdigit():
+                found[int(name[len(stem) :])] = os.path.join(self._directory, name)
         return found
 
     def _names(self) -> list[str]:
@@ -113,7 +114,11 @@ class UploadSessions:
             with open(self.path, "rb") as handle:
                 data = json.loads(handle.read().decode("utf-8"))
             if isinstance(data, dict) and data.get("schema") == SCHEMA and isinstance(data.get("uploads"), dict):
-                entries = {k: v for k, v in data["uploads"].items() if _valid(v) and self._now() - v["written"] < SESSION_MAX_AGE}
+                entries = {
+                    k: v
+                    for k, v in data["uploads"].items()
+                    if _valid(v) and self._now() - v["written"] < SESSION_MAX_AGE
+                }
         except (OSError, UnicodeDecodeError, ValueError):
             pass
         self._entries = entries
@@ -132,8 +137,13 @@ class UploadSessions:
         document = {"schema": SCHEMA, "uploads": entries}
         # Not synced: a kill keeps what the kernel holds, and a record that waited for the disk (the spools' dirty pieces
         # go first) would lag the PATCH it follows; after a crash of the machine a stale record only costs the session.
-        atomic_write(self.path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode("utf-8"), mode=0o600, what="upload sessions file",
-                     sync=False)
+        atomic_write(
+            self.path,
+            (json.dumps(document, indent=1, sort_keys=True) + "\n").encode("utf-8"),
+            mode=0o600,
+            what="upload sessions file",
+            sync=False,
+        )
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -143,8 +153,15 @@ class UploadSessions:
     def put(self, key: str, host: str, repository: str, digest: str, size: int, location: str, offset: int) -> None:
         """Record (or update) a session; returns once the file holds it."""
         with self._lock:
-            self._load()[key] = {"host": host, "repository": repository, "digest": digest, "size": size, "location": location,
-                                 "offset": offset, "written": int(self._now())}
+            self._load()[key] = {
+                "host": host,
+                "repository": repository,
+                "digest": digest,
+                "size": size,
+                "location": location,
+                "offset": offset,
+                "written": int(self._now()),
+            }
             self._save()
 
     def drop(self, key: str) -> None:
@@ -158,8 +175,11 @@ class UploadSessions:
 
 
 def _valid(entry: Any) -> bool:
-    return (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("host", "repository", "digest", "location"))
-            and all(isinstance(entry.get(k), int) and entry[k] >= 0 for k in ("size", "offset", "written")))
+    return (
+        isinstance(entry, dict)
+        and all(isinstance(entry.get(k), str) for k in ("host", "repository", "digest", "location"))
+        and all(isinstance(entry.get(k), int) and entry[k] >= 0 for k in ("size", "offset", "written"))
+    )
 
 
 def _remove(path: str) -> None:
@@ -192,9 +212,17 @@ class SessionUpload(BlobSink):
 
     verifies_digest = True
 
-    def __init__(self, client: Any, sessions: UploadSessions, repository: str, digest: str, size: int,
-                 committed: Callable[[], None] = lambda: None, policy: RetryPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        client: Any,
+        sessions: UploadSessions,
+        repository: str,
+        digest: str,
+        size: int,
+        committed: Callable[[], None] = lambda: None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if size < RESUME_MIN:
             raise ValueError(f"a blob of {size} bytes is uploaded in one request")
         self.client, self.sessions, self.repository, self.digest, self.size = client, sessions, repository, digest, size
@@ -308,7 +336,9 @@ class SessionUpload(BlobSink):
         return os_error(exc, "spooling blob", self.sessions.spool(self.key, self._gather_start))
 
     def _record(self) -> None:
-        self.sessions.put(self.key, self.client.host, self.repository, self.digest, self.size, self._location or "", self._offset)
+        self.sessions.put(
+            self.key, self.client.host, self.repository, self.digest, self.size, self._location or "", self._offset
+        )
 
     def write(self, data: bytes) -> None:
         if self._location is None:
@@ -403,8 +433,10 @@ class SessionUpload(BlobSink):
                 waited += budgeted(delay)
                 failures += 1
             if self.client.upload_offset(self.repository, self._location) != start:
-                raise RegistryError(f"{self.what}: the registry lost the session while bytes {start}-{start + length - 1} "
-                                    "were sent; the next run starts the blob again")
+                raise RegistryError(
+                    f"{self.what}: the registry lost the session while bytes {start}-{start + length - 1} "
+                    "were sent; the next run starts the blob again"
+                )
             body.seek(0)
 
     def close(self) -> None:

@@ -5,6 +5,7 @@
 It lives in this I/O-free layer so that every writer can implement it: the archive and bundle writers of ``_formats``
 as well as the uploads of ``_transports``. See docs/design/transports.md.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

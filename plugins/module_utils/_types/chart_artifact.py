@@ -6,6 +6,7 @@ A chart travels like an image: one manifest, the Chart.yaml fields as its config
 one layer, byte for byte. The manifest is built the same way from the same chart on every run and on both sides of
 the air gap, so its digest is the chart's identity everywhere (facts, bundles, deltas, prune). No I/O.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,14 @@ def is_chart(manifest: dict[str, Any]) -> bool:
 
 def chart_layer(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The descriptor of a chart manifest's .tgz, or None if it has none."""
-    return next((layer for layer in manifest.get("layers") or [] if isinstance(layer, dict)
-                 and layer.get("mediaType") == MEDIA_HELM_CHART), None)
+    return next(
+        (
+            layer
+            for layer in manifest.get("layers") or []
+            if isinstance(layer, dict) and layer.get("mediaType") == MEDIA_HELM_CHART
+        ),
+        None,
+    )
 
 
 def chart_file_name(name: str, version: str) -> str:
@@ -48,20 +55,46 @@ def chart_file_name(name: str, version: str) -> str:
     return f"{name}-{version}.tgz"
 
 
-INDEX_FIELDS = ("apiVersion", "name", "version", "appVersion", "description", "type", "keywords", "home", "sources",
-                "maintainers", "icon", "kubeVersion", "dependencies", "annotations", "deprecated")
+INDEX_FIELDS = (
+    "apiVersion",
+    "name",
+    "version",
+    "appVersion",
+    "description",
+    "type",
+    "keywords",
+    "home",
+    "sources",
+    "maintainers",
+    "icon",
+    "kubeVersion",
+    "dependencies",
+    "annotations",
+    "deprecated",
+)
 
 
 def index_entry(metadata: dict[str, Any], chart_digest: str, created: str) -> dict[str, Any]:
     """A chart's entry in a classic repository's ``index.yaml``: its Chart.yaml fields, the .tgz's sha256, its URL
     (relative: the repository can be served from anywhere)."""
     entry = {key: metadata[key] for key in INDEX_FIELDS if metadata.get(key) not in (None, "", [], {})}
-    entry.update({"digest": chart_digest.split(":", 1)[-1], "created": created,
-                  "urls": [chart_file_name(str(metadata["name"]), str(metadata["version"]))]})
+    entry.update(
+        {
+            "digest": chart_digest.split(":", 1)[-1],
+            "created": created,
+            "urls": [chart_file_name(str(metadata["name"]), str(metadata["version"]))],
+        }
+    )
     return entry
 
 
 def repository_index(entries: dict[str, list[dict[str, Any]]], generated: str) -> dict[str, Any]:
     """A classic repository's ``index.yaml`` document, each chart's versions in a stable order."""
-    return {"apiVersion": "v1", "entries": {name: sorted(versions, key=lambda e: str(e.get("version")), reverse=True)
-                                            for name, versions in sorted(entries.items())}, "generated": generated}
+    return {
+        "apiVersion": "v1",
+        "entries": {
+            name: sorted(versions, key=lambda e: str(e.get("version")), reverse=True)
+            for name, versions in sorted(entries.items())
+        },
+        "generated": generated,
+    }

@@ -7,6 +7,7 @@ at a version (``nvidia/gpu-operator:v26.7.0``). A selection adds the values the 
 OS of its GPU nodes (``driver_os``), which decide which images the chart deploys. In an OCI registry a chart lives at
 ``[<prefix>/]charts/<org>[/<team>]/<name>``, a path of its own beside the image of the same name. Not a public API.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,10 @@ def version_problem(version: Any) -> str | None:
     if not isinstance(version, str):
         return f"the version {version!r} must be a string (quote it in YAML: '1.10' is not 1.1)"
     if not _VERSION_RE.match(version):
-        return (f"the version {version!r} must be 1-128 letters, digits, '.', '+', '_' or '-', "
-                "starting with a letter or digit, such as v26.7.0")
+        return (
+            f"the version {version!r} must be 1-128 letters, digits, '.', '+', '_' or '-', "
+            "starting with a letter or digit, such as v26.7.0"
+        )
     return None
 
 
@@ -52,8 +55,10 @@ def validate_driver_os(values: Any, option: str = "driver_os") -> list[str]:
     found: list[str] = []
     for position, value in enumerate(values, start=1):
         if not isinstance(value, str) or not _DRIVER_OS_RE.match(value):
-            raise ConfigError(f"invalid {option} item {position} {value!r}: expected an OS name and version as the GPU "
-                              "Operator appends it to driver tags, such as ubuntu22.04, ubuntu24.04 or rhel9.6")
+            raise ConfigError(
+                f"invalid {option} item {position} {value!r}: expected an OS name and version as the GPU "
+                "Operator appends it to driver tags, such as ubuntu22.04, ubuntu24.04 or rhel9.6"
+            )
         if value not in found:
             found.append(value)
     return found
@@ -64,8 +69,10 @@ def validate_values(values: Any, option: str = "values") -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"invalid {option}: expected a mapping of chart values (as in a values.yaml), "
-                          f"got {type(values).__name__} {str(values)[:60]!r}")
+        raise ConfigError(
+            f"invalid {option}: expected a mapping of chart values (as in a values.yaml), "
+            f"got {type(values).__name__} {str(values)[:60]!r}"
+        )
     for key in values:
         if not isinstance(key, str):
             raise ConfigError(f"invalid {option}: the key {key!r} is not a string")
@@ -85,8 +92,10 @@ class ChartRef:
     def parse(cls, text: Any, *, option: str | None = None, default_org: str = DEFAULT_ORG) -> ChartRef:
         """``nvidia/gpu-operator:v26.7.0``, ``nvidia/<team>/<name>[:<version>]``, or a bare ``<name>`` in default_org."""
         if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"invalid chart {text!r}{_where(option)}: expected <org>[/<team>]/<name>[:<version>], "
-                              "such as nvidia/gpu-operator:v26.7.0")
+            raise ConfigError(
+                f"invalid chart {text!r}{_where(option)}: expected <org>[/<team>]/<name>[:<version>], "
+                "such as nvidia/gpu-operator:v26.7.0"
+            )
         name, sep, version = text.strip().partition(":")
         if sep:
             problem = version_problem(version)
@@ -96,12 +105,16 @@ class ChartRef:
         if len(parts) == 1:
             parts = [default_org] + parts
         if len(parts) > 3:
-            raise ConfigError(f"invalid chart {text!r}{_where(option)}: expected <org>[/<team>]/<name>, not {len(parts)} parts")
+            raise ConfigError(
+                f"invalid chart {text!r}{_where(option)}: expected <org>[/<team>]/<name>, not {len(parts)} parts"
+            )
         for part in parts:
             problem = path_component_problem(part)
             if problem:
                 raise ConfigError(f"invalid chart {text!r}{_where(option)}: {problem}")
-        return cls(org=parts[0], team=parts[1] if len(parts) == 3 else None, name=parts[-1], version=version if sep else None)
+        return cls(
+            org=parts[0], team=parts[1] if len(parts) == 3 else None, name=parts[-1], version=version if sep else None
+        )
 
     @property
     def namespace(self) -> str:
@@ -143,15 +156,18 @@ class ChartSelection:
     driver_os: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_value(cls, item: Any, option: str = "charts", *, default_org: str = DEFAULT_ORG,
-                   driver_os: list[str] | None = None) -> ChartSelection:
+    def from_value(
+        cls, item: Any, option: str = "charts", *, default_org: str = DEFAULT_ORG, driver_os: list[str] | None = None
+    ) -> ChartSelection:
         """A selection from a string (``nvidia/gpu-operator:v26.7.0``) or a dict ``{name, version, values, driver_os}``;
         ``driver_os`` is the default for a string or a dict without one. Messages name ``option`` (``charts item 2``)."""
         if isinstance(item, str):
             return cls(ChartRef.parse(item, option=option, default_org=default_org), {}, list(driver_os or []))
         if not isinstance(item, dict):
-            raise ConfigError(f"invalid {option} {item!r}: expected a chart such as nvidia/gpu-operator:v26.7.0, "
-                              "or a dict with name, version, values and driver_os")
+            raise ConfigError(
+                f"invalid {option} {item!r}: expected a chart such as nvidia/gpu-operator:v26.7.0, "
+                "or a dict with name, version, values and driver_os"
+            )
         unknown = [key for key in item if key not in _SELECTION_KEYS]
         if unknown:
             raise ConfigError(f"invalid {option}: unknown key {unknown[0]!r}; a chart has {', '.join(_SELECTION_KEYS)}")
@@ -159,7 +175,9 @@ class ChartSelection:
         version = item.get("version")
         if version is not None:
             if ref.version is not None:
-                raise ConfigError(f"invalid {option}: {ref} names a version and version {version!r} names another: give one")
+                raise ConfigError(
+                    f"invalid {option}: {ref} names a version and version {version!r} names another: give one"
+                )
             problem = version_problem(version)
             if problem:
                 raise ConfigError(f"invalid {option} version for {ref}: {problem}")

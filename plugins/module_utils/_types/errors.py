@@ -7,6 +7,7 @@ the API key, passwords and tokens out of anything a server or a library said, ``
 makes it one short line, ``exception_reason`` boils a requests/urllib3/ssl exception down to
 its cause and ``answer_reason`` finds the reason in a server's JSON error answer.
 """
+
 from __future__ import annotations
 
 import errno
@@ -27,7 +28,9 @@ _EXCEPTION_REASON_RES = (
     re.compile(r"IncompleteRead\([^)]*\)"),
     re.compile(r"Connection aborted[^'\")]*"),
 )
-_TIMEOUT_RE = re.compile(r"(Read|Connect|Connection to [^\s']+) timed out\.?(?:\s*\((?:read|connect) timeout=([0-9.]+))?")
+_TIMEOUT_RE = re.compile(
+    r"(Read|Connect|Connection to [^\s']+) timed out\.?(?:\s*\((?:read|connect) timeout=([0-9.]+))?"
+)
 _SSL_FILE_RE = re.compile(r"\s*\(_ssl\.c:\d+\)")
 
 
@@ -43,7 +46,9 @@ def no_room(exc: OSError, target: str, directory: str) -> AirgapError | None:
     is used up); None for another error."""
     advice = "free space there and run again (what was already mirrored is kept)"
     if exc.errno == errno.ENOSPC:
-        return AirgapError(f"disk full: cannot write {target}: no space left on the filesystem of {directory}; {advice}")
+        return AirgapError(
+            f"disk full: cannot write {target}: no space left on the filesystem of {directory}; {advice}"
+        )
     if exc.errno == getattr(errno, "EDQUOT", -1):
         return AirgapError(f"disk quota exceeded: cannot write {target} in {directory}; {advice}")
     return None
@@ -98,7 +103,7 @@ def redact(text: str, secrets: Iterable[Optional[str]] = (), mask: str = REDACTE
 def shorten(text: str, limit: int = REASON_LIMIT) -> str:
     """text on one line (whitespace runs become one space), at most limit characters."""
     line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[:limit - 3].rstrip() + "..."
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
 
 
 def exception_reason(exc: BaseException) -> str:

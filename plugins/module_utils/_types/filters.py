@@ -11,6 +11,7 @@ got wrong stay pinned down by unit tests:
 * ``py_version`` works on its own, without another filter;
 * a name substring is a substring, and ``strict_name_match`` asks for the exact name.
 """
+
 from __future__ import annotations
 
 import re
@@ -132,7 +133,9 @@ class ImageFilter:
         if min_version not in (None, ""):
             version = parse_version(str(min_version))
             if version.scheme == NONE:
-                raise ConfigError(f"invalid min_version {min_version!r}: expected a calendar version such as '23.10' or a dotted one such as '12.2.0'")
+                raise ConfigError(
+                    f"invalid min_version {min_version!r}: expected a calendar version such as '23.10' or a dotted one such as '12.2.0'"
+                )
         if latest is not None and int(latest) < 1:
             raise ConfigError(f"invalid latest {latest!r}: expected a whole number of at least 1")
         return cls(
@@ -181,7 +184,7 @@ class ImageFilter:
         """The tags of one image that pass, oldest first, newest ``latest`` only if set."""
         chosen = sorted((c for c in candidates if self.match_tag(c.tag)), key=lambda c: tag_sort_key(c.tag, c.updated))
         if self.latest is not None:
-            chosen = chosen[-self.latest:]
+            chosen = chosen[-self.latest :]
         return chosen
 
 

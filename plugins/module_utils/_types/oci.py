@@ -4,6 +4,7 @@
 
 Every transport (registry, bundle, archive, engine) speaks it; nothing here reads a file or a socket. Not a public API.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Sequence
 
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    ConfigError,
+    DigestMismatchError,
+)
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -104,8 +109,10 @@ def guess_media_type(data: Dict[str, Any]) -> str:
 def check_small(size: Any, what: str) -> None:
     """Refuse ``what`` (a manifest, an index or an image config) of ``size`` bytes over MAX_MANIFEST_BYTES."""
     if isinstance(size, int) and size > MAX_MANIFEST_BYTES:
-        raise AirgapError(f"{what} has {size} bytes, more than the {MAX_MANIFEST_BYTES} (4 MiB) a manifest, an index or an "
-                          "image config may have: refused")
+        raise AirgapError(
+            f"{what} has {size} bytes, more than the {MAX_MANIFEST_BYTES} (4 MiB) a manifest, an index or an "
+            "image config may have: refused"
+        )
 
 
 def read_small(chunks: Iterable[bytes], what: str) -> bytes:
@@ -152,8 +159,15 @@ def parse_manifest(raw: bytes, digest: str, what: str, media_type: str | None = 
     return Manifest(raw=raw, media_type=media_type or guess_media_type(data), digest=digest, data=data)
 
 
-def descriptor(media_type: str, digest: str, size: int, ref_name: str | None = None, image_name: str | None = None,
-               platform: dict[str, Any] | None = None, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def descriptor(
+    media_type: str,
+    digest: str,
+    size: int,
+    ref_name: str | None = None,
+    image_name: str | None = None,
+    platform: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """An OCI descriptor for index.json; ref_name is the tag (or the full reference), image_name the full reference."""
     desc: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": int(size)}
     notes = dict(annotations or {})

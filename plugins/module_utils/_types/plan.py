@@ -6,6 +6,7 @@ Pure data and decisions: no network, no files. The mirror observes the source an
 destination, and these functions turn the observations into a plan that check mode returns
 as it is and a real run executes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -51,8 +52,10 @@ def requested_images(items: Iterable[Any], default_registry: str | None = None) 
         elif isinstance(item, str):
             text = item
         else:
-            raise ConfigError(f"images item {position} is a {type(item).__name__}: "
-                              "give a reference such as nvidia/pytorch:24.01-py3 or a dict with name and tag")
+            raise ConfigError(
+                f"images item {position} is a {type(item).__name__}: "
+                "give a reference such as nvidia/pytorch:24.01-py3 or a dict with name and tag"
+            )
         ref = ImageReference.parse(text, default_registry=default_registry)
         if ref.tag is None and ref.digest is None:
             ref = ref.with_tag("latest")
@@ -72,9 +75,11 @@ def source_images(items: Iterable[Any], default_registry: str, check_host: bool 
     source = registry_host(default_registry)
     for position, image in enumerate(images, start=1):
         if check_host and image.ref.registry != source:
-            raise ConfigError(f"images item {position} ({image.ref}) names the registry {image.ref.registry}, but images are read from "
-                              f"registry_url {default_registry} ({source}): give the reference without a host, or set registry_url "
-                              f"to {image.ref.registry}; credentials are only sent to registry_url")
+            raise ConfigError(
+                f"images item {position} ({image.ref}) names the registry {image.ref.registry}, but images are read from "
+                f"registry_url {default_registry} ({source}): give the reference without a host, or set registry_url "
+                f"to {image.ref.registry}; credentials are only sent to registry_url"
+            )
     return images
 
 
@@ -110,8 +115,14 @@ class Step:
     carries_blobs: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"kind": self.kind, "target": self.target, "action": self.action, "reason": self.reason,
-                                 "before": self.before, "after": self.after}
+        entry: dict[str, Any] = {
+            "kind": self.kind,
+            "target": self.target,
+            "action": self.action,
+            "reason": self.reason,
+            "before": self.before,
+            "after": self.after,
+        }
         if self.relies_on is not None:
             entry.update(relies_on=self.relies_on, carries_blobs=self.carries_blobs)
         return entry
@@ -153,7 +164,12 @@ def registry_target(source: SourceImage, url: str, prefix: str | None) -> ImageR
     repository = source.ref.repository
     if prefix:
         repository = f"{prefix.strip('/')}/{repository}"
-    return ImageReference(registry=registry_host(url), repository=repository, tag=source.ref.tag, digest=None if source.ref.tag else source.ref.digest)
+    return ImageReference(
+        registry=registry_host(url),
+        repository=repository,
+        tag=source.ref.tag,
+        digest=None if source.ref.tag else source.ref.digest,
+    )
 
 
 def archive_path(directory: str, source: SourceImage, fmt: str) -> str:
@@ -166,7 +182,9 @@ MAX_MESSAGES = 3  # failed images named in the task's message; all of them are i
 MAX_MESSAGE_CHARS = 300
 
 
-def plan_result(plans: list[ImagePlan], check_mode: bool, diff_mode: bool, transferred: int, reused: int) -> dict[str, Any]:
+def plan_result(
+    plans: list[ImagePlan], check_mode: bool, diff_mode: bool, transferred: int, reused: int
+) -> dict[str, Any]:
     """The module result: one entry per image (status, message, each destination's before and after), totals, diff."""
     images = []
     for plan in plans:
@@ -177,8 +195,14 @@ def plan_result(plans: list[ImagePlan], check_mode: bool, diff_mode: bool, trans
             message = "; ".join(f"{s.kind}: {s.reason}" for s in plan.steps if s.action == COPY)
         else:
             status, message = "skipped", "up to date"
-        entry = {"reference": plan.source.key, "digest": plan.digest, "media_type": plan.media_type, "status": status,
-                 "message": message, "destinations": [step.as_dict() for step in plan.steps]}
+        entry = {
+            "reference": plan.source.key,
+            "digest": plan.digest,
+            "media_type": plan.media_type,
+            "status": status,
+            "message": message,
+            "destinations": [step.as_dict() for step in plan.steps],
+        }
         if plan.note:
             entry["note"] = plan.note
         images.append(entry)
@@ -202,7 +226,11 @@ def plan_result(plans: list[ImagePlan], check_mode: bool, diff_mode: bool, trans
 def failure_summary(result: dict[str, Any]) -> str:
     """The task's message for failed images: how many, and the first few reasons, each shortened."""
     messages = result.get("failure_messages") or []
-    shown = [m if len(m) <= MAX_MESSAGE_CHARS else m[:MAX_MESSAGE_CHARS - 3] + "..." for m in messages[:MAX_MESSAGES]]
+    shown = [m if len(m) <= MAX_MESSAGE_CHARS else m[: MAX_MESSAGE_CHARS - 3] + "..." for m in messages[:MAX_MESSAGES]]
     more = f" (and {len(messages) - MAX_MESSAGES} more)" if len(messages) > MAX_MESSAGES else ""
-    return (f"{len(messages)} of {len(result.get('images') or [])} image(s) could not be copied: " + "; ".join(shown) + more
-            + "; every reason is in failure_messages")
+    return (
+        f"{len(messages)} of {len(result.get('images') or [])} image(s) could not be copied: "
+        + "; ".join(shown)
+        + more
+        + "; every reason is in failure_messages"
+    )

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: parse and print image references (host/name:tag@digest). Not a public API."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,12 +80,16 @@ def _component_problem(component: str, name: str) -> str | None:
     if any(char.isspace() or not char.isprintable() for char in component):
         return f"path component {component!r} holds white space or a control character"
     if ":" in component:
-        return (f"path component {component!r} holds a ':': a tag goes at the end (name:tag), "
-                "and a port only right after the registry host")
+        return (
+            f"path component {component!r} holds a ':': a tag goes at the end (name:tag), "
+            "and a port only right after the registry host"
+        )
     if _PATH_COMPONENT_RE.match(component.lower()):
         return f"path component {component!r} must be lower case"
-    return (f"path component {component!r} must be lower-case letters and digits, "
-            "optionally separated by '.', '_', '__' or '-'")
+    return (
+        f"path component {component!r} must be lower-case letters and digits, "
+        "optionally separated by '.', '_', '__' or '-'"
+    )
 
 
 def path_component_problem(component: str) -> str | None:
@@ -236,8 +241,8 @@ class ImageReference:
         last_slash = text.rfind("/")
         colon = text.rfind(":")
         if colon > last_slash:
-            text, tag = text[:colon], text[colon + 1:]
-            last = text[last_slash + 1:]
+            text, tag = text[:colon], text[colon + 1 :]
+            last = text[last_slash + 1 :]
             if ":" in last:
                 detail = f"more than one ':' in {last + ':' + tag!r}: a reference has one tag, as name:tag"
                 raise _invalid("image reference", original, detail, option)

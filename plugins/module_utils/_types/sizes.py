@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: sizes as people read them, the one way the collection prints bytes. Not a public API."""
+
 from __future__ import annotations
 
 import math

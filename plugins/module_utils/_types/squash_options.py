@@ -9,6 +9,7 @@ compression and layout are accepted, each argument checked for its shape; anythi
 The same rules serve the module (``_validate``, the destinations) and the role (the ``squash_options_problem`` filter),
 so a value the role writes into the scheduled run's variables is one the module accepts.
 """
+
 from __future__ import annotations
 
 import re
@@ -19,12 +20,34 @@ COMPRESSORS = ("gzip", "lzo", "lz4", "xz", "zstd", "lzma")
 DEFAULT_COMPRESSOR = "gzip"  # mksquashfs's when no -comp is given
 
 # Options without an argument that only change how the image is compressed or laid out.
-FLAGS = frozenset((
-    "-noI", "-noId", "-noD", "-noF", "-noX", "-noInodeCompression", "-noIdTableCompression", "-noDataCompression",
-    "-noFragmentCompression", "-noXattrCompression", "-no-xattrs", "-xattrs", "-no-fragments", "-always-use-fragments",
-    "-no-duplicates", "-no-sparse", "-no-tailends", "-tailends", "-no-exports", "-exports", "-no-hardlinks",
-    "-reproducible", "-not-reproducible", "-Xhc",
-))
+FLAGS = frozenset(
+    (
+        "-noI",
+        "-noId",
+        "-noD",
+        "-noF",
+        "-noX",
+        "-noInodeCompression",
+        "-noIdTableCompression",
+        "-noDataCompression",
+        "-noFragmentCompression",
+        "-noXattrCompression",
+        "-no-xattrs",
+        "-xattrs",
+        "-no-fragments",
+        "-always-use-fragments",
+        "-no-duplicates",
+        "-no-sparse",
+        "-no-tailends",
+        "-tailends",
+        "-no-exports",
+        "-exports",
+        "-no-hardlinks",
+        "-reproducible",
+        "-not-reproducible",
+        "-Xhc",
+    )
+)
 _SIZE = r"[1-9][0-9]{0,9}"
 _LISTS = {
     "-Xstrategy": ("default", "filtered", "huffman_only", "run_length_encoded", "fixed"),
@@ -40,16 +63,33 @@ VALUED: dict[str, tuple[re.Pattern[str], str]] = {
     "-limit": (re.compile(r"(?:[1-9]?[0-9]|100)\Z"), "a percentage from 0 to 100"),
     "-Xcompression-level": (re.compile(r"[1-9][0-9]?\Z"), "a compression level such as 9"),
     "-Xwindow-size": (re.compile(r"[1-9][0-9]?\Z"), "a window size from 8 to 15"),
-    "-Xalgorithm": (re.compile(r"lzo1x_(?:1|1_11|1_12|1_15|999)\Z"), "lzo1x_1, lzo1x_1_11, lzo1x_1_12, lzo1x_1_15 or lzo1x_999"),
-    "-Xdict-size": (re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]+)?%|" + _SIZE + r"[KkMm]?)\Z"),
-                    "a dictionary size such as 50% or 64K"),
+    "-Xalgorithm": (
+        re.compile(r"lzo1x_(?:1|1_11|1_12|1_15|999)\Z"),
+        "lzo1x_1, lzo1x_1_11, lzo1x_1_12, lzo1x_1_15 or lzo1x_999",
+    ),
+    "-Xdict-size": (
+        re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]+)?%|" + _SIZE + r"[KkMm]?)\Z"),
+        "a dictionary size such as 50% or 64K",
+    ),
 }
-VALUED.update({option: (re.compile(f"(?:{'|'.join(items)})(?:,(?:{'|'.join(items)}))*" + r"\Z"), ", ".join(items) + " joined by ','")
-               for option, items in _LISTS.items()})
+VALUED.update(
+    {
+        option: (
+            re.compile(f"(?:{'|'.join(items)})(?:,(?:{'|'.join(items)}))*" + r"\Z"),
+            ", ".join(items) + " joined by ','",
+        )
+        for option, items in _LISTS.items()
+    }
+)
 # Which compressor each compressor option belongs to (mksquashfs refuses the others').
 COMPRESSOR_OPTIONS = {
-    "-Xcompression-level": ("gzip", "lzo", "zstd"), "-Xwindow-size": ("gzip",), "-Xstrategy": ("gzip",),
-    "-Xalgorithm": ("lzo",), "-Xhc": ("lz4",), "-Xbcj": ("xz",), "-Xdict-size": ("xz",),
+    "-Xcompression-level": ("gzip", "lzo", "zstd"),
+    "-Xwindow-size": ("gzip",),
+    "-Xstrategy": ("gzip",),
+    "-Xalgorithm": ("lzo",),
+    "-Xhc": ("lz4",),
+    "-Xbcj": ("xz",),
+    "-Xdict-size": ("xz",),
 }
 # Options refused with the reason spelled out: they read or write files, run commands, read standard input, or change
 # what the image holds and who owns it (the rest are refused as not shaping compression and layout).
@@ -86,7 +126,9 @@ DANGEROUS = {
     "-o": "the destination sets the offset itself",
     "-offset": "the destination sets the offset itself",
 }
-ALLOWED_SUMMARY = "-comp, -b, -noI, -noD, -noF, -noX, -no-xattrs, -no-fragments, -X<compressor option>, -processors, -mem"
+ALLOWED_SUMMARY = (
+    "-comp, -b, -noI, -noD, -noF, -noX, -no-xattrs, -no-fragments, -X<compressor option>, -processors, -mem"
+)
 
 
 def squash_options_problem(text: Any) -> str | None:
@@ -131,13 +173,19 @@ def squash_words(text: Any) -> list[str]:
                 compressor_options.append(word)
             continue
         if word in DANGEROUS:
-            raise ValueError(f"{word} is refused: {DANGEROUS[word]}; squash_options takes only options that shape "
-                             f"compression and layout ({ALLOWED_SUMMARY})")
+            raise ValueError(
+                f"{word} is refused: {DANGEROUS[word]}; squash_options takes only options that shape "
+                f"compression and layout ({ALLOWED_SUMMARY})"
+            )
         what = "option" if word.startswith("-") else "word (not an option)"
-        raise ValueError(f"{word} is not a mksquashfs {what} that shapes compression or layout, which is all "
-                         f"squash_options takes ({ALLOWED_SUMMARY})")
+        raise ValueError(
+            f"{word} is not a mksquashfs {what} that shapes compression or layout, which is all "
+            f"squash_options takes ({ALLOWED_SUMMARY})"
+        )
     for option in compressor_options:
         if compressor not in COMPRESSOR_OPTIONS[option]:
-            raise ValueError(f"{option} is an option of {' and '.join(COMPRESSOR_OPTIONS[option])}, not of the compressor "
-                             f"{compressor}{'' if '-comp' in words else ' (the default without -comp)'}")
+            raise ValueError(
+                f"{option} is an option of {' and '.join(COMPRESSOR_OPTIONS[option])}, not of the compressor "
+                f"{compressor}{'' if '-comp' in words else ' (the default without -comp)'}"
+            )
     return words

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for the streaming archive writers (no network, no Docker)."""
+
 from __future__ import annotations
 
 import errno
@@ -18,8 +19,17 @@ import pytest
 from ansible_collections.airgap.ngc.plugins.module_utils._formats import image_archive as _archive
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.image_archive import ArchiveWriter, blob_path
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import cleanup_stale_partials
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, descriptor
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, DigestMismatchError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
+    MEDIA_DOCKER_MANIFEST,
+    MEDIA_OCI_INDEX,
+    MEDIA_OCI_MANIFEST,
+    descriptor,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    ConfigError,
+    DigestMismatchError,
+)
 
 TAG = "nvcr.io/nvidia/pytorch:24.01-py3"
 
@@ -42,20 +52,45 @@ def make_layer(seed: int, files: int = 3) -> tuple[bytes, str]:
 
 def make_image(arch: str = "amd64", layers: tuple[int, ...] = (1, 2), media_type: str = MEDIA_DOCKER_MANIFEST) -> dict:
     blobs = [make_layer(seed) for seed in layers]
-    config = json.dumps({"architecture": arch, "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [diff for _data, diff in blobs]}}).encode()
-    layer_type = "application/vnd.docker.image.rootfs.diff.tar.gzip" if media_type == MEDIA_DOCKER_MANIFEST else "application/vnd.oci.image.layer.v1.tar+gzip"
-    config_type = "application/vnd.docker.container.image.v1+json" if media_type == MEDIA_DOCKER_MANIFEST else "application/vnd.oci.image.config.v1+json"
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": media_type,
-                           "config": {"mediaType": config_type, "digest": sha(config), "size": len(config)},
-                           "layers": [{"mediaType": layer_type, "digest": sha(data), "size": len(data)} for data, _diff in blobs]}).encode()
-    return {"layers": [data for data, _diff in blobs], "config": config, "manifest": manifest, "arch": arch, "media_type": media_type}
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff for _data, diff in blobs]},
+        }
+    ).encode()
+    layer_type = (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        if media_type == MEDIA_DOCKER_MANIFEST
+        else "application/vnd.oci.image.layer.v1.tar+gzip"
+    )
+    config_type = (
+        "application/vnd.docker.container.image.v1+json"
+        if media_type == MEDIA_DOCKER_MANIFEST
+        else "application/vnd.oci.image.config.v1+json"
+    )
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {"mediaType": config_type, "digest": sha(config), "size": len(config)},
+            "layers": [{"mediaType": layer_type, "digest": sha(data), "size": len(data)} for data, _diff in blobs],
+        }
+    ).encode()
+    return {
+        "layers": [data for data, _diff in blobs],
+        "config": config,
+        "manifest": manifest,
+        "arch": arch,
+        "media_type": media_type,
+    }
 
 
 def stream(writer: ArchiveWriter, data: bytes, chunk: int = 1000) -> None:
     sink = writer.begin_blob(sha(data), len(data))
     for start in range(0, len(data), chunk):
-        sink.write(data[start:start + chunk])
+        sink.write(data[start : start + chunk])
     sink.close()
 
 
@@ -71,7 +106,9 @@ def write_image(writer: ArchiveWriter, image: dict, tags: list[str] | None = Non
 
 def members(path: str) -> dict[str, bytes]:
     with tarfile.open(path) as tar:
-        return {member.name: (tar.extractfile(member).read() if member.isfile() else b"") for member in tar.getmembers()}
+        return {
+            member.name: (tar.extractfile(member).read() if member.isfile() else b"") for member in tar.getmembers()
+        }
 
 
 def names(path: str) -> list[str]:
@@ -84,7 +121,17 @@ def test_docker_archive_layout(tmp_path):
     target = tmp_path / "pytorch.tar"
     with ArchiveWriter(str(target), "docker") as writer:
         write_image(writer, image, [TAG])
-        writer.set_oci_index([descriptor(MEDIA_DOCKER_MANIFEST, sha(image["manifest"]), len(image["manifest"]), ref_name="24.01-py3", image_name=TAG)])
+        writer.set_oci_index(
+            [
+                descriptor(
+                    MEDIA_DOCKER_MANIFEST,
+                    sha(image["manifest"]),
+                    len(image["manifest"]),
+                    ref_name="24.01-py3",
+                    image_name=TAG,
+                )
+            ]
+        )
         result = writer.commit()
 
     assert os.listdir(tmp_path) == ["pytorch.tar"]
@@ -96,20 +143,30 @@ def test_docker_archive_layout(tmp_path):
 
     content = members(str(target))
     blobs = image["layers"] + [image["config"], image["manifest"]]
-    assert sorted(content) == sorted(["blobs", "blobs/sha256", "oci-layout", "index.json", "manifest.json"] + [blob_path(sha(b)) for b in blobs])
+    assert sorted(content) == sorted(
+        ["blobs", "blobs/sha256", "oci-layout", "index.json", "manifest.json"] + [blob_path(sha(b)) for b in blobs]
+    )
     for name, body in content.items():
         if name.startswith("blobs/sha256/"):
             assert sha(body) == "sha256:" + name.rsplit("/", 1)[1]
-    assert json.loads(content["manifest.json"]) == [{
-        "Config": blob_path(sha(image["config"])),
-        "RepoTags": [TAG],
-        "Layers": [blob_path(sha(layer)) for layer in image["layers"]],
-    }]
+    assert json.loads(content["manifest.json"]) == [
+        {
+            "Config": blob_path(sha(image["config"])),
+            "RepoTags": [TAG],
+            "Layers": [blob_path(sha(layer)) for layer in image["layers"]],
+        }
+    ]
     assert json.loads(content["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
     index = json.loads(content["index.json"])
     assert index["schemaVersion"] == 2 and index["mediaType"] == MEDIA_OCI_INDEX
-    assert index["manifests"] == [{"mediaType": MEDIA_DOCKER_MANIFEST, "digest": sha(image["manifest"]), "size": len(image["manifest"]),
-                                   "annotations": {"org.opencontainers.image.ref.name": "24.01-py3", "io.containerd.image.name": TAG}}]
+    assert index["manifests"] == [
+        {
+            "mediaType": MEDIA_DOCKER_MANIFEST,
+            "digest": sha(image["manifest"]),
+            "size": len(image["manifest"]),
+            "annotations": {"org.opencontainers.image.ref.name": "24.01-py3", "io.containerd.image.name": TAG},
+        }
+    ]
     with tarfile.open(target) as tar:
         info = tar.getmember(blob_path(sha(image["layers"][0])))
         assert info.mode == 0o644 and info.mtime == 0 and info.size == len(image["layers"][0])
@@ -131,9 +188,21 @@ def test_oci_multi_arch_shares_blobs_and_skips_manifest_json(tmp_path):
     arm = make_image("arm64", (1, 3), MEDIA_OCI_MANIFEST)
     shared = amd["layers"][0]
     assert shared == arm["layers"][0]
-    index_blob = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": [
-        descriptor(MEDIA_OCI_MANIFEST, sha(img["manifest"]), len(img["manifest"]), platform={"architecture": img["arch"], "os": "linux"})
-        for img in (amd, arm)]}).encode()
+    index_blob = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_INDEX,
+            "manifests": [
+                descriptor(
+                    MEDIA_OCI_MANIFEST,
+                    sha(img["manifest"]),
+                    len(img["manifest"]),
+                    platform={"architecture": img["arch"], "os": "linux"},
+                )
+                for img in (amd, arm)
+            ],
+        }
+    ).encode()
     target = tmp_path / "multi.oci.tar"
     with ArchiveWriter(str(target), "oci") as writer:
         write_image(writer, amd)
@@ -145,7 +214,9 @@ def test_oci_multi_arch_shares_blobs_and_skips_manifest_json(tmp_path):
         write_image(writer, arm)
         assert writer.add_bytes_blob(sha(index_blob), index_blob)
         assert not writer.add_bytes_blob(sha(index_blob), index_blob)
-        writer.set_oci_index([descriptor(MEDIA_OCI_INDEX, sha(index_blob), len(index_blob), ref_name="24.01-py3", image_name=TAG)])
+        writer.set_oci_index(
+            [descriptor(MEDIA_OCI_INDEX, sha(index_blob), len(index_blob), ref_name="24.01-py3", image_name=TAG)]
+        )
         result = writer.commit()
     listing = names(str(target))
     assert listing.count(blob_path(sha(shared))) == 1
@@ -160,10 +231,21 @@ def test_oci_single_platform_also_writes_manifest_json(tmp_path):
     target = tmp_path / "one.oci.tar"
     with ArchiveWriter(str(target), "oci") as writer:
         write_image(writer, image)
-        writer.set_oci_index([descriptor(MEDIA_OCI_MANIFEST, sha(image["manifest"]), len(image["manifest"]), ref_name="24.01-py3", image_name=TAG)])
+        writer.set_oci_index(
+            [
+                descriptor(
+                    MEDIA_OCI_MANIFEST,
+                    sha(image["manifest"]),
+                    len(image["manifest"]),
+                    ref_name="24.01-py3",
+                    image_name=TAG,
+                )
+            ]
+        )
         writer.commit()
     assert json.loads(members(str(target))["manifest.json"]) == [
-        {"Config": blob_path(sha(image["config"])), "RepoTags": [TAG], "Layers": [blob_path(sha(image["layers"][0]))]}]
+        {"Config": blob_path(sha(image["config"])), "RepoTags": [TAG], "Layers": [blob_path(sha(image["layers"][0]))]}
+    ]
 
 
 def test_same_image_two_tags_merge_into_one_entry(tmp_path):
@@ -171,7 +253,9 @@ def test_same_image_two_tags_merge_into_one_entry(tmp_path):
     target = tmp_path / "t.tar"
     with ArchiveWriter(str(target), "docker") as writer:
         write_image(writer, image, [TAG])
-        writer.set_docker_image(sha(image["config"]), [sha(layer) for layer in image["layers"]], ["nvcr.io/nvidia/pytorch:latest", TAG])
+        writer.set_docker_image(
+            sha(image["config"]), [sha(layer) for layer in image["layers"]], ["nvcr.io/nvidia/pytorch:latest", TAG]
+        )
         writer.commit()
     entries = json.loads(members(str(target))["manifest.json"])
     assert len(entries) == 1 and entries[0]["RepoTags"] == [TAG, "nvcr.io/nvidia/pytorch:latest"]
@@ -211,7 +295,9 @@ def test_old_archive_stays_until_commit(tmp_path):
 
 
 def test_cleanup_stale_partials(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
     dead_pid = int(dead.stdout)
     stale = tmp_path / f".x.tar.partial-{dead_pid}"
     stale_spool = tmp_path / f".x.tar.partial-{dead_pid}.spool-ab12_cd"
@@ -396,9 +482,21 @@ def test_incomplete_archive_is_refused_until_blob_added(tmp_path):
 def test_index_child_manifest_missing_is_refused(tmp_path):
     amd = make_image("amd64", (1,), MEDIA_OCI_MANIFEST)
     arm = make_image("arm64", (2,), MEDIA_OCI_MANIFEST)
-    index_blob = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": [
-        descriptor(MEDIA_OCI_MANIFEST, sha(img["manifest"]), len(img["manifest"]), platform={"architecture": img["arch"], "os": "linux"})
-        for img in (amd, arm)]}).encode()
+    index_blob = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_INDEX,
+            "manifests": [
+                descriptor(
+                    MEDIA_OCI_MANIFEST,
+                    sha(img["manifest"]),
+                    len(img["manifest"]),
+                    platform={"architecture": img["arch"], "os": "linux"},
+                )
+                for img in (amd, arm)
+            ],
+        }
+    ).encode()
     with ArchiveWriter(str(tmp_path / "x.tar"), "oci") as writer:
         write_image(writer, amd)
         writer.add_bytes_blob(sha(index_blob), index_blob)
@@ -472,6 +570,7 @@ def test_many_threads_stream_blobs_into_one_archive(tmp_path):
     target = tmp_path / "x.tar"
     errors = []
     with ArchiveWriter(str(target), "oci") as writer:
+
         def work(blobs):
             try:
                 for blob in blobs:
@@ -485,9 +584,17 @@ def test_many_threads_stream_blobs_into_one_archive(tmp_path):
         for thread in threads:
             thread.join()
         assert errors == []
-        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "config": {"digest": sha(config), "size": len(config)},
-                               "layers": [{"digest": sha(layer), "size": len(layer)} for layer in layers]}).encode()
+        config = json.dumps(
+            {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+        ).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MEDIA_OCI_MANIFEST,
+                "config": {"digest": sha(config), "size": len(config)},
+                "layers": [{"digest": sha(layer), "size": len(layer)} for layer in layers],
+            }
+        ).encode()
         writer.add_bytes_blob(sha(config), config)
         writer.add_bytes_blob(sha(manifest), manifest)
         writer.set_oci_index([descriptor(MEDIA_OCI_MANIFEST, sha(manifest), len(manifest))])

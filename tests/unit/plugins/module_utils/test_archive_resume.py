@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """An archive a run was cut off in is continued by the next run: whole blobs kept (after hashing), the blob it was cut
 off in continued from its last byte, anything else cut away; the result is a valid tar whose recorded hash is its own."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,12 @@ import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.image_archive import ArchiveWriter, blob_path
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import DigestMismatchError
-from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import RESUME_MIN, BlobFile, kept_beside, unregister_live
+from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import (
+    RESUME_MIN,
+    BlobFile,
+    kept_beside,
+    unregister_live,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import fan_out
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import ArchiveSource
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import SourceImage, archive_path
@@ -41,7 +47,7 @@ def writer(path: Path, wanted: dict[str, int] | None = None) -> ArchiveWriter:
 
 def feed(sink, data: bytes, chunk: int = 1 << 20) -> None:
     for start in range(0, len(data), chunk):
-        sink.write(data[start:start + chunk])
+        sink.write(data[start : start + chunk])
 
 
 def cut_off(path: Path, big_bytes: int = HALF) -> None:
@@ -60,7 +66,7 @@ def finish(second: ArchiveWriter, blobs: list[bytes]) -> Path:
     for data in blobs:
         sink = second.begin_blob(sha(data), len(data))
         if not sink.skipped:
-            feed(sink, data[sink.resume_from:])
+            feed(sink, data[sink.resume_from :])
             sink.close()
     second.add_bytes_blob(sha(CONFIG), CONFIG)
     second.set_docker_image(sha(CONFIG), [sha(SMALL), sha(BIG)], ["nvidia/x:1"])
@@ -195,6 +201,7 @@ def test_bytes_that_are_not_the_blob_are_never_kept(tmp_path: Path) -> None:
 
 def test_bytes_of_a_read_that_did_not_hash_to_the_digest_are_not_kept(tmp_path: Path) -> None:
     """The reader fails on its last chunk when the data is not the blob: every sink forgets what it holds."""
+
     def wrong() -> Iterator[bytes]:
         yield BIG[:HALF]
         raise DigestMismatchError(f"blob {sha(BIG)} hashes to something else")
@@ -216,8 +223,12 @@ def test_an_archive_source_gives_a_blob_from_part_way(tmp_path: Path) -> None:
     image = SourceImage(ref=ImageReference.parse("nvcr.io/nvidia/pytorch:24.02-py3"))
     path = Path(archive_path(str(tmp_path), image, "docker"))
     path.parent.mkdir(parents=True)
-    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(b"{}"), "size": 2,
-             "annotations": {"io.containerd.image.name": str(image.ref)}}
+    entry = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha(b"{}"),
+        "size": 2,
+        "annotations": {"io.containerd.image.name": str(image.ref)},
+    }
     index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
     with tarfile.open(path, "w") as tar:
         for name, content in (("index.json", index), (f"blobs/sha256/{sha(data).split(':')[1]}", data)):
@@ -231,5 +242,7 @@ def test_an_archive_source_gives_a_blob_from_part_way(tmp_path: Path) -> None:
     with source.open_blob(image, sha(data), len(data), 5_000_000, iter([data[:1000], data[1000:5_000_000]])) as chunks:
         assert b"".join(chunks) == data[5_000_000:]
     with pytest.raises(DigestMismatchError, match="not the blob's"):
-        with source.open_blob(image, sha(data), len(data), 5_000_000, iter([data[:4_999_999] + bytes([(data[4_999_999] + 1) % 256])])) as chunks:
+        with source.open_blob(
+            image, sha(data), len(data), 5_000_000, iter([data[:4_999_999] + bytes([(data[4_999_999] + 1) % 256])])
+        ) as chunks:
             b"".join(chunks)

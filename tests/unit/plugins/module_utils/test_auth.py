@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for _auth: WWW-Authenticate parsing, the token cache and token fetching (no network)."""
+
 from __future__ import annotations
 
 import base64
@@ -29,11 +30,25 @@ SECRET = "nvapi-very-secret-key"
     [
         (
             'Bearer realm="https://nvcr.io/proxy_auth",service="ngc",scope="repository:nvidia/pytorch:pull"',
-            [("bearer", {"realm": "https://nvcr.io/proxy_auth", "service": "ngc", "scope": "repository:nvidia/pytorch:pull"})],
+            [
+                (
+                    "bearer",
+                    {
+                        "realm": "https://nvcr.io/proxy_auth",
+                        "service": "ngc",
+                        "scope": "repository:nvidia/pytorch:pull",
+                    },
+                )
+            ],
         ),
         (
             'Bearer realm="https://auth.example/token", service="registry", scope="repository:a:pull,push"',
-            [("bearer", {"realm": "https://auth.example/token", "service": "registry", "scope": "repository:a:pull,push"})],
+            [
+                (
+                    "bearer",
+                    {"realm": "https://auth.example/token", "service": "registry", "scope": "repository:a:pull,push"},
+                )
+            ],
         ),
         (
             'Bearer realm="https://authn.nvidia.com/token",service="registry",error="invalid_token"',
@@ -43,7 +58,10 @@ SECRET = "nvapi-very-secret-key"
         ('BASIC Realm="x"', [("basic", {"realm": "x"})]),
         (
             'Basic realm="r1", Bearer realm="https://t/token",scope="repository:a/b/c:pull,push"',
-            [("basic", {"realm": "r1"}), ("bearer", {"realm": "https://t/token", "scope": "repository:a/b/c:pull,push"})],
+            [
+                ("basic", {"realm": "r1"}),
+                ("bearer", {"realm": "https://t/token", "scope": "repository:a/b/c:pull,push"}),
+            ],
         ),
         ("Bearer realm=https://t/token,service=reg", [("bearer", {"realm": "https://t/token", "service": "reg"})]),
         ('Bearer realm="a\\"b,c"', [("bearer", {"realm": 'a"b,c'})]),
@@ -59,7 +77,9 @@ def test_parse_challenges(header, expected):
 
 
 def test_challenge_properties_and_token68():
-    [negotiate, bearer] = parse_challenges('Negotiate YWJj==, Bearer realm="r",service="s",scope="x",error="invalid_token"')
+    [negotiate, bearer] = parse_challenges(
+        'Negotiate YWJj==, Bearer realm="r",service="s",scope="x",error="invalid_token"'
+    )
     assert negotiate.scheme == "negotiate" and negotiate.token68 == "YWJj=="
     assert (bearer.realm, bearer.service, bearer.scope, bearer.error) == ("r", "s", "x", "invalid_token")
 
@@ -150,7 +170,9 @@ def test_get_or_fetch_concurrent_callers_fetch_once():
         return Token.issue("shared", 60, time.monotonic())
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get_or_fetch(key, fetch).value)) for _index in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get_or_fetch(key, fetch).value)) for _index in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -183,7 +205,15 @@ class FakeGet:
 
 def test_fetch_token_sends_service_scopes_and_basic_credentials():
     get = FakeGet(FakeResponse(200, {"token": "abc", "expires_in": 300}))
-    token = fetch_token(get, "https://nvcr.io/proxy_auth", "ngc", "repository:a:pull,push repository:b:pull", "$oauthtoken", SECRET, clock=lambda: 0.0)
+    token = fetch_token(
+        get,
+        "https://nvcr.io/proxy_auth",
+        "ngc",
+        "repository:a:pull,push repository:b:pull",
+        "$oauthtoken",
+        SECRET,
+        clock=lambda: 0.0,
+    )
     assert token.value == "abc"
     assert token.expires_at == 300.0
     [(url, params, auth)] = get.calls
@@ -213,7 +243,14 @@ def test_fetch_token_ignores_unusable_expires_in(expires_in):
 def test_fetch_token_refused_is_auth_error_without_secret():
     get = FakeGet(FakeResponse(401, {"details": f"incorrect username or password {SECRET}"}))
     with pytest.raises(AuthError) as excinfo:
-        fetch_token(get, "https://authn.nvidia.com/token?x=1", "registry", "repository:nvidia/pytorch:pull", "$oauthtoken", SECRET)
+        fetch_token(
+            get,
+            "https://authn.nvidia.com/token?x=1",
+            "registry",
+            "repository:nvidia/pytorch:pull",
+            "$oauthtoken",
+            SECRET,
+        )
     message = str(excinfo.value)
     assert excinfo.value.status == 401
     assert "authn.nvidia.com" in message

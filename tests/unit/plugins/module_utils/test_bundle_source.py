@@ -3,6 +3,7 @@
 """A delta bundle's left-out blobs: read from the earlier bundle beside it in the drop directory (or another one
 there), else from where an earlier import put them (the destination registry), each checked against its digest; with
 none of those the image fails, naming the digest and the bundle that carried it. Bundles are built here by hand."""
+
 from __future__ import annotations
 
 import contextlib
@@ -35,19 +36,52 @@ def write_bundle(directory: Path, blobs: list[bytes], left_out: dict[bytes, str]
     with the bundle that carried it (a delta bundle's ``expected``)."""
     left_out = left_out or {}
     config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
-    layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(b), "size": len(b)} for b in blobs]
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config), "size": len(config)},
-                           "layers": layers}).encode()
+    layers = [
+        {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(b), "size": len(b)} for b in blobs
+    ]
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(config),
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    ).encode()
     (directory / "blobs" / "sha256").mkdir(parents=True)
     for data in [config, manifest] + [b for b in blobs if b not in left_out]:
         (directory / "blobs" / "sha256" / digest(data).split(":")[1]).write_bytes(data)
     (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest), "size": len(manifest),
-         "annotations": {"org.opencontainers.image.ref.name": REF}}]}))
-    (directory / "contents.json").write_text(json.dumps({"schema": 1, "bundle": directory.name, "delta": bool(left_out), "images": {}, "files": {},
-                                                         "expected": {digest(b): {"bundle": name, "image": REF} for b, name in left_out.items()}}))
+    (directory / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": digest(manifest),
+                        "size": len(manifest),
+                        "annotations": {"org.opencontainers.image.ref.name": REF},
+                    }
+                ],
+            }
+        )
+    )
+    (directory / "contents.json").write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "bundle": directory.name,
+                "delta": bool(left_out),
+                "images": {},
+                "files": {},
+                "expected": {digest(b): {"bundle": name, "image": REF} for b, name in left_out.items()},
+            }
+        )
+    )
 
 
 def read(source: BundleSource, data: bytes) -> bytes:
@@ -115,7 +149,12 @@ def test_a_blob_nowhere_names_the_bundle_that_carried_it(tmp_path: Path) -> None
     with pytest.raises(AirgapError) as caught:
         read(source, BASE)
     message = str(caught.value)
-    for expected in (digest(BASE), "import bundle ngc-2026-11 first", str(tmp_path / "usb"), "registry.site.example does not hold it"):
+    for expected in (
+        digest(BASE),
+        "import bundle ngc-2026-11 first",
+        str(tmp_path / "usb"),
+        "registry.site.example does not hold it",
+    ):
         assert expected in message, message
 
 
@@ -152,8 +191,18 @@ def transfer_big(source: BundleSource, sinks: list[Any]) -> Totals:
     image = SourceImage(ref=ImageReference.parse(REF))
     totals, owner = Totals(), Owner()
     guarded = [GuardedSink(owner, sink) for sink in sinks]
-    transfer({digest(BIG): len(BIG)}, lambda d, s: guarded, lambda d, s, start=0, held=(): source.open_blob(image, d, s, start, held) if start
-             else source.open_blob(image, d, s), {}, 1, totals, lambda n: None, resumes=bool(getattr(source, "resumes", False)))
+    transfer(
+        {digest(BIG): len(BIG)},
+        lambda d, s: guarded,
+        lambda d, s, start=0, held=(): (
+            source.open_blob(image, d, s, start, held) if start else source.open_blob(image, d, s)
+        ),
+        {},
+        1,
+        totals,
+        lambda n: None,
+        resumes=bool(getattr(source, "resumes", False)),
+    )
     if owner.error is not None:
         raise owner.error
     return totals
@@ -175,7 +224,7 @@ def test_a_blob_a_run_was_cut_off_in_is_continued_from_a_bundle(tmp_path: Path) 
     assert (out / "blob").read_bytes() == BIG and not (out / ".blob.resume").exists()
     session = Verifying(3 * 1024 * 1024)
     totals = transfer_big(BundleSource(str(tmp_path / "bundle")), [session])
-    assert session.received == BIG[3 * 1024 * 1024:] and totals.transferred == len(BIG) - 3 * 1024 * 1024
+    assert session.received == BIG[3 * 1024 * 1024 :] and totals.transferred == len(BIG) - 3 * 1024 * 1024
 
 
 def test_kept_bytes_that_are_not_the_blobs_are_not_used(tmp_path: Path) -> None:

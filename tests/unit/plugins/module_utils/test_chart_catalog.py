@@ -3,6 +3,7 @@
 """ngc_catalog_info's chart listing: which versions the filters and exact references select, what each entry holds,
 and the messages for a version that is not there and an image its registry lacks. The Helm repository is a requests
 adapter, the registries are in memory (no network)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,11 @@ import pytest
 import requests
 import yaml
 
-from ansible_collections.airgap.ngc.plugins.module_utils._catalog.charts import ChartCatalog, empty_chart_selection, lists_images
+from ansible_collections.airgap.ngc.plugins.module_utils._catalog.charts import (
+    ChartCatalog,
+    empty_chart_selection,
+    lists_images,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.helm_repo import HelmRepository
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HttpTransport
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, ConfigError, NotFoundError
@@ -26,29 +31,53 @@ VERSIONS = ("v25.10.0", "v26.3.0", "v26.7.0")
 
 
 def _versioned(version: str, values: Dict[str, Any]) -> bytes:
-    return tgz({
-        "gpu-operator/Chart.yaml": {"apiVersion": "v2", "name": "gpu-operator", "version": version, "appVersion": version,
-                                    "dependencies": [{"name": "node-feature-discovery", "version": "0.17.2", "condition": "nfd.enabled"}]},
-        "gpu-operator/values.yaml": values,
-        "gpu-operator/charts/node-feature-discovery-0.17.2.tgz": nfd_chart(),
-    })
+    return tgz(
+        {
+            "gpu-operator/Chart.yaml": {
+                "apiVersion": "v2",
+                "name": "gpu-operator",
+                "version": version,
+                "appVersion": version,
+                "dependencies": [{"name": "node-feature-discovery", "version": "0.17.2", "condition": "nfd.enabled"}],
+            },
+            "gpu-operator/values.yaml": values,
+            "gpu-operator/charts/node-feature-discovery-0.17.2.tgz": nfd_chart(),
+        }
+    )
 
 
 def _plugin(version: str) -> Dict[str, Any]:
     return dict(operator_values()["devicePlugin"], version=f"plugin-{version}")
 
 
-ARCHIVES = {version: _versioned(version, dict(operator_values(), devicePlugin=_plugin(version))) for version in VERSIONS}
+ARCHIVES = {
+    version: _versioned(version, dict(operator_values(), devicePlugin=_plugin(version))) for version in VERSIONS
+}
 
 
 def helm_app(request: requests.PreparedRequest) -> Answer:
     path = urlsplit(request.url).path
     if path == "/nvidia/index.yaml":
-        entries = [{"name": "gpu-operator", "version": version, "appVersion": version, "created": f"2026-0{number}-01T00:00:00Z",
-                    "digest": hashlib.sha256(ARCHIVES[version]).hexdigest(), "description": "GPU Operator",
-                    "urls": [f"charts/gpu-operator-{version}.tgz"]} for number, version in enumerate(VERSIONS, start=1)]
+        entries = [
+            {
+                "name": "gpu-operator",
+                "version": version,
+                "appVersion": version,
+                "created": f"2026-0{number}-01T00:00:00Z",
+                "digest": hashlib.sha256(ARCHIVES[version]).hexdigest(),
+                "description": "GPU Operator",
+                "urls": [f"charts/gpu-operator-{version}.tgz"],
+            }
+            for number, version in enumerate(VERSIONS, start=1)
+        ]
         other = [{"name": "network-operator", "version": "25.7.0", "urls": ["charts/network-operator-25.7.0.tgz"]}]
-        return 200, {}, yaml.safe_dump({"apiVersion": "v1", "entries": {"gpu-operator": entries, "network-operator": other}}).encode()
+        return (
+            200,
+            {},
+            yaml.safe_dump(
+                {"apiVersion": "v1", "entries": {"gpu-operator": entries, "network-operator": other}}
+            ).encode(),
+        )
     for version, data in ARCHIVES.items():
         if path == f"/nvidia/charts/gpu-operator-{version}.tgz":
             return 200, {}, data
@@ -80,23 +109,34 @@ def catalog(missing: tuple[str, ...] = (), **params: Any) -> tuple[ChartCatalog,
         return registries.setdefault(host, Registry(host, missing))
 
     params.setdefault("driver_os", ["ubuntu22.04"])
-    listing = ChartCatalog(dict(org="nvidia", **params), lambda org, team: HelmRepository(transport, HELM, org, team, "key"),
-                           registry_for, parallel=2)
+    listing = ChartCatalog(
+        dict(org="nvidia", **params),
+        lambda org, team: HelmRepository(transport, HELM, org, team, "key"),
+        registry_for,
+        parallel=2,
+    )
     return listing, registries
 
 
 def test_name_filters_and_latest_select_versions() -> None:
     listing, _registries = catalog(charts=["gpu-operator"], strict_name_match=True, latest=2)
     found = listing.charts()
-    assert [(c.path, c.version) for c in found] == [("nvidia/gpu-operator", "v26.3.0"), ("nvidia/gpu-operator", "v26.7.0")]
+    assert [(c.path, c.version) for c in found] == [
+        ("nvidia/gpu-operator", "v26.3.0"),
+        ("nvidia/gpu-operator", "v26.7.0"),
+    ]
     entry = found[-1].as_dict()
     assert entry["digest"] == "sha256:" + hashlib.sha256(ARCHIVES["v26.7.0"]).hexdigest()
-    assert entry["size"] == len(ARCHIVES["v26.7.0"]) and entry["url"] == f"{HELM}/nvidia/charts/gpu-operator-v26.7.0.tgz"
+    assert (
+        entry["size"] == len(ARCHIVES["v26.7.0"]) and entry["url"] == f"{HELM}/nvidia/charts/gpu-operator-v26.7.0.tgz"
+    )
     assert entry["app_version"] == "v26.7.0"
     images = {image["reference"]: image for image in entry["images"]}
     assert images["nvcr.io/nvidia/k8s-device-plugin:plugin-v26.7.0"]["from"] == "devicePlugin"
-    assert images["nvcr.io/nvidia/gpu-operator:v26.7.0"]["digest"] == "sha256:" + hashlib.sha256(
-        b"nvcr.io/nvidia/gpu-operator:v26.7.0").hexdigest()
+    assert (
+        images["nvcr.io/nvidia/gpu-operator:v26.7.0"]["digest"]
+        == "sha256:" + hashlib.sha256(b"nvcr.io/nvidia/gpu-operator:v26.7.0").hexdigest()
+    )
     assert images["registry.k8s.io/nfd/node-feature-discovery:v0.17.2"]["from"] == "node-feature-discovery.image"
 
 
@@ -111,7 +151,10 @@ def test_an_exact_version_and_one_that_is_not_there() -> None:
     listing, _registries = catalog(charts=["nvidia/gpu-operator:v25.10.0"])
     assert [c.version for c in listing.charts()] == ["v25.10.0"]
     listing, _registries = catalog(charts=["nvidia/gpu-operator:v9.9.9"])
-    with pytest.raises(NotFoundError, match=r"chart nvidia/gpu-operator has no version 'v9.9.9' in .* \(it has v25.10.0, v26.3.0, v26.7.0\)"):
+    with pytest.raises(
+        NotFoundError,
+        match=r"chart nvidia/gpu-operator has no version 'v9.9.9' in .* \(it has v25.10.0, v26.3.0, v26.7.0\)",
+    ):
         listing.charts()
 
 
@@ -125,16 +168,22 @@ def test_each_image_is_looked_up_in_its_own_registry_once() -> None:
 
 def test_an_image_missing_upstream_names_the_chart_the_image_and_the_values_path() -> None:
     missing = ("nvcr.io/nvidia/driver:595.91.07-rhel9.6",)
-    listing, _registries = catalog(missing, charts=["nvidia/gpu-operator:v26.7.0"], driver_os=["ubuntu22.04", "rhel9.6"])
+    listing, _registries = catalog(
+        missing, charts=["nvidia/gpu-operator:v26.7.0"], driver_os=["ubuntu22.04", "rhel9.6"]
+    )
     with pytest.raises(AirgapError) as error:
         listing.charts()
-    assert str(error.value).startswith("chart nvidia/gpu-operator v26.7.0: the image nvcr.io/nvidia/driver:595.91.07-rhel9.6 "
-                                       "(values driver) is missing upstream: nvcr.io has no such manifest")
+    assert str(error.value).startswith(
+        "chart nvidia/gpu-operator v26.7.0: the image nvcr.io/nvidia/driver:595.91.07-rhel9.6 "
+        "(values driver) is missing upstream: nvcr.io has no such manifest"
+    )
 
 
 def test_values_of_the_wrong_kind_name_the_chart() -> None:
     listing, _registries = catalog(charts=["nvidia/gpu-operator:v26.7.0"], values={"driver": {"enabled": "no"}})
-    with pytest.raises(ConfigError, match=r"^chart nvidia/gpu-operator v26.7.0: values.driver.enabled is a string 'no'"):
+    with pytest.raises(
+        ConfigError, match=r"^chart nvidia/gpu-operator v26.7.0: values.driver.enabled is a string 'no'"
+    ):
         listing.charts()
 
 

@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The copy engine against in-memory transports: one read per blob for all destinations, a failing destination
 dropped alone, a bad read failing all, check mode writing nothing, platform choices per destination."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,9 +16,22 @@ import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.copier import CopyEngine
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Manifest, blob_sizes, select_children
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
+    MEDIA_OCI_INDEX,
+    MEDIA_OCI_MANIFEST,
+    Manifest,
+    blob_sizes,
+    select_children,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SourceImage, requested_images
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import BlobSink, Committed, Destination, ResolvedImage, ImageWrite, Source
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.base import (
+    BlobSink,
+    Committed,
+    Destination,
+    ResolvedImage,
+    ImageWrite,
+    Source,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import StateStore
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import Totals
 
@@ -51,7 +65,9 @@ class MemorySource(Source):
         for data in [config] + layers:
             self.blobs[digest_of(data)] = data
             descs.append({"mediaType": "application/octet-stream", "digest": digest_of(data), "size": len(data)})
-        body = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "config": descs[0], "layers": descs[1:]}).encode()
+        body = json.dumps(
+            {"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "config": descs[0], "layers": descs[1:]}
+        ).encode()
         found = manifest(body, MEDIA_OCI_MANIFEST)
         self.manifests[found.digest] = found
         if reference:
@@ -59,9 +75,21 @@ class MemorySource(Source):
         return found
 
     def add_index(self, reference: str, children: list[tuple[str, Manifest]]) -> Manifest:
-        body = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": [
-            {"mediaType": child.media_type, "digest": child.digest, "size": child.size,
-             "platform": {"os": platform.split("/")[0], "architecture": platform.split("/")[1]}} for platform, child in children]}).encode()
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MEDIA_OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": child.media_type,
+                        "digest": child.digest,
+                        "size": child.size,
+                        "platform": {"os": platform.split("/")[0], "architecture": platform.split("/")[1]},
+                    }
+                    for platform, child in children
+                ],
+            }
+        ).encode()
         index = manifest(body, MEDIA_OCI_INDEX)
         self.manifests[index.digest] = index
         self.tags[reference] = index.digest
@@ -73,20 +101,26 @@ class MemorySource(Source):
     def resolve(self, image: SourceImage, fetch: bool = False) -> ResolvedImage | None:
         digest = self.tags.get(str(image.ref))
         self.resolved.append(fetch)
-        return ResolvedImage(digest, self.manifests[digest].media_type, manifest=self.manifests[digest] if fetch else None) if digest else None
+        return (
+            ResolvedImage(digest, self.manifests[digest].media_type, manifest=self.manifests[digest] if fetch else None)
+            if digest
+            else None
+        )
 
     def manifest(self, image: SourceImage, digest: str, media_type: str | None = None) -> Manifest:
         self.manifest_reads.append(digest)
         return self.manifests[digest]
 
-    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
+    def open_blob(
+        self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()
+    ) -> Any:
         assert start == 0, "the memory source does not resume: it is never asked to"
         self.reads.append(digest)
         data = self.blobs[digest]
 
         def chunks() -> Iterator[bytes]:
             for start in range(0, len(data), 7):
-                yield data[start:start + 7]
+                yield data[start : start + 7]
             if digest in self.corrupt:
                 raise DigestMismatchError(f"blob {digest} from the memory source hashes to something else")
 
@@ -160,18 +194,28 @@ def source() -> MemorySource:
     return memory
 
 
-def run(source: MemorySource, destinations: list[Any], tmp_path: Any, check_mode: bool = False, parallel: int = 4,
-        images: int = 1) -> list[Any]:
+def run(
+    source: MemorySource,
+    destinations: list[Any],
+    tmp_path: Any,
+    check_mode: bool = False,
+    parallel: int = 4,
+    images: int = 1,
+) -> list[Any]:
     engine = CopyEngine(source, destinations, Totals(), parallel=parallel, check_mode=check_mode, plan_parallel=images)
     with StateStore(str(tmp_path / "facts.json"), read_only=check_mode) as store:
         return engine.run(source.images(None), store)
 
 
-def test_each_blob_is_read_once_for_every_destination_and_a_rerun_reads_nothing(source: MemorySource, tmp_path: Any) -> None:
+def test_each_blob_is_read_once_for_every_destination_and_a_rerun_reads_nothing(
+    source: MemorySource, tmp_path: Any
+) -> None:
     first, second = MemoryDestination("first"), MemoryDestination("second")
     plans = run(source, [first, second], tmp_path)
     assert [p.error for p in plans] == [None, None]
-    assert sorted(source.reads) == sorted(set(source.reads))  # no blob twice, although two destinations and two tags share one
+    assert sorted(source.reads) == sorted(
+        set(source.reads)
+    )  # no blob twice, although two destinations and two tags share one
     assert set(first.blobs) == set(second.blobs) == set(source.blobs)
     assert first.tags == second.tags == source.tags
     source.reads.clear()
@@ -179,7 +223,9 @@ def test_each_blob_is_read_once_for_every_destination_and_a_rerun_reads_nothing(
     assert source.reads == [] and all(step.action != COPY for p in again for step in p.steps)
 
 
-def test_an_image_with_no_record_is_resolved_with_its_manifest_and_a_recorded_one_by_its_digest(source: MemorySource, tmp_path: Any) -> None:
+def test_an_image_with_no_record_is_resolved_with_its_manifest_and_a_recorded_one_by_its_digest(
+    source: MemorySource, tmp_path: Any
+) -> None:
     destination = MemoryDestination("only")
     run(source, [destination], tmp_path)
     assert source.resolved == [True, True]
@@ -198,7 +244,9 @@ def test_a_failing_destination_is_dropped_and_the_others_complete(source: Memory
         after = {step.kind: step.after for step in plan.steps}
         assert after == {"good": source.tags[plan.source.key], "full": None}  # after is what is there
     facts = json.loads((tmp_path / "facts.json").read_text())["images"]
-    assert {key for record in facts.values() for key in record["destinations"]} == {f"good:good#{ref}" for ref in source.tags}
+    assert {key for record in facts.values() for key in record["destinations"]} == {
+        f"good:good#{ref}" for ref in source.tags
+    }
 
 
 def test_a_damaged_read_fails_every_destination_and_commits_nothing(source: MemorySource, tmp_path: Any) -> None:
@@ -209,7 +257,10 @@ def test_a_damaged_read_fails_every_destination_and_commits_nothing(source: Memo
     by_ref = {p.source.key: p for p in plans}
     assert by_ref["memory.example/nvidia/pytorch:24.01"].error is None
     assert victim in (by_ref["memory.example/nvidia/pytorch:24.02"].error or "")
-    assert "memory.example/nvidia/pytorch:24.02" not in first.tags and "memory.example/nvidia/pytorch:24.02" not in second.tags
+    assert (
+        "memory.example/nvidia/pytorch:24.02" not in first.tags
+        and "memory.example/nvidia/pytorch:24.02" not in second.tags
+    )
     assert victim not in first.blobs and victim in first.aborted and victim in second.aborted
 
 
@@ -217,7 +268,9 @@ def test_check_mode_plans_and_writes_nothing(source: MemorySource, tmp_path: Any
     dest = MemoryDestination("dest")
     plans = run(source, [dest], tmp_path, check_mode=True)
     assert [s.action for p in plans for s in p.steps] == [COPY, COPY]
-    assert [s.after for p in plans for s in p.steps] == [source.tags[p.source.key] for p in plans]  # the plan shows what would be there
+    assert [s.after for p in plans for s in p.steps] == [
+        source.tags[p.source.key] for p in plans
+    ]  # the plan shows what would be there
     assert source.reads == [] and dest.blobs == {} and not (tmp_path / "facts.json").exists()
 
 
@@ -234,14 +287,24 @@ def test_each_destination_gets_the_platforms_it_asks_for(tmp_path: Any) -> None:
 
 
 @pytest.mark.parametrize("multi_arch", [False, True])
-def test_images_copied_at_once_never_read_a_shared_blob_twice_and_keep_their_order(tmp_path: Any, multi_arch: bool) -> None:
+def test_images_copied_at_once_never_read_a_shared_blob_twice_and_keep_their_order(
+    tmp_path: Any, multi_arch: bool
+) -> None:
     memory = MemorySource()
     base = b"a base layer all tags share" * 40
     for n in range(12):
         reference = f"memory.example/nvidia/pytorch:24.{n:02d}"
         if multi_arch:  # the shared blob is named only by the children of each tag's index
-            memory.add_index(reference, [(platform, memory.add_image(None, [base, f"{platform} layer of 24.{n:02d}".encode() * 20], platform))
-                                         for platform in ("linux/amd64", "linux/arm64")])
+            memory.add_index(
+                reference,
+                [
+                    (
+                        platform,
+                        memory.add_image(None, [base, f"{platform} layer of 24.{n:02d}".encode() * 20], platform),
+                    )
+                    for platform in ("linux/amd64", "linux/arm64")
+                ],
+            )
         else:
             memory.add_image(reference, [base, f"layer of 24.{n:02d}".encode() * 20])
         memory.add_image(f"memory.example/nvidia/other{n}:1", [f"a layer of its own {n}".encode() * 20])
@@ -272,7 +335,9 @@ class CountingSource(MemorySource):
         self.most = 0
         self._lock = threading.Lock()
 
-    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
+    def open_blob(
+        self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()
+    ) -> Any:
         key = str(image.ref)
         with self._lock:
             self.active[key] = self.active.get(key, 0) + 1
@@ -299,7 +364,9 @@ def test_once_a_shared_blob_is_in_place_the_images_sharing_it_are_copied_at_once
     plans = run(memory, [dest], tmp_path, images=6)
     assert [p.error for p in plans] == [None] * 12
     assert dest.tags == memory.tags
-    assert sorted(memory.reads) == sorted(set(memory.reads)) and set(memory.reads) == set(memory.blobs)  # the base read once
+    assert sorted(memory.reads) == sorted(set(memory.reads)) and set(memory.reads) == set(
+        memory.blobs
+    )  # the base read once
     assert memory.most > 1  # not one image after another
 
 
@@ -334,7 +401,9 @@ class TimedSource(MemorySource):
         self.times: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
-    def open_blob(self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()) -> Any:
+    def open_blob(
+        self, image: SourceImage, digest: str, size: int, start: int = 0, held: Iterable[bytes] | None = ()
+    ) -> Any:
         with self._lock:
             self.times.setdefault(digest, []).append(time.monotonic())
         if self.blobs[digest] in self.slow:
@@ -356,7 +425,9 @@ def test_images_sharing_a_blob_at_a_destination_that_shares_blobs_wait_only_for_
         plans = engine.run(memory.images(None), store)
     assert [p.error for p in plans] == [None] * 6
     assert dest.tags == memory.tags
-    assert sorted(memory.reads) == sorted(set(memory.reads)) and set(memory.reads) == set(memory.blobs)  # the base read once
+    assert sorted(memory.reads) == sorted(set(memory.reads)) and set(memory.reads) == set(
+        memory.blobs
+    )  # the base read once
     base_began, base_ended = memory.times[digest_of(base)]
     others = [times[0] for digest, times in memory.times.items() if digest != digest_of(base)]
     # The other images' own blobs were read while the base was: they did not wait for the image reading it.
@@ -399,7 +470,9 @@ class BeginCounter(KeepingDestination):
 
 
 @pytest.mark.parametrize("concurrent", [True, False])
-def test_a_concurrent_destination_begins_several_images_at_once_another_one_at_a_time(tmp_path: Any, concurrent: bool) -> None:
+def test_a_concurrent_destination_begins_several_images_at_once_another_one_at_a_time(
+    tmp_path: Any, concurrent: bool
+) -> None:
     memory = MemorySource()
     for n in range(8):
         memory.add_image(f"memory.example/nvidia/other{n}:1", [f"a layer of its own {n}".encode() * 20])
@@ -435,8 +508,15 @@ def test_a_listing_is_remembered_and_handed_back_while_it_is_younger_than_relist
     def mirror(relist_after: int = 3600, force: bool = False, check_mode: bool = False) -> dict[str, Any]:
         memory.known.clear()
         memory.listings.clear()
-        engine = CopyEngine(memory, [MemoryDestination("dest")], Totals(), force=force, check_mode=check_mode,
-                            companions=True, relist_after=relist_after)
+        engine = CopyEngine(
+            memory,
+            [MemoryDestination("dest")],
+            Totals(),
+            force=force,
+            check_mode=check_mode,
+            companions=True,
+            relist_after=relist_after,
+        )
         with StateStore(str(facts), read_only=check_mode) as store:
             engine.run(memory.images(None), store)
         return memory.known
@@ -463,7 +543,9 @@ class HoldingDestination(MemoryDestination):
         self.blobs = {digest_of(data): data for data in holds}
 
 
-def test_a_blob_that_cannot_be_read_fails_only_the_destinations_that_need_it(source: MemorySource, tmp_path: Any) -> None:
+def test_a_blob_that_cannot_be_read_fails_only_the_destinations_that_need_it(
+    source: MemorySource, tmp_path: Any
+) -> None:
     lost = b"24.02 layer" * 30
     source.corrupt.add(digest_of(lost))
     holder, needy = HoldingDestination("holder", {lost}), MemoryDestination("needy")
@@ -494,7 +576,9 @@ class HeldDestination(MemoryDestination):
         return step
 
 
-def test_the_copier_records_what_plans_and_commits_return_and_nothing_in_check_mode(source: MemorySource, tmp_path: Any) -> None:
+def test_the_copier_records_what_plans_and_commits_return_and_nothing_in_check_mode(
+    source: MemorySource, tmp_path: Any
+) -> None:
     copied, held = MemoryDestination("copied"), HeldDestination("held")
     run(source, [copied, held], tmp_path, check_mode=True)
     assert not (tmp_path / "facts.json").exists()
@@ -504,15 +588,24 @@ def test_the_copier_records_what_plans_and_commits_return_and_nothing_in_check_m
         recorded = facts[plan.source.key]["destinations"]
         assert recorded[f"copied:copied#{plan.source.ref}"]["digest"] == plan.digest  # what commit() returned
         assert recorded[f"held:held#{plan.source.ref}"] == dict(  # what plan() found, with what the store adds
-            recorded[f"held:held#{plan.source.ref}"], type="held", digest=plan.digest, found="already there")
+            recorded[f"held:held#{plan.source.ref}"], type="held", digest=plan.digest, found="already there"
+        )
         assert [s.action for s in plan.steps if s.kind == "held"] != [COPY]
 
 
-def test_a_source_and_a_destination_with_no_optional_ability_copy_with_every_feature_on(source: MemorySource, tmp_path: Any) -> None:
+def test_a_source_and_a_destination_with_no_optional_ability_copy_with_every_feature_on(
+    source: MemorySource, tmp_path: Any
+) -> None:
     """Companions, space checks, prune and inventories ask for abilities these kinds do not override: the defaults
     declared once in the interface answer (no companions, no space measured, owns nothing)."""
     dest = MemoryDestination("plain")
-    assert (dest.keeps_blobs, dest.concurrent, dest.measures_space, dest.carries_companions, dest.dir) == (False, False, False, False, None)
+    assert (dest.keeps_blobs, dest.concurrent, dest.measures_space, dest.carries_companions, dest.dir) == (
+        False,
+        False,
+        False,
+        False,
+        None,
+    )
     assert (source.resumes, source.carries_archives, dict(source.listings)) == (False, False, {})
     engine = CopyEngine(source, [dest], Totals(), companions=True, relist_after=60, check_mode=False)
     with StateStore(str(tmp_path / "facts.json")) as store:

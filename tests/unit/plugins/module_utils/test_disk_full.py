@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A full disk is said one way wherever a write meets it: what was full, for which file, and what to do."""
+
 from __future__ import annotations
 
 import errno
@@ -21,8 +22,14 @@ ADVICE = "free space there and run again (what was already mirrored is kept)"
 
 
 def said(text: str, target: str, directory: str) -> bool:
-    return re.fullmatch(rf"disk full: cannot write {re.escape(target)}: no space left on the filesystem of {re.escape(directory)}; "
-                        rf"{re.escape(ADVICE)}", text) is not None
+    return (
+        re.fullmatch(
+            rf"disk full: cannot write {re.escape(target)}: no space left on the filesystem of {re.escape(directory)}; "
+            rf"{re.escape(ADVICE)}",
+            text,
+        )
+        is not None
+    )
 
 
 def test_a_file_operation_an_archive_and_the_copier_say_a_full_disk_alike(tmp_path: Path) -> None:
@@ -47,11 +54,15 @@ def test_a_whole_file_write_and_the_facts_file_say_a_full_disk_alike(tmp_path: P
         store.close()
     assert said(str(compacted.value), f"the state file {tmp_path / 's.fact'}", str(tmp_path))
     journal = str(tmp_path / ".s.fact.journal")
-    assert said(str(store._write_error(OSError(errno.ENOSPC, "No space left on device"), journal)),
-                f"the state file {tmp_path / 's.fact'} (its journal {journal})", str(tmp_path))
+    assert said(
+        str(store._write_error(OSError(errno.ENOSPC, "No space left on device"), journal)),
+        f"the state file {tmp_path / 's.fact'} (its journal {journal})",
+        str(tmp_path),
+    )
 
 
 def test_a_used_up_quota_is_named_as_such(tmp_path: Path) -> None:
     path = str(tmp_path / "x.sqsh")
     assert str(os_error(OSError(errno.EDQUOT, "Disk quota exceeded"), "writing", path)) == (
-        f"disk quota exceeded: cannot write {path} in {tmp_path}; {ADVICE}")
+        f"disk quota exceeded: cannot write {path} in {tmp_path}; {ADVICE}"
+    )

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for _engine: the status decision, host resolution, error wording. No Docker engine needed."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,7 +29,12 @@ from ansible_collections.airgap.ngc.plugins.module_utils._clients.docker_engine 
     scrub,
     tag_targets,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, AuthError, ConfigError, NotFoundError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    AuthError,
+    ConfigError,
+    NotFoundError,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._types.reference import ImageReference
 
 DIGEST = "sha256:" + "a" * 64
@@ -125,8 +131,15 @@ def test_no_digest_to_compare_trusts_the_tag():
 
 
 def test_engine_image_from_inspect():
-    image = EngineImage.from_inspect({"Id": CONFIG, "RepoTags": None, "RepoDigests": [f"{NAME}@{DIGEST}", f"a/b@{OTHER_DIGEST}"],
-                                      "Architecture": "amd64", "Os": "linux"})
+    image = EngineImage.from_inspect(
+        {
+            "Id": CONFIG,
+            "RepoTags": None,
+            "RepoDigests": [f"{NAME}@{DIGEST}", f"a/b@{OTHER_DIGEST}"],
+            "Architecture": "amd64",
+            "Os": "linux",
+        }
+    )
     assert image.repo_tags == ()
     assert image.digests == frozenset((DIGEST, OTHER_DIGEST))
     assert image.as_dict()["architecture"] == "amd64"
@@ -157,15 +170,23 @@ def test_engine_key():
 
 
 def test_tag_targets_keep_the_tag_unless_given_and_drop_duplicates():
-    targets = tag_targets(REF, ["nvcr.io/nvidia/pytorch", "127.0.0.1:5000/site/pytorch:stable", "nvcr.io/nvidia/pytorch", NAME])
+    targets = tag_targets(
+        REF, ["nvcr.io/nvidia/pytorch", "127.0.0.1:5000/site/pytorch:stable", "nvcr.io/nvidia/pytorch", NAME]
+    )
     assert targets == ("nvcr.io/nvidia/pytorch:24.01-py3", "127.0.0.1:5000/site/pytorch:stable")
     assert tag_targets(REF, None) == ()
 
 
 def test_tag_targets_host_and_prefix_forms_keep_repository_and_tag():
-    targets = tag_targets(REF, ["nvcr.io", "127.0.0.1:5000", "registry.site.example/ngc/", "localhost", "registry.site.example"])
-    assert targets == ("nvcr.io/nvidia/pytorch:24.01-py3", "127.0.0.1:5000/nvidia/pytorch:24.01-py3",
-                       "registry.site.example/ngc/nvidia/pytorch:24.01-py3", "localhost/nvidia/pytorch:24.01-py3")
+    targets = tag_targets(
+        REF, ["nvcr.io", "127.0.0.1:5000", "registry.site.example/ngc/", "localhost", "registry.site.example"]
+    )
+    assert targets == (
+        "nvcr.io/nvidia/pytorch:24.01-py3",
+        "127.0.0.1:5000/nvidia/pytorch:24.01-py3",
+        "registry.site.example/ngc/nvidia/pytorch:24.01-py3",
+        "localhost/nvidia/pytorch:24.01-py3",
+    )
 
 
 def test_tag_targets_plain_word_is_a_repository():
@@ -207,7 +228,10 @@ def test_bad_host_is_a_config_error():
 
 def test_engine_uses_the_environment_given():
     assert DockerEngine(environ={"DOCKER_HOST": "unix:///srv/d.sock"}, client=object()).host == "unix:///srv/d.sock"
-    assert DockerEngine("ssh://admin@gpu01", environ={"DOCKER_HOST": "unix:///srv/d.sock"}, client=object()).host == "ssh://admin@gpu01"
+    assert (
+        DockerEngine("ssh://admin@gpu01", environ={"DOCKER_HOST": "unix:///srv/d.sock"}, client=object()).host
+        == "ssh://admin@gpu01"
+    )
 
 
 # -- errors --------------------------------------------------------------------------------------------------------
@@ -228,8 +252,11 @@ def test_error_types_fit_the_shared_hierarchy():
         (None, "unauthorized: authentication required", "auth"),
         (404, "manifest for r/x:nope not found: manifest unknown: manifest unknown", "not_found"),
         (None, "manifest unknown", "not_found"),
-        (500, "pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
-         "auth"),
+        (
+            500,
+            "pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+            "auth",
+        ),
         (500, "no space left on device", "other"),
     ],
 )
@@ -238,10 +265,14 @@ def test_classify_error(status, detail, kind):
 
 
 def test_pull_refused_says_check_the_credentials_and_hides_the_password():
-    error = pull_error("unix:///var/run/docker.sock", REF, 500, f"Get https://x/token?password={PASSWORD}: unauthorized", [PASSWORD])
+    error = pull_error(
+        "unix:///var/run/docker.sock", REF, 500, f"Get https://x/token?password={PASSWORD}: unauthorized", [PASSWORD]
+    )
     assert isinstance(error, EngineAuthError)
     assert error.status == 401
-    assert str(error).startswith("401 from registry.site.example for nvidia/pytorch when the Docker engine at unix:///var/run/docker.sock pulled it")
+    assert str(error).startswith(
+        "401 from registry.site.example for nvidia/pytorch when the Docker engine at unix:///var/run/docker.sock pulled it"
+    )
     assert "check the registry credentials" in str(error)
     assert PASSWORD not in str(error)
     assert "********" in str(error)
@@ -263,8 +294,10 @@ def test_scrub_masks_every_secret_and_ignores_empty_ones():
 
 def test_unreachable_message_names_the_host_and_what_to_do():
     message = _engine.unreachable_message("unix:///var/run/docker.sock", "No such file or directory")
-    assert message == ("cannot reach the Docker engine at unix:///var/run/docker.sock (No such file or directory): "
-                       "is dockerd running? Set docker.host (or DOCKER_HOST) to its address")
+    assert message == (
+        "cannot reach the Docker engine at unix:///var/run/docker.sock (No such file or directory): "
+        "is dockerd running? Set docker.host (or DOCKER_HOST) to its address"
+    )
 
 
 def test_sdk_missing_raises_an_error_the_module_turns_into_missing_required_lib(monkeypatch):
@@ -325,7 +358,9 @@ class FakeApi:
         if key in self.images:
             return self.images[key]
         docker_errors = pytest.importorskip("docker.errors")
-        raise docker_errors.ImageNotFound("404 Client Error", response=NotFoundResponse(), explanation=f"No such image: {key}")
+        raise docker_errors.ImageNotFound(
+            "404 Client Error", response=NotFoundResponse(), explanation=f"No such image: {key}"
+        )
 
 
 class NotFoundResponse:
@@ -347,8 +382,14 @@ def engine_with(api: FakeApi) -> DockerEngine:
 
 
 def test_pull_passes_credentials_only_as_auth_config_and_returns_the_digest():
-    api = FakeApi(pull_stream=[{"status": "Pulling from nvidia/pytorch"}, {"status": "Downloading", "progressDetail": {"current": 1}},
-                               {"status": f"Digest: {DIGEST}"}, {"status": f"Status: Downloaded newer image for {REF}"}])
+    api = FakeApi(
+        pull_stream=[
+            {"status": "Pulling from nvidia/pytorch"},
+            {"status": "Downloading", "progressDetail": {"current": 1}},
+            {"status": f"Digest: {DIGEST}"},
+            {"status": f"Status: Downloaded newer image for {REF}"},
+        ]
+    )
     assert engine_with(api).pull(REF, username="mirror", password=PASSWORD, platform="linux/amd64") == DIGEST
     assert api.calls == [("pull", NAME, "24.01-py3", {"username": "mirror", "password": PASSWORD}, "linux/amd64")]
 
@@ -362,11 +403,19 @@ def test_pull_without_credentials_sends_no_auth_config():
 def test_pull_by_digest_then_tag():
     api = FakeApi(pull_stream=[{"status": f"Digest: {DIGEST}"}])
     assert engine_with(api).pull(f"nvcr.io/nvidia/x:1@{DIGEST}") == DIGEST
-    assert api.calls == [("pull", "nvcr.io/nvidia/x", DIGEST, None, None), ("tag", f"nvcr.io/nvidia/x@{DIGEST}", "nvcr.io/nvidia/x", "1")]
+    assert api.calls == [
+        ("pull", "nvcr.io/nvidia/x", DIGEST, None, None),
+        ("tag", f"nvcr.io/nvidia/x@{DIGEST}", "nvcr.io/nvidia/x", "1"),
+    ]
 
 
 def test_pull_error_in_the_stream_is_classified_and_scrubbed():
-    api = FakeApi(pull_stream=[{"status": "Pulling"}, {"errorDetail": {"message": f"unauthorized: bad {PASSWORD}"}, "error": "unauthorized"}])
+    api = FakeApi(
+        pull_stream=[
+            {"status": "Pulling"},
+            {"errorDetail": {"message": f"unauthorized: bad {PASSWORD}"}, "error": "unauthorized"},
+        ]
+    )
     with pytest.raises(EngineAuthError) as caught:
         engine_with(api).pull(REF, username="mirror", password=PASSWORD)
     assert "check the registry credentials" in str(caught.value)
@@ -392,7 +441,9 @@ def test_pull_api_error_is_classified_and_scrubbed():
 def test_connection_refused_midway_is_reported_as_unreachable():
     requests_errors = pytest.importorskip("requests.exceptions")
     api = FakeApi(raise_on_pull=requests_errors.ConnectionError(ConnectionRefusedError(111, "Connection refused")))
-    with pytest.raises(EngineUnreachableError, match=r"cannot reach the Docker engine at unix:///tmp/test.sock \(Connection refused\)"):
+    with pytest.raises(
+        EngineUnreachableError, match=r"cannot reach the Docker engine at unix:///tmp/test.sock \(Connection refused\)"
+    ):
         engine_with(api).pull(REF)
 
 
@@ -409,7 +460,9 @@ def test_load_error_in_the_stream(tmp_path):
     archive = tmp_path / "x.tar"
     archive.write_bytes(b"junk")
     api = FakeApi(load_stream=[{"errorDetail": {"message": "archive/tar: invalid tar header"}, "error": "x"}])
-    with pytest.raises(EngineError, match="could not load .*x.tar: archive/tar: invalid tar header; is it a docker archive"):
+    with pytest.raises(
+        EngineError, match="could not load .*x.tar: archive/tar: invalid tar header; is it a docker archive"
+    ):
         engine_with(api).load(str(archive))
 
 
@@ -433,7 +486,10 @@ def test_status_of_a_digest_reference_falls_back_to_the_image_id():
 def test_stream_helpers():
     assert digest_from_status(["Status: x", f"Digest: {DIGEST}"]) == DIGEST
     assert digest_from_status([]) is None
-    assert loaded_from_status([f"Loaded image ID: {CONFIG}", "Loaded image: a/b:1", "Loaded image: a/b:1"]) == [CONFIG, "a/b:1"]
+    assert loaded_from_status([f"Loaded image ID: {CONFIG}", "Loaded image: a/b:1", "Loaded image: a/b:1"]) == [
+        CONFIG,
+        "a/b:1",
+    ]
     assert drain([{"status": "Downloading"}, {"status": f"Digest: {DIGEST}"}, "not a dict"]) == [f"Digest: {DIGEST}"]
 
 
@@ -442,6 +498,8 @@ def test_unreachable_socket_gives_the_clear_message(tmp_path):
     engine = DockerEngine(f"unix://{tmp_path}/docker.sock", timeout=5, environ={})
     with pytest.raises(EngineUnreachableError) as caught:
         engine.ping()
-    assert str(caught.value) == (f"cannot reach the Docker engine at unix://{tmp_path}/docker.sock (No such file or directory): "
-                                 "is dockerd running? Set docker.host (or DOCKER_HOST) to its address")
+    assert str(caught.value) == (
+        f"cannot reach the Docker engine at unix://{tmp_path}/docker.sock (No such file or directory): "
+        "is dockerd running? Set docker.host (or DOCKER_HOST) to its address"
+    )
     assert caught.value.host == f"unix://{tmp_path}/docker.sock"

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Name and tag selection, version ordering; each replicator bug is a regression test here."""
+
 from __future__ import annotations
 
 import pytest

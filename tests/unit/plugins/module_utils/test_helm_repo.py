@@ -3,6 +3,7 @@
 """The Helm repository client: the key goes to the repository's host only (never along a redirect elsewhere, never
 into a message), the index is bounded and checked field by field, an archive appears only whole and with the index's
 sha256. The server is a requests adapter in the test (no network)."""
+
 from __future__ import annotations
 
 import base64
@@ -19,7 +20,13 @@ from ansible_collections.airgap.ngc.plugins.module_utils._clients import helm_re
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.helm_repo import HelmRepository
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import HttpTransport
 from ansible_collections.airgap.ngc.plugins.module_utils._types.charts import ChartRef
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, AuthError, DigestMismatchError, NgcError, NotFoundError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    AuthError,
+    DigestMismatchError,
+    NgcError,
+    NotFoundError,
+)
 from ansible_collections.airgap.ngc.tests.unit.plugins.module_utils.test_ngc_errors import Answer, FakeApi
 
 HELM = "https://helm.test"
@@ -30,8 +37,14 @@ BASIC = "Basic " + base64.b64encode(f"$oauthtoken:{KEY}".encode()).decode()
 
 
 def index(**entry: Any) -> Dict[str, Any]:
-    base = {"name": "gpu-operator", "version": "v26.7.0", "appVersion": "v26.7.0", "created": "2026-07-21T12:00:00Z",
-            "digest": hashlib.sha256(ARCHIVE).hexdigest(), "urls": ["charts/gpu-operator-v26.7.0.tgz"]}
+    base = {
+        "name": "gpu-operator",
+        "version": "v26.7.0",
+        "appVersion": "v26.7.0",
+        "created": "2026-07-21T12:00:00Z",
+        "digest": hashlib.sha256(ARCHIVE).hexdigest(),
+        "urls": ["charts/gpu-operator-v26.7.0.tgz"],
+    }
     older = dict(base, version="v26.3.0", urls=[f"{HELM}/nvidia/charts/gpu-operator-v26.3.0.tgz"])
     return {"apiVersion": "v1", "entries": {"gpu-operator": [{**base, **entry}, older]}}
 
@@ -77,7 +90,9 @@ def no_key(message: str) -> str:
 def test_the_index_with_the_key() -> None:
     repo, adapter = repository(HelmApp())
     assert [entry["version"] for entry in repo.versions("gpu-operator")] == ["v26.7.0", "v26.3.0"]
-    assert repo.entry(ChartRef.parse("nvidia/gpu-operator:v26.3.0"))["urls"] == [f"{HELM}/nvidia/charts/gpu-operator-v26.3.0.tgz"]
+    assert repo.entry(ChartRef.parse("nvidia/gpu-operator:v26.3.0"))["urls"] == [
+        f"{HELM}/nvidia/charts/gpu-operator-v26.3.0.tgz"
+    ]
     assert repo.versions("nim") == []
     repo.index()  # read once
     assert [r.url for r in adapter.requests] == [f"{HELM}/nvidia/index.yaml"]
@@ -97,7 +112,10 @@ def test_the_archive_follows_a_redirect_to_another_host_without_the_key(tmp_path
 
 def test_relative_and_absolute_urls() -> None:
     repo, _adapter = repository(HelmApp())
-    assert repo.chart_url(repo.entry(ChartRef.parse("gpu-operator:v26.7.0"))) == f"{HELM}/nvidia/charts/gpu-operator-v26.7.0.tgz"
+    assert (
+        repo.chart_url(repo.entry(ChartRef.parse("gpu-operator:v26.7.0")))
+        == f"{HELM}/nvidia/charts/gpu-operator-v26.7.0.tgz"
+    )
     team, _adapter = repository(HelmApp(), team="clara")
     assert team.url == f"{HELM}/nvidia/clara"
 
@@ -122,8 +140,10 @@ def test_without_a_key_a_private_org_names_api_key() -> None:
     repo, adapter = repository(HelmApp(), key=None)
     with pytest.raises(AuthError) as error:
         repo.index()
-    assert no_key(str(error.value)).startswith("401 from helm.test for the Helm repository index of nvidia: the Helm repository "
-                                               "of nvidia is not public: set api_key")
+    assert no_key(str(error.value)).startswith(
+        "401 from helm.test for the Helm repository index of nvidia: the Helm repository "
+        "of nvidia is not public: set api_key"
+    )
     assert adapter.requests[0].headers.get("Authorization") is None
 
 
@@ -148,23 +168,31 @@ def test_a_version_or_chart_that_is_not_there_names_what_there_is() -> None:
     repo, _adapter = repository(HelmApp())
     with pytest.raises(NotFoundError) as error:
         repo.entry(ChartRef.parse("nvidia/gpu-operator:v9.9.9"))
-    assert str(error.value) == f"chart nvidia/gpu-operator has no version 'v9.9.9' in {HELM}/nvidia (it has v26.7.0, v26.3.0)"
-    with pytest.raises(NotFoundError, match="chart nvidia/gpu-operater not found: the Helm repository .* has no chart 'gpu-operater'"):
+    assert (
+        str(error.value)
+        == f"chart nvidia/gpu-operator has no version 'v9.9.9' in {HELM}/nvidia (it has v26.7.0, v26.3.0)"
+    )
+    with pytest.raises(
+        NotFoundError, match="chart nvidia/gpu-operater not found: the Helm repository .* has no chart 'gpu-operater'"
+    ):
         repo.entry(ChartRef.parse("nvidia/gpu-operater:v26.7.0"))
 
 
-@pytest.mark.parametrize("document,fragment", [
-    (b"entries: [a, b\n", "is not valid YAML (line"),
-    (b"- just a list\n", "is not a Helm repository index: it is not a mapping"),
-    ({"entries": ["gpu-operator"]}, "entries is not a mapping"),
-    ({"entries": {"../etc": []}}, "entries holds the chart name '../etc'"),
-    ({"entries": {"gpu-operator": {"version": "1"}}}, "entries.gpu-operator is not a list"),
-    (index(version=26.7), "entries.gpu-operator[0]: the version 26.7 must be a string"),
-    (index(urls=[]), "entries.gpu-operator[0].urls is not a list of URLs"),
-    (index(urls="charts/x.tgz"), "entries.gpu-operator[0].urls is not a list of URLs"),
-    (index(digest="md5:abc"), "entries.gpu-operator[0]: digest 'md5:abc' is not a sha256"),
-    (index(name="other"), "entries.gpu-operator[0].name is 'other', not 'gpu-operator'"),
-])
+@pytest.mark.parametrize(
+    "document,fragment",
+    [
+        (b"entries: [a, b\n", "is not valid YAML (line"),
+        (b"- just a list\n", "is not a Helm repository index: it is not a mapping"),
+        ({"entries": ["gpu-operator"]}, "entries is not a mapping"),
+        ({"entries": {"../etc": []}}, "entries holds the chart name '../etc'"),
+        ({"entries": {"gpu-operator": {"version": "1"}}}, "entries.gpu-operator is not a list"),
+        (index(version=26.7), "entries.gpu-operator[0]: the version 26.7 must be a string"),
+        (index(urls=[]), "entries.gpu-operator[0].urls is not a list of URLs"),
+        (index(urls="charts/x.tgz"), "entries.gpu-operator[0].urls is not a list of URLs"),
+        (index(digest="md5:abc"), "entries.gpu-operator[0]: digest 'md5:abc' is not a sha256"),
+        (index(name="other"), "entries.gpu-operator[0].name is 'other', not 'gpu-operator'"),
+    ],
+)
 def test_an_index_that_is_not_one_is_named_field_by_field(document: Any, fragment: str) -> None:
     repo, _adapter = repository(HelmApp(document))
     with pytest.raises(AirgapError) as error:
@@ -194,7 +222,7 @@ def test_redirect_loops_end() -> None:
 def test_errors_keep_the_key_out_of_the_message_for_every_status() -> None:
     class Failing(HelmApp):
         def __call__(self, request: requests.PreparedRequest) -> Answer:
-            return 500, {}, f"{{\"error\": \"broken for {KEY}\"}}".encode()
+            return 500, {}, f'{{"error": "broken for {KEY}"}}'.encode()
 
     repo, _adapter = repository(Failing())
     with pytest.raises(NgcError) as error:

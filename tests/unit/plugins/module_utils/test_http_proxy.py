@@ -3,6 +3,7 @@
 """The proxy environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) is honoured, host by host, and read once per host
 rather than on every request; against an in-process forward proxy and origin server on the loopback (no other
 network)."""
+
 from __future__ import annotations
 
 import http.client
@@ -122,8 +123,9 @@ def environment_reads(monkeypatch: pytest.MonkeyPatch) -> List[str]:
     return reads
 
 
-def test_http_proxy_is_used_and_no_proxy_hosts_go_direct(proxy_env: str, proxy: ThreadingHTTPServer, origin: ThreadingHTTPServer,
-                                                         environment_reads: List[str]) -> None:
+def test_http_proxy_is_used_and_no_proxy_hosts_go_direct(
+    proxy_env: str, proxy: ThreadingHTTPServer, origin: ThreadingHTTPServer, environment_reads: List[str]
+) -> None:
     transport = HttpTransport(retries=0)
     try:
         for _round in range(3):
@@ -139,14 +141,17 @@ def test_http_proxy_is_used_and_no_proxy_hosts_go_direct(proxy_env: str, proxy: 
     assert origin.seen.count("/through") == 3 and origin.seen.count("/direct") == 3  # type: ignore[attr-defined]
     # Six requests to two hosts: the environment was read once for each host, not once a request.
     assert sorted(urlsplit(url).netloc for url in environment_reads) == sorted(
-        [f"127.0.0.1:{origin.server_port}", f"localhost:{origin.server_port}"])
+        [f"127.0.0.1:{origin.server_port}", f"localhost:{origin.server_port}"]
+    )
 
 
 def test_https_proxy_is_used_for_https_urls(proxy_env: str, proxy: ThreadingHTTPServer) -> None:
     transport = HttpTransport(retries=0)
     try:
         with pytest.raises(NgcError) as excinfo:
-            transport.send("GET", "https://127.0.0.1:9/v2/", error=NgcError)  # nothing listens there: only the proxy is asked
+            transport.send(
+                "GET", "https://127.0.0.1:9/v2/", error=NgcError
+            )  # nothing listens there: only the proxy is asked
     finally:
         transport.close()
     assert proxy.seen == ["CONNECT 127.0.0.1:9"]  # type: ignore[attr-defined]
@@ -154,8 +159,9 @@ def test_https_proxy_is_used_for_https_urls(proxy_env: str, proxy: ThreadingHTTP
     assert "\n" not in message and "127.0.0.1:9" in message
 
 
-def test_the_registry_client_goes_through_the_proxy_too(proxy_env: str, proxy: ThreadingHTTPServer, origin: ThreadingHTTPServer,
-                                                        environment_reads: List[str]) -> None:
+def test_the_registry_client_goes_through_the_proxy_too(
+    proxy_env: str, proxy: ThreadingHTTPServer, origin: ThreadingHTTPServer, environment_reads: List[str]
+) -> None:
     client = RegistryClient(f"http://127.0.0.1:{origin.server_port}", retries=0)
     try:
         client.ping()
@@ -166,20 +172,25 @@ def test_the_registry_client_goes_through_the_proxy_too(proxy_env: str, proxy: T
     assert len(environment_reads) == 1
 
 
-def test_a_proxy_given_to_a_request_wins_over_the_environment(proxy_env: str, proxy: ThreadingHTTPServer,
-                                                              origin: ThreadingHTTPServer) -> None:
+def test_a_proxy_given_to_a_request_wins_over_the_environment(
+    proxy_env: str, proxy: ThreadingHTTPServer, origin: ThreadingHTTPServer
+) -> None:
     transport = HttpTransport(retries=0)
     try:
-        response, _attempts = transport.send("GET", f"http://localhost:{origin.server_port}/asked",
-                                             proxies={"http": f"http://127.0.0.1:{proxy.server_port}"})
+        response, _attempts = transport.send(
+            "GET",
+            f"http://localhost:{origin.server_port}/asked",
+            proxies={"http": f"http://127.0.0.1:{proxy.server_port}"},
+        )
         response.close()
     finally:
         transport.close()
     assert proxy.seen == [f"GET http://localhost:{origin.server_port}/asked"]  # type: ignore[attr-defined]
 
 
-def test_without_proxy_settings_everything_goes_direct(monkeypatch: pytest.MonkeyPatch, origin: ThreadingHTTPServer,
-                                                       proxy: ThreadingHTTPServer) -> None:
+def test_without_proxy_settings_everything_goes_direct(
+    monkeypatch: pytest.MonkeyPatch, origin: ThreadingHTTPServer, proxy: ThreadingHTTPServer
+) -> None:
     for name in list(os.environ):
         if name.lower().endswith("_proxy"):
             monkeypatch.delenv(name)

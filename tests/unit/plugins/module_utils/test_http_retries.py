@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for the one retrying send loop in _http, its messages, and the registry's token fetch and auth hints
 that go through it; against in-process HTTP servers on 127.0.0.1 (no other network)."""
+
 from __future__ import annotations
 
 import json
@@ -141,7 +142,9 @@ def test_backoff_without_retry_after_is_capped_per_wait():
 def test_a_storm_without_retry_after_waits_a_few_seconds_at_most(serve, sleeps):
     server = serve(lambda method, path, headers: ngc_status(503, "maintenance"))
     with pytest.raises(NgcError) as excinfo:
-        transport(sleeps, retries=8).send("GET", f"{server.url}/v2/orgs", what="the list of organisations", error=NgcError)
+        transport(sleeps, retries=8).send(
+            "GET", f"{server.url}/v2/orgs", what="the list of organisations", error=NgcError
+        )
     assert len(sleeps) == 8 and max(sleeps) <= MAX_BACKOFF
     assert str(excinfo.value) == f"503 from {server.host} for the list of organisations after 9 attempts: maintenance"
     assert excinfo.value.status == 503
@@ -158,7 +161,9 @@ def test_without_a_count_a_storm_of_thirty_429_is_ridden_out_within_the_budget(s
 def test_without_a_count_a_registry_that_stays_down_fails_when_the_waits_exceed_the_budget(serve, sleeps):
     server = serve(lambda method, path, headers: ngc_status(503, "down", {"Retry-After": "10"}))
     with pytest.raises(NgcError) as excinfo:
-        transport(sleeps, retries=None, retry_budget=35.0).send("GET", f"{server.url}/v2/orgs", what="the orgs", error=NgcError)
+        transport(sleeps, retries=None, retry_budget=35.0).send(
+            "GET", f"{server.url}/v2/orgs", what="the orgs", error=NgcError
+        )
     assert sleeps == [10.0, 10.0, 10.0]  # a fourth wait would pass 35 s
     assert str(excinfo.value) == f"503 from {server.host} for the orgs after 4 attempts: down"
 
@@ -177,7 +182,13 @@ def test_policy_allows_by_count_when_given_else_by_budget():
 
 
 def test_retry_after_is_honoured_by_the_transport(serve, sleeps):
-    server = serve(sequence(ngc_status(429, "slow down", {"Retry-After": "7"}), ngc_status(503, "busy", {"Retry-After": "2"}), json_answer(200, {})))
+    server = serve(
+        sequence(
+            ngc_status(429, "slow down", {"Retry-After": "7"}),
+            ngc_status(503, "busy", {"Retry-After": "2"}),
+            json_answer(200, {}),
+        )
+    )
     response, attempts = transport(sleeps, backoff=100.0).send("GET", f"{server.url}/v2/orgs", error=NgcError)
     assert response.status_code == 200
     assert attempts == 3
@@ -185,9 +196,15 @@ def test_retry_after_is_honoured_by_the_transport(serve, sleeps):
 
 
 def test_final_message_names_status_host_attempts_and_reason_without_secrets(serve, sleeps):
-    server = serve(lambda method, path, headers: json_answer(429, {"errors": [{"code": "TOOMANYREQUESTS", "message": f"key {SECRET} over quota"}]}))
+    server = serve(
+        lambda method, path, headers: json_answer(
+            429, {"errors": [{"code": "TOOMANYREQUESTS", "message": f"key {SECRET} over quota"}]}
+        )
+    )
     with pytest.raises(NgcError) as excinfo:
-        transport(sleeps, retries=2).send("GET", f"{server.url}/x", what="org 'nvidia'", error=NgcError, secrets=(SECRET,))
+        transport(sleeps, retries=2).send(
+            "GET", f"{server.url}/x", what="org 'nvidia'", error=NgcError, secrets=(SECRET,)
+        )
     message = one_line(str(excinfo.value))
     assert message == f"429 from {server.host} for org 'nvidia' after 3 attempts: TOOMANYREQUESTS: key *** over quota"
 
@@ -217,7 +234,9 @@ def test_unusable_url_is_an_error_of_ours_not_of_requests(url, sleeps):
 def test_https_to_a_plain_http_server_says_it_does_not_speak_https(serve, sleeps, validate_certs):
     server = serve(lambda method, path, headers: json_answer(200, {}))
     with pytest.raises(NgcError) as excinfo:
-        transport(sleeps, validate_certs=validate_certs).send("GET", f"https://{server.host}/token", what="a token (/token)", error=NgcError)
+        transport(sleeps, validate_certs=validate_certs).send(
+            "GET", f"https://{server.host}/token", what="a token (/token)", error=NgcError
+        )
     message = one_line(str(excinfo.value))
     assert message.startswith(f"TLS error talking to {server.host} for a token (/token): [SSL")
     assert "does not speak HTTPS" in message and "http://" in message
@@ -285,11 +304,17 @@ def token_realm_registry(token_answers: Callable[[], Answer], catalog_granted: b
         auth = headers.get("Authorization") or ""
         if not auth.startswith("Bearer "):
             scope = "registry:catalog:*" if path.startswith("/v2/_catalog") else "repository:nvidia/pytorch:pull"
-            return json_answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
-                               {"WWW-Authenticate": f'{challenge},scope="{scope}"'})
+            return json_answer(
+                401,
+                {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                {"WWW-Authenticate": f'{challenge},scope="{scope}"'},
+            )
         if path.startswith("/v2/_catalog") and not catalog_granted:
-            return json_answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
-                               {"WWW-Authenticate": f'{challenge},scope="registry:catalog:*",error="insufficient_scope"'})
+            return json_answer(
+                401,
+                {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                {"WWW-Authenticate": f'{challenge},scope="registry:catalog:*",error="insufficient_scope"'},
+            )
         if path.startswith("/v2/_catalog"):
             return json_answer(200, {"repositories": ["nvidia/pytorch"]})
         return json_answer(200, {"name": "nvidia/pytorch", "tags": ["1"]})
@@ -298,7 +323,9 @@ def token_realm_registry(token_answers: Callable[[], Answer], catalog_granted: b
 
 
 def test_registry_token_storm_names_status_attempts_and_honours_retry_after(serve, sleeps):
-    state, app = token_realm_registry(lambda: json_answer(503, {"details": "token service overloaded"}, {"Retry-After": "2"}))
+    state, app = token_realm_registry(
+        lambda: json_answer(503, {"details": "token service overloaded"}, {"Retry-After": "2"})
+    )
     server = serve(app)
     state["url"] = server.url
     with RegistryClient(server.url, username="$oauthtoken", password=SECRET, retries=2, sleep=sleeps.append) as client:
@@ -319,7 +346,9 @@ def test_registry_refusing_the_catalog_scope_does_not_blame_the_key(serve, sleep
         with pytest.raises(AuthError) as excinfo:
             client.catalog()
     message = one_line(str(excinfo.value))
-    assert message.startswith(f"401 from {server.host} for the catalog: the credentials were accepted, but this account may not list")
+    assert message.startswith(
+        f"401 from {server.host} for the catalog: the credentials were accepted, but this account may not list"
+    )
     assert "source=ngc" in message
     assert "check the NGC API key" not in message
     assert "granted-token-value" not in message and SECRET not in message
@@ -332,7 +361,11 @@ def test_registry_insufficient_scope_for_a_repository_says_so(serve, sleeps):
         challenge = f'Bearer realm="{server.url}/token",service="reg",scope="repository:nvidia/secret:pull"'
         if headers.get("Authorization"):
             challenge += ',error="insufficient_scope"'
-        return json_answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}, {"WWW-Authenticate": challenge})
+        return json_answer(
+            401,
+            {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+            {"WWW-Authenticate": challenge},
+        )
 
     server = serve(app)
     with RegistryClient(server.url, username="$oauthtoken", password=SECRET, sleep=sleeps.append) as client:
@@ -350,19 +383,26 @@ def test_redact_blanks_secrets_and_credentials():
 
 
 def test_exception_reason_drops_urllib3_wrapping():
-    text = ("HTTPSConnectionPool(host='h', port=1): Max retries exceeded with url: /t?sig=abc (Caused by "
-            "SSLError(SSLError(136, '[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4154)')))")
+    text = (
+        "HTTPSConnectionPool(host='h', port=1): Max retries exceeded with url: /t?sig=abc (Caused by "
+        "SSLError(SSLError(136, '[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4154)')))"
+    )
     assert exception_reason(Exception(text)) == "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found"
     assert "sig=abc" not in exception_reason(Exception("failed for /t?sig=abc now"))
 
 
-@pytest.mark.parametrize("text,reason", [
-    ("HTTPConnectionPool(host='h', port=1): Read timed out. (read timeout=1.0)", "read timed out after 1.0 s"),
-    ("HTTPSConnectionPool(host='h', port=1): Max retries exceeded with url: /v2/ (Caused by ConnectTimeoutError("
-     "<urllib3.connection.HTTPSConnection object at 0x7f>, 'Connection to h timed out. (connect timeout=2.5)'))",
-     "connect timed out after 2.5 s"),
-    ("HTTPConnectionPool(host='h', port=1): Read timed out.", "read timed out"),
-])
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("HTTPConnectionPool(host='h', port=1): Read timed out. (read timeout=1.0)", "read timed out after 1.0 s"),
+        (
+            "HTTPSConnectionPool(host='h', port=1): Max retries exceeded with url: /v2/ (Caused by ConnectTimeoutError("
+            "<urllib3.connection.HTTPSConnection object at 0x7f>, 'Connection to h timed out. (connect timeout=2.5)'))",
+            "connect timed out after 2.5 s",
+        ),
+        ("HTTPConnectionPool(host='h', port=1): Read timed out.", "read timed out"),
+    ],
+)
 def test_a_timeout_reason_is_balanced_and_names_the_seconds(text, reason):
     got = exception_reason(Exception(text))
     assert got.count("(") == got.count(")"), got

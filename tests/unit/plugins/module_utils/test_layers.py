@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The sub-packages of module_utils are layers and import one way only (docs/design/layers.md)."""
+
 from __future__ import annotations
 
 import ast
@@ -33,12 +34,16 @@ def imported_packages(path: str) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] if node.module.startswith(PREFIX) else [f"{node.module}.{alias.name}" for alias in node.names]
+            names = (
+                [node.module]
+                if node.module.startswith(PREFIX)
+                else [f"{node.module}.{alias.name}" for alias in node.names]
+            )
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         for name in names:
             if name.startswith(PREFIX):
-                found.append((node.lineno, name[len(PREFIX):].split(".")[0]))
+                found.append((node.lineno, name[len(PREFIX) :].split(".")[0]))
     return found
 
 
@@ -47,21 +52,30 @@ def layer_files() -> list[tuple[str, str]]:
     for package in sorted(os.listdir(MODULE_UTILS)):
         directory = os.path.join(MODULE_UTILS, package)
         if os.path.isdir(directory) and not package.startswith("__"):
-            files += [(package, os.path.join(directory, name)) for name in sorted(os.listdir(directory)) if name.endswith(".py")]
+            files += [
+                (package, os.path.join(directory, name))
+                for name in sorted(os.listdir(directory))
+                if name.endswith(".py")
+            ]
     return files
 
 
 def test_every_sub_package_has_a_rank() -> None:
     packages = {package for package, _path in layer_files()}
     assert packages == set(RANKS)
-    assert not [name for name in os.listdir(MODULE_UTILS) if name.endswith(".py") and name != "__init__.py"], "module_utils keeps its files in the layers"
+    assert not [name for name in os.listdir(MODULE_UTILS) if name.endswith(".py") and name != "__init__.py"], (
+        "module_utils keeps its files in the layers"
+    )
 
 
 @pytest.mark.parametrize("package,path", layer_files(), ids=lambda value: os.path.basename(str(value)))
 def test_imports_run_one_way(package: str, path: str) -> None:
     wrong = [
-        f"line {line} imports {target}" for line, target in imported_packages(path)
-        if target not in RANKS or RANKS[target] > RANKS[package] or (RANKS[target] == RANKS[package] and target != package)
+        f"line {line} imports {target}"
+        for line, target in imported_packages(path)
+        if target not in RANKS
+        or RANKS[target] > RANKS[package]
+        or (RANKS[target] == RANKS[package] and target != package)
     ]
     assert not wrong, f"{package}/{os.path.basename(path)} imports upwards or sideways: {wrong}"
 

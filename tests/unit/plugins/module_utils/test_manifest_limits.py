@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Manifests, indexes and image configs over 4 MiB (the distribution spec's limit) are refused from every source, before
 they are read whole: a registry's answer, a bundle's blob, an archive's member."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,12 @@ import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import BundleReader
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import MAX_MANIFEST_BYTES, MEDIA_OCI_MANIFEST, parse_manifest, read_small
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
+    MAX_MANIFEST_BYTES,
+    MEDIA_OCI_MANIFEST,
+    parse_manifest,
+    read_small,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._clients.registry import RegistryClient
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.sources import read_archive_head
 
@@ -31,10 +37,19 @@ def digest_of(data: bytes) -> str:
 
 def manifest_bytes(pad: int, config_size: int = 2) -> bytes:
     """An image manifest of about ``pad`` bytes (an annotation fills it) naming a config of ``config_size`` bytes."""
-    return json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST, "layers": [],
-                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "a" * 64,
-                                  "size": config_size},
-                       "annotations": {"pad": "x" * pad}}).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "layers": [],
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": "sha256:" + "a" * 64,
+                "size": config_size,
+            },
+            "annotations": {"pad": "x" * pad},
+        }
+    ).encode()
 
 
 def test_the_limit_is_the_distribution_spec_s() -> None:
@@ -51,7 +66,9 @@ def test_read_small_stops_at_the_limit_and_closes_the_chunks() -> None:
         finally:
             closed.append(True)
 
-    with pytest.raises(AirgapError, match=r"the thing \(read so far\) has 5242880 bytes, more than the 4194304 \(4 MiB\)"):
+    with pytest.raises(
+        AirgapError, match=r"the thing \(read so far\) has 5242880 bytes, more than the 4194304 \(4 MiB\)"
+    ):
         read_small(chunks(), "the thing")
     assert closed == [True]
     assert read_small(iter([b"a" * (4 * MIB - 1), b"b"]), "exactly the limit") == b"a" * (4 * MIB - 1) + b"b"
@@ -64,8 +81,12 @@ def test_a_manifest_over_the_limit_or_naming_a_config_over_it_is_refused() -> No
     named = manifest_bytes(10, config_size=4 * MIB + 1)
     with pytest.raises(AirgapError, match=r"manifest m: its config sha256:a{64} has 4194305 bytes, more than"):
         parse_manifest(named, digest_of(named), "manifest m")
-    index = json.dumps({"schemaVersion": 2, "manifests": [{"mediaType": MEDIA_OCI_MANIFEST, "digest": "sha256:" + "b" * 64,
-                                                           "size": 5 * MIB}]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": MEDIA_OCI_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 5 * MIB}],
+        }
+    ).encode()
     with pytest.raises(AirgapError, match=r"index i: its manifest sha256:b{64} has 5242880 bytes"):
         parse_manifest(index, digest_of(index), "index i")
     fine = manifest_bytes(4 * MIB - 1024)
@@ -78,13 +99,28 @@ def test_a_bundle_manifest_over_the_limit_is_refused_before_it_is_read_whole(tmp
     (tmp_path / "blobs" / "sha256").mkdir(parents=True)
     (tmp_path / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(raw)
     (tmp_path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (tmp_path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": MEDIA_OCI_MANIFEST, "digest": digest, "size": len(raw), "annotations": {"org.opencontainers.image.ref.name": "x/y:1"}}]}))
+    (tmp_path / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": MEDIA_OCI_MANIFEST,
+                        "digest": digest,
+                        "size": len(raw),
+                        "annotations": {"org.opencontainers.image.ref.name": "x/y:1"},
+                    }
+                ],
+            }
+        )
+    )
     del raw
     reader = BundleReader(str(tmp_path))
     tracemalloc.start()
     try:
-        with pytest.raises(AirgapError, match=rf"manifest {digest} in the bundle .* has \d+ bytes, more than the 4194304"):
+        with pytest.raises(
+            AirgapError, match=rf"manifest {digest} in the bundle .* has \d+ bytes, more than the 4194304"
+        ):
             reader.manifest(digest)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -162,7 +198,10 @@ def test_a_registry_manifest_without_length_is_read_only_up_to_the_limit(streame
     with RegistryClient(server.url, retries=0, timeout=20) as client:
         tracemalloc.start()
         try:
-            with pytest.raises(AirgapError, match=r"manifest x/y:1 on 127.0.0.1:\d+ \(read so far\) has \d+ bytes, more than the 4194304"):
+            with pytest.raises(
+                AirgapError,
+                match=r"manifest x/y:1 on 127.0.0.1:\d+ \(read so far\) has \d+ bytes, more than the 4194304",
+            ):
                 client.get_manifest("x/y", "1")
             peak = tracemalloc.get_traced_memory()[1]
         finally:
@@ -174,5 +213,7 @@ def test_a_registry_manifest_without_length_is_read_only_up_to_the_limit(streame
 def test_a_registry_manifest_announced_over_the_limit_is_refused_unread(streamer: Any) -> None:
     server = streamer(announce=5 * MIB, body=b"{}")
     with RegistryClient(server.url, retries=0, timeout=20) as client:
-        with pytest.raises(AirgapError, match=r"manifest x/y:1 on 127.0.0.1:\d+ has 5242880 bytes, more than the 4194304"):
+        with pytest.raises(
+            AirgapError, match=r"manifest x/y:1 on 127.0.0.1:\d+ has 5242880 bytes, more than the 4194304"
+        ):
             client.get_manifest("x/y", "1")

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Where credentials go, which references are sources, and the task's failure message (no network)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,17 +16,34 @@ from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import fail
 
 def params(**extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "images": ["nvidia/pytorch:24.01-py3"], "registry_url": "https://nvcr.io", "username": "$oauthtoken", "api_key": "ngc-key",
-        "validate_certs": True, "ca_path": None, "timeout": 5.0, "retries": 0, "facts_file": "/nonexistent/f.fact",
-        "registry": None, "archive": None, "docker": None, "offline": False, "platforms": None, "parallel": 1, "force": False,
+        "images": ["nvidia/pytorch:24.01-py3"],
+        "registry_url": "https://nvcr.io",
+        "username": "$oauthtoken",
+        "api_key": "ngc-key",
+        "validate_certs": True,
+        "ca_path": None,
+        "timeout": 5.0,
+        "retries": 0,
+        "facts_file": "/nonexistent/f.fact",
+        "registry": None,
+        "archive": None,
+        "docker": None,
+        "offline": False,
+        "platforms": None,
+        "parallel": 1,
+        "force": False,
     }
     base.update(extra)
     return base
 
 
 def test_credentials_go_only_to_the_host_they_were_given_for() -> None:
-    mirror = Mirror(params(registry={"url": "https://registry.site.example:5000", "username": "mirror", "password": "pw"},
-                           docker={"host": "unix:///nonexistent.sock"}))
+    mirror = Mirror(
+        params(
+            registry={"url": "https://registry.site.example:5000", "username": "mirror", "password": "pw"},
+            docker={"host": "unix:///nonexistent.sock"},
+        )
+    )
     credentials_for = mirror.destinations[-1].credentials_for
     assert credentials_for("nvcr.io") == ("$oauthtoken", "ngc-key")
     assert credentials_for("registry.site.example:5000") == ("mirror", "pw")
@@ -34,14 +52,21 @@ def test_credentials_go_only_to_the_host_they_were_given_for() -> None:
 
 
 def test_a_registry_without_a_password_gets_no_credentials() -> None:
-    mirror = Mirror(params(api_key=None, registry={"url": "http://127.0.0.1:5000", "username": "mirror", "password": None},
-                           docker={"host": "unix:///nonexistent.sock"}))
+    mirror = Mirror(
+        params(
+            api_key=None,
+            registry={"url": "http://127.0.0.1:5000", "username": "mirror", "password": None},
+            docker={"host": "unix:///nonexistent.sock"},
+        )
+    )
     credentials_for = mirror.destinations[-1].credentials_for
     assert credentials_for("127.0.0.1:5000") == (None, None)
     assert credentials_for("nvcr.io") == (None, None)
 
 
-@pytest.mark.parametrize("reference", ["somehost:5000/nvidia/pytorch:24.03-py3", "docker.io/library/ubuntu:22.04", "localhost/x:1"])
+@pytest.mark.parametrize(
+    "reference", ["somehost:5000/nvidia/pytorch:24.03-py3", "docker.io/library/ubuntu:22.04", "localhost/x:1"]
+)
 def test_a_reference_on_another_registry_is_refused_naming_both(reference: str) -> None:
     with pytest.raises(ConfigError) as caught:
         source_images(["nvidia/cuda:12.2.0", reference], "https://nvcr.io")

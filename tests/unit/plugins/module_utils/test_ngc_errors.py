@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for the NGC catalog client's and the catalog's errors: token endpoint failures, revoked tokens,
 unknown teams, path segments from input. The API is a requests adapter in the test (no network)."""
+
 from __future__ import annotations
 
 import json
@@ -88,7 +89,10 @@ class NgcApp:
         if self.revoked:
             return status_answer(401, "token revoked")
         if path == "/v2/org/nvidia/repos":
-            repos = [{"namespace": "nvidia", "name": "pytorch"}, {"namespace": "nvidia/clara", "name": "clara-parabricks"}]
+            repos = [
+                {"namespace": "nvidia", "name": "pytorch"},
+                {"namespace": "nvidia/clara", "name": "clara-parabricks"},
+            ]
             return answer(200, {"repositories": repos, "paginationInfo": {"totalPages": 1}})
         if path.startswith("/v2/org/") and path.endswith("/images"):
             return answer(200, {})
@@ -105,7 +109,9 @@ def sleeps():
     return []
 
 
-def client_for(app: Callable[[requests.PreparedRequest], Answer], sleeps: list, key: str | None = KEY, retries: int = 2):
+def client_for(
+    app: Callable[[requests.PreparedRequest], Answer], sleeps: list, key: str | None = KEY, retries: int = 2
+):
     transport = HttpTransport(retries=retries, sleep=sleeps.append)
     adapter = FakeApi(app)
     transport.session.mount(API, adapter)
@@ -151,7 +157,10 @@ def test_refused_key_keeps_the_servers_reason_and_never_the_key(sleeps):
     with pytest.raises(AuthError) as excinfo:
         client.orgs()
     message = one_line(str(excinfo.value))
-    assert message == f"401 from {HOST} when exchanging the NGC API key for a token: check the NGC API key (invalid NGC API key ***)"
+    assert (
+        message
+        == f"401 from {HOST} when exchanging the NGC API key for a token: check the NGC API key (invalid NGC API key ***)"
+    )
 
 
 def test_a_token_answer_without_a_token_says_so(sleeps):
@@ -186,7 +195,9 @@ def test_without_a_key_a_401_asks_for_one(sleeps):
 
 def test_server_error_is_one_line_with_the_reason(sleeps):
     app = NgcApp()
-    client, _api = client_for(lambda r: app(r) if urlsplit(r.url).path == "/token" else status_answer(500, "database on fire"), sleeps)
+    client, _api = client_for(
+        lambda r: app(r) if urlsplit(r.url).path == "/token" else status_answer(500, "database on fire"), sleeps
+    )
     with pytest.raises(NgcError) as excinfo:
         list(client.repositories("nvidia"))
     assert one_line(str(excinfo.value)) == f"500 from {HOST} for org 'nvidia': database on fire"
@@ -257,7 +268,9 @@ class NoRegistry:
 
 
 def catalog(client: NgcClient, teams: Any) -> Catalog:
-    query = CatalogQuery(image_filter=ImageFilter.create(), org="nvidia", teams=teams, include_digests=False, parallel=1)
+    query = CatalogQuery(
+        image_filter=ImageFilter.create(), org="nvidia", teams=teams, include_digests=False, parallel=1
+    )
     return Catalog(query, NoRegistry(), client)  # type: ignore[arg-type]
 
 

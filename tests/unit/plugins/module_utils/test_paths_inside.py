@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Nothing is written or removed outside a destination's directory, not even through a symbolic link inside it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,11 @@ def layout(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_a_path_through_a_link_out_of_the_directory_is_refused_naming_it(layout: tuple[Path, Path]) -> None:
     top, outside = layout
-    with pytest.raises(AirgapError, match=r"refused to touch the archive .*/nvidia/link/victim: it is not inside .*archives "
-                                          r"\(it resolves to .*/outside/victim"):
+    with pytest.raises(
+        AirgapError,
+        match=r"refused to touch the archive .*/nvidia/link/victim: it is not inside .*archives "
+        r"\(it resolves to .*/outside/victim",
+    ):
         safe_path(str(top), str(top / "nvidia" / "link" / "victim"), "archive")
     for bad in (top / ".." / "outside" / "victim", top, Path("/etc/passwd")):
         with pytest.raises(AirgapError, match="is not inside"):
@@ -35,7 +39,9 @@ def test_a_path_through_a_link_out_of_the_directory_is_refused_naming_it(layout:
 
 def test_paths_inside_are_given_back_even_before_they_exist(layout: tuple[Path, Path], tmp_path: Path) -> None:
     top, _outside = layout
-    assert safe_path(str(top), str(top / "nvidia" / "pytorch" / "24.01-py3.tar")) == str(top / "nvidia" / "pytorch" / "24.01-py3.tar")
+    assert safe_path(str(top), str(top / "nvidia" / "pytorch" / "24.01-py3.tar")) == str(
+        top / "nvidia" / "pytorch" / "24.01-py3.tar"
+    )
     (top / "nvidia" / "inner").symlink_to(top / "nvidia")  # a link that stays inside is no way out
     assert safe_path(str(top), str(top / "nvidia" / "inner" / "x.tar")) == str(top / "nvidia" / "inner" / "x.tar")
     alias = tmp_path / "alias"

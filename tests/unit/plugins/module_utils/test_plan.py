@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Plan building: what the images option means, copy-or-skip decisions, platform selection, targets."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,18 +10,41 @@ import json
 import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import blob_sizes, filtered_index, platform_matches, platform_string, select_children
-from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import COPY, SKIP, ImagePlan, Step, archive_path, decide, registry_target, source_images
+from ansible_collections.airgap.ngc.plugins.module_utils._types.oci import (
+    blob_sizes,
+    filtered_index,
+    platform_matches,
+    platform_string,
+    select_children,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._types.plan import (
+    COPY,
+    SKIP,
+    ImagePlan,
+    Step,
+    archive_path,
+    decide,
+    registry_target,
+    source_images,
+)
 
 DIGEST = "sha256:" + "a" * 64
 INDEX = {
     "schemaVersion": 2,
     "mediaType": "application/vnd.oci.image.index.v1+json",
     "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "1" * 64, "size": 10,
-         "platform": {"os": "linux", "architecture": "amd64"}},
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "2" * 64, "size": 10,
-         "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": "sha256:" + "1" * 64,
+            "size": 10,
+            "platform": {"os": "linux", "architecture": "amd64"},
+        },
+        {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": "sha256:" + "2" * 64,
+            "size": 10,
+            "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+        },
     ],
 }
 
@@ -51,11 +75,14 @@ def test_reference_without_tag_means_latest() -> None:
     assert image.key == "127.0.0.1:5000/nvidia/pytorch:latest"
 
 
-@pytest.mark.parametrize("item, message", [
-    (42, "images item 1 is a int"),
-    ({"tag": "x"}, "without 'reference' or 'name'"),
-    ("nvidia/Py Torch", "invalid image reference"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        (42, "images item 1 is a int"),
+        ({"tag": "x"}, "without 'reference' or 'name'"),
+        ("nvidia/Py Torch", "invalid image reference"),
+    ],
+)
 def test_bad_images_items_are_named(item: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         source_images([item], "https://nvcr.io")
@@ -70,7 +97,9 @@ def test_decide() -> None:
 
 
 def test_plan_needs_copy_only_without_error() -> None:
-    plan = ImagePlan(source=source_images(["a/b:c"], "https://r")[0], steps=[Step("registry", "k", "t", COPY, "missing")])
+    plan = ImagePlan(
+        source=source_images(["a/b:c"], "https://r")[0], steps=[Step("registry", "k", "t", COPY, "missing")]
+    )
     assert plan.needs_copy
     plan.error = "boom"
     assert not plan.needs_copy
@@ -100,16 +129,27 @@ def test_filtered_index_keeps_bytes_when_complete() -> None:
 
 def test_targets() -> None:
     (image,) = source_images(["nvidia/clara/clara-parabricks:4.2.0-1"], "https://nvcr.io")
-    assert str(registry_target(image, "https://registry.site:5000", None)) == "registry.site:5000/nvidia/clara/clara-parabricks:4.2.0-1"
-    assert str(registry_target(image, "http://127.0.0.1:5000/", "/mirror/")) == "127.0.0.1:5000/mirror/nvidia/clara/clara-parabricks:4.2.0-1"
+    assert (
+        str(registry_target(image, "https://registry.site:5000", None))
+        == "registry.site:5000/nvidia/clara/clara-parabricks:4.2.0-1"
+    )
+    assert (
+        str(registry_target(image, "http://127.0.0.1:5000/", "/mirror/"))
+        == "127.0.0.1:5000/mirror/nvidia/clara/clara-parabricks:4.2.0-1"
+    )
     assert archive_path("/srv/a/", image, "docker") == "/srv/a/nvidia/clara/clara-parabricks/4.2.0-1.tar"
     assert archive_path("/srv/a", image, "oci") == "/srv/a/nvidia/clara/clara-parabricks/4.2.0-1.oci.tar"
 
 
 def test_blob_sizes_and_platform_strings() -> None:
-    manifest = {"config": {"digest": "sha256:" + "c" * 64, "size": 5},
-                "layers": [{"digest": "sha256:" + "1" * 64, "size": 100}, {"digest": "sha256:" + "2" * 64, "size": 7}]}
-    other = {"config": {"digest": "sha256:" + "d" * 64, "size": 6}, "layers": [{"digest": "sha256:" + "1" * 64, "size": 100}]}
+    manifest = {
+        "config": {"digest": "sha256:" + "c" * 64, "size": 5},
+        "layers": [{"digest": "sha256:" + "1" * 64, "size": 100}, {"digest": "sha256:" + "2" * 64, "size": 7}],
+    }
+    other = {
+        "config": {"digest": "sha256:" + "d" * 64, "size": 6},
+        "layers": [{"digest": "sha256:" + "1" * 64, "size": 100}],
+    }
     sizes = blob_sizes([manifest, other])
     assert len(sizes) == 4  # the shared layer once
     assert sum(sizes.values()) == 5 + 100 + 7 + 6

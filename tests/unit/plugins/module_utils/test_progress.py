@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for the progress file."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,17 @@ def test_writes_are_throttled(tmp_path):
     reporter = ProgressReporter(str(path), min_interval=1.0, clock=clock, wall=lambda: 0.0)
     reporter.start(1000, 2)
     assert reporter.writes == 1
-    assert read(path) == {"state": "running", "image": None, "images_done": 0, "images_total": 2, "bytes_done": 0, "bytes_total": 1000,
-                          "rate_bytes_per_s": 0, "eta_seconds": None, "updated": "1970-01-01T00:00:00Z"}
+    assert read(path) == {
+        "state": "running",
+        "image": None,
+        "images_done": 0,
+        "images_total": 2,
+        "bytes_done": 0,
+        "bytes_total": 1000,
+        "rate_bytes_per_s": 0,
+        "eta_seconds": None,
+        "updated": "1970-01-01T00:00:00Z",
+    }
     reporter.image("nvcr.io/nvidia/pytorch:24.01-py3")
     clock.now += 0.5
     reporter.advance(100)
@@ -59,7 +69,9 @@ def test_writes_are_throttled(tmp_path):
     reporter.finish("done")
     assert reporter.writes == 3
     body = read(path)
-    assert body["state"] == "done" and body["bytes_done"] == 250 and body["images_done"] == 1 and body["eta_seconds"] == 0
+    assert (
+        body["state"] == "done" and body["bytes_done"] == 250 and body["images_done"] == 1 and body["eta_seconds"] == 0
+    )
     assert os.listdir(tmp_path) == ["progress.json"]
 
 

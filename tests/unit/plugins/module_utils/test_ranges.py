@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ranged parallel downloads of a big blob: range planning, reassembly in order, bounded memory, fallbacks, resumes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,11 @@ from ansible_collections.airgap.ngc.plugins.module_utils._http.blob_reads import
     plan_ranges,
     wants_ranges,
 )
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AuthError, DigestMismatchError, RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AuthError,
+    DigestMismatchError,
+    RegistryError,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import RetryPolicy
 
 PART = 1000
@@ -34,8 +39,15 @@ CDN_URL = "https://cdn.test/blob?signature=abc"
 class FakeResponse:
     """A streamed answer: status, headers, url, iter_content; breaks after `break_after` bytes if asked."""
 
-    def __init__(self, status: int, body: bytes, headers: dict[str, str], url: str, break_after: int | None = None,
-                 delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str],
+        url: str,
+        break_after: int | None = None,
+        delay: float = 0.0,
+    ) -> None:
         self.status_code, self.headers, self.url = status, headers, url
         self._body, self._break_after, self._delay = body, break_after, delay
         self.closed = False
@@ -45,9 +57,9 @@ class FakeResponse:
         while sent < len(self._body):
             if self._delay:
                 time.sleep(self._delay)
-            piece = self._body[sent:sent + chunk_size]
+            piece = self._body[sent : sent + chunk_size]
             if self._break_after is not None and sent + len(piece) > self._break_after:
-                yield piece[:self._break_after - sent]
+                yield piece[: self._break_after - sent]
                 raise requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead")
             sent += len(piece)
             yield piece
@@ -74,19 +86,33 @@ class FakeServer:
             calls = len(self.calls)
         if location is not None and self.expire_location_after is not None and calls > self.expire_location_after:
             self.expire_location_after = None
-            raise AuthError("403 from cdn.test, where registry.test redirected the blob: AccessDenied: Request has expired", status=403)
+            raise AuthError(
+                "403 from cdn.test, where registry.test redirected the blob: AccessDenied: Request has expired",
+                status=403,
+            )
         url = CDN_URL if self.redirect else f"https://{REGISTRY}/v2/x/blobs/{DIGEST}"
         if not self.honour_range or (offset == 0 and end is None):
             return FakeResponse(200, BLOB, {"Content-Length": str(len(BLOB))}, url)
         last = len(BLOB) - 1 if end is None else end
-        body = BLOB[offset:last + 1]
+        body = BLOB[offset : last + 1]
         headers = {"Content-Length": str(len(body)), "Content-Range": f"bytes {offset}-{last}/{len(BLOB)}"}
         return FakeResponse(206, body, headers, url, break_after=self.breaks.pop(offset, None), delay=self.delay)
 
 
 def reader_for(server: FakeServer, size: int | None = len(BLOB), connections: int = 4, threshold: int = PART) -> Any:
-    return open_reader(server.fetch, REGISTRY, "x", DIGEST, size, 256, RetryPolicy(retries=3, backoff=0.0), lambda _s: None,
-                       connections=connections, threshold=threshold, part_size=PART)
+    return open_reader(
+        server.fetch,
+        REGISTRY,
+        "x",
+        DIGEST,
+        size,
+        256,
+        RetryPolicy(retries=3, backoff=0.0),
+        lambda _s: None,
+        connections=connections,
+        threshold=threshold,
+        part_size=PART,
+    )
 
 
 def test_plan_ranges_covers_the_blob_once_in_order() -> None:
@@ -94,7 +120,7 @@ def test_plan_ranges_covers_the_blob_once_in_order() -> None:
     assert plan_ranges(8, 4) == [(0, 3), (4, 7)]
     assert plan_ranges(3, 4) == [(0, 2)]
     parts = plan_ranges(len(BLOB), PART)
-    assert b"".join(BLOB[a:b + 1] for a, b in parts) == BLOB
+    assert b"".join(BLOB[a : b + 1] for a, b in parts) == BLOB
     with pytest.raises(ValueError):
         plan_ranges(0, 4)
 
@@ -110,7 +136,7 @@ def test_only_big_blobs_of_known_size_are_ranged() -> None:
     assert wants_ranges(64 * 1024 * 1024)
     assert not wants_ranges(64 * 1024 * 1024 - 1)
     assert not wants_ranges(None)
-    assert not wants_ranges(10 ** 9, connections=1)
+    assert not wants_ranges(10**9, connections=1)
 
 
 def test_small_blob_is_one_plain_stream() -> None:
@@ -140,6 +166,7 @@ def test_big_blob_is_fetched_in_parallel_ranges_and_reassembled_in_order() -> No
             finally:
                 with server.lock:
                     active["now"] -= 1
+
         response.iter_content = tracked  # type: ignore[method-assign]
         return response
 
@@ -174,18 +201,31 @@ def test_parts_are_fetched_at_most_a_window_ahead_of_the_reader() -> None:
     try:
         time.sleep(0.3)  # the reader reads nothing: the workers must stop after connections + 1 parts
         assert len(server.calls) == 3
-        assert reader.read(PART + 1) == BLOB[:PART + 1]  # the first part is taken: one more may start
+        assert reader.read(PART + 1) == BLOB[: PART + 1]  # the first part is taken: one more may start
         time.sleep(0.3)
         assert len(server.calls) == 4
-        assert reader.read() == BLOB[PART + 1:]
+        assert reader.read() == BLOB[PART + 1 :]
         assert reader.verified
     finally:
         reader.close()
 
 
 def ranged(server: FakeServer, ahead: int, budget: AheadBudget) -> RangedBlobReader:
-    return RangedBlobReader(server.fetch, server.fetch(0, PART - 1), REGISTRY, "x", DIGEST, len(BLOB), 100, RetryPolicy(retries=0),
-                            lambda _s: None, connections=4, part_size=PART, ahead=ahead, budget=budget)
+    return RangedBlobReader(
+        server.fetch,
+        server.fetch(0, PART - 1),
+        REGISTRY,
+        "x",
+        DIGEST,
+        len(BLOB),
+        100,
+        RetryPolicy(retries=0),
+        lambda _s: None,
+        connections=4,
+        part_size=PART,
+        ahead=ahead,
+        budget=budget,
+    )
 
 
 def test_the_parts_ahead_of_the_reader_hold_at_most_ahead_bytes_whatever_the_part_size() -> None:
@@ -200,9 +240,14 @@ def test_the_parts_ahead_of_the_reader_hold_at_most_ahead_bytes_whatever_the_par
 
 def test_big_blobs_read_at_once_share_one_budget_for_the_parts_ahead() -> None:
     budget = AheadBudget(PART)
-    first, second = ranged(FakeServer(), ahead=len(BLOB), budget=budget), ranged(FakeServer(), ahead=len(BLOB), budget=budget)
+    first, second = (
+        ranged(FakeServer(), ahead=len(BLOB), budget=budget),
+        ranged(FakeServer(), ahead=len(BLOB), budget=budget),
+    )
     try:
-        time.sleep(0.3)  # neither reader reads: their parts ahead hold one part's bytes between them, not two blobs' worth
+        time.sleep(
+            0.3
+        )  # neither reader reads: their parts ahead hold one part's bytes between them, not two blobs' worth
         assert 0 < budget.most <= PART
         assert b"".join(first) == BLOB and first.verified  # the part being read is never held back by the budget
         assert b"".join(second) == BLOB and second.verified
@@ -250,7 +295,9 @@ def test_an_expired_redirect_url_is_renewed_through_the_registry() -> None:
     registry_calls = [call for call in server.calls if call[2] is None]
     assert len(registry_calls) == 2  # the first part, and the renewal after the CDN refused its URL
     offsets = [offset for offset, _e, _l in server.calls]
-    assert offsets.count(registry_calls[1][0]) == 2  # the refused part is asked again from the registry, from the same byte
+    assert (
+        offsets.count(registry_calls[1][0]) == 2
+    )  # the refused part is asked again from the registry, from the same byte
 
 
 def test_other_errors_of_a_part_fail_the_read() -> None:
@@ -270,8 +317,19 @@ def test_other_errors_of_a_part_fail_the_read() -> None:
 
 def test_wrong_content_is_refused_at_the_end() -> None:
     server = FakeServer()
-    reader = open_reader(server.fetch, REGISTRY, "x", "sha256:" + "0" * 64, len(BLOB), 256, RetryPolicy(retries=0), lambda _s: None,
-                         connections=4, threshold=PART, part_size=PART)
+    reader = open_reader(
+        server.fetch,
+        REGISTRY,
+        "x",
+        "sha256:" + "0" * 64,
+        len(BLOB),
+        256,
+        RetryPolicy(retries=0),
+        lambda _s: None,
+        connections=4,
+        threshold=PART,
+        part_size=PART,
+    )
     with reader, pytest.raises(DigestMismatchError, match="hashed to"):
         b"".join(reader)
     assert not reader.verified
@@ -279,21 +337,45 @@ def test_wrong_content_is_refused_at_the_end() -> None:
 
 def test_a_range_answer_for_other_bytes_is_refused() -> None:
     def shifted(offset: int, end: int | None = None, location: str | None = None) -> Any:
-        body = BLOB[offset + 1:(end or 0) + 2]
+        body = BLOB[offset + 1 : (end or 0) + 2]
         return FakeResponse(206, body, {"Content-Range": f"bytes {offset + 1}-{(end or 0) + 1}/{len(BLOB)}"}, CDN_URL)
 
     with pytest.raises(RegistryError, match="asked for bytes 0-999"):
-        open_reader(shifted, REGISTRY, "x", DIGEST, len(BLOB), 256, RetryPolicy(retries=0), lambda _s: None,
-                    connections=4, threshold=PART, part_size=PART)
+        open_reader(
+            shifted,
+            REGISTRY,
+            "x",
+            DIGEST,
+            len(BLOB),
+            256,
+            RetryPolicy(retries=0),
+            lambda _s: None,
+            connections=4,
+            threshold=PART,
+            part_size=PART,
+        )
 
 
 def test_a_wrong_total_size_is_refused() -> None:
     def other_total(offset: int, end: int | None = None, location: str | None = None) -> Any:
-        return FakeResponse(206, BLOB[offset:(end or 0) + 1], {"Content-Range": f"bytes {offset}-{end}/{len(BLOB) + 5}"}, CDN_URL)
+        return FakeResponse(
+            206, BLOB[offset : (end or 0) + 1], {"Content-Range": f"bytes {offset}-{end}/{len(BLOB) + 5}"}, CDN_URL
+        )
 
     with pytest.raises(DigestMismatchError, match="expected"):
-        open_reader(other_total, REGISTRY, "x", DIGEST, len(BLOB), 256, RetryPolicy(retries=0), lambda _s: None,
-                    connections=4, threshold=PART, part_size=PART)
+        open_reader(
+            other_total,
+            REGISTRY,
+            "x",
+            DIGEST,
+            len(BLOB),
+            256,
+            RetryPolicy(retries=0),
+            lambda _s: None,
+            connections=4,
+            threshold=PART,
+            part_size=PART,
+        )
 
 
 def test_closing_early_stops_the_workers() -> None:
@@ -311,32 +393,88 @@ def test_closing_early_stops_the_workers() -> None:
 
 
 @pytest.mark.parametrize("connections,threshold", [(4, PART), (1, len(BLOB) * 2)])  # ranged, and one plain stream
-def test_a_download_started_part_way_hashes_the_held_bytes_and_fetches_only_the_rest(connections: int, threshold: int) -> None:
+def test_a_download_started_part_way_hashes_the_held_bytes_and_fetches_only_the_rest(
+    connections: int, threshold: int
+) -> None:
     server = FakeServer()
     start = len(BLOB) // 3
-    reader = open_reader(server.fetch, REGISTRY, "x", DIGEST, len(BLOB), 256, RetryPolicy(retries=3, backoff=0.0), lambda _s: None,
-                         connections=connections, threshold=threshold, part_size=PART, start=start, held=[BLOB[:start]])
+    reader = open_reader(
+        server.fetch,
+        REGISTRY,
+        "x",
+        DIGEST,
+        len(BLOB),
+        256,
+        RetryPolicy(retries=3, backoff=0.0),
+        lambda _s: None,
+        connections=connections,
+        threshold=threshold,
+        part_size=PART,
+        start=start,
+        held=[BLOB[:start]],
+    )
     with reader:
         assert b"".join(reader) == BLOB[start:]
     assert min(offset for offset, _end, _location in server.calls) == start
-    bad = open_reader(FakeServer().fetch, REGISTRY, "x", DIGEST, len(BLOB), 256, RetryPolicy(retries=0), lambda _s: None,
-                      connections=connections, threshold=threshold, part_size=PART, start=start, held=[b"\0" * start])
+    bad = open_reader(
+        FakeServer().fetch,
+        REGISTRY,
+        "x",
+        DIGEST,
+        len(BLOB),
+        256,
+        RetryPolicy(retries=0),
+        lambda _s: None,
+        connections=connections,
+        threshold=threshold,
+        part_size=PART,
+        start=start,
+        held=[b"\0" * start],
+    )
     with pytest.raises(DigestMismatchError):
         with bad:
             b"".join(bad)  # held bytes that are not the blob's fail its digest
 
 
 @pytest.mark.parametrize("connections,threshold", [(4, PART), (1, len(BLOB) * 2)])
-def test_a_download_started_part_way_with_no_bytes_to_hash_checks_only_the_size(connections: int, threshold: int) -> None:
+def test_a_download_started_part_way_with_no_bytes_to_hash_checks_only_the_size(
+    connections: int, threshold: int
+) -> None:
     """held=None: the destinations check the digest (a registry at its final PUT); the reader still counts the bytes."""
     start = len(BLOB) // 3
     other = "sha256:" + "0" * 64  # not the blob's digest: unchecked here
-    reader = open_reader(FakeServer().fetch, REGISTRY, "x", other, len(BLOB), 256, RetryPolicy(retries=0), lambda _s: None,
-                         connections=connections, threshold=threshold, part_size=PART, start=start, held=None)
+    reader = open_reader(
+        FakeServer().fetch,
+        REGISTRY,
+        "x",
+        other,
+        len(BLOB),
+        256,
+        RetryPolicy(retries=0),
+        lambda _s: None,
+        connections=connections,
+        threshold=threshold,
+        part_size=PART,
+        start=start,
+        held=None,
+    )
     with reader:
         assert b"".join(reader) == BLOB[start:]
     assert reader.verified
     with pytest.raises(DigestMismatchError):  # the size is still checked
-        with open_reader(FakeServer().fetch, REGISTRY, "x", other, len(BLOB) + 1, 256, RetryPolicy(retries=0), lambda _s: None,
-                         connections=1, threshold=len(BLOB) * 4, part_size=PART, start=start, held=None) as longer:
+        with open_reader(
+            FakeServer().fetch,
+            REGISTRY,
+            "x",
+            other,
+            len(BLOB) + 1,
+            256,
+            RetryPolicy(retries=0),
+            lambda _s: None,
+            connections=1,
+            threshold=len(BLOB) * 4,
+            part_size=PART,
+            start=start,
+            held=None,
+        ) as longer:
             b"".join(longer)

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for _reference: image reference parsing and printing."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,7 +32,13 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
         ("registry.example.com:443/a/b/c/d:v1", "registry.example.com:443", "a/b/c/d", "v1", None),
         (f"nvidia/pytorch@{DIGEST}", None, "nvidia/pytorch", None, DIGEST),
         (f"nvidia/pytorch:24.01-py3@{DIGEST}", None, "nvidia/pytorch", "24.01-py3", DIGEST),
-        (f"nvcr.io/nvidia/clara/clara-parabricks:4.2@{DIGEST}", "nvcr.io", "nvidia/clara/clara-parabricks", "4.2", DIGEST),
+        (
+            f"nvcr.io/nvidia/clara/clara-parabricks:4.2@{DIGEST}",
+            "nvcr.io",
+            "nvidia/clara/clara-parabricks",
+            "4.2",
+            DIGEST,
+        ),
         ("pytorch", None, "pytorch", None, None),
         ("nvidia/l4t-tensorflow:r35.3.1-tf2.11-py3", None, "nvidia/l4t-tensorflow", "r35.3.1-tf2.11-py3", None),
         ("nvidia/a__b.c-d---e:_T", None, "nvidia/a__b.c-d---e", "_T", None),
@@ -57,7 +64,10 @@ def test_team_image_parts():
 def test_default_registry_applies_only_without_host():
     assert ImageReference.parse("nvidia/pytorch:1", default_registry="https://nvcr.io/").registry == "nvcr.io"
     assert ImageReference.parse("nvidia/pytorch:1", default_registry="nvcr.io").registry == "nvcr.io"
-    assert ImageReference.parse("mirror.local:5000/nvidia/pytorch:1", default_registry="nvcr.io").registry == "mirror.local:5000"
+    assert (
+        ImageReference.parse("mirror.local:5000/nvidia/pytorch:1", default_registry="nvcr.io").registry
+        == "mirror.local:5000"
+    )
     assert str(parse_reference("nvidia/pytorch:1", "nvcr.io")) == "nvcr.io/nvidia/pytorch:1"
 
 
@@ -121,7 +131,9 @@ def test_digest_helpers():
     assert not is_digest("sha256:" + "0" * 63)
     assert not is_digest("sha512:" + "0" * 64)
     assert not is_digest(None)
-    assert not is_digest(12) and not is_digest({"digest": DIGEST}) and not is_digest(DIGEST.upper())  # a record's value of any type
+    assert (
+        not is_digest(12) and not is_digest({"digest": DIGEST}) and not is_digest(DIGEST.upper())
+    )  # a record's value of any type
     assert validate_digest(DIGEST) == DIGEST
     with pytest.raises(ConfigError, match="sha256:zz"):
         validate_digest("sha256:zz")

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for _registry against in-process HTTP servers on 127.0.0.1 (no other network)."""
+
 from __future__ import annotations
 
 import base64
@@ -122,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             if result.send_only is not None:
-                self.wfile.write(result.body[:result.send_only])
+                self.wfile.write(result.body[: result.send_only])
                 self.wfile.flush()
                 self.close_connection = True
             else:
@@ -216,7 +217,13 @@ def error_resp(status, code, message, headers=None):
 class TokenRegistry:
     """A registry that wants Bearer tokens from its own /token realm (like nvcr.io), scoped per repository."""
 
-    def __init__(self, routes: Callable[[Req], Any], username: Optional[str] = "$oauthtoken", password: Optional[str] = PASSWORD, expires_in=300):
+    def __init__(
+        self,
+        routes: Callable[[Req], Any],
+        username: Optional[str] = "$oauthtoken",
+        password: Optional[str] = PASSWORD,
+        expires_in=300,
+    ):
         self.routes = routes
         self.username = username
         self.password = password
@@ -240,8 +247,10 @@ class TokenRegistry:
         path = req.path
         for marker in ("/tags/list", "/manifests/", "/blobs/"):
             if marker in path:
-                name = path[len("/v2/"):path.index(marker)]
-                action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(req.method, "pull,push")  # as distribution asks
+                name = path[len("/v2/") : path.index(marker)]
+                action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(
+                    req.method, "pull,push"
+                )  # as distribution asks
                 return f"repository:{name}:{action}"
         if path == "/v2/_catalog":
             return "registry:catalog:*"
@@ -260,13 +269,23 @@ class TokenRegistry:
             return json_resp({"token": token, "expires_in": self.expires_in})
         needed = self.needed_scope(req)
         auth = req.headers.get("Authorization") or ""
-        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
         with self.lock:
             granted = self.tokens.get(token) if token else None
         if granted is None:
-            return error_resp(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": self.challenge(needed, "invalid_token" if token else None)})
+            return error_resp(
+                401,
+                "UNAUTHORIZED",
+                "authentication required",
+                {"WWW-Authenticate": self.challenge(needed, "invalid_token" if token else None)},
+            )
         if needed and needed not in granted.split() and not any(g.startswith(needed + ",") for g in granted.split()):
-            return error_resp(401, "UNAUTHORIZED", "insufficient scope", {"WWW-Authenticate": self.challenge(needed, "insufficient_scope")})
+            return error_resp(
+                401,
+                "UNAUTHORIZED",
+                "insufficient scope",
+                {"WWW-Authenticate": self.challenge(needed, "insufficient_scope")},
+            )
         return self.routes(req)
 
 
@@ -330,7 +349,9 @@ def test_bearer_challenge_fetches_scoped_token_with_basic_credentials(serve, mak
     [token_req] = app.token_requests
     assert token_req.query["service"] == ["test-registry"]
     assert token_req.query["scope"] == ["repository:nvidia/pytorch:pull"]
-    assert token_req.headers["Authorization"] == "Basic " + base64.b64encode(f"$oauthtoken:{PASSWORD}".encode()).decode()
+    assert (
+        token_req.headers["Authorization"] == "Basic " + base64.b64encode(f"$oauthtoken:{PASSWORD}".encode()).decode()
+    )
     tag_requests = [r for r in server.requests if r.path.endswith("/tags/list")]
     assert [r.headers.get("Authorization") for r in tag_requests] == [None, "Bearer tok1"]
 
@@ -342,7 +363,10 @@ def test_token_cached_per_scope_and_sent_before_a_challenge(serve, make_client):
     client.list_tags("nvidia/pytorch")
     assert len(app.token_requests) == 1
     client.list_tags("nvidia/clara/clara-parabricks")  # another scope: another token, fetched up front
-    assert [r.query["scope"] for r in app.token_requests] == [["repository:nvidia/pytorch:pull"], ["repository:nvidia/clara/clara-parabricks:pull"]]
+    assert [r.query["scope"] for r in app.token_requests] == [
+        ["repository:nvidia/pytorch:pull"],
+        ["repository:nvidia/clara/clara-parabricks:pull"],
+    ]
     statuses = [r.headers.get("Authorization") for r in server.requests if r.path.endswith("/tags/list")]
     assert statuses == [None, "Bearer tok1", "Bearer tok1", "Bearer tok2"]
 
@@ -382,7 +406,9 @@ def test_expired_token_renewed_before_use(serve, make_client):
     clock[0] += 25  # 55 s after issue: inside the renewal margin
     client.list_tags("nvidia/pytorch")
     assert len(app.token_requests) == 2
-    unauthorised = [r for r in server.requests if r.path.endswith("/tags/list") and r.headers.get("Authorization") is None]
+    unauthorised = [
+        r for r in server.requests if r.path.endswith("/tags/list") and r.headers.get("Authorization") is None
+    ]
     assert len(unauthorised) == 1  # only the very first request was challenged
 
 
@@ -410,7 +436,9 @@ def test_registry_refusing_fresh_token_is_auth_error(serve, make_client):
     def app(req):
         if req.path == "/token":
             return json_resp({"token": "never-good"})
-        return error_resp(401, "UNAUTHORIZED", "nope", {"WWW-Authenticate": f'Bearer realm="{server.url}/token",service="s"'})
+        return error_resp(
+            401, "UNAUTHORIZED", "nope", {"WWW-Authenticate": f'Bearer realm="{server.url}/token",service="s"'}
+        )
 
     server = serve(app)
     client = make_client(server.url, username="$oauthtoken", password=PASSWORD)
@@ -435,7 +463,9 @@ def test_basic_challenge_uses_credentials(serve, make_client):
 
     def app(req):
         if req.headers.get("Authorization") != wanted:
-            return error_resp(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="Registry Realm"'})
+            return error_resp(
+                401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="Registry Realm"'}
+            )
         return ok_routes(req)
 
     server = serve(app)
@@ -446,14 +476,18 @@ def test_basic_challenge_uses_credentials(serve, make_client):
 
 
 def test_basic_challenge_without_credentials_is_auth_error(serve, make_client):
-    server = serve(lambda req: error_resp(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="r"'}))
+    server = serve(
+        lambda req: error_resp(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="r"'})
+    )
     with pytest.raises(AuthError, match="requires credentials and none were given"):
         make_client(server.url).list_tags("nvidia/pytorch")
     assert len(server.requests) == 1
 
 
 def test_wrong_basic_credentials_is_auth_error_without_password(serve, make_client):
-    server = serve(lambda req: error_resp(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="r"'}))
+    server = serve(
+        lambda req: error_resp(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="r"'})
+    )
     with pytest.raises(AuthError) as excinfo:
         make_client(server.url, username="admin", password=PASSWORD).head_manifest("nvidia/pytorch", "1")
     assert str(excinfo.value).startswith(f"401 from {server.host} for nvidia/pytorch")
@@ -535,7 +569,9 @@ def test_5xx_retried_with_exponential_backoff_then_success(serve, make_client, s
     assert make_client(server.url, backoff=2.0).list_tags("a") == ["x"]
     assert len(server.requests) == 4
     assert len(sleeps) == 3
-    assert 1.0 <= sleeps[0] <= 2.0 and 2.0 <= sleeps[1] <= 4.0 and 2.0 <= sleeps[2] <= 4.0  # 8 s capped at MAX_BACKOFF (4 s)
+    assert (
+        1.0 <= sleeps[0] <= 2.0 and 2.0 <= sleeps[1] <= 4.0 and 2.0 <= sleeps[2] <= 4.0
+    )  # 8 s capped at MAX_BACKOFF (4 s)
 
 
 def test_retries_exhausted_is_registry_error(serve, make_client, sleeps):
@@ -543,7 +579,10 @@ def test_retries_exhausted_is_registry_error(serve, make_client, sleeps):
     with pytest.raises(RegistryError) as excinfo:
         make_client(server.url, retries=2).get_manifest("nvidia/pytorch", "1")
     assert excinfo.value.status == 503
-    assert str(excinfo.value) == f"503 from {server.host} for manifest nvidia/pytorch:1 after 3 attempts: UNAVAILABLE: maintenance"
+    assert (
+        str(excinfo.value)
+        == f"503 from {server.host} for manifest nvidia/pytorch:1 after 3 attempts: UNAVAILABLE: maintenance"
+    )
     assert len(server.requests) == 3
     assert len(sleeps) == 2
 
@@ -591,7 +630,7 @@ def paged_tags(all_tags, absolute_base=None):
         n = int(req.query.get("n", ["2"])[0])
         last = req.query.get("last", [None])[0]
         start = all_tags.index(last) + 1 if last else 0
-        page = all_tags[start:start + n]
+        page = all_tags[start : start + n]
         headers = {}
         if start + n < len(all_tags):
             link = f"{req.path}?n={n}&last={page[-1]}"
@@ -638,7 +677,7 @@ def test_catalog_paginates(serve, make_client):
     def app(req):
         last = req.query.get("last", [None])[0]
         start = repos.index(last) + 1 if last else 0
-        page = repos[start:start + 2]
+        page = repos[start : start + 2]
         headers = {"Link": f'</v2/_catalog?last={page[-1]}&n=2>; rel="next"'} if start + 2 < len(repos) else {}
         return json_resp({"repositories": page}, headers=headers)
 
@@ -662,9 +701,9 @@ MANIFEST = {
     "layers": [],
 }
 # Odd spacing and key order on purpose: only these exact bytes have this digest.
-RAW = b'{\n   "schemaVersion": 2,  "mediaType": "application/vnd.oci.image.manifest.v1+json",\n' + json.dumps(MANIFEST)[1:].encode().replace(
-    b'"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", ', b""
-)
+RAW = b'{\n   "schemaVersion": 2,  "mediaType": "application/vnd.oci.image.manifest.v1+json",\n' + json.dumps(MANIFEST)[
+    1:
+].encode().replace(b'"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", ', b"")
 RESERIALISED = json.dumps(json.loads(RAW), separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -691,7 +730,11 @@ def test_get_manifest_keeps_exact_bytes_and_sends_all_media_types(serve, make_cl
     assert manifest.data == MANIFEST
     assert not manifest.is_index
     descriptor = client.head_manifest("nvidia/clara/clara-parabricks", "4.2")
-    assert (descriptor.digest, descriptor.media_type, descriptor.size) == (sha256(RAW), MEDIA_TYPE_OCI_MANIFEST, len(RAW))
+    assert (descriptor.digest, descriptor.media_type, descriptor.size) == (
+        sha256(RAW),
+        MEDIA_TYPE_OCI_MANIFEST,
+        len(RAW),
+    )
     for req in server.requests:
         accepted = [part.strip() for part in req.headers["Accept"].split(",")]
         assert sorted(accepted) == sorted(MANIFEST_MEDIA_TYPES)
@@ -739,7 +782,10 @@ def test_missing_manifest(serve, make_client):
     assert client.head_manifest("nvidia/pytorch", "nope") is None
     with pytest.raises(NotFoundError) as excinfo:
         client.get_manifest("nvidia/pytorch", "nope")
-    assert str(excinfo.value) == f"404 from {server.host}: manifest nvidia/pytorch:nope not found (MANIFEST_UNKNOWN: manifest unknown)"
+    assert (
+        str(excinfo.value)
+        == f"404 from {server.host}: manifest nvidia/pytorch:nope not found (MANIFEST_UNKNOWN: manifest unknown)"
+    )
 
 
 def test_put_manifest(serve, make_client):
@@ -856,7 +902,7 @@ def test_broken_blob_download_resumes(serve, make_client, honours_range):
     assert len(server.requests) == 2
     assert server.requests[0].headers.get("Range") is None
     # Resumed after what had arrived intact (urllib3 may drop a partial last read).
-    resumed_at = int(server.requests[1].headers["Range"][len("bytes="):-1])
+    resumed_at = int(server.requests[1].headers["Range"][len("bytes=") : -1])
     assert 0 < resumed_at <= half
 
 
@@ -879,12 +925,17 @@ def test_blob_redirect_to_other_host_does_not_carry_authorization(serve, make_cl
 
 
 def test_refusal_by_the_redirect_target_names_that_host(serve, make_client):
-    storage = serve(lambda req: Resp(403, {}, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"), name="storage")
+    storage = serve(
+        lambda req: Resp(403, {}, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"),
+        name="storage",
+    )
     server = serve(lambda req: Resp(307, {"Location": f"{storage.url}/bucket/data?X-Signature=abc"}))
     with pytest.raises(AuthError) as excinfo:
         make_client(server.url).open_blob("nvidia/pytorch", sha256(BLOB))
     message = str(excinfo.value)
-    assert message.startswith(f"403 from {storage.host}, where {server.host} redirected the blob {sha256(BLOB)} in nvidia/pytorch")
+    assert message.startswith(
+        f"403 from {storage.host}, where {server.host} redirected the blob {sha256(BLOB)} in nvidia/pytorch"
+    )
     assert "Request has expired" in message
     assert "X-Signature" not in message
 
@@ -897,7 +948,11 @@ def test_relative_redirect_on_same_origin_keeps_authorization(serve, make_client
 
     def app(req):
         if req.path == "/storage/blob":
-            return Resp(200, {}, BLOB) if req.headers.get("Authorization") == "Basic " + base64.b64encode(b"u:p").decode() else Resp(401)
+            return (
+                Resp(200, {}, BLOB)
+                if req.headers.get("Authorization") == "Basic " + base64.b64encode(b"u:p").decode()
+                else Resp(401)
+            )
         return inner(req)
 
     def inner(req):
@@ -934,7 +989,13 @@ class UploadRegistry:
     def __call__(self, req):
         if req.method == "POST" and req.path.endswith("/blobs/uploads/"):
             if "mount" in req.query and self.mount_ok:
-                return Resp(201, {"Location": f"/v2/x/blobs/{req.query['mount'][0]}", "Docker-Content-Digest": req.query["mount"][0]})
+                return Resp(
+                    201,
+                    {
+                        "Location": f"/v2/x/blobs/{req.query['mount'][0]}",
+                        "Docker-Content-Digest": req.query["mount"][0],
+                    },
+                )
             self.sessions += 1
             return Resp(202, {"Location": f"{req.path}uuid-{self.sessions}?_state=s%3D{self.sessions}", "Range": "0-0"})
         if req.method == "PUT" and "/blobs/uploads/uuid-" in req.path:
@@ -953,7 +1014,7 @@ class UploadRegistry:
 
 def chunked(data, size=100000):
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 def test_upload_blob_streams_with_content_length(serve, make_client):
@@ -1023,7 +1084,9 @@ def test_upload_with_one_shot_iterable_is_not_retried(serve, make_client):
 def test_upload_with_token_auth_asks_for_push_scope(serve, make_client):
     registry = UploadRegistry()
     server, app = start_token_registry(serve, registry)
-    make_client(server.url, username="$oauthtoken", password=PASSWORD).upload_blob("nvidia/x", sha256(BLOB), len(BLOB), chunked(BLOB))
+    make_client(server.url, username="$oauthtoken", password=PASSWORD).upload_blob(
+        "nvidia/x", sha256(BLOB), len(BLOB), chunked(BLOB)
+    )
     assert app.token_requests[0].query["scope"] == ["repository:nvidia/x:pull,push"]
     assert sha256(BLOB) in registry.stored
 
@@ -1035,9 +1098,16 @@ def test_a_cancelled_upload_session_asks_for_the_delete_scope(serve, make_client
     client = make_client(server.url, username="$oauthtoken", password=PASSWORD)
     location = client.start_upload("nvidia/x")
     client.cancel_upload("nvidia/x", location)
-    assert [r.query["scope"] for r in app.token_requests] == [["repository:nvidia/x:pull,push"], ["repository:nvidia/x:delete"]]
+    assert [r.query["scope"] for r in app.token_requests] == [
+        ["repository:nvidia/x:pull,push"],
+        ["repository:nvidia/x:delete"],
+    ]
     last = server.requests[-1]  # the DELETE, with the token that grants delete (the registry took it)
-    assert (last.method, last.headers.get("Authorization"), app.tokens["tok2"]) == ("DELETE", "Bearer tok2", "repository:nvidia/x:delete")
+    assert (last.method, last.headers.get("Authorization"), app.tokens["tok2"]) == (
+        "DELETE",
+        "Bearer tok2",
+        "repository:nvidia/x:delete",
+    )
 
 
 def test_mount_blob(serve, make_client):
@@ -1090,7 +1160,10 @@ class SessionRegistry:
             return Resp(204, {"Location": location, "Range": f"0-{max(len(self.data) - 1, 0)}"} if self.ranges else {})
         if req.method == "PATCH":
             self.data += req.body
-            return Resp(202, {"Location": f"/v2/x/blobs/uploads/uuid-1?_state={len(self.data)}", "Range": f"0-{len(self.data) - 1}"})
+            return Resp(
+                202,
+                {"Location": f"/v2/x/blobs/uploads/uuid-1?_state={len(self.data)}", "Range": f"0-{len(self.data) - 1}"},
+            )
         if req.method == "PUT":
             if sha256(bytes(self.data)) != req.query["digest"][0]:
                 return error_resp(400, "DIGEST_INVALID", "provided digest did not match uploaded content")
@@ -1120,10 +1193,18 @@ def test_a_registry_without_sessions_gives_no_offset(serve, make_client):
     server = serve(SessionRegistry(ranges=False))
     client = make_client(server.url)
     assert client.upload_offset("x", client.start_upload("x")) is None
-    server = serve(lambda req: error_resp(405, "UNSUPPORTED", "no") if req.method == "GET" else Resp(202, {"Location": "/v2/x/blobs/uploads/u"}))
+    server = serve(
+        lambda req: (
+            error_resp(405, "UNSUPPORTED", "no")
+            if req.method == "GET"
+            else Resp(202, {"Location": "/v2/x/blobs/uploads/u"})
+        )
+    )
     client = make_client(server.url)
     assert client.upload_offset("x", client.start_upload("x")) is None
-    server = serve(lambda req: Resp(202, {}) if req.method == "PATCH" else Resp(202, {"Location": "/v2/x/blobs/uploads/u"}))
+    server = serve(
+        lambda req: Resp(202, {}) if req.method == "PATCH" else Resp(202, {"Location": "/v2/x/blobs/uploads/u"})
+    )
     client = make_client(server.url)
     with pytest.raises(RegistryError, match="does not keep upload sessions"):
         client.patch_upload("x", client.start_upload("x"), 0, io.BytesIO(b"abc"), 3)

@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The registry destination begun for several images at once: one blob is looked at and mounted into one repository
 by one image at a time (distribution answers a HEAD that reads a link being written with a 500)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -73,10 +74,17 @@ def test_images_begun_at_once_mount_a_shared_blob_once_and_never_look_at_it_mean
     def begin(n: int) -> dict[str, int]:
         own = f"layer of 1.{n}".encode()
         config = json.dumps({"n": n}).encode()
-        raw = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
-                          "config": {"mediaType": "application/octet-stream", "digest": digest_of(config), "size": len(config)},
-                          "layers": [{"mediaType": "application/octet-stream", "digest": d, "size": s}
-                                     for d, s in ((digest_of(base), len(base)), (digest_of(own), len(own)))]}).encode()
+        raw = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MEDIA_OCI_MANIFEST,
+                "config": {"mediaType": "application/octet-stream", "digest": digest_of(config), "size": len(config)},
+                "layers": [
+                    {"mediaType": "application/octet-stream", "digest": d, "size": s}
+                    for d, s in ((digest_of(base), len(base)), (digest_of(own), len(own)))
+                ],
+            }
+        ).encode()
         top = Manifest(raw=raw, media_type=MEDIA_OCI_MANIFEST, digest=digest_of(raw), data=json.loads(raw))
         return dest.begin(images[n], ImageContent(top=top), None).blobs
 
@@ -84,16 +92,29 @@ def test_images_begun_at_once_mount_a_shared_blob_once_and_never_look_at_it_mean
         missing = list(pool.map(begin, range(8)))
     assert client.overlaps == 0
     assert client.mounts == 1  # the others found it there
-    assert all(digest_of(base) not in blobs and len(blobs) == 2 for blobs in missing)  # only the config and the own layer
-    assert client.heads == 0  # the base was mounted from where it was known, then known here; small new blobs are sent unasked
+    assert all(
+        digest_of(base) not in blobs and len(blobs) == 2 for blobs in missing
+    )  # only the config and the own layer
+    assert (
+        client.heads == 0
+    )  # the base was mounted from where it was known, then known here; small new blobs are sent unasked
 
 
 def image_of(layers: list[bytes]) -> ImageContent:
     config = b"{}"
-    raw = json.dumps({"schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
-                      "config": {"mediaType": "application/octet-stream", "digest": digest_of(config), "size": len(config)},
-                      "layers": [{"mediaType": "application/octet-stream", "digest": digest_of(d), "size": len(d)} for d in layers]}).encode()
-    return ImageContent(top=Manifest(raw=raw, media_type=MEDIA_OCI_MANIFEST, digest=digest_of(raw), data=json.loads(raw)))
+    raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": "application/octet-stream", "digest": digest_of(config), "size": len(config)},
+            "layers": [
+                {"mediaType": "application/octet-stream", "digest": digest_of(d), "size": len(d)} for d in layers
+            ],
+        }
+    ).encode()
+    return ImageContent(
+        top=Manifest(raw=raw, media_type=MEDIA_OCI_MANIFEST, digest=digest_of(raw), data=json.loads(raw))
+    )
 
 
 def test_a_big_blob_is_asked_about_once_a_run_per_repository() -> None:

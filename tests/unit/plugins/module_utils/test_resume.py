@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A big bundle blob cut off keeps its bytes for the next run; a read is started where every sink can go on."""
+
 from __future__ import annotations
 
 import hashlib

@@ -2,6 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Options that used to do something wrong without a word: an inventory_file that is another file, parallel_images out
 of bounds, an images dict whose name is not a string, teams that hold nothing."""
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,22 @@ def bundle(directory: Path, refs: list[str]) -> Path:
     """A bundle's index naming ``refs`` (enough to be listed and chosen as a source; no image is read)."""
     directory.mkdir(parents=True)
     (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + f"{n:x}" * 64, "size": 100,
-         "annotations": {"org.opencontainers.image.ref.name": ref}} for n, ref in enumerate(refs, start=1)]}))
+    (directory / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": "sha256:" + f"{n:x}" * 64,
+                        "size": 100,
+                        "annotations": {"org.opencontainers.image.ref.name": ref},
+                    }
+                    for n, ref in enumerate(refs, start=1)
+                ],
+            }
+        )
+    )
     return directory
 
 
@@ -39,8 +53,18 @@ def far(tmp_path: Path) -> dict[str, Any]:
     """The options of an import from a bundle into an archive directory, with an inventory file."""
     bundle(tmp_path / "bundle", ["nvcr.io/nvidia/pytorch:24.01-py3"])
     (tmp_path / "facts").mkdir()
-    return params_for(MIRROR, {"source": "bundle", "source_dir": "{tmp}/bundle", "archive": {}, "images": None,
-                               "inventory_file": "{tmp}/inventory.json", "progress_file": "{tmp}/progress.json"}, tmp_path)
+    return params_for(
+        MIRROR,
+        {
+            "source": "bundle",
+            "source_dir": "{tmp}/bundle",
+            "archive": {},
+            "images": None,
+            "inventory_file": "{tmp}/inventory.json",
+            "progress_file": "{tmp}/progress.json",
+        },
+        tmp_path,
+    )
 
 
 def refused(params: dict[str, Any]) -> str:
@@ -53,7 +77,9 @@ def test_an_inventory_file_that_is_another_json_file_is_refused_and_kept(far: di
     other = tmp_path / "inventory.json"
     other.write_text('{"site": "precious settings"}')
     message = refused(far)
-    assert message.startswith(f"invalid inventory_file '{other}': it exists and is not an inventory of ngc_image_mirror")
+    assert message.startswith(
+        f"invalid inventory_file '{other}': it exists and is not an inventory of ngc_image_mirror"
+    )
     with pytest.raises(AirgapError, match="is not an inventory this collection wrote"):
         write_inventory(str(other), object(), [])  # the writer refuses it too, should it appear after the check
     assert other.read_text() == '{"site": "precious settings"}'
@@ -80,23 +106,35 @@ def test_an_inventory_file_that_is_a_file_of_the_run_is_refused(far: dict[str, A
 @pytest.mark.parametrize("value", [0, -3, 10000])
 def test_parallel_images_out_of_bounds_is_refused_by_the_module(far: dict[str, Any], value: int) -> None:
     message = refused(dict(far, parallel_images=value))
-    assert message.startswith(f"invalid parallel_images {value}: expected how many images are planned at once, from 1 to 64")
+    assert message.startswith(
+        f"invalid parallel_images {value}: expected how many images are planned at once, from 1 to 64"
+    )
 
 
 def test_the_role_checks_parallel_images_with_the_module_s_bounds(far: dict[str, Any]) -> None:
     for good in (1, MAX_PARALLEL):
         validate_mirror(dict(far, parallel_images=good))
     text = ROLE_CHECKS.read_text()
-    assert re.search(rf"\('ngc_mirror_parallel_images', 1, {MAX_PARALLEL}, 'a whole number from 1 to {MAX_PARALLEL}'\)", text)
+    assert re.search(
+        rf"\('ngc_mirror_parallel_images', 1, {MAX_PARALLEL}, 'a whole number from 1 to {MAX_PARALLEL}'\)", text
+    )
 
 
-@pytest.mark.parametrize("item, expected", [
-    ({"name": ["a"], "tag": 5}, "invalid images item 1 name ['a']: expected a string (a repository such as nvidia/pytorch), not a list"),
-    ({"name": {"x": 1}}, "invalid images item 1 name {'x': 1}: expected a string"),
-    ({"name": "nvidia/x", "tag": [5]}, "invalid images item 1 tag [5]: expected a string, not a list"),
-    ({"reference": 7}, "invalid images item 1 reference 7: expected a string, not a int"),
-])
-def test_an_images_dict_with_a_key_of_the_wrong_type_is_told_which(far: dict[str, Any], item: dict[str, Any], expected: str) -> None:
+@pytest.mark.parametrize(
+    "item, expected",
+    [
+        (
+            {"name": ["a"], "tag": 5},
+            "invalid images item 1 name ['a']: expected a string (a repository such as nvidia/pytorch), not a list",
+        ),
+        ({"name": {"x": 1}}, "invalid images item 1 name {'x': 1}: expected a string"),
+        ({"name": "nvidia/x", "tag": [5]}, "invalid images item 1 tag [5]: expected a string, not a list"),
+        ({"reference": 7}, "invalid images item 1 reference 7: expected a string, not a int"),
+    ],
+)
+def test_an_images_dict_with_a_key_of_the_wrong_type_is_told_which(
+    far: dict[str, Any], item: dict[str, Any], expected: str
+) -> None:
     message = refused(dict(far, source="registry", source_dir=None, inventory_file=None, images=[item]))
     assert message.startswith(expected)
 
@@ -106,7 +144,9 @@ CATALOG = {"source": "bundle", "org": "nvidia", "teams": None, "images": None, "
 
 
 def test_teams_select_repository_paths_of_a_bundle_and_one_holding_nothing_is_named(tmp_path: Path) -> None:
-    source = bundle(tmp_path / "b", ["nvcr.io/nvidia/pytorch:24.01-py3", "nvcr.io/nvidia/clara/clara-parabricks:4.2.0-1"])
+    source = bundle(
+        tmp_path / "b", ["nvcr.io/nvidia/pytorch:24.01-py3", "nvcr.io/nvidia/clara/clara-parabricks:4.2.0-1"]
+    )
     everything = inspect_catalog(dict(CATALOG, source_dir=str(source)))
     assert {i["name"] for i in everything["images"]} == {"nvidia/pytorch", "nvidia/clara/clara-parabricks"}
     assert everything["warnings"] == []
@@ -116,8 +156,10 @@ def test_teams_select_repository_paths_of_a_bundle_and_one_holding_nothing_is_na
     assert [i["name"] for i in own["images"]] == ["nvidia/pytorch"]
     nothing = inspect_catalog(dict(CATALOG, source_dir=str(source), teams=["clara", "nosuchteam"]))
     assert [i["name"] for i in nothing["images"]] == ["nvidia/clara/clara-parabricks"]
-    assert nothing["warnings"] == [f"teams item 2: org 'nvidia' has no repository in team 'nosuchteam' at the bundle {source}, "
-                                   "so nothing is listed for it; check the name"]
+    assert nothing["warnings"] == [
+        f"teams item 2: org 'nvidia' has no repository in team 'nosuchteam' at the bundle {source}, "
+        "so nothing is listed for it; check the name"
+    ]
 
 
 class _Ngc:
@@ -139,9 +181,13 @@ class _Registry:
 
 
 def test_a_team_ngc_knows_but_that_holds_nothing_is_named_in_a_warning() -> None:
-    catalog = Catalog(CatalogQuery(ImageFilter.create(), teams=["clara", "empty"], include_digests=False), _Registry(), _Ngc())
+    catalog = Catalog(
+        CatalogQuery(ImageFilter.create(), teams=["clara", "empty"], include_digests=False), _Registry(), _Ngc()
+    )
     assert catalog.list() == []
-    assert catalog.warnings == ["teams item 2: org 'nvidia' has no repository in team 'empty' at NGC, so nothing is listed for it; "
-                                "check the name"]
+    assert catalog.warnings == [
+        "teams item 2: org 'nvidia' has no repository in team 'empty' at NGC, so nothing is listed for it; "
+        "check the name"
+    ]
     with pytest.raises(AirgapError, match="team 'nosuch' of org 'nvidia' not found"):
         Catalog(CatalogQuery(ImageFilter.create(), teams=["nosuch"], include_digests=False), _Registry(), _Ngc()).list()

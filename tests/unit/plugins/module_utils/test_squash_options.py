@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """squash_options: only mksquashfs options that shape compression and layout pass, for the module and the role alike."""
+
 from __future__ import annotations
 
 import re
@@ -14,14 +15,34 @@ from ansible_collections.airgap.ngc.plugins.filter.squash_options_problem import
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.apptainer import ApptainerDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.enroot import EnrootDestination
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import ConfigError
-from ansible_collections.airgap.ngc.plugins.module_utils._types.squash_options import squash_options_problem, squash_words
+from ansible_collections.airgap.ngc.plugins.module_utils._types.squash_options import (
+    squash_options_problem,
+    squash_words,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._copy.validate import validate_mirror
 
 # ngc_image_mirror's parameters as AnsibleModule gives them, but for the destination under test.
-PARAMS = {"api_key": "not-a-key", "username": "$oauthtoken", "registry_url": "https://nvcr.io", "validate_certs": True, "ca_path": None,
-          "timeout": 60.0, "retries": 5, "images": ["nvidia/pytorch:24.01-py3"], "registry": None, "archive": None, "docker": None,
-          "offline": False, "platforms": None, "save_readme": False, "facts_file": "/srv/facts/ngc_mirror.fact", "progress_file": None,
-          "parallel": 4, "force": False, "fail_on_error": True}
+PARAMS = {
+    "api_key": "not-a-key",
+    "username": "$oauthtoken",
+    "registry_url": "https://nvcr.io",
+    "validate_certs": True,
+    "ca_path": None,
+    "timeout": 60.0,
+    "retries": 5,
+    "images": ["nvidia/pytorch:24.01-py3"],
+    "registry": None,
+    "archive": None,
+    "docker": None,
+    "offline": False,
+    "platforms": None,
+    "save_readme": False,
+    "facts_file": "/srv/facts/ngc_mirror.fact",
+    "progress_file": None,
+    "parallel": 4,
+    "force": False,
+    "fail_on_error": True,
+}
 
 
 def mirror_params(kind: str, squash_options: object) -> dict[str, object]:
@@ -112,6 +133,17 @@ def test_mksquashfs_takes_every_accepted_value(value: str, tmp_path: Path) -> No
     """The allow-list holds no option mksquashfs does not know, nor an argument shape it refuses."""
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "file").write_bytes(b"x" * 100000)
-    result = subprocess.run(["mksquashfs", str(tmp_path / "root"), str(tmp_path / "out.sqsh"), "-noappend", "-no-progress",
-                             *squash_words(value)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            "mksquashfs",
+            str(tmp_path / "root"),
+            str(tmp_path / "out.sqsh"),
+            "-noappend",
+            "-no-progress",
+            *squash_words(value),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests for the facts file / state store."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,12 @@ import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import cleanup_stale_partials
-from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import DEFAULT_FACTS_PATH, StateStore, seconds_since, utc_now
+from ansible_collections.airgap.ngc.plugins.module_utils._state.facts import (
+    DEFAULT_FACTS_PATH,
+    StateStore,
+    seconds_since,
+    utc_now,
+)
 
 KEY = "nvcr.io/nvidia/pytorch:24.01-py3"
 DIGEST = "sha256:" + "a" * 64
@@ -45,7 +51,12 @@ def test_record_is_on_disk_at_once_and_the_facts_file_is_plain_json(tmp_path):
     expected = {
         "schema": 1,
         "updated": clock(),
-        "images": {KEY: {"source_digest": DIGEST, "destinations": {"registry:site": dict(REGISTRY, source_digest=DIGEST, written=clock())}}},
+        "images": {
+            KEY: {
+                "source_digest": DIGEST,
+                "destinations": {"registry:site": dict(REGISTRY, source_digest=DIGEST, written=clock())},
+            }
+        },
     }
     with StateStore(str(path), now=clock) as store:
         assert store.image(KEY) is None
@@ -57,7 +68,9 @@ def test_record_is_on_disk_at_once_and_the_facts_file_is_plain_json(tmp_path):
     assert json.loads(path.read_text()) == expected
     mode = stat.S_IMODE(os.stat(path).st_mode)
     assert mode == 0o644, "facts.d files that are executable get run by setup"
-    assert sorted(os.listdir(path.parent)) == ["ngc_mirror.fact", "ngc_mirror.fact.lock"], "the journal is gone once compacted"
+    assert sorted(os.listdir(path.parent)) == ["ngc_mirror.fact", "ngc_mirror.fact.lock"], (
+        "the journal is gone once compacted"
+    )
     with StateStore(str(path), read_only=True) as store:
         assert store.destination(KEY, "registry:site")["reference"] == REGISTRY["reference"]
         assert store.destination(KEY, "archive:x") is None
@@ -69,7 +82,9 @@ def test_new_source_digest_keeps_other_destinations_marked_stale(tmp_path):
     path = tmp_path / "s.fact"
     with StateStore(str(path)) as store:
         store.record_destination(KEY, DIGEST, "registry:site", dict(REGISTRY))
-        store.record_destination(KEY, NEW_DIGEST, "archive:/srv/a.tar", {"type": "archive", "path": "/srv/a.tar", "size": 10})
+        store.record_destination(
+            KEY, NEW_DIGEST, "archive:/srv/a.tar", {"type": "archive", "path": "/srv/a.tar", "size": 10}
+        )
         assert store.image(KEY)["source_digest"] == NEW_DIGEST
         assert store.is_current(KEY, "archive:/srv/a.tar", NEW_DIGEST)
         assert not store.is_current(KEY, "registry:site", NEW_DIGEST)
@@ -88,7 +103,9 @@ def test_second_store_on_same_path_is_refused(tmp_path):
     with StateStore(str(path)):
         with pytest.raises(AirgapError) as caught:
             StateStore(str(path)).open()
-        assert str(caught.value).startswith(f"another ngc_image_mirror run holds the lock on {path}.lock (pid {os.getpid()})")
+        assert str(caught.value).startswith(
+            f"another ngc_image_mirror run holds the lock on {path}.lock (pid {os.getpid()})"
+        )
         with StateStore(str(path), read_only=True) as reader:  # check mode reads while a run holds the lock
             assert reader.images() == {}
     with StateStore(str(path)) as store:  # released on exit
@@ -98,9 +115,17 @@ def test_second_store_on_same_path_is_refused(tmp_path):
 def test_lock_held_by_another_process(tmp_path):
     path = tmp_path / "s.fact"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX);"
-         " os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); sys.stdin.read()", f"{path}.lock"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX);"
+            " os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); sys.stdin.read()",
+            f"{path}.lock",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(AirgapError, match=f"holds the lock on {path}.lock \\(pid {holder.pid}\\)"):
@@ -112,7 +137,17 @@ def test_lock_held_by_another_process(tmp_path):
         assert store.images() == {}
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"schema": 1, "images": []}', '{"images": {}}', "\xff\xfe", '{"schema": 1, "images": {"k": 3}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"schema": 1, "images": []}',
+        '{"images": {}}',
+        "\xff\xfe",
+        '{"schema": 1, "images": {"k": 3}}',
+    ],
+)
 def test_corrupt_file_is_an_error_and_left_alone(tmp_path, content):
     path = tmp_path / "s.fact"
     path.write_bytes(content.encode("latin-1"))
@@ -164,7 +199,7 @@ def test_failed_write_keeps_disk_and_memory_and_the_journal_clean(tmp_path, monk
         def half_then_full(fd, data):  # the disk fills up half-way through a journal line
             calls.append(fd)
             if len(calls) == 1:
-                return real_write(fd, bytes(data)[:len(data) // 2])
+                return real_write(fd, bytes(data)[: len(data) // 2])
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(os, "write", half_then_full)
@@ -220,7 +255,12 @@ def test_unusable_directory(tmp_path):
 def test_secrets_are_refused(tmp_path):
     path = tmp_path / "s.fact"
     with StateStore(str(path)) as store:
-        for entry in ({"type": "registry", "password": "x"}, {"auth": {"x": 1}}, {"nested": [{"api_key": "k"}]}, {"registry_token": "t"}):
+        for entry in (
+            {"type": "registry", "password": "x"},
+            {"auth": {"x": 1}},
+            {"nested": [{"api_key": "k"}]},
+            {"registry_token": "t"},
+        ):
             with pytest.raises(AirgapError, match="must hold no secrets"):
                 store.record_destination(KEY, DIGEST, "d", entry)
         with pytest.raises(AirgapError, match="not plain JSON"):
@@ -233,7 +273,11 @@ def test_failures_and_removal(tmp_path):
     with StateStore(str(path), now=clock) as store:
         store.record_failure(KEY, "401 from nvcr.io for nvidia/pytorch: check the NGC API key" + "x" * 5000)
         error = on_disk(path)["images"][KEY]["last_error"]
-        assert error["time"] == clock() and error["message"].startswith("401 from nvcr.io") and len(error["message"]) == 2000
+        assert (
+            error["time"] == clock()
+            and error["message"].startswith("401 from nvcr.io")
+            and len(error["message"]) == 2000
+        )
         store.record_destination(KEY, DIGEST, "d", dict(REGISTRY))
         assert "last_error" in store.image(KEY)
         assert store.clear_failure(KEY)
@@ -311,7 +355,9 @@ def test_a_killed_run_is_replayed_by_readers_and_compacted_by_the_next_writer(tm
     with StateStore(str(path)) as store:
         store.record_failure("earlier:1", "kept")
     keys = killed_run(path)
-    assert json.loads(path.read_text())["images"].keys() == {"earlier:1"}, "the facts file is the one of the earlier run, whole"
+    assert json.loads(path.read_text())["images"].keys() == {"earlier:1"}, (
+        "the facts file is the one of the earlier run, whole"
+    )
     before = (path.read_bytes(), journal.read_bytes())
     with StateStore(str(path), read_only=True) as reader:  # check mode sees everything, and changes nothing
         assert sorted(reader.images()) == sorted(keys + ["earlier:1"])
@@ -331,7 +377,10 @@ def test_journal_without_a_facts_file(tmp_path):
     assert not path.exists(), "a reader creates nothing"
 
 
-@pytest.mark.parametrize("tail", [b'{"key":"registry.site/nvidia/img99:1","record":{"destinations":{"registry:si', b"\0" * 300, b"{", b'\n{"sch'])
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"key":"registry.site/nvidia/img99:1","record":{"destinations":{"registry:si', b"\0" * 300, b"{", b'\n{"sch'],
+)
 def test_a_torn_last_line_is_ignored(tmp_path, tail):
     path = tmp_path / "s.fact"
     keys = killed_run(path, count=5)
@@ -381,7 +430,10 @@ def test_replaying_a_journal_over_its_compaction_changes_nothing(tmp_path):
         store.record_failure("registry.site/nvidia/img2:1", "later")
         kept = journal.read_bytes()
     compacted = json.loads(path.read_text())
-    assert "registry.site/nvidia/img1:1" not in compacted["images"] and compacted["images"]["registry.site/nvidia/img0:1"]["destinations"] == {}
+    assert (
+        "registry.site/nvidia/img1:1" not in compacted["images"]
+        and compacted["images"]["registry.site/nvidia/img0:1"]["destinations"] == {}
+    )
     journal.write_bytes(kept)
     assert on_disk(path) == compacted
 
@@ -391,9 +443,11 @@ def test_a_journal_line_not_written_by_the_collection_is_an_error(tmp_path):
     killed_run(path, count=2)
     journal = tmp_path / ".s.fact.journal"
     good = journal.read_bytes()
-    for bad, message in ((b'{"schema": 1, "key": "k", "record": 3}\n', "line 3 is not an ngc_mirror state record: fix it or remove it"),
-                         (b'["x"]\n', "line 3 is not an ngc_mirror state record"),
-                         (b'{"schema": 2, "key": "k", "record": null}\n', "line 3 has schema 2, written by a newer airgap.ngc")):
+    for bad, message in (
+        (b'{"schema": 1, "key": "k", "record": 3}\n', "line 3 is not an ngc_mirror state record: fix it or remove it"),
+        (b'["x"]\n', "line 3 is not an ngc_mirror state record"),
+        (b'{"schema": 2, "key": "k", "record": null}\n', "line 3 has schema 2, written by a newer airgap.ngc"),
+    ):
         journal.write_bytes(good + bad)
         for read_only in (True, False):
             with pytest.raises(AirgapError, match=f"journal {journal} {message}"):
@@ -404,7 +458,9 @@ def test_a_journal_line_not_written_by_the_collection_is_an_error(tmp_path):
 def test_the_journal_is_no_partial_file_for_the_cleanup(tmp_path):
     path = tmp_path / "ngc_mirror.fact"
     keys = killed_run(path, count=2)
-    assert cleanup_stale_partials(str(tmp_path), "ngc_mirror.fact") == [] and cleanup_stale_partials(str(tmp_path)) == []
+    assert (
+        cleanup_stale_partials(str(tmp_path), "ngc_mirror.fact") == [] and cleanup_stale_partials(str(tmp_path)) == []
+    )
     assert sorted(on_disk(path)["images"]) == sorted(keys)
 
 
@@ -431,7 +487,9 @@ def test_kill_9_at_any_moment_loses_no_finished_image(tmp_path):
     promised: set[str] = set()
     first = 0
     for _round in range(16):
-        proc = child(path, first, 400, "close", compact_bytes=rng.choice([0, 3000]), runs_of=rng.choice([0, 3, 7, 30]), bufsize=1)
+        proc = child(
+            path, first, 400, "close", compact_bytes=rng.choice([0, 3000]), runs_of=rng.choice([0, 3, 7, 30]), bufsize=1
+        )
         wanted = rng.randint(0, 150)
         seen = []
         while len(seen) < wanted:
@@ -439,7 +497,9 @@ def test_kill_9_at_any_moment_loses_no_finished_image(tmp_path):
             if not line:
                 break
             seen.append(line.strip())
-        time.sleep(rng.random() * (0.3 if wanted == 0 else 0.02))  # at start-up and in the first compaction, or anywhere later
+        time.sleep(
+            rng.random() * (0.3 if wanted == 0 else 0.02)
+        )  # at start-up and in the first compaction, or anywhere later
         proc.kill()
         rest = proc.communicate(timeout=60)[0]
         promised.update(seen + [line for line in rest.splitlines() if line.startswith("registry.site/")])
@@ -496,10 +556,12 @@ def test_a_reader_never_pairs_a_file_with_the_journal_of_another(tmp_path, monke
 def test_threads_recording_at_once_lose_nothing(tmp_path):
     path = tmp_path / "s.fact"
     with StateStore(str(path)) as store:
+
         def work(n):
             for i in range(50):
                 store.record_destination(f"t{n}/img:{i}", DIGEST, "d", dict(REGISTRY))
                 store.image(f"t{n}/img:{i}")
+
         threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
         for thread in threads:
             thread.start()
@@ -526,19 +588,28 @@ def test_recording_costs_the_same_for_the_thousandth_image_as_for_the_first(tmp_
     else:  # rewrites once the journal outgrows the file: a few, each paid for by the journal bytes before it
         assert big["rewrites"] <= 12 and big["rewritten_bytes"] <= 3 * big["wchar"] / 4, costs
     assert big["wchar"] < 13 * small["wchar"], f"bytes written grow faster than the images recorded: {costs}"
-    assert big["wchar"] / 1000 < 4000, costs  # a journal line, its share of the final file and of the compactions, per image
+    assert big["wchar"] / 1000 < 4000, (
+        costs
+    )  # a journal line, its share of the final file and of the compactions, per image
 
 
 def test_companions_are_remembered_for_recorded_images_in_one_write(tmp_path, monkeypatch):
     path = tmp_path / "s.fact"
-    listing = {"digest": DIGEST, "found": [{"ref": KEY + "-sig", "digest": NEW_DIGEST, "kind": "its cosign signature", "about": KEY}]}
+    listing = {
+        "digest": DIGEST,
+        "found": [{"ref": KEY + "-sig", "digest": NEW_DIGEST, "kind": "its cosign signature", "about": KEY}],
+    }
     with StateStore(str(path), now=clock) as store:
         store.record_destination(KEY, DIGEST, "d", dict(REGISTRY))
         store.record_destination("other:1", DIGEST, "d", dict(REGISTRY))
         syncs = []
         real_sync = getattr(os, "fdatasync", os.fsync)
-        monkeypatch.setattr(os, "fdatasync" if hasattr(os, "fdatasync") else "fsync", lambda fd: (syncs.append(fd), real_sync(fd)))
-        assert store.record_companions({KEY: listing, "other:1": dict(listing, found=[]), "never:mirrored": listing}) == 2
+        monkeypatch.setattr(
+            os, "fdatasync" if hasattr(os, "fdatasync") else "fsync", lambda fd: (syncs.append(fd), real_sync(fd))
+        )
+        assert (
+            store.record_companions({KEY: listing, "other:1": dict(listing, found=[]), "never:mirrored": listing}) == 2
+        )
         monkeypatch.undo()
         assert len(syncs) == 1, "one journal write for all"
         assert store.image("never:mirrored") is None

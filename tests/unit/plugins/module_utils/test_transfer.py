@@ -1,6 +1,7 @@
 # Copyright (c) airgap.ngc contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fan-out of one read to many sinks: order, bounded memory, failure handling, local blobs in archives."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,17 @@ from typing import Iterator
 
 import pytest
 
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import AirgapError, DigestMismatchError, RegistryError
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import LocalBlobChanged, UploadSink, fan_out, index_archive_blobs
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    AirgapError,
+    DigestMismatchError,
+    RegistryError,
+)
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import (
+    LocalBlobChanged,
+    UploadSink,
+    fan_out,
+    index_archive_blobs,
+)
 
 
 class ListSink:

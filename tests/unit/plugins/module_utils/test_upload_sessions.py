@@ -6,6 +6,7 @@ The registry here is an in-memory one with distribution 2.8's session rules (mea
 upload URL carries the offset, only the latest URL is accepted, and a session whose bytes do not match its URL's
 offset is gone.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,11 +21,19 @@ import pytest
 
 from ansible_collections.airgap.ngc.plugins.module_utils._transports import upload_sessions as _upload_sessions
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.bundle import BundleWriter
-from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import DigestMismatchError, NotFoundError, RegistryError
+from ansible_collections.airgap.ngc.plugins.module_utils._types.errors import (
+    DigestMismatchError,
+    NotFoundError,
+    RegistryError,
+)
 from ansible_collections.airgap.ngc.plugins.module_utils._formats.files import RESUME_MIN
 from ansible_collections.airgap.ngc.plugins.module_utils._transports.fanout import resume_point
 from ansible_collections.airgap.ngc.plugins.module_utils._types.blob_sink import BlobSink
-from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import SESSION_MAX_AGE, SessionUpload, UploadSessions
+from ansible_collections.airgap.ngc.plugins.module_utils._transports.upload_sessions import (
+    SESSION_MAX_AGE,
+    SessionUpload,
+    UploadSessions,
+)
 
 PIECE = 4 * 1024 * 1024
 DATA = bytes(range(256)) * ((RESUME_MIN + 3 * PIECE + 12345) // 256)
@@ -101,7 +110,7 @@ def sink(registry: Registry, sessions: UploadSessions, data: bytes = DATA) -> Se
 
 def write(target: Any, data: bytes, chunk: int = 1024 * 1024) -> None:
     for first in range(0, len(data), chunk):
-        target.write(data[first:first + chunk])
+        target.write(data[first : first + chunk])
 
 
 def test_a_cut_off_upload_is_continued_from_what_the_registry_confirmed_and_its_spool(tmp_path: Path) -> None:
@@ -114,7 +123,9 @@ def test_a_cut_off_upload_is_continued_from_what_the_registry_confirmed_and_its_
     record_file = tmp_path / ".ngc_mirror.fact.uploads"
     assert stat.S_IMODE(record_file.stat().st_mode) == 0o600
     (entry,) = json.loads(record_file.read_text())["uploads"].values()
-    assert entry["offset"] == 2 * PIECE and entry["size"] == len(DATA) and entry["location"].startswith(f"https://{HOST}/")
+    assert (
+        entry["offset"] == 2 * PIECE and entry["size"] == len(DATA) and entry["location"].startswith(f"https://{HOST}/")
+    )
     assert registry.patched == [(0, PIECE), (PIECE, PIECE)] and not registry.cancelled
     again = sink(registry, UploadSessions(facts))  # the next run
     assert again.resume_from == cut  # 2 pieces at the registry, the rest of the third in the spool
@@ -141,7 +152,9 @@ class RecordWatchingRegistry(Registry):
         return self.latest
 
 
-def test_the_record_follows_each_patch_without_waiting_for_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_record_follows_each_patch_without_waiting_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A kill right after a PATCH must find its URL recorded: the record is replaced at once, not after syncing the disk
     (whose journal commit waits for the spools' dirty pieces: seconds on a busy disk)."""
     registry = RecordWatchingRegistry(tmp_path / ".ngc_mirror.fact.uploads")
@@ -177,11 +190,11 @@ class SlowRegistry(Registry):
 def test_the_next_piece_is_gathered_while_one_is_sent(tmp_path: Path) -> None:
     registry, facts = SlowRegistry(), str(tmp_path / "ngc_mirror.fact")
     upload = sink(registry, UploadSessions(facts))
-    write(upload, DATA[:2 * PIECE - 1024 * 1024])  # the first piece is sent while the second is gathered
+    write(upload, DATA[: 2 * PIECE - 1024 * 1024])  # the first piece is sent while the second is gathered
     assert registry.entered.wait(30) and registry.patched == []
     assert len([p for p in tmp_path.iterdir() if ".upload-" in p.name]) == 2  # two pieces on disk, no more
     registry.gate.set()
-    write(upload, DATA[2 * PIECE - 1024 * 1024:])
+    write(upload, DATA[2 * PIECE - 1024 * 1024 :])
     upload.close()
     assert registry.blobs == {DIGEST: DATA} and pieces_in_order(registry)
     assert [p.name for p in tmp_path.iterdir()] == []
@@ -210,7 +223,7 @@ def test_a_piece_the_registry_did_not_take_is_kept_with_the_one_gathered_after_i
     assert registry.patched == [(0, PIECE)] and not registry.cancelled
     again = sink(registry, UploadSessions(facts))
     assert again.resume_from == 3 * PIECE  # the registry's piece, the one it did not take, the one gathered after it
-    write(again, DATA[3 * PIECE:])
+    write(again, DATA[3 * PIECE :])
     again.close()
     assert registry.blobs == {DIGEST: DATA} and pieces_in_order(registry)
     assert [p.name for p in tmp_path.iterdir()] == []
@@ -226,7 +239,7 @@ def test_restart_into_a_whole_piece_gathers_it_again(tmp_path: Path) -> None:
     again.restart(PIECE + 100)  # another destination holds less: the whole piece is cut, the one after it removed
     assert again.resume_from == PIECE + 100 and not registry.cancelled
     assert len([p for p in tmp_path.iterdir() if ".upload-" in p.name]) == 1
-    write(again, DATA[PIECE + 100:])
+    write(again, DATA[PIECE + 100 :])
     again.close()
     assert registry.blobs == {DIGEST: DATA} and pieces_in_order(registry)
 
@@ -249,8 +262,15 @@ def test_a_registry_briefly_away_between_two_pieces_gets_the_piece_again_after_a
     from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import RetryPolicy
 
     registry, sleeps = AwayRegistry(away=3), []
-    target = SessionUpload(registry, UploadSessions(str(tmp_path / "f.fact")), "ns/big", DIGEST, len(DATA),
-                           policy=RetryPolicy(retries=None, budget=60.0), sleep=sleeps.append)
+    target = SessionUpload(
+        registry,
+        UploadSessions(str(tmp_path / "f.fact")),
+        "ns/big",
+        DIGEST,
+        len(DATA),
+        policy=RetryPolicy(retries=None, budget=60.0),
+        sleep=sleeps.append,
+    )
     write(target, DATA)
     target.close()
     assert registry.blobs == {DIGEST: DATA} and pieces_in_order(registry)
@@ -261,8 +281,15 @@ def test_a_registry_away_for_longer_than_the_policy_allows_keeps_the_session_for
     from ansible_collections.airgap.ngc.plugins.module_utils._http.transport import RetryPolicy
 
     registry, facts = AwayRegistry(away=10), str(tmp_path / "f.fact")
-    target = SessionUpload(registry, UploadSessions(facts), "ns/big", DIGEST, len(DATA), policy=RetryPolicy(retries=2),
-                           sleep=lambda seconds: None)
+    target = SessionUpload(
+        registry,
+        UploadSessions(facts),
+        "ns/big",
+        DIGEST,
+        len(DATA),
+        policy=RetryPolicy(retries=2),
+        sleep=lambda seconds: None,
+    )
     with pytest.raises(RegistryError, match="Connection refused"):
         write(target, DATA)
         target.close()
@@ -270,7 +297,7 @@ def test_a_registry_away_for_longer_than_the_policy_allows_keeps_the_session_for
     registry.away = 0
     again = sink(registry, UploadSessions(facts))
     assert again.resume_from >= PIECE  # continued, not restarted
-    write(again, DATA[again.resume_from:])
+    write(again, DATA[again.resume_from :])
     again.close()
     assert registry.blobs == {DIGEST: DATA} and registry.count == 1
 
@@ -278,7 +305,7 @@ def test_a_registry_away_for_longer_than_the_policy_allows_keeps_the_session_for
 def test_a_recorded_session_the_registry_lost_is_cancelled_there(tmp_path: Path) -> None:
     registry, facts = Registry(), str(tmp_path / "f.fact")
     first = sink(registry, UploadSessions(facts))
-    write(first, DATA[:PIECE + 10])
+    write(first, DATA[: PIECE + 10])
     first.abort()
     registry.uploads["u1"] += b"x"  # a PATCH cut off mid-body: the session no longer matches its URL
     again = sink(registry, UploadSessions(facts))
@@ -288,7 +315,7 @@ def test_a_recorded_session_the_registry_lost_is_cancelled_there(tmp_path: Path)
 def test_a_session_the_registry_lost_starts_over_quietly(tmp_path: Path) -> None:
     registry, facts = Registry(), str(tmp_path / "ngc_mirror.fact")
     first = sink(registry, UploadSessions(facts))
-    write(first, DATA[:PIECE + 10])
+    write(first, DATA[: PIECE + 10])
     first.abort()
     assert len(registry.uploads) == 1
     uuid = next(iter(registry.uploads))
@@ -324,7 +351,7 @@ def test_an_upload_aborted_after_its_last_byte_is_not_kept(tmp_path: Path) -> No
 def test_restart_keeps_what_it_can_and_cancels_below_the_registrys_bytes(tmp_path: Path) -> None:
     registry, facts = Registry(), str(tmp_path / "ngc_mirror.fact")
     first = sink(registry, UploadSessions(facts))
-    write(first, DATA[:PIECE + 5000])
+    write(first, DATA[: PIECE + 5000])
     first.abort()
     again = sink(registry, UploadSessions(facts))
     assert again.resume_from == PIECE + 5000
@@ -340,7 +367,14 @@ def test_restart_keeps_what_it_can_and_cancels_below_the_registrys_bytes(tmp_pat
 def test_old_records_and_orphan_spools_are_dropped_and_foreign_content_ignored(tmp_path: Path) -> None:
     facts = str(tmp_path / "ngc_mirror.fact")
     sessions = UploadSessions(facts, now=lambda: 10.0 + SESSION_MAX_AGE)
-    record = {"host": HOST, "repository": "ns/big", "digest": DIGEST, "size": len(DATA), "location": "https://x/u?_state=1", "offset": 1}
+    record = {
+        "host": HOST,
+        "repository": "ns/big",
+        "digest": DIGEST,
+        "size": len(DATA),
+        "location": "https://x/u?_state=1",
+        "offset": 1,
+    }
     uploads = {"old": dict(record, written=5), "new": dict(record, written=20)}
     Path(sessions.path).write_text(json.dumps({"schema": 1, "uploads": uploads}))
     orphan = Path(sessions.spool("nobody", 0))
@@ -379,7 +413,7 @@ def test_resume_point_with_registry_sessions(tmp_path: Path) -> None:
     registry, facts = Registry(), str(tmp_path / "facts" / "ngc_mirror.fact")
     os.makedirs(tmp_path / "facts")
     first = sink(registry, UploadSessions(facts))
-    write(first, DATA[:2 * PIECE])
+    write(first, DATA[: 2 * PIECE])
     first.abort()
 
     only_registry = sink(registry, UploadSessions(facts))
@@ -387,11 +421,16 @@ def test_resume_point_with_registry_sessions(tmp_path: Path) -> None:
 
     bundle = BundleWriter(str(tmp_path / "bundle"), "test")
     kept = bundle.blob_sink(DIGEST, len(DATA))
-    write(kept, DATA[:3 * PIECE])
+    write(kept, DATA[: 3 * PIECE])
     kept.abort()
     kept = bundle.blob_sink(DIGEST, len(DATA))
     start, held = resume_point([only_registry, kept], True)  # the bundle's file is cut back to the registry's bytes
-    assert start == 2 * PIECE and held is not None and b"".join(held) == DATA[:2 * PIECE] and kept.resume_from == 2 * PIECE
+    assert (
+        start == 2 * PIECE
+        and held is not None
+        and b"".join(held) == DATA[: 2 * PIECE]
+        and kept.resume_from == 2 * PIECE
+    )
 
     assert resume_point([only_registry, Unverifying(2 * PIECE)], True) == (0, ())  # no unverifiable stream for it
     assert only_registry.resume_from == 0 and registry.cancelled
@@ -401,7 +440,9 @@ def test_resume_point_with_registry_sessions(tmp_path: Path) -> None:
     second.abort()
     again = sink(registry, UploadSessions(facts))
     assert again.resume_from == PIECE
-    assert resume_point([again, Plain()], True) == (0, ()) and again.resume_from == 0  # another destination needs it all
+    assert (
+        resume_point([again, Plain()], True) == (0, ()) and again.resume_from == 0
+    )  # another destination needs it all
     third = sink(registry, UploadSessions(facts))
     write(third, DATA[:PIECE])
     third.abort()

@@ -3,6 +3,7 @@
 """A carried bundle checked against its contents record: missing, extra, corrupt and wrong-size files by path, the images
 each one breaks, a fast sizes-only mode, a broken record, and delta bundles. Bundles are built here by hand, from the OCI
 image-layout spec, not with the collection's writer."""
+
 from __future__ import annotations
 
 import hashlib
@@ -52,9 +53,17 @@ class Bundle:
                 own = (f"{ref} {arch} own layer ".encode() * own_size)[:own_size]
                 config = json.dumps({"architecture": arch, "os": "linux", "config": {"Labels": {"ref": ref}}}).encode()
                 layers = [self.blob(SHARED, ref, blobs), self.blob(own, ref, blobs)]
-                manifest = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST, "config": self.blob(config, ref, blobs, "config"),
-                                       "layers": layers}).encode()
-                children.append(dict(self.blob(manifest, ref, blobs, MANIFEST), platform={"os": "linux", "architecture": arch}))
+                manifest = json.dumps(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": MANIFEST,
+                        "config": self.blob(config, ref, blobs, "config"),
+                        "layers": layers,
+                    }
+                ).encode()
+                children.append(
+                    dict(self.blob(manifest, ref, blobs, MANIFEST), platform={"os": "linux", "architecture": arch})
+                )
                 self.own.setdefault(ref, layers[1]["digest"])
                 self.config.setdefault(ref, f"sha256:{sha(config)}")
             if len(children) == 1:
@@ -65,13 +74,22 @@ class Bundle:
                 top = self.blob(index, ref, blobs, INDEX)
             self.manifest[ref] = top["digest"]
             entries.append(dict(top, annotations={"org.opencontainers.image.ref.name": ref}))
-            self.images[ref] = {"digest": top["digest"], "source_digest": top["digest"], "media_type": top["mediaType"],
-                                "blobs": sorted(set(blobs)), "written": "2024-02-01T00:00:00Z"}
+            self.images[ref] = {
+                "digest": top["digest"],
+                "source_digest": top["digest"],
+                "media_type": top["mediaType"],
+                "blobs": sorted(set(blobs)),
+                "written": "2024-02-01T00:00:00Z",
+            }
         self.put("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-        self.put("index.json", json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}, indent=2).encode())
+        self.put(
+            "index.json", json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}, indent=2).encode()
+        )
         self.write_record()
 
-    def blob(self, data: bytes, ref: str, blobs: list[str], media_type: str = "application/vnd.oci.image.layer.v1.tar+gzip") -> dict[str, Any]:
+    def blob(
+        self, data: bytes, ref: str, blobs: list[str], media_type: str = "application/vnd.oci.image.layer.v1.tar+gzip"
+    ) -> dict[str, Any]:
         digest = f"sha256:{sha(data)}"
         self.put(f"blobs/sha256/{sha(data)}", data)
         self.users.setdefault(f"blobs/sha256/{sha(data)}", set()).add(ref)
@@ -83,8 +101,13 @@ class Bundle:
         (self.dir / path).write_bytes(data)
 
     def write_record(self, **extra: Any) -> None:
-        record = {"schema": 1, "source": "nvcr.io", "updated": "2024-02-01T00:00:00Z", "images": self.images,
-                  "files": {path: {"size": len(data), "sha256": sha(data)} for path, data in self.files.items()}}
+        record = {
+            "schema": 1,
+            "source": "nvcr.io",
+            "updated": "2024-02-01T00:00:00Z",
+            "images": self.images,
+            "files": {path: {"size": len(data), "sha256": sha(data)} for path, data in self.files.items()},
+        }
         record.update(extra)
         (self.dir / "contents.json").write_text(json.dumps(record, indent=2, sort_keys=True))
 
@@ -116,7 +139,14 @@ def test_a_missing_blob_is_named_with_the_one_image_that_needs_it(bundle: Bundle
     victim = bundle.path(bundle.own[PYTORCH])
     victim.unlink()
     problems = verify_bundle(str(bundle.dir))
-    assert problems == [{"path": f"blobs/sha256/{victim.name}", "problem": "missing", "detail": problems[0]["detail"], "images": [PYTORCH]}]
+    assert problems == [
+        {
+            "path": f"blobs/sha256/{victim.name}",
+            "problem": "missing",
+            "detail": problems[0]["detail"],
+            "images": [PYTORCH],
+        }
+    ]
     assert "contents record lists it" in problems[0]["detail"] and "\n" not in problems[0]["detail"]
     assert verify_bundle(str(bundle.dir), sizes_only=True) == problems
 
@@ -180,7 +210,9 @@ def test_a_changed_index_names_the_images_whose_entries_differ_from_the_record(b
     (problem,) = verify_bundle(str(bundle.dir))
     assert problem["path"] == "index.json" and problem["problem"] == "size" and problem["images"] == []
     document = json.loads(index.read_text())
-    document["manifests"][0] = dict(document["manifests"][1], annotations=document["manifests"][0]["annotations"])  # CUDA's, named PYTORCH
+    document["manifests"][0] = dict(
+        document["manifests"][1], annotations=document["manifests"][0]["annotations"]
+    )  # CUDA's, named PYTORCH
     index.write_text(json.dumps(document))
     problems = verify_bundle(str(bundle.dir))
     assert {p["path"] for p in problems} == {"index.json"}, problems
@@ -188,8 +220,15 @@ def test_a_changed_index_names_the_images_whose_entries_differ_from_the_record(b
     assert any("the index was changed" in p["detail"] and p["images"] == [PYTORCH] for p in problems)
 
 
-@pytest.mark.parametrize("record", [b"{not json", b"[]", json.dumps({"schema": 7, "files": {}}).encode(),
-                                    json.dumps({"schema": 1, "files": {"../../etc/passwd": {"size": 1, "sha256": "0" * 64}}}).encode()])
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"{not json",
+        b"[]",
+        json.dumps({"schema": 7, "files": {}}).encode(),
+        json.dumps({"schema": 1, "files": {"../../etc/passwd": {"size": 1, "sha256": "0" * 64}}}).encode(),
+    ],
+)
 def test_a_broken_record_is_a_problem_and_blobs_are_checked_by_name(bundle: Bundle, record: bytes) -> None:
     (bundle.dir / "contents.json").write_bytes(record)
     flip(bundle.path(bundle.own[CUDA]))
@@ -197,7 +236,11 @@ def test_a_broken_record_is_a_problem_and_blobs_are_checked_by_name(bundle: Bund
     (bundle.dir / "blobs" / "sha256" / ("ef" * 32)).write_bytes(b"nobody needs me")
     problems = verify_bundle(str(bundle.dir))
     # no image is imported from a bundle whose record is unusable: verify fails them all, as the import does
-    assert problems[0]["path"] == "contents.json" and problems[0]["problem"] == "corrupt" and problems[0]["images"] == [PYTORCH, CUDA]
+    assert (
+        problems[0]["path"] == "contents.json"
+        and problems[0]["problem"] == "corrupt"
+        and problems[0]["images"] == [PYTORCH, CUDA]
+    )
     found = {p["path"]: (p["problem"], p["images"]) for p in problems[1:]}
     assert found == {
         f"blobs/sha256/{bundle.own[CUDA].split(':')[1]}": ("corrupt", [CUDA]),
@@ -209,7 +252,9 @@ def test_a_broken_record_is_a_problem_and_blobs_are_checked_by_name(bundle: Bund
 def test_a_missing_record_is_a_problem_and_nothing_else_is(bundle: Bundle) -> None:
     (bundle.dir / "contents.json").unlink()
     assert [(p["path"], p["problem"]) for p in verify_bundle(str(bundle.dir))] == [("contents.json", "missing")]
-    assert [(p["path"], p["problem"]) for p in verify_bundle(str(bundle.dir), sizes_only=True)] == [("contents.json", "missing")]
+    assert [(p["path"], p["problem"]) for p in verify_bundle(str(bundle.dir), sizes_only=True)] == [
+        ("contents.json", "missing")
+    ]
 
 
 def test_a_blob_the_record_forgot_is_still_found_missing(bundle: Bundle) -> None:
@@ -226,13 +271,16 @@ def test_blobs_a_delta_bundle_expects_from_an_earlier_one_are_no_problem(bundle:
     del bundle.files[f"blobs/sha256/{sha(SHARED)}"]
     for image in bundle.images.values():
         image["expected"] = {shared: "monthly-2024-01"}
-    bundle.write_record(delta=True, bundle="monthly-2024-02", expected={shared: {"size": len(SHARED), "bundle": "monthly-2024-01"}})
+    bundle.write_record(
+        delta=True, bundle="monthly-2024-02", expected={shared: {"size": len(SHARED), "bundle": "monthly-2024-01"}}
+    )
     bundle.path(shared).unlink()
     assert verify_bundle(str(bundle.dir)) == []
     assert verify_bundle(str(bundle.dir), sizes_only=True) == []
     bundle.path(bundle.own[PYTORCH]).unlink()  # a blob it does carry is still missed
     assert [(p["path"], p["problem"]) for p in verify_bundle(str(bundle.dir))] == [
-        (f"blobs/sha256/{bundle.own[PYTORCH].split(':')[1]}", "missing")]
+        (f"blobs/sha256/{bundle.own[PYTORCH].split(':')[1]}", "missing")
+    ]
 
 
 def test_a_directory_that_is_not_there_is_a_config_error(tmp_path: Path) -> None:
@@ -241,11 +289,33 @@ def test_a_directory_that_is_not_there_is_a_config_error(tmp_path: Path) -> None
 
 
 # -- through ngc_catalog_info ----------------------------------------------------------------------------------------------
-CATALOG = {"api_key": None, "username": "$oauthtoken", "registry_url": "https://nvcr.io", "validate_certs": True, "ca_path": None,
-           "timeout": 60.0, "retries": 5, "source": "bundle", "org": "nvidia", "teams": None, "api_url": "https://api.ngc.nvidia.com",
-           "images": None, "strict_name_match": False, "image_regex": None, "min_version": None, "py_version": None, "tag_regex": None,
-           "tag_exclude_regex": None, "latest": None, "include_digests": True, "include_descriptions": False, "parallel": 2,
-           "verify": True, "verify_mode": "full", "fail_on_problems": False}
+CATALOG = {
+    "api_key": None,
+    "username": "$oauthtoken",
+    "registry_url": "https://nvcr.io",
+    "validate_certs": True,
+    "ca_path": None,
+    "timeout": 60.0,
+    "retries": 5,
+    "source": "bundle",
+    "org": "nvidia",
+    "teams": None,
+    "api_url": "https://api.ngc.nvidia.com",
+    "images": None,
+    "strict_name_match": False,
+    "image_regex": None,
+    "min_version": None,
+    "py_version": None,
+    "tag_regex": None,
+    "tag_exclude_regex": None,
+    "latest": None,
+    "include_digests": True,
+    "include_descriptions": False,
+    "parallel": 2,
+    "verify": True,
+    "verify_mode": "full",
+    "fail_on_problems": False,
+}
 
 
 def test_the_catalog_marks_damaged_images_and_still_lists_an_unreadable_one(bundle: Bundle) -> None:
@@ -283,17 +353,22 @@ def test_the_module_fails_on_problems_only_when_asked(bundle: Bundle, capsys: py
     assert {i["verified"] for i in passed["images"]} == {False}
     failed = run_module(dict(args, fail_on_problems=True), capsys)
     assert failed["failed"] is True and failed["problems"] == passed["problems"] and len(failed["images"]) == 2
-    assert failed["msg"].startswith(f"bundle {bundle.dir} has 4 problems: blobs/sha256/") and failed["msg"].endswith("and 1 more")
+    assert failed["msg"].startswith(f"bundle {bundle.dir} has 4 problems: blobs/sha256/") and failed["msg"].endswith(
+        "and 1 more"
+    )
     assert "\n" not in failed["msg"]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"source": "ngc", "verify": True}, "invalid verify True: it checks a bundle"),
-    ({"source": "registry", "verify": True}, "needs source=bundle (source is registry)"),
-    ({"verify": False, "verify_mode": "sizes"}, "invalid verify_mode 'sizes'"),
-    ({"verify": False, "fail_on_problems": True}, "invalid fail_on_problems True"),
-    ({"verify_mode": "quick"}, "invalid verify_mode 'quick'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"source": "ngc", "verify": True}, "invalid verify True: it checks a bundle"),
+        ({"source": "registry", "verify": True}, "needs source=bundle (source is registry)"),
+        ({"verify": False, "verify_mode": "sizes"}, "invalid verify_mode 'sizes'"),
+        ({"verify": False, "fail_on_problems": True}, "invalid fail_on_problems True"),
+        ({"verify_mode": "quick"}, "invalid verify_mode 'quick'"),
+    ],
+)
 def test_the_verify_options_are_checked_at_the_door(bundle: Bundle, overrides: dict[str, Any], message: str) -> None:
     params = dict(CATALOG, source_dir=str(bundle.dir), **overrides)
     if params["source"] != "bundle":

@@ -4,6 +4,7 @@
 the validators fail it with a one-line message naming the option and the value, no secret in the result, no
 connection opened, and nothing an earlier run wrote changed. The integration test runs a batch of the same rows
 through Ansible against the test bed (request counters, the registry's digests)."""
+
 from __future__ import annotations
 
 import io
@@ -19,7 +20,17 @@ from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.airgap.ngc.plugins.modules import ngc_catalog_info, ngc_image_mirror
 from ansible_collections.airgap.ngc.tests.unit.plugins.modules.bad_input_cases import (
-    C, CASES, IMAGES, M, PASSWORD, URL_PASSWORD, Case, call_args, fill, good_calls)
+    C,
+    CASES,
+    IMAGES,
+    M,
+    PASSWORD,
+    URL_PASSWORD,
+    Case,
+    call_args,
+    fill,
+    good_calls,
+)
 
 MODULES = {M: ngc_image_mirror, C: ngc_catalog_info}
 KEY = "unit-key-SECRET-7c1d"
@@ -45,10 +56,21 @@ def places(tmp_path: Path) -> dict[str, str]:
         path.write_bytes(tiny_tar())
     facts.parent.mkdir()
     facts.write_text(json.dumps({"images": {}}))
-    progress.write_text(json.dumps({"state": "done", "images_done": 2, "images_total": 2, "bytes_done": 0, "bytes_total": 0}))
+    progress.write_text(
+        json.dumps({"state": "done", "images_done": 2, "images_total": 2, "bytes_done": 0, "bytes_total": 0})
+    )
     (tmp_path / "notes.txt").write_text("notes that are not a certificate, nor a progress file\n")
-    return {"proxy": "http://127.0.0.1:9", "open": "http://127.0.0.1:5000", "ngc": "http://127.0.0.1:8", "ns": "bad-inputs",
-            "archive": str(archive), "facts": str(facts), "progress": str(progress), "tmp": str(tmp_path), "key": KEY}
+    return {
+        "proxy": "http://127.0.0.1:9",
+        "open": "http://127.0.0.1:5000",
+        "ngc": "http://127.0.0.1:8",
+        "ns": "bad-inputs",
+        "archive": str(archive),
+        "facts": str(facts),
+        "progress": str(progress),
+        "tmp": str(tmp_path),
+        "key": KEY,
+    }
 
 
 @pytest.fixture
@@ -66,7 +88,10 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def tree(root: Path) -> list[tuple[str, bytes | None, int]]:
-    return sorted((str(p.relative_to(root)), p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns) for p in root.rglob("*"))
+    return sorted(
+        (str(p.relative_to(root)), p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+    )
 
 
 def test_the_table_covers_both_modules() -> None:
@@ -76,8 +101,14 @@ def test_the_table_covers_both_modules() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input_fails_at_the_door(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                     places: dict[str, str], connections: list[Any], case: Case) -> None:
+def test_bad_input_fails_at_the_door(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    places: dict[str, str],
+    connections: list[Any],
+    case: Case,
+) -> None:
     before = tree(tmp_path)
     monkeypatch.setenv("NGC_API_KEY", fill(case.api_key, places))
     with patch_module_args(dict(call_args(case, good_calls(places), places), _ansible_check_mode=case.check)):
