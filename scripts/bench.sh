@@ -5,7 +5,8 @@
 # to build/bench/results.json. Everything started here is stopped at the end.
 # Extra arguments go to bench.py, e.g. `bash scripts/bench.sh --rounds 1 --no-docker`, or
 # `bash scripts/bench.sh --only update,enroot` for the monthly update and registry -> .sqsh groups alone
-# (`--only charts`: the GPU Operator chart and its images into a bundle).
+# (`--only charts`: the GPU Operator chart and its images into a bundle; `--only containerd`: the containerd
+# destination against `ctr images pull` and `ctr images import`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

@@ -96,12 +96,14 @@ BASELINE_NAMES = {
     "bundle": "plain download (all platforms)",
     "import": "raw PUT from files",
     "charts": "plain download of the chart's unique blobs",
+    "containerd": "ctr images pull",
 }
 REF_NAME = "org.opencontainers.image.ref.name"
 # --only: the copies of the seeded tags; the monthly update (issue 10); registry -> .sqsh (issue 11); the issue 22 aims
 # alone (the module's registry, bundle and import cases beside their baselines, and its memory for one image and all)
-# charts (issue 24): the GPU-Operator chart for two node OSes into a bundle, against the floor and skopeo per image
-GROUPS = ("copy", "update", "enroot", "aims", "charts")
+# charts (issue 24): the GPU-Operator chart for two node OSes into a bundle, against the floor and skopeo per image;
+# containerd (issue 25): the seeded tags from the site registry into a containerd, against ctr pull and ctr import
+GROUPS = ("copy", "update", "enroot", "aims", "charts", "containerd")
 CHART_K8S_HOST = "registry.k8s.io"  # what the chart names; the test bed's anonymous registry stands for it
 ONE_IMAGE = "module registry -> registry, the largest image alone"
 MAX_RSS_GROWTH = 1.25  # memory flat in the tag count: all the tags at most this much over the largest image alone
@@ -1049,6 +1051,8 @@ class Bench:
             self.enroot_group()
         if "charts" in self.args.only:
             self.charts_group()
+        if "containerd" in self.args.only:
+            self.containerd_group()
         return self.cases
 
     def charts_group(self) -> None:
@@ -1140,6 +1144,109 @@ class Bench:
                 )
 
             self.measure(Case("charts: skopeo copy of each image of the list (manual)", "charts", unique), manual)
+
+    def containerd_group(self) -> None:
+        """Issue 25: the seeded tags, mirrored (untimed) into the site registry under a prefix, put into a containerd of
+        the bench's own, each round into fresh namespaces: by ``ctr images pull --all-platforms`` of each tag from the
+        site registry (the baseline), by the module's containerd destination (from the site registry, named as the
+        source with ``name_as`` and ``strip_prefix``), and by ``ctr images import --all-platforms`` of each tag's OCI
+        archive (written untimed by the module). Each case is checked (untimed) to hold every tag at the source's
+        digest, then its images are removed and garbage-collected (``ctr images rm --sync``), so that no case finds the
+        content of another. The note adds containerd's own CPU time."""
+        root = str(Path(__file__).resolve().parents[2])
+        if root not in sys.path:
+            sys.path.append(root)
+        start_containerd = importlib.import_module("tests.testbed.containerd").start_containerd
+        inv = self.inv
+        unique = inv.total(inv.registry_blobs.values())
+        prefix, archives = self.prefix("containerd"), self.work / "containerd-oci"
+        setup = Case("containerd: setup", "containerd", unique)
+        self.module(setup, self.work / "containerd-site.fact", {"registry": {"url": self.open_url, "prefix": prefix}})
+        self.check_registry(setup, prefix)
+        shutil.rmtree(archives, ignore_errors=True)
+        self.module(setup, self.work / "containerd-oci.fact", {"archive": {"dir": str(archives), "format": "oci"}})
+        files = sorted(archives.rglob("*.tar"))
+        if len(files) != len(inv.tags):
+            raise BenchError(f"the module wrote {len(files)} OCI archives for {len(inv.tags)} tags")
+        node = start_containerd()
+        try:
+            for number in range(1, self.args.rounds + 1):
+                self.containerd_round(node, number, prefix, files)
+        finally:
+            node.stop()
+
+    def containerd_round(self, node: Any, number: int, prefix: str, files: list[Path]) -> None:
+        """One round of the containerd group: pull, the module, import, each into a namespace of its own."""
+        inv, unique = self.inv, self.inv.total(self.inv.registry_blobs.values())
+        site = {f"{self.open_host}/{prefix}/{ref}": digest for ref, digest in inv.digests.items()}
+        named = {f"{self.source.host}/{ref}": digest for ref, digest in inv.digests.items()}
+
+        def timed(
+            key: str, name: str, names: dict[str, str], action: Callable[[Case, str], None], baseline: bool = False
+        ) -> None:
+            namespace = f"bench-{key}-{number}"
+            before = process_cpu([node.pid])
+
+            def check(case: Case) -> None:
+                held = node.images(namespace)
+                wrong = [ref for ref, digest in names.items() if held.get(ref) != digest]
+                if wrong:
+                    raise BenchError(
+                        f"{len(wrong)} image(s) missing from containerd or at another digest, e.g. {wrong[0]} "
+                        f"({held.get(wrong[0]) or 'absent'})"
+                    )
+                case.note = "; ".join(
+                    filter(None, (case.note, f"{len(names)} images at the source's digests in namespace {namespace}"))
+                )
+
+            case = self.measure(
+                Case(f"containerd: {name}", "containerd", unique, baseline=baseline),
+                lambda c: action(c, namespace),
+                check=check,
+            )
+            case.note += f"; containerd CPU {process_cpu([node.pid]) - before:.1f}s"
+            held = node.images(namespace)
+            if held:
+                node.ctr("images", "rm", "--sync", *held, namespace=namespace, check=False)
+
+        def ctr_each(case: Case, argvs: list[list[str]]) -> None:
+            rss = 0
+            for argv in argvs:
+                proc = run(["ctr", "--address", node.address, *argv], self.work)
+                rss, case.client_cpu = max(rss, proc.rss_kib), case.client_cpu + proc.cpu
+            case.rss_mib = rss / 1024
+            case.note = f"{len(argvs)} ctr processes, one per tag"
+
+        def pull(case: Case, namespace: str) -> None:
+            ctr_each(
+                case,
+                [["-n", namespace, "images", "pull", "--plain-http", "--all-platforms", ref] for ref in sorted(site)],
+            )
+
+        def module(case: Case, namespace: str) -> None:
+            result = self.module(
+                case,
+                self.work / f"containerd{number}.fact",
+                {
+                    "registry_url": self.open_url,
+                    "containerd": {
+                        "address": node.address,
+                        "namespace": namespace,
+                        "name_as": self.source.host,
+                        "strip_prefix": prefix,
+                    },
+                },
+                images=[f"{prefix}/{ref}" for ref in inv.tags],
+            )
+            if not result.get("changed"):
+                raise BenchError("the module imported nothing (changed=false)")
+
+        def load(case: Case, namespace: str) -> None:
+            ctr_each(case, [["-n", namespace, "images", "import", "--all-platforms", str(path)] for path in files])
+
+        timed("pull", "ctr images pull --all-platforms of each tag from the site registry", site, pull, baseline=True)
+        timed("module", "module site registry -> containerd (name_as, strip_prefix)", named, module)
+        timed("import", "ctr images import --all-platforms of each tag's OCI archive", named, load)
 
     def copy_groups(self) -> None:
         """Every seeded tag copied by each client: registry, archive, bundle, import, no-op and the Docker engine."""
