@@ -243,4 +243,4 @@ def test_catalog_playbook_prints_a_table(ansible: Any, testbed: Any) -> None:
     )
     assert run.rc == 0, run.stdout + run.stderr
     assert "nvidia/pytorch" in run.stdout and "24.02-py3" in run.stdout and "23.12-py3" not in run.stdout
-    assert "2 tags of 1 images" in run.stdout
+    assert "2 tag(s) of 1 image(s)" in run.stdout

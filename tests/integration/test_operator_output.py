@@ -90,7 +90,9 @@ def test_the_roles_diff_shows_the_digests_written_and_no_secret(
     first = role_runs["first"]
     output = first.stdout + first.stderr
     assert first.returncode == 0, output[-6000:]
-    copy = output.split("TASK [airgap.ngc.ngc_mirror : Copy the images to the destinations]")[1].split("TASK [")[0]
+    copy = output.split(
+        "TASK [airgap.ngc.ngc_mirror : Copy the images (and the charts with the images they deploy) to the destinations]"
+    )[1].split("TASK [")[0]
     assert "censored" not in copy, copy  # the copy task's result is shown, not hidden by no_log
     target = f"{testbed.basic_registry_host}/{role_runs['prefix']}/{CUDA}"
     # The judge: skopeo reads the digest the registry now serves for the image; the diff shows it as added.
